@@ -1,0 +1,96 @@
+"""``edgeml store``: look into and check the appliance's object store."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from edgeml.store import ObjectStore
+
+from edgeml.cli._context import CliState, console, err_console
+from edgeml.errors import StoreError
+
+app = typer.Typer(help="Inspect and check the object store (local folder or S3/MinIO).", no_args_is_help=True)
+
+
+def _store(ctx: typer.Context) -> ObjectStore:
+    from edgeml.store import store_from_settings
+
+    state: CliState = ctx.obj
+    return store_from_settings(state.settings())
+
+
+@app.command("ls")
+def list_objects(
+    ctx: typer.Context,
+    prefix: Annotated[str, typer.Argument(help="Only keys starting with this (e.g. lake/).")] = "",
+) -> None:
+    """List objects: key, size and modification time."""
+    store = _store(ctx)
+    table = Table("key", "size", "modified", box=None)
+    count = total = 0
+    for info in store.list(prefix):
+        table.add_row(
+            info.key, f"{info.size:,}", info.modified.isoformat(timespec="seconds") if info.modified else ""
+        )
+        count += 1
+        total += info.size
+    console.print(table)
+    err_console.print(f"{count} object(s), {total:,} bytes in {store.url}")
+
+
+@app.command("cat")
+def cat(ctx: typer.Context, key: Annotated[str, typer.Argument(help="Object key.")]) -> None:
+    """Write one object's content to stdout."""
+    for chunk in _store(ctx).stream(key):
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+@app.command("put")
+def put(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="Object key to write.")],
+    file: Annotated[Path, typer.Argument(help="Local file to upload.", exists=True, dir_okay=False)],
+) -> None:
+    """Upload a file atomically under KEY."""
+    info = _store(ctx).put(key, file)
+    console.print(f"{info.key}: {info.size:,} bytes, sha256 {info.sha256}")
+
+
+@app.command("get")
+def get(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="Object key to fetch.")],
+    dest: Annotated[Path, typer.Argument(help="Local file to write (atomically).", dir_okay=False)],
+) -> None:
+    """Download KEY to a local file, verifying its sha256."""
+    info = _store(ctx).download(key, dest)
+    console.print(f"{dest}: {info.size:,} bytes, sha256 {info.sha256}")
+
+
+@app.command("rm")
+def remove(ctx: typer.Context, key: Annotated[str, typer.Argument(help="Object key to delete.")]) -> None:
+    """Delete one object (deleting a missing key is not an error)."""
+    _store(ctx).delete(key)
+
+
+@app.command("check")
+def check(ctx: typer.Context) -> None:
+    """Check the store is reachable and writable: put, read back, verify, delete a probe object."""
+    store = _store(ctx)
+    key = f"_edgeml/probe-{uuid.uuid4().hex}"
+    payload = uuid.uuid4().bytes * 64
+    written = store.put(key, payload)
+    try:
+        if store.get(key) != payload or store.stat(key).sha256 != written.sha256:
+            raise StoreError(f"{store.url}: a probe object read back differently than written")
+    finally:
+        store.delete(key)
+    console.print(f"[green]✓[/] {store.url}: write, read, verify and delete all work")

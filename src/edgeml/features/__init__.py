@@ -1,0 +1,1 @@
+"""Features: row expressions and per-entity window features, with batch/edge parity."""

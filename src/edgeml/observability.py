@@ -1,0 +1,154 @@
+"""Every Prometheus metric edgeml exports, and tracing set-up.
+
+This module is the single source of truth for metric names: ``edgeml_`` prefix,
+units in the name. Call sites use the small ``track_*`` helpers below, never the
+metric objects' label plumbing directly. Metrics live on :data:`REGISTRY`, not on
+prometheus_client's global registry, so an embedding process keeps its own metrics
+apart and tests can read ours without interference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from edgeml.settings import TracingSettings
+
+__all__ = [
+    "BUILD_INFO",
+    "REGISTRY",
+    "SPEC_CHECKS",
+    "STORE_BYTES",
+    "STORE_OPERATIONS",
+    "STORE_OPERATION_SECONDS",
+    "get_tracer",
+    "render_metrics",
+    "setup_tracing",
+    "track_spec_check",
+    "track_store_bytes",
+    "track_store_operation",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+BUILD_INFO = Gauge(
+    "edgeml_build_info",
+    "edgeml version running in this process (value is always 1)",
+    ["version"],
+    registry=REGISTRY,
+)
+STORE_OPERATIONS = Counter(
+    "edgeml_store_operations_total",
+    "Object-store operations by backend, operation and outcome",
+    ["backend", "operation", "outcome"],
+    registry=REGISTRY,
+)
+STORE_OPERATION_SECONDS = Histogram(
+    "edgeml_store_operation_seconds",
+    "Latency of object-store operations (streams: time to first byte)",
+    ["backend", "operation"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+STORE_BYTES = Counter(
+    "edgeml_store_bytes_total",
+    "Bytes moved to (up) and from (down) the object store",
+    ["backend", "direction"],
+    registry=REGISTRY,
+)
+SPEC_CHECKS = Counter(
+    "edgeml_spec_checks_total",
+    "Pipeline specs checked, by outcome (valid or invalid)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+
+@contextmanager
+def track_store_operation(backend: str, operation: str) -> Iterator[None]:
+    """Count and time one store operation; an exception counts as ``outcome="error"``."""
+    start = time.perf_counter()
+    outcome = "error"
+    try:
+        yield
+        outcome = "ok"
+    finally:
+        STORE_OPERATION_SECONDS.labels(backend, operation).observe(time.perf_counter() - start)
+        STORE_OPERATIONS.labels(backend, operation, outcome).inc()
+
+
+def track_store_bytes(backend: str, direction: str, count: int) -> None:
+    """Add ``count`` bytes moved ``up`` to or ``down`` from a store."""
+    STORE_BYTES.labels(backend, direction).inc(count)
+
+
+def track_spec_check(valid: bool) -> None:
+    SPEC_CHECKS.labels("valid" if valid else "invalid").inc()
+
+
+def render_metrics() -> bytes:
+    """The Prometheus text exposition of :data:`REGISTRY`."""
+    from edgeml import __version__
+
+    BUILD_INFO.labels(__version__).set(1)
+    return generate_latest(REGISTRY)
+
+
+_TRACING_CONFIGURED = False
+
+
+def setup_tracing(settings: TracingSettings) -> None:
+    """Install a tracer provider per settings: none (the API's no-op), console, or OTLP/HTTP.
+
+    Called once by an entry point (CLI, agent, central), never at import. OTLP needs the
+    ``opentelemetry-exporter-otlp-proto-http`` package (in the ``cluster`` extra).
+    """
+    global _TRACING_CONFIGURED
+    if settings.exporter == "none" or _TRACING_CONFIGURED:
+        return
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+    )
+
+    from edgeml.errors import ConfigError
+
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    if settings.exporter == "console":
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    else:
+        if not settings.otlp_endpoint:
+            raise ConfigError(
+                "tracing.exporter is 'otlp' but no endpoint is set",
+                hint="set tracing.otlp_endpoint or EDGEML_OTLP_ENDPOINT (e.g. http://collector:4318)",
+            )
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as exc:
+            raise ConfigError(
+                "tracing.exporter 'otlp' needs opentelemetry-exporter-otlp-proto-http",
+                hint="pip install 'edgeml[cluster]' or that package alone",
+            ) from exc
+        endpoint = settings.otlp_endpoint.rstrip("/") + "/v1/traces"
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    trace.set_tracer_provider(provider)
+    _TRACING_CONFIGURED = True
+
+
+def get_tracer(name: str = "edgeml") -> Tracer:
+    """A tracer; spans are no-ops until :func:`setup_tracing` installs a provider."""
+    from opentelemetry import trace
+
+    return trace.get_tracer(name)

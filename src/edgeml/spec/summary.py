@@ -1,0 +1,76 @@
+"""A one-screen summary of a valid spec, for ``edgeml spec check``."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from edgeml.spec.models import FileSource, HttpSource, MqttSource, Source, Spec, SqlSource
+
+__all__ = ["render_summary"]
+
+
+def _source_detail(source: Source) -> str:
+    if isinstance(source, FileSource):
+        return f"{source.format} files at {source.path}"
+    if isinstance(source, SqlSource):
+        return f"query on {source.url.split('://', 1)[0]}"
+    if isinstance(source, HttpSource):
+        return f"{source.url} ({source.pagination.kind} pages, ≤{source.rate_limit_per_s:g} req/s)"
+    assert isinstance(source, MqttSource)
+    return f"{', '.join(source.topics)} on {source.broker} (QoS {source.qos})"
+
+
+def render_summary(spec: Spec) -> Group:
+    """Rich renderable: what the pipeline reads, learns, checks and ships."""
+    schema = spec.schema_
+    pii = [n for n, c in schema.columns.items() if c.pii]
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
+    table.add_row("pipeline", f"{spec.name}" + (f" — {spec.description}" if spec.description else ""))
+    for source in spec.sources:
+        table.add_row(f"source {source.name}", f"{source.kind}: {_source_detail(source)}")
+    roles = ", ".join(
+        f"{r} {c}" for r, c in (("timestamp", schema.timestamp), ("entity", schema.entity)) if c
+    )
+    table.add_row(
+        "schema",
+        f"{len(schema.columns)} columns"
+        + (f"; {roles}" if roles else "")
+        + (f"; pii: {', '.join(pii)}" if pii else ""),
+    )
+    table.add_row("task", f"{spec.task}" + (f", target {spec.target}" if spec.target else ""))
+    inputs = spec.input_columns()
+    table.add_row(
+        "model inputs",
+        f"{len(inputs)} columns ({', '.join(inputs)}), "
+        f"{len(spec.features.row)} row features, {len(spec.features.window)} window features",
+    )
+    errors = sum(e.severity == "error" for e in spec.expectations)
+    table.add_row(
+        "expectations", f"{len(spec.expectations)} ({errors} error, {len(spec.expectations) - errors} warn)"
+    )
+    s = spec.search
+    table.add_row(
+        "search",
+        f"{s.trials} trials over {', '.join(s.families)}; {spec.metric} "
+        f"({spec.metric_mode}); scheduler {s.scheduler}; seed {s.seed}",
+    )
+    gates = [
+        f"{m} {'≥ ' + format(t.min, 'g') if t.min is not None else ''}"
+        f"{' ' if t.min is not None and t.max is not None else ''}"
+        f"{'≤ ' + format(t.max, 'g') if t.max is not None else ''}"
+        for m, t in spec.gates.thresholds.items()
+    ]
+    gates.append(f"beat champion by {spec.gates.champion_margin:g}")
+    table.add_row("gates", "; ".join(gates))
+    table.add_row("profiles", ", ".join(spec.profiles))
+    r = spec.rollout
+    table.add_row(
+        "rollout",
+        f"channel {r.channel}, canary {r.canary_percent:g}%, groups "
+        f"{', '.join(r.groups) or 'all'}; compliance {spec.compliance}",
+    )
+    return Group(Text("✓ spec is valid", style="bold green"), table)

@@ -1,0 +1,203 @@
+"""An object store in a local directory (``file:///var/lib/edgeml/store``).
+
+Atomic writes: content goes to a temporary file in the destination's own folder,
+is fsynced, renamed over the key, and the folder is fsynced, so a crash leaves the
+old object or the new one, never a torn file. Folders emptied by ``delete`` are
+pruned so that listings and later keys stay clean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from edgeml.errors import InvalidKeyError, ObjectNotFoundError, StoreConfigError, StoreError
+from edgeml.store.base import CHUNK_SIZE, TEMP_PREFIX, ObjectInfo, ObjectStore
+
+__all__ = ["LocalStore"]
+
+#: How often ``put`` re-creates a folder that concurrent deletes keep pruning.
+_PREPARE_ATTEMPTS = 20
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class LocalStore(ObjectStore):
+    """Objects as files under ``root``; the key is the relative path."""
+
+    backend = "local"
+
+    def __init__(self, root: Path, *, create: bool = True) -> None:
+        self.root = Path(root).expanduser().resolve()
+        if create:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreConfigError(
+                    f"cannot create store folder {self.root}: {exc.strerror}",
+                    hint="choose a writable folder (store.url / EDGEML_STORE_URL)",
+                ) from exc
+        elif not self.root.is_dir():
+            raise StoreConfigError(f"store folder {self.root} does not exist")
+
+    @property
+    def url(self) -> str:
+        return self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    def _info(self, key: str, path: Path, sha256: str | None) -> ObjectInfo:
+        st = path.stat()
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            sha256=sha256,
+            etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
+            modified=datetime.fromtimestamp(st.st_mtime, UTC),
+        )
+
+    def _object_on_the_way(self, folder: Path) -> bool:
+        """Whether a file (an object) sits where ``folder`` or one of its parents should be."""
+        while folder != self.root:
+            if folder.is_file():
+                return True
+            folder = folder.parent
+        return False
+
+    def _temp_file(self, key: str, path: Path) -> tuple[int, str]:
+        """Create the key's folder and a temporary file in it.
+
+        A concurrent ``delete`` may prune the folder between the two steps (or while
+        ``mkdir`` runs, which then fails as if a file were in the way), so both are retried.
+        """
+        for _ in range(_PREPARE_ATTEMPTS):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as exc:
+                if self._object_on_the_way(path.parent):
+                    raise InvalidKeyError(
+                        f"object key {key!r} passes through an existing object; in a local store "
+                        "a key cannot also be the folder of other keys"
+                    ) from exc
+                continue  # a folder was pruned under us: make it again
+            if path.is_dir():
+                raise InvalidKeyError(f"object key {key!r} is already a folder of other keys")
+            try:
+                return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+            except FileNotFoundError:
+                continue  # the folder was pruned between mkdir and mkstemp
+        raise StoreError(f"{key}: its folder kept disappearing under concurrent deletes")
+
+    def _prune(self, folder: Path) -> None:
+        """Remove ``folder`` and its parents up to the root while they are empty."""
+        while folder != self.root:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            folder = folder.parent
+
+    def _put(self, key: str, stream: BinaryIO, content_type: str | None) -> ObjectInfo:
+        path = self._path(key)
+        fd, tmp_name = self._temp_file(key, path)
+        tmp = Path(tmp_name)
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(CHUNK_SIZE):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            self._prune(path.parent)  # a failed put leaves no folder behind either
+            raise
+        return self._info(key, path, digest.hexdigest())
+
+    def _open(self, key: str, offset: int, length: int | None, chunk_size: int) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            fh = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise ObjectNotFoundError(key, where=self.url) from exc
+        return self._read(fh, offset, length, chunk_size)
+
+    @staticmethod
+    def _read(fh: BinaryIO, offset: int, length: int | None, chunk_size: int) -> Iterator[bytes]:
+        with fh:
+            fh.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                want = chunk_size if remaining is None else min(chunk_size, remaining)
+                chunk = fh.read(want)
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def _stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFoundError(key, where=self.url)
+        return self._info(key, path, _sha256_file(path))
+
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Walk only the folder the prefix points into, not the whole store.
+        head, _, _ = prefix.rpartition("/")
+        start = self._path(head) if head else self.root
+        if not start.is_dir():
+            return iter(())
+        keys: list[tuple[str, Path]] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [d for d in dirnames if not d.startswith(TEMP_PREFIX)]
+            for name in filenames:
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                path = Path(dirpath, name)
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append((key, path))
+        keys.sort(key=lambda item: item[0].encode("utf-8"))
+        return self._infos(keys)
+
+    def _infos(self, keys: list[tuple[str, Path]]) -> Iterator[ObjectInfo]:
+        for key, path in keys:
+            try:
+                yield self._info(key, path, None)
+            except FileNotFoundError:
+                continue  # deleted while we listed
+
+    def _delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except IsADirectoryError:
+            return
+        self._prune(path.parent)

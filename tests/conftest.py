@@ -1,0 +1,137 @@
+"""Shared fixtures: real services on 127.0.0.1, temporary appliance homes.
+
+Every service a test starts binds to 127.0.0.1 and is stopped by the fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edgeml.settings import S3Settings, Settings, load_settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A real S3-protocol server (moto in server mode) with IAM authentication on."""
+
+    endpoint: str  # host:port
+    access_key: str
+    secret_key: str
+    bucket: str
+
+    def settings(self, **overrides: object) -> S3Settings:
+        values: dict[str, object] = {
+            "endpoint": self.endpoint,
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+            "secure": False,
+            "region": "us-east-1",
+            "timeout_s": 5.0,
+            "retries": 0,
+        }
+        values.update(overrides)
+        return S3Settings.model_validate(values)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """Start moto's server in its own process with authentication enforced.
+
+    The first four requests may go unauthenticated (moto's INITIAL_NO_AUTH_ACTION_COUNT):
+    they create an admin user, its key and policy. Everything after is signed and checked,
+    so wrong credentials really are refused.
+    """
+    import boto3
+
+    port = free_port()
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3", MOTO_ALLOW_NONEXISTENT_REGION="true")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        url = f"http://127.0.0.1:{port}"
+        iam = boto3.client(
+            "iam",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+        )
+        iam.create_user(UserName="edgeml-admin")
+        key = iam.create_access_key(UserName="edgeml-admin")["AccessKey"]
+        iam.put_user_policy(
+            UserName="edgeml-admin",
+            PolicyName="all",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
+        )
+        server = S3Server(f"127.0.0.1:{port}", key["AccessKeyId"], key["SecretAccessKey"], "edgeml")
+        from minio import Minio
+
+        Minio(
+            server.endpoint,
+            access_key=server.access_key,
+            secret_key=server.secret_key,
+            secure=False,
+            region="us-east-1",
+        ).make_bucket(server.bucket)
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty appliance home."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    """Settings for the embedded default under a temporary home, free of the caller's env."""
+    return load_settings({"EDGEML_HOME": str(home)})
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
+    """Remove every EDGEML_* variable and point EDGEML_HOME at a temporary home."""
+    for name in list(os.environ):
+        if name.startswith("EDGEML_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("EDGEML_HOME", str(home))
+    return home
