@@ -100,6 +100,8 @@ class LocalStore(ObjectStore):
                         "a key cannot also be the folder of other keys"
                     ) from exc
                 continue  # a folder was pruned under us: make it again
+            except FileNotFoundError:
+                continue  # a parent was pruned between mkdir's steps
             if path.is_dir():
                 raise InvalidKeyError(f"object key {key!r} is already a folder of other keys")
             try:
