@@ -11,7 +11,7 @@ comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 # command:package pairs the integration tests need from the OS (apt-get).
-OS_DEPS ?=
+OS_DEPS ?= mosquitto:mosquitto
 
 .PHONY: all install os-deps lint typecheck test test-fast demo docs clean
 all: test

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -135,3 +136,53 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.setenv("EDGEML_HOME", str(home))
     return home
+
+
+@dataclass
+class Mosquitto:
+    """A real mosquitto broker on 127.0.0.1 with persistence, restartable by tests."""
+
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
+            f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
+            # As root, mosquitto would switch to user 'mosquitto', which cannot write our temp dir.
+            + ("user root\n" if os.geteuid() == 0 else "")
+        )
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen(
+            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # mosquitto saves its persistence file on SIGTERM
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A fresh broker per test (mosquitto from the OS packages; `make test` installs it)."""
+    broker = Mosquitto(free_port(), tmp_path / "mosquitto")
+    broker.workdir.mkdir()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

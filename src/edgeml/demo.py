@@ -1,7 +1,8 @@
 """``edgeml demo``: the whole loop on the embedded default, one stage after another.
 
 It grows with the project. Today: check the bundled example specs, simulate a fleet
-of pumps and land the readings in the object store where the example specs read them.
+of pumps, land the readings where the fault-classification spec reads them, ingest
+them with Ray Data into the lake, validate the snapshot and build its features.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from edgeml.features.build import FeatureReport, build_features
+from edgeml.ingest.run import IngestReport, ingest
 from edgeml.settings import Settings
 from edgeml.simulate.sensors import SensorSimulation, simulate_sensors, write_csv
 from edgeml.spec import Spec, load_spec
 from edgeml.store import store_from_settings
+from edgeml.validate import ValidationReport, validate
 
 __all__ = ["DemoOptions", "DemoResult", "example_specs", "run_demo"]
 
@@ -39,6 +43,9 @@ class DemoResult:
     landed_key: str = ""
     rows: int = 0
     faults: dict[str, int] = field(default_factory=dict)
+    ingest: IngestReport | None = None
+    validation: ValidationReport | None = None
+    features: FeatureReport | None = None
 
 
 def example_specs() -> list[Path]:
@@ -65,18 +72,57 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
         data = simulate_sensors(sim)
         buffer = io.StringIO()
         result.rows = write_csv(data, buffer)
+        csv_text = _with_glitches(buffer.getvalue())
         result.faults = dict(Counter(str(f) for f in data["fault"]))
         progress.update(task, description=f"simulated {result.rows:,} readings from {sim.machines} pumps")
         progress.stop_task(task)
 
         task = progress.add_task("landing readings in the store", total=None)
         result.landed_key = LANDING_KEY.format(seed=options.seed)
-        info = store.put(result.landed_key, buffer.getvalue().encode(), content_type="text/csv")
+        info = store.put(result.landed_key, csv_text.encode(), content_type="text/csv")
         progress.update(task, description=f"landed {info.size:,} bytes in the store")
+        progress.stop_task(task)
+
+        spec = next(s for s in result.specs if s.name == "pump-faults")
+        task = progress.add_task("ingesting with Ray Data (starting a local Ray)", total=None)
+        result.ingest = ingest(
+            spec,
+            settings,
+            only=["history"],
+            progress_bars=False,
+            progress=lambda m: progress.update(task, description=m),
+        )
+        snap = result.ingest.snapshot
+        progress.update(task, description=f"ingested snapshot {snap.id}: {snap.rows:,} rows")
+        progress.stop_task(task)
+
+        task = progress.add_task("validating the snapshot", total=None)
+        result.validation = validate(spec, settings, snap.id)
+        progress.update(
+            task,
+            description=f"validated: {len(result.validation.outcomes)} expectations, "
+            f"{result.validation.rows_valid:,} valid rows",
+        )
+        progress.stop_task(task)
+
+        task = progress.add_task("building features", total=None)
+        result.features = build_features(spec, settings, snap.id)
+        progress.update(task, description=f"built {len(result.features.stats)} features")
         progress.stop_task(task)
 
     _print_summary(console, result)
     return result
+
+
+def _with_glitches(csv_text: str, every: int = 250) -> str:
+    """Mimic a historian export: now and then a sensor reads ``ERR``; ingestion quarantines those rows."""
+    lines = csv_text.splitlines()
+    column = lines[0].split(",").index("temperature")
+    for i in range(every, len(lines), every):
+        cells = lines[i].split(",")
+        cells[column] = "ERR"
+        lines[i] = ",".join(cells)
+    return "\n".join(lines) + "\n"
 
 
 def _print_summary(console: Console, result: DemoResult) -> None:
@@ -91,8 +137,26 @@ def _print_summary(console: Console, result: DemoResult) -> None:
     faults = ", ".join(f"{k} {v:,}" for k, v in sorted(result.faults.items()))
     console.print(f"  • simulated {result.rows:,} pump readings ({faults})")
     console.print(f"  • landed them at [cyan]{result.store_url}/{result.landed_key}[/]")
+    if result.ingest is not None:
+        src = result.ingest.sources[0]
+        console.print(
+            f"  • ingested {src.rows_in:,} rows with Ray Data: {src.rows_clean:,} into the lake, "
+            f"{src.rows_quarantined:,} quarantined → snapshot [cyan]{result.ingest.snapshot.id}[/]"
+        )
+    if result.validation is not None:
+        v = result.validation
+        console.print(
+            f"  • validated {len(v.outcomes)} expectations: {len(v.errors)} errors, "
+            f"{len(v.warnings)} warnings; {v.rows_valid:,} valid rows"
+        )
+    if result.features is not None:
+        console.print(
+            f"  • built features {', '.join(result.features.stats)} → [cyan]{result.features.part.key}[/]"
+        )
     console.print()
     console.print("[bold]Where to look[/]")
-    console.print("  • edgeml store ls landing/        the landed files")
-    console.print("  • edgeml spec check examples/*.yaml   what each example pipeline does")
-    console.print("  • docs/spec.md                    every spec field explained")
+    console.print("  • edgeml store ls lake/                              the lake, partitioned by date")
+    console.print("  • edgeml data snapshots pump-faults                  dataset versions")
+    console.print("  • edgeml validate examples/pump-faults.yaml          the validation report")
+    console.print("  • edgeml spec check examples/*.yaml                  what each example pipeline does")
+    console.print("  • docs/spec.md                                       every spec field explained")

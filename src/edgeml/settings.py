@@ -18,7 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from edgeml.errors import ConfigError
 
-__all__ = ["ENV_VARS", "S3Settings", "Settings", "StoreSettings", "TracingSettings", "load_settings"]
+__all__ = [
+    "ENV_VARS",
+    "S3Settings",
+    "Settings",
+    "StoreSettings",
+    "TracingSettings",
+    "load_settings",
+    "read_secret",
+]
 
 
 class _Strict(BaseModel):
@@ -58,6 +66,9 @@ class Settings(_Strict):
     """Everything edgeml is configured by."""
 
     home: Path = Field(description="appliance home: store, tracking DB, keys, state")
+    ray_address: str | None = Field(
+        None, description="Ray cluster to use (ray://host:10001 or host:6379); none starts a local one"
+    )
     store: StoreSettings = Field(default_factory=StoreSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
 
@@ -70,6 +81,7 @@ class Settings(_Strict):
 # Environment variable -> path in the settings tree.
 ENV_VARS: Mapping[str, tuple[str, ...]] = {
     "EDGEML_HOME": ("home",),
+    "RAY_ADDRESS": ("ray_address",),
     "EDGEML_STORE_URL": ("store", "url"),
     "EDGEML_S3_ENDPOINT": ("store", "s3", "endpoint"),
     "EDGEML_S3_REGION": ("store", "s3", "region"),
@@ -165,3 +177,19 @@ def load_settings(
             f"invalid settings: {'; '.join(problems)}",
             hint=f"settings came from: {', '.join(sources) or 'defaults'}",
         ) from exc
+
+
+def read_secret(name: str, *, purpose: str, env: Mapping[str, str] | None = None) -> str:
+    """The value of the environment variable ``name``, which a spec names for a secret.
+
+    Specs never hold secrets; they name the variable (``token_env: CM_API_TOKEN``) and the
+    stage asks for it here, at run time.
+    """
+    env = os.environ if env is None else env
+    value = env.get(name)
+    if not value:
+        raise ConfigError(
+            f"{purpose} needs the environment variable {name}, which is not set",
+            hint=f"export {name}=... before running",
+        )
+    return value

@@ -154,15 +154,19 @@ def test_spec_docs_matches_the_committed_reference(capsys: pytest.CaptureFixture
     assert out == (ROOT / "docs" / "spec.md").read_text(), "regenerate with `make docs`"
 
 
-def test_demo_lands_simulated_readings(capsys: pytest.CaptureFixture[str], clean_env: Path) -> None:
-    code, out, err = run(capsys, "demo", "--machines", "2", "--readings", "50")
+def test_demo_runs_sensors_to_features(capsys: pytest.CaptureFixture[str], clean_env: Path) -> None:
+    code, out, err = run(capsys, "demo", "--machines", "2", "--readings", "600")
     assert code == 0, err
     landed = clean_env / "store" / "landing" / "pumps" / "demo-0.csv"
     rows = list(csv.DictReader(io.StringIO(landed.read_text())))
-    assert len(rows) == 100
+    assert len(rows) == 1200
     assert {"ts", "machine_id", "temperature", "fault"} <= set(rows[0])
-    assert "pump-faults" in out
-    assert "landing/pumps/demo-0.csv" in out
+    glitched = sum(r["temperature"] == "ERR" for r in rows)
+    assert glitched > 0
+    assert f"1,200 rows with Ray Data: {1200 - glitched:,} into the lake, {glitched} quarantined" in out
+    assert "validated 8 expectations: 0 errors" in out
+    assert "vibration_mean_30" in out
+    assert list((clean_env / "store" / "features" / "pump-faults").rglob("*.parquet"))
 
 
 def test_simulate_sensors_to_file_and_store(
@@ -200,7 +204,7 @@ def test_simulate_sensors_to_file_and_store(
         (["--drift", "humidity:offset:1"], "unknown sensor 'humidity'"),
         (["--drift", "temperature:offset:1:0.5:pump-999"], "unknown machines: pump-999"),
         (["--drift", "temperature:offset"], "SENSOR:KIND:AMOUNT"),
-        ([], "exactly one of --out FILE or --store-key KEY"),
+        ([], "exactly one of --out FILE, --store-key KEY or --mqtt URL"),
     ],
 )
 def test_simulate_bad_input(

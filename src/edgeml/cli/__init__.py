@@ -70,9 +70,14 @@ def version() -> None:
 
 
 def _register() -> None:
-    from edgeml.cli import demo, simulate, spec, store
+    from edgeml.cli import data, demo, simulate, spec, store
 
     app.add_typer(spec.app, name="spec")
+    app.command(name="ingest")(data.ingest)
+    app.command(name="validate")(data.validate)
+    app.command(name="features")(data.features)
+    app.command(name="stream")(data.stream)
+    app.add_typer(data.app, name="data")
     app.add_typer(store.app, name="store")
     app.add_typer(simulate.app, name="simulate")
     app.command(name="demo")(demo.demo)

@@ -49,6 +49,17 @@ def sensors(
     store_key: Annotated[
         str | None, typer.Option(help="Write to this key of the object store instead.")
     ] = None,
+    mqtt: Annotated[
+        str | None,
+        typer.Option(help="Publish each reading to this broker instead (mqtt://host:1883), as JSON."),
+    ] = None,
+    topic: Annotated[str, typer.Option(help="MQTT topic; {field} takes the reading's field.")] = (
+        "plant/{machine_id}/telemetry"
+    ),
+    qos: Annotated[int, typer.Option(min=0, max=2, help="MQTT QoS of the published messages.")] = 1,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Messages per second to MQTT; 0 for as fast as possible.")
+    ] = 0.0,
 ) -> None:
     """Simulate pump telemetry (temperature, vibration, pressure, rpm, power) with fault labels."""
     from edgeml.simulate.sensors import (
@@ -71,8 +82,15 @@ def sensors(
         columns = simulate_sensors(sim)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    if (out is None) == (store_key is None):
-        raise UserError("give exactly one of --out FILE or --store-key KEY")
+    if sum(x is not None for x in (out, store_key, mqtt)) != 1:
+        raise UserError("give exactly one of --out FILE, --store-key KEY or --mqtt URL")
+    if mqtt is not None:
+        from edgeml.simulate.publish import publish_records
+        from edgeml.simulate.sensors import iter_records
+
+        sent = publish_records(iter_records(columns), mqtt, topic=topic, qos=qos, rate=rate)
+        err_console.print(f"published {sent:,} readings to {mqtt} ({topic})")
+        return
     writer = write_csv if fmt is FileFormat.csv else write_jsonl
     buffer = io.StringIO()
     rows = writer(columns, buffer)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,16 +79,49 @@ def parse_expression(source: str) -> Expression:
         tree = ast.parse(source.strip(), mode="eval").body
     except SyntaxError as exc:
         raise ExpressionError(f"cannot parse {source!r}: {exc.msg}") from None
+    except (RecursionError, MemoryError):  # CPython's parser signals deep nesting with these
+        raise ExpressionError(_TOO_DEEP) from None
     columns: set[str] = set()
     time_columns: set[str] = set()
-    _check(tree, columns, time_columns)
+    try:
+        _check(tree, columns, time_columns)
+    except RecursionError:
+        raise ExpressionError(_TOO_DEEP) from None
     return Expression(source, tree, frozenset(columns), frozenset(time_columns))
+
+
+_TOO_DEEP = "expression is nested too deeply; split it into several row features"
+
+
+def _number(node: ast.expr) -> float | None:
+    """The value of a numeric literal, optionally signed (``-2.5``); None if it is not one."""
+    sign = 1.0
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
+        node = node.operand
+    if not isinstance(node, ast.Constant) or isinstance(node.value, bool):
+        return None
+    if not isinstance(node.value, int | float):
+        return None
+    return sign * _finite(node.value)
+
+
+def _finite(value: float) -> float:
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        text = repr(value)
+        raise ExpressionError(f"number {text if len(text) <= 24 else text[:20] + '...'} is too large")
+    return number
 
 
 def _check(node: ast.expr, columns: set[str], time_columns: set[str]) -> None:
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, int | float):
             raise ExpressionError(f"only numbers are allowed as constants, not {node.value!r}")
+        _finite(node.value)
     elif isinstance(node, ast.Name):
         columns.add(node.id)
     elif isinstance(node, ast.BinOp):
@@ -137,11 +171,10 @@ def _edges(node: ast.expr) -> list[float] | None:
         return None
     values: list[float] = []
     for item in node.elts:
-        if not isinstance(item, ast.Constant) or isinstance(item.value, bool):
+        value = _number(item)
+        if value is None:
             return None
-        if not isinstance(item.value, int | float):
-            return None
-        values.append(float(item.value))
+        values.append(value)
     return values
 
 

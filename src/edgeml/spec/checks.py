@@ -26,8 +26,19 @@ def _suggest(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _a(word: str) -> str:
+    """``word`` with its indefinite article: "a classification", "an anomaly"."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
 def _unknown_column(schema: Schema, name: str) -> str:
     return f"unknown column {name!r}{_suggest(name, schema.columns)}"
+
+
+def _broken(p: Parts, *loc: str) -> bool:
+    """Whether ``loc`` is in the spec but invalid: its own issue is reported already, and a
+    reference to it must not be called unknown (or missing) on top."""
+    return tuple(loc) in p.get("broken", ())
 
 
 def _check_schema(p: Parts) -> Iterator[SpecIssue]:
@@ -37,12 +48,17 @@ def _check_schema(p: Parts) -> Iterator[SpecIssue]:
     if schema.timestamp is not None:
         col = schema.columns.get(schema.timestamp)
         if col is None:
-            yield SpecIssue("schema.timestamp", _unknown_column(schema, schema.timestamp))
+            if not _broken(p, "schema", "columns", schema.timestamp):
+                yield SpecIssue("schema.timestamp", _unknown_column(schema, schema.timestamp))
         elif col.type != "timestamp":
             yield SpecIssue(
                 "schema.timestamp", f"column {schema.timestamp!r} has type {col.type}, not timestamp"
             )
-    if schema.entity is not None and schema.entity not in schema.columns:
+    if (
+        schema.entity is not None
+        and schema.entity not in schema.columns
+        and not _broken(p, "schema", "columns", schema.entity)
+    ):
         yield SpecIssue("schema.entity", _unknown_column(schema, schema.entity))
 
 
@@ -73,19 +89,20 @@ def _check_target(p: Parts) -> Iterator[SpecIssue]:
     if task is None:
         return
     if target is None:
-        if task in ("classification", "regression", "text-classification"):
-            yield SpecIssue("target", f"a {task} task needs a target column")
+        if task in ("classification", "regression", "text-classification") and not _broken(p, "target"):
+            yield SpecIssue("target", f"{_a(task)} task needs a target column")
         return
     if schema is None:
         return
     col = schema.columns.get(target)
     if col is None:
-        yield SpecIssue("target", _unknown_column(schema, target))
+        if not _broken(p, "schema", "columns", target):
+            yield SpecIssue("target", _unknown_column(schema, target))
         return
     if col.type not in _TARGET_TYPES[task]:
         yield SpecIssue(
             "target",
-            f"column {target!r} has type {col.type}; a {task} target must be "
+            f"column {target!r} has type {col.type}; {_a(task)} target must be "
             f"{' or '.join(_TARGET_TYPES[task])}",
         )
     if col.pii:
@@ -94,12 +111,14 @@ def _check_target(p: Parts) -> Iterator[SpecIssue]:
         yield SpecIssue("target", f"column {target!r} is the schema's timestamp or entity")
 
 
-def _timestamp_for(schema: Schema, column: str | None, path: str) -> Iterator[SpecIssue]:
+def _timestamp_for(p: Parts, schema: Schema, column: str | None, path: str) -> Iterator[SpecIssue]:
     name = column or schema.timestamp
     if name is None:
-        yield SpecIssue(path, "needs a timestamp column: set column here or schema.timestamp")
+        if not _broken(p, "schema", "timestamp"):
+            yield SpecIssue(path, "needs a timestamp column: set column here or schema.timestamp")
     elif name not in schema.columns:
-        yield SpecIssue(path, _unknown_column(schema, name))
+        if not _broken(p, "schema", "columns", name):
+            yield SpecIssue(path, _unknown_column(schema, name))
     elif schema.columns[name].type != "timestamp":
         yield SpecIssue(path, f"column {name!r} has type {schema.columns[name].type}, not timestamp")
 
@@ -111,7 +130,7 @@ def _check_expectations(p: Parts) -> Iterator[SpecIssue]:
     for i, exp in enumerate(p["expectations"] or []):
         path = f"expectations[{i}]"
         if exp.kind in ("monotonic_timestamp", "freshness"):
-            yield from _timestamp_for(schema, exp.column, f"{path}.column")
+            yield from _timestamp_for(p, schema, exp.column, f"{path}.column")
             continue
         columns = exp.columns if exp.kind == "unique" else [getattr(exp, "column", None)]
         for name in columns:
@@ -119,9 +138,10 @@ def _check_expectations(p: Parts) -> Iterator[SpecIssue]:
                 continue
             col = schema.columns.get(name)
             if col is None:
-                yield SpecIssue(
-                    f"{path}.column{'s' if exp.kind == 'unique' else ''}", _unknown_column(schema, name)
-                )
+                if not _broken(p, "schema", "columns", name):
+                    yield SpecIssue(
+                        f"{path}.column{'s' if exp.kind == 'unique' else ''}", _unknown_column(schema, name)
+                    )
             elif exp.kind == "between" and col.type not in NUMERIC:
                 yield SpecIssue(f"{path}.column", f"between needs a numeric column; {name!r} is {col.type}")
 
@@ -135,6 +155,7 @@ def _check_features(p: Parts) -> Iterator[SpecIssue]:
     known: dict[str, Column | None] = dict(schema.columns)  # None marks a derived feature
     for i, feat in enumerate(features.row):
         path = f"features.row[{i}]"
+        later = {f.name for f in features.row[i + 1 :]}
         if feat.name in known:
             yield SpecIssue(f"{path}.name", f"{feat.name!r} is already a column or feature")
         try:
@@ -144,6 +165,15 @@ def _check_features(p: Parts) -> Iterator[SpecIssue]:
             known[feat.name] = None
             continue
         for name in sorted(expr.columns):
+            if name not in known and _broken(p, "schema", "columns", name):
+                continue
+            if name not in known and name in later:
+                yield SpecIssue(
+                    f"{path}.expr",
+                    f"{name!r} is a later row feature; a row feature can use only columns and "
+                    "earlier features",
+                )
+                continue
             if name not in known:
                 yield SpecIssue(f"{path}.expr", f"unknown column or feature {name!r}{_suggest(name, known)}")
                 continue
@@ -170,7 +200,8 @@ def _check_features(p: Parts) -> Iterator[SpecIssue]:
         known[win.name] = None
         col = schema.columns.get(win.column)
         if col is None:
-            yield SpecIssue(f"{path}.column", _unknown_column(schema, win.column))
+            if not _broken(p, "schema", "columns", win.column):
+                yield SpecIssue(f"{path}.column", _unknown_column(schema, win.column))
         elif col.type not in NUMERIC:
             yield SpecIssue(
                 f"{path}.column", f"window features need a numeric column; {win.column!r} is {col.type}"
@@ -180,10 +211,10 @@ def _check_features(p: Parts) -> Iterator[SpecIssue]:
                 f"{path}.column",
                 f"column {win.column!r} is pii; compliance {p['compliance']} bars it from model inputs",
             )
-        if win.span is not None and schema.timestamp is None:
+        if win.span is not None and schema.timestamp is None and not _broken(p, "schema", "timestamp"):
             yield SpecIssue(f"{path}.span", "a time-span window needs schema.timestamp")
     for i, name in enumerate(features.exclude):
-        if name not in schema.columns:
+        if name not in schema.columns and not _broken(p, "schema", "columns", name):
             yield SpecIssue(f"features.exclude[{i}]", _unknown_column(schema, name))
 
 
@@ -201,7 +232,7 @@ def _check_inputs(p: Parts) -> Iterator[SpecIssue]:
             yield SpecIssue(
                 f"schema.columns.{name}.type",
                 f"text column {name!r} has no encoder in "
-                f"a {spec.task} task; use task text-classification or add it to "
+                f"{_a(spec.task)} task; use task text-classification or add it to "
                 "features.exclude",
             )
     if not columns and not spec.features.row and not spec.features.window:
@@ -221,7 +252,8 @@ def _check_search(p: Parts) -> Iterator[SpecIssue]:
         if fam not in families:
             yield SpecIssue(
                 f"search.families[{i}]",
-                f"{fam!r} is not a {task} family; choose from {', '.join(families)}{_suggest(fam, families)}",
+                f"{fam!r} is not {_a(task)} family; choose from "
+                f"{', '.join(families)}{_suggest(fam, families)}",
             )
         elif fam in search.families[:i]:
             yield SpecIssue(f"search.families[{i}]", f"{fam!r} is listed twice")
@@ -240,7 +272,7 @@ def _check_search(p: Parts) -> Iterator[SpecIssue]:
     if search.metric is not None and search.metric not in METRICS[task]:
         yield SpecIssue(
             "search.metric",
-            f"{search.metric!r} is not a {task} metric; choose from "
+            f"{search.metric!r} is not {_a(task)} metric; choose from "
             f"{', '.join(METRICS[task])}{_suggest(search.metric, METRICS[task])}",
         )
 
@@ -254,7 +286,7 @@ def _check_gates(p: Parts) -> Iterator[SpecIssue]:
         if metric not in METRICS[task]:
             yield SpecIssue(
                 f"gates.thresholds.{metric}",
-                f"{metric!r} is not a {task} metric; "
+                f"{metric!r} is not {_a(task)} metric; "
                 f"choose from {', '.join(METRICS[task])}{_suggest(metric, METRICS[task])}",
             )
 

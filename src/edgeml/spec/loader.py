@@ -44,6 +44,9 @@ def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = Non
     """Parse spec YAML; raise :class:`SpecError` listing every issue found."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        shape = _shape_issue(root)
+        if shape is not None:  # checked before safe_load, which would build the cycle or blow-up
+            raise SpecError(source, [shape])
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -51,6 +54,8 @@ def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = Non
         line = mark.line + 1 if mark is not None else None
         where = f" (line {line}, column {mark.column + 1})" if mark is not None else ""
         raise SpecError(source, [SpecIssue("", f"not valid YAML: {problem}{where}", line)]) from exc
+    except RecursionError:  # PyYAML composes recursively: thousands of nested brackets
+        raise SpecError(source, [SpecIssue("", f"nested more than {_MAX_DEPTH} levels deep", 1)]) from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise SpecError(source, [SpecIssue("", f"a spec is a YAML mapping; this file is {kind}", 1)])
@@ -77,6 +82,47 @@ def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
             seen.add((issue.path, issue.message))
             out.append(issue)
     return out
+
+
+_MAX_DEPTH = 64  # the deepest real path is ~6 (search.space.<family>.<param>.choices[0])
+_MAX_VALUES = 100_000  # values once aliases are expanded; a real spec holds a few hundred
+
+
+def _shape_issue(root: yaml.Node | None) -> SpecIssue | None:
+    """A recursive alias, absurd nesting or an alias blow-up (no spec needs any); None if fine.
+
+    Everything after this point (line index, pydantic, the lenient salvage) walks the
+    document recursively and expanded, so these must be refused first. Iterative, and each
+    node is visited once even when aliases share it.
+    """
+    depth: dict[int, int] = {}
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)] if root is not None else []
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        line = node.start_mark.line + 1
+        if finished:
+            on_path.discard(key)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            if depth[key] > _MAX_DEPTH:
+                return SpecIssue("", f"nested more than {_MAX_DEPTH} levels deep", line)
+            if size[key] > _MAX_VALUES:
+                return SpecIssue("", f"aliases expand to more than {_MAX_VALUES} values", line)
+        elif key in on_path:
+            return SpecIssue("", "a YAML alias refers to a node that contains it (recursive alias)", line)
+        elif key not in depth:
+            on_path.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in children)
+    return None
 
 
 def _index(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Iterator[SpecIssue]:
@@ -196,6 +242,7 @@ def _issue(err: ErrorDetails, lines: Mapping[Loc, int]) -> SpecIssue:
 
 def _message(kind: str, ctx: Mapping[str, Any], value: Any, default: str) -> str:
     got = f", got {value!r}" if value is not None and not isinstance(value, dict | list) else ""
+    tag = value.get("kind", ctx.get("tag")) if isinstance(value, dict) else ctx.get("tag")
     simple = {
         "missing": "required",
         "greater_than_equal": f"must be ≥ {ctx.get('ge')}{got}",
@@ -215,7 +262,8 @@ def _message(kind: str, ctx: Mapping[str, Any], value: Any, default: str) -> str
         "model_type": "must be a mapping",
         "model_attributes_type": "must be a mapping",
         "literal_error": f"must be one of {ctx.get('expected')}{got}",
-        "union_tag_invalid": f"kind must be one of {ctx.get('expected_tags')}{got}",
+        "union_tag_invalid": f"kind must be one of {ctx.get('expected_tags')}, got {tag!r}",
+        "invalid_key": "keys must be strings",
     }
     if kind in simple:
         return simple[kind]
@@ -238,40 +286,56 @@ def _message(kind: str, ctx: Mapping[str, Any], value: Any, default: str) -> str
 _FAIL = object()
 
 
-def _lenient(tp: Any, raw: Any) -> Any:
+def _lenient(tp: Any, raw: Any, loc: Loc = (), broken: set[Loc] | None = None) -> Any:
     """Parse ``raw`` as ``tp``, salvaging what validates field by field; ``_FAIL`` if nothing.
 
     A spec with one bad column still gets its other columns cross-checked: the user
-    sees every problem in one run rather than one section's worth at a time.
+    sees every problem in one run rather than one section's worth at a time. Each
+    location that is present but did not salvage goes into ``broken``, so the checks
+    do not call a column that is merely invalid "unknown" (its own error says what is wrong).
     """
     try:
         return TypeAdapter(tp).validate_python(raw)
     except ValidationError:
         pass
+    broken = set() if broken is None else broken
     tp = _unwrap(tp)
     origin = typing.get_origin(tp)
     if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(raw, dict):
         values: dict[str, Any] = {}
         for name, field in tp.model_fields.items():
             key = field.alias or name
-            value = _lenient(field.annotation, raw[key]) if key in raw else _FAIL
+            value = _lenient(field.annotation, raw[key], (*loc, key), broken) if key in raw else _FAIL
             if value is not _FAIL:
                 values[name] = value
             elif field.is_required():
                 return _FAIL
+            elif key in raw:
+                broken.add((*loc, key))
         return tp.model_construct(**values)
     if origin is dict and isinstance(raw, dict):
         value_type = typing.get_args(tp)[1]
-        parsed = {k: _lenient(value_type, v) for k, v in raw.items() if isinstance(k, str)}
-        return {k: v for k, v in parsed.items() if v is not _FAIL}
+        parsed: dict[str, Any] = {}
+        for k, v in raw.items():
+            value = _lenient(value_type, v, (*loc, str(k)), broken)
+            if value is _FAIL or not isinstance(k, str):
+                broken.add((*loc, str(k)))
+            else:
+                parsed[k] = value
+        return parsed
     if origin is list and isinstance(raw, list):
-        items = [_lenient(typing.get_args(tp)[0], item) for item in raw]
+        items = [_lenient(typing.get_args(tp)[0], item, (*loc, i), broken) for i, item in enumerate(raw)]
         return _FAIL if any(item is _FAIL for item in items) else items  # keep indices aligned
     return _FAIL
 
 
 def _sections(data: Mapping[str, Any], spec: Spec | None) -> dict[str, Any]:
-    """Each top-level section, parsed as far as it validates (None where nothing does)."""
+    """Each top-level section, parsed as far as it validates (None where nothing does).
+
+    ``broken`` holds the locations (``("schema", "columns", "rpm")``) that are present but
+    invalid, so the checks can stay quiet about them.
+    """
+    broken: set[Loc] = set()
     parts: dict[str, Any] = {"spec": spec}
     for name, field in Spec.model_fields.items():
         key = field.alias or name
@@ -280,6 +344,9 @@ def _sections(data: Mapping[str, Any], spec: Spec | None) -> dict[str, Any]:
         elif key not in data:
             parts[key] = None if field.is_required() else field.get_default(call_default_factory=True)
         else:
-            value = _lenient(field.annotation, data[key])
+            value = _lenient(field.annotation, data[key], (key,), broken)
+            if value is _FAIL:
+                broken.add((key,))
             parts[key] = None if value is _FAIL else value
+    parts["broken"] = frozenset(broken)
     return parts

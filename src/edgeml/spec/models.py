@@ -133,7 +133,12 @@ class FileSource(_SourceBase):
     @model_validator(mode="before")
     @classmethod
     def _infer_format(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("format") is None and isinstance(data.get("path"), str):
+        if isinstance(data, dict) and data.get("format") is None and not isinstance(data.get("path"), str):
+            # `path` is missing or not a string, which fails validation and is reported; a
+            # placeholder keeps a "format: required" from sending the user after a key they
+            # need not write. It can never reach a valid FileSource.
+            return {**data, "format": "csv"}
+        if isinstance(data, dict) and data.get("format") is None:
             suffix = data["path"].lower().rsplit(".", 1)[-1]
             inferred = _FORMATS.get(suffix)
             if inferred is None:
