@@ -1005,3 +1005,15 @@ def test_an_example_with_any_part_replaced_gives_a_spec_or_a_spec_error(
         node[key] = data.draw(TREES)
         break
     parse_or_spec_error(yaml.safe_dump(spec))
+
+
+def test_mqtt_message_id_must_be_a_schema_column() -> None:
+    from edgeml.demo import example_specs
+
+    path = next(p for p in example_specs() if p.name == "pump-faults.yaml")
+    data = yaml.safe_load(path.read_text())
+    data["sources"][0]["message_id"] = "uuid"
+    with pytest.raises(SpecError) as err:
+        parse_spec(yaml.safe_dump(data))
+    assert [i.path for i in err.value.issues] == ["sources[0].message_id"]
+    assert "not a schema column" in err.value.issues[0].message

@@ -71,6 +71,14 @@ def _check_sources(p: Parts) -> Iterator[SpecIssue]:
                 f"duplicate source name {source.name!r} (also sources[{seen[source.name]}])",
             )
         seen.setdefault(source.name, i)
+        schema = p["schema"]
+        msg_id = getattr(source, "message_id", None) if source.kind == "mqtt" else None
+        if msg_id and schema is not None and msg_id not in schema.columns:
+            yield SpecIssue(
+                f"sources[{i}].message_id",
+                f"{msg_id!r} is not a schema column; the lander de-duplicates across restarts by the "
+                "ids it finds in the lake, so add it to schema.columns (or set message_id: null)",
+            )
 
 
 _TARGET_TYPES: Mapping[Task, tuple[str, ...]] = {

@@ -84,9 +84,11 @@ def _type(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _default(field: Any) -> str:
-    if field.is_required():
+def _default(field: Any, required_in_yaml: bool) -> str:
+    if required_in_yaml:
         return "**required**"
+    if field.is_required():
+        return "inferred"
     if field.default_factory is not None:
         value = field.default_factory()
     elif field.default is PydanticUndefined:
@@ -103,10 +105,12 @@ def _default(field: Any) -> str:
 def _table(model: type[BaseModel]) -> str:
     doc = (model.__doc__ or "").strip().splitlines()[0]
     lines = [f"### {model.__name__}", "", doc, "", "| key | type | default | meaning |", "|---|---|---|---|"]
+    # What YAML must hold is what the JSON Schema requires (a model may infer some fields).
+    required = set(model.model_json_schema(by_alias=True).get("required", []))
     for name, field in model.model_fields.items():
         key = field.alias or name
         desc = (field.description or "").replace("|", "\\|")
-        lines.append(f"| `{key}` | {_type(field.annotation)} | {_default(field)} | {desc} |")
+        lines.append(f"| `{key}` | {_type(field.annotation)} | {_default(field, key in required)} | {desc} |")
     return "\n".join(lines)
 
 
