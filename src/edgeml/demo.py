@@ -2,7 +2,8 @@
 
 It grows with the project. Today: check the bundled example specs, simulate a fleet
 of pumps, land the readings where the fault-classification spec reads them, ingest
-them with Ray Data into the lake, validate the snapshot and build its features.
+them with Ray Data into the lake, validate the snapshot, build its features, then
+tune and train (Ray Tune + Optuna, tracked in MLflow) and apply the quality gates.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from edgeml.features.build import FeatureReport, build_features
 from edgeml.ingest.run import IngestReport, ingest
+from edgeml.ingest.runtime import ray_session
 from edgeml.settings import Settings
 from edgeml.simulate.sensors import SensorSimulation, simulate_sensors, write_csv
 from edgeml.spec import Spec, load_spec
 from edgeml.store import store_from_settings
+from edgeml.train.run import TrainReport, train
 from edgeml.validate import ValidationReport, validate
 
 __all__ = ["DemoOptions", "DemoResult", "example_specs", "run_demo"]
@@ -34,6 +37,7 @@ class DemoOptions:
     machines: int = 6
     readings: int = 1_500
     seed: int = 0
+    trials: int = 8
 
 
 @dataclass
@@ -46,6 +50,7 @@ class DemoResult:
     ingest: IngestReport | None = None
     validation: ValidationReport | None = None
     features: FeatureReport | None = None
+    training: TrainReport | None = None
 
 
 def example_specs() -> list[Path]:
@@ -60,7 +65,11 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
     store = store_from_settings(settings)
     result.store_url = store.url
     columns = TextColumn("[progress.description]{task.description}")
-    with Progress(SpinnerColumn(), columns, TimeElapsedColumn(), console=console) as progress:
+    # One Ray for every stage: starting it costs seconds.
+    with (
+        ray_session(settings.ray_address, progress_bars=False),
+        Progress(SpinnerColumn(), columns, TimeElapsedColumn(), console=console) as progress,
+    ):
         task = progress.add_task("checking example specs", total=None)
         for path in example_specs():
             result.specs.append(load_spec(path))
@@ -110,6 +119,19 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
         progress.update(task, description=f"built {len(result.features.stats)} features")
         progress.stop_task(task)
 
+        task = progress.add_task(f"tuning and training ({options.trials} trials)", total=None)
+        quick = spec.model_copy(update={"search": spec.search.model_copy(update={"trials": options.trials})})
+        result.training = train(
+            quick, settings, snap.id, progress=lambda m: progress.update(task, description=m)
+        )
+        t = result.training
+        progress.update(
+            task,
+            description=f"trained {t.model} v{t.version} ({t.family}), gates "
+            f"{'passed' if t.verdict.passed else 'failed'}",
+        )
+        progress.stop_task(task)
+
     _print_summary(console, result)
     return result
 
@@ -153,10 +175,27 @@ def _print_summary(console: Console, result: DemoResult) -> None:
         console.print(
             f"  • built features {', '.join(result.features.stats)} → [cyan]{result.features.part.key}[/]"
         )
+    if result.training is not None:
+        t = result.training
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in t.holdout.items())
+        console.print(
+            f"  • tuned {t.trials} trials with Ray Tune + Optuna; best: {t.family} → registered "
+            f"[cyan]{t.model} v{t.version}[/] (holdout {shown})"
+        )
+        for gate in t.verdict.results:
+            console.print(f"    gate {gate.name}: {'pass' if gate.passed else 'FAIL'} — {gate.detail}")
+        console.print(
+            f"  • {t.model} v{t.version} "
+            + ("is now the [green]challenger[/]" if t.verdict.passed else "failed a gate and is not aliased")
+        )
     console.print()
     console.print("[bold]Where to look[/]")
     console.print("  • edgeml store ls lake/                              the lake, partitioned by date")
     console.print("  • edgeml data snapshots pump-faults                  dataset versions")
     console.print("  • edgeml validate examples/pump-faults.yaml          the validation report")
+    console.print("  • edgeml models list pump-faults                     registered versions and aliases")
+    console.print(
+        "  • .venv/bin/mlflow ui --backend-store-uri sqlite:///$EDGEML_HOME/mlflow.db   runs and plots"
+    )
     console.print("  • edgeml spec check examples/*.yaml                  what each example pipeline does")
     console.print("  • docs/spec.md                                       every spec field explained")

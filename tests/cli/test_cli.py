@@ -66,7 +66,19 @@ def test_every_command_and_option_is_explained() -> None:
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
-    for name in ("spec", "store", "simulate", "demo", "version"):
+    for name in (
+        "spec",
+        "store",
+        "simulate",
+        "ingest",
+        "stream",
+        "validate",
+        "features",
+        "train",
+        "models",
+        "demo",
+        "version",
+    ):
         assert name in out
     code, out, _ = run(capsys, "version")
     assert code == 0
@@ -154,19 +166,23 @@ def test_spec_docs_matches_the_committed_reference(capsys: pytest.CaptureFixture
     assert out == (ROOT / "docs" / "spec.md").read_text(), "regenerate with `make docs`"
 
 
+@pytest.mark.slow
 def test_demo_runs_sensors_to_features(capsys: pytest.CaptureFixture[str], clean_env: Path) -> None:
-    code, out, err = run(capsys, "demo", "--machines", "2", "--readings", "600")
+    code, out, err = run(capsys, "demo", "--trials", "2")  # the default fleet: every fault occurs
     assert code == 0, err
     landed = clean_env / "store" / "landing" / "pumps" / "demo-0.csv"
     rows = list(csv.DictReader(io.StringIO(landed.read_text())))
-    assert len(rows) == 1200
+    assert len(rows) == 9000
     assert {"ts", "machine_id", "temperature", "fault"} <= set(rows[0])
     glitched = sum(r["temperature"] == "ERR" for r in rows)
     assert glitched > 0
-    assert f"1,200 rows with Ray Data: {1200 - glitched:,} into the lake, {glitched} quarantined" in out
+    assert f"9,000 rows with Ray Data: {9000 - glitched:,} into the lake, {glitched} quarantined" in out
     assert "validated 8 expectations: 0 errors" in out
     assert "vibration_mean_30" in out
     assert list((clean_env / "store" / "features" / "pump-faults").rglob("*.parquet"))
+    assert "registered pump-faults v1" in out
+    assert "gate f1_macro" in out
+    assert (clean_env / "mlflow.db").is_file()
 
 
 def test_simulate_sensors_to_file_and_store(

@@ -14,9 +14,12 @@ def demo(
     machines: Annotated[int, typer.Option(min=1, help="Pumps in the simulated fleet.")] = 6,
     readings: Annotated[int, typer.Option(min=10, help="Readings per pump.")] = 1500,
     seed: Annotated[int, typer.Option(help="Random seed of the simulation.")] = 0,
+    trials: Annotated[int, typer.Option(min=1, help="Trials of the hyper-parameter search.")] = 8,
 ) -> None:
     """Run the appliance's loop end to end on the embedded default, showing each stage."""
     from edgeml.demo import DemoOptions, run_demo
 
     state: CliState = ctx.obj
-    run_demo(state.settings(), console, DemoOptions(machines=machines, readings=readings, seed=seed))
+    run_demo(
+        state.settings(), console, DemoOptions(machines=machines, readings=readings, seed=seed, trials=trials)
+    )

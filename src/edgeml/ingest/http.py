@@ -55,10 +55,13 @@ def _get(
     sleep: Callable[[float], None],
 ) -> httpx.Response:
     what = f"source {source.name!r}"
+    # Merged into the URL's own query: httpx's `params=` would replace it (and with it a
+    # next link's query, or a query written in the spec's url).
+    target = httpx.URL(url).copy_merge_params(params)
     for attempt in range(source.retries + 1):
         limiter.wait()
         try:
-            response = client.get(url, params=params)
+            response = client.get(target)
         except httpx.TransportError as exc:
             if attempt == source.retries:
                 raise UserError(

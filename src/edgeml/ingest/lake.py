@@ -6,12 +6,15 @@ Layout (keys)::
     quarantine/<dataset>/<source>/part-<sha16>.parquet             rejected rows + reason
     catalog/<dataset>/sources/<source>.json                        the source's current parts
     catalog/<dataset>/snapshots/<id>.json                          an immutable dataset version
+    catalog/<dataset>/latest.json                                  the id of the snapshot taken last
 
 Parts are content-addressed and never rewritten, so a snapshot stays readable for as
 long as its parts are kept. A bounded source (file, SQL, HTTP) re-read from scratch
 *replaces* its part list; a stream (MQTT) *appends* to it. A snapshot is the union of
 every source's current parts; its id is a hash of their keys and content hashes plus
-the schema, so the same data under the same schema always gets the same id.
+the schema, so the same data under the same schema always gets the same id. The newest
+snapshot is the one taken last (``latest.json``): re-taking an older snapshot, after the data
+went back to an earlier state, makes it the newest again although its file is not rewritten.
 """
 
 from __future__ import annotations
@@ -176,9 +179,18 @@ def take_snapshot(store: ObjectStore, spec: Spec) -> Snapshot:
         spec_fingerprint=spec.fingerprint(),
     )
     key = f"catalog/{spec.name}/snapshots/{snapshot.id}.json"
-    if not store.exists(key):
+    if store.exists(key):  # the same data as before: that snapshot, as first recorded
+        snapshot = Snapshot.from_json(store.get(key))
+    else:
         store.put(key, snapshot.to_json().encode(), content_type="application/json")
+    store.put(
+        _latest_key(spec.name), json.dumps({"id": snapshot.id}).encode(), content_type="application/json"
+    )
     return snapshot
+
+
+def _latest_key(dataset: str) -> str:
+    return f"catalog/{dataset}/latest.json"
 
 
 def list_snapshots(store: ObjectStore, dataset: str) -> list[Snapshot]:
@@ -192,12 +204,16 @@ def list_snapshots(store: ObjectStore, dataset: str) -> list[Snapshot]:
 
 
 def load_snapshot(store: ObjectStore, dataset: str, snapshot_id: str | None = None) -> Snapshot:
-    """A snapshot by id (a unique prefix will do), or the newest one."""
+    """A snapshot by id (a unique prefix will do), or the newest one (the one taken last)."""
     snaps = list_snapshots(store, dataset)
     if not snaps:
         raise UserError(f"dataset {dataset!r} has no snapshot yet", hint="run `edgeml ingest` first")
     if snapshot_id is None:
-        return snaps[-1]
+        try:
+            latest = json.loads(store.get(_latest_key(dataset)))["id"]
+        except ObjectNotFoundError:
+            return snaps[-1]
+        return next((s for s in snaps if s.id == latest), snaps[-1])
     matches = [s for s in snaps if s.id.startswith(snapshot_id)]
     if len(matches) != 1:
         known = ", ".join(s.id for s in snaps[-5:])

@@ -1,0 +1,1 @@
+"""Training: Ray Tune + Optuna over model families, MLflow tracking and registry, gates."""

@@ -1,0 +1,168 @@
+"""Training data: the feature table of a snapshot, checked and split before any trial starts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from edgeml.errors import UserError
+from edgeml.ingest.lake import Part, load_snapshot, read_parts
+from edgeml.settings import Settings
+from edgeml.spec.models import Spec
+from edgeml.store import ObjectStore, store_from_settings
+from edgeml.train.pipeline import InputLayout, input_layout
+
+__all__ = ["MIN_ROWS", "TrainingData", "load_training_data"]
+
+MIN_ROWS = 30
+
+
+@dataclass
+class TrainingData:
+    snapshot: str
+    layout: InputLayout
+    X_train: pd.DataFrame
+    y_train: np.ndarray | None
+    X_val: pd.DataFrame
+    y_val: np.ndarray | None
+    X_hold: pd.DataFrame
+    y_hold: np.ndarray | None
+    split: str  # "time" or "stratified" or "random"
+    labels: list[str] | None = None
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.X_train), "validation": len(self.X_val), "holdout": len(self.X_hold)}
+
+
+def _feature_table(
+    store: ObjectStore, spec: Spec, settings: Settings, snapshot_id: str | None
+) -> tuple[str, pd.DataFrame]:
+    snapshot = load_snapshot(store, spec.name, snapshot_id)
+    key = f"catalog/{spec.name}/features/{snapshot.id}.json"
+    if not store.exists(key):
+        from edgeml.features.build import build_features
+
+        build_features(spec, settings, snapshot.id)  # needs a passed validation; says so if not
+    doc: dict[str, Any] = json.loads(store.get(key))
+    table = read_parts(store, [Part(**doc["part"])])
+    return snapshot.id, table.to_pandas()
+
+
+def _inputs(frame: pd.DataFrame, layout: InputLayout) -> pd.DataFrame:
+    out = pd.DataFrame(index=frame.index)
+    for name in layout.numeric:
+        out[name] = pd.to_numeric(frame[name].astype("float64"), errors="coerce")
+    for name in layout.categorical:
+        out[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    for name in layout.text:
+        out[name] = frame[name].fillna("").astype(str)
+    for name in layout.time:
+        ts = pd.to_datetime(frame[name], utc=True)
+        out[name] = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return out
+
+
+def data_split_note(split: str) -> str:
+    return "the split is by time: the newest rows are held out" if split == "time" else f"{split} split"
+
+
+def load_training_data(spec: Spec, settings: Settings, snapshot_id: str | None = None) -> TrainingData:
+    """Load, check and split. Every problem the user can fix is a UserError before any trial."""
+    from sklearn.model_selection import train_test_split
+
+    store = store_from_settings(settings)
+    snapshot, frame = _feature_table(store, spec, settings, snapshot_id)
+    layout = input_layout(spec)
+    missing = [c for c in layout.columns if c not in frame.columns]
+    if missing:
+        raise UserError(f"snapshot {snapshot} has no column {', '.join(missing)}; rebuild features")
+    target = spec.target
+    y: np.ndarray | None = None
+    labels = None
+    if target is not None:
+        if target not in frame.columns:
+            raise UserError(f"target column {target!r} is not in snapshot {snapshot}")
+        missing_target = int(frame[target].isna().sum())
+        if missing_target:
+            raise UserError(
+                f"{missing_target:,} rows of snapshot {snapshot} have no target ({target})",
+                hint=f"add a not_null expectation on {target} so validation quarantines them",
+            )
+        if spec.task in ("classification", "text-classification", "anomaly"):
+            y = (
+                frame[target].astype(str).to_numpy()
+                if spec.task != "anomaly"
+                else (frame[target].astype(bool).astype(np.int64).to_numpy())
+            )
+            classes = np.unique(y)
+            if len(classes) < 2 and spec.task != "anomaly":
+                raise UserError(
+                    f"target {target!r} has one class only ({classes[0]!r}); a classifier needs two or more"
+                )
+            labels = [str(c) for c in classes] if spec.task != "anomaly" else None
+        else:
+            y = frame[target].astype("float64").to_numpy()
+    y_series = pd.Series(y, index=frame.index) if y is not None else None
+    s = spec.search
+    needed = max(MIN_ROWS, int(np.ceil(3 / min(s.holdout_fraction, s.validation_fraction))))
+    if len(frame) < needed:
+        raise UserError(f"snapshot {snapshot} has {len(frame):,} rows; the split needs at least {needed}")
+    if spec.schema_.timestamp is not None:
+        frame = frame.sort_values(spec.schema_.timestamp, kind="stable")
+        order = frame.index.to_numpy()
+        n = len(order)
+        n_hold, n_val = int(n * s.holdout_fraction), int(n * s.validation_fraction)
+        train_idx, val_idx, hold_idx = (
+            order[: n - n_hold - n_val],
+            order[n - n_hold - n_val : n - n_hold],
+            order[n - n_hold :],
+        )
+        split = "time"
+    else:
+        index = frame.index.to_numpy()
+        strat = y if labels is not None else None
+        try:
+            rest, hold_idx = train_test_split(
+                index, test_size=s.holdout_fraction, random_state=s.seed, stratify=strat
+            )
+            strat_rest = y_series.loc[rest].to_numpy() if strat is not None and y_series is not None else None
+            train_idx, val_idx = train_test_split(
+                rest,
+                test_size=s.validation_fraction / (1 - s.holdout_fraction),
+                random_state=s.seed,
+                stratify=strat_rest,
+            )
+        except ValueError as exc:
+            raise UserError(
+                f"cannot split snapshot {snapshot} for {spec.task}: {exc}",
+                hint="each class needs a few rows in train, validation and holdout",
+            ) from exc
+        split = "stratified" if strat is not None else "random"
+    X = _inputs(frame, layout)  # indexed by the frame's row labels, whatever their order
+
+    def part(idx: np.ndarray) -> tuple[pd.DataFrame, np.ndarray | None]:
+        rows = X.loc[idx].reset_index(drop=True)
+        return rows, None if y_series is None else y_series.loc[idx].to_numpy()
+
+    X_train, y_train = part(train_idx)
+    X_val, y_val = part(val_idx)
+    X_hold, y_hold = part(hold_idx)
+    if labels is not None and spec.task != "anomaly" and y_train is not None:
+        seen = set(np.unique(y_train))
+        if len(seen) < 2:
+            raise UserError(
+                "the training split holds one class only; more data or a different split is needed"
+            )
+        unseen = sorted({str(c) for c in np.concatenate([y_val, y_hold]) if c not in seen})
+        if unseen:
+            raise UserError(
+                f"class {', '.join(map(repr, unseen))} occurs in the validation or holdout split but "
+                f"never in the training split ({data_split_note(split)})",
+                hint="collect more data covering every class, or lower search.holdout_fraction / "
+                "validation_fraction",
+            )
+    return TrainingData(snapshot, layout, X_train, y_train, X_val, y_val, X_hold, y_hold, split, labels)

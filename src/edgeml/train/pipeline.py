@@ -1,0 +1,137 @@
+"""The model graph: row features and learned preprocessing inside one scikit-learn Pipeline.
+
+Devices receive raw sensor values (plus window features their agent computes online):
+row features, imputation, scaling, one-hot and TF-IDF all live in the pipeline, so the
+export stage puts them inside the exported graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from edgeml.features.expr import parse_expression
+from edgeml.spec.models import Spec
+
+__all__ = ["InputLayout", "RowFeatures", "build_pipeline", "input_layout"]
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """Which model inputs are which. Timestamps enter as epoch seconds (float)."""
+
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    time: list[str] = field(default_factory=list)  # only feed row features (hour(ts), ...)
+    row_features: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical, *self.text, *self.time]
+
+
+def input_layout(spec: Spec) -> InputLayout:
+    """Model inputs from the spec: raw columns by type, window features, row-feature inputs."""
+    cols = spec.schema_.columns
+    numeric, categorical, text = [], [], []
+    for name in spec.input_columns():
+        kind = cols[name].type
+        if kind in ("float", "int", "bool"):
+            numeric.append(name)
+        elif kind == "text":
+            text.append(name)
+        elif kind in ("category", "string"):
+            categorical.append(name)
+    numeric += [w.name for w in spec.features.window]
+    time: list[str] = []
+    for feature in spec.features.row:
+        for name in sorted(parse_expression(feature.expr).columns):
+            if name in cols and name not in numeric and name not in time and cols[name].type == "timestamp":
+                time.append(name)
+            elif name in cols and name not in numeric and cols[name].type in ("float", "int", "bool"):
+                numeric.append(name)  # a raw column used only by a row feature is still an input
+    return InputLayout(numeric, categorical, text, time, [(f.name, f.expr) for f in spec.features.row])
+
+
+class RowFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Append row features (edgeml expressions) to a DataFrame; drop timestamp inputs after use."""
+
+    def __init__(self, features: Sequence[tuple[str, str]] = (), time_columns: Sequence[str] = ()) -> None:
+        self.features = features
+        self.time_columns = time_columns
+
+    def fit(self, X: Any, y: Any = None) -> RowFeatures:
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        out = X.copy()
+        for name, source in self.features:
+            expr = parse_expression(source)
+            frame = {}
+            for col in expr.columns:
+                values = out[col].to_numpy()
+                if col in self.time_columns:
+                    frame[col] = (np.asarray(values, dtype=np.float64) * 1000).astype("datetime64[ms]")
+                else:
+                    frame[col] = np.asarray(values, dtype=np.float64)
+            with np.errstate(all="ignore"):
+                out[name] = np.broadcast_to(expr.evaluate(frame), (len(out),))
+        return out.drop(columns=list(self.time_columns))
+
+
+def build_pipeline(
+    spec: Spec, layout: InputLayout, estimator: Any, params: dict[str, Any] | None = None
+) -> Any:
+    """Row features -> (impute, scale) numeric + one-hot categorical + TF-IDF text -> estimator."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
+
+    params = params or {}
+    scalers = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
+    numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+    if spec.features.scaling in scalers:
+        numeric_steps.append(("scale", scalers[spec.features.scaling]()))
+    blocks: list[tuple[str, Any, Any]] = []
+    numeric = layout.numeric + [name for name, _ in layout.row_features]
+    if numeric:
+        blocks.append(("numeric", Pipeline(numeric_steps), numeric))
+    if layout.categorical and spec.features.one_hot == "auto":
+        blocks.append(
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+                        ("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                    ]
+                ),
+                layout.categorical,
+            )
+        )
+    for name in layout.text:
+        blocks.append(
+            (
+                f"text_{name}",
+                TfidfVectorizer(
+                    ngram_range=(1, int(params.get("ngram_max", 1))),
+                    min_df=int(params.get("min_df", 1)),
+                    max_features=params.get("max_features"),
+                ),
+                name,
+            )
+        )
+    steps: list[tuple[str, Any]] = []
+    if layout.row_features:
+        steps.append(("row_features", RowFeatures(layout.row_features, layout.time)))
+    steps.append(("preprocess", ColumnTransformer(blocks, remainder="drop", sparse_threshold=0.0)))
+    steps.append(("model", estimator))
+    return Pipeline(steps)

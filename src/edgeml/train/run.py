@@ -1,0 +1,212 @@
+"""``edgeml train``: search, refit the best, evaluate on the holdout, register, gate.
+
+The spine of the training stage; each step lives in its own module.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from edgeml.settings import Settings
+from edgeml.spec.models import Spec
+from edgeml.train.data import TrainingData, load_training_data
+from edgeml.train.families import FAMILIES
+from edgeml.train.gates import Verdict, judge
+from edgeml.train.metrics import evaluate
+from edgeml.train.pipeline import build_pipeline
+from edgeml.train.search import SearchResult, family_params, fit_trial, run_search, trial_seed
+
+__all__ = ["TrainReport", "train"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainReport:
+    model: str
+    version: str
+    run_id: str
+    snapshot: str
+    family: str
+    params: dict[str, Any]
+    validation_score: float
+    holdout: dict[str, float]
+    verdict: Verdict
+    trials: int
+    split: str
+    sizes: dict[str, int]
+    champion_version: str | None = None
+    champion_holdout: dict[str, float] = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _fit_final(spec: Spec, data: TrainingData, config: dict[str, Any]) -> Any:
+    """The best configuration refitted on train + validation (anomaly: calibrated on validation)."""
+    if spec.task == "anomaly":
+        return fit_trial(spec, data, config)
+    family, params = family_params(config)
+    seed = trial_seed(int(config.get("seed", spec.search.seed)), config)
+    pipeline = build_pipeline(spec, data.layout, FAMILIES[family].build(spec.task, params, seed), params)
+    X = pd.concat([data.X_train, data.X_val], ignore_index=True)
+    y = None
+    if data.y_train is not None and data.y_val is not None:
+        import numpy as np
+
+        y = np.concatenate([data.y_train, data.y_val])
+    return pipeline.fit(X, y)
+
+
+def _log_trials(client: Any, experiment: str, parent: str, result: SearchResult) -> None:
+    now = int(time.time() * 1000)
+    for row in result.trials.to_dict(orient="records"):
+        config = {
+            k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/") and pd.notna(v)
+        }
+        family, params = family_params(config)
+        run = client.create_run(
+            experiment,
+            run_name=f"trial-{row.get('trial_id', '')}",
+            tags={"mlflow.parentRunId": parent, "family": family},
+        )
+        from mlflow.entities import Metric, Param
+
+        metrics = [
+            Metric(k, float(v), now, 0)
+            for k, v in row.items()
+            if isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and pd.notna(v)
+            and not k.startswith("config/")
+            and k not in ("timestamp", "pid", "done")
+        ]
+        client.log_batch(
+            run.info.run_id,
+            metrics=metrics,
+            params=[Param("family", family)]
+            + [Param(k, str(v)) for k, v in params.items()]
+            + [Param("seed", str(trial_seed(int(config.get("seed", 0)), config)))],
+        )
+        client.set_terminated(run.info.run_id)
+
+
+def train(
+    spec: Spec,
+    settings: Settings,
+    snapshot_id: str | None = None,
+    *,
+    tracking: str | None = None,
+    progress: Progress | None = None,
+) -> TrainReport:
+    """Train on a snapshot and register the best model; see the module docstring."""
+    import mlflow
+
+    from edgeml.ingest.runtime import cluster_cpus, ray_session
+    from edgeml.train import tracking as tr
+    from edgeml.train.report import write_evaluation
+
+    say = progress or (lambda _: None)
+    started = time.perf_counter()
+    say("loading and checking the training data")
+    data = load_training_data(spec, settings, snapshot_id)
+    with ray_session(settings.ray_address, progress_bars=False):
+        s = spec.search
+        concurrency = s.max_concurrent if isinstance(s.max_concurrent, int) else cluster_cpus()
+        say(f"searching: {s.trials} trials, {concurrency} at a time")
+        result = run_search(
+            spec, data, storage=str((settings.home / "tune").resolve()), concurrency=concurrency
+        )
+    family, params = family_params(result.best_config)
+    say(f"refitting the best trial ({family})")
+    model = _fit_final(spec, data, result.best_config)
+    holdout = evaluate(spec.task, model, data.X_hold, data.y_hold)
+
+    mlflow.set_tracking_uri(tr.tracking_uri(settings, tracking))
+    client = mlflow.MlflowClient()
+    experiment = tr.experiment_id(spec.name, settings)
+    say("comparing with the champion")
+    champ = tr.champion(spec.name)
+    champ_holdout = evaluate(spec.task, champ[1], data.X_hold, data.y_hold) if champ else {}
+    verdict = judge(
+        spec.gates, spec.metric, spec.metric_mode, holdout, (champ[0], champ_holdout) if champ else None
+    )
+    say("logging to MLflow")
+    with mlflow.start_run(experiment_id=experiment, run_name=f"search-{data.snapshot}") as run:
+        mlflow.set_tags(
+            {
+                "snapshot": data.snapshot,
+                "spec_fingerprint": spec.fingerprint(),
+                "git_commit": tr.git_commit(),
+                "task": spec.task,
+                "split": data.split,
+            }
+        )
+        mlflow.log_params(
+            {
+                "family": family,
+                **{f"{family}.{k}": v for k, v in params.items()},
+                "trials": s.trials,
+                "metric": spec.metric,
+                "families": ",".join(s.families),
+            }
+        )
+        mlflow.log_metrics(
+            {f"holdout_{k}": v for k, v in holdout.items()} | {f"validation_{spec.metric}": result.best_score}
+        )
+        _log_trials(client, experiment, run.info.run_id, result)
+        with tempfile.TemporaryDirectory() as tmp:
+            files = write_evaluation(spec.task, model, data.X_hold, data.y_hold, holdout, Path(tmp))
+            mlflow.log_artifacts(tmp, artifact_path="evaluation")
+        from mlflow.models import infer_signature
+
+        example = data.X_hold.head(5)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name=spec.name,
+            signature=infer_signature(example, model.predict(example)),
+            input_example=example.head(2),
+            skops_trusted_types=tr.trusted_types(model),
+        )
+    version = str(info.registered_model_version)
+    tags = {
+        "snapshot": data.snapshot,
+        "spec_fingerprint": spec.fingerprint(),
+        "git_commit": tr.git_commit(),
+        "family": family,
+        "gates": "passed" if verdict.passed else "failed",
+        **{f"holdout_{k}": f"{v:.6g}" for k, v in holdout.items()},
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(spec.name, version, key, value)
+    aliases = []
+    if verdict.passed:
+        client.set_registered_model_alias(spec.name, "challenger", version)
+        aliases.append("challenger")
+    return TrainReport(
+        model=spec.name,
+        version=version,
+        run_id=run.info.run_id,
+        snapshot=data.snapshot,
+        family=family,
+        params=params,
+        validation_score=result.best_score,
+        holdout=holdout,
+        verdict=verdict,
+        trials=len(result.trials),
+        split=data.split,
+        sizes=data.sizes(),
+        champion_version=champ[0] if champ else None,
+        champion_holdout=champ_holdout,
+        aliases=aliases,
+        artifacts=[f.name for f in files],
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,76 @@
+"""MLflow: experiment and runs, the registered model, its tags and aliases.
+
+Default tracking is a SQLite file under the appliance home with artifacts next to it;
+``--tracking-uri`` points at an MLflow server instead. Models are saved with skops:
+the types they may contain are declared, never trusted blindly.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from edgeml.errors import UserError
+from edgeml.settings import Settings
+
+__all__ = ["TRUSTED_MODULES", "champion", "experiment_id", "git_commit", "tracking_uri", "trusted_types"]
+
+#: modules whose types a saved model may contain (skops refuses anything else)
+TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.", "edgeml.train.", "builtins.", "collections.")
+
+
+def tracking_uri(settings: Settings, override: str | None = None) -> str:
+    return override or f"sqlite:///{(settings.home / 'mlflow.db').resolve()}"
+
+
+def experiment_id(name: str, settings: Settings) -> str:
+    import mlflow
+
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    artifacts = (settings.home / "mlartifacts").resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return str(mlflow.create_experiment(name, artifact_location=artifacts.as_uri()))
+
+
+def trusted_types(model: Any) -> list[str]:
+    """The types skops finds in ``model``, after checking each comes from a trusted module."""
+    import skops.io as sio
+
+    found = sio.get_untrusted_types(data=sio.dumps(model))
+    refused = [t for t in found if not t.startswith(TRUSTED_MODULES)]
+    if refused:
+        raise UserError(
+            f"the model holds types edgeml does not trust for serialisation: {', '.join(refused)}"
+        )
+    return list(found)
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH, as a user would run it
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=cwd,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def champion(name: str) -> tuple[str, Any] | None:
+    """(version, loaded model) of the registered model's ``champion`` alias, if any."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return None
+    return str(version.version), mlflow.sklearn.load_model(f"models:/{name}@champion")
