@@ -16,7 +16,7 @@ from edgeml.spec.models import Spec
 from edgeml.store import ObjectStore, store_from_settings
 from edgeml.train.pipeline import InputLayout, input_layout
 
-__all__ = ["MIN_ROWS", "TrainingData", "load_training_data"]
+__all__ = ["MIN_ROWS", "TrainingData", "load_training_data", "split_features"]
 
 MIN_ROWS = 30
 
@@ -71,11 +71,17 @@ def data_split_note(split: str) -> str:
 
 
 def load_training_data(spec: Spec, settings: Settings, snapshot_id: str | None = None) -> TrainingData:
-    """Load, check and split. Every problem the user can fix is a UserError before any trial."""
-    from sklearn.model_selection import train_test_split
-
+    """Load a snapshot's feature table, check it and split it (see :func:`split_features`)."""
     store = store_from_settings(settings)
     snapshot, frame = _feature_table(store, spec, settings, snapshot_id)
+    return split_features(spec, frame, snapshot)
+
+
+def split_features(spec: Spec, frame: pd.DataFrame, snapshot: str) -> TrainingData:
+    """Check a feature table and split it. Every problem the user can fix is a UserError here,
+    before any trial starts."""
+    from sklearn.model_selection import train_test_split
+
     layout = input_layout(spec)
     missing = [c for c in layout.columns if c not in frame.columns]
     if missing:

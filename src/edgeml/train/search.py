@@ -80,10 +80,12 @@ def fit_trial(
 
 
 def _trainable(config: dict[str, Any], spec: Spec, data: TrainingData) -> None:
-    import torch
     from ray import tune
 
-    torch.set_num_threads(1)  # one core per trial: concurrency comes from Tune
+    if FAMILIES[str(config["family"])].iterative:  # importing torch costs seconds: only when used
+        import torch
+
+        torch.set_num_threads(1)  # one core per trial: concurrency comes from Tune
     fit_trial(spec, data, config, report=tune.report)
 
 
@@ -130,6 +132,7 @@ def run_search(
             scheduler=scheduler,
             num_samples=s.trials,
             max_concurrent_trials=concurrency,
+            reuse_actors=True,  # a fresh worker per trial costs seconds of process start and imports
             time_budget_s=s.time_budget.total_seconds() if s.time_budget else None,
         ),
         run_config=tune.RunConfig(name=f"{spec.name}", storage_path=storage, verbose=verbose),
