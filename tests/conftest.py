@@ -186,3 +186,12 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path: Path) -> Iterator[object]:
+    """A real two-node Ray cluster (1 CPU each) with its own auth token; stopped after the test."""
+    from raycluster import two_node_cluster as start_cluster
+
+    with start_cluster(tmp_path) as cluster:
+        yield cluster

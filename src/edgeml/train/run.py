@@ -46,6 +46,7 @@ class TrainReport:
     champion_holdout: dict[str, float] = field(default_factory=dict)
     aliases: list[str] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
+    nodes: int = 1  # Ray nodes the trials ran on
     seconds: float = 0.0
 
 
@@ -68,7 +69,7 @@ def _fit_final(spec: Spec, data: TrainingData, config: dict[str, Any]) -> Any:
 def _log_trials(client: Any, experiment: str, parent: str, result: SearchResult) -> None:
     now = int(time.time() * 1000)
     for row in result.trials.to_dict(orient="records"):
-        config = {
+        config = result.configs.get(str(row.get("trial_id"))) or {
             k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/") and pd.notna(v)
         }
         family, params = family_params(config)
@@ -209,4 +210,5 @@ def train(
         aliases=aliases,
         artifacts=[f.name for f in files],
         seconds=time.perf_counter() - started,
+        nodes=int(result.trials["node_id"].nunique()) if "node_id" in result.trials else 1,
     )

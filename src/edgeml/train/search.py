@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -33,6 +33,10 @@ class SearchResult:
     best_score: float
     metric: str
     mode: str
+    #: trial_id -> the trial's exact config. The frame's config/* columns are no substitute: a
+    #: parameter of one family is NaN in the rows of another, which turns its ints into floats
+    #: (and None values are NaN too), so the seed derived from them would not be the trial's.
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def family_params(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -80,13 +84,15 @@ def fit_trial(
 
 
 def _trainable(config: dict[str, Any], spec: Spec, data: TrainingData) -> None:
+    import ray
     from ray import tune
 
     if FAMILIES[str(config["family"])].iterative:  # importing torch costs seconds: only when used
         import torch
 
         torch.set_num_threads(1)  # one core per trial: concurrency comes from Tune
-    fit_trial(spec, data, config, report=tune.report)
+    node = ray.get_runtime_context().get_node_id()  # shows where trials ran on a cluster
+    fit_trial(spec, data, config, report=lambda metrics: tune.report({**metrics, "node_id": node}))
 
 
 @dataclass(frozen=True)
@@ -146,4 +152,9 @@ def run_search(
     best = results.get_best_result(metric=metric, mode=mode, scope="last")
     assert best.config is not None
     assert best.metrics is not None
-    return SearchResult(frame, dict(best.config), float(best.metrics[metric]), metric, mode)
+    configs = {
+        str(r.metrics["trial_id"]): dict(r.config)
+        for r in (results[i] for i in range(len(results)))
+        if r.config is not None and r.metrics and "trial_id" in r.metrics
+    }
+    return SearchResult(frame, dict(best.config), float(best.metrics[metric]), metric, mode, configs)
