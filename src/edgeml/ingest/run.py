@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +61,7 @@ class IngestReport:
     skipped: list[str] = field(default_factory=list)
 
 
-def _parse_jsonl(lines: pd.Series) -> tuple[pd.DataFrame, list[str]]:
+def _parse_jsonl(lines: Iterable[Any]) -> tuple[pd.DataFrame, list[str]]:
     records, bad = [], []
     for line in lines:
         try:
@@ -77,7 +77,7 @@ def _parse_jsonl(lines: pd.Series) -> tuple[pd.DataFrame, list[str]]:
 
 
 def land_batch(
-    batch: pd.DataFrame,
+    batch: pd.DataFrame | Any,
     *,
     schema: Schema,
     dataset: str,
@@ -92,10 +92,11 @@ def land_batch(
     import ray
 
     store = open_store(store_url, s3)
-    rows_in = len(batch)
+    arrow = isinstance(batch, pa.Table)
+    rows_in = batch.num_rows if arrow else len(batch)
     unparsable: list[str] = []
     if jsonl:
-        batch, unparsable = _parse_jsonl(batch["text"])
+        batch, unparsable = _parse_jsonl(batch.column("text").to_pylist() if arrow else batch["text"])
         if not len(batch):  # no line parsed (all malformed, or an empty block): nothing has columns
             batch = pd.DataFrame(columns=list(schema.columns))
     result = coerce_batch(batch, schema, source=source)
@@ -230,9 +231,11 @@ def _ingest_source(source: Source, spec: Spec, settings: Settings, cpus: int) ->
     report = SourceReport(source.name, source.kind)
     start = time.perf_counter()
     ds, jsonl = _dataset(source, spec, settings, cpus)
+    # Files arrive as Arrow and usually convert in Arrow; rows from SQL/HTTP may mix types per column.
+    batch_format = "pyarrow" if isinstance(source, FileSource) else "pandas"
     meta = ds.map_batches(
         land_batch,
-        batch_format="pandas",
+        batch_format=batch_format,
         batch_size=None,
         zero_copy_batch=False,
         fn_kwargs={
