@@ -472,9 +472,20 @@ def test_a_supervised_task_needs_a_target(name: str) -> None:
     assert_only(name, delitem("target"), path="target", message=f"a {task} task needs a target column")
 
 
-def test_an_anomaly_task_may_go_without_a_target() -> None:
+def test_an_anomaly_task_needs_labels_to_score_its_trials() -> None:
     data = example("pump-anomaly")
     del data["target"]
+    with pytest.raises(SpecError) as err:
+        parse_spec(dump(data))
+    assert [i.path for i in err.value.issues] == ["target"]
+    assert "label column" in err.value.issues[0].message
+
+
+def test_a_clustering_task_may_go_without_a_target() -> None:
+    data = example("pump-anomaly")
+    del data["target"]
+    data["task"] = "clustering"
+    data["search"] = {"families": ["kmeans"], "trials": 2}
     assert parse_spec(dump(data)).target is None
 
 

@@ -130,21 +130,21 @@ def _all_clean(table: pa.Table, schema: Schema) -> pa.Table | None:
     """
     target = arrow_schema(schema)
     columns = []
-    for field in target:
-        col = schema.columns[field.name]
-        if field.name not in table.column_names:
+    for target_field in target:
+        col = schema.columns[target_field.name]
+        if target_field.name not in table.column_names:
             if not col.nullable:
                 return None
-            columns.append(pa.nulls(table.num_rows, field.type))
+            columns.append(pa.nulls(table.num_rows, target_field.type))
             continue
-        raw = table[field.name]
-        if pa.types.is_floating(raw.type) and field.type == pa.int64():
+        raw = table[target_field.name]
+        if pa.types.is_floating(raw.type) and target_field.type == pa.int64():
             return None  # fractional values need a per-row look
         try:
-            values = raw if raw.type == field.type else pc.cast(raw, field.type)
+            values = raw if raw.type == target_field.type else pc.cast(raw, target_field.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             return None
-        if pa.types.is_floating(field.type) and pc.any(pc.is_inf(values)).as_py():
+        if pa.types.is_floating(target_field.type) and pc.any(pc.is_inf(values)).as_py():
             return None
         if not col.nullable and values.null_count:
             return None

@@ -594,7 +594,7 @@ class Spec(_Model):
     expectations: list[Expectation] = Field(default_factory=list, description="data checks")
     features: Features = Field(default_factory=Features, description="model inputs")
     target: Identifier | None = Field(
-        None, description="column to predict (optional for clustering and anomaly)"
+        None, description="column to predict; for anomaly, the labels that score trials; none for clustering"
     )
     task: Task = Field(description="classification, regression, clustering, anomaly or text-classification")
     search: Search = Field(description="hyper-parameter search")

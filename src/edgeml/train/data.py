@@ -157,6 +157,12 @@ def split_features(spec: Spec, frame: pd.DataFrame, snapshot: str) -> TrainingDa
     X_train, y_train = part(train_idx)
     X_val, y_val = part(val_idx)
     X_hold, y_hold = part(hold_idx)
+    if spec.task == "anomaly" and y_val is not None and len(np.unique(y_val)) < 2:
+        raise UserError(
+            "the validation split holds no anomalies (or only anomalies): trials cannot be scored "
+            "and the threshold cannot be calibrated",
+            hint="collect more labelled data, or raise search.validation_fraction",
+        )
     if labels is not None and spec.task != "anomaly" and y_train is not None:
         seen = set(np.unique(y_train))
         if len(seen) < 2:

@@ -71,7 +71,8 @@ def judge(
             )
         else:
             need = best + margin if mode == "max" else best - margin
-            ok = mine >= need if mode == "max" else mine <= need
+            slack = 1e-9 * max(1.0, abs(need))  # 0.85 vs 0.8 + 0.05 must pass despite rounding
+            ok = mine >= need - slack if mode == "max" else mine <= need + slack
             shortfall = abs(need - mine)
             detail = f"{metric} {mine:.4f} vs champion v{version} {best:.4f} (margin {margin:g})" + (
                 "" if ok else f": short by {shortfall:.4f}"
