@@ -101,8 +101,11 @@ def _check_target(p: Parts) -> Iterator[SpecIssue]:
             yield SpecIssue("target", f"{_a(task)} task needs a target column")
         elif task == "anomaly" and not _broken(p, "target"):
             # Every anomaly metric needs labels: without them no trial can be scored.
-            yield SpecIssue("target", "an anomaly task needs a label column as target to score trials and "
-                            "calibrate the threshold (the model itself is fitted without labels)")
+            yield SpecIssue(
+                "target",
+                "an anomaly task needs a label column as target to score trials and "
+                "calibrate the threshold (the model itself is fitted without labels)",
+            )
         return
     if schema is None:
         return
