@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # command:package pairs the integration tests need from the OS (apt-get).
 OS_DEPS ?= mosquitto:mosquitto
 
-.PHONY: all install os-deps lint typecheck test test-fast demo docs clean
+.PHONY: all install os-deps lint typecheck test test-fast demo bench docs clean
 all: test
 
 $(BIN)/python:
@@ -51,6 +51,13 @@ test-fast: install
 
 demo: install
 	$(BIN)/edgeml demo
+
+# Every benchmark, each against its peer in the same run; results land in bench/RESULTS.md.
+bench: install os-deps
+	@for script in bench/*.py; do \
+	  case $$script in bench/common.py) continue;; esac; \
+	  echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
 
 docs: install
 	$(BIN)/edgeml spec docs --out docs/spec.md
