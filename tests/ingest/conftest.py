@@ -80,15 +80,14 @@ def _sources_yaml(*sources: str) -> str:
 
 def _spec_text(sources: Sequence[str], name: str, schema: str) -> str:
     return (
-        f"name: {name}\n{_sources_yaml(*sources)}{schema}"
-        "task: anomaly\nsearch: {families: [isolation_forest]}\n"
+        f"name: {name}\n{_sources_yaml(*sources)}{schema}task: clustering\nsearch: {{families: [kmeans]}}\n"
     )
 
 
 def _make_spec(
     base_dir: Path | None, *sources: str, name: str = "pumps", schema: str = SENSOR_SCHEMA
 ) -> Spec:
-    """A valid anomaly spec over ``sources`` and ``schema``; relative paths resolve against ``base_dir``."""
+    """A valid label-free spec over ``sources`` and ``schema``; relative paths resolve against base_dir."""
     return parse_spec(_spec_text(sources, name, schema), source=f"<{name}>", base_dir=base_dir)
 
 

@@ -1,19 +1,7 @@
 """Ingest on a real two-node Ray cluster: both nodes read and land blocks.
 
-How the cluster is run, and why:
-
-- Token authentication (on by default since Ray 2.60): the cluster gets a token of its own
-  (``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` in the environment of both ``ray start``
-  and the driver), independent of whatever ``~/.ray/auth_token`` holds. A driver with another
-  token is refused, which the test checks.
-- Addresses: ``--node-ip-address 127.0.0.1`` is passed as asked, but Ray rewrites a loopback
-  address to the machine's routable one (``resolve_ip_for_localhost``), and the only way to
-  keep loopback (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) makes worker nodes refuse to start.
-  Several Ray services bind all interfaces whatever the flags; the token keeps them closed.
-- Stopping: ``ray stop --force`` kills every Ray process of the user on the machine (the
-  test session's own local Ray, another run's), so it is not used. Each node runs as
-  ``ray start --block`` in a session of its own; it is stopped with SIGTERM (Ray shuts its
-  processes down; draining first is turned off), then anything still in those sessions is killed.
+How the cluster is run (own auth token, no `ray stop --force`, why not loopback): see
+``tests/raycluster.py``.
 """
 
 from __future__ import annotations

@@ -47,15 +47,28 @@ FEATURES = [
 ]
 
 
-def test_row_features_from_epoch_seconds_and_timestamp_inputs_dropped() -> None:
+def _features(X: pd.DataFrame, features: list[tuple[str, str]], time: list[str]) -> pd.DataFrame:
+    columns = list(X.columns)
+    out = RowFeatures(columns, features, time).fit_transform(X)
+    return pd.DataFrame(out, columns=[name for name, _ in features])
+
+
+def test_row_features_from_epoch_seconds() -> None:
     X = raw_inputs()
-    out = RowFeatures(FEATURES, ["ts"]).fit_transform(X)
-    assert list(out.columns) == ["power_kw", "rpm", "hour_of_day", "weekend", "specific_power", "twice_hour"]
+    out = _features(X, FEATURES, ["ts"])
+    assert list(out.columns) == ["hour_of_day", "weekend", "specific_power", "twice_hour"]
     assert out["hour_of_day"].tolist() == [0, 13, 12, 23]
     assert out["weekend"].tolist() == [0, 0, 0, 1]  # 2026-01-10 is a Saturday
     assert out["specific_power"].tolist() == pytest.approx([10 / 1500 * 1000, 12 / 1600 * 1000, 0.0, 8 / 1.4])
     assert out["twice_hour"].tolist() == [0, 26, 24, 46]
     assert "ts" in X.columns  # the input frame is left alone
+
+
+def test_row_features_read_columns_by_position_from_arrays() -> None:
+    X = raw_inputs()
+    from_frame = RowFeatures(list(X.columns), FEATURES, ["ts"]).transform(X)
+    from_array = RowFeatures(list(X.columns), FEATURES, ["ts"]).transform(X.to_numpy())
+    assert np.array_equal(from_frame, from_array)
 
 
 def test_row_features_match_the_batch_feature_build() -> None:
@@ -68,15 +81,15 @@ def test_row_features_match_the_batch_feature_build() -> None:
         }
     )
     batch = apply_row_features(table, [RowFeature(name=n, expr=e) for n, e in FEATURES])
-    online = RowFeatures(FEATURES, ["ts"]).transform(raw_inputs())
+    online = _features(raw_inputs(), FEATURES, ["ts"])
     for name, _ in FEATURES:
         assert np.asarray(online[name], dtype=np.float64) == pytest.approx(batch[name].to_numpy()), name
 
 
-def test_row_features_without_timestamps_keep_every_column() -> None:
+def test_row_features_without_timestamps() -> None:
     X = raw_inputs().drop(columns=["ts"])
-    out = RowFeatures([("log_rpm", "log1p(rpm)")]).transform(X)
-    assert list(out.columns) == ["power_kw", "rpm", "log_rpm"]
+    out = _features(X, [("log_rpm", "log1p(rpm)")], [])
+    assert list(out.columns) == ["log_rpm"]
     assert out["log_rpm"].tolist() == pytest.approx(np.log1p(X["rpm"]).tolist())
 
 
@@ -200,18 +213,18 @@ def test_pipeline_computes_row_features_from_raw_inputs(tmp_path: Path) -> None:
     X, y = mixed_frame()
     assert list(X.columns) == layout.columns
     pipeline = build_pipeline(spec, layout, DecisionTreeClassifier(random_state=0)).fit(X, y)
-    assert list(pipeline.named_steps) == ["row_features", "preprocess", "model"]
+    assert list(pipeline.named_steps) == ["preprocess", "model"]  # one ColumnTransformer: one ONNX graph
     preprocess = pipeline.named_steps["preprocess"]
     names = list(preprocess.get_feature_names_out())
-    assert "numeric__hour_of_day" in names
-    assert "numeric__log_rpm" in names
+    assert "row_features__hour_of_day" in names
+    assert "row_features__log_rpm" in names
     assert not any(n.endswith("__ts") or n.endswith("__installed") for n in names)  # timestamps dropped
     assert {"categorical__site_a", "categorical__site_b", "categorical__model_x1"} <= set(names)
     assert any(n.startswith("text_note__") for n in names)
     matrix = pipeline[:-1].transform(X)
     hours = pd.DatetimeIndex(pd.to_datetime(X["ts"], unit="s", utc=True)).hour.to_numpy()
-    assert matrix[:, names.index("numeric__hour_of_day")] == pytest.approx(hours)  # no scaling: raw hours
-    assert matrix[:, names.index("numeric__month_installed")] == pytest.approx(
+    assert matrix[:, names.index("row_features__hour_of_day")] == pytest.approx(hours)  # no scaling: raw
+    assert matrix[:, names.index("row_features__month_installed")] == pytest.approx(
         pd.DatetimeIndex(pd.to_datetime(X["installed"], unit="s", utc=True)).month.to_numpy()
     )
     assert not np.isnan(matrix).any()  # the missing temperature is imputed

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FUNCTIONS", "TIME_FUNCTIONS", "Expression", "ExpressionError", "parse_expression"]
+__all__ = [
+    "FUNCTIONS",
+    "TIME_FUNCTIONS",
+    "Expression",
+    "ExpressionError",
+    "bucket_edges",
+    "parse_expression",
+]
 
 #: function name -> number of arguments
 FUNCTIONS: Mapping[str, int] = {
@@ -154,7 +161,7 @@ def _check_call(node: ast.Call, columns: set[str], time_columns: set[str]) -> No
         columns.add(arg.id)
         return
     if name == "bucketize":
-        values = _edges(node.args[1])
+        values = bucket_edges(node.args[1])
         if not values:
             raise ExpressionError("bucketize(x, [e1, e2, ...]) needs a list of numeric edges")
         if any(b <= a for a, b in itertools.pairwise(values)):
@@ -165,7 +172,7 @@ def _check_call(node: ast.Call, columns: set[str], time_columns: set[str]) -> No
         _check(arg, columns, time_columns)
 
 
-def _edges(node: ast.expr) -> list[float] | None:
+def bucket_edges(node: ast.expr) -> list[float] | None:
     """The numeric edges of a bucketize list literal, or None if it is not one."""
     if not isinstance(node, ast.List):
         return None
@@ -204,7 +211,9 @@ def _eval(node: ast.expr, frame: Mapping[str, Array]) -> Any:
             return (dow >= 5).astype(np.float64)
         return days.astype("datetime64[M]").astype(np.int64) % 12 + 1
     if name == "bucketize":
-        return np.searchsorted(np.asarray(_edges(args[1])), _eval(args[0], frame), side="right")
+        x = np.asarray(_eval(args[0], frame), dtype=np.float64)
+        buckets = np.searchsorted(np.asarray(bucket_edges(args[1])), x, side="right").astype(np.float64)
+        return np.where(np.isnan(x), np.nan, buckets)  # a missing reading has no bucket
     values = [_eval(arg, frame) for arg in args]
     unary: Mapping[str, Callable[[Any], Any]] = {
         "log": np.log,

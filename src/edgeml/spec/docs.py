@@ -126,7 +126,8 @@ def render_reference() -> str:
         "functions (arguments in brackets): "
         + ", ".join(f"`{f}`({n})" for f, n in FUNCTIONS.items())
         + ". `hour`, `day_of_week` (Monday = 0), `month` and `is_weekend` take a timestamp "
-        "column; `bucketize(x, [e1, e2, ...])` numbers the interval x falls in. Every construct "
+        "column; `bucketize(x, [e1, e2, ...])` numbers the interval x falls in (a missing x stays "
+        "missing). Every construct "
         "maps to an ONNX operator, so row features run inside the exported model.\n"
     )
     parts.append("## Model families and metrics per task\n")

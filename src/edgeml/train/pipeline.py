@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from edgeml.features.expr import parse_expression
@@ -60,35 +59,51 @@ def input_layout(spec: Spec) -> InputLayout:
 
 
 class RowFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
-    """Append row features (edgeml expressions) to a DataFrame; drop timestamp inputs after use."""
+    """Compute row features (edgeml expressions) from the columns they read.
 
-    def __init__(self, features: Sequence[tuple[str, str]] = (), time_columns: Sequence[str] = ()) -> None:
+    Input: the columns named by ``columns``, in order (a DataFrame or a 2-D array;
+    timestamps as epoch seconds). Output: one float column per feature. The export stage
+    turns each expression into ONNX operators, so devices compute features in the graph.
+    """
+
+    def __init__(
+        self,
+        columns: Sequence[str] = (),
+        features: Sequence[tuple[str, str]] = (),
+        time_columns: Sequence[str] = (),
+    ) -> None:
+        self.columns = columns
         self.features = features
         self.time_columns = time_columns
 
     def fit(self, X: Any, y: Any = None) -> RowFeatures:
         return self
 
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        out = X.copy()
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray([name for name, _ in self.features], dtype=object)
+
+    def transform(self, X: Any) -> np.ndarray:
+        matrix = np.asarray(X, dtype=np.float64)
+        known: dict[str, np.ndarray] = {}
+        for i, name in enumerate(self.columns):
+            values = matrix[:, i]
+            known[name] = (values * 1000).astype("datetime64[ms]") if name in self.time_columns else values
+        out = []
         for name, source in self.features:
             expr = parse_expression(source)
-            frame = {}
-            for col in expr.columns:
-                values = out[col].to_numpy()
-                if col in self.time_columns:
-                    frame[col] = (np.asarray(values, dtype=np.float64) * 1000).astype("datetime64[ms]")
-                else:
-                    frame[col] = np.asarray(values, dtype=np.float64)
             with np.errstate(all="ignore"):
-                out[name] = np.broadcast_to(expr.evaluate(frame), (len(out),))
-        return out.drop(columns=list(self.time_columns))
+                values = np.broadcast_to(expr.evaluate({c: known[c] for c in expr.columns}), (len(matrix),))
+            known[name] = np.asarray(values, dtype=np.float64)
+            out.append(known[name])
+        return np.column_stack(out)
 
 
 def build_pipeline(
     spec: Spec, layout: InputLayout, estimator: Any, params: dict[str, Any] | None = None
 ) -> Any:
-    """Row features -> (impute, scale) numeric + one-hot categorical + TF-IDF text -> estimator."""
+    """(impute, scale) numeric + (compute, impute, scale) row features + one-hot categorical
+    + TF-IDF text -> estimator, as one ColumnTransformer: each branch converts to ONNX alone."""
+    from sklearn.base import clone
     from sklearn.compose import ColumnTransformer
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.impute import SimpleImputer
@@ -101,9 +116,23 @@ def build_pipeline(
     if spec.features.scaling in scalers:
         numeric_steps.append(("scale", scalers[spec.features.scaling]()))
     blocks: list[tuple[str, Any, Any]] = []
-    numeric = layout.numeric + [name for name, _ in layout.row_features]
-    if numeric:
-        blocks.append(("numeric", Pipeline(numeric_steps), numeric))
+    if layout.numeric:
+        blocks.append(("numeric", Pipeline(numeric_steps), list(layout.numeric)))
+    if layout.row_features:
+        # Row features read raw columns (timestamps included) and are then imputed and scaled.
+        reads = sorted(
+            {
+                c
+                for _, e in layout.row_features
+                for c in parse_expression(e).columns
+                if c in layout.numeric or c in layout.time
+            }
+        )
+        reads = [c for c in layout.numeric + layout.time if c in reads]
+        rows = RowFeatures(reads, layout.row_features, layout.time)
+        blocks.append(
+            ("row_features", Pipeline([("compute", rows), *clone(Pipeline(numeric_steps)).steps]), reads)
+        )
     if layout.categorical and spec.features.one_hot == "auto":
         blocks.append(
             (
@@ -129,9 +158,8 @@ def build_pipeline(
                 name,
             )
         )
-    steps: list[tuple[str, Any]] = []
-    if layout.row_features:
-        steps.append(("row_features", RowFeatures(layout.row_features, layout.time)))
-    steps.append(("preprocess", ColumnTransformer(blocks, remainder="drop", sparse_threshold=0.0)))
+    steps: list[tuple[str, Any]] = [
+        ("preprocess", ColumnTransformer(blocks, remainder="drop", sparse_threshold=0.0)),
+    ]
     steps.append(("model", estimator))
     return Pipeline(steps)
