@@ -80,9 +80,11 @@ def test_lands_every_message_once_in_micro_batches(mosquitto, settings: Settings
     with lander_for(spec, settings, None) as lander:
         publish_records(records, mosquitto.url)
         wait_until(lambda: lander.stats.landed == len(records))
-        assert lander.stats.flushes >= 2  # max_rows 500: size-triggered flushes happened
+        assert lander.stats.flushes >= 3  # max_rows 500: 1,200 messages make at least three micro-batches
     ids = landed_ids(spec, settings)
     assert sorted(ids) == sorted(str(r["msg_id"]) for r in records)
+    store = store_from_settings(settings)
+    assert all(part.rows <= 500 for part in source_parts(store, spec.name, "live"))
     assert not list((settings.home / "state").rglob("segment-*.jsonl"))[1:]  # only the empty live one
 
 

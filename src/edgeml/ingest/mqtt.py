@@ -85,6 +85,7 @@ class MqttLander:
         self._segment: IO[str] | None = None
         self._segment_rows = 0
         self._segment_started = 0.0
+        self._current: Path | None = None
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._client: Any = None
@@ -180,6 +181,8 @@ class MqttLander:
             if self._segment_rows == 0:
                 self._segment_started = time.monotonic()
             self._segment_rows += 1
+            if self._segment_rows >= self.source.batch.max_rows:
+                self._rotate()  # a micro-batch never outgrows max_rows
 
     # -- landing --------------------------------------------------------------------------
 
@@ -192,15 +195,27 @@ class MqttLander:
     def _open_segment(self) -> None:
         existing = self._closed_segments()
         number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        self._current = self._segment_path(number)
         # Line-buffered: every message reaches the OS before paho acknowledges it.
-        self._segment = self._segment_path(number).open("a", encoding="utf-8", buffering=1)
+        self._segment = self._current.open("a", encoding="utf-8", buffering=1)
         self._segment_rows = 0
+
+    def _rotate(self) -> None:
+        """Close the open segment and start the next (the caller holds the lock)."""
+        assert self._segment is not None
+        self._segment.close()
+        self._open_segment()
+
+    def _pending(self) -> list[Path]:
+        """Closed segments, oldest first: every segment file but the open one."""
+        return [p for p in self._closed_segments() if self._segment is None or p != self._current]
 
     def _due(self) -> bool:
         with self._lock:
             rows = self._segment_rows
             age = time.monotonic() - self._segment_started if rows else 0.0
-        return rows >= self.source.batch.max_rows or (rows > 0 and age >= self.source.batch.max_seconds)
+            closed = bool(self._pending())
+        return closed or (rows > 0 and age >= self.source.batch.max_seconds)
 
     def _flush_loop(self) -> None:
         failures = 0
@@ -218,12 +233,9 @@ class MqttLander:
         """Close the current segment and land every closed segment in the lake."""
         with self._flush_lock:
             with self._lock:
-                if self._segment is None or self._segment_rows == 0:
-                    pending = self._closed_segments()[:-1] if self._segment is not None else []
-                else:
-                    self._segment.close()
-                    pending = self._closed_segments()
-                    self._open_segment()
+                if self._segment is not None and self._segment_rows > 0:
+                    self._rotate()
+                pending = self._pending()
             self._land_segments(pending)
 
     def _land_segments(self, segments: list[Path]) -> None:

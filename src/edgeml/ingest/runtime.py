@@ -29,6 +29,10 @@ def ray_session(address: str | None, *, progress_bars: bool = True) -> Iterator[
         )
         started = True
     ctx = DataContext.get_current()
+    if cluster_cpus() <= 4:
+        # Ray Data reserves resources per operator for big clusters; on a few cores that holds the
+        # second read/land task back and the work runs on one core (measured in bench/ingest_csv.py).
+        ctx.op_resource_reservation_enabled = False
     ctx.enable_progress_bars = progress_bars
     ctx.print_on_execution_start = False
     try:
