@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from edgeml.export.run import ExportReport, export_model
 from edgeml.features.build import FeatureReport, build_features
 from edgeml.ingest.run import IngestReport, ingest
 from edgeml.ingest.runtime import ray_session
@@ -51,6 +52,7 @@ class DemoResult:
     validation: ValidationReport | None = None
     features: FeatureReport | None = None
     training: TrainReport | None = None
+    export: ExportReport | None = None
 
 
 def example_specs() -> list[Path]:
@@ -132,6 +134,12 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
         )
         progress.stop_task(task)
 
+        task = progress.add_task("exporting to ONNX for x86-64-generic, checking parity", total=None)
+        target = settings.home / "exports" / t.model / t.version / "x86-64-generic"
+        result.export = export_model(f"models:/{t.model}/{t.version}", "x86-64-generic", target, settings)
+        progress.update(task, description=f"exported to {target}")
+        progress.stop_task(task)
+
     _print_summary(console, result)
     return result
 
@@ -187,6 +195,13 @@ def _print_summary(console: Console, result: DemoResult) -> None:
         console.print(
             f"  • {t.model} v{t.version} "
             + ("is now the [green]challenger[/]" if t.verdict.passed else "failed a gate and is not aliased")
+        )
+    if result.export is not None:
+        e = result.export
+        console.print(
+            f"  • exported v{e.version} to ONNX for {e.profile}: parity max abs diff "
+            f"{e.parity['max_abs_diff']:.1e}, single-row p50 {e.latency['p50_ms']:.3f} ms, "
+            f"{e.size_bytes:,} bytes"
         )
     console.print()
     console.print("[bold]Where to look[/]")

@@ -183,6 +183,8 @@ def test_demo_runs_sensors_to_features(capsys: pytest.CaptureFixture[str], clean
     assert "registered pump-faults v1" in out
     assert "gate f1_macro" in out
     assert (clean_env / "mlflow.db").is_file()
+    assert "to ONNX for x86-64-generic: parity max abs diff" in out
+    assert list((clean_env / "exports").rglob("model.onnx"))
 
 
 def test_simulate_sensors_to_file_and_store(

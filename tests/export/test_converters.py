@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+from skl2onnx.common.data_types import DoubleTensorType
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from edgeml.export.converters import register
@@ -60,7 +60,7 @@ def _frame(n: int = 600, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.nd
 
 def _onnx(pipeline: Any, X: pd.DataFrame, time: list[str]) -> ort.InferenceSession:
     register()
-    types = [(c, DoubleTensorType([None, 1]) if c in time else FloatTensorType([None, 1])) for c in X.columns]
+    types = [(c, DoubleTensorType([None, 1])) for c in X.columns]  # as `edgeml export` declares them
     options = {id(pipeline[-1]): {"zipmap": False}} if hasattr(pipeline[-1], "classes_") else None
     model = convert_sklearn(
         pipeline, initial_types=types, options=options, target_opset={"": 17, "ai.onnx.ml": 3}
@@ -72,7 +72,7 @@ def _onnx(pipeline: Any, X: pd.DataFrame, time: list[str]) -> ort.InferenceSessi
 
 
 def _feeds(X: pd.DataFrame, time: list[str]) -> dict[str, np.ndarray]:
-    return {c: X[[c]].to_numpy(dtype=np.float64 if c in time else np.float32) for c in X.columns}
+    return {c: X[[c]].to_numpy(dtype=np.float64) for c in X.columns}
 
 
 def _pipeline(task: str, estimator: Any, tmp_path: Any) -> Any:

@@ -70,7 +70,7 @@ def version() -> None:
 
 
 def _register() -> None:
-    from edgeml.cli import data, demo, profiles, simulate, spec, store, train
+    from edgeml.cli import data, demo, export, profiles, simulate, spec, store, train
 
     app.add_typer(spec.app, name="spec")
     app.command(name="ingest")(data.ingest)
@@ -81,6 +81,7 @@ def _register() -> None:
     app.command(name="train")(train.train)
     app.add_typer(train.app, name="models")
     app.add_typer(profiles.app, name="profiles")
+    app.command(name="export")(export.export)
     app.add_typer(store.app, name="store")
     app.add_typer(simulate.app, name="simulate")
     app.command(name="demo")(demo.demo)

@@ -4,8 +4,11 @@
   construct of the expression language has an exact counterpart (numpy's semantics are
   kept where ONNX differs: ``%`` takes the divisor's sign; time parts come from epoch
   seconds by floor arithmetic, the month by the civil-from-days algorithm). Expressions
-  are computed in double, as in numpy (epoch seconds need it), and handed on as float.
+  are computed in double, as in numpy (epoch seconds need it).
 - the PyTorch MLP: its numpy weights as Gemm and Relu nodes, then Softmax for a classifier.
+- scikit-learn's SimpleImputer, as Where(IsNaN): unlike ONNX Runtime's ``Imputer`` it runs
+  in double, so numeric inputs can stay double and trees see exactly what scikit-learn
+  gives them (a float32 copy of the double-precision scaled value).
 """
 
 from __future__ import annotations
@@ -137,10 +140,10 @@ def _expr(ops: Any, opv: int, node: ast.expr, cols: dict[str, Any]) -> Any:
 
 
 def _row_features_shape(operator: Any) -> None:
-    from skl2onnx.common.data_types import FloatTensorType
+    from skl2onnx.common.data_types import DoubleTensorType
 
     n = operator.inputs[0].get_first_dimension()
-    operator.outputs[0].type = FloatTensorType([n, len(operator.raw_operator.features)])
+    operator.outputs[0].type = DoubleTensorType([n, len(operator.raw_operator.features)])
 
 
 def _row_features(scope: Any, operator: Any, container: Any) -> None:
@@ -159,7 +162,7 @@ def _row_features(scope: Any, operator: Any, container: Any) -> None:
         cols[name] = _expr(ops, opv, parse_expression(source).tree, cols)
         out.append(cols[name])
     joined = out[0] if len(out) == 1 else ops.OnnxConcat(*out, axis=1, op_version=opv)
-    ops.OnnxCast(joined, to=FLOAT, op_version=opv, output_names=operator.outputs[:1]).add_to(scope, container)
+    ops.OnnxIdentity(joined, op_version=opv, output_names=operator.outputs[:1]).add_to(scope, container)
 
 
 def _mlp_layers(ops: Any, opv: int, model: Any, x: Any) -> Any:
@@ -215,17 +218,45 @@ def _mlp_classifier(scope: Any, operator: Any, container: Any) -> None:
     label.add_to(scope, container)
 
 
+def _imputer_shape(operator: Any) -> None:
+    n = operator.inputs[0].get_first_dimension()
+    width = len(operator.raw_operator.statistics_)
+    operator.outputs[0].type = type(operator.inputs[0].type)([n, width])
+
+
+def _imputer(scope: Any, operator: Any, container: Any) -> None:
+    """Numeric SimpleImputer as Where(IsNaN): works in double too (ONNX Runtime's Imputer is float-only)."""
+    from skl2onnx.algebra import onnx_ops as ops
+    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
+
+    model, opv = operator.raw_operator, container.target_opset
+    parts = list(operator.inputs)
+    x = parts[0] if len(parts) == 1 else ops.OnnxConcat(*parts, axis=1, op_version=opv)
+    if isinstance(operator.inputs[0].type, StringTensorType):  # a missing string arrives as ""
+        fill = np.asarray(model.statistics_, dtype=object).astype(str).reshape(1, -1)
+        missing = ops.OnnxEqual(x, np.array([""], dtype=object), op_version=opv)
+    else:
+        dtype = np.float64 if isinstance(operator.inputs[0].type, DoubleTensorType) else np.float32
+        fill = np.asarray(model.statistics_, dtype=dtype).reshape(1, -1)
+        missing = ops.OnnxIsNaN(x, op_version=opv)
+    ops.OnnxWhere(missing, fill, x, op_version=opv, output_names=operator.outputs[:1]).add_to(
+        scope, container
+    )
+
+
 def register() -> None:
     """Teach skl2onnx about edgeml's estimators and transformers (idempotent)."""
     global _REGISTERED
     if _REGISTERED:
         return
     from skl2onnx import update_registered_converter
+    from sklearn.impute import SimpleImputer
 
     from edgeml.train.mlp import MLPClassifierTorch, MLPRegressorTorch
     from edgeml.train.pipeline import RowFeatures
 
     update_registered_converter(RowFeatures, "EdgemlRowFeatures", _row_features_shape, _row_features)
+    update_registered_converter(SimpleImputer, "SklearnImputer", _imputer_shape, _imputer, overwrite=True)
     update_registered_converter(MLPRegressorTorch, "EdgemlMLPRegressor", _mlp_regressor_shape, _mlp_regressor)
     update_registered_converter(
         MLPClassifierTorch,

@@ -23,7 +23,11 @@ from edgeml.train.metrics import evaluate
 from edgeml.train.pipeline import build_pipeline
 from edgeml.train.search import SearchResult, family_params, fit_trial, run_search, trial_seed
 
-__all__ = ["TrainReport", "train"]
+__all__ = ["HOLDOUT_SAMPLE", "TARGET_COLUMN", "TrainReport", "train"]
+
+#: holdout rows kept with each model version, for export parity checks and quantisation
+HOLDOUT_SAMPLE = 2000
+TARGET_COLUMN = "__target__"
 
 Progress = Callable[[str], None]
 
@@ -166,6 +170,14 @@ def train(
         with tempfile.TemporaryDirectory() as tmp:
             files = write_evaluation(spec.task, model, data.X_hold, data.y_hold, holdout, Path(tmp))
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
+        with tempfile.TemporaryDirectory() as tmp:
+            # What export needs to prove parity later: the spec and holdout rows with targets.
+            (Path(tmp) / "spec.json").write_text(spec.model_dump_json(by_alias=True, indent=2))
+            rows = data.X_hold.head(HOLDOUT_SAMPLE).copy()
+            if data.y_hold is not None:
+                rows[TARGET_COLUMN] = data.y_hold[: len(rows)]
+            rows.to_parquet(Path(tmp) / "holdout.parquet", index=False)
+            mlflow.log_artifacts(tmp, artifact_path="edgeml")
         from mlflow.models import infer_signature
 
         example = data.X_hold.head(5)

@@ -1,0 +1,352 @@
+"""``edgeml export``: a registered model to ONNX (and OpenVINO IR) for one firmware profile.
+
+The export is converted, run on the profile's runtime, and compared with the native
+model on the holdout rows kept with the model version; an export that fails parity is
+not written. The report (sizes, parity, single-row and batch latency on this host) goes
+next to the model file, for the bundle to carry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from edgeml.errors import UserError
+from edgeml.profiles import FirmwareProfile, get_profile, load_profiles
+from edgeml.settings import Settings
+from edgeml.spec.models import Spec
+from edgeml.train.pipeline import InputLayout, input_layout
+
+__all__ = ["ExportReport", "export_model"]
+
+#: families OpenVINO can run: neural networks (the others need ONNX-ML operators it lacks)
+OPENVINO_FAMILIES = ("mlp",)
+
+
+@dataclass
+class ExportReport:
+    model: str
+    version: str
+    family: str
+    profile: str
+    runtime: str
+    precision: str
+    opset: int
+    files: list[dict[str, Any]]
+    size_bytes: int
+    parity: dict[str, float]
+    latency: dict[str, float]
+    verified_on_device_class: bool
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def _resolve(model_uri: str, tracking: str) -> tuple[str, str, str, str, Any]:
+    """(name, version, run id, family, model) of ``models:/name@alias`` or ``models:/name/version``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking)
+    client = mlflow.MlflowClient()
+    if not model_uri.startswith("models:/"):
+        raise UserError(f"model URI {model_uri!r} must look like models:/NAME@ALIAS or models:/NAME/VERSION")
+    ref = model_uri.removeprefix("models:/")
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, number = ref.partition("/")
+            version = client.get_model_version(name, number)
+        model = mlflow.sklearn.load_model(model_uri)
+    except MlflowException as exc:
+        raise UserError(f"cannot load {model_uri}: {exc.message}", hint="`edgeml models list NAME`") from exc
+    return name, str(version.version), str(version.run_id), version.tags.get("family", "unknown"), model
+
+
+def _artifacts(run_id: str, dest: Path) -> tuple[Spec, pd.DataFrame]:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        folder = Path(mlflow.MlflowClient().download_artifacts(run_id, "edgeml", str(dest)))
+    except (MlflowException, OSError) as exc:
+        raise UserError(
+            "this model version carries no holdout rows to prove parity with",
+            hint="retrain it with this edgeml version",
+        ) from exc
+    spec = Spec.model_validate_json((folder / "spec.json").read_text())
+    return spec, pd.read_parquet(folder / "holdout.parquet")
+
+
+def _initial_types(layout: InputLayout) -> list[tuple[str, Any]]:
+    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
+
+    # Double: preprocessing then matches scikit-learn's (and float inputs would bring in ONNX-ML
+    # Scaler/Imputer operators, which OpenVINO lacks and ONNX Runtime runs in float only).
+    numeric = DoubleTensorType
+
+    types: list[tuple[str, Any]] = []
+    for name in layout.columns:
+        if name in layout.time:
+            types.append((name, DoubleTensorType([None, 1])))  # epoch seconds need double
+        elif name in layout.numeric:
+            types.append((name, numeric([None, 1])))
+        else:
+            types.append((name, StringTensorType([None, 1])))
+    return types
+
+
+def feeds(frame: pd.DataFrame, layout: InputLayout) -> dict[str, np.ndarray]:
+    """ONNX inputs for rows of raw values: one [N, 1] tensor per input column."""
+    out = {}
+    for name in layout.columns:
+        if name in layout.time or name in layout.numeric:
+            out[name] = frame[[name]].to_numpy(dtype=np.float64)
+        else:
+            out[name] = frame[[name]].fillna("").astype(str).to_numpy(dtype=object)
+    return out
+
+
+def _round_tree_inputs(model: Any) -> Any:
+    """Round what tree ensembles read to float32 first, as scikit-learn's trees do.
+
+    scikit-learn compares ``float32(x)`` with its thresholds; a tree fed double values would
+    split differently wherever a value lies between ``x`` and ``float32(x)``.
+    """
+    from onnx import helper
+
+    graph = model.graph
+    nodes = list(graph.node)
+    out = []
+    for node in nodes:
+        if node.op_type.startswith("TreeEnsemble"):
+            source = node.input[0]
+            as_float, rounded = f"{source}_f32", f"{source}_f32_rounded"
+            out.append(helper.make_node("Cast", [source], [as_float], to=1, name=f"{node.name}_to_f32"))
+            out.append(helper.make_node("CastLike", [as_float, source], [rounded], name=f"{node.name}_back"))
+            node.input[0] = rounded
+        out.append(node)
+    del graph.node[:]
+    graph.node.extend(out)
+    return model
+
+
+def _convert(model: Any, layout: InputLayout, profile: FirmwareProfile, family: str) -> Any:
+    from skl2onnx import convert_sklearn
+
+    from edgeml.export.converters import register
+
+    register()
+    options = {id(model[-1]): {"zipmap": False}} if hasattr(model[-1], "predict_proba") else None
+    try:
+        converted = convert_sklearn(
+            model,
+            initial_types=_initial_types(layout),
+            options=options,
+            target_opset={"": profile.opset, "ai.onnx.ml": 3},
+        )
+    except Exception as exc:  # skl2onnx raises many kinds; the user needs the family and the cause
+        raise UserError(
+            f"the {family} model cannot be converted to ONNX: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}",
+            hint="train with another family (search.families), e.g. logistic or mlp",
+        ) from exc
+    return _round_tree_inputs(converted)
+
+
+class _Runner:
+    """Runs an exported model on the profile's runtime; returns its outputs as numpy."""
+
+    def __init__(self, path: Path, profile: FirmwareProfile, notes: list[str]) -> None:
+        self.profile = profile
+        if profile.runtime == "onnxruntime":
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = profile.threads
+            opts.inter_op_num_threads = 1
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shared CPUs
+            provider = profile.execution_provider
+            if provider not in ort.get_available_providers():
+                notes.append(
+                    f"{provider} is not available on this host: parity and latency measured "
+                    "with CPUExecutionProvider"
+                )
+                provider = "CPUExecutionProvider"
+            self.session = ort.InferenceSession(str(path), opts, providers=[provider])
+        else:
+            import openvino as ov
+
+            core = ov.Core()
+            self.compiled = core.compile_model(
+                core.read_model(str(path)),
+                profile.execution_provider,
+                {"INFERENCE_NUM_THREADS": profile.threads},
+            )
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by name (the runtimes do not agree on their order)."""
+        if self.profile.runtime == "onnxruntime":
+            names = [o.name for o in self.session.get_outputs()]
+            return dict(zip(names, (np.asarray(o) for o in self.session.run(None, inputs)), strict=True))
+        result = self.compiled(inputs)
+        return {out.get_any_name(): np.asarray(result[out]) for out in self.compiled.outputs}
+
+
+def _parity(model: Any, outputs: dict[str, np.ndarray], X: pd.DataFrame) -> dict[str, float]:
+    if hasattr(model[-1], "predict_proba"):
+        labels, proba = outputs["label"].ravel(), outputs["probabilities"]
+        native = model.predict_proba(X)
+        return {
+            "rows": float(len(X)),
+            "max_abs_diff": float(np.abs(proba - native).max()),
+            "label_agreement": float(np.mean(labels.astype(str) == model.predict(X).astype(str))),
+        }
+    values = next(iter(outputs.values())).ravel()
+    native = np.asarray(model.predict(X), dtype=np.float64)
+    if values.dtype.kind in "iu" or native.dtype.kind in "iu":
+        return {
+            "rows": float(len(X)),
+            "max_abs_diff": 0.0,
+            "label_agreement": float(np.mean(values == native)),
+        }
+    scale = max(1.0, float(np.abs(native).max()))
+    return {
+        "rows": float(len(X)),
+        "max_abs_diff": float(np.abs(values - native).max() / scale),
+        "label_agreement": 1.0,
+    }
+
+
+def _latency(run: _Runner, X: pd.DataFrame, layout: InputLayout) -> dict[str, float]:
+    one = feeds(X.head(1), layout)
+    for _ in range(20):
+        run(one)  # warm-up
+    times = []
+    for _ in range(300):
+        start = time.perf_counter()
+        run(one)
+        times.append(time.perf_counter() - start)
+    batch = feeds(pd.concat([X] * (256 // len(X) + 1), ignore_index=True).head(256), layout)
+    start = time.perf_counter()
+    rounds = 20
+    for _ in range(rounds):
+        run(batch)
+    elapsed = time.perf_counter() - start
+    return {
+        "p50_ms": float(np.percentile(times, 50) * 1000),
+        "p99_ms": float(np.percentile(times, 99) * 1000),
+        "batch256_rows_per_s": float(256 * rounds / elapsed),
+    }
+
+
+def _file(path: Path) -> dict[str, Any]:
+    return {
+        "path": path.name,
+        "bytes": path.stat().st_size,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+
+
+def export_model(
+    model_uri: str, profile_name: str, out: Path, settings: Settings, tracking: str | None = None
+) -> ExportReport:
+    """Export, prove parity, measure; write ``out/`` only when every check passed."""
+    from edgeml.train.tracking import tracking_uri
+
+    profile = get_profile(profile_name, settings.home)
+    name, version, run_id, family, model = _resolve(model_uri, tracking_uri(settings, tracking))
+    if profile.precision != "fp32":
+        fp32 = [p.name for p in load_profiles(settings.home).values() if p.precision == "fp32"]
+        raise UserError(
+            f"profile {profile.name} wants {profile.precision}; this edgeml exports fp32 only "
+            f"(quantisation is not built yet)",
+            hint=f"fp32 profiles: {', '.join(fp32)}",
+        )
+    if profile.runtime == "openvino" and family not in OPENVINO_FAMILIES:
+        able = [p.name for p in load_profiles(settings.home).values() if p.runtime == "onnxruntime"]
+        raise UserError(
+            f"OpenVINO cannot run {family} models (their ONNX graph needs ONNX-ML operators, which "
+            "OpenVINO does not implement)",
+            hint=f"export it for an ONNX Runtime profile: {', '.join(able)}; or train the mlp family "
+            "for OpenVINO",
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        spec, holdout = _artifacts(run_id, work / "artifacts")
+        layout = input_layout(spec)
+        if profile.runtime == "openvino" and (layout.categorical or layout.text):
+            raise UserError(
+                "OpenVINO takes no string inputs; this model has categorical or text inputs",
+                hint="export it for an ONNX Runtime profile",
+            )
+        if profile.runtime == "openvino" and layout.time:
+            raise UserError(
+                f"this model computes row features from timestamps ({', '.join(layout.time)}); OpenVINO's "
+                "CPU plugin runs double as float32, which cannot hold epoch seconds to the second",
+                hint="export it for an ONNX Runtime profile, or drop time functions from features.row",
+            )
+        X = holdout[layout.columns]
+        onnx_model = _convert(model, layout, profile, family)
+        stage = work / "export"
+        stage.mkdir()
+        onnx_path = stage / "model.onnx"
+        onnx_path.write_bytes(onnx_model.SerializeToString())
+        notes: list[str] = []
+        run = _Runner(onnx_path, profile, notes)
+        parity = _parity(model, run(feeds(X, layout)), X)
+        tol = profile.tolerance
+        if parity["max_abs_diff"] > tol.max_abs_diff or parity["label_agreement"] < tol.label_agreement:
+            raise UserError(
+                f"the {profile.runtime} export of {name} v{version} does not match the model: max abs diff "
+                f"{parity['max_abs_diff']:.2e} (allowed {tol.max_abs_diff:.0e}), labels agree on "
+                f"{parity['label_agreement']:.4%} (need {tol.label_agreement:.1%}); nothing was written"
+            )
+        if profile.runtime == "openvino":
+            import openvino as ov
+
+            ov.save_model(ov.convert_model(str(onnx_path)), str(stage / "model.xml"))
+        files = [_file(p) for p in sorted(stage.iterdir())]
+        size = sum(f["bytes"] for f in files)
+        if size > profile.max_bundle_size:
+            raise UserError(
+                f"the export is {size:,} bytes; profile {profile.name} takes at most "
+                f"{int(profile.max_bundle_size):,}",
+                hint="choose a smaller model (fewer trees, "
+                "smaller MLP) or a profile with a larger max_bundle_size",
+            )
+        report = ExportReport(
+            model=name,
+            version=version,
+            family=family,
+            profile=profile.name,
+            runtime=profile.runtime,
+            precision=profile.precision,
+            opset=profile.opset,
+            files=files,
+            size_bytes=size,
+            parity=parity,
+            latency=_latency(run, X, layout),
+            verified_on_device_class=profile.verified,
+            notes=notes,
+        )
+        (stage / "export_report.json").write_text(report.to_json())
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(stage, out)
+    return report
