@@ -135,7 +135,7 @@ class FileSource(_SourceBase):
     def _infer_format(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("format") is None and not isinstance(data.get("path"), str):
             # `path` is missing or not a string, which fails validation and is reported; a
-            # placeholder keeps a "format: required" from sending the user after a key they
+            # stand-in value keeps a "format: required" from sending the user after a key they
             # need not write. It can never reach a valid FileSource.
             return {**data, "format": "csv"}
         if isinstance(data, dict) and data.get("format") is None:
