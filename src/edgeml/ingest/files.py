@@ -21,7 +21,7 @@ from edgeml.errors import UserError
 from edgeml.settings import S3Settings, Settings
 from edgeml.spec.models import FileSource, Spec
 from edgeml.store import LocalStore, store_from_settings
-from edgeml.store.s3 import S3Store, _endpoint
+from edgeml.store.s3 import S3Store, parse_endpoint
 
 __all__ = ["ResolvedFiles", "resolve_files"]
 
@@ -36,7 +36,7 @@ class ResolvedFiles:
 
 
 def _s3_filesystem(s3: S3Settings) -> pafs.S3FileSystem:
-    endpoint, secure = _endpoint(s3.endpoint, s3.secure)
+    endpoint, secure = parse_endpoint(s3.endpoint, s3.secure)
     return pafs.S3FileSystem(
         access_key=s3.access_key.get_secret_value() if s3.access_key else None,
         secret_key=s3.secret_key.get_secret_value() if s3.secret_key else None,
@@ -68,7 +68,7 @@ def _from_store(store: LocalStore | S3Store, pattern: str, what: str) -> Resolve
     if isinstance(store, LocalStore):
         return ResolvedFiles([str(store.root / i.key) for i in infos], None, total)
     paths = [f"{store.bucket}/{store.prefix}{i.key}" for i in infos]
-    return ResolvedFiles(paths, _s3_filesystem(store._settings), total)
+    return ResolvedFiles(paths, _s3_filesystem(store.settings), total)
 
 
 def resolve_files(source: FileSource, spec: Spec, settings: Settings) -> ResolvedFiles:

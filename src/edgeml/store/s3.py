@@ -34,7 +34,7 @@ from edgeml.store.base import CHUNK_SIZE, ObjectInfo, ObjectStore
 if TYPE_CHECKING:
     from edgeml.settings import S3Settings
 
-__all__ = ["S3Store"]
+__all__ = ["S3Store", "parse_endpoint"]
 
 _SHA_META = "sha256"
 _SPOOL_IN_MEMORY = 16 * 1024 * 1024
@@ -49,7 +49,7 @@ _DENIED = {
 }
 
 
-def _endpoint(raw: str, secure: bool) -> tuple[str, bool]:
+def parse_endpoint(raw: str, secure: bool) -> tuple[str, bool]:
     """``host:port`` and TLS flag from ``host:port`` or ``http(s)://host:port``."""
     if "://" not in raw:
         return raw.rstrip("/"), secure
@@ -78,7 +78,7 @@ class S3Store(ObjectStore):
             ) from exc
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.endpoint, secure = _endpoint(settings.endpoint, settings.secure)
+        self.endpoint, secure = parse_endpoint(settings.endpoint, settings.secure)
         self._settings = settings
         self._client = client or self._make_client(settings, secure)
         self._secure = secure
@@ -103,6 +103,11 @@ class S3Store(ObjectStore):
             http_client=http,
             cert_check=s.verify_tls,
         )
+
+    @property
+    def settings(self) -> S3Settings:
+        """The endpoint, credentials and TLS settings this store was opened with."""
+        return self._settings
 
     @property
     def url(self) -> str:
