@@ -9,7 +9,6 @@ Three kinds of location, one answer (paths + a pyarrow filesystem):
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import re
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from edgeml.spec.models import FileSource, Spec
 from edgeml.store import LocalStore, store_from_settings
 from edgeml.store.s3 import S3Store, parse_endpoint
 
-__all__ = ["ResolvedFiles", "resolve_files"]
+__all__ = ["ResolvedFiles", "glob_regex", "resolve_files"]
 
 _GLOB = re.compile(r"[*?\[]")
 
@@ -48,6 +47,35 @@ def _s3_filesystem(s3: S3Settings) -> pafs.S3FileSystem:
     )
 
 
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob as local paths mean it: ``*`` and ``?`` stay within a folder, ``**/`` spans folders."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end]
+            out.append(
+                "[^" + re.escape(body[1:]) + "]" if body.startswith("!") else "[" + re.escape(body) + "]"
+            )
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
 def _split_glob(pattern: str) -> tuple[str, str]:
     """('lake/pumps/', '*.csv') — the literal prefix before the first wildcard, and the rest."""
     match = _GLOB.search(pattern)
@@ -59,7 +87,8 @@ def _split_glob(pattern: str) -> tuple[str, str]:
 
 def _from_store(store: LocalStore | S3Store, pattern: str, what: str) -> ResolvedFiles:
     prefix, rest = _split_glob(pattern)
-    infos = [i for i in store.list(prefix) if not rest or fnmatch.fnmatchcase(i.key, pattern)]
+    matcher = glob_regex(pattern)
+    infos = [i for i in store.list(prefix) if not rest or matcher.fullmatch(i.key)]
     if not rest:
         infos = [i for i in infos if i.key == pattern]
     if not infos:
