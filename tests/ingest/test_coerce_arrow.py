@@ -88,3 +88,24 @@ def test_a_doubtful_cell_sends_the_batch_to_the_explaining_path(
     else:
         assert result.quarantine.num_rows == 1
         assert problem in result.quarantine["reason"][0].as_py()
+
+
+@pytest.mark.parametrize("scale", [1, 1000])
+def test_epoch_numbers_in_seconds_or_milliseconds(scale: int) -> None:
+    import pandas as pd
+
+    spec = parse_spec(SPEC)
+    frame = pd.DataFrame({"msg_id": ["a", "b"], "ts": [1_767_225_600 * scale, 1_767_229_200 * scale]})
+    result = coerce_batch(frame, spec.schema_, source="f")
+    assert result.quarantine.num_rows == 0
+    assert [str(t) for t in result.clean["ts"].to_pylist()] == [
+        "2026-01-01 00:00:00+00:00",
+        "2026-01-01 01:00:00+00:00",
+    ]
+
+
+def test_epoch_seconds_in_a_typed_arrow_column() -> None:
+    spec = parse_spec(SPEC)
+    table = pa.table({"msg_id": ["a"], "ts": pa.array([1_767_225_600], pa.int64())})
+    result = coerce_batch(table, spec.schema_, source="f")
+    assert str(result.clean["ts"][0].as_py()) == "2026-01-01 00:00:00+00:00"

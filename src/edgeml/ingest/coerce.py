@@ -97,7 +97,10 @@ def _coerce_column(raw: pd.Series, col: Column) -> tuple[pd.Series, np.ndarray, 
         if pd.api.types.is_datetime64_any_dtype(values):
             out = pd.to_datetime(values, utc=True)
         elif pd.api.types.is_numeric_dtype(values):
-            out = pd.to_datetime(values, unit="s", utc=True, errors="coerce")
+            # Epoch numbers: seconds, or milliseconds as JavaScript and many sensors send them
+            # (1e11 s is the year 5138; 1e11 ms is 1973).
+            unit = "ms" if float(np.nanmax(np.abs(values.to_numpy(dtype=float)), initial=0)) >= 1e11 else "s"
+            out = pd.to_datetime(values, unit=unit, utc=True, errors="coerce")
         else:
             out = pd.to_datetime(values.astype("string"), utc=True, errors="coerce", format="ISO8601")
         return out, present & out.isna().to_numpy(), "not an ISO 8601 timestamp"
@@ -140,6 +143,10 @@ def _all_clean(table: pa.Table, schema: Schema) -> pa.Table | None:
         raw = table[target_field.name]
         if pa.types.is_floating(raw.type) and target_field.type == pa.int64():
             return None  # fractional values need a per-row look
+        if pa.types.is_timestamp(target_field.type) and (
+            pa.types.is_integer(raw.type) or pa.types.is_floating(raw.type)
+        ):
+            return None  # epoch numbers: seconds or milliseconds, decided on the pandas path
         try:
             values = raw if raw.type == target_field.type else pc.cast(raw, target_field.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
