@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from edgeml.errors import UserError
 from edgeml.export.run import ExportReport, export_model
 from edgeml.features.build import FeatureReport, build_features
 from edgeml.ingest.run import IngestReport, ingest
@@ -53,6 +54,7 @@ class DemoResult:
     features: FeatureReport | None = None
     training: TrainReport | None = None
     export: ExportReport | None = None
+    export_refused: str = ""
 
 
 def example_specs() -> list[Path]:
@@ -136,8 +138,12 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
 
         task = progress.add_task("exporting to ONNX for x86-64-generic, checking parity", total=None)
         target = settings.home / "exports" / t.model / t.version / "x86-64-generic"
-        result.export = export_model(f"models:/{t.model}/{t.version}", "x86-64-generic", target, settings)
-        progress.update(task, description=f"exported to {target}")
+        try:
+            result.export = export_model(f"models:/{t.model}/{t.version}", "x86-64-generic", target, settings)
+            progress.update(task, description=f"exported to {target}")
+        except UserError as exc:  # e.g. a family skl2onnx cannot convert: show why, go on
+            result.export_refused = exc.message
+            progress.update(task, description="export refused (see below)")
         progress.stop_task(task)
 
     _print_summary(console, result)
@@ -203,6 +209,8 @@ def _print_summary(console: Console, result: DemoResult) -> None:
             f"{e.parity['max_abs_diff']:.1e}, single-row p50 {e.latency['p50_ms']:.3f} ms, "
             f"{e.size_bytes:,} bytes"
         )
+    if result.export_refused:
+        console.print(f"  • export for x86-64-generic refused: {result.export_refused}")
     console.print()
     console.print("[bold]Where to look[/]")
     console.print("  • edgeml store ls lake/                              the lake, partitioned by date")
