@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,7 +20,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from edgeml.errors import UserError
-from edgeml.export.run import ExportReport, export_model
+from edgeml.export.run import ExportReport, default_export_dir, export_model
 from edgeml.features.build import FeatureReport, build_features
 from edgeml.ingest.run import IngestReport, ingest
 from edgeml.ingest.runtime import ray_session
@@ -74,80 +76,69 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
         ray_session(settings.ray_address, progress_bars=False),
         Progress(SpinnerColumn(), columns, TimeElapsedColumn(), console=console) as progress,
     ):
-        task = progress.add_task("checking example specs", total=None)
-        for path in example_specs():
-            result.specs.append(load_spec(path))
-        progress.update(task, description=f"checked {len(result.specs)} example specs")
-        progress.stop_task(task)
+        with _stage(progress, "checking example specs") as say:
+            result.specs = [load_spec(path) for path in example_specs()]
+            say(f"checked {len(result.specs)} example specs")
 
-        task = progress.add_task("simulating pump sensors", total=None)
-        sim = SensorSimulation(machines=options.machines, readings=options.readings, seed=options.seed)
-        data = simulate_sensors(sim)
-        buffer = io.StringIO()
-        result.rows = write_csv(data, buffer)
-        csv_text = _with_glitches(buffer.getvalue())
-        result.faults = dict(Counter(str(f) for f in data["fault"]))
-        progress.update(task, description=f"simulated {result.rows:,} readings from {sim.machines} pumps")
-        progress.stop_task(task)
+        with _stage(progress, "simulating pump sensors") as say:
+            sim = SensorSimulation(machines=options.machines, readings=options.readings, seed=options.seed)
+            data = simulate_sensors(sim)
+            buffer = io.StringIO()
+            result.rows = write_csv(data, buffer)
+            csv_text = _with_glitches(buffer.getvalue())
+            result.faults = dict(Counter(str(f) for f in data["fault"]))
+            say(f"simulated {result.rows:,} readings from {sim.machines} pumps")
 
-        task = progress.add_task("landing readings in the store", total=None)
-        result.landed_key = LANDING_KEY.format(seed=options.seed)
-        info = store.put(result.landed_key, csv_text.encode(), content_type="text/csv")
-        progress.update(task, description=f"landed {info.size:,} bytes in the store")
-        progress.stop_task(task)
+        with _stage(progress, "landing readings in the store") as say:
+            result.landed_key = LANDING_KEY.format(seed=options.seed)
+            info = store.put(result.landed_key, csv_text.encode(), content_type="text/csv")
+            say(f"landed {info.size:,} bytes in the store")
 
         spec = next(s for s in result.specs if s.name == "pump-faults")
-        task = progress.add_task("ingesting with Ray Data (starting a local Ray)", total=None)
-        result.ingest = ingest(
-            spec,
-            settings,
-            only=["history"],
-            progress_bars=False,
-            progress=lambda m: progress.update(task, description=m),
-        )
-        snap = result.ingest.snapshot
-        progress.update(task, description=f"ingested snapshot {snap.id}: {snap.rows:,} rows")
-        progress.stop_task(task)
+        with _stage(progress, "ingesting with Ray Data") as say:
+            result.ingest = ingest(spec, settings, only=["history"], progress_bars=False, progress=say)
+            snap = result.ingest.snapshot
+            say(f"ingested snapshot {snap.id}: {snap.rows:,} rows")
 
-        task = progress.add_task("validating the snapshot", total=None)
-        result.validation = validate(spec, settings, snap.id)
-        progress.update(
-            task,
-            description=f"validated: {len(result.validation.outcomes)} expectations, "
-            f"{result.validation.rows_valid:,} valid rows",
-        )
-        progress.stop_task(task)
+        with _stage(progress, "validating the snapshot") as say:
+            result.validation = validate(spec, settings, snap.id)
+            v = result.validation
+            say(f"validated: {len(v.outcomes)} expectations, {v.rows_valid:,} valid rows")
 
-        task = progress.add_task("building features", total=None)
-        result.features = build_features(spec, settings, snap.id)
-        progress.update(task, description=f"built {len(result.features.stats)} features")
-        progress.stop_task(task)
+        with _stage(progress, "building features") as say:
+            result.features = build_features(spec, settings, snap.id)
+            say(f"built {len(result.features.stats)} features")
 
-        task = progress.add_task(f"tuning and training ({options.trials} trials)", total=None)
-        quick = spec.model_copy(update={"search": spec.search.model_copy(update={"trials": options.trials})})
-        result.training = train(
-            quick, settings, snap.id, progress=lambda m: progress.update(task, description=m)
-        )
-        t = result.training
-        progress.update(
-            task,
-            description=f"trained {t.model} v{t.version} ({t.family}), gates "
-            f"{'passed' if t.verdict.passed else 'failed'}",
-        )
-        progress.stop_task(task)
+        with _stage(progress, f"tuning and training ({options.trials} trials)") as say:
+            quick = spec.model_copy(
+                update={"search": spec.search.model_copy(update={"trials": options.trials})}
+            )
+            result.training = t = train(quick, settings, snap.id, progress=say)
+            verdict = "passed" if t.verdict.passed else "failed"
+            say(f"trained {t.model} v{t.version} ({t.family}), gates {verdict}")
 
-        task = progress.add_task("exporting to ONNX for x86-64-generic, checking parity", total=None)
-        target = settings.home / "exports" / t.model / t.version / "x86-64-generic"
-        try:
-            result.export = export_model(f"models:/{t.model}/{t.version}", "x86-64-generic", target, settings)
-            progress.update(task, description=f"exported to {target}")
-        except UserError as exc:  # e.g. a family skl2onnx cannot convert: show why, go on
-            result.export_refused = exc.message
-            progress.update(task, description="export refused (see below)")
-        progress.stop_task(task)
+        with _stage(progress, "exporting to ONNX for x86-64-generic, checking parity") as say:
+            uri = f"models:/{t.model}/{t.version}"
+            target = default_export_dir(settings, uri, "x86-64-generic")
+            try:
+                result.export = export_model(uri, "x86-64-generic", target, settings)
+                say(f"exported to {target}")
+            except UserError as exc:  # e.g. a family skl2onnx cannot convert: show why, go on
+                result.export_refused = exc.message
+                say("export refused (see below)")
 
     _print_summary(console, result)
     return result
+
+
+@contextmanager
+def _stage(progress: Progress, description: str) -> Iterator[Callable[[str], None]]:
+    """One line of the demo's progress: yields a function that rewrites the line."""
+    task = progress.add_task(description, total=None)
+    try:
+        yield lambda text: progress.update(task, description=text)
+    finally:
+        progress.stop_task(task)
 
 
 def _with_glitches(csv_text: str, every: int = 250) -> str:

@@ -38,14 +38,11 @@ def export(
     Nothing is written unless the export matches the native model within the profile's tolerances
     and fits its size limit.
     """
-    from edgeml.export.run import export_model
+    from edgeml.export.run import default_export_dir, export_model
 
     state: CliState = ctx.obj
     settings = state.settings()
-    target = out
-    if target is None:
-        ref = model_uri.removeprefix("models:/").replace("@", "/")
-        target = settings.home / "exports" / ref / profile
+    target = out or default_export_dir(settings, model_uri, profile)
     with console.status(f"exporting {model_uri} for {profile}"):
         report = export_model(model_uri, profile, target, settings, tracking_uri)
     table = Table("", "", title=f"{report.model} v{report.version} ({report.family}) for {report.profile}")

@@ -27,7 +27,7 @@ from edgeml.settings import Settings
 from edgeml.spec.models import Spec
 from edgeml.train.pipeline import InputLayout, input_layout
 
-__all__ = ["ExportReport", "export_model"]
+__all__ = ["ExportReport", "default_export_dir", "export_model"]
 
 #: families OpenVINO can run: neural networks (the others need ONNX-ML operators it lacks)
 OPENVINO_FAMILIES = ("mlp",)
@@ -260,6 +260,12 @@ def _file(path: Path) -> dict[str, Any]:
         "bytes": path.stat().st_size,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
     }
+
+
+def default_export_dir(settings: Settings, model_uri: str, profile: str) -> Path:
+    """Where an export goes unless told otherwise: $EDGEML_HOME/exports/NAME/VERSION-OR-ALIAS/PROFILE."""
+    ref = model_uri.removeprefix("models:/").replace("@", "/")
+    return settings.home / "exports" / ref / profile
 
 
 def export_model(
