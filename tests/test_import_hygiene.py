@@ -90,3 +90,25 @@ def test_import_nannyml_turns_usage_logging_off_without_the_user() -> None:
     )
     result = _probe(code)
     assert result == {"env": "1", "send": False}
+
+
+def test_what_a_device_runs_imports_no_cluster_packages() -> None:
+    """Bundle verification, channel pointers and the runtime: all a device with `edgeml[edge]` has."""
+    code = (
+        "import sys, json; import edgeml.bundle.verify, edgeml.bundle.channels, edgeml.agent.runtime; "
+        "print(json.dumps({'modules': sorted(sys.modules)}))"
+    )
+    modules = {m.split(".")[0] for m in _probe(code)["modules"]}  # type: ignore[union-attr]
+    heavy = {
+        "ray",
+        "torch",
+        "mlflow",
+        "nannyml",
+        "duckdb",
+        "pandas",
+        "sklearn",
+        "onnx",
+        "pyarrow",
+        "openvino",
+    }
+    assert modules.isdisjoint(heavy), modules & heavy

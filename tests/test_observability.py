@@ -8,7 +8,15 @@ from edgeml import observability
 from edgeml.errors import ConfigError
 from edgeml.settings import TracingSettings
 
-UNIT_SUFFIXES = ("_total", "_seconds", "_bytes", "_info", "_ratio", "_celsius")
+UNIT_SUFFIXES = (
+    "_total",
+    "_seconds",
+    "_bytes",
+    "_info",
+    "_ratio",
+    "_celsius",
+    "_batches",
+)  # batches: a count
 
 
 def _ours() -> list[tuple[str, str]]:

@@ -2,13 +2,16 @@
 
 It grows with the project. Today: check the bundled example specs, simulate a fleet
 of pumps, land the readings where the fault-classification spec reads them, ingest
-them with Ray Data into the lake, validate the snapshot, build its features, then
-tune and train (Ray Tune + Optuna, tracked in MLflow) and apply the quality gates.
+them with Ray Data into the lake, validate the snapshot, build its features, tune and
+train (Ray Tune + Optuna, tracked in MLflow), apply the quality gates, export for the
+spec's firmware profiles with parity proven, sign the bundles, publish them to the
+`stable` channel and verify them as a device would.
 """
 
 from __future__ import annotations
 
 import io
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,8 +22,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from edgeml.bundle.build import BuildResult, build_bundle
+from edgeml.bundle.channels import ChannelPointer
+from edgeml.bundle.keys import KeyRing, export_public, init_keys, list_keys, load_signer
+from edgeml.bundle.rollout import publish
+from edgeml.bundle.verify import fetch_bundle
 from edgeml.errors import UserError
-from edgeml.export.run import ExportReport, default_export_dir, export_model
 from edgeml.features.build import FeatureReport, build_features
 from edgeml.ingest.run import IngestReport, ingest
 from edgeml.ingest.runtime import ray_session
@@ -55,8 +62,10 @@ class DemoResult:
     validation: ValidationReport | None = None
     features: FeatureReport | None = None
     training: TrainReport | None = None
-    export: ExportReport | None = None
-    export_refused: str = ""
+    bundles: list[BuildResult] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # profile -> why its export was refused
+    channel: ChannelPointer | None = None
+    keyring: Path | None = None
 
 
 def example_specs() -> list[Path]:
@@ -117,15 +126,36 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
             verdict = "passed" if t.verdict.passed else "failed"
             say(f"trained {t.model} v{t.version} ({t.family}), gates {verdict}")
 
-        with _stage(progress, "exporting to ONNX for x86-64-generic, checking parity") as say:
-            uri = f"models:/{t.model}/{t.version}"
-            target = default_export_dir(settings, uri, "x86-64-generic")
-            try:
-                result.export = export_model(uri, "x86-64-generic", target, settings)
-                say(f"exported to {target}")
-            except UserError as exc:  # e.g. a family skl2onnx cannot convert: show why, go on
-                result.export_refused = exc.message
-                say("export refused (see below)")
+        uri = f"models:/{t.model}/{t.version}"
+        signer = load_signer(settings.home) if list_keys(settings.home) else None
+        if signer is None:
+            init_keys(settings.home)
+            signer = load_signer(settings.home)
+        for profile in spec.profiles:
+            with _stage(progress, f"exporting for {profile}, proving parity, signing the bundle") as say:
+                try:
+                    built = build_bundle(uri, profile, settings, store, signer)
+                except UserError as exc:  # e.g. a family this runtime cannot run: show why, go on
+                    result.refused[profile] = exc.message
+                    say(f"export for {profile} refused (see below)")
+                    continue
+                result.bundles.append(built)
+                say(f"signed bundle {built.key} ({built.uploaded_bytes:,} bytes uploaded)")
+
+        if result.bundles:
+            with _stage(progress, "publishing to the stable channel, verifying as a device") as say:
+                result.channel = publish(store, signer, t.model, int(t.version), "stable")
+                result.keyring = settings.home / "keyring"
+                export_public(settings.home, result.keyring)
+                ring = KeyRing.from_dir(result.keyring)
+                staging = settings.home / "device-staging"
+                for built in result.bundles:
+                    staged = fetch_bundle(store, built.key, ring, staging)
+                    shutil.rmtree(staged.path)
+                say(
+                    f"stable → v{t.version}; {len(result.bundles)} bundle(s) verified with the "
+                    "device key ring"
+                )
 
     _print_summary(console, result)
     return result
@@ -193,21 +223,30 @@ def _print_summary(console: Console, result: DemoResult) -> None:
             f"  • {t.model} v{t.version} "
             + ("is now the [green]challenger[/]" if t.verdict.passed else "failed a gate and is not aliased")
         )
-    if result.export is not None:
-        e = result.export
+    for built in result.bundles:
+        m, e = built.manifest, built.manifest.export
         console.print(
-            f"  • exported v{e.version} to ONNX for {e.profile}: parity max abs diff "
-            f"{e.parity['max_abs_diff']:.1e}, single-row p50 {e.latency['p50_ms']:.3f} ms, "
-            f"{e.size_bytes:,} bytes"
+            f"  • exported v{m.version} for [cyan]{m.profile}[/] ({m.runtime}, {m.precision}): parity "
+            f"max abs diff {e['parity']['max_abs_diff']:.1e}, single-row p50 "
+            f"{e['latency']['p50_ms']:.3f} ms; "
+            f"signed bundle [cyan]{built.key}[/] (key {m.key_id})"
         )
-    if result.export_refused:
-        console.print(f"  • export for x86-64-generic refused: {result.export_refused}")
+    for profile, why in result.refused.items():
+        console.print(f"  • export for {profile} refused: {why}")
+    if result.channel is not None:
+        c = result.channel
+        console.print(
+            f"  • channel [cyan]stable[/] → {c.model} v{c.version} (serial {c.serial}), every bundle "
+            f"verified against the device key ring {result.keyring}"
+        )
     console.print()
     console.print("[bold]Where to look[/]")
     console.print("  • edgeml store ls lake/                              the lake, partitioned by date")
     console.print("  • edgeml data snapshots pump-faults                  dataset versions")
     console.print("  • edgeml validate examples/pump-faults.yaml          the validation report")
     console.print("  • edgeml models list pump-faults                     registered versions and aliases")
+    console.print("  • edgeml rollout status pump-faults                  where each channel points")
+    console.print("  • edgeml bundle show pump-faults/1/x86-64-generic    a signed manifest")
     console.print(
         "  • .venv/bin/mlflow ui --backend-store-uri sqlite:///$EDGEML_HOME/mlflow.db   runs and plots"
     )

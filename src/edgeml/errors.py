@@ -11,8 +11,9 @@
     │       ├── StoreUnreachableError    endpoint does not answer
     │       ├── StoreAccessDeniedError   credentials refused or lacking permission
     │       └── BucketNotFoundError      the bucket does not exist
-    └── StoreError                   an object-store operation failed
-        └── ObjectNotFoundError      the key does not exist
+    ├── StoreError                   an object-store operation failed
+    │   └── ObjectNotFoundError      the key does not exist
+    └── BundleRejected               a bundle or channel pointer failed verification
 
 Errors that wrap a foreign exception keep it as ``__cause__`` (``raise ... from exc``),
 so ``--debug`` shows the whole chain.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "BucketNotFoundError",
+    "BundleRejected",
     "ConfigError",
     "EdgemlError",
     "InvalidKeyError",
@@ -123,3 +125,17 @@ class StoreAccessDeniedError(StoreConfigError):
 
 class BucketNotFoundError(StoreConfigError):
     """The configured bucket does not exist."""
+
+
+class BundleRejected(EdgemlError):
+    """A bundle, blob or channel pointer failed verification; nothing from it may be used.
+
+    ``reason`` is a stable code (``bad-signature``, ``unknown-key``, ``expired``, ``replay``,
+    ``digest-mismatch``, ``too-long``, ``unsafe-path``, ``file-type``, ...) for logs and metrics.
+    """
+
+    exit_code = 3
+
+    def __init__(self, reason: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{message} [{reason}]", hint=hint)
+        self.reason = reason

@@ -23,11 +23,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILD_INFO",
+    "BUNDLE_DOWNLOAD_BYTES",
+    "BUNDLE_SWAPS",
+    "BUNDLE_VERIFICATIONS",
+    "INFERENCE_REQUESTS",
+    "INFERENCE_ROWS",
+    "INFERENCE_SECONDS",
+    "LAST_SYNC",
+    "MODEL_INFO",
     "REGISTRY",
     "SPEC_CHECKS",
+    "SPOOL_BATCHES",
+    "SPOOL_BYTES",
     "STORE_BYTES",
     "STORE_OPERATIONS",
     "STORE_OPERATION_SECONDS",
+    "TELEMETRY_DROPPED",
+    "TELEMETRY_SENT",
     "get_tracer",
     "render_metrics",
     "setup_tracing",
@@ -67,6 +79,71 @@ STORE_BYTES = Counter(
 SPEC_CHECKS = Counter(
     "edgeml_spec_checks_total",
     "Pipeline specs checked, by outcome (valid or invalid)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+# --- serving (the agent and `edgeml serve` use the same names) ---------------------------
+INFERENCE_REQUESTS = Counter(
+    "edgeml_inference_requests_total",
+    "Inference requests by model, version, protocol (v2, predict, mqtt) and outcome "
+    "(ok, bad_input, too_large, not_ready, error)",
+    ["model", "version", "protocol", "outcome"],
+    registry=REGISTRY,
+)
+INFERENCE_SECONDS = Histogram(
+    "edgeml_inference_latency_seconds",
+    "Time from a parsed request to its answer (validation, model, telemetry), by model and version",
+    ["model", "version"],
+    registry=REGISTRY,
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+INFERENCE_ROWS = Counter(
+    "edgeml_inference_rows_total",
+    "Rows predicted, by model and version",
+    ["model", "version"],
+    registry=REGISTRY,
+)
+MODEL_INFO = Gauge(
+    "edgeml_model_info",
+    "The bundle being served (value 1): model, version, profile and runtime",
+    ["model", "version", "profile", "runtime"],
+    registry=REGISTRY,
+)
+# --- the agent's bundle sync -----------------------------------------------------------
+BUNDLE_VERIFICATIONS = Counter(
+    "edgeml_bundle_verifications_total",
+    "Bundles and channel pointers checked by a device, by outcome (ok or the rejection reason)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+BUNDLE_SWAPS = Counter(
+    "edgeml_agent_swaps_total",
+    "Model swaps by outcome (ok, smoke_test_failed, rolled_back)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+BUNDLE_DOWNLOAD_BYTES = Counter(
+    "edgeml_agent_download_bytes_total", "Blob bytes downloaded by the agent", registry=REGISTRY
+)
+LAST_SYNC = Gauge(
+    "edgeml_agent_last_sync_timestamp_seconds",
+    "Unix time of the agent's last successful check of its channel",
+    registry=REGISTRY,
+)
+# --- telemetry spool (agent -> central) --------------------------------------------------
+SPOOL_BATCHES = Gauge(
+    "edgeml_telemetry_spool_batches", "Telemetry batches waiting in the on-disk spool", registry=REGISTRY
+)
+SPOOL_BYTES = Gauge("edgeml_telemetry_spool_bytes", "Bytes held by the telemetry spool", registry=REGISTRY)
+TELEMETRY_DROPPED = Counter(
+    "edgeml_telemetry_dropped_batches_total",
+    "Telemetry batches dropped because the spool was full (oldest first)",
+    registry=REGISTRY,
+)
+TELEMETRY_SENT = Counter(
+    "edgeml_telemetry_sent_batches_total",
+    "Telemetry delivery attempts by outcome (ok, retry, rejected)",
     ["outcome"],
     registry=REGISTRY,
 )

@@ -26,7 +26,9 @@ PROVIDERS = {
 #: highest ONNX opset each runtime version we ship against can load
 MAX_OPSET = {"onnxruntime": 23, "openvino": 22}
 MIN_OPSET = 13  # edgeml's converters need opset 13 (Split/Squeeze with inputs, Gather semantics)
-_DEFAULT_PARITY = {"fp32": (1e-4, 0.999), "fp16": (1e-2, 0.99), "int8": (5e-2, 0.98)}
+# int8 moves single probabilities by several points (0.06 seen on the example MLP with the hidden
+# layers int8); labels and the accuracy gate on the holdout metric are what hold it to the model.
+_DEFAULT_PARITY = {"fp32": (1e-4, 0.999), "fp16": (1e-2, 0.99), "int8": (1e-1, 0.98)}
 
 
 class Parity(BaseModel):

@@ -167,7 +167,7 @@ def test_spec_docs_matches_the_committed_reference(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.slow
-def test_demo_runs_sensors_to_features(capsys: pytest.CaptureFixture[str], clean_env: Path) -> None:
+def test_demo_runs_sensors_to_a_published_bundle(capsys: pytest.CaptureFixture[str], clean_env: Path) -> None:
     code, out, err = run(capsys, "demo", "--trials", "2")  # the default fleet: every fault occurs
     assert code == 0, err
     landed = clean_env / "store" / "landing" / "pumps" / "demo-0.csv"
@@ -183,8 +183,13 @@ def test_demo_runs_sensors_to_features(capsys: pytest.CaptureFixture[str], clean
     assert "registered pump-faults v1" in out
     assert "gate f1_macro" in out
     assert (clean_env / "mlflow.db").is_file()
-    assert "to ONNX for x86-64-generic: parity max abs diff" in out
-    assert list((clean_env / "exports").rglob("model.onnx"))
+    for profile in ("x86-64-generic", "arm64-rpi4"):  # the spec's profiles: exported or refused, with why
+        assert f"for {profile} (" in out or f"export for {profile} refused" in out
+    assert "signed bundle bundles/pump-faults/1/x86-64-generic/manifest.json" in out
+    assert "channel stable → pump-faults v1 (serial 1), every bundle verified" in out
+    assert list((clean_env / "store" / "blobs" / "sha256").iterdir())
+    assert list((clean_env / "keyring").glob("*.pub"))
+    assert not list((clean_env / "device-staging").glob(".stage-*"))
 
 
 def test_simulate_sensors_to_file_and_store(

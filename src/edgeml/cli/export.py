@@ -31,6 +31,16 @@ def export(
             file_okay=False,
         ),
     ] = None,
+    quantization_tolerance: Annotated[
+        float | None,
+        typer.Option(
+            "--quantization-tolerance",
+            min=0,
+            max=1,
+            help="Largest holdout-metric drop accepted for fp16/int8; default: the spec's "
+            "gates.quantization_tolerance.",
+        ),
+    ] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Export a registered model for a firmware profile, prove parity on its holdout rows, measure latency.
@@ -44,9 +54,16 @@ def export(
     settings = state.settings()
     target = out or default_export_dir(settings, model_uri, profile)
     with console.status(f"exporting {model_uri} for {profile}"):
-        report = export_model(model_uri, profile, target, settings, tracking_uri)
+        report = export_model(model_uri, profile, target, settings, tracking_uri, quantization_tolerance)
     table = Table("", "", title=f"{report.model} v{report.version} ({report.family}) for {report.profile}")
     table.add_row("runtime", f"{report.runtime}, {report.precision}, opset {report.opset}")
+    if report.quantization:
+        q = report.quantization
+        table.add_row(
+            "accuracy gate",
+            f"holdout {q['metric']} native {q['native']:.4f}, {report.precision} {q['exported']:.4f} "
+            f"(drop {q['drop']:.4f}, allowed {q['tolerance']:g})",
+        )
     table.add_row("size", f"{report.size_bytes:,} bytes ({', '.join(f['path'] for f in report.files)})")
     table.add_row(
         "parity",

@@ -94,3 +94,23 @@ def check(ctx: typer.Context) -> None:
     finally:
         store.delete(key)
     console.print(f"[green]✓[/] {store.url}: write, read, verify and delete all work")
+
+
+@app.command("policy")
+def policy(
+    ctx: typer.Context,
+    device: Annotated[bool, typer.Option("--device", help="The read-only policy for edge devices.")] = False,
+) -> None:
+    """Print an S3/MinIO access policy (IAM JSON) for this store.
+
+    `--device`: read and list blobs/, bundles/ and channels/ only; no writes. Apply it with
+    `mc admin policy create ALIAS edgeml-device FILE` (the Ansible minio role does).
+    """
+    import json
+
+    from edgeml.store.policy import device_policy
+
+    if not device:
+        raise typer.BadParameter("say which policy: --device", param_hint="--device")
+    state: CliState = ctx.obj
+    print(json.dumps(device_policy(state.settings().store_url), indent=2))

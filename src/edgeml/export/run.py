@@ -29,8 +29,12 @@ from edgeml.train.pipeline import InputLayout, input_layout
 
 __all__ = ["ExportReport", "default_export_dir", "export_model"]
 
-#: families OpenVINO can run: neural networks (the others need ONNX-ML operators it lacks)
-OPENVINO_FAMILIES = ("mlp",)
+#: families OpenVINO can run: neural networks, and tree ensembles as tensor operations (the
+#: others need ONNX-ML operators it lacks)
+OPENVINO_FAMILIES = ("mlp", "random_forest", "hist_gradient_boosting")
+#: OpenVINO's CPU plugin defaults to bf16 on CPUs that have it (AMX, AVX512-BF16), which moves
+#: MLP probabilities by up to 0.5; exports are proven in f32 and the agent must compile them so
+OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
 @dataclass
@@ -40,13 +44,16 @@ class ExportReport:
     family: str
     profile: str
     runtime: str
-    precision: str
+    precision: str  # what the exported model computes in (see notes when it differs from the profile's)
+    profile_precision: str
     opset: int
     files: list[dict[str, Any]]
     size_bytes: int
     parity: dict[str, float]
     latency: dict[str, float]
     verified_on_device_class: bool
+    runtime_options: dict[str, str]
+    quantization: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     notes: list[str] = field(default_factory=list)
 
@@ -54,8 +61,8 @@ class ExportReport:
         return json.dumps(asdict(self), indent=2)
 
 
-def _resolve(model_uri: str, tracking: str) -> tuple[str, str, str, str, Any]:
-    """(name, version, run id, family, model) of ``models:/name@alias`` or ``models:/name/version``."""
+def _resolve(model_uri: str, tracking: str) -> tuple[str, str, str, str, str, Any]:
+    """(name, version, run id, family, snapshot, model) of ``models:/name@alias`` or ``models:/name/N``."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -74,7 +81,15 @@ def _resolve(model_uri: str, tracking: str) -> tuple[str, str, str, str, Any]:
         model = mlflow.sklearn.load_model(model_uri)
     except MlflowException as exc:
         raise UserError(f"cannot load {model_uri}: {exc.message}", hint="`edgeml models list NAME`") from exc
-    return name, str(version.version), str(version.run_id), version.tags.get("family", "unknown"), model
+    tags = version.tags
+    return (
+        name,
+        str(version.version),
+        str(version.run_id),
+        tags.get("family", "unknown"),
+        tags.get("snapshot", ""),
+        model,
+    )
 
 
 def _artifacts(run_id: str, dest: Path) -> tuple[Spec, pd.DataFrame]:
@@ -149,16 +164,34 @@ def _convert(model: Any, layout: InputLayout, profile: FirmwareProfile, family: 
     from skl2onnx import convert_sklearn
 
     from edgeml.export.converters import register
+    from edgeml.export.trees import append_trees, is_tree_ensemble
 
     register()
     options = {id(model[-1]): {"zipmap": False}} if hasattr(model[-1], "predict_proba") else None
+    opsets = {"": profile.opset, "ai.onnx.ml": 3}
+    # skl2onnx 1.20 cannot convert scikit-learn 1.9's HistGradientBoosting (a boolean attribute), and
+    # OpenVINO has no TreeEnsemble operator: both get trees as standard tensor operations.
+    tensor_trees = is_tree_ensemble(model[-1]) and (
+        profile.runtime == "openvino" or family == "hist_gradient_boosting"
+    )
     try:
+        if tensor_trees:
+            features = convert_sklearn(model[:-1], initial_types=_initial_types(layout), target_opset=opsets)
+            return append_trees(
+                features,
+                features.graph.output[0].name,
+                model[-1],
+                profile.runtime == "openvino",
+                profile.opset,
+            )
         converted = convert_sklearn(
             model,
             initial_types=_initial_types(layout),
             options=options,
-            target_opset={"": profile.opset, "ai.onnx.ml": 3},
+            target_opset=opsets,
         )
+    except UserError:
+        raise
     except Exception as exc:  # skl2onnx raises many kinds; the user needs the family and the cause
         raise UserError(
             f"the {family} model cannot be converted to ONNX: {type(exc).__name__}: "
@@ -195,7 +228,7 @@ class _Runner:
             self.compiled = core.compile_model(
                 core.read_model(str(path)),
                 profile.execution_provider,
-                {"INFERENCE_NUM_THREADS": profile.threads},
+                {"INFERENCE_NUM_THREADS": profile.threads, **OPENVINO_CONFIG},
             )
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -268,64 +301,171 @@ def default_export_dir(settings: Settings, model_uri: str, profile: str) -> Path
     return settings.home / "exports" / ref / profile
 
 
+def _refuse_family(profile: FirmwareProfile, family: str, home: Path) -> None:
+    if profile.runtime == "openvino" and family not in OPENVINO_FAMILIES:
+        able = [p.name for p in load_profiles(home).values() if p.runtime == "onnxruntime"]
+        raise UserError(
+            f"OpenVINO cannot run {family} models (their ONNX graph needs ONNX-ML operators, which "
+            f"OpenVINO does not implement); OpenVINO runs {', '.join(OPENVINO_FAMILIES)}",
+            hint=f"export it for an ONNX Runtime profile: {', '.join(able)}",
+        )
+
+
+def _refuse_inputs(profile: FirmwareProfile, layout: InputLayout) -> None:
+    if profile.runtime != "openvino":
+        return
+    if layout.categorical or layout.text:
+        raise UserError(
+            "OpenVINO takes no string inputs; this model has categorical or text inputs",
+            hint="export it for an ONNX Runtime profile",
+        )
+    if layout.time:
+        raise UserError(
+            f"this model computes row features from timestamps ({', '.join(layout.time)}); OpenVINO's "
+            "CPU plugin runs double as float32, which cannot hold epoch seconds to the second",
+            hint="export it for an ONNX Runtime profile, or drop time functions from features.row",
+        )
+
+
+def _calibration(
+    spec: Spec,
+    settings: Settings,
+    snapshot: str,
+    layout: InputLayout,
+    holdout: pd.DataFrame,
+    notes: list[str],
+) -> tuple[list[dict[str, np.ndarray]], str]:
+    """Single-row input feeds for int8 calibration: training rows of the model's snapshot if still there."""
+    from edgeml.train.data import load_training_data
+
+    try:
+        rows = load_training_data(spec, settings, snapshot or None).X_train[layout.columns]
+        source = f"training snapshot {snapshot}"
+    except (UserError, OSError) as exc:
+        rows, source = holdout[layout.columns], "holdout rows kept with the model version"
+        notes.append(f"int8 calibrated on the holdout rows: the training snapshot is not readable ({exc})")
+    rows = rows.sample(n=min(CALIBRATION_ROWS, len(rows)), random_state=0)
+    return [feeds(rows.iloc[[i]], layout) for i in range(len(rows))], source
+
+
+#: rows the int8 calibration reads
+CALIBRATION_ROWS = 300
+
+
+def _build(
+    onnx_model: Any,
+    precision: str,
+    profile: FirmwareProfile,
+    stage: Path,
+    work: Path,
+    calibrate: Any,
+) -> Path:
+    """Write the model file the device runs at ``precision``; return its path."""
+    from edgeml.export.quantize import to_fp16, to_int8_onnx, to_int8_openvino
+
+    if profile.runtime == "onnxruntime":
+        path = stage / "model.onnx"
+        if precision == "int8":
+            fp32 = work / "fp32.onnx"
+            fp32.write_bytes(onnx_model.SerializeToString())
+            to_int8_onnx(fp32, path, calibrate())
+        else:
+            model = to_fp16(onnx_model) if precision == "fp16" else onnx_model
+            path.write_bytes(model.SerializeToString())
+        return path
+    import openvino as ov
+
+    source = work / "fp32.onnx"
+    source.write_bytes(onnx_model.SerializeToString())
+    ov_model = ov.convert_model(str(source))
+    if precision == "int8":
+        ov_model = to_int8_openvino(ov_model, calibrate())
+    # save_model halves weights to fp16 by default, which alone moves MLP probabilities by ~1e-2.
+    ov.save_model(ov_model, str(stage / "model.xml"), compress_to_fp16=False)
+    return stage / "model.xml"
+
+
 def export_model(
-    model_uri: str, profile_name: str, out: Path, settings: Settings, tracking: str | None = None
+    model_uri: str,
+    profile_name: str,
+    out: Path,
+    settings: Settings,
+    tracking: str | None = None,
+    quantization_tolerance: float | None = None,
 ) -> ExportReport:
-    """Export, prove parity, measure; write ``out/`` only when every check passed."""
+    """Export, prove parity (and the accuracy gate for fp16/int8), measure; write ``out/`` only when
+    every check passed. ``quantization_tolerance`` overrides the spec's ``gates.quantization_tolerance``."""
+    from edgeml.export.quantize import QUANTIZABLE_FAMILIES, MetricGate
+    from edgeml.train.run import TARGET_COLUMN
     from edgeml.train.tracking import tracking_uri
 
     profile = get_profile(profile_name, settings.home)
-    name, version, run_id, family, model = _resolve(model_uri, tracking_uri(settings, tracking))
-    if profile.precision != "fp32":
-        fp32 = [p.name for p in load_profiles(settings.home).values() if p.precision == "fp32"]
-        raise UserError(
-            f"profile {profile.name} wants {profile.precision}; this edgeml exports fp32 only "
-            f"(quantisation is not built yet)",
-            hint=f"fp32 profiles: {', '.join(fp32)}",
+    name, version, run_id, family, snapshot, model = _resolve(model_uri, tracking_uri(settings, tracking))
+    _refuse_family(profile, family, settings.home)
+    notes: list[str] = []
+    precision = profile.precision
+    if precision != "fp32" and family not in QUANTIZABLE_FAMILIES:
+        notes.append(
+            f"{precision} applies to neural-network layers; the {family} model has none (its operators "
+            f"have no {precision} kernels), so it is exported in fp32"
         )
-    if profile.runtime == "openvino" and family not in OPENVINO_FAMILIES:
-        able = [p.name for p in load_profiles(settings.home).values() if p.runtime == "onnxruntime"]
-        raise UserError(
-            f"OpenVINO cannot run {family} models (their ONNX graph needs ONNX-ML operators, which "
-            "OpenVINO does not implement)",
-            hint=f"export it for an ONNX Runtime profile: {', '.join(able)}; or train the mlp family "
-            "for OpenVINO",
-        )
+        precision = "fp32"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         spec, holdout = _artifacts(run_id, work / "artifacts")
         layout = input_layout(spec)
-        if profile.runtime == "openvino" and (layout.categorical or layout.text):
-            raise UserError(
-                "OpenVINO takes no string inputs; this model has categorical or text inputs",
-                hint="export it for an ONNX Runtime profile",
-            )
-        if profile.runtime == "openvino" and layout.time:
-            raise UserError(
-                f"this model computes row features from timestamps ({', '.join(layout.time)}); OpenVINO's "
-                "CPU plugin runs double as float32, which cannot hold epoch seconds to the second",
-                hint="export it for an ONNX Runtime profile, or drop time functions from features.row",
-            )
+        _refuse_inputs(profile, layout)
         X = holdout[layout.columns]
         onnx_model = _convert(model, layout, profile, family)
         stage = work / "export"
         stage.mkdir()
-        onnx_path = stage / "model.onnx"
-        onnx_path.write_bytes(onnx_model.SerializeToString())
-        notes: list[str] = []
-        run = _Runner(onnx_path, profile, notes)
-        parity = _parity(model, run(feeds(X, layout)), X)
+        calibration: dict[str, Any] = {}
+
+        def calibrate() -> list[dict[str, np.ndarray]]:
+            rows, calibration["source"] = _calibration(spec, settings, snapshot, layout, holdout, notes)
+            calibration["rows"] = len(rows)
+            return rows
+
+        model_path = _build(onnx_model, precision, profile, stage, work, calibrate)
+        run = _Runner(model_path, profile, notes)
+        outputs = run(feeds(X, layout))
+        quantization = None
+        if precision != "fp32":
+            if TARGET_COLUMN not in holdout:
+                raise UserError(
+                    f"a {precision} export needs holdout targets for its accuracy gate; this {spec.task} "
+                    "model has none",
+                    hint="export it for an fp32 profile",
+                )
+            tolerance = (
+                spec.gates.quantization_tolerance
+                if quantization_tolerance is None
+                else quantization_tolerance
+            )
+            gate = MetricGate(spec, tolerance)
+            what = f"{precision} export of {name} v{version}"
+            quantization = {
+                **gate.check(model, outputs, X, holdout[TARGET_COLUMN].to_numpy(), what),
+                **calibration,
+            }
+        parity = _parity(model, outputs, X)
         tol = profile.tolerance
         if parity["max_abs_diff"] > tol.max_abs_diff or parity["label_agreement"] < tol.label_agreement:
+            if profile.runtime == "openvino" and family != "mlp":
+                able = [p.name for p in load_profiles(settings.home).values() if p.runtime == "onnxruntime"]
+                raise UserError(
+                    f"the {family} model as tensor operations on OpenVINO does not match the model: max abs "
+                    f"diff {parity['max_abs_diff']:.2e} (allowed {tol.max_abs_diff:.0e}), labels agree on "
+                    f"{parity['label_agreement']:.4%}; OpenVINO computes the preprocessing in float32, so "
+                    f"values near a split threshold go the other way; nothing was written. Profiles that run "
+                    f"{family} exactly: {', '.join(able)}",
+                    hint="export it for one of those (ONNX Runtime runs the trees as TreeEnsemble operators)",
+                )
             raise UserError(
-                f"the {profile.runtime} export of {name} v{version} does not match the model: max abs diff "
-                f"{parity['max_abs_diff']:.2e} (allowed {tol.max_abs_diff:.0e}), labels agree on "
-                f"{parity['label_agreement']:.4%} (need {tol.label_agreement:.1%}); nothing was written"
+                f"the {profile.runtime} {precision} export of {name} v{version} does not match the model: "
+                f"max abs diff {parity['max_abs_diff']:.2e} (allowed {tol.max_abs_diff:.0e}), labels agree "
+                f"on {parity['label_agreement']:.4%} (need {tol.label_agreement:.1%}); nothing was written"
             )
-        if profile.runtime == "openvino":
-            import openvino as ov
-
-            ov.save_model(ov.convert_model(str(onnx_path)), str(stage / "model.xml"))
         files = [_file(p) for p in sorted(stage.iterdir())]
         size = sum(f["bytes"] for f in files)
         if size > profile.max_bundle_size:
@@ -335,19 +475,30 @@ def export_model(
                 hint="choose a smaller model (fewer trees, "
                 "smaller MLP) or a profile with a larger max_bundle_size",
             )
+        if profile.runtime == "openvino":
+            notes.append(
+                "compile with INFERENCE_PRECISION_HINT=f32 (runtime_options): the CPU plugin's bf16 "
+                "default does not match the model"
+            )
+            options = dict(OPENVINO_CONFIG)
+        else:
+            options = {"session.intra_op.allow_spinning": "0"}
         report = ExportReport(
             model=name,
             version=version,
             family=family,
             profile=profile.name,
             runtime=profile.runtime,
-            precision=profile.precision,
+            precision=precision,
+            profile_precision=profile.precision,
             opset=profile.opset,
             files=files,
             size_bytes=size,
             parity=parity,
             latency=_latency(run, X, layout),
             verified_on_device_class=profile.verified,
+            runtime_options=options,
+            quantization=quantization,
             notes=notes,
         )
         (stage / "export_report.json").write_text(report.to_json())

@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -149,7 +149,7 @@ class ObjectStore(ABC):
 
     def stream(
         self, key: str, *, offset: int = 0, length: int | None = None, chunk_size: int = CHUNK_SIZE
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         """Iterate over the object's bytes from ``offset``, at most ``length`` of them.
 
         Raises :class:`~edgeml.errors.ObjectNotFoundError` at the call, before any
@@ -165,13 +165,16 @@ class ObjectStore(ABC):
             chunks = self._open(key, offset, length, chunk_size)
         return self._count_down(chunks)
 
-    def _count_down(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    def _count_down(self, chunks: Iterator[bytes]) -> Generator[bytes, None, None]:
         total = 0
         try:
             for chunk in chunks:
                 total += len(chunk)
                 yield chunk
         finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # a reader that stops early must not leave the file or connection open
             track_store_bytes(self.backend, "down", total)
 
     def get(self, key: str) -> bytes:

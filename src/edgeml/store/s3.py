@@ -159,7 +159,7 @@ class S3Store(ObjectStore):
         carries no body, so any web server answering 200 would pass for S3 (and then
         "store" objects nowhere), and one answering 404 would pass for a missing bucket.
         A listing must come back as S3 XML, and S3 errors carry their code (NoSuchBucket,
-        AccessDenied, ...), which becomes the ``__cause__`` of the edgeml error.
+        InvalidAccessKeyId, ...), which becomes the ``__cause__`` of the edgeml error.
         """
         if not self._bucket_checked:
             with self._lock:
@@ -167,6 +167,11 @@ class S3Store(ObjectStore):
                     objects = self._client.list_objects(self.bucket, prefix=self.prefix or None)
                     try:
                         next(objects, None)
+                    except S3Error as exc:
+                        # A user limited to some prefixes (a device) may not list the root; the
+                        # refusal is S3 XML all the same, and each operation reports its own denial.
+                        if exc.code != "AccessDenied":
+                            self._fail(exc)
                     except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
                         self._fail(exc)
                     except (ValueError, ParseError) as exc:  # a 200 reply that is not S3 XML

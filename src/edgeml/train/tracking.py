@@ -7,6 +7,7 @@ the types they may contain are declared, never trusted blindly.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.", "edgeml.train.", "builtins.",
 
 
 def tracking_uri(settings: Settings, override: str | None = None) -> str:
+    # edgeml shows its own progress; MLflow's per-download bars would interleave with it.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return override or f"sqlite:///{(settings.home / 'mlflow.db').resolve()}"
 
 

@@ -1,0 +1,317 @@
+"""Keeping a device on the bundle its channel names, and off one that misbehaves.
+
+Each round: read and verify the channel pointers (signature, expiry, serial), choose the
+one this device follows (cohort by device id, group, profile), and when it names another
+version: fetch and verify the bundle into staging (only missing blobs are downloaded),
+load it, run its golden samples, warm it up, install it and swap it in. The new model is
+then on probation: :class:`HealthWatch` counts its runtime errors and latency, and when
+the error rate or p99 is out of bounds the agent swaps the previous model back and
+refuses that version until a newer one (or an explicit rollback) comes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeml.agent.config import AgentConfig
+from edgeml.agent.install import DeviceState, Installation
+from edgeml.agent.model import GoldenMismatch, LoadedModel, ModelHolder
+from edgeml.bundle.channels import ChannelPointer, choose, pointer_key, verify_pointer
+from edgeml.bundle.keys import KeyRing
+from edgeml.bundle.verify import fetch_bundle
+from edgeml.errors import BundleRejected, ObjectNotFoundError, StoreError
+from edgeml.observability import (
+    BUNDLE_DOWNLOAD_BYTES,
+    BUNDLE_SWAPS,
+    BUNDLE_VERIFICATIONS,
+    LAST_SYNC,
+    MODEL_INFO,
+)
+from edgeml.profiles import FirmwareProfile
+from edgeml.store.base import ObjectStore
+
+__all__ = ["HealthWatch", "Syncer"]
+
+log = logging.getLogger("edgeml.agent")
+
+
+@dataclass
+class _Stats:
+    requests: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def p99(self) -> float | None:
+        return float(np.percentile(self.latencies, 99)) if len(self.latencies) >= 10 else None
+
+
+class HealthWatch:
+    """Per model version: answered requests, runtime errors, latencies (an observer)."""
+
+    def __init__(self, keep: int = 5000) -> None:
+        self._stats: dict[int, _Stats] = {}
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def observe(self, model: LoadedModel, columns: Any, outputs: Any, latency_s: float) -> None:
+        with self._lock:
+            stats = self._stats.setdefault(model.version, _Stats())
+            stats.requests += 1
+            if len(stats.latencies) < self._keep:
+                stats.latencies.append(latency_s)
+
+    def observe_error(self, model: LoadedModel | None, kind: str) -> None:
+        if model is None or kind != "runtime":
+            return  # bad input is the caller's fault, not the model's
+        with self._lock:
+            stats = self._stats.setdefault(model.version, _Stats())
+            stats.requests += 1
+            stats.errors += 1
+
+    def reset(self, version: int) -> None:
+        with self._lock:
+            self._stats[version] = _Stats()
+
+    def stats(self, version: int) -> _Stats:
+        with self._lock:
+            found = self._stats.get(version, _Stats())
+            return _Stats(found.requests, found.errors, list(found.latencies))
+
+
+class Syncer:
+    """See the module docstring. ``run_once`` is one round; ``start`` runs rounds on a thread."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        profile: FirmwareProfile,
+        store: ObjectStore,
+        ring: KeyRing,
+        holder: ModelHolder,
+        health: HealthWatch,
+    ) -> None:
+        self.config = config
+        self.profile = profile
+        self.store = store
+        self.ring = ring
+        self.holder = holder
+        self.health = health
+        self.install = Installation(config.state_dir)
+        self.state = DeviceState()
+        self._previous: LoadedModel | None = None
+        self._probation_since: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_outcome = "not started"
+
+    # start-up ------------------------------------------------------------------------
+
+    def _open(self, folder: Any) -> LoadedModel:
+        return LoadedModel.open(
+            folder, self.ring, threads=self.profile.threads, device=self.profile.execution_provider
+        )
+
+    def load_installed(self) -> LoadedModel | None:
+        """Recover from a crash, then serve the installed bundle (or the previous one) if it verifies."""
+        self.state = self.install.recover()
+        for name in ("current", "previous"):
+            folder = self.install.folder(name)
+            if folder is None:
+                continue
+            try:
+                model = self._open(folder)
+                model.warm_up()
+            except (BundleRejected, OSError, RuntimeError) as exc:  # tampered or broken on disk
+                log.warning("installed bundle %s is unusable: %s", folder, exc)
+                continue
+            if name == "previous":
+                self.install.point("current", folder)
+            self._serve(model)
+            return model
+        return None
+
+    def _serve(self, model: LoadedModel) -> None:
+        old = self.holder.swap(model)
+        if old is not None:
+            MODEL_INFO.remove(old.name, str(old.version), old.manifest.profile, old.manifest.runtime)
+        MODEL_INFO.labels(model.name, str(model.version), model.manifest.profile, model.manifest.runtime).set(
+            1
+        )
+
+    # one round -------------------------------------------------------------------------
+
+    def _pointers(self) -> dict[str, ChannelPointer]:
+        pointers = {}
+        for channel in self.config.sync.channels:
+            key = pointer_key(self.config.model, channel)
+            try:
+                data, signature = self.store.get(key), self.store.get(key + ".sig")
+            except ObjectNotFoundError:
+                continue
+            pointer = verify_pointer(data, signature, self.ring, last_serial=self.state.serials.get(channel))
+            self.state.serials[channel] = pointer.serial
+            pointers[channel] = pointer
+        return pointers
+
+    def run_once(self) -> str:
+        """One sync round; returns what happened, for logs and tests."""
+        self._check_probation()
+        try:
+            outcome = self._sync()
+        except BundleRejected as exc:
+            BUNDLE_VERIFICATIONS.labels(exc.reason).inc()
+            outcome = f"rejected: {exc.message}"
+            log.error("bundle rejected: %s", exc.message)
+        except StoreError as exc:
+            outcome = f"store unavailable: {exc.message}"
+            log.warning("cannot reach the store: %s", exc.message)
+        self.last_outcome = outcome
+        return outcome
+
+    def _sync(self) -> str:
+        pointers = self._pointers()
+        self.install.save_state(self.state)
+        LAST_SYNC.set(time.time())
+        pointer = choose(pointers, self.config.device_id, self.config.group, self.profile.name)
+        if pointer is None:
+            return "no channel names a bundle for this device"
+        current = self.holder.current
+        if current is not None and current.version == pointer.version:
+            return f"up to date: v{pointer.version}"
+        rollback_to = pointer.rollback.to_version if pointer.rollback else None
+        if pointer.version in self.state.refused and rollback_to != pointer.version:
+            return f"v{pointer.version} was refused on this device; waiting for a newer version"
+        if self._probation_since is not None:
+            return "a new model is on probation; the next change waits"
+        ref = pointer.manifests[self.profile.name]
+        if hashlib.sha256(self.store.get(ref.key)).hexdigest() != ref.sha256:
+            raise BundleRejected(
+                "digest-mismatch", f"{ref.key} is not the manifest the channel pointer signed"
+            )
+        staged = fetch_bundle(
+            self.store,
+            ref.key,
+            self.ring,
+            self.install.staging,
+            cache=self.install.blobs,
+            min_version=self.state.last_version,
+            rollback_to=rollback_to,
+        )
+        BUNDLE_VERIFICATIONS.labels("ok").inc()
+        BUNDLE_DOWNLOAD_BYTES.inc(staged.downloaded_bytes)
+        try:
+            model = self._open(staged.path)
+            model.smoke_test()
+            model.warm_up()
+        except (GoldenMismatch, BundleRejected, RuntimeError, OSError) as exc:
+            shutil.rmtree(staged.path, ignore_errors=True)
+            BUNDLE_SWAPS.labels("smoke_test_failed").inc()
+            self.state.refused.append(staged.manifest.version)
+            self.install.save_state(self.state)
+            return f"v{staged.manifest.version} failed its smoke test: {exc}"
+        self._swap_in(model, staged.path, explicit_rollback=rollback_to == pointer.version)
+        return f"installed v{model.version} from {pointer.channel}"
+
+    def _swap_in(self, model: LoadedModel, stage: Any, *, explicit_rollback: bool) -> None:
+        previous = self.install.folder("current")
+        folder = self.install.install(stage, model.manifest)
+        model.folder = folder  # the runtime loaded every file already; the rename does not touch it
+        self.state.probation = {
+            "version": model.version,
+            "bundle": folder.name,
+            "previous": previous.name if previous else None,
+        }
+        if explicit_rollback and model.version in self.state.refused:
+            self.state.refused.remove(model.version)
+        self.install.save_state(self.state)
+        if previous is not None:
+            self.install.point("previous", previous)
+        self.install.point("current", folder)
+        self.health.reset(model.version)
+        self._previous = self.holder.current
+        self._serve(model)
+        self._probation_since = time.monotonic()
+        BUNDLE_SWAPS.labels("ok").inc()
+        log.info("serving %s v%s", model.name, model.version)
+
+    # probation ---------------------------------------------------------------------------
+
+    def _check_probation(self) -> None:
+        if self._probation_since is None or self.holder.current is None:
+            return
+        model = self.holder.current
+        stats = self.health.stats(model.version)
+        sync = self.config.sync
+        failure = None
+        if stats.requests >= sync.min_requests:
+            if stats.errors / stats.requests > sync.max_error_rate:
+                failure = f"error rate {stats.errors / stats.requests:.1%} over {sync.max_error_rate:.1%}"
+            old = self.health.stats(self._previous.version) if self._previous else None
+            new_p99, old_p99 = stats.p99(), old.p99() if old else None
+            if new_p99 and old_p99 and new_p99 > sync.max_p99_ratio * old_p99:
+                failure = (
+                    f"p99 {new_p99 * 1e3:.2f} ms over {sync.max_p99_ratio:g}x the previous "
+                    f"{old_p99 * 1e3:.2f} ms"
+                )
+        if failure is not None:
+            self._roll_back(model, failure)
+        elif time.monotonic() - self._probation_since >= sync.health_window_s:
+            self._probation_since = None
+            self.state.probation = None
+            # the floor for replays; after an explicit rollback it is the older version, as signed
+            self.state.last_version = model.version
+            self.install.save_state(self.state)
+            self.install.clean()
+
+    def _roll_back(self, model: LoadedModel, reason: str) -> None:
+        log.error("v%s failed its health window (%s); rolling back", model.version, reason)
+        BUNDLE_SWAPS.labels("rolled_back").inc()
+        previous_folder = self.install.folder("previous")
+        if self._previous is not None:
+            self._serve(self._previous)
+            if previous_folder is not None:
+                self.install.point("current", previous_folder)
+        self.state.refused.append(model.version)
+        self.state.probation = None
+        self.install.save_state(self.state)
+        self._probation_since = None
+
+    # thread ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="edgeml-sync", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        next_sync = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() >= next_sync:
+                self.run_once()
+                next_sync = time.monotonic() + self.config.sync.interval_s
+            else:
+                self._check_probation()
+            self._stop.wait(min(1.0, self.config.sync.interval_s))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def status(self) -> Mapping[str, Any]:
+        current = self.holder.current
+        return {
+            "model": current.name if current else None,
+            "version": current.version if current else None,
+            "on_probation": self._probation_since is not None,
+            "last_outcome": self.last_outcome,
+            "refused": sorted(set(self.state.refused)),
+        }

@@ -1,0 +1,319 @@
+"""``edgeml bundle build``: a registered model version, exported for a profile, signed and published.
+
+The export is redone (it proves parity again and writes the report the bundle carries);
+the reference statistics, calibration map and golden samples come from the holdout rows
+kept with the model version, which is what NannyML calls the reference period: data the
+model did not train on, with known targets and outputs. Blobs go to the store under
+their sha256, so a blob another version already uploaded is not uploaded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from edgeml.agent.runtime import ModelRuntime
+from edgeml.bundle.keys import Signer, canonical_json
+from edgeml.bundle.manifest import (
+    Calibration,
+    FileEntry,
+    Golden,
+    InputField,
+    Manifest,
+    Outputs,
+    Reference,
+    blob_key,
+    manifest_key,
+)
+from edgeml.bundle.reference import PROBABILITY_EDGES, category_histogram, numeric_histogram
+from edgeml.errors import UserError
+from edgeml.export.run import ExportReport, _artifacts, _resolve, default_export_dir, export_model
+from edgeml.profiles import FirmwareProfile, get_profile
+from edgeml.settings import Settings
+from edgeml.spec.models import Spec
+from edgeml.store.base import ObjectStore
+from edgeml.train.pipeline import InputLayout, input_layout
+from edgeml.train.run import TARGET_COLUMN
+
+__all__ = ["EXPIRES_DAYS", "GOLDEN_ROWS", "WEIGHTS_FILE", "BuildResult", "build_bundle", "publish_bundle"]
+
+EXPIRES_DAYS = 180
+GOLDEN_ROWS = 8
+WEIGHTS_FILE = "model.onnx.data"
+_CALIBRATION_GRID = [round(0.05 * i, 2) for i in range(21)]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    manifest: Manifest
+    key: str
+    uploaded_bytes: int
+    reused_bytes: int
+
+
+def _input_fields(spec: Spec, layout: InputLayout, dtypes: dict[str, str]) -> list[InputField]:
+    columns = spec.schema_.columns
+    kinds = dict.fromkeys(layout.numeric, "numeric") | dict.fromkeys(layout.categorical, "categorical")
+    kinds |= dict.fromkeys(layout.text, "text") | dict.fromkeys(layout.time, "time")
+    fields = []
+    for name in layout.columns:
+        col = columns.get(name)
+        fields.append(
+            InputField(
+                name=name,
+                kind=kinds[name],
+                dtype=dtypes[name],
+                nullable=col.nullable if col else True,
+                min=col.min if col else None,
+                max=col.max if col else None,
+                values=col.values if col else None,
+                unit=col.unit if col else None,
+                pii=col.pii if col else False,
+            )
+        )
+    return fields
+
+
+def _graph_dtypes(folder: Path, runtime: str) -> dict[str, str]:
+    """Element type of each model input, as the graph declares it."""
+    names = {"tensor(double)": "float64", "tensor(float)": "float32", "tensor(string)": "string"}
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        return {i.name: names[i.type] for i in session.get_inputs()}
+    import openvino as ov
+
+    model = ov.Core().read_model(str(folder / "model.xml"))
+    ov_names = {"f64": "float64", "f32": "float32", "string": "string"}
+    return {i.get_any_name(): ov_names[i.get_element_type().get_type_name()] for i in model.inputs}
+
+
+def _reference(model: Any, spec: Spec, layout: InputLayout, rows: pd.DataFrame) -> Reference:
+    X = rows[layout.columns]
+    features: dict[str, Any] = {}
+    for name in layout.numeric:
+        features[name] = numeric_histogram(X[name].to_numpy(dtype=np.float64))
+    for name in layout.categorical:
+        features[name] = category_histogram(X[name].tolist(), spec.schema_.columns[name].values)
+    for name in layout.text:
+        features[name] = numeric_histogram(
+            X[name].fillna("").astype(str).str.len().to_numpy(dtype=np.float64)
+        )
+    scores: dict[str, Any] = {}
+    calibration = None
+    if hasattr(model[-1], "predict_proba"):
+        proba = model.predict_proba(X)
+        labels = [str(c) for c in model[-1].classes_]
+        for k, label in enumerate(labels):
+            scores[f"probability:{label}"] = numeric_histogram(proba[:, k], PROBABILITY_EDGES)
+        predicted = [labels[i] for i in proba.argmax(axis=1)]
+        if TARGET_COLUMN in rows:
+            calibration = _calibration(proba, rows[TARGET_COLUMN].astype(str).to_numpy(), labels)
+    else:
+        values = np.asarray(model.predict(X))
+        if values.dtype.kind in "iub" or spec.task in ("clustering", "anomaly"):
+            predicted = [str(v) for v in values]
+        else:
+            predicted = []
+            scores["prediction"] = numeric_histogram(values.astype(np.float64))
+    counts: dict[str, int] = {}
+    for label in predicted:
+        counts[label] = counts.get(label, 0) + 1
+    return Reference(
+        rows=len(rows),
+        source="holdout rows kept with the model version",
+        features=features,
+        scores=scores,
+        predictions=counts,
+        calibration=calibration,
+    )
+
+
+def _calibration(proba: np.ndarray, truth: np.ndarray, labels: list[str]) -> Calibration:
+    """Isotonic fit of "is this class" on its predicted probability, tabulated on a grid."""
+    from sklearn.isotonic import IsotonicRegression
+
+    values = {}
+    for k, label in enumerate(labels):
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        iso.fit(proba[:, k], (truth == label).astype(np.float64))
+        values[label] = [round(float(v), 6) for v in iso.predict(np.array(_CALIBRATION_GRID))]
+    return Calibration(grid=_CALIBRATION_GRID, values=values)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float | np.floating):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _golden_rows(rows: pd.DataFrame, layout: InputLayout) -> list[dict[str, Any]]:
+    """A few rows, one per target class first so the smoke test sees every class it can."""
+    picked = rows.groupby(TARGET_COLUMN, sort=True).head(1) if TARGET_COLUMN in rows else rows.head(0)
+    picked = pd.concat([picked, rows.drop(picked.index)]).head(GOLDEN_ROWS)
+    return [{c: _jsonable(v) for c, v in rec.items()} for rec in picked[layout.columns].to_dict("records")]
+
+
+def _split_weights(source: Path, folder: Path) -> list[FileEntry]:
+    """The model as graph + weights files, so a weights-only change moves only the weights blob."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(source))
+    model.graph.name = "edgeml"  # skl2onnx names graphs with a random uuid: the same model must hash the same
+    # Only raw_data tensors can move to external data; skl2onnx writes typed fields (double_data, ...).
+    for i, tensor in enumerate(model.graph.initializer):
+        if not tensor.HasField("raw_data"):
+            model.graph.initializer[i].CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name)
+            )
+    onnx.save_model(
+        model,
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=WEIGHTS_FILE,
+        size_threshold=0,  # every parameter, however small: the graph file is then the structure alone
+    )
+    return [_entry(p) for p in sorted(folder.iterdir())]
+
+
+def _entry(path: Path) -> FileEntry:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return FileEntry(path=path.name, sha256=digest.hexdigest(), size=path.stat().st_size)
+
+
+def publish_bundle(store: ObjectStore, signer: Signer, manifest: Manifest, folder: Path) -> BuildResult:
+    """Upload the files ``manifest`` lists from ``folder`` (skipping blobs already stored), then sign it.
+
+    The manifest goes last, so a device never finds a manifest whose blobs are not there yet.
+    """
+    manifest = manifest.model_copy(update={"key_id": signer.key_id})
+    uploaded = reused = 0
+    for entry in manifest.files:
+        key = blob_key(entry.sha256)
+        if store.exists(key) and store.stat(key).size == entry.size:
+            reused += entry.size
+            continue
+        store.put(key, folder / entry.path, content_type="application/octet-stream")
+        uploaded += entry.size
+    data = canonical_json(manifest.model_dump(mode="json"))
+    key = manifest_key(manifest.model, manifest.version, manifest.profile)
+    store.put(key + ".sig", signer.sign(data), content_type="application/json")
+    store.put(key, data, content_type="application/json")
+    return BuildResult(manifest, key, uploaded, reused)
+
+
+def _manifest(
+    report: ExportReport, spec: Spec, rows: pd.DataFrame, model: Any, run_id: str, profile: FirmwareProfile
+) -> Manifest:
+    """Everything but files, golden outputs and output names, which need the staged model."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    layout = input_layout(spec)
+    now = datetime.now(UTC)
+    return Manifest(
+        model=report.model,
+        version=int(report.version),
+        profile=profile.name,
+        runtime=profile.runtime,
+        precision=report.precision,  # what the file computes in (a tree stays fp32 under an int8 profile)
+        created=now.isoformat(timespec="seconds"),
+        expires=now.isoformat(timespec="seconds"),
+        files=[],
+        inputs=[],
+        outputs=Outputs(
+            task=spec.task,
+            names=[],
+            labels=[str(c) for c in model[-1].classes_] if hasattr(model[-1], "classes_") else None,
+        ),
+        reference=_reference(model, spec, layout, rows),
+        golden=Golden(
+            inputs=_golden_rows(rows, layout), outputs={}, tolerance=profile.tolerance.max_abs_diff
+        ),
+        metrics={
+            k: float(v)
+            for k, v in sorted(client.get_run(run_id).data.metrics.items())
+            if k.startswith("holdout_")
+        },
+        export=asdict(report),
+        compliance=spec.compliance,
+        mlflow_run_id=run_id,
+        snapshot=client.get_model_version(report.model, report.version).tags.get("snapshot", ""),
+        key_id="",
+    )
+
+
+def build_bundle(
+    model_uri: str,
+    profile_name: str,
+    settings: Settings,
+    store: ObjectStore,
+    signer: Signer,
+    *,
+    tracking: str | None = None,
+    expires_days: int = EXPIRES_DAYS,
+) -> BuildResult:
+    """Export, describe, sign and publish one bundle; see the module docstring."""
+    from edgeml.train.tracking import tracking_uri
+
+    if expires_days < 1:
+        raise UserError(f"--expires-days {expires_days} must be at least 1")
+    profile = get_profile(profile_name, settings.home)
+    name, version, run_id, _family, _snapshot, model = _resolve(model_uri, tracking_uri(settings, tracking))
+    exact = f"models:/{name}/{version}"
+    folder = default_export_dir(settings, exact, profile.name)
+    report = export_model(exact, profile.name, folder, settings, tracking)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, rows = _artifacts(run_id, Path(tmp))
+    draft = _manifest(report, spec, rows, model, run_id, profile)
+    bundle = Path(tempfile.mkdtemp(prefix="edgeml-bundle-"))
+    try:
+        if profile.runtime == "onnxruntime":
+            files = _split_weights(folder / "model.onnx", bundle)
+        else:
+            for file in ("model.xml", "model.bin"):
+                shutil.copyfile(folder / file, bundle / file)
+            files = [_entry(bundle / "model.xml"), _entry(bundle / "model.bin")]
+        draft = draft.model_copy(
+            update={
+                "files": files,
+                "inputs": _input_fields(spec, input_layout(spec), _graph_dtypes(bundle, profile.runtime)),
+                "expires": (datetime.fromisoformat(draft.created) + timedelta(days=expires_days)).isoformat(),
+            }
+        )
+        # The golden outputs are what the device runtime gives for the golden inputs.
+        runtime = ModelRuntime(bundle, draft, threads=profile.threads)
+        outputs = runtime.predict_records(draft.golden.inputs)
+        golden = draft.golden.model_copy(
+            update={"outputs": {k: np.asarray(v).tolist() for k, v in outputs.items()}}
+        )
+        manifest = draft.model_copy(
+            update={
+                "outputs": draft.outputs.model_copy(update={"names": runtime.output_names}),
+                "golden": golden,
+            }
+        )
+        # model_copy does not validate; the published manifest must
+        return publish_bundle(store, signer, Manifest.model_validate(manifest.model_dump()), bundle)
+    finally:
+        shutil.rmtree(bundle, ignore_errors=True)

@@ -1,0 +1,147 @@
+"""The bundle manifest: what a device needs to know to run, check and monitor one model.
+
+The manifest is signed; everything a device trusts about a bundle comes from it. It is
+written in canonical JSON (see :func:`edgeml.bundle.keys.canonical_json`), the signature
+covers those exact bytes, and the parser runs only after the signature checked out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "FORMAT",
+    "MODEL_FILES",
+    "Calibration",
+    "CategoryCounts",
+    "FileEntry",
+    "Golden",
+    "Histogram",
+    "InputField",
+    "Manifest",
+    "Outputs",
+    "Reference",
+    "blob_key",
+    "manifest_key",
+]
+
+FORMAT = 1
+#: the only file types a bundle may carry, and which runtime loads each
+MODEL_FILES = {
+    "onnxruntime": {".onnx", ".data"},  # graph, and its weights as ONNX external data
+    "openvino": {".xml", ".bin"},
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileEntry(_Model):
+    path: str = Field(description="file name inside the bundle")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="content digest; the blob's key")
+    size: int = Field(ge=0, description="bytes")
+
+
+class InputField(_Model):
+    """One model input: one [N, 1] tensor."""
+
+    name: str
+    kind: Literal["numeric", "categorical", "text", "time"]
+    dtype: Literal["float64", "float32", "string"] = Field(description="tensor element type the model takes")
+    nullable: bool = True
+    min: float | None = Field(None, description="lowest valid value; lower is refused")
+    max: float | None = Field(None, description="highest valid value; higher is refused")
+    values: list[str] | None = Field(None, description="allowed categories, when the spec fixes them")
+    unit: str | None = None
+    pii: bool = Field(False, description="personal data: never leaves the device in telemetry")
+
+
+class Outputs(_Model):
+    task: str
+    names: list[str] = Field(description="model output tensors")
+    labels: list[str] | None = Field(None, description="class labels, in probability-column order")
+
+
+class Histogram(_Model):
+    """Counts in open-ended bins: ``len(edges) + 1`` bins cut at ``edges``."""
+
+    kind: Literal["histogram"] = "histogram"
+    edges: list[float]
+    counts: list[int]
+    missing: int = 0
+
+
+class CategoryCounts(_Model):
+    """Counts per category; the last count is every other value."""
+
+    kind: Literal["categories"] = "categories"
+    values: list[str]
+    counts: list[int]
+    missing: int = 0
+
+
+class Calibration(_Model):
+    """Per class, the observed frequency for a predicted probability (interpolate on ``grid``)."""
+
+    grid: list[float]
+    values: dict[str, list[float]]
+
+
+class Reference(_Model):
+    """What the model saw on its holdout rows, as telemetry will report it."""
+
+    rows: int
+    source: str = Field(description="which rows the statistics come from")
+    features: dict[str, Histogram | CategoryCounts]
+    scores: dict[str, Histogram] = Field(description="per output score: probability per class, or the value")
+    predictions: dict[str, int] = Field(default_factory=dict, description="predicted label counts")
+    calibration: Calibration | None = None
+
+
+class Golden(_Model):
+    """Inputs with the outputs the exported model gave for them: the smoke test after staging."""
+
+    inputs: list[dict[str, Any]]
+    outputs: dict[str, list[Any]]
+    tolerance: float
+
+
+class Manifest(_Model):
+    format: Literal[1] = 1
+    model: str
+    version: int = Field(ge=1, description="monotonic: the registered model version")
+    profile: str
+    runtime: Literal["onnxruntime", "openvino"]
+    precision: str
+    created: str
+    expires: str
+    files: list[FileEntry]
+    inputs: list[InputField]
+    outputs: Outputs
+    reference: Reference
+    golden: Golden
+    metrics: dict[str, float]
+    export: dict[str, Any] = Field(description="the export report: parity, latency, sizes")
+    compliance: Literal["none", "gdpr", "hipaa", "sox"] = Field(
+        "none", description="the spec's regime: telemetry carries row samples only under `none`"
+    )
+    mlflow_run_id: str
+    snapshot: str
+    key_id: str
+
+    @property
+    def model_file(self) -> FileEntry:
+        """The file the runtime opens (the .xml of an OpenVINO pair)."""
+        wanted = ".onnx" if self.runtime == "onnxruntime" else ".xml"
+        return next(f for f in self.files if f.path.endswith(wanted))
+
+
+def manifest_key(model: str, version: int, profile: str) -> str:
+    return f"bundles/{model}/{version}/{profile}/manifest.json"
+
+
+def blob_key(sha256: str) -> str:
+    return f"blobs/sha256/{sha256}"

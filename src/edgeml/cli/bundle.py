@@ -1,0 +1,298 @@
+"""``edgeml keys``, ``edgeml bundle`` and ``edgeml rollout``: sign, publish, verify, roll out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from edgeml.cli._context import CliState, console
+from edgeml.cli.train import TrackingOpt
+
+if TYPE_CHECKING:
+    from edgeml.bundle.channels import ChannelPointer
+    from edgeml.bundle.keys import KeyRing
+    from edgeml.store import ObjectStore
+
+keys_app = typer.Typer(
+    help="Ed25519 signing keys and the public key ring devices trust.", no_args_is_help=True
+)
+bundle_app = typer.Typer(help="Signed model bundles: build, publish, verify.", no_args_is_help=True)
+rollout_app = typer.Typer(help="Channel pointers: which version devices run.", no_args_is_help=True)
+
+KeyringOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--keyring",
+        help="Folder of trusted <key id>.pub files (what devices hold); default: this appliance's own keys.",
+        file_okay=False,
+    ),
+]
+TtlOpt = Annotated[
+    int, typer.Option("--ttl-days", min=1, help="Days until devices refuse this pointer unless re-published.")
+]
+
+
+def _store(ctx: typer.Context) -> ObjectStore:
+    from edgeml.store import store_from_settings
+
+    state: CliState = ctx.obj
+    return store_from_settings(state.settings())
+
+
+def _home(ctx: typer.Context) -> Path:
+    state: CliState = ctx.obj
+    return state.settings().home
+
+
+# ------------------------------------------------------------------------------ keys
+
+
+@keys_app.command("init")
+def keys_init(ctx: typer.Context) -> None:
+    """Create the first signing key (refused when keys exist: rotating is `keys rotate`)."""
+    from edgeml.bundle.keys import init_keys
+
+    info = init_keys(_home(ctx))
+    console.print(f"signing key {info.key_id} created: {info.path} (mode 0600)")
+    console.print("give devices its public half: `edgeml keys export-public --out DIR`")
+
+
+@keys_app.command("rotate")
+def keys_rotate(ctx: typer.Context) -> None:
+    """Add a new signing key and sign with it from now on; older keys stay in the ring."""
+    from edgeml.bundle.keys import rotate_keys
+
+    info = rotate_keys(_home(ctx))
+    console.print(f"signing key {info.key_id} is now active; distribute the ring before publishing with it")
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context) -> None:
+    """Every signing key: id, creation time, which one signs."""
+    from edgeml.bundle.keys import list_keys
+
+    for info in list_keys(_home(ctx)):
+        active = "  [bold]active[/]" if info.active else ""
+        console.print(f"{info.key_id}  created {info.created}  {info.path}{active}")
+
+
+@keys_app.command("export-public")
+def keys_export_public(
+    ctx: typer.Context,
+    out: Annotated[
+        Path, typer.Option("--out", help="Key-ring folder to write <key id>.pub files into.", file_okay=False)
+    ],
+) -> None:
+    """Write the public keys devices must trust (all of them, for rotation) into a key-ring folder."""
+    from edgeml.bundle.keys import export_public
+
+    for path in export_public(_home(ctx), out):
+        console.print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------- bundle
+
+
+@bundle_app.command("build")
+def bundle_build(
+    ctx: typer.Context,
+    model_uri: Annotated[str, typer.Argument(help="Registered model, e.g. models:/pump-faults@challenger.")],
+    profile: Annotated[
+        list[str],
+        typer.Option("--profile", help="Firmware profile (repeat for several; `edgeml profiles list`)."),
+    ],
+    expires_days: Annotated[
+        int, typer.Option("--expires-days", min=1, help="Days until devices refuse the bundle.")
+    ] = 180,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Export, sign and publish a bundle per profile: content-addressed blobs and a signed manifest.
+
+    Blobs already on the store (same sha256) are not uploaded again.
+    """
+    from edgeml.bundle.build import build_bundle
+    from edgeml.bundle.keys import load_signer
+
+    state: CliState = ctx.obj
+    settings = state.settings()
+    signer = load_signer(settings.home)
+    store = _store(ctx)
+    for name in profile:
+        with console.status(f"building {model_uri} for {name}"):
+            result = build_bundle(
+                model_uri, name, settings, store, signer, tracking=tracking_uri, expires_days=expires_days
+            )
+        m = result.manifest
+        console.print(f"[bold]{m.model} v{m.version} for {m.profile}[/] ({m.runtime}, {m.precision})")
+        console.print(f"  manifest   {store.url}/{result.key} (+ .sig, key {m.key_id})")
+        console.print(f"  files      {', '.join(f'{f.path} {f.size:,} B' for f in m.files)}")
+        console.print(
+            f"  uploaded   {result.uploaded_bytes:,} bytes; {result.reused_bytes:,} already on the store"
+        )
+        console.print(f"  golden     {len(m.golden.inputs)} samples, tolerance {m.golden.tolerance:g}")
+        console.print(f"  reference  {m.reference.rows:,} holdout rows, {len(m.reference.features)} inputs")
+        console.print(f"  expires    {m.expires}")
+
+
+def _ring(ctx: typer.Context, keyring: Path | None) -> KeyRing:
+    from edgeml.bundle.keys import KeyRing
+
+    return KeyRing.from_dir(keyring) if keyring else KeyRing.from_home(_home(ctx))
+
+
+@bundle_app.command("verify")
+def bundle_verify(
+    ctx: typer.Context,
+    uri: Annotated[
+        str,
+        typer.Argument(
+            help="MODEL/VERSION/PROFILE or a manifest key on the store, or a local bundle folder."
+        ),
+    ],
+    keyring: KeyringOpt = None,
+    min_version: Annotated[
+        int | None, typer.Option("--min-version", help="Refuse versions older than this (a device's last).")
+    ] = None,
+) -> None:
+    """Run every check a device runs: signature, expiry, version, file names and types, sizes, digests.
+
+    Exits 3 with the reason when the bundle is rejected.
+    """
+    from edgeml.bundle.verify import fetch_bundle, verify_folder
+
+    ring = _ring(ctx, keyring)
+    local = Path(uri)
+    if local.is_dir():
+        manifest = verify_folder(local, ring)
+        console.print(
+            f"OK {manifest.model} v{manifest.version} ({manifest.profile}) in {local}: "
+            f"signed by {manifest.key_id}"
+        )
+        return
+    key = uri if uri.endswith("manifest.json") else f"bundles/{uri.strip('/')}/manifest.json"
+    staging = Path(tempfile.mkdtemp(prefix="edgeml-verify-"))
+    try:
+        staged = fetch_bundle(_store(ctx), key, ring, staging, min_version=min_version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    m = staged.manifest
+    console.print(
+        f"OK {m.model} v{m.version} ({m.profile}): signed by {m.key_id}, expires {m.expires}, "
+        f"{len(m.files)} file(s), {staged.downloaded_bytes:,} bytes checked"
+    )
+
+
+@bundle_app.command("show")
+def bundle_show(
+    ctx: typer.Context,
+    uri: Annotated[str, typer.Argument(help="MODEL/VERSION/PROFILE or a manifest key on the store.")],
+) -> None:
+    """Print a published manifest (JSON)."""
+    key = uri if uri.endswith("manifest.json") else f"bundles/{uri.strip('/')}/manifest.json"
+    console.print_json(_store(ctx).get(key).decode())
+
+
+# --------------------------------------------------------------------------- rollout
+
+
+def _print_pointer(pointer: ChannelPointer) -> None:
+    groups = ", ".join(pointer.groups) or "all groups"
+    line = (
+        f"{pointer.model} {pointer.channel}: v{pointer.version} (serial {pointer.serial}) to "
+        f"{pointer.canary_percent:g}% of {groups}; profiles {', '.join(sorted(pointer.manifests))}; "
+        f"expires {pointer.expires}"
+    )
+    if pointer.rollback:
+        line += f"; ROLLBACK from v{pointer.rollback.from_version}"
+        line += f" ({pointer.rollback.reason})" if pointer.rollback.reason else ""
+    console.print(line)
+
+
+@rollout_app.command("publish")
+def rollout_publish(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int, typer.Argument(help="Model version with published bundles.", min=1)],
+    channel: Annotated[str, typer.Option("--channel", help="stable or canary.")] = "stable",
+    percent: Annotated[
+        float | None,
+        typer.Option(
+            "--percent", help="Share of matching devices that follow (default: canary 10, stable 100)."
+        ),
+    ] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="Device group that follows (repeat; default: all).")
+    ] = None,
+    ttl_days: TtlOpt = 30,
+) -> None:
+    """Point a channel at a version. Versions only move forward; going back is `rollout rollback`."""
+    from edgeml.bundle.keys import load_signer
+    from edgeml.bundle.rollout import publish
+
+    pointer = publish(
+        _store(ctx),
+        load_signer(_home(ctx)),
+        model,
+        version,
+        channel,
+        percent=percent,
+        groups=group,
+        ttl_days=ttl_days,
+    )
+    _print_pointer(pointer)
+
+
+@rollout_app.command("promote")
+def rollout_promote(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    ttl_days: TtlOpt = 30,
+) -> None:
+    """Make the canary's version stable for every device."""
+    from edgeml.bundle.keys import load_signer
+    from edgeml.bundle.rollout import promote
+
+    _print_pointer(promote(_store(ctx), load_signer(_home(ctx)), model, ttl_days=ttl_days))
+
+
+@rollout_app.command("rollback")
+def rollout_rollback(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    to: Annotated[int, typer.Option("--to", help="The older version to go back to.", min=1)],
+    channel: Annotated[str, typer.Option("--channel", help="stable or canary.")] = "stable",
+    reason: Annotated[str, typer.Option("--reason", help="Why; recorded in the signed pointer.")] = "",
+    ttl_days: TtlOpt = 30,
+) -> None:
+    """Send a channel back to an older version, explicitly: the signed pointer records the rollback."""
+    from edgeml.bundle.keys import load_signer
+    from edgeml.bundle.rollout import rollback
+
+    for pointer in rollback(
+        _store(ctx), load_signer(_home(ctx)), model, channel, to, reason=reason, ttl_days=ttl_days
+    ):
+        _print_pointer(pointer)
+
+
+@rollout_app.command("status")
+def rollout_status(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the pointers as JSON.")] = False,
+) -> None:
+    """Where each channel points."""
+    from edgeml.bundle.rollout import status
+
+    pointers = status(_store(ctx), model)
+    if as_json:
+        console.print_json(json.dumps({c: p.model_dump(mode="json") for c, p in pointers.items()}))
+        return
+    if not pointers:
+        console.print(f"{model} has no channels yet: `edgeml rollout publish {model} VERSION`")
+    for pointer in pointers.values():
+        _print_pointer(pointer)

@@ -1,0 +1,52 @@
+"""Child process for the kill -9 test: publish the next version and swap to it, over and over.
+
+Run as ``python swap_child.py PUBLISHER_HOME STORE RING STATE_DIR``; prints ``ready`` once the
+installed bundle is loaded, then one line per swap, until killed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.conftest import Publisher
+from edgeml.agent.config import AgentConfig
+from edgeml.agent.model import ModelHolder
+from edgeml.agent.sync import HealthWatch, Syncer
+from edgeml.bundle.keys import KeyRing, load_signer
+from edgeml.bundle.rollout import current
+from edgeml.profiles import get_profile
+from edgeml.store.local import LocalStore
+
+
+def main() -> None:
+    home, store_dir, ring, state_dir = map(Path, sys.argv[1:5])
+    store = LocalStore(store_dir)
+    publisher = Publisher(store, load_signer(home), home, ring, state_dir.parent / "work")
+    config = AgentConfig.model_validate(
+        {
+            "device_id": "dev-kill",
+            "profile": "x86-64-generic",
+            "model": "pump",
+            "store": {"url": store.url},
+            "keyring": str(ring),
+            "state_dir": str(state_dir),
+            "sync": {"health_window_s": 0},
+        }
+    )
+    holder = ModelHolder()
+    syncer = Syncer(
+        config, get_profile("x86-64-generic"), store, KeyRing.from_dir(ring), holder, HealthWatch()
+    )
+    syncer.load_installed()
+    print("ready", flush=True)
+    while True:
+        pointer = current(store, "pump", "stable")
+        publisher.release((pointer.version if pointer else 0) + 1)
+        print(syncer.run_once(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The agent's sync: pull, verify, smoke test, swap, probation, rollback, recovery after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from edgeml.agent.install import Installation
+from edgeml.agent.model import ModelHolder
+from edgeml.agent.sync import HealthWatch, Syncer
+from edgeml.bundle.manifest import blob_key
+from edgeml.bundle.rollout import rollback
+from edgeml.bundle.verify import verify_folder
+from edgeml.profiles import get_profile
+from edgeml.store import open_store
+
+from .conftest import DeviceConfig, Publisher, keyring
+
+
+def make_syncer(publisher: Publisher, config: object) -> Syncer:
+    from edgeml.agent.config import AgentConfig
+
+    assert isinstance(config, AgentConfig)
+    holder = ModelHolder()
+    health = HealthWatch()
+    holder.observers.append(health)
+    return Syncer(
+        config, get_profile(config.profile), open_store(config.store.url), keyring(publisher), holder, health
+    )
+
+
+def serving(syncer: Syncer) -> int | None:
+    return syncer.holder.current.version if syncer.holder.current else None
+
+
+def test_a_fresh_device_installs_the_stable_bundle(publisher: Publisher, device_config: DeviceConfig) -> None:
+    publisher.release(1)
+    syncer = make_syncer(publisher, device_config())
+    assert syncer.load_installed() is None
+    assert syncer.run_once() == "installed v1 from stable"
+    assert serving(syncer) == 1
+    install = syncer.install
+    current = install.folder("current")
+    assert current is not None
+    assert verify_folder(current, keyring(publisher)).version == 1
+    syncer.run_once()  # the probation window is 0 s: the version becomes the floor
+    assert install.load_state().last_version == 1
+    assert syncer.run_once() == "up to date: v1"
+    assert not list(install.staging.glob(".stage-*"))
+
+
+def test_an_update_downloads_only_changed_blobs_and_keeps_the_previous(
+    publisher: Publisher, device_config: DeviceConfig
+) -> None:
+    from edgeml.observability import BUNDLE_DOWNLOAD_BYTES
+
+    publisher.release(1)
+    syncer = make_syncer(publisher, device_config())
+    syncer.run_once()
+    before = BUNDLE_DOWNLOAD_BYTES._value.get()
+    publisher.release(2)
+    assert syncer.run_once() == "installed v2 from stable"
+    manifest = json.loads((syncer.install.folder("current") / "manifest.json").read_bytes())  # type: ignore[operator]
+    weights = next(f for f in manifest["files"] if f["path"].endswith(".data"))
+    assert BUNDLE_DOWNLOAD_BYTES._value.get() - before == weights["size"]  # the graph blob was cached
+    previous = syncer.install.folder("previous")
+    assert previous is not None
+    assert previous.name.startswith("pump-1-")
+
+
+def test_a_tampered_bundle_is_refused_and_the_device_keeps_serving(
+    publisher: Publisher, device_config: DeviceConfig
+) -> None:
+    publisher.release(1)
+    syncer = make_syncer(publisher, device_config())
+    syncer.run_once()
+    result = publisher.bundle(2)
+    weights = next(f for f in result.manifest.files if f.path.endswith(".data"))
+    data = bytearray(publisher.store.get(blob_key(weights.sha256)))
+    data[10] ^= 1
+    publisher.store.put(blob_key(weights.sha256), bytes(data))
+    publisher.release(2)  # publishing re-uploads nothing: the stored blob stays corrupt
+    outcome = syncer.run_once()
+    assert outcome.startswith("rejected: model.onnx.data: content has sha256")
+    assert serving(syncer) == 1
+    assert not list(syncer.install.staging.glob(".stage-*"))
+
+
+def test_a_replayed_pointer_is_refused(publisher: Publisher, device_config: DeviceConfig) -> None:
+    publisher.release(1)
+    key = "channels/pump/stable.json"
+    old = publisher.store.get(key), publisher.store.get(key + ".sig")
+    syncer = make_syncer(publisher, device_config())
+    publisher.release(2)
+    syncer.run_once()
+    assert serving(syncer) == 2
+    publisher.store.put(key, old[0])
+    publisher.store.put(key + ".sig", old[1])
+    assert "serial 1 is older than 2" in syncer.run_once()
+    assert serving(syncer) == 2
+
+
+def test_an_explicit_rollback_is_followed(publisher: Publisher, device_config: DeviceConfig) -> None:
+    publisher.release(1)
+    syncer = make_syncer(publisher, device_config())
+    syncer.run_once()
+    publisher.release(2)
+    syncer.run_once()
+    syncer.run_once()
+    assert syncer.install.load_state().last_version == 2
+    rollback(publisher.store, publisher.signer, "pump", "stable", 1, reason="test")
+    assert syncer.run_once() == "installed v1 from stable"
+    assert serving(syncer) == 1
+
+
+def test_canary_reaches_its_group_only(publisher: Publisher, device_config: DeviceConfig) -> None:
+    publisher.release(1)
+    publisher.release(2, channel="canary", percent=100, groups=["line-a"])
+    north = make_syncer(publisher, device_config("dev-a", group="line-a"))
+    south = make_syncer(publisher, device_config("dev-b", group="line-b"))
+    north.run_once()
+    south.run_once()
+    assert (serving(north), serving(south)) == (2, 1)
+
+
+def test_a_bundle_failing_its_golden_samples_is_refused(
+    publisher: Publisher, device_config: DeviceConfig
+) -> None:
+    from bundle.conftest import make_manifest, write_model
+    from edgeml.bundle.build import publish_bundle
+    from edgeml.bundle.rollout import publish
+
+    publisher.release(1)
+    syncer = make_syncer(publisher, device_config())
+    syncer.run_once()
+    folder = publisher.work / "bad"
+    manifest = make_manifest(write_model(folder, 7), 2)  # golden outputs [[0.0]]: wrong for this model
+    publish_bundle(publisher.store, publisher.signer, manifest, folder)
+    publish(publisher.store, publisher.signer, "pump", 2, "stable")
+    outcome = syncer.run_once()
+    assert outcome.startswith("v2 failed its smoke test: output 'variable' differs")
+    assert serving(syncer) == 1
+    assert 2 in syncer.install.load_state().refused
+    assert syncer.run_once() == "v2 was refused on this device; waiting for a newer version"
+
+
+def test_a_failing_health_window_rolls_back(publisher: Publisher, device_config: DeviceConfig) -> None:
+    config = device_config(sync={"interval_s": 0.2, "health_window_s": 3600, "min_requests": 5})
+    publisher.release(1)
+    syncer = make_syncer(publisher, config)
+    syncer.run_once()
+    syncer._probation_since = None  # v1 is the known-good starting point
+    publisher.release(2)
+    syncer.run_once()
+    v2 = syncer.holder.current
+    assert v2 is not None
+    assert v2.version == 2
+    for _ in range(4):  # what the server reports when the runtime throws
+        syncer.holder.observe_error(v2, "runtime")
+    syncer.holder.observe(v2, {}, {}, 0.001)
+    syncer.run_once()
+    assert serving(syncer) == 1
+    assert syncer.install.folder("current").name.startswith("pump-1-")  # type: ignore[union-attr]
+    assert 2 in syncer.install.load_state().refused
+
+
+def test_a_crash_while_the_new_model_is_live_goes_back_then_refuses(
+    publisher: Publisher, device_config: DeviceConfig
+) -> None:
+    config = device_config(sync={"interval_s": 0.2, "health_window_s": 3600})
+    publisher.release(1)
+    first = make_syncer(publisher, config)
+    first.run_once()
+    first._probation_since = None
+    state = first.install.load_state()
+    state.probation = None
+    first.install.save_state(state)
+    publisher.release(2)
+    for crash in (1, 2):
+        agent = make_syncer(publisher, config)
+        agent.load_installed()
+        assert agent.run_once() == "installed v2 from stable"
+        # the agent dies here (no clean shutdown); a new one starts on the same folder
+        restarted = make_syncer(publisher, config)
+        assert restarted.load_installed() is not None
+        assert serving(restarted) == 1, f"after crash {crash} the previous model serves"
+    assert 2 in restarted.install.load_state().refused
+    assert restarted.run_once() == "v2 was refused on this device; waiting for a newer version"
+
+
+def test_a_tampered_installed_bundle_falls_back_to_the_previous(
+    publisher: Publisher, device_config: DeviceConfig
+) -> None:
+    publisher.release(1)
+    syncer = make_syncer(publisher, device_config())
+    syncer.run_once()
+    syncer.run_once()
+    publisher.release(2)
+    syncer.run_once()
+    current = syncer.install.folder("current")
+    assert current is not None
+    weights = next(current.glob("*.data"))
+    weights.unlink()
+    weights.write_bytes(b"\0" * 100)
+    restarted = make_syncer(publisher, syncer.config)
+    model = restarted.load_installed()
+    assert model is not None
+    assert model.version == 1
+
+
+def test_recovery_removes_unfinished_stages(tmp_path: Path) -> None:
+    install = Installation(tmp_path / "state")
+    (install.staging / ".stage-pump-3-abc").mkdir()
+    (install.staging / ".stage-pump-3-abc" / "model.onnx").write_bytes(b"half")
+    (install.root / ".current.tmp").symlink_to("bundles/nowhere")
+    install.recover()
+    assert not list(install.staging.iterdir())
+    assert not os.path.lexists(install.root / ".current.tmp")
+
+
+@pytest.mark.parametrize("name", ["current", "previous"])
+def test_links_are_replaced_atomically(tmp_path: Path, name: str) -> None:
+    install = Installation(tmp_path / "state")
+    a, b = install.bundles / "a", install.bundles / "b"
+    a.mkdir()
+    b.mkdir()
+    install.point(name, a)
+    install.point(name, b)
+    assert install.folder(name) == b.resolve()
+    install.point(name, None)
+    assert install.folder(name) is None

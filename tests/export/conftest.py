@@ -1,0 +1,52 @@
+"""One training per family, shared by every export test module (training is the slow part)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from edgeml.settings import Settings, load_settings
+from edgeml.train.run import train
+from train.helpers import faults_spec, make_snapshot, spec_from_dict, task_frame
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, dict[str, str]]]:
+    """Model versions on the same simulated fault data: key -> models:/ URI.
+
+    ``random_forest``, ``logistic``, ``mlp``, ``hist_gradient_boosting``: the fault example as is
+    (its row features read the timestamp). ``mlp-ov`` and ``random_forest-ov``: without timestamp
+    features, as OpenVINO needs; ``mlp-ov`` optimises log_loss (a metric int8 always moves) with
+    ``gates.quantization_tolerance: 0.05``.
+    """
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    home = tmp_path_factory.mktemp("export-home")
+    (home / "specs").mkdir()
+    settings = load_settings({"EDGEML_HOME": str(home)})
+    uris = {}
+    runs = [(f, f, True) for f in ("random_forest", "logistic", "mlp", "hist_gradient_boosting")]
+    runs += [("mlp-ov", "mlp", False), ("random_forest-ov", "random_forest", False)]
+    try:
+        for key, family, with_time in runs:
+            data = faults_spec(
+                f"faults-{key.replace('_', '-')}", families=[family], trials=1, scheduler="fifo"
+            )
+            data["gates"], data["search"]["space"] = {}, {}
+            if not with_time:
+                data["features"]["row"] = [r for r in data["features"]["row"] if "(ts)" not in r["expr"]]
+            if key == "mlp-ov":
+                data["search"]["metric"] = "log_loss"
+                data["gates"] = {"quantization_tolerance": 0.05}
+            spec = spec_from_dict(data, home / "specs")
+            report = train(spec, settings, make_snapshot(spec, settings, task_frame("classification")))
+            uris[key] = f"models:/{report.model}/{report.version}"
+        yield settings, uris
+    finally:
+        if started:
+            ray.shutdown()
