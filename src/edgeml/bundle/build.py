@@ -30,6 +30,7 @@ from edgeml.bundle.manifest import (
     Manifest,
     Outputs,
     Reference,
+    Windows,
     blob_key,
     manifest_key,
 )
@@ -246,6 +247,11 @@ def _manifest(
             names=[],
             labels=[str(c) for c in model[-1].classes_] if hasattr(model[-1], "classes_") else None,
         ),
+        windows=Windows(
+            entity=spec.schema_.entity, timestamp=spec.schema_.timestamp, features=spec.features.window
+        )
+        if spec.features.window and spec.schema_.timestamp
+        else None,
         reference=_reference(model, spec, layout, rows),
         golden=Golden(
             inputs=_golden_rows(rows, layout), outputs={}, tolerance=profile.tolerance.max_abs_diff

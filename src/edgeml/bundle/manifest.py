@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgeml.spec.models import WindowFeature
+
 __all__ = [
     "FORMAT",
     "MODEL_FILES",
@@ -23,6 +25,7 @@ __all__ = [
     "Manifest",
     "Outputs",
     "Reference",
+    "Windows",
     "blob_key",
     "manifest_key",
 ]
@@ -109,6 +112,14 @@ class Golden(_Model):
     tolerance: float
 
 
+class Windows(_Model):
+    """Window features the device computes from the raw stream before predicting (MQTT mode)."""
+
+    entity: str | None = Field(description="column naming the entity (machine) each reading is from")
+    timestamp: str = Field(description="column holding each reading's time")
+    features: list[WindowFeature]
+
+
 class Manifest(_Model):
     format: Literal[1] = 1
     model: str
@@ -121,6 +132,7 @@ class Manifest(_Model):
     files: list[FileEntry]
     inputs: list[InputField]
     outputs: Outputs
+    windows: Windows | None = Field(None, description="how window-feature inputs are computed online")
     reference: Reference
     golden: Golden
     metrics: dict[str, float]
