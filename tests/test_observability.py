@@ -15,8 +15,9 @@ UNIT_SUFFIXES = (
     "_info",
     "_ratio",
     "_celsius",
-    "_batches",
-)  # batches: a count
+    "_batches",  # counts of things are units too
+    "_devices",
+)
 
 
 def _ours() -> list[tuple[str, str]]:

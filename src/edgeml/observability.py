@@ -22,23 +22,37 @@ if TYPE_CHECKING:
     from edgeml.settings import TracingSettings
 
 __all__ = [
+    "ALERTS_SENT",
     "BUILD_INFO",
     "BUNDLE_DOWNLOAD_BYTES",
     "BUNDLE_SWAPS",
     "BUNDLE_VERIFICATIONS",
+    "DEVICE_LAST_SEEN",
+    "DEVICE_MODEL",
+    "DEVICE_SPOOL_DROPPED",
+    "DRIFT_BREACH",
+    "DRIFT_SCORE",
+    "ESTIMATED_ACCURACY",
+    "FLEET_DEVICES",
+    "HTTP_REQUEST_SECONDS",
     "INFERENCE_REQUESTS",
     "INFERENCE_ROWS",
     "INFERENCE_SECONDS",
     "LAST_SYNC",
     "MODEL_INFO",
+    "REALIZED_ACCURACY",
     "REGISTRY",
+    "RETRAIN_JOBS",
     "SPEC_CHECKS",
     "SPOOL_BATCHES",
     "SPOOL_BYTES",
     "STORE_BYTES",
     "STORE_OPERATIONS",
     "STORE_OPERATION_SECONDS",
+    "TELEMETRY_BATCHES",
     "TELEMETRY_DROPPED",
+    "TELEMETRY_LAG",
+    "TELEMETRY_ROWS",
     "TELEMETRY_SENT",
     "get_tracer",
     "render_metrics",
@@ -144,6 +158,93 @@ TELEMETRY_DROPPED = Counter(
 TELEMETRY_SENT = Counter(
     "edgeml_telemetry_sent_batches_total",
     "Telemetry delivery attempts by outcome (ok, retry, rejected)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+# --- central node ----------------------------------------------------------------------
+HTTP_REQUEST_SECONDS = Histogram(
+    "edgeml_http_request_seconds",
+    "Central node HTTP requests by route template, method and status",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+TELEMETRY_BATCHES = Counter(
+    "edgeml_central_telemetry_batches_total",
+    "Telemetry batches received, by outcome (accepted, duplicate, conflict, rejected, throttled)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+TELEMETRY_ROWS = Counter(
+    "edgeml_central_telemetry_rows_total",
+    "Rows predicted on devices, as reported in accepted telemetry, by model and group",
+    ["model", "group"],
+    registry=REGISTRY,
+)
+FLEET_DEVICES = Gauge(
+    "edgeml_fleet_devices",
+    "Registered devices by state (online, offline, decommissioned)",
+    ["state"],
+    registry=REGISTRY,
+)
+DEVICE_LAST_SEEN = Gauge(
+    "edgeml_device_last_seen_timestamp_seconds",
+    "Unix time of a device's latest telemetry",
+    ["device", "group"],
+    registry=REGISTRY,
+)
+DEVICE_MODEL = Gauge(
+    "edgeml_device_model_info",
+    "The model version a device reports serving (value 1)",
+    ["device", "group", "model", "version"],
+    registry=REGISTRY,
+)
+DEVICE_SPOOL_DROPPED = Counter(
+    "edgeml_device_spool_dropped_batches_total",
+    "Telemetry batches devices report having dropped from a full spool",
+    ["device", "group"],
+    registry=REGISTRY,
+)
+TELEMETRY_LAG = Gauge(
+    "edgeml_telemetry_lag_seconds",
+    "How old a device's newest telemetry window was when it arrived",
+    ["device", "group"],
+    registry=REGISTRY,
+)
+DRIFT_SCORE = Gauge(
+    "edgeml_drift_score_ratio",
+    "Distance between a feature's recent histogram and its reference (method: js, psi, hellinger, chi2)",
+    ["model", "version", "group", "feature", "method"],
+    registry=REGISTRY,
+)
+DRIFT_BREACH = Gauge(
+    "edgeml_drift_breach_info",
+    "1 while a feature's drift is over its threshold, else 0",
+    ["model", "version", "group", "feature"],
+    registry=REGISTRY,
+)
+ESTIMATED_ACCURACY = Gauge(
+    "edgeml_estimated_accuracy_ratio",
+    "Accuracy estimated without labels (calibrated-probability sums, CBPE)",
+    ["model", "version", "group"],
+    registry=REGISTRY,
+)
+REALIZED_ACCURACY = Gauge(
+    "edgeml_realized_accuracy_ratio",
+    "Accuracy measured on feedback labels",
+    ["model", "version", "group"],
+    registry=REGISTRY,
+)
+ALERTS_SENT = Counter(
+    "edgeml_alerts_sent_total",
+    "Alert webhook deliveries by kind (firing, resolved) and outcome (ok, failed)",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+RETRAIN_JOBS = Counter(
+    "edgeml_retrain_jobs_total",
+    "Retraining jobs by outcome (submitted, succeeded, failed)",
     ["outcome"],
     registry=REGISTRY,
 )
