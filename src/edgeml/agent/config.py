@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 from edgeml.errors import ConfigError
 from edgeml.settings import StoreSettings
@@ -86,6 +86,17 @@ class AgentConfig(_Strict):
     sync: SyncConfig = Field(default_factory=SyncConfig)
     central: CentralConfig | None = Field(None, description="where telemetry goes; none: kept in the spool")
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+
+    @model_validator(mode="after")
+    def _store_named(self) -> AgentConfig:
+        if not self.store.url:
+            raise ValueError("store.url is required: s3://bucket/prefix (MinIO) or file:///dir")
+        return self
+
+    @property
+    def store_url(self) -> str:
+        assert self.store.url is not None  # checked at validation
+        return self.store.url
 
 
 def load_agent_config(path: Path) -> AgentConfig:

@@ -1,0 +1,146 @@
+"""``edgeml agent run``: one device's agent, wired together.
+
+Threads: uvicorn serves HTTP (the main thread); the syncer checks the channel and swaps
+bundles; a collector moves closed telemetry windows into the on-disk spool every second;
+the pusher drains the spool to the central node; paho runs MQTT mode when configured.
+The agent serves the installed bundle from the first second, before any network call.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from typing import Any
+
+from edgeml.agent.config import AgentConfig
+from edgeml.agent.model import ModelHolder
+from edgeml.agent.push import TelemetryPusher
+from edgeml.agent.server import create_app
+from edgeml.agent.spool import Spool
+from edgeml.agent.stream import StreamServing
+from edgeml.agent.sync import HealthWatch, Syncer
+from edgeml.agent.telemetry import TelemetryWindow
+from edgeml.bundle.keys import KeyRing
+from edgeml.profiles import get_profile
+from edgeml.store import open_store
+
+__all__ = ["Agent"]
+
+log = logging.getLogger("edgeml.agent")
+
+
+class Agent:
+    """Everything one device runs; ``start`` the background parts, ``serve`` HTTP, ``stop``."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.profile = get_profile(config.profile, config.state_dir)
+        self.holder = ModelHolder()
+        self.health = HealthWatch()
+        self.telemetry = TelemetryWindow(
+            config.device_id,
+            group=config.group,
+            window_s=config.telemetry.window_s,
+            window_rows=config.telemetry.window_rows,
+        )
+        self.holder.observers += [self.health, self.telemetry]
+        self.syncer = Syncer(
+            config,
+            self.profile,
+            open_store(config.store_url, config.store.s3),
+            KeyRing.from_dir(config.keyring),
+            self.holder,
+            self.health,
+        )
+        self.spool = Spool(
+            config.state_dir / "telemetry.sqlite", max_bytes=int(config.telemetry.spool_max_bytes)
+        )
+        self.pusher = (
+            TelemetryPusher(self.spool, config.central.url, config.central.read_token())
+            if config.central
+            else None
+        )
+        self.stream = StreamServing(config.mqtt, self.holder, config.device_id) if config.mqtt else None
+        self.app = create_app(
+            self.holder, max_body_bytes=int(config.http.max_body_bytes), max_rows=config.http.max_rows
+        )
+        self.app.add_route("/agent/status", self._status, methods=["GET"])
+        self._stop = threading.Event()
+        self._collector: threading.Thread | None = None
+
+    async def _status(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        status = dict(self.syncer.status())
+        status |= {
+            "device_id": self.config.device_id,
+            "group": self.config.group,
+            "profile": self.profile.name,
+        }
+        status |= {"spool_batches": len(self.spool), "spool_dropped": self.spool.dropped_total}
+        return JSONResponse(status)
+
+    def start(self) -> None:
+        model = self.syncer.load_installed()
+        log.info("installed bundle: %s", f"{model.name} v{model.version}" if model else "none yet")
+        self.syncer.start()
+        self._collector = threading.Thread(target=self._collect, name="edgeml-telemetry", daemon=True)
+        self._collector.start()
+        if self.pusher is not None:
+            self.pusher.start()
+        if self.stream is not None:
+            self.stream.start()
+
+    def _collect(self) -> None:
+        while not self._stop.wait(1.0):
+            self._spool(self.telemetry.collect())
+
+    def _spool(self, batches: list[Any]) -> None:
+        for batch in batches:
+            self.spool.put(batch)
+        if batches and self.pusher is not None:
+            self.pusher.wake()
+
+    def stop(self) -> None:
+        """Stop background work; keep every closed and open telemetry window in the spool."""
+        self._stop.set()
+        if self.stream is not None:
+            self.stream.stop()
+        self.syncer.stop()
+        if self._collector is not None:
+            self._collector.join(timeout=5)
+        self._spool(self.telemetry.flush())
+        if self.pusher is not None:
+            self.pusher.stop()
+        self.spool.close()
+
+    def bind(self) -> socket.socket:
+        """The listening socket (port 0 picks a free one; the URL is printed once bound)."""
+        http = self.config.http
+        family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((http.host, http.port))
+        sock.listen(2048)  # connections queue from here on, before uvicorn starts accepting
+        return sock
+
+    def serve(self, sock: socket.socket) -> None:
+        """Serve HTTP until SIGINT/SIGTERM (uvicorn handles both)."""
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, http="httptools", lifespan="off"
+        )
+        # uvicorn re-raises a captured SIGTERM once it has shut down; let it unwind the stack
+        # (so the caller's clean-up runs) instead of ending the process on the spot.
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)

@@ -1,0 +1,423 @@
+"""The agent's HTTP API: Open Inference Protocol v2 REST and ``POST /predict``, on plain Starlette.
+
+Routes::
+
+    GET  /v2/health/live                      200 while the process runs
+    GET  /v2/health/ready                     200 once a model is loaded, 503 before
+    GET  /v2                                  server metadata
+    GET  /v2/models/{name}[/versions/{v}]     model metadata (inputs, outputs)
+    GET  /v2/models/{name}/ready              200 when that model is served
+    POST /v2/models/{name}[/versions/{v}]/infer   OIP v2 inference
+    POST /predict                             JSON records -> {"model", "version", "predictions"}
+    GET  /metrics                             Prometheus text
+
+Answers to bad requests are JSON ``{"error": message, "field": name}``: 400 for a body that
+is not JSON, 404 for a model or version not served here, 413 for a body over the limit, 422
+for input the schema refuses. A model that fails at run time is a 500, counted. Each
+request reads ``holder.current`` once and is answered wholly by that model, so a swap never
+mixes two versions.
+
+:class:`Serving` holds the protocol logic with no web framework in it (bytes in, status and
+JSON bytes out), so Ray Serve answers exactly as the agent does; :func:`create_app` is the
+thin Starlette layer over it that adds body limits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from edgeml.agent.inputs import Batch, InputError, Schema
+from edgeml.agent.model import LoadedModel, ModelHolder
+from edgeml.observability import INFERENCE_REQUESTS, INFERENCE_ROWS, INFERENCE_SECONDS, render_metrics
+
+__all__ = ["Answer", "Serving", "create_app"]
+
+log = logging.getLogger("edgeml.agent")
+
+JSON = "application/json"
+#: bodies above this are parsed and run on a worker thread, so a big batch does not stall the
+#: event loop; single rows stay on the loop, where they are fastest
+_INLINE_BYTES = 16 << 10
+_DATATYPES = {"f": {4: "FP32", 8: "FP64", 2: "FP16"}, "i": {8: "INT64", 4: "INT32", 2: "INT16", 1: "INT8"}}
+_INPUT_DATATYPES = {"float64": "FP64", "float32": "FP32", "string": "BYTES"}
+
+
+class Answer(NamedTuple):
+    """An HTTP status and its JSON body."""
+
+    status: int
+    body: bytes
+
+
+def _error(status: int, message: str, field: str | None = None) -> Answer:
+    return Answer(status, orjson.dumps({"error": message, "field": field} if field else {"error": message}))
+
+
+def _datatype(array: np.ndarray) -> str:
+    kind = array.dtype.kind
+    if kind == "b":
+        return "BOOL"
+    if kind in "OSU":
+        return "BYTES"
+    if kind == "u":
+        return f"UINT{array.dtype.itemsize * 8}"
+    return _DATATYPES.get(kind, {}).get(array.dtype.itemsize, "BYTES")
+
+
+def _tensor_data(array: np.ndarray) -> Any:
+    """Flat tensor data; numeric arrays go to orjson as numpy, which writes float32 at its precision."""
+    flat = np.ascontiguousarray(array).ravel()
+    return flat.tolist() if flat.dtype.kind in "OSU" else flat
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    # Python's json module writes NaN and Infinity by default; accept them here so that the
+    # schema can name the field (NaN is missing, Infinity is refused) instead of a bare 400.
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InputError("body", f"malformed JSON ({exc})", 400) from None
+
+
+class _Served:
+    """What a request needs of one model, built on its first request and kept while it lives."""
+
+    def __init__(self, model: LoadedModel, max_rows: int) -> None:
+        self.model = model
+        manifest = model.manifest
+        self.schema = Schema(manifest.inputs, max_rows=max_rows)
+        self.version = str(model.version)
+        labels = manifest.outputs.labels
+        self.labels = labels if labels else None
+        self.seconds = INFERENCE_SECONDS.labels(model.name, self.version)
+        self.rows = INFERENCE_ROWS.labels(model.name, self.version)
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._metadata: bytes | None = None
+
+    def count(self, protocol: str, outcome: str) -> None:
+        counter = self._counters.get((protocol, outcome))
+        if counter is None:
+            counter = INFERENCE_REQUESTS.labels(self.model.name, self.version, protocol, outcome)
+            self._counters[protocol, outcome] = counter
+        counter.inc()
+
+    def metadata(self) -> bytes:
+        """OIP v2 model metadata; output types come from running one golden sample."""
+        if self._metadata is None:
+            model, manifest = self.model, self.model.manifest
+            outputs: list[dict[str, Any]] = [{"name": n} for n in model.runtime.output_names]
+            if manifest.golden.inputs:
+                sample = model.runtime.predict_records(manifest.golden.inputs[:1])
+                outputs = [
+                    {"name": n, "datatype": _datatype(a), "shape": [-1, *a.shape[1:]]}
+                    for n, a in sample.items()
+                ]
+            self._metadata = orjson.dumps(
+                {
+                    "name": model.name,
+                    "versions": [self.version],
+                    "platform": "onnxruntime_onnx" if manifest.runtime == "onnxruntime" else "openvino_ir",
+                    "inputs": [
+                        {"name": f.name, "datatype": _INPUT_DATATYPES[f.dtype], "shape": [-1, 1]}
+                        for f in manifest.inputs
+                    ],
+                    "outputs": outputs,
+                }
+            )
+        return self._metadata
+
+    def predictions(self, batch: Batch, outputs: Mapping[str, np.ndarray]) -> list[Any]:
+        """One entry per row: label and probabilities per label for a classifier, else each output."""
+        labels = self.labels
+        proba = outputs.get("probabilities")
+        predicted = outputs.get("label")
+        if (
+            labels is not None
+            and proba is not None
+            and predicted is not None
+            and proba.shape[-1] == len(labels)
+        ):
+            return [
+                {"label": str(label), "probabilities": dict(zip(labels, row, strict=True))}
+                for label, row in zip(predicted.ravel().tolist(), proba.reshape(batch.rows, -1), strict=True)
+            ]
+        columns = {name: _per_row(array) for name, array in outputs.items()}
+        return [{name: values[i] for name, values in columns.items()} for i in range(batch.rows)]
+
+    def v2_outputs(self, batch: Batch, outputs: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+        names = batch.outputs if batch.outputs is not None else outputs.keys()
+        return [
+            {
+                "name": name,
+                "datatype": _datatype(outputs[name]),
+                "shape": list(outputs[name].shape),
+                "data": _tensor_data(outputs[name]),
+            }
+            for name in names
+        ]
+
+
+def _per_row(array: np.ndarray) -> list[Any]:
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    rows: list[Any] = array.tolist()
+    return rows
+
+
+class Serving:
+    """The protocol logic over a :class:`ModelHolder`, framework-independent: bodies in, answers out."""
+
+    def __init__(self, holder: ModelHolder, *, max_rows: int = 1024) -> None:
+        self.holder = holder
+        self.max_rows = max_rows
+        self._served: weakref.WeakKeyDictionary[LoadedModel, _Served] = weakref.WeakKeyDictionary()
+
+    def _state(self, model: LoadedModel) -> _Served:
+        served = self._served.get(model)
+        if served is None:
+            served = self._served[model] = _Served(model, self.max_rows)
+        return served
+
+    # --- inference -------------------------------------------------------------------------
+
+    def predict(self, body: bytes | None = None, *, data: Any = None) -> Answer:
+        """``POST /predict``: JSON records in, one prediction per row out.
+
+        ``body`` is the raw JSON; a caller that holds it decoded already passes ``data`` instead.
+        """
+        model = self.holder.current
+        if model is None:
+            return self._not_ready("predict")
+        return self._run(self._state(model), "predict", body, data)
+
+    def infer(self, name: str, version: str | None, body: bytes | None = None, *, data: Any = None) -> Answer:
+        """OIP v2 ``infer`` on model ``name`` (and ``version``, when the route names one)."""
+        model = self.holder.current
+        if model is None:
+            return self._not_ready("v2")
+        served = self._state(model)
+        missing = self._wrong_model(served, name, version)
+        if missing is not None:
+            served.count("v2", "bad_input")
+            self.holder.observe_error(model, "bad-input")
+            return missing
+        return self._run(served, "v2", body, data)
+
+    def too_large(self, protocol: str, limit: int) -> Answer:
+        """A body over ``limit`` bytes: counted, and answered 413 without reading the rest."""
+        model = self.holder.current
+        if model is not None:
+            self._state(model).count(protocol, "too_large")
+        else:
+            INFERENCE_REQUESTS.labels("", "", protocol, "too_large").inc()
+        self.holder.observe_error(model, "too-large")
+        return _error(413, f"the body is larger than this server takes ({limit:,} bytes)", "body")
+
+    def bad_request(self, protocol: str, error: InputError) -> Answer:
+        """A request refused before its body was read (e.g. a malformed Content-Length)."""
+        model = self.holder.current
+        if model is not None:
+            self._state(model).count(protocol, "bad_input")
+        self.holder.observe_error(model, "bad-input")
+        return _error(error.status, error.detail, error.field)
+
+    def _not_ready(self, protocol: str) -> Answer:
+        INFERENCE_REQUESTS.labels("", "", protocol, "not_ready").inc()
+        self.holder.observe_error(None, "not-ready")
+        return _error(503, "no model is loaded yet")
+
+    def _run(self, served: _Served, protocol: str, body: bytes | None, data: Any) -> Answer:
+        model = served.model
+        v2 = protocol == "v2"
+        try:
+            if body is not None:
+                data = _decode(body)
+            start = time.perf_counter()
+            batch = served.schema.parse_v2(data) if v2 else served.schema.parse_records(data)
+            if batch.outputs is not None:
+                unknown = [n for n in batch.outputs if n not in model.runtime.output_names]
+                if unknown:
+                    raise InputError(
+                        "outputs",
+                        f"unknown output {unknown[0]!r} (the model gives {model.runtime.output_names})",
+                    )
+        except InputError as exc:
+            served.count(protocol, "bad_input")
+            self.holder.observe_error(model, "bad-input")
+            return _error(exc.status, exc.detail, exc.field)
+        try:
+            outputs = model.runtime.run(batch.feeds)
+        except Exception as exc:  # the runtime's own error types differ per runtime and version
+            log.exception("model %s v%s failed on %d rows", model.name, model.version, batch.rows)
+            served.count(protocol, "error")
+            self.holder.observe_error(model, "runtime")
+            return _error(500, f"the model failed: {exc}")
+        if v2:
+            answer: dict[str, Any] = {"model_name": model.name, "model_version": served.version}
+            if batch.request_id is not None:
+                answer["id"] = batch.request_id
+            answer["outputs"] = served.v2_outputs(batch, outputs)
+        else:
+            answer = {
+                "model": model.name,
+                "version": model.version,
+                "predictions": served.predictions(batch, outputs),
+            }
+        payload = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+        self.holder.observe(model, batch.columns, outputs, time.perf_counter() - start)
+        served.seconds.observe(time.perf_counter() - start)
+        served.rows.inc(batch.rows)
+        served.count(protocol, "ok")
+        return Answer(200, payload)
+
+    # --- metadata and health ------------------------------------------------------------
+
+    def _wrong_model(self, served: _Served, name: str, version: str | None) -> Answer | None:
+        if name != served.model.name:
+            return _error(
+                404, f"model {name[:100]!r} is not served here (this device serves {served.model.name!r})"
+            )
+        if version is not None and version != served.version:
+            return _error(
+                404, f"version {version[:20]!r} of {name!r} is not served (serving {served.version})"
+            )
+        return None
+
+    def model_metadata(self, name: str, version: str | None = None) -> Answer:
+        model = self.holder.current
+        if model is None:
+            return _error(503, "no model is loaded yet")
+        served = self._state(model)
+        return self._wrong_model(served, name, version) or Answer(200, served.metadata())
+
+    def model_ready(self, name: str) -> Answer:
+        model = self.holder.current
+        if model is None:
+            return _error(503, "no model is loaded yet")
+        return self._wrong_model(self._state(model), name, None) or Answer(
+            200, orjson.dumps({"name": name, "ready": True})
+        )
+
+    def ready(self) -> Answer:
+        if self.holder.current is None:
+            return Answer(503, b'{"ready":false}')
+        return Answer(200, b'{"ready":true}')
+
+    @staticmethod
+    def server_metadata() -> Answer:
+        from edgeml import __version__
+
+        return Answer(200, orjson.dumps({"name": "edgeml", "version": __version__, "extensions": []}))
+
+
+# --- Starlette ------------------------------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to exceed ``limit`` (by header, or while streaming)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise InputError("Content-Length", f"{length[:40]!r} is not a byte count", 400)
+        if int(length) > limit:
+            raise _TooLarge
+    chunks = []
+    size = 0
+    async for chunk in request.stream():  # chunked bodies have no length up front
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _response(answer: Answer) -> Response:
+    return Response(answer.body, answer.status, media_type=JSON)
+
+
+def create_app(holder: ModelHolder, *, max_body_bytes: int = 1 << 20, max_rows: int = 1024) -> Starlette:
+    """The agent's Starlette app over ``holder`` (see the module docstring for the routes)."""
+    serving = Serving(holder, max_rows=max_rows)
+
+    async def run(request: Request, protocol: str, handle: Callable[[bytes], Answer]) -> Response:
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except _TooLarge:
+            return _response(serving.too_large(protocol, max_body_bytes))
+        except InputError as exc:
+            return _response(serving.bad_request(protocol, exc))
+        if len(body) > _INLINE_BYTES:
+            return _response(await run_in_threadpool(handle, body))
+        return _response(handle(body))
+
+    async def predict(request: Request) -> Response:
+        return await run(request, "predict", serving.predict)
+
+    async def infer(request: Request) -> Response:
+        params = request.path_params
+        name, version = params["name"], params.get("version")
+        return await run(request, "v2", lambda body: serving.infer(name, version, body))
+
+    async def live(_: Request) -> Response:
+        return Response(b'{"live":true}', media_type=JSON)
+
+    async def ready(_: Request) -> Response:
+        return _response(serving.ready())
+
+    async def server_metadata(_: Request) -> Response:
+        return _response(serving.server_metadata())
+
+    async def model_metadata(request: Request) -> Response:
+        params = request.path_params
+        return _response(serving.model_metadata(params["name"], params.get("version")))
+
+    async def model_ready(request: Request) -> Response:
+        return _response(serving.model_ready(request.path_params["name"]))
+
+    async def metrics(_: Request) -> Response:
+        return Response(render_metrics(), media_type=CONTENT_TYPE_LATEST)
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return Response(
+            orjson.dumps({"error": exc.detail}), exc.status_code, headers=exc.headers, media_type=JSON
+        )
+
+    routes = [  # the inference routes first: Starlette tries routes in order
+        Route("/predict", predict, methods=["POST"]),
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/models/{name}", model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}", model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.state.serving = serving
+    return app

@@ -1,0 +1,145 @@
+"""MQTT mode: sensor readings in, predictions out.
+
+Each message on ``topic_in`` is one JSON reading (raw schema columns, the entity and the
+timestamp among them). The window features the model takes are computed online per
+entity with the data layer's own :class:`~edgeml.features.window.OnlineWindows` (the
+same values the batch pipeline computed for training); the reading plus those values is
+validated like an HTTP record, predicted, and published to ``topic_out`` with QoS 1.
+A reading the model cannot take is counted and logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from edgeml.agent.config import MqttConfig
+from edgeml.agent.inputs import InputError, Schema
+from edgeml.agent.model import LoadedModel, ModelHolder
+from edgeml.features.window import OnlineWindows
+from edgeml.mqtt import connect_client, parse_broker
+from edgeml.observability import INFERENCE_REQUESTS
+
+__all__ = ["StreamServing"]
+
+log = logging.getLogger("edgeml.agent")
+
+
+def _epoch_seconds(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    raise ValueError(f"timestamp {value!r} is neither epoch seconds nor ISO-8601")
+
+
+class StreamServing:
+    """Subscribes, predicts, publishes; ``start``/``stop`` around paho's network thread."""
+
+    def __init__(self, config: MqttConfig, holder: ModelHolder, device_id: str) -> None:
+        self.config = config
+        self.holder = holder
+        self.device_id = device_id
+        self._model: LoadedModel | None = None
+        self._schema: Schema | None = None
+        self._windows: OnlineWindows | None = None
+        self._client: Any = None
+        self.published = 0
+
+    def _prepare(self, model: LoadedModel) -> tuple[Schema, OnlineWindows | None]:
+        if model is not self._model:
+            windows = model.manifest.windows
+            same = (
+                self._windows is not None
+                and windows is not None
+                and self._windows.features == windows.features
+            )
+            if not same:  # keep window state across a swap when the definitions did not change
+                self._windows = OnlineWindows(windows.features) if windows else None
+            self._schema = Schema(model.manifest.inputs, max_rows=1)
+            self._model = model
+        assert self._schema is not None
+        return self._schema, self._windows
+
+    def handle(self, payload: bytes) -> dict[str, Any] | None:
+        """One reading to one prediction message (None when the reading is refused)."""
+        model = self.holder.current
+        if model is None:
+            INFERENCE_REQUESTS.labels("", "", "mqtt", "not_ready").inc()
+            return None
+        schema, windows = self._prepare(model)
+        start = time.perf_counter()
+        try:
+            reading = json.loads(payload)
+            if not isinstance(reading, dict):
+                raise InputError("message", "a reading must be a JSON object")
+            entity, stamp = None, None
+            spec = model.manifest.windows
+            if spec is not None and windows is not None:
+                entity = reading.get(spec.entity) if spec.entity else None
+                if spec.timestamp not in reading:
+                    raise InputError(spec.timestamp, "the reading has no timestamp")
+                stamp = _epoch_seconds(reading[spec.timestamp])
+                values = {f.column: reading.get(f.column) for f in windows.features}
+                reading = {**reading, **windows.update(entity, stamp, values)}
+            names = {f.name for f in model.manifest.inputs}
+            batch = schema.parse_records({k: v for k, v in reading.items() if k in names})
+        except (InputError, ValueError) as exc:
+            INFERENCE_REQUESTS.labels(model.name, str(model.version), "mqtt", "bad_input").inc()
+            self.holder.observe_error(model, "bad-input")
+            log.warning("reading refused: %s", exc)
+            return None
+        try:
+            outputs = model.runtime.run(batch.feeds)
+        except Exception:  # the runtime's error types differ per runtime
+            INFERENCE_REQUESTS.labels(model.name, str(model.version), "mqtt", "error").inc()
+            self.holder.observe_error(model, "runtime")
+            log.exception("model %s v%s failed on a reading", model.name, model.version)
+            return None
+        self.holder.observe(model, batch.columns, outputs, time.perf_counter() - start)
+        INFERENCE_REQUESTS.labels(model.name, str(model.version), "mqtt", "ok").inc()
+        message: dict[str, Any] = {
+            "device_id": self.device_id,
+            "model": model.name,
+            "version": model.version,
+            "entity": entity,
+            "ts": stamp,
+        }
+        labels = model.manifest.outputs.labels
+        if "label" in outputs:
+            message["label"] = np.asarray(outputs["label"]).ravel()[0].item()
+        if "probabilities" in outputs and labels:
+            row = np.asarray(outputs["probabilities"])[0]
+            message["probabilities"] = {lb: float(p) for lb, p in zip(labels, row, strict=True)}
+        if "label" not in outputs and outputs:
+            message["prediction"] = float(np.asarray(next(iter(outputs.values()))).ravel()[0])
+        return message
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        message = self.handle(msg.payload)
+        if message is not None:
+            client.publish(self.config.topic_out, json.dumps(message), qos=1)
+            self.published += 1
+
+    def start(self) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edgeml-agent-{self.device_id}")
+        client.on_message = self._on_message
+        client.on_connect = lambda c, *_: c.subscribe(self.config.topic_in, qos=1)
+        connect_client(client, parse_broker(self.config.broker))
+        client.loop_start()
+        self._client = client
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.loop_stop()
+            self._client.disconnect()
+            self._client = None

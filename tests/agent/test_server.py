@@ -1,0 +1,639 @@
+"""The agent's HTTP API: OIP v2 and /predict, bad input, limits, metrics, swaps under load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+
+from bundle.conftest import make_manifest, write_model
+from edgeml.agent.model import LoadedModel, ModelHolder
+from edgeml.agent.server import Serving, create_app
+from edgeml.bundle.manifest import InputField, Outputs
+from edgeml.observability import REGISTRY
+
+from .conftest import with_golden
+
+LABELS = ["bearing_wear", "ok", "overheating"]
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def regressors(tmp_path_factory: pytest.TempPathFactory) -> dict[int, LoadedModel]:
+    """v1 and v2 of the small test model: same inputs, different weights, so different outputs."""
+    out = {}
+    for version in (1, 2):
+        folder = tmp_path_factory.mktemp(f"regressor-v{version}")
+        files = write_model(folder, seed=version)
+        out[version] = LoadedModel(folder, with_golden(make_manifest(files, version), folder))
+    return out
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    """A trained scikit-learn pipeline (float32 numbers, a category, labels) exported by skl2onnx."""
+    import pandas as pd
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "temperature": rng.normal(60, 15, n).astype(np.float32),
+            "vibration": rng.gamma(2, 1, n).astype(np.float32),
+            "machine": rng.choice(["m1", "m2", "m3"], n),
+        }
+    )
+    target = np.where(
+        frame.temperature > 75, "overheating", np.where(frame.vibration > 3, "bearing_wear", "ok")
+    )
+    prepare = ColumnTransformer(
+        [
+            ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["temperature", "vibration"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["machine"]),
+        ]
+    )
+    pipeline = make_pipeline(prepare, LogisticRegression(max_iter=500)).fit(frame, target)
+    onx = convert_sklearn(
+        pipeline,
+        initial_types=[
+            ("temperature", FloatTensorType([None, 1])),
+            ("vibration", FloatTensorType([None, 1])),
+            ("machine", StringTensorType([None, 1])),
+        ],
+        options={id(pipeline[-1]): {"zipmap": False}},
+        target_opset=17,
+    )
+    folder = tmp_path_factory.mktemp("classifier")
+    (folder / "model.onnx").write_bytes(onx.SerializeToString())
+    manifest = make_manifest([folder / "model.onnx"], 3, model="faults").model_copy(
+        update={
+            "inputs": [
+                InputField(
+                    name="temperature", kind="numeric", dtype="float32", nullable=False, min=-50, max=200
+                ),
+                InputField(name="vibration", kind="numeric", dtype="float32"),
+                InputField(name="machine", kind="categorical", dtype="string", values=["m1", "m2", "m3"]),
+            ],
+            "outputs": Outputs(task="classification", names=["label", "probabilities"], labels=LABELS),
+        }
+    )
+    golden = [{"temperature": 90.0, "vibration": 1.0, "machine": "m1"}]
+    return LoadedModel(folder, with_golden(manifest, folder, golden))  # type: ignore[arg-type]
+
+
+def serving(model: LoadedModel | None, **limits: int) -> tuple[ModelHolder, Starlette]:
+    holder = ModelHolder()
+    if model is not None:
+        holder.swap(model)
+    return holder, create_app(holder, **limits)
+
+
+def call(app: Starlette, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request through httpx's ASGI transport."""
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+            return await client.request(method, url, **kwargs)
+
+    return asyncio.run(go())
+
+
+def count(protocol: str, outcome: str, model: str = "pump", version: str = "1") -> float:
+    labels = {"model": model, "version": version, "protocol": protocol, "outcome": outcome}
+    return REGISTRY.get_sample_value("edgeml_inference_requests_total", labels) or 0.0
+
+
+def infer_body(rows: list[tuple[float, float]]) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": "a", "shape": [len(rows), 1], "datatype": "FP64", "data": [r[0] for r in rows]},
+            {"name": "b", "shape": [len(rows), 1], "datatype": "FP64", "data": [r[1] for r in rows]},
+        ]
+    }
+
+
+class Recorder:
+    """An observer (as telemetry is one): what the server told it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, dict[str, Any], dict[str, Any], float]] = []
+        self.errors: list[tuple[int | None, str]] = []
+
+    def observe(
+        self,
+        model: LoadedModel,
+        columns: Mapping[str, Any],
+        outputs: Mapping[str, np.ndarray],
+        latency_s: float,
+    ) -> None:
+        self.seen.append((model.version, dict(columns), dict(outputs), latency_s))
+
+    def observe_error(self, model: LoadedModel | None, kind: str) -> None:
+        self.errors.append((model.version if model else None, kind))
+
+
+# --- health, metadata ---------------------------------------------------------------------
+
+
+def test_health_turns_ready_when_a_model_is_swapped_in(regressors: dict[int, LoadedModel]) -> None:
+    holder, app = serving(None)
+    assert call(app, "GET", "/v2/health/live").status_code == 200
+    assert call(app, "GET", "/v2/health/ready").status_code == 503
+    assert call(app, "GET", "/v2/models/pump").status_code == 503
+    assert call(app, "GET", "/v2/models/pump/ready").status_code == 503
+    before = count("predict", "not_ready", "", "")
+    answer = call(app, "POST", "/predict", json={"a": 1.0, "b": 2.0})
+    assert answer.status_code == 503
+    assert answer.json() == {"error": "no model is loaded yet"}
+    assert count("predict", "not_ready", "", "") == before + 1
+    holder.swap(regressors[1])
+    assert call(app, "GET", "/v2/health/ready").json() == {"ready": True}
+    assert call(app, "GET", "/v2/models/pump/ready").json() == {"name": "pump", "ready": True}
+    assert call(app, "GET", "/v2/models/other/ready").status_code == 404
+
+
+def test_server_and_model_metadata(classifier: LoadedModel) -> None:
+    _, app = serving(classifier)
+    server = call(app, "GET", "/v2").json()
+    assert server["name"] == "edgeml"
+    assert server["version"]
+    meta = call(app, "GET", "/v2/models/faults").json()
+    assert meta["name"] == "faults"
+    assert meta["versions"] == ["3"]
+    assert meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"] == [
+        {"name": "temperature", "datatype": "FP32", "shape": [-1, 1]},
+        {"name": "vibration", "datatype": "FP32", "shape": [-1, 1]},
+        {"name": "machine", "datatype": "BYTES", "shape": [-1, 1]},
+    ]
+    assert meta["outputs"] == [
+        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]},
+    ]
+    assert call(app, "GET", "/v2/models/faults/versions/3").json() == meta
+    missing = call(app, "GET", "/v2/models/faults/versions/4")
+    assert missing.status_code == 404
+    assert "version '4'" in missing.json()["error"]
+    assert call(app, "GET", "/v2/models/pump").status_code == 404
+
+
+# --- answers ------------------------------------------------------------------------------
+
+
+def test_predict_gives_a_label_and_probabilities_per_row(classifier: LoadedModel) -> None:
+    _, app = serving(classifier)
+    records = [
+        {"temperature": 95.0, "vibration": 1.0, "machine": "m2"},
+        {"temperature": 50.0, "vibration": 6.0},  # machine left out: nullable
+        {"temperature": 50.0, "vibration": None, "machine": None},
+    ]
+    answer = call(app, "POST", "/predict", json={"records": records})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    body = answer.json()
+    assert body["model"] == "faults"
+    assert body["version"] == 3
+    labels = [p["label"] for p in body["predictions"]]
+    assert labels[:2] == ["overheating", "bearing_wear"]
+    for prediction in body["predictions"]:
+        assert list(prediction["probabilities"]) == LABELS
+        assert math.isclose(sum(prediction["probabilities"].values()), 1.0, abs_tol=1e-5)
+        assert max(prediction["probabilities"], key=prediction["probabilities"].get) == prediction["label"]
+    one = call(app, "POST", "/predict", json=records[0]).json()  # a single object is one row
+    assert one["predictions"] == body["predictions"][:1]
+
+
+def test_v2_infer_answers_per_the_protocol(classifier: LoadedModel) -> None:
+    _, app = serving(classifier)
+    request = {
+        "id": "req-7",
+        "inputs": [
+            {"name": "temperature", "shape": [2, 1], "datatype": "FP32", "data": [95.0, 50.0]},
+            {"name": "vibration", "shape": [2], "datatype": "FP64", "data": [1.0, 6.0]},
+            {"name": "machine", "shape": [2, 1], "datatype": "BYTES", "data": [["m1"], ["m3"]]},
+        ],
+    }
+    for path in ("/v2/models/faults/infer", "/v2/models/faults/versions/3/infer"):
+        answer = call(app, "POST", path, json=request)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["model_name"] == "faults"
+        assert body["model_version"] == "3"
+        assert body["id"] == "req-7"
+        label, proba = body["outputs"]
+        assert label == {
+            "name": "label",
+            "datatype": "BYTES",
+            "shape": [2],
+            "data": ["overheating", "bearing_wear"],
+        }
+        assert proba["name"] == "probabilities"
+        assert proba["datatype"] == "FP32"
+        assert proba["shape"] == [2, 3]
+        assert len(proba["data"]) == 6
+    only = call(
+        app, "POST", "/v2/models/faults/infer", json={**request, "outputs": [{"name": "probabilities"}]}
+    )
+    assert [o["name"] for o in only.json()["outputs"]] == ["probabilities"]
+
+
+def test_a_regressor_answers_its_output_per_row(regressors: dict[int, LoadedModel]) -> None:
+    _, app = serving(regressors[1])
+    expected = regressors[1].predict({"a": [1.0, -2.0], "b": [0.5, 3.0]})["variable"].ravel().tolist()
+    body = call(app, "POST", "/predict", json=[{"a": 1.0, "b": 0.5}, {"a": -2.0, "b": 3.0}]).json()
+    assert body["predictions"] == [{"variable": v} for v in expected]
+    v2 = call(app, "POST", "/v2/models/pump/infer", json=infer_body([(1.0, 0.5), (-2.0, 3.0)])).json()
+    assert v2["outputs"] == [{"name": "variable", "datatype": "FP64", "shape": [2, 1], "data": expected}]
+
+
+def test_a_caller_with_decoded_json_gets_the_same_answers(regressors: dict[int, LoadedModel]) -> None:
+    holder, _ = serving(regressors[1])
+    service = Serving(holder)
+    record = {"a": 1.0, "b": 0.5}
+    assert service.predict(data=record) == service.predict(json.dumps(record).encode())
+    request = infer_body([(1.0, 0.5)])
+    assert service.infer("pump", None, data=request) == service.infer(
+        "pump", None, json.dumps(request).encode()
+    )
+    assert service.predict(data={"a": 11.0}).status == 422
+
+
+def test_observers_hear_of_answers_and_errors(regressors: dict[int, LoadedModel]) -> None:
+    holder, app = serving(regressors[1])
+    recorder = Recorder()
+    holder.observers.append(recorder)
+    call(app, "POST", "/predict", json={"records": [{"a": 1.0, "b": None}, {"a": 2.0, "b": 3.0}]})
+    call(app, "POST", "/predict", json={"a": 100.0, "b": 1.0})
+    call(app, "POST", "/predict", content=b"x" * 2000)
+    version, columns, outputs, latency = recorder.seen[0]
+    assert version == 1
+    assert columns["a"].tolist() == [1.0, 2.0]
+    assert np.isnan(columns["b"][0])
+    assert outputs["variable"].shape == (2, 1)
+    assert 0 < latency < 1
+    assert recorder.errors == [(1, "bad-input"), (1, "bad-input")]
+
+
+def test_metrics_count_requests_rows_and_latency(regressors: dict[int, LoadedModel]) -> None:
+    _, app = serving(regressors[1])
+    ok, bad = count("v2", "ok"), count("v2", "bad_input")
+    rows = REGISTRY.get_sample_value("edgeml_inference_rows_total", {"model": "pump", "version": "1"}) or 0.0
+    call(app, "POST", "/v2/models/pump/infer", json=infer_body([(1.0, 1.0)] * 3))
+    call(app, "POST", "/v2/models/pump/infer", json={"inputs": []})
+    answer = call(app, "GET", "/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert 'edgeml_inference_latency_seconds_count{model="pump",version="1"}' in answer.text
+    assert count("v2", "ok") == ok + 1
+    assert count("v2", "bad_input") == bad + 1
+    assert (
+        REGISTRY.get_sample_value("edgeml_inference_rows_total", {"model": "pump", "version": "1"})
+        == rows + 3
+    )
+
+
+def test_a_model_failing_at_run_time_is_a_counted_500(regressors: dict[int, LoadedModel]) -> None:
+    # The manifest says float32 while the graph takes doubles: ONNX Runtime refuses the feed.
+    good = regressors[1]
+    wrong = good.manifest.model_copy(
+        update={
+            "version": 9,
+            "inputs": [f.model_copy(update={"dtype": "float32"}) for f in good.manifest.inputs],
+        }
+    )
+    holder, app = serving(LoadedModel(good.folder, wrong))
+    recorder = Recorder()
+    holder.observers.append(recorder)
+    before = count("predict", "error", version="9")
+    answer = call(app, "POST", "/predict", json={"a": 1.0, "b": 2.0})
+    assert answer.status_code == 500
+    assert answer.json()["error"].startswith("the model failed:")
+    assert count("predict", "error", version="9") == before + 1
+    assert recorder.errors == [(9, "runtime")]
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+V2 = "/v2/models/pump/infer"
+BAD = [
+    # (case, method, path, request kwargs, status, field)
+    ("unknown input", "POST", "/predict", {"json": {"a": 1.0, "b": 1.0, "c": 2.0}}, 422, "c"),
+    (
+        "missing required (v2)",
+        "POST",
+        V2,
+        {"json": {"inputs": infer_body([(1.0, 1.0)])["inputs"][1:]}},
+        422,
+        "a",
+    ),
+    ("wrong type", "POST", "/predict", {"json": {"a": "1.0", "b": 1.0}}, 422, "a"),
+    (
+        "wrong datatype",
+        "POST",
+        V2,
+        {"json": {"inputs": [{"name": "a", "shape": [1, 1], "datatype": "BYTES", "data": ["1"]}]}},
+        422,
+        "a",
+    ),
+    (
+        "wrong shape",
+        "POST",
+        V2,
+        {"json": {"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}]}},
+        422,
+        "a",
+    ),
+    (
+        "inconsistent rows",
+        "POST",
+        V2,
+        {
+            "json": {
+                "inputs": [
+                    {"name": "a", "shape": [1, 1], "datatype": "FP64", "data": [1.0]},
+                    {"name": "b", "shape": [2, 1], "datatype": "FP64", "data": [1.0, 2.0]},
+                ]
+            }
+        },
+        422,
+        "b",
+    ),
+    ("NaN where not nullable", "POST", "/predict", {"content": b'{"a": NaN, "b": 1}'}, 422, "a"),
+    ("infinity", "POST", "/predict", {"content": b'{"a": 1, "b": -Infinity}'}, 422, "b"),
+    ("above max", "POST", "/predict", {"json": {"a": 10.5, "b": 1.0}}, 422, "a"),
+    ("below min", "POST", V2, {"json": infer_body([(-11.0, 1.0)])}, 422, "a"),
+    ("too many rows", "POST", "/predict", {"json": [{"a": 1.0, "b": 1.0}] * 9}, 422, "records"),
+    (
+        "unknown output",
+        "POST",
+        V2,
+        {"json": {**infer_body([(1.0, 1.0)]), "outputs": [{"name": "y"}]}},
+        422,
+        "outputs",
+    ),
+    ("malformed JSON", "POST", "/predict", {"content": b'{"a": 1,'}, 400, "body"),
+    ("not UTF-8", "POST", "/predict", {"content": b'{"a": "\xff"}'}, 400, "body"),
+    ("empty body", "POST", V2, {"content": b""}, 400, "body"),
+    (
+        "bad Content-Length",
+        "POST",
+        "/predict",
+        {"content": b"{}", "headers": {"content-length": "x"}},
+        400,
+        None,
+    ),
+    ("unknown model", "POST", "/v2/models/other/infer", {"json": infer_body([(1.0, 1.0)])}, 404, None),
+    (
+        "unknown version",
+        "POST",
+        "/v2/models/pump/versions/2/infer",
+        {"json": infer_body([(1.0, 1.0)])},
+        404,
+        None,
+    ),
+    ("wrong method", "GET", "/predict", {}, 405, None),
+    ("wrong method (v2)", "DELETE", V2, {}, 405, None),
+    ("unknown route", "POST", "/v1/models/pump:predict", {"json": {}}, 404, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "field"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
+def test_bad_requests_are_4xx_naming_the_field(
+    regressors: dict[int, LoadedModel],
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+    status: int,
+    field: str | None,
+) -> None:
+    # The small model: a is required and within [-10, 10], b is nullable.
+    manifest = regressors[1].manifest
+    strict = manifest.model_copy(
+        update={"inputs": [manifest.inputs[0].model_copy(update={"nullable": False}), manifest.inputs[1]]}
+    )
+    _, app = serving(LoadedModel(regressors[1].folder, strict), max_rows=8)
+    answer = call(app, method, path, **kwargs)
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    body = answer.json()
+    assert body["error"]
+    if field is not None:
+        assert body["field"] == field
+
+
+async def _chunks(total: int, size: int = 1000) -> AsyncIterator[bytes]:
+    for _ in range(total // size):
+        yield b" " * size
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_oversized_body_is_413_by_header_or_while_streaming(
+    regressors: dict[int, LoadedModel], chunked: bool
+) -> None:
+    holder, app = serving(regressors[1], max_body_bytes=4096)
+    recorder = Recorder()
+    holder.observers.append(recorder)
+    before = count("predict", "too_large")
+    content: Any = _chunks(10_000) if chunked else b" " * 10_000
+    answer = call(app, "POST", "/predict", content=content)
+    assert answer.status_code == 413
+    assert answer.json()["field"] == "body"
+    assert count("predict", "too_large") == before + 1
+    assert recorder.errors == [(1, "too-large")]
+    assert call(app, "POST", "/predict", json={"a": 1.0, "b": 1.0}).status_code == 200  # within the limit
+
+
+def test_a_big_batch_runs_off_the_event_loop_and_answers_every_row(
+    regressors: dict[int, LoadedModel],
+) -> None:
+    _, app = serving(regressors[1])
+    records = [{"a": (i % 20) - 10.0, "b": float(i)} for i in range(1024)]
+    body = call(app, "POST", "/predict", json={"records": records}).json()
+    assert len(body["predictions"]) == 1024
+
+
+# --- fuzzing: bad input never makes a 5xx ---------------------------------------------------
+
+JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
+JSONISH = st.recursive(
+    JSON_LEAVES | st.sampled_from(["a", "b", "FP64", "BYTES", "inputs", "records"]),
+    lambda kids: (
+        st.lists(kids, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(
+                ["a", "b", "records", "inputs", "name", "shape", "datatype", "data", "outputs", "id"]
+            )
+            | st.text(max_size=5),
+            kids,
+            max_size=5,
+        )
+    ),
+    max_leaves=30,
+)
+BODIES = (
+    JSONISH.map(lambda v: json.dumps(v).encode())  # json.dumps writes NaN and Infinity too
+    | st.binary(max_size=200)
+    | st.builds(
+        lambda a, b, dt, shape: json.dumps(
+            {"inputs": [{"name": "a", "shape": shape, "datatype": dt, "data": a}, {"name": "b", **b}]}
+        ).encode(),
+        st.lists(JSON_LEAVES, max_size=4),
+        st.fixed_dictionaries(
+            {"shape": st.lists(st.integers(-2, 4), max_size=3), "datatype": st.text(max_size=5)}
+        ),
+        st.sampled_from(["FP64", "FP32", "INT64", "BYTES", "BOOL"]),
+        st.lists(st.integers(-2, 4), max_size=3),
+    )
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=BODIES, route=st.sampled_from(["predict", "infer", "infer-version"]))
+def test_no_body_makes_a_server_error(regressors: dict[int, LoadedModel], body: bytes, route: str) -> None:
+    holder = ModelHolder()
+    holder.swap(regressors[1])
+    service = Serving(holder, max_rows=16)
+    if route == "predict":
+        answer = service.predict(body)
+    else:
+        answer = service.infer("pump", "1" if route == "infer-version" else None, body)
+    assert answer.status in (200, 400, 404, 413, 422), answer
+    assert json.loads(answer.body)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
+    path=st.sampled_from(["/predict", "/v2", "/v2/models/pump", "/v2/models/pump/infer", "/v2/health/ready"])
+    | st.text(alphabet="abcv2/{}%.-_", max_size=25).map(lambda p: "/" + p),
+    body=st.binary(max_size=64),
+)
+def test_no_route_method_or_path_makes_a_server_error(
+    regressors: dict[int, LoadedModel], method: str, path: str, body: bytes
+) -> None:
+    _, app = serving(regressors[1])
+    assert call(app, method, path, content=body).status_code < 500
+
+
+# --- a real server --------------------------------------------------------------------------
+
+
+@contextmanager
+def uvicorn_server(app: Starlette) -> Iterator[str]:
+    """The app on a real uvicorn (httptools, no access log) on 127.0.0.1, stopped on exit."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, http="httptools", access_log=False, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+    assert not thread.is_alive()
+
+
+def test_a_real_server_answers_and_refuses_a_chunked_oversized_body(classifier: LoadedModel) -> None:
+    _, app = serving(classifier, max_body_bytes=2048)
+    with uvicorn_server(app) as url, httpx.Client(base_url=url) as client:
+        answer = client.post("/predict", json={"temperature": 90.0, "vibration": 1.0, "machine": "m1"})
+        assert answer.status_code == 200
+        assert answer.json()["predictions"][0]["label"] == "overheating"
+        big = client.post("/predict", content=iter([b" " * 1024] * 8))  # Transfer-Encoding: chunked
+        assert big.status_code == 413
+        assert client.get("/v2/health/ready").status_code == 200
+
+
+@pytest.mark.slow
+def test_a_swap_under_load_answers_every_request_wholly_by_one_version(
+    regressors: dict[int, LoadedModel],
+) -> None:
+    holder, app = serving(regressors[1])
+    inputs = [(random.Random(i).uniform(-10, 10), random.Random(-i).uniform(-5, 5)) for i in range(20)]
+    columns = {"a": [a for a, _ in inputs], "b": [b for _, b in inputs]}
+    expected = {v: m.predict(columns)["variable"].ravel().tolist() for v, m in regressors.items()}
+    assert expected[1] != expected[2]
+    clients, per_client = 4, 520
+    done = threading.Event()
+    swaps = 0
+
+    def swapper() -> None:
+        nonlocal swaps
+        while not done.is_set():
+            holder.swap(regressors[2 if swaps % 2 == 0 else 1])
+            swaps += 1
+            time.sleep(0.001)
+
+    failures: list[str] = []
+    versions: list[int] = []
+
+    def client_loop(url: str, seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=url) as client:
+            for n in range(per_client):
+                i = rng.randrange(len(inputs))
+                if n % 2:
+                    answer = client.post("/predict", json={"a": inputs[i][0], "b": inputs[i][1]})
+                    body = answer.json() if answer.status_code == 200 else {}
+                    version, got = body.get("version"), body.get("predictions", [{}])[0].get("variable")
+                else:
+                    answer = client.post(V2, json=infer_body([inputs[i]]))
+                    body = answer.json() if answer.status_code == 200 else {}
+                    version = int(body["model_version"]) if body else None
+                    got = body["outputs"][0]["data"][0] if body else None
+                if answer.status_code != 200:
+                    failures.append(f"{answer.status_code}: {answer.text}")
+                elif got != expected[version][i]:  # type: ignore[index]
+                    failures.append(f"v{version} answered {got} for row {i}, expected {expected[version][i]}")  # type: ignore[index]
+                versions.append(version)  # type: ignore[arg-type]
+
+    with uvicorn_server(app) as url:
+        swapping = threading.Thread(target=swapper)
+        swapping.start()
+        workers = [threading.Thread(target=client_loop, args=(url, s)) for s in range(clients)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        done.set()
+        swapping.join(10)
+    assert failures == []
+    assert len(versions) == clients * per_client >= 2000
+    assert set(versions) == {1, 2}
+    assert swaps > 100
