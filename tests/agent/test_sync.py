@@ -232,3 +232,34 @@ def test_links_are_replaced_atomically(tmp_path: Path, name: str) -> None:
     assert install.folder(name) == b.resolve()
     install.point(name, None)
     assert install.folder(name) is None
+
+
+def test_the_example_agent_config_is_valid() -> None:
+    from edgeml.agent.config import load_agent_config
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_agent_config(root / "appliance" / "agent.example.yaml")
+    assert config.device_id == "pump-003"
+    assert config.mqtt is not None
+
+
+def test_a_bad_agent_config_names_every_problem(tmp_path: Path) -> None:
+    from edgeml.agent.config import load_agent_config
+    from edgeml.errors import ConfigError
+
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "device_id: Bad Name\nprofile: x86-64-generic\nmodel: m\nkeyring: k\nstate_dir: s\n"
+        "store: {}\nsurprise: 1\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(path)
+    message = info.value.message
+    assert "device_id" in message
+    assert "surprise" in message
+    path.write_text("device_id: d\nprofile: p\nmodel: m\nkeyring: k\nstate_dir: s\nstore: {}\n")
+    with pytest.raises(ConfigError, match=r"store\.url is required"):
+        load_agent_config(path)
+    path.write_text("device_id: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_agent_config(path)
