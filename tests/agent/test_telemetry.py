@@ -234,6 +234,11 @@ def test_sample_is_bounded_and_never_carries_pii(classifier: LoadedModel) -> Non
         assert set(row.inputs) == {"a", "b", "site", "note"}
         unimputed = row.inputs["a"] is None or row.inputs["b"] is None  # the model answers NaN
         assert row.prediction is None if unimputed else row.prediction in LABELS
+        if not unimputed:  # CBPE on the central node needs the probabilities of sampled rows
+            assert row.probabilities is not None
+            assert set(row.probabilities) == set(LABELS)
+            assert sum(row.probabilities.values()) == pytest.approx(1, abs=1e-5)
+            assert max(row.probabilities, key=row.probabilities.__getitem__) == row.prediction
     assert "plant.example" not in batch.model_dump_json()
     # a reservoir, not the first rows: later rows get in too
     index = {(r.inputs["a"], r.inputs["b"]) for r in batch.sample}

@@ -96,6 +96,9 @@ class CalibratedSums(_Wire):
 class SampleRow(_Wire):
     inputs: dict[str, Any] = Field(description="non-pii inputs of one row")
     prediction: str | float | None
+    probabilities: dict[str, float] | None = Field(
+        None, description="per class, for classifiers: what CBPE needs on the central node"
+    )
 
 
 class TelemetryBatch(_Wire):
@@ -302,7 +305,8 @@ class _Window:
             inputs[name] = values
         predicted = self._outputs([o for _, o, _ in buffer])
         if self.sample_rows:
-            self._sample(inputs, predicted, n)
+            proba = np.concatenate([o[self.proba_name] for _, o, _ in buffer]) if self.proba_name else None
+            self._sample(inputs, predicted, proba, n)
 
     def _outputs(self, outputs: list[Mapping[str, np.ndarray]]) -> np.ndarray | None:
         """Count scores, predictions and calibrated sums; the prediction per row, for the sample."""
@@ -352,7 +356,9 @@ class _Window:
             return labels
         return values
 
-    def _sample(self, inputs: dict[str, list[Any] | np.ndarray], predicted: Any, n: int) -> None:
+    def _sample(
+        self, inputs: dict[str, list[Any] | np.ndarray], predicted: Any, proba: np.ndarray | None, n: int
+    ) -> None:
         """Reservoir sampling (algorithm R, vectorised): each row seen stays with equal chance."""
         k, seen = self.sample_rows, self.seen
         fill = min(max(k - seen, 0), n)
@@ -365,6 +371,9 @@ class _Window:
             entry = SampleRow(
                 inputs={name: _jsonable(inputs[name][row]) for name in self.sampled},
                 prediction=None if predicted is None else _jsonable(predicted[row]),
+                probabilities=None
+                if proba is None or not np.isfinite(proba[row]).all()
+                else {lb: float(p) for lb, p in zip(self.labels, proba[row], strict=True)},
             )
             if slot == len(self.sample):
                 self.sample.append(entry)

@@ -1,0 +1,212 @@
+"""Retraining: the normal training command, submitted as a job, one at a time per dataset.
+
+:func:`submit_retraining` runs ``edgeml train SPEC --snapshot NEWEST`` — the same command,
+search and gates as a manual run, so a retrained model becomes the challenger only if it
+passes them — on the newest snapshot of the spec's dataset, and only when that snapshot is
+newer than ``since_snapshot`` (the one the serving model was trained on; new data must have
+been landed by ingest or stream first).
+
+Where it runs: with a Ray dashboard address (given, or derived from ``settings.ray_address``
+as ``http://<host>:8265``) it is a Ray job (``JobSubmissionClient``); the cluster's nodes
+need ``edgeml`` on their PATH, the spec at the same path, and their own store credentials
+(none are put in the job, whose environment the dashboard shows). In the embedded default
+it is a local subprocess of this process, with its output in
+``$EDGEML_HOME/retrain/<job id>.log``.
+
+The last job per dataset is recorded in ``$EDGEML_HOME/retrain/<dataset>.json``; while it is
+pending or running, another submission returns it instead of starting a second one.
+RETRAIN_JOBS counts ``submitted`` jobs, and each one's end once (``succeeded``/``failed``)
+when :func:`current_retraining` sees it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict
+
+from edgeml.errors import UserError
+from edgeml.observability import RETRAIN_JOBS
+from edgeml.settings import Settings
+
+__all__ = ["JobState", "RetrainJob", "RetrainSubmission", "current_retraining", "submit_retraining"]
+
+JobState = Literal["pending", "running", "succeeded", "failed", "stopped", "lost"]
+_ACTIVE = ("pending", "running")
+DASHBOARD_PORT = 8265
+
+_RAY_STATES: dict[str, JobState] = {
+    "PENDING": "pending",
+    "RUNNING": "running",
+    "SUCCEEDED": "succeeded",
+    "FAILED": "failed",
+    "STOPPED": "stopped",
+}
+
+_LOCK = threading.Lock()
+_CHILDREN: dict[str, subprocess.Popen[bytes]] = {}  # local jobs started by this process
+
+
+class RetrainJob(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    backend: Literal["ray", "local"]
+    dataset: str
+    spec: str
+    snapshot: str = ""  # trained on
+    since_snapshot: str
+    entrypoint: list[str]
+    submitted_at: datetime
+    address: str | None = None  # Ray dashboard
+    pid: int | None = None  # local
+    log: str | None = None  # local
+    state: JobState = "pending"
+
+
+class RetrainSubmission(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job: RetrainJob
+    submitted: bool  # False: a job for this dataset was still running, and that is ``job``
+
+
+def _dashboard(settings: Settings) -> str | None:
+    if not settings.ray_address:
+        return None
+    address = settings.ray_address if "://" in settings.ray_address else f"ray://{settings.ray_address}"
+    return f"http://{urlsplit(address).hostname}:{DASHBOARD_PORT}"
+
+
+def _state_file(settings: Settings, dataset: str) -> Path:
+    return settings.home / "retrain" / f"{dataset}.json"
+
+
+def _refresh(job: RetrainJob) -> JobState:
+    if job.backend == "ray":
+        from ray.job_submission import JobSubmissionClient
+
+        status = JobSubmissionClient(job.address).get_job_status(job.job_id)
+        return _RAY_STATES[str(status.value)]
+    child = _CHILDREN.get(job.job_id)
+    if child is not None:
+        code = child.poll()
+        if code is None:
+            return "running"
+        del _CHILDREN[job.job_id]
+        return "succeeded" if code == 0 else "failed"
+    # started by an earlier process: its exit code went with it
+    if not job.pid:
+        return "lost"
+    try:
+        os.kill(job.pid, 0)
+    except OSError:
+        return "lost"
+    return "running"
+
+
+def current_retraining(spec_name: str, settings: Settings) -> RetrainJob | None:
+    """The last retraining job of a dataset with its state brought up to date; None if never."""
+    path = _state_file(settings, spec_name)
+    if not path.is_file():
+        return None
+    job = RetrainJob.model_validate_json(path.read_text(encoding="utf-8"))
+    if job.state not in _ACTIVE:
+        return job
+    state = _refresh(job)
+    if state != job.state:
+        job = job.model_copy(update={"state": state})
+        path.write_text(job.model_dump_json(indent=2), encoding="utf-8")
+        if state not in _ACTIVE:
+            RETRAIN_JOBS.labels("succeeded" if state == "succeeded" else "failed").inc()
+    return job
+
+
+def submit_retraining(
+    spec_path: Path,
+    settings: Settings,
+    since_snapshot: str,
+    *,
+    dashboard_address: str | None = None,
+    entrypoint: list[str] | None = None,
+) -> RetrainSubmission:
+    """Submit ``edgeml train`` on data newer than ``since_snapshot``; see the module docstring.
+
+    ``entrypoint`` replaces the command (tests); it runs the same way.
+    """
+    from edgeml.ingest.lake import load_snapshot
+    from edgeml.spec import load_spec
+    from edgeml.store import store_from_settings
+
+    spec_path = spec_path.resolve()
+    spec = load_spec(spec_path)
+    with _LOCK:
+        running = current_retraining(spec.name, settings)
+        if running is not None and running.state in _ACTIVE:
+            return RetrainSubmission(job=running, submitted=False)
+        newest = load_snapshot(store_from_settings(settings), spec.name)
+        if since_snapshot and newest.id.startswith(since_snapshot):
+            raise UserError(
+                f"no data for {spec.name!r} since snapshot {newest.id}: nothing to retrain on",
+                hint="land new data first (edgeml ingest / edgeml stream)",
+            )
+        address = dashboard_address or _dashboard(settings)
+        job_id = f"edgeml-retrain-{spec.name}-{uuid.uuid4().hex[:12]}"
+        env = {"EDGEML_STORE_URL": settings.store_url}
+        backend: Literal["ray", "local"] = "ray"
+        pid = log = None
+        if address is not None:
+            command = entrypoint or ["edgeml", "train", str(spec_path), "--snapshot", newest.id]
+            from ray.job_submission import JobSubmissionClient
+
+            JobSubmissionClient(address).submit_job(
+                entrypoint=shlex.join(command),
+                submission_id=job_id,
+                runtime_env={"env_vars": env},
+                metadata={"dataset": spec.name, "since_snapshot": since_snapshot},
+            )
+        else:
+            backend = "local"
+            exe = Path(sys.executable).with_name("edgeml")
+            command = entrypoint or [str(exe), "train", str(spec_path), "--snapshot", newest.id]
+            log = settings.home / "retrain" / f"{job_id}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            # the child gets this process's home and store, which may have come from flags
+            env |= {"EDGEML_HOME": str(settings.home)}
+            with log.open("wb") as out:
+                child = subprocess.Popen(  # noqa: S603  # our own command, no shell
+                    command,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=os.environ | env,
+                    start_new_session=True,
+                )
+            _CHILDREN[job_id] = child
+            pid = child.pid
+        job = RetrainJob(
+            job_id=job_id,
+            backend=backend,
+            dataset=spec.name,
+            spec=str(spec_path),
+            snapshot=newest.id,
+            since_snapshot=since_snapshot,
+            entrypoint=command,
+            submitted_at=datetime.now(UTC),
+            address=address,
+            pid=pid,
+            log=None if log is None else str(log),
+        )
+        RETRAIN_JOBS.labels("submitted").inc()
+        path = _state_file(settings, spec.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(job.model_dump_json(indent=2), encoding="utf-8")
+        return RetrainSubmission(job=job, submitted=True)

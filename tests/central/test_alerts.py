@@ -1,0 +1,344 @@
+"""Alerts against a real webhook receiver on 127.0.0.1; retraining as a real local job."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeml.central.alerts import ACCURACY_ALERT, DRIFT_ALERT, Alerter, Signal, accuracy_signal, drift_signals
+from edgeml.central.drift import DriftReport, FeatureDrift, MethodScore
+from edgeml.central.performance import AccuracyEstimate
+from edgeml.central.retrain import current_retraining, submit_retraining
+from edgeml.errors import UserError
+from edgeml.observability import REGISTRY
+from edgeml.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "edgeml" / "examples"
+
+
+class Webhook:
+    """A webhook receiver: answers from a script of (status, delay), then 200; keeps every body."""
+
+    def __init__(self) -> None:
+        self.script: deque[tuple[int, float]] = deque()
+        self.bodies: list[dict[str, Any]] = []
+        self.answered: list[int] = []
+        lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    status, delay = owner.script.popleft() if owner.script else (200, 0.0)
+                    owner.bodies.append(body)
+                    owner.answered.append(status)
+                time.sleep(delay)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.stop()
+
+
+class Clock:
+    """A clock the test moves by hand (the Alerter's repeat interval is minutes to hours)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _signal(firing: bool, feature: str = "car_value", group: str = "line-1") -> Signal:
+    return Signal(
+        alert=DRIFT_ALERT,
+        model="car-loan",
+        version=3,
+        group=group,
+        feature=feature,
+        firing=firing,
+        values={"js": 0.4 if firing else 0.01},
+        thresholds={"js": 0.03},
+    )
+
+
+def _sent(kind: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value("edgeml_alerts_sent_total", {"kind": kind, "outcome": outcome}) or 0.0
+
+
+def test_retries_until_the_receiver_takes_it(webhook: Webhook) -> None:
+    webhook.script.extend([(503, 0.0), (500, 0.0), (429, 0.0)])
+    before = _sent("firing", "ok")
+    with Alerter(webhook.url, retries=3, backoff_s=0.01) as alerter:
+        [delivery] = alerter.process([_signal(True)])
+    assert delivery.ok
+    assert delivery.attempts == 4
+    assert webhook.answered == [503, 500, 429, 200]
+    body = webhook.bodies[-1]
+    assert body["alert"] == DRIFT_ALERT
+    assert body["status"] == "firing"
+    assert (body["model"], body["version"], body["group"], body["feature"]) == (
+        "car-loan",
+        3,
+        "line-1",
+        "car_value",
+    )
+    assert body["values"] == {"js": 0.4}
+    assert body["thresholds"] == {"js": 0.03}
+    assert body["fingerprint"] == _signal(True).fingerprint == _signal(False).fingerprint
+    assert body["started_at"]
+    assert body["ended_at"] is None
+    assert _sent("firing", "ok") == before + 1
+
+
+def test_a_slow_receiver_times_out_and_is_retried(webhook: Webhook) -> None:
+    webhook.script.append((200, 1.0))
+    with Alerter(webhook.url, retries=2, backoff_s=0.01, timeout_s=0.2) as alerter:
+        [delivery] = alerter.process([_signal(True)])
+    assert delivery.ok
+    assert delivery.attempts == 2
+    assert len(webhook.bodies) == 2
+
+
+def test_firing_is_sent_once_repeated_after_the_interval_and_resolved_once(webhook: Webhook) -> None:
+    clock = Clock()
+    with Alerter(webhook.url, repeat_after_s=3600, clock=clock) as alerter:
+        assert [d.status for d in alerter.process([_signal(True), _signal(False, "loan_length")])] == [
+            "firing"
+        ]
+        clock.now += 600
+        assert alerter.process([_signal(True)]) == []  # still firing: not sent again
+        assert [s.feature for s in alerter.firing] == ["car_value"]
+        clock.now += 3000
+        assert [d.status for d in alerter.process([_signal(True)])] == ["firing"]  # the reminder
+        assert alerter.process([]) == []  # not evaluated: nothing changes
+        [resolved] = alerter.process([_signal(False)])
+        assert resolved.status == "resolved"
+        assert resolved.ok
+        assert alerter.process([_signal(False)]) == []  # resolved once
+        assert alerter.firing == []
+    statuses = [b["status"] for b in webhook.bodies]
+    assert statuses == ["firing", "firing", "resolved"]
+    assert len({b["fingerprint"] for b in webhook.bodies}) == 1
+    assert webhook.bodies[0]["started_at"] == webhook.bodies[2]["started_at"]
+    assert webhook.bodies[2]["ended_at"] is not None
+
+
+def test_a_failed_delivery_is_tried_again_at_the_next_evaluation(webhook: Webhook) -> None:
+    webhook.script.extend([(503, 0.0)] * 3)
+    before = _sent("firing", "failed")
+    with Alerter(webhook.url, retries=2, backoff_s=0.01) as alerter:
+        [failed] = alerter.process([_signal(True)])
+        assert not failed.ok
+        assert failed.attempts == 3
+        assert failed.error == "HTTP 503"
+        assert _sent("firing", "failed") == before + 1
+        [again] = alerter.process([_signal(True)])
+        assert again.ok
+        assert alerter.process([_signal(True)]) == []
+
+
+def test_a_refusal_is_not_retried(webhook: Webhook) -> None:
+    webhook.script.append((400, 0.0))
+    with Alerter(webhook.url, retries=3, backoff_s=0.01) as alerter:
+        [refused] = alerter.process([_signal(True)])
+        assert not refused.ok
+        assert refused.attempts == 1
+        # it cleared before anyone heard it fired: no resolve message either
+        assert alerter.process([_signal(False)]) == []
+    assert webhook.answered == [400]
+
+
+def test_an_unreachable_receiver_fails_cleanly() -> None:
+    hook = Webhook()
+    url = hook.url
+    hook.stop()  # nothing listens there any more
+    with Alerter(url, retries=1, backoff_s=0.01, timeout_s=0.5) as alerter:
+        [delivery] = alerter.process([_signal(True)])
+    assert not delivery.ok
+    assert delivery.attempts == 2
+    assert "ConnectError" in (delivery.error or "")
+
+
+def test_signals_from_drift_and_accuracy_results() -> None:
+    score = MethodScore(method="js", value=0.4, threshold=0.03, breached=True)
+    report = DriftReport(
+        model="car-loan",
+        version=3,
+        group="line-1",
+        start=datetime(2025, 3, 1, tzinfo=UTC),
+        end=datetime(2025, 3, 1, 1, tzinfo=UTC),
+        rows=5000,
+        features=[
+            FeatureDrift(
+                feature="car_value",
+                kind="feature",
+                method="js",
+                value=0.4,
+                threshold=0.03,
+                breached=True,
+                rows=5000,
+                reference_rows=50000,
+                missing=0,
+                out_of_range=0,
+                counts=[1],
+                reference_counts=[1],
+                scores=[score],
+            )
+        ],
+    )
+    [signal] = drift_signals(report)
+    assert signal.firing
+    assert signal.values == {"js": 0.4, "rows": 5000.0}
+    assert signal.thresholds == {"js": 0.03}
+    assert signal.fingerprint == _signal(True).fingerprint
+    estimate = AccuracyEstimate(
+        model="car-loan",
+        version=3,
+        group=None,
+        rows=5000,
+        estimated=0.91,
+        reference=0.95,
+        tolerance=0.02,
+        drop=0.04,
+        alarm=True,
+        classes=[],
+    )
+    acc = accuracy_signal(estimate)
+    assert acc.alert == ACCURACY_ALERT
+    assert acc.firing
+    assert acc.feature is None
+    assert acc.thresholds["accuracy"] == pytest.approx(0.93)
+
+
+# --- retraining ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def appliance(tmp_path: Path) -> tuple[Settings, Path, str]:
+    """A home whose store holds one snapshot of the pump-faults dataset."""
+    from edgeml.ingest.lake import take_snapshot
+    from edgeml.spec import load_spec
+    from edgeml.store import store_from_settings
+
+    settings = Settings(home=tmp_path / "home")
+    spec_path = EXAMPLES / "pump-faults.yaml"
+    snapshot = take_snapshot(store_from_settings(settings), load_spec(spec_path))
+    return settings, spec_path, snapshot.id
+
+
+def _jobs(outcome: str) -> float:
+    return REGISTRY.get_sample_value("edgeml_retrain_jobs_total", {"outcome": outcome}) or 0.0
+
+
+def _wait_done(name: str, settings: Settings) -> str:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        job = current_retraining(name, settings)
+        assert job is not None
+        if job.state not in ("pending", "running"):
+            return job.state
+        time.sleep(0.05)
+    raise AssertionError("the job did not finish")
+
+
+def test_retraining_runs_one_local_job_at_a_time(
+    appliance: tuple[Settings, Path, str], tmp_path: Path
+) -> None:
+    settings, spec_path, snapshot = appliance
+    gate = tmp_path / "go"
+    # stands in for `edgeml train`: runs until the test lets it finish, and sees the settings it is given
+    script = (
+        "import os, pathlib, sys, time\n"
+        f"while not pathlib.Path({str(gate)!r}).exists(): time.sleep(0.02)\n"
+        "print(os.environ['EDGEML_HOME'], os.environ['EDGEML_STORE_URL'])\n"
+    )
+    submitted, succeeded = _jobs("submitted"), _jobs("succeeded")
+    first = submit_retraining(
+        spec_path, settings, "an-older-snapshot", entrypoint=[sys.executable, "-c", script]
+    )
+    assert first.submitted
+    assert first.job.backend == "local"
+    assert first.job.snapshot == snapshot
+    assert first.job.since_snapshot == "an-older-snapshot"
+    assert _jobs("submitted") == submitted + 1
+    # while it runs, another trigger gets the running job back
+    again = submit_retraining(
+        spec_path, settings, "an-older-snapshot", entrypoint=[sys.executable, "-c", script]
+    )
+    assert not again.submitted
+    assert again.job.job_id == first.job.job_id
+    assert again.job.state == "running"
+    assert _jobs("submitted") == submitted + 1
+    gate.touch()
+    assert _wait_done("pump-faults", settings) == "succeeded"
+    assert _jobs("succeeded") == succeeded + 1
+    assert current_retraining("pump-faults", settings).state == "succeeded"  # type: ignore[union-attr]
+    assert _jobs("succeeded") == succeeded + 1  # counted once
+    assert first.job.log is not None
+    assert Path(first.job.log).read_text().split() == [str(settings.home), settings.store_url]
+
+    failing = submit_retraining(
+        spec_path, settings, "an-older-snapshot", entrypoint=[sys.executable, "-c", "raise SystemExit(3)"]
+    )
+    assert failing.submitted
+    assert failing.job.job_id != first.job.job_id
+    failed = _jobs("failed")
+    assert _wait_done("pump-faults", settings) == "failed"
+    assert _jobs("failed") == failed + 1
+
+
+def test_no_retraining_without_new_data(appliance: tuple[Settings, Path, str]) -> None:
+    settings, spec_path, snapshot = appliance
+    with pytest.raises(UserError, match="no data for 'pump-faults' since snapshot"):
+        submit_retraining(spec_path, settings, snapshot[:8], entrypoint=[sys.executable, "-c", "pass"])
+    assert current_retraining("pump-faults", settings) is None
+
+
+def test_the_default_command_is_edgeml_train_on_the_newest_snapshot(
+    appliance: tuple[Settings, Path, str],
+) -> None:
+    settings, spec_path, snapshot = appliance
+    # the real entry point: `edgeml train` on an empty snapshot fails fast, through the normal checks
+    job = submit_retraining(spec_path, settings, "an-older-snapshot").job
+    assert job.entrypoint == [
+        str(Path(sys.executable).with_name("edgeml")),
+        "train",
+        str(spec_path),
+        "--snapshot",
+        snapshot,
+    ]
+    assert _wait_done("pump-faults", settings) == "failed"
+    assert job.log is not None
+    assert "has not been validated" in Path(job.log).read_text()
