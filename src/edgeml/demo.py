@@ -22,21 +22,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from edgeml.bundle.build import BuildResult, build_bundle
+from edgeml.bundle.build import BuildResult
 from edgeml.bundle.channels import ChannelPointer
-from edgeml.bundle.keys import KeyRing, export_public, init_keys, list_keys, load_signer
-from edgeml.bundle.rollout import publish
+from edgeml.bundle.keys import KeyRing, export_public
 from edgeml.bundle.verify import fetch_bundle
-from edgeml.errors import UserError
-from edgeml.features.build import FeatureReport, build_features
-from edgeml.ingest.run import IngestReport, ingest
+from edgeml.features.build import FeatureReport
+from edgeml.ingest.run import IngestReport
 from edgeml.ingest.runtime import ray_session
+from edgeml.pipeline import run_pipeline
 from edgeml.settings import Settings
 from edgeml.simulate.sensors import SensorSimulation, simulate_sensors, write_csv
 from edgeml.spec import Spec, load_spec
 from edgeml.store import store_from_settings
-from edgeml.train.run import TrainReport, train
-from edgeml.validate import ValidationReport, validate
+from edgeml.train.run import TrainReport
+from edgeml.validate import ValidationReport
 
 __all__ = ["DemoOptions", "DemoResult", "example_specs", "run_demo"]
 
@@ -104,47 +103,14 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
             say(f"landed {info.size:,} bytes in the store")
 
         spec = next(s for s in result.specs if s.name == "pump-faults")
-        with _stage(progress, "ingesting with Ray Data") as say:
-            result.ingest = ingest(spec, settings, only=["history"], progress_bars=False, progress=say)
-            snap = result.ingest.snapshot
-            say(f"ingested snapshot {snap.id}: {snap.rows:,} rows")
+        quick = spec.model_copy(update={"search": spec.search.model_copy(update={"trials": options.trials})})
+        run = run_pipeline(quick, settings, sources=["history"], stage=lambda text: _stage(progress, text))
+        result.ingest, result.validation, result.features = run.ingest, run.validation, run.features
+        result.training, result.bundles, result.refused = run.training, run.bundles, run.refused
+        result.channel = run.channel
 
-        with _stage(progress, "validating the snapshot") as say:
-            result.validation = validate(spec, settings, snap.id)
-            v = result.validation
-            say(f"validated: {len(v.outcomes)} expectations, {v.rows_valid:,} valid rows")
-
-        with _stage(progress, "building features") as say:
-            result.features = build_features(spec, settings, snap.id)
-            say(f"built {len(result.features.stats)} features")
-
-        with _stage(progress, f"tuning and training ({options.trials} trials)") as say:
-            quick = spec.model_copy(
-                update={"search": spec.search.model_copy(update={"trials": options.trials})}
-            )
-            result.training = t = train(quick, settings, snap.id, progress=say)
-            verdict = "passed" if t.verdict.passed else "failed"
-            say(f"trained {t.model} v{t.version} ({t.family}), gates {verdict}")
-
-        uri = f"models:/{t.model}/{t.version}"
-        signer = load_signer(settings.home) if list_keys(settings.home) else None
-        if signer is None:
-            init_keys(settings.home)
-            signer = load_signer(settings.home)
-        for profile in spec.profiles:
-            with _stage(progress, f"exporting for {profile}, proving parity, signing the bundle") as say:
-                try:
-                    built = build_bundle(uri, profile, settings, store, signer)
-                except UserError as exc:  # e.g. a family this runtime cannot run: show why, go on
-                    result.refused[profile] = exc.message
-                    say(f"export for {profile} refused (see below)")
-                    continue
-                result.bundles.append(built)
-                say(f"signed bundle {built.key} ({built.uploaded_bytes:,} bytes uploaded)")
-
-        if result.bundles:
-            with _stage(progress, "publishing to the stable channel, verifying as a device") as say:
-                result.channel = publish(store, signer, t.model, int(t.version), "stable")
+        if result.channel is not None:
+            with _stage(progress, "verifying the published bundles as a device would") as say:
                 result.keyring = settings.home / "keyring"
                 export_public(settings.home, result.keyring)
                 ring = KeyRing.from_dir(result.keyring)
@@ -152,10 +118,7 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
                 for built in result.bundles:
                     staged = fetch_bundle(store, built.key, ring, staging)
                     shutil.rmtree(staged.path)
-                say(
-                    f"stable → v{t.version}; {len(result.bundles)} bundle(s) verified with the "
-                    "device key ring"
-                )
+                say(f"{len(result.bundles)} bundle(s) verified with the device key ring")
 
     _print_summary(console, result)
     return result

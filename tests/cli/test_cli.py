@@ -190,6 +190,23 @@ def test_demo_runs_sensors_to_a_published_bundle(capsys: pytest.CaptureFixture[s
     assert list((clean_env / "store" / "blobs" / "sha256").iterdir())
     assert list((clean_env / "keyring").glob("*.pub"))
     assert not list((clean_env / "device-staging").glob(".stage-*"))
+    # what the central node's retraining runs: with no new data it stops before training, exit 1
+    snapshot = out.split("→ snapshot ")[1].split()[0]
+    spec = str(ROOT / "examples" / "pump-faults.yaml")
+    args = (
+        "pipeline",
+        "run",
+        spec,
+        "--source",
+        "history",
+        "--since-snapshot",
+        snapshot,
+        "--channel",
+        "canary",
+    )
+    code, out, _ = run(capsys, *args)
+    assert code == 1
+    assert f"stopped: no data since snapshot {snapshot}: nothing new to train on" in out
 
 
 def test_simulate_sensors_to_file_and_store(

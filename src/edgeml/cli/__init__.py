@@ -70,7 +70,7 @@ def version() -> None:
 
 
 def _register() -> None:
-    from edgeml.cli import agent, bundle, data, demo, export, profiles, simulate, spec, store, train
+    from edgeml.cli import agent, bundle, data, demo, export, pipeline, profiles, simulate, spec, store, train
 
     app.add_typer(spec.app, name="spec")
     app.command(name="ingest")(data.ingest)
@@ -86,6 +86,7 @@ def _register() -> None:
     app.add_typer(bundle.bundle_app, name="bundle")
     app.add_typer(bundle.rollout_app, name="rollout")
     app.add_typer(agent.app, name="agent")
+    app.add_typer(pipeline.app, name="pipeline")
     app.add_typer(store.app, name="store")
     app.add_typer(simulate.app, name="simulate")
     app.command(name="demo")(demo.demo)

@@ -1,0 +1,127 @@
+"""The spine: sources → lake → validation → features → training and gates → signed bundles → a channel.
+
+Wires the stages and holds no stage logic. ``edgeml pipeline run`` calls it, so does the
+demo, and so does retraining (the central node submits ``edgeml pipeline run`` as a job):
+one path from data to devices, whoever starts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+
+from edgeml.bundle.build import BuildResult, build_bundle
+from edgeml.bundle.channels import ChannelPointer
+from edgeml.bundle.keys import Signer, init_keys, list_keys, load_signer
+from edgeml.bundle.rollout import publish
+from edgeml.errors import UserError
+from edgeml.features.build import FeatureReport, build_features
+from edgeml.ingest.run import IngestReport, ingest
+from edgeml.settings import Settings
+from edgeml.spec import Spec
+from edgeml.store import store_from_settings
+from edgeml.train.run import TrainReport, train
+from edgeml.validate import ValidationReport, validate
+
+__all__ = ["PipelineResult", "Publication", "Stage", "ensure_signer", "quiet", "run_pipeline"]
+
+#: opens one stage of progress: ``with stage("doing x") as say: say("did x")``
+Stage = Callable[[str], AbstractContextManager[Callable[[str], None]]]
+
+
+@contextmanager
+def quiet(description: str) -> Iterator[Callable[[str], None]]:
+    yield lambda text: None
+
+
+@dataclass(frozen=True)
+class Publication:
+    """Where a model that passed its gates goes."""
+
+    channel: str = "stable"
+    percent: float | None = None
+    groups: tuple[str, ...] = ()
+
+
+@dataclass
+class PipelineResult:
+    ingest: IngestReport | None = None
+    validation: ValidationReport | None = None
+    features: FeatureReport | None = None
+    training: TrainReport | None = None
+    bundles: list[BuildResult] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # profile -> why its export was refused
+    channel: ChannelPointer | None = None
+    stopped: str = ""  # why the pipeline ended before publishing, if it did
+
+
+def ensure_signer(settings: Settings) -> Signer:
+    """The appliance's signing key, created on first use (the embedded default has no operator)."""
+    if not list_keys(settings.home):
+        init_keys(settings.home)
+    return load_signer(settings.home)
+
+
+def run_pipeline(
+    spec: Spec,
+    settings: Settings,
+    *,
+    sources: list[str] | None = None,
+    since_snapshot: str | None = None,
+    publication: Publication | None = Publication(),
+    stage: Stage = quiet,
+) -> PipelineResult:
+    """Run every stage; stop early (and say why in ``stopped``) on no new data or a failed gate."""
+    result = PipelineResult()
+    store = store_from_settings(settings)
+    with stage("ingesting with Ray Data") as say:
+        result.ingest = ingest(spec, settings, only=sources, progress_bars=False, progress=say)
+        snap = result.ingest.snapshot
+        say(f"ingested snapshot {snap.id}: {snap.rows:,} rows")
+    if since_snapshot and snap.id == since_snapshot:
+        result.stopped = f"no data since snapshot {since_snapshot}: nothing new to train on"
+        return result
+    with stage("validating the snapshot") as say:
+        result.validation = v = validate(spec, settings, snap.id)
+        say(f"validated: {len(v.outcomes)} expectations, {v.rows_valid:,} valid rows")
+    with stage("building features") as say:
+        result.features = build_features(spec, settings, snap.id)
+        say(f"built {len(result.features.stats)} features")
+    with stage(f"tuning and training ({spec.search.trials} trials)") as say:
+        result.training = t = train(spec, settings, snap.id, progress=say)
+        say(
+            f"trained {t.model} v{t.version} ({t.family}), gates {'passed' if t.verdict.passed else 'failed'}"
+        )
+    if not t.verdict.passed:
+        result.stopped = f"{t.model} v{t.version} failed its gates; nothing was published"
+        return result
+    signer = ensure_signer(settings)
+    uri = f"models:/{t.model}/{t.version}"
+    for profile in spec.profiles:
+        with stage(f"exporting for {profile}, proving parity, signing the bundle") as say:
+            try:
+                built = build_bundle(uri, profile, settings, store, signer)
+            except UserError as exc:  # e.g. a family this runtime cannot run: say why, go on
+                result.refused[profile] = exc.message
+                say(f"export for {profile} refused: {exc.message}")
+                continue
+            result.bundles.append(built)
+            say(f"signed bundle {built.key} ({built.uploaded_bytes:,} bytes uploaded)")
+    if publication is None:
+        return result
+    if not result.bundles:
+        result.stopped = "no profile could take the model; nothing was published"
+        return result
+    with stage(f"publishing to the {publication.channel} channel") as say:
+        result.channel = publish(
+            store,
+            signer,
+            t.model,
+            int(t.version),
+            publication.channel,
+            percent=publication.percent,
+            groups=list(publication.groups),
+        )
+        say(f"{publication.channel} → {t.model} v{t.version}")
+    return result
