@@ -19,7 +19,6 @@ from edgeml.central.alerts import ACCURACY_ALERT, DRIFT_ALERT, Alerter, Signal, 
 from edgeml.central.drift import DriftReport, FeatureDrift, MethodScore
 from edgeml.central.performance import AccuracyEstimate
 from edgeml.central.retrain import current_retraining, submit_retraining
-from edgeml.errors import UserError
 from edgeml.observability import REGISTRY
 from edgeml.settings import Settings
 
@@ -262,8 +261,8 @@ def _jobs(outcome: str) -> float:
     return REGISTRY.get_sample_value("edgeml_retrain_jobs_total", {"outcome": outcome}) or 0.0
 
 
-def _wait_done(name: str, settings: Settings) -> str:
-    deadline = time.monotonic() + 20
+def _wait_done(name: str, settings: Settings, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = current_retraining(name, settings)
         assert job is not None
@@ -278,7 +277,7 @@ def test_retraining_runs_one_local_job_at_a_time(
 ) -> None:
     settings, spec_path, snapshot = appliance
     gate = tmp_path / "go"
-    # stands in for `edgeml train`: runs until the test lets it finish, and sees the settings it is given
+    # stands in for the pipeline: runs until the test lets it finish, and sees the settings it is given
     script = (
         "import os, pathlib, sys, time\n"
         f"while not pathlib.Path({str(gate)!r}).exists(): time.sleep(0.02)\n"
@@ -319,26 +318,26 @@ def test_retraining_runs_one_local_job_at_a_time(
     assert _jobs("failed") == failed + 1
 
 
-def test_no_retraining_without_new_data(appliance: tuple[Settings, Path, str]) -> None:
-    settings, spec_path, snapshot = appliance
-    with pytest.raises(UserError, match="no data for 'pump-faults' since snapshot"):
-        submit_retraining(spec_path, settings, snapshot[:8], entrypoint=[sys.executable, "-c", "pass"])
-    assert current_retraining("pump-faults", settings) is None
-
-
-def test_the_default_command_is_edgeml_train_on_the_newest_snapshot(
+def test_the_default_command_is_the_pipeline_to_the_canary_of_the_drifted_groups(
     appliance: tuple[Settings, Path, str],
 ) -> None:
-    settings, spec_path, snapshot = appliance
-    # the real entry point: `edgeml train` on an empty snapshot fails fast, through the normal checks
-    job = submit_retraining(spec_path, settings, "an-older-snapshot").job
+    settings, spec_path, _ = appliance
+    # the real entry point: on a store with nothing landed, the pipeline fails fast and says why
+    job = submit_retraining(spec_path, settings, "an-older-snapshot", groups=["line-a"]).job
     assert job.entrypoint == [
         str(Path(sys.executable).with_name("edgeml")),
-        "train",
+        "pipeline",
+        "run",
         str(spec_path),
-        "--snapshot",
-        snapshot,
+        "--since-snapshot",
+        "an-older-snapshot",
+        "--channel",
+        "canary",
+        "--percent",
+        "100",
+        "--group",
+        "line-a",
     ]
-    assert _wait_done("pump-faults", settings) == "failed"
+    assert _wait_done("pump-faults", settings, timeout=90) == "failed"
     assert job.log is not None
-    assert "has not been validated" in Path(job.log).read_text()
+    assert "error: source 'history': no files match 'landing/pumps/*.csv'" in Path(job.log).read_text()

@@ -1,10 +1,10 @@
-"""Retraining: the normal training command, submitted as a job, one at a time per dataset.
+"""Retraining: the normal pipeline, submitted as a job, one at a time per dataset.
 
-:func:`submit_retraining` runs ``edgeml train SPEC --snapshot NEWEST`` — the same command,
-search and gates as a manual run, so a retrained model becomes the challenger only if it
-passes them — on the newest snapshot of the spec's dataset, and only when that snapshot is
-newer than ``since_snapshot`` (the one the serving model was trained on; new data must have
-been landed by ingest or stream first).
+:func:`submit_retraining` runs ``edgeml pipeline run SPEC --since-snapshot S --channel
+canary ...`` — the same ingestion, validation, search and gates as a manual run, so a
+retrained model reaches devices only if it passes them, and then only the canary of the
+groups named. The job ingests what has landed since; when the data is still snapshot ``S``
+(the one the serving model was trained on) it stops without training.
 
 Where it runs: with a Ray dashboard address (given, or derived from ``settings.ray_address``
 as ``http://<host>:8265``) it is a Ray job (``JobSubmissionClient``); the cluster's nodes
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -34,7 +35,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from edgeml.errors import UserError
 from edgeml.observability import RETRAIN_JOBS
 from edgeml.settings import Settings
 
@@ -131,17 +131,26 @@ def current_retraining(spec_name: str, settings: Settings) -> RetrainJob | None:
     return job
 
 
+def _pipeline(edgeml: str, spec_path: Path, since_snapshot: str, groups: Sequence[str]) -> list[str]:
+    command = [edgeml, "pipeline", "run", str(spec_path), "--since-snapshot", since_snapshot]
+    command += ["--channel", "canary", "--percent", "100"]
+    for group in groups:
+        command += ["--group", group]
+    return command
+
+
 def submit_retraining(
     spec_path: Path,
     settings: Settings,
     since_snapshot: str,
     *,
+    groups: Sequence[str] = (),
     dashboard_address: str | None = None,
     entrypoint: list[str] | None = None,
 ) -> RetrainSubmission:
-    """Submit ``edgeml train`` on data newer than ``since_snapshot``; see the module docstring.
+    """Submit the pipeline on data newer than ``since_snapshot``, to the canary of ``groups``.
 
-    ``entrypoint`` replaces the command (tests); it runs the same way.
+    See the module docstring. ``entrypoint`` replaces the command (tests); it runs the same way.
     """
     from edgeml.ingest.lake import load_snapshot
     from edgeml.spec import load_spec
@@ -154,18 +163,13 @@ def submit_retraining(
         if running is not None and running.state in _ACTIVE:
             return RetrainSubmission(job=running, submitted=False)
         newest = load_snapshot(store_from_settings(settings), spec.name)
-        if since_snapshot and newest.id.startswith(since_snapshot):
-            raise UserError(
-                f"no data for {spec.name!r} since snapshot {newest.id}: nothing to retrain on",
-                hint="land new data first (edgeml ingest / edgeml stream)",
-            )
         address = dashboard_address or _dashboard(settings)
         job_id = f"edgeml-retrain-{spec.name}-{uuid.uuid4().hex[:12]}"
         env = {"EDGEML_STORE_URL": settings.store_url}
         backend: Literal["ray", "local"] = "ray"
         pid = log = None
         if address is not None:
-            command = entrypoint or ["edgeml", "train", str(spec_path), "--snapshot", newest.id]
+            command = entrypoint or _pipeline("edgeml", spec_path, since_snapshot, groups)
             from ray.job_submission import JobSubmissionClient
 
             JobSubmissionClient(address).submit_job(
@@ -177,7 +181,7 @@ def submit_retraining(
         else:
             backend = "local"
             exe = Path(sys.executable).with_name("edgeml")
-            command = entrypoint or [str(exe), "train", str(spec_path), "--snapshot", newest.id]
+            command = entrypoint or _pipeline(str(exe), spec_path, since_snapshot, groups)
             log = settings.home / "retrain" / f"{job_id}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             # the child gets this process's home and store, which may have come from flags
