@@ -70,7 +70,20 @@ def version() -> None:
 
 
 def _register() -> None:
-    from edgeml.cli import agent, bundle, data, demo, export, pipeline, profiles, simulate, spec, store, train
+    from edgeml.cli import (
+        agent,
+        bundle,
+        central,
+        data,
+        demo,
+        export,
+        pipeline,
+        profiles,
+        simulate,
+        spec,
+        store,
+        train,
+    )
 
     app.add_typer(spec.app, name="spec")
     app.command(name="ingest")(data.ingest)
@@ -90,6 +103,7 @@ def _register() -> None:
     app.add_typer(store.app, name="store")
     app.add_typer(simulate.app, name="simulate")
     app.command(name="demo")(demo.demo)
+    app.add_typer(central.app, name="central")
 
 
 _register()

@@ -1,0 +1,200 @@
+"""The central node's FastAPI application: :func:`create_app`.
+
+Routers (``edgeml.central.routes``): devices, targets, telemetry, feedback, fleet (JSON and
+the page at ``/``), health (``/healthz``, ``/readyz``, ``/metrics``). Two ASGI middlewares
+wrap them: request timing (:data:`HTTP_REQUEST_SECONDS`, by route template) and the body
+limit (413 before a byte of an oversized body is parsed). The telemetry store is opened
+here and closed when the server shuts down; run one process per database file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edgeml import __version__
+from edgeml.central.config import CentralConfig
+from edgeml.central.db import Overloaded, StoreClosed, TelemetryStore
+from edgeml.central.routes import devices, feedback, fleet, health, targets, telemetry
+from edgeml.central.routes.deps import CentralState
+from edgeml.central.routes.pointers import TargetResolver
+from edgeml.observability import HTTP_REQUEST_SECONDS, TELEMETRY_BATCHES
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("edgeml.central")
+
+
+class TimingMiddleware:
+    """Observe every request's duration by route template (never the raw path: ids would explode it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            HTTP_REQUEST_SECONDS.labels(template, scope["method"], str(status)).observe(
+                time.perf_counter() - start
+            )
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit: by Content-Length at once, or while a chunked body streams in."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._refuse(scope, send)
+            return
+        if length is not None or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        # no length given (chunked): read it all, up to the limit, then hand it on
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await self._refuse(scope, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        if scope["path"] == telemetry.PATH:
+            TELEMETRY_BATCHES.labels("rejected").inc()
+        payload = json.dumps({"detail": f"the request body is over the {self.limit}-byte limit"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each bad field; the offending input is not echoed (a batch can be megabytes)."""
+    assert isinstance(exc, RequestValidationError)
+    if request.url.path == telemetry.PATH:
+        TELEMETRY_BATCHES.labels("rejected").inc()
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _unavailable(config: CentralConfig) -> Any:
+    def handler(_: Request, exc: Exception) -> JSONResponse:
+        status = 429 if isinstance(exc, Overloaded) else 503
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=status,
+            headers={"Retry-After": str(config.limits.retry_after_s)},
+        )
+
+    return handler
+
+
+async def _compact_forever(store: TelemetryStore, every_s: float) -> None:
+    while True:
+        try:
+            await run_in_threadpool(store.compact)
+        except Exception:  # a failed round must not end the schedule
+            log.exception("telemetry compaction failed")
+        await asyncio.sleep(every_s)
+
+
+def create_app(config: CentralConfig) -> FastAPI:
+    """The central node; the telemetry store opens now and closes at server shutdown."""
+    from edgeml.store import open_store
+
+    object_store = open_store(config.store.url, config.store.s3_settings()) if config.store else None
+    resolver = TargetResolver(object_store, config.keyring, config.targets_cache_s)
+    admin, bootstrap = config.admin_token(), config.bootstrap_token()
+    store = TelemetryStore(
+        config.db_path,
+        max_queued_batches=config.limits.max_queued_batches,
+        retention_days=config.retention_days,
+    )
+    state = CentralState(
+        config=config, store=store, admin_token=admin, bootstrap_token=bootstrap, targets=resolver
+    )
+    fleet.restore_gauges(state)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_compact_forever(store, config.compact_every_s))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await run_in_threadpool(store.close)
+
+    app = FastAPI(
+        title="edgeml central",
+        version=__version__,
+        summary="Fleet registry, device auth, telemetry intake, targets, feedback and the fleet page.",
+        lifespan=lifespan,
+    )
+    app.state.central = state
+    for module in (devices, targets, telemetry, feedback, fleet, health):
+        app.include_router(module.router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for error in (Overloaded, StoreClosed):
+        app.add_exception_handler(error, _unavailable(config))
+    app.add_middleware(BodyLimitMiddleware, limit=int(config.limits.max_body_bytes))
+    app.add_middleware(TimingMiddleware)  # outermost: 413s are timed too
+    return app

@@ -1,0 +1,134 @@
+"""``central.yaml``: how the central node runs.
+
+One YAML file plus CLI flags (``--host``, ``--port``); nothing here reads the environment.
+Secrets (the admin and bootstrap tokens, S3 keys) live in files of their own, mode 0600,
+named by the config. Relative paths are relative to the config file's folder, so a
+folder written by ``edgeml central init`` can move as a whole.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from edgeml.errors import ConfigError
+from edgeml.settings import S3Settings
+
+__all__ = ["CentralConfig", "LimitsConfig", "StoreConfig", "load_central_config", "read_token_file"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _relative_to_config(value: Path | None, info: ValidationInfo) -> Path | None:
+    base = (info.context or {}).get("base")
+    if value is None or value.is_absolute() or base is None:
+        return value
+    return Path(base) / value
+
+
+class StoreConfig(_Strict):
+    """The object store holding bundles and channel pointers (read only)."""
+
+    url: str = Field(description="file:///dir or s3://bucket[/prefix]")
+    s3: S3Settings = Field(default_factory=S3Settings, description="endpoint and TLS for s3:// URLs")
+    access_key_file: Path | None = Field(None, description="file holding the S3 access key id")
+    secret_key_file: Path | None = Field(None, description="file holding the S3 secret key")
+
+    _paths = field_validator("access_key_file", "secret_key_file")(_relative_to_config)
+
+    def s3_settings(self) -> S3Settings:
+        """The S3 settings with the keys read from their files."""
+        update: dict[str, Any] = {}
+        if self.access_key_file is not None:
+            update["access_key"] = read_token_file(self.access_key_file, "store.access_key_file")
+        if self.secret_key_file is not None:
+            update["secret_key"] = read_token_file(self.secret_key_file, "store.secret_key_file")
+        return S3Settings.model_validate(self.s3.model_dump() | update) if update else self.s3
+
+
+class LimitsConfig(_Strict):
+    max_body_bytes: ByteSize = Field(ByteSize(4 << 20), description="larger request bodies get 413")
+    max_queued_batches: int = Field(
+        2000, ge=1, description="telemetry batches waiting for the writer; beyond, devices get 429"
+    )
+    retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 429 and 503")
+
+
+class CentralConfig(_Strict):
+    """The central node."""
+
+    db_path: Path = Field(description="the DuckDB telemetry file (one process owns it)")
+    admin_token_file: Path = Field(description="file holding the admin token (operators, automation)")
+    bootstrap_token_file: Path | None = Field(
+        None, description="file holding the token devices register with; none: only admins register"
+    )
+    store: StoreConfig | None = Field(None, description="where channel pointers are; none: no targets")
+    keyring: Path | None = Field(None, description="folder of trusted <key id>.pub files, to verify pointers")
+    retention_days: int = Field(30, ge=1, description="telemetry and feedback older than this are deleted")
+    compact_every_s: float = Field(3600.0, gt=0, description="how often old rows are deleted")
+    offline_after_s: float = Field(300.0, gt=0, description="a device silent this long is offline")
+    targets_cache_s: float = Field(5.0, ge=0, description="how long channel pointers read are reused")
+    fleet_auth: Literal["none", "admin"] = Field(
+        "none",
+        description="who may read / and /v1/fleet: anyone (they show what /metrics shows) or admins",
+    )
+    host: str = Field("127.0.0.1", description="address to serve on (0.0.0.0: every interface)")
+    port: int = Field(8080, ge=0, le=65535)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    _paths = field_validator("db_path", "admin_token_file", "bootstrap_token_file", "keyring")(
+        _relative_to_config
+    )
+
+    def admin_token(self) -> str:
+        return read_token_file(self.admin_token_file, "admin_token_file")
+
+    def bootstrap_token(self) -> str | None:
+        if self.bootstrap_token_file is None:
+            return None
+        return read_token_file(self.bootstrap_token_file, "bootstrap_token_file")
+
+
+def read_token_file(path: Path, what: str) -> str:
+    """A secret from its file: refused when others may read it or when it is empty."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise ConfigError(
+            f"{what} {path} is readable by others (mode {mode:04o}); refusing to use it",
+            hint=f"chmod 600 {path}",
+        )
+    if not value:
+        raise ConfigError(f"{what} {path} is empty")
+    return value
+
+
+def load_central_config(path: Path, **overrides: Any) -> CentralConfig:
+    """The config in ``path``, with ``overrides`` (CLI flags; None values are ignored) on top."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read central config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"central config {path} is not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"central config {path} must hold a mapping at its top level")
+    raw |= {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return CentralConfig.model_validate(raw, context={"base": path.parent.resolve()})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"central config {path}: {problems}") from exc

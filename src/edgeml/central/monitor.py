@@ -1,0 +1,161 @@
+"""The central node's watch: every ``interval_s``, drift and accuracy per model, version and group.
+
+Each round reads the telemetry whose window ended in the last ``window`` (the store's
+query API), pools it per (model, version, device group), and compares it with the
+reference statistics in that version's signed manifest (:mod:`edgeml.central.drift`), estimates
+accuracy from the calibrated sums and measures it from feedback labels
+(:mod:`edgeml.central.performance`), sets the gauges, hands every signal to the
+:class:`~edgeml.central.alerts.Alerter` (which sends, dedups and resolves), and calls
+``on_drift`` for a group whose drift breached — the retraining trigger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from edgeml.bundle.keys import KeyRing
+from edgeml.bundle.manifest import Manifest
+from edgeml.bundle.verify import verify_manifest
+from edgeml.central.alerts import Alerter, accuracy_signal, drift_signals
+from edgeml.central.db import TelemetryStore
+from edgeml.central.drift import DriftReport, ThresholdCache, compute_drift, pool_window, publish_drift
+from edgeml.central.performance import (
+    AccuracyEstimate,
+    RealizedAccuracy,
+    estimate_accuracy,
+    publish_accuracy,
+    realized_accuracy,
+)
+from edgeml.errors import BundleRejected, ObjectNotFoundError
+from edgeml.store.base import ObjectStore
+
+__all__ = ["GroupStatus", "ManifestSource", "Monitor"]
+
+log = logging.getLogger("edgeml.central")
+
+
+class ManifestSource:
+    """Manifests of published versions from the store (verified when a key ring is given), cached."""
+
+    def __init__(self, store: ObjectStore, ring: KeyRing | None = None) -> None:
+        self.store = store
+        self.ring = ring
+        self._cache: dict[tuple[str, int], Manifest | None] = {}
+
+    def get(self, model: str, version: int) -> Manifest | None:
+        key = (model, version)
+        if key not in self._cache:
+            self._cache[key] = self._load(model, version)
+        return self._cache[key]
+
+    def _load(self, model: str, version: int) -> Manifest | None:
+        # every profile's manifest carries the same reference statistics: any one will do
+        keys = [k for k in self.store.keys(f"bundles/{model}/{version}/") if k.endswith("/manifest.json")]
+        for key in keys:
+            try:
+                data = self.store.get(key)
+                if self.ring is None:
+                    return Manifest.model_validate(json.loads(data))
+                return verify_manifest(data, self.store.get(key + ".sig"), self.ring)
+            except (ObjectNotFoundError, BundleRejected) as exc:
+                log.warning("cannot use %s: %s", key, exc)
+        return None
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    model: str
+    version: int
+    group: str | None
+    rows: int
+    drift: DriftReport
+    estimate: AccuracyEstimate | None
+    realized: RealizedAccuracy | None
+
+    @property
+    def drifted(self) -> list[str]:
+        return [f.feature for f in self.drift.breaches]
+
+
+class Monitor:
+    """See the module docstring; ``evaluate`` is one round, ``start``/``stop`` a thread of them."""
+
+    def __init__(
+        self,
+        db: TelemetryStore,
+        manifests: ManifestSource,
+        *,
+        window: timedelta = timedelta(minutes=10),
+        interval_s: float = 30.0,
+        min_rows: int = 200,
+        alerter: Alerter | None = None,
+        on_drift: Callable[[GroupStatus], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.manifests = manifests
+        self.window = window
+        self.interval_s = interval_s
+        self.min_rows = min_rows
+        self.alerter = alerter
+        self.on_drift = on_drift
+        self.cache = ThresholdCache()
+        self.latest: list[GroupStatus] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def evaluate(self, now: datetime | None = None) -> list[GroupStatus]:
+        now = now or datetime.now(UTC)
+        since = now - self.window
+        grouped = defaultdict(list)
+        for batch in self.db.batches(since=since, until=now):
+            grouped[batch.model, batch.version, batch.group].append(batch)
+        statuses, signals = [], []
+        for (model, version, group), batches in sorted(grouped.items(), key=lambda kv: str(kv[0])):
+            if sum(b.rows for b in batches) < self.min_rows:
+                continue  # too few rows to tell drift from noise
+            manifest = self.manifests.get(model, version)
+            if manifest is None:
+                continue
+            pooled = pool_window(batches)
+            report = compute_drift(pooled, manifest, cache=self.cache)
+            publish_drift(report)
+            estimate = estimate_accuracy(pooled, manifest)
+            pairs = [
+                (f.predicted, f.label)
+                for f in self.db.feedback(model=model, version=version, group=group, since=since, until=now)
+                if f.predicted is not None
+            ]
+            realized = realized_accuracy(pairs)
+            publish_accuracy(model, version, group, estimate=estimate, realized=realized)
+            status = GroupStatus(model, version, group, pooled.rows, report, estimate, realized)
+            statuses.append(status)
+            signals += drift_signals(report) + ([accuracy_signal(estimate)] if estimate else [])
+        if self.alerter is not None:
+            self.alerter.process(signals)
+        for status in statuses:
+            if status.drifted and self.on_drift is not None:
+                self.on_drift(status)
+        self.latest = statuses
+        return statuses
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="edgeml-monitor", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.evaluate()
+            except Exception:  # a bad round must not end the watch
+                log.exception("monitor round failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,239 @@
+"""The fleet web page: one self-contained HTML document (inline CSS and SVG, no script, no fetches).
+
+It works on an appliance with no internet, and its charts need no JavaScript to draw.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from html import escape
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgeml.central.db import RowsPoint
+    from edgeml.central.drift import DriftReport
+    from edgeml.central.performance import AccuracyEstimate, RealizedAccuracy
+    from edgeml.central.routes.fleet import Fleet
+
+__all__ = ["WindowHealth", "render_fleet_page"]
+
+
+@dataclass(frozen=True)
+class WindowHealth:
+    """One model version on one device group over one window (feedback: by when it arrived)."""
+
+    model: str
+    version: int
+    group: str | None
+    start: datetime
+    end: datetime
+    rows: int
+    drift: DriftReport | None  # None: the version's manifest could not be read
+    estimated: AccuracyEstimate | None
+    realized: RealizedAccuracy | None
+
+
+CHART_W, CHART_H, PAD = 360, 90, 4
+
+_CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #1d2430; }
+h1 { font-size: 1.3rem; margin: 0 0 .3rem; } h2 { font-size: 1.05rem; margin: 1.6rem 0 .5rem; }
+.muted { color: #667085; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #e4e7ec; }
+th { background: #f2f4f7; font-weight: 600; }
+.online { color: #067647; } .offline { color: #b54708; } .decommissioned { color: #98a2b3; }
+.charts { display: flex; flex-wrap: wrap; gap: 1rem; }
+figure { margin: 0; border: 1px solid #e4e7ec; border-radius: 6px; padding: .5rem; }
+figcaption { font-size: .85rem; margin-bottom: .3rem; }
+svg rect.bar { fill: #2e90fa; } svg line.axis { stroke: #98a2b3; }
+svg polyline.estimated { fill: none; stroke: #7a5af8; stroke-width: 2; }
+svg circle.realized { fill: #f04438; }
+.legend-estimated { color: #7a5af8; } .legend-realized { color: #f04438; }
+.breach { color: #b42318; font-weight: 600; } .calm { color: #067647; }
+.counts span { margin-right: 1.2rem; }
+"""
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def _device_rows(fleet: Fleet) -> str:
+    if not fleet.devices:
+        return '<tr><td colspan="7" class="muted">No device registered yet.</td></tr>'
+    out = []
+    for d in fleet.devices:
+        version = f"{d.serving_model} v{d.serving_version}" if d.serving_model else "—"
+        out.append(
+            "<tr>"
+            f"<td>{escape(d.device_id)}</td>"
+            f"<td>{escape(d.group or '—')}</td>"
+            f"<td>{escape(d.profile)}</td>"
+            f"<td>{escape(version)}</td>"
+            f'<td title="{escape(d.last_seen.isoformat() if d.last_seen else "")}">'
+            f"{_ago(d.seconds_since_seen)}</td>"
+            f"<td>{d.spool_dropped}</td>"
+            f'<td class="{d.state}">{d.state}</td>'
+            "</tr>"
+        )
+    return "\n".join(out)
+
+
+def _chart(points: list[RowsPoint], start: datetime, span: timedelta, bucket: timedelta) -> str:
+    """Bars of rows per time bucket, on a shared time axis."""
+    top = max(p.rows for p in points) or 1
+    slots = max(1, round(span / bucket))
+    width = (CHART_W - 2 * PAD) / slots
+    bars = []
+    for p in points:
+        x = PAD + (p.start - start) / bucket * width
+        h = (CHART_H - 2 * PAD) * p.rows / top
+        bars.append(
+            f'<rect class="bar" x="{x:.1f}" y="{CHART_H - PAD - h:.1f}" width="{max(width - 1, 1):.1f}" '
+            f'height="{h:.1f}"><title>{escape(p.start.isoformat(timespec="minutes"))}: {p.rows} rows</title>'
+            "</rect>"
+        )
+    return (
+        f'<svg role="img" width="{CHART_W}" height="{CHART_H}" viewBox="0 0 {CHART_W} {CHART_H}" '
+        f'xmlns="http://www.w3.org/2000/svg"><line class="axis" x1="{PAD}" y1="{CHART_H - PAD}" '
+        f'x2="{CHART_W - PAD}" y2="{CHART_H - PAD}"/>{"".join(bars)}</svg>'
+    )
+
+
+def _charts(rows: list[RowsPoint], start: datetime, span: timedelta) -> str:
+    if not rows:
+        return '<p class="muted">No telemetry in this period.</p>'
+    bucket = span / 48
+    by_group: dict[str | None, list[RowsPoint]] = defaultdict(list)
+    for point in rows:
+        by_group[point.group].append(point)
+    figures = []
+    for group in sorted(by_group, key=lambda g: (g is None, g or "")):
+        points = by_group[group]
+        name = escape(group or "no group")
+        total = sum(p.rows for p in points)
+        figures.append(
+            f"<figure><figcaption><strong>{name}</strong> · {total:,} rows · peak "
+            f"{max(p.rows for p in points):,} per {bucket.total_seconds() / 60:.0f} min</figcaption>"
+            f"{_chart(points, start, span, bucket)}</figure>"
+        )
+    return f'<div class="charts">{"".join(figures)}</div>'
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _drift_cell(window: WindowHealth) -> str:
+    if window.drift is None:
+        return '<span class="muted">no manifest</span>'
+    breaches = window.drift.breaches
+    if not breaches:
+        return f'<span class="calm">no drift ({len(window.drift.features)} checked)</span>'
+    names = ", ".join(escape(f.feature) for f in breaches[:5]) + (" …" if len(breaches) > 5 else "")
+    return f'<span class="breach">{len(breaches)} drifted: {names}</span>'
+
+
+def _accuracy_chart(windows: list[WindowHealth], start: datetime, span: timedelta) -> str:
+    """Estimated accuracy as a line, realized accuracy as dots, per window end."""
+    values = [w.estimated.estimated for w in windows if w.estimated] + [
+        w.realized.accuracy for w in windows if w.realized
+    ]
+    if not values:
+        return '<p class="muted">no accuracy yet</p>'
+    low = min(0.5, *values)
+
+    def point(moment: datetime, value: float) -> tuple[float, float]:
+        x = PAD + (moment - start) / span * (CHART_W - 2 * PAD)
+        return x, CHART_H - PAD - (value - low) / (1 - low) * (CHART_H - 2 * PAD)
+
+    line = " ".join(
+        "{:.1f},{:.1f}".format(*point(w.end, w.estimated.estimated)) for w in windows if w.estimated
+    )
+    dots = "".join(
+        '<circle class="realized" cx="{:.1f}" cy="{:.1f}" r="3"/>'.format(*point(w.end, w.realized.accuracy))
+        for w in windows
+        if w.realized
+    )
+    return (
+        f'<svg role="img" width="{CHART_W}" height="{CHART_H}" viewBox="0 0 {CHART_W} {CHART_H}" '
+        f'xmlns="http://www.w3.org/2000/svg"><line class="axis" x1="{PAD}" y1="{CHART_H - PAD}" '
+        f'x2="{CHART_W - PAD}" y2="{CHART_H - PAD}"/>'
+        f'<polyline class="estimated" points="{line}"/>{dots}</svg>'
+        f'<div class="muted">axis from {low:.0%} to 100% · <span class="legend-estimated">estimated</span> · '
+        '<span class="legend-realized">realized</span></div>'
+    )
+
+
+def _model_health(windows: list[WindowHealth], start: datetime, span: timedelta) -> str:
+    if not windows:
+        return '<p class="muted">No telemetry in this period, so no drift or accuracy to show.</p>'
+    series: dict[tuple[str, int, str | None], list[WindowHealth]] = defaultdict(list)
+    for window in sorted(windows, key=lambda w: w.end):
+        series[window.model, window.version, window.group].append(window)
+    rows, figures = [], []
+    for (model, version, group), found in sorted(
+        series.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")
+    ):
+        latest = found[-1]
+        estimate = latest.estimated
+        name = f"{escape(model)} v{version} · {escape(group or 'no group')}"
+        rows.append(
+            f"<tr><td>{name}</td><td>{escape(latest.end.isoformat(timespec='minutes'))}</td>"
+            f"<td>{latest.rows:,}</td><td>{_drift_cell(latest)}</td>"
+            f"<td>{_pct(estimate.estimated if estimate else None)}</td>"
+            f"<td>{_pct(estimate.reference if estimate else None)}</td>"
+            f"<td>{_pct(latest.realized.accuracy if latest.realized else None)}</td></tr>"
+        )
+        chart = _accuracy_chart(found, start, span)
+        figures.append(f"<figure><figcaption><strong>{name}</strong></figcaption>{chart}</figure>")
+    return (
+        '<table id="model-health-table"><thead><tr><th>model · group</th><th>latest window end</th>'
+        "<th>rows</th><th>drift</th><th>estimated accuracy</th><th>holdout accuracy</th>"
+        "<th>realized accuracy</th></tr></thead><tbody>"
+        + "".join(rows)
+        + f'</tbody></table><div class="charts">{"".join(figures)}</div>'
+    )
+
+
+def render_fleet_page(
+    fleet: Fleet, rows: list[RowsPoint], span: timedelta, health: list[WindowHealth]
+) -> str:
+    """The page: devices, rows per group, and per model version and group drift and accuracy."""
+    start = fleet.generated_at - span
+    counts = " ".join(
+        f'<span class="{state}">{count} {state}</span>' for state, count in fleet.counts.items()
+    )
+    hours = span.total_seconds() / 3600
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="30">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>edgeml fleet</title><style>{_CSS}</style></head>
+<body>
+<h1>edgeml fleet</h1>
+<p class="muted">as of {escape(fleet.generated_at.isoformat(timespec="seconds"))};
+offline after {fleet.offline_after_s:.0f} s of silence</p>
+<p class="counts">{counts}</p>
+<h2>Devices</h2>
+<table id="devices"><thead><tr><th>device</th><th>group</th><th>profile</th><th>serving</th>
+<th>last seen</th><th>spool drops</th><th>state</th></tr></thead>
+<tbody>
+{_device_rows(fleet)}
+</tbody></table>
+<h2>Rows predicted per device group, last {hours:g} h</h2>
+{_charts(rows, start, span)}
+<h2>Drift and accuracy per model version and device group</h2>
+<section id="model-health">
+{_model_health(health, start, span)}
+</section>
+</body></html>
+"""

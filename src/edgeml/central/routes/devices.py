@@ -1,0 +1,60 @@
+"""Device registration, listing and decommissioning."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeml.central.db import Device, DeviceExists, UnknownDevice
+from edgeml.central.routes.deps import AdminDep, RegistrarDep, StateDep, errors
+from edgeml.central.routes.fleet import forget_device_series, update_fleet_gauges
+from edgeml.spec.types import Slug
+
+__all__ = ["RegisterRequest", "Registered", "router"]
+
+router = APIRouter(prefix="/v1/devices", tags=["devices"])
+
+
+class RegisterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: Slug | None = Field(None, description="the name in the device's agent.yaml; none: one is made")
+    group: Slug | None = Field(None, description="device group rollouts can target")
+    profile: Slug = Field(description="firmware profile the device runs")
+    model: Slug = Field(description="registered model the device serves")
+
+
+class Registered(BaseModel):
+    device: Device
+    token: str = Field(description="the device's bearer token: shown this once, stored only as a hash")
+
+
+@router.post("", status_code=201, response_model=Registered, responses=errors(401, 409, 413))
+def register(body: RegisterRequest, state: StateDep, _: RegistrarDep) -> Registered:
+    """Register a device (bootstrap or admin token); the answer holds its token, shown once."""
+    try:
+        device, token = state.store.register_device(
+            device_id=body.device_id, group=body.group, profile=body.profile, model=body.model
+        )
+    except DeviceExists as exc:
+        raise HTTPException(409, str(exc)) from exc
+    update_fleet_gauges(state)
+    return Registered(device=device, token=token)
+
+
+@router.get("", response_model=list[Device], responses=errors(401))
+def list_devices(state: StateDep, _: AdminDep) -> list[Device]:
+    """Every device ever registered, decommissioned ones included (admin)."""
+    return state.store.devices()
+
+
+@router.post("/{device_id}/decommission", response_model=Device, responses=errors(401, 404))
+def decommission(device_id: str, state: StateDep, _: AdminDep) -> Device:
+    """Retire a device (admin): its token stops working at once. Repeating it changes nothing."""
+    try:
+        device = state.store.decommission(device_id)
+    except UnknownDevice as exc:
+        raise HTTPException(404, str(exc)) from exc
+    forget_device_series(state, device)
+    update_fleet_gauges(state)
+    return device

@@ -1,0 +1,30 @@
+"""What bundle a device should run now."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+
+from edgeml.central.routes.deps import DeviceOrAdminDep, StateDep, errors
+from edgeml.central.routes.pointers import TargetAnswer, TargetsUnavailable
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/targets", tags=["targets"])
+
+
+@router.get("/{device_id}", response_model=TargetAnswer, responses=errors(401, 403, 404, 503))
+def target(device_id: str, state: StateDep, caller: DeviceOrAdminDep) -> TargetAnswer:
+    """The bundle the device should run, from the signed channel pointers (its own token, or admin).
+
+    The same choice the agent makes from the pointers when the central node is out of reach.
+    """
+    if caller is not None and caller.device_id != device_id:
+        raise HTTPException(403, "a device may only ask for its own target")
+    device = caller or state.store.device(device_id)
+    if device is None or not device.active:
+        raise HTTPException(404, f"no active device {device_id}")
+    try:
+        return state.targets.answer(device.device_id, device.model, device.profile, device.group)
+    except TargetsUnavailable as exc:
+        retry = str(state.config.limits.retry_after_s)
+        raise HTTPException(503, str(exc), headers={"Retry-After": retry}) from exc

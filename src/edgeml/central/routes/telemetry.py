@@ -1,0 +1,87 @@
+"""Telemetry intake: idempotent on (device, batch id), acknowledged only once committed."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, HTTPException, Response
+from fastapi.responses import JSONResponse
+
+from edgeml.agent.telemetry import TelemetryBatch
+from edgeml.central.db import BatchConflict, Device, Overloaded, TelemetryAck
+from edgeml.central.routes.deps import CentralState, DeviceDep, StateDep, errors
+from edgeml.central.routes.fleet import set_serving
+from edgeml.observability import (
+    DEVICE_LAST_SEEN,
+    DEVICE_SPOOL_DROPPED,
+    TELEMETRY_BATCHES,
+    TELEMETRY_LAG,
+    TELEMETRY_ROWS,
+)
+
+__all__ = ["PATH", "router"]
+
+PATH = "/v1/telemetry"
+#: set on the answer to a batch that was already stored (the answer is the stored one)
+REPLAYED = "Idempotent-Replayed"
+
+router = APIRouter(tags=["telemetry"])
+
+
+@router.post(
+    PATH,
+    response_model=TelemetryAck,
+    responses={
+        **errors(401, 403, 413, 429, 503),
+        200: {
+            "description": "Stored (or stored before: then the same answer, with Idempotent-Replayed: true)"
+        },
+        422: {
+            "description": "Not a valid batch (each error names its field), or a batch id this device "
+            "already used with a different body"
+        },
+    },
+)
+async def post_telemetry(
+    batch: TelemetryBatch, response: Response, state: StateDep, device: DeviceDep
+) -> Response | TelemetryAck:
+    """Ingest one batch (device token). The answer comes once the batch is committed to disk."""
+    if batch.device_id != device.device_id:
+        TELEMETRY_BATCHES.labels("rejected").inc()
+        raise HTTPException(403, f"this token belongs to {device.device_id}, not {batch.device_id}")
+    retry = {"Retry-After": str(state.config.limits.retry_after_s)}
+    try:
+        future = state.store.submit(batch)
+    except Overloaded as exc:
+        TELEMETRY_BATCHES.labels("throttled").inc()
+        raise HTTPException(429, f"busy: {exc}", headers=retry) from exc
+    try:
+        result = await asyncio.wrap_future(future)
+    except BatchConflict as exc:
+        TELEMETRY_BATCHES.labels("conflict").inc()
+        return JSONResponse(
+            {"detail": [{"loc": ["body", "batch_id"], "msg": str(exc), "type": "batch_id_reused"}]}, 422
+        )
+    if result.duplicate:
+        TELEMETRY_BATCHES.labels("duplicate").inc()
+        response.headers[REPLAYED] = "true"
+    else:
+        TELEMETRY_BATCHES.labels("accepted").inc()
+        _observe(state, batch, device, result.ack.received_at)
+    return result.ack
+
+
+def _observe(state: CentralState, batch: TelemetryBatch, device: Device, received: datetime) -> None:
+    """Fleet gauges after a new batch."""
+    group = device.group or ""
+    labels = (device.device_id, group)
+    DEVICE_LAST_SEEN.labels(*labels).set(received.timestamp())
+    TELEMETRY_ROWS.labels(batch.model, batch.group or group).inc(batch.rows)
+    if batch.dropped_before:
+        DEVICE_SPOOL_DROPPED.labels(*labels).inc(batch.dropped_before)
+    now = state.store.device(device.device_id)
+    if now is None or now.last_window_end != batch.window_end:
+        return  # an older window arriving late: the newest one's lag and version stand
+    TELEMETRY_LAG.labels(*labels).set(max(0.0, (datetime.now(UTC) - batch.window_end).total_seconds()))
+    set_serving(state, now)

@@ -1,0 +1,59 @@
+"""`edgeml central init` and the config it writes (`central run` is exercised in test_delivery)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from edgeml.bundle.keys import init_keys
+from edgeml.central.app import create_app
+from edgeml.central.config import load_central_config
+from edgeml.cli import main
+from edgeml.errors import ConfigError
+
+from .conftest import running
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_init_writes_a_config_that_runs(tmp_path: Path, clean_env: Path) -> None:
+    init_keys(clean_env)
+    out = tmp_path / "central"
+    assert main(["central", "init", "--out", str(out), "--port", "9123"]) == 0
+    assert mode(out / "admin.token") == 0o600
+    assert mode(out / "bootstrap.token") == 0o600
+    config = load_central_config(out / "central.yaml")
+    assert config.port == 9123
+    assert config.db_path == out.resolve() / "telemetry.duckdb"  # relative to the config's folder
+    assert config.keyring == out.resolve() / "keyring"
+    assert list(config.keyring.glob("*.pub"))
+    assert config.store is not None
+    assert config.store.url == (clean_env / "store").resolve().as_uri()
+    assert len(config.admin_token()) >= 40
+    assert config.admin_token() != config.bootstrap_token()
+    with running(config) as central:  # the folder is all it takes
+        assert central.client.get("/readyz").status_code == 200
+    # a second init never overwrites tokens
+    assert main(["central", "init", "--out", str(out)]) == 2
+    assert load_central_config(out / "central.yaml").admin_token() == config.admin_token()
+
+
+def test_overrides_and_config_errors(tmp_path: Path) -> None:
+    (tmp_path / "admin.token").write_text("secret\n")
+    (tmp_path / "admin.token").chmod(0o644)
+    path = tmp_path / "central.yaml"
+    path.write_text("db_path: t.duckdb\nadmin_token_file: admin.token\n")
+    config = load_central_config(path, host="127.0.0.2", port=None)
+    assert (config.host, config.port) == ("127.0.0.2", 8080)
+    with pytest.raises(ConfigError, match="readable by others"):
+        create_app(config)
+    path.write_text("db_path: t.duckdb\nadmin_token_file: admin.token\nport: 80000\nextra: 1\n")
+    with pytest.raises(ConfigError, match=r"port: .*; extra: Extra inputs are not permitted"):
+        load_central_config(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_central_config(path)

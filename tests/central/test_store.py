@@ -1,0 +1,114 @@
+"""The telemetry store on its own: durability across reopening, retention, the query API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from edgeml.central.db import CompactResult, FeedbackItem, StoreClosed, TelemetryStore
+
+from .conftest import make_batch
+
+
+def count(store: TelemetryStore, table: str) -> int:
+    rows = store.write(lambda con: con.execute(f"SELECT count(*) FROM {table}").fetchall()).result()
+    return int(rows[0][0])
+
+
+def test_acknowledged_batches_and_devices_survive_closing_and_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "t.duckdb"
+    with TelemetryStore(path) as store:
+        _, token = store.register_device(device_id="dev-1", group="g", profile="x86-64-generic", model="pump")
+        acked = [store.ingest(make_batch(group="g", dropped_before=i % 2)) for i in range(50)]
+        sent = store.batches()
+    with TelemetryStore(path) as store:
+        assert store.batches() == sent
+        assert {b.batch_id for b in sent} == {a.ack.batch_id for a in acked}
+        assert count(store, "batch_features") == 100  # two features per batch
+        assert count(store, "batch_labels") == 100  # two classes per batch
+        again = store.ingest(sent[0])
+        assert again.duplicate
+        assert again.ack == acked[0].ack  # the stored answer, after a restart too
+        known = store.authenticate(token)
+        assert known is not None
+        assert known.dropped_total == 25
+        assert known.serving_version == 1
+        assert known.last_seen is not None
+
+
+def test_queries_filter_by_model_version_group_and_window(tmp_path: Path) -> None:
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    with TelemetryStore(tmp_path / "t.duckdb") as store:
+        batches = [
+            make_batch(group=group, version=version, window_end=t0 + timedelta(minutes=minute))
+            for minute, (group, version) in enumerate([("a", 1), ("b", 1), ("a", 2), (None, 2), ("a", 1)])
+        ]
+        for batch in reversed(batches):
+            store.ingest(batch)
+        assert store.batches() == batches  # by window end, whatever the arrival order
+        assert store.batches(group="a", version=1) == [batches[0], batches[4]]
+        assert store.batches(version=2) == [batches[2], batches[3]]
+        assert store.batches(model="other") == []
+        # (since, until]: consecutive ranges share no batch
+        assert store.batches(since=t0, until=t0 + timedelta(minutes=2)) == batches[1:3]
+        assert store.batches(since=t0 + timedelta(minutes=2)) == batches[3:]
+        assert store.batches(device="dev-1", until=t0) == [batches[0]]
+        points = store.rows_over_time(t0 - timedelta(minutes=1), timedelta(minutes=10))
+        assert {(p.group, p.rows) for p in points} == {("a", 30), ("b", 10), (None, 10)}
+
+
+def test_feedback_latest_label_per_prediction_with_the_device_group(tmp_path: Path) -> None:
+    with TelemetryStore(tmp_path / "t.duckdb") as store:
+        store.register_device(device_id="dev-1", group="line-a", profile="p", model="pump")
+        store.add_feedback(
+            [
+                FeedbackItem(prediction_id="p1", label="ok", predicted="ok", device_id="dev-1", model="pump"),
+                FeedbackItem(prediction_id="p2", label=3.5, predicted=3.0),
+            ],
+            source="admin",
+        )
+        store.add_feedback(
+            [FeedbackItem(prediction_id="p1", label="fault", device_id="dev-1")], source="dev-1"
+        )
+        records = {r.prediction_id: r for r in store.feedback()}
+        assert records["p1"].label == "fault"
+        assert records["p1"].group == "line-a"
+        assert records["p1"].source == "dev-1"
+        assert records["p2"].label == 3.5
+        assert records["p2"].group is None
+        assert [r.prediction_id for r in store.feedback(group="line-a")] == ["p1"]
+        # the model filter sees the latest label only: p1's latest names no model
+        assert store.feedback(model="pump") == []
+
+
+def test_retention_deletes_old_telemetry_and_feedback_and_keeps_the_rest(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    with TelemetryStore(tmp_path / "t.duckdb", retention_days=7) as store:
+        for _ in range(3):
+            store.ingest(make_batch(window_end=now - timedelta(days=8)))
+        fresh = store.ingest(make_batch(window_end=now - timedelta(days=6)))
+        store.add_feedback([FeedbackItem(prediction_id="p", label="ok")], source="admin")
+        assert store.compact(now) == CompactResult(batches=3, feedback=0)
+        assert [b.batch_id for b in store.batches()] == [fresh.ack.batch_id]
+        assert count(store, "batch_features") == 2
+        assert count(store, "batch_labels") == 2
+        assert len(store.feedback()) == 1
+    with TelemetryStore(tmp_path / "t.duckdb", retention_days=7) as store:  # committed, checkpointed
+        assert [b.batch_id for b in store.batches()] == [fresh.ack.batch_id]
+        # a week on, the rest is past it too; labels count from when they arrived
+        assert store.compact(now + timedelta(days=7, seconds=1)) == CompactResult(batches=1, feedback=1)
+        assert store.batches() == []
+        assert store.feedback() == []
+        assert count(store, "batch_features") == 0
+
+
+def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
+    store = TelemetryStore(tmp_path / "t.duckdb")
+    store.close()
+    store.close()  # twice is fine
+    with pytest.raises(StoreClosed):
+        store.submit(make_batch())
+    with pytest.raises(StoreClosed):
+        store.batches()
