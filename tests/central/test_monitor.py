@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from agent.conftest import Publisher, with_golden
 from bundle.conftest import make_manifest, write_model
@@ -19,7 +18,8 @@ from edgeml.bundle.manifest import Reference
 from edgeml.bundle.reference import numeric_histogram
 from edgeml.bundle.verify import fetch_bundle
 from edgeml.central.db import TelemetryStore
-from edgeml.central.monitor import GroupStatus, ManifestSource, Monitor
+from edgeml.central.monitor import GroupStatus, Monitor
+from edgeml.central.routes.pointers import TargetResolver
 from edgeml.observability import REGISTRY
 
 
@@ -64,7 +64,7 @@ def test_only_the_drifted_group_is_flagged_and_handed_to_retraining(
                 db.ingest(batch)
         monitor = Monitor(
             db,
-            ManifestSource(publisher.store, KeyRing.from_dir(publisher.ring)),
+            TargetResolver(publisher.store, publisher.ring, 5).manifest,
             window=timedelta(minutes=5),
             on_drift=triggered.append,
         )
@@ -75,6 +75,8 @@ def test_only_the_drifted_group_is_flagged_and_handed_to_retraining(
     assert by_group["line-b"].drifted == ["a"]
     assert [s.group for s in triggered] == ["line-b"]
     assert by_group["line-b"].rows == 600
+    assert by_group["line-b"].snapshot == "snap"
+    assert len(monitor.history) == 1
     breach = REGISTRY.get_sample_value(
         "edgeml_drift_breach_info", {"model": "pump", "version": "1", "group": "line-b", "feature": "a"}
     )
@@ -91,11 +93,9 @@ def test_too_few_rows_are_not_judged(publisher: Publisher, tmp_path: Path) -> No
         db.register_device(group="line-a", profile="x86-64-generic", model="pump", device_id="d1")
         for batch in _telemetry(model, "d1", "line-a", 5.0, 1):
             db.ingest(batch)
-        monitor = Monitor(db, ManifestSource(publisher.store), min_rows=10_000)
+        monitor = Monitor(db, TargetResolver(publisher.store, publisher.ring, 5).manifest, min_rows=10_000)
         assert monitor.evaluate(datetime.now(UTC) + timedelta(seconds=1)) == []
 
 
-@pytest.mark.parametrize("ring", [True, False])
-def test_an_unpublished_version_is_skipped(publisher: Publisher, tmp_path: Path, ring: bool) -> None:
-    source = ManifestSource(publisher.store, KeyRing.from_dir(publisher.ring) if ring else None)
-    assert source.get("pump", 9) is None
+def test_an_unpublished_version_is_skipped(publisher: Publisher, tmp_path: Path) -> None:
+    assert TargetResolver(publisher.store, publisher.ring, 5).manifest("pump", 9, "x86-64-generic") is None

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from edgeml.bundle.manifest import CategoryCounts, Histogram, InputField, Manifest
+from edgeml.bundle.manifest import CategoryCounts, Count, Histogram, InputField, Manifest
 from edgeml.bundle.reference import PROBABILITY_EDGES, bin_counts, category_counts
 from edgeml.observability import TELEMETRY_DROPPED
 
@@ -70,17 +70,14 @@ class FeatureTelemetry(_Wire):
 
     edges: list[float] | None = Field(None, description="histogram cut points (numeric; text: length)")
     values: list[str] | None = Field(None, description="reference categories; counts ends with 'other'")
-    counts: list[int] = Field(
+    counts: list[Count] = Field(
         default_factory=list, description="per bin or category; empty when the manifest has no reference"
     )
-    missing: int = Field(
+    missing: Count = Field(
         0,
-        ge=0,
         description="None or NaN: not in counts, except text's (length 0, as the reference counts them)",
     )
-    out_of_range: int = Field(
-        0, ge=0, description="below the input's min, above its max, or not in its values"
-    )
+    out_of_range: Count = Field(0, description="below the input's min, above its max, or not in its values")
 
 
 class CalibratedSums(_Wire):
@@ -90,7 +87,7 @@ class CalibratedSums(_Wire):
     expected_correct: float = Field(
         description="sum over rows of the predicted class's calibrated probability (/ rows: accuracy)"
     )
-    rows: int = Field(ge=0, description="rows summed: those with finite probabilities")
+    rows: Count = Field(description="rows summed: those with finite probabilities")
 
 
 class SampleRow(_Wire):
@@ -108,24 +105,26 @@ class TelemetryBatch(_Wire):
     device_id: str
     batch_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="uuid4 hex: the idempotency key")
     model: str
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)
     profile: str
     group: str | None = None
     window_start: AwareDatetime
     window_end: AwareDatetime
-    rows: int = Field(ge=0, description="rows predicted")
-    requests: int = Field(ge=0, description="requests answered")
-    errors: dict[str, int] = Field(default_factory=dict, description="failed requests by kind")
+    rows: Count = Field(description="rows predicted")
+    requests: Count = Field(description="requests answered")
+    errors: dict[str, Count] = Field(default_factory=dict, description="failed requests by kind")
     features: dict[str, FeatureTelemetry]
-    predictions: dict[str, int] = Field(description="predicted label counts (classifiers, clusters, anomaly)")
+    predictions: dict[str, Count] = Field(
+        description="predicted label counts (classifiers, clusters, anomaly)"
+    )
     scores: dict[str, Histogram] = Field(description="same keys and edges as the manifest's reference scores")
     calibration: CalibratedSums | None = None
     latency: Histogram = Field(description="request latency, seconds, on LATENCY_EDGES")
     sample: list[SampleRow] = Field(
         default_factory=list, description="reservoir sample of rows; only under compliance 'none'"
     )
-    dropped_before: int = Field(
-        0, ge=0, description="batches this device dropped (spool full) since the last one it kept"
+    dropped_before: Count = Field(
+        0, description="batches this device dropped (spool full) since the last one it kept"
     )
 
 

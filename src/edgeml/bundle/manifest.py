@@ -7,7 +7,7 @@ covers those exact bytes, and the parser runs only after the signature checked o
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +18,7 @@ __all__ = [
     "MODEL_FILES",
     "Calibration",
     "CategoryCounts",
+    "Count",
     "FileEntry",
     "Golden",
     "Histogram",
@@ -40,6 +41,10 @@ MODEL_FILES = {
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: a count that fits the 64-bit integer columns every store of it uses
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class FileEntry(_Model):
@@ -73,8 +78,8 @@ class Histogram(_Model):
 
     kind: Literal["histogram"] = "histogram"
     edges: list[float]
-    counts: list[int]
-    missing: int = 0
+    counts: list[Count]
+    missing: Count = 0
 
 
 class CategoryCounts(_Model):
@@ -82,8 +87,8 @@ class CategoryCounts(_Model):
 
     kind: Literal["categories"] = "categories"
     values: list[str]
-    counts: list[int]
-    missing: int = 0
+    counts: list[Count]
+    missing: Count = 0
 
 
 class Calibration(_Model):
@@ -123,7 +128,7 @@ class Windows(_Model):
 class Manifest(_Model):
     format: Literal[1] = 1
     model: str
-    version: int = Field(ge=1, description="monotonic: the registered model version")
+    version: int = Field(ge=1, le=2**31 - 1, description="monotonic: the registered model version")
     profile: str
     runtime: Literal["onnxruntime", "openvino"]
     precision: str

@@ -14,8 +14,9 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,9 +26,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgeml import __version__
+from edgeml.central.alerts import Alerter
 from edgeml.central.config import CentralConfig
 from edgeml.central.db import Overloaded, StoreClosed, TelemetryStore
-from edgeml.central.routes import devices, feedback, fleet, health, targets, telemetry
+from edgeml.central.monitor import GroupStatus, Monitor
+from edgeml.central.routes import devices, drift, feedback, fleet, health, targets, telemetry
 from edgeml.central.routes.deps import CentralState
 from edgeml.central.routes.pointers import TargetResolver
 from edgeml.observability import HTTP_REQUEST_SECONDS, TELEMETRY_BATCHES
@@ -171,13 +174,34 @@ def create_app(config: CentralConfig) -> FastAPI:
         config=config, store=store, admin_token=admin, bootstrap_token=bootstrap, targets=resolver
     )
     fleet.restore_gauges(state)
+    alerter = (
+        Alerter(config.alerts.webhook_url, repeat_after_s=config.alerts.repeat_after_s)
+        if config.alerts.webhook_url
+        else None
+    )
+    if config.monitor.enabled:
+        state.monitor = Monitor(
+            store,
+            resolver.manifest,
+            window=timedelta(seconds=config.monitor.window_s),
+            interval_s=config.monitor.interval_s,
+            min_rows=config.monitor.min_rows,
+            alerter=alerter,
+            on_drift=_retrainer(config),
+        )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(_compact_forever(store, config.compact_every_s))
+        if state.monitor is not None:
+            state.monitor.start()
         try:
             yield
         finally:
+            if state.monitor is not None:
+                await run_in_threadpool(state.monitor.stop)
+            if alerter is not None:
+                alerter.close()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -190,7 +214,7 @@ def create_app(config: CentralConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.central = state
-    for module in (devices, targets, telemetry, feedback, fleet, health):
+    for module in (devices, targets, telemetry, feedback, fleet, drift, health):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for error in (Overloaded, StoreClosed):
@@ -198,3 +222,39 @@ def create_app(config: CentralConfig) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=int(config.limits.max_body_bytes))
     app.add_middleware(TimingMiddleware)  # outermost: 413s are timed too
     return app
+
+
+def _retrainer(config: CentralConfig) -> Callable[[GroupStatus], None] | None:
+    """On drift: the pipeline as a job, to the canary of the drifted group; once per served version."""
+    spec = config.retrain.spec
+    if spec is None:
+        return None
+    from edgeml.central.retrain import current_retraining, submit_retraining
+    from edgeml.errors import EdgemlError
+    from edgeml.settings import load_settings
+
+    settings = load_settings({"EDGEML_HOME": str(config.retrain.home)} if config.retrain.home else None)
+
+    def retrain(status: GroupStatus) -> None:
+        last = current_retraining(status.model, settings)
+        if last is not None and last.since_snapshot == status.snapshot and last.state != "failed":
+            return  # this version's data was retrained on already (or is being)
+        try:
+            job = submit_retraining(
+                spec,
+                settings,
+                status.snapshot,
+                groups=[status.group] if status.group else [],
+                dashboard_address=config.retrain.dashboard,
+            ).job
+        except EdgemlError as exc:
+            log.error("retraining %s after drift in %s failed to start: %s", status.model, status.group, exc)
+            return
+        log.warning(
+            "drift in %s (%s): retraining job %s submitted",
+            status.group,
+            ", ".join(status.drifted),
+            job.job_id,
+        )
+
+    return retrain

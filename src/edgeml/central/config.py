@@ -18,7 +18,16 @@ from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, Va
 from edgeml.errors import ConfigError
 from edgeml.settings import S3Settings
 
-__all__ = ["CentralConfig", "LimitsConfig", "StoreConfig", "load_central_config", "read_token_file"]
+__all__ = [
+    "AlertsConfig",
+    "CentralConfig",
+    "LimitsConfig",
+    "MonitorConfig",
+    "RetrainConfig",
+    "StoreConfig",
+    "load_central_config",
+    "read_token_file",
+]
 
 
 class _Strict(BaseModel):
@@ -60,6 +69,30 @@ class LimitsConfig(_Strict):
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 429 and 503")
 
 
+class MonitorConfig(_Strict):
+    """The watch over telemetry: drift and accuracy per model, version and device group."""
+
+    enabled: bool = Field(True, description="run the watch (off: only the fleet page computes drift)")
+    interval_s: float = Field(30.0, gt=0, description="seconds between rounds")
+    window_s: float = Field(600.0, gt=0, description="each round judges telemetry from this far back")
+    min_rows: int = Field(200, ge=1, description="a group with fewer rows in the window is not judged")
+
+
+class AlertsConfig(_Strict):
+    webhook_url: str | None = Field(None, description="where alerts are POSTed (JSON); none: gauges only")
+    repeat_after_s: float = Field(4 * 3600.0, gt=0, description="a firing alert is sent again after this")
+
+
+class RetrainConfig(_Strict):
+    """Retraining on drift: the pipeline, submitted as a job, to the canary of the drifted group."""
+
+    spec: Path | None = Field(None, description="the pipeline spec to run; none: no automatic retraining")
+    home: Path | None = Field(None, description="appliance home the job runs with (store, MLflow, keys)")
+    dashboard: str | None = Field(None, description="Ray dashboard to submit to; none: a local job")
+
+    _paths = field_validator("spec", "home")(_relative_to_config)
+
+
 class CentralConfig(_Strict):
     """The central node."""
 
@@ -81,6 +114,9 @@ class CentralConfig(_Strict):
     host: str = Field("127.0.0.1", description="address to serve on (0.0.0.0: every interface)")
     port: int = Field(8080, ge=0, le=65535)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
 
     _paths = field_validator("db_path", "admin_token_file", "bootstrap_token_file", "keyring")(
         _relative_to_config

@@ -200,7 +200,7 @@ class FeedbackItem(_Record):
     label: str | float = Field(description="the true class or value")
     predicted: str | float | None = Field(None, description="what the model answered, when known")
     model: str | None = Field(None, max_length=128)
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=2**31 - 1)
     device_id: str | None = Field(None, max_length=128, description="the device that predicted")
 
 

@@ -11,7 +11,6 @@ accuracy from the calibrated sums and measures it from feedback labels
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import defaultdict
@@ -19,9 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from edgeml.bundle.keys import KeyRing
 from edgeml.bundle.manifest import Manifest
-from edgeml.bundle.verify import verify_manifest
 from edgeml.central.alerts import Alerter, accuracy_signal, drift_signals
 from edgeml.central.db import TelemetryStore
 from edgeml.central.drift import DriftReport, ThresholdCache, compute_drift, pool_window, publish_drift
@@ -32,40 +29,14 @@ from edgeml.central.performance import (
     publish_accuracy,
     realized_accuracy,
 )
-from edgeml.errors import BundleRejected, ObjectNotFoundError
-from edgeml.store.base import ObjectStore
 
-__all__ = ["GroupStatus", "ManifestSource", "Monitor"]
+__all__ = ["GroupStatus", "ManifestFor", "Monitor"]
 
 log = logging.getLogger("edgeml.central")
 
 
-class ManifestSource:
-    """Manifests of published versions from the store (verified when a key ring is given), cached."""
-
-    def __init__(self, store: ObjectStore, ring: KeyRing | None = None) -> None:
-        self.store = store
-        self.ring = ring
-        self._cache: dict[tuple[str, int], Manifest | None] = {}
-
-    def get(self, model: str, version: int) -> Manifest | None:
-        key = (model, version)
-        if key not in self._cache:
-            self._cache[key] = self._load(model, version)
-        return self._cache[key]
-
-    def _load(self, model: str, version: int) -> Manifest | None:
-        # every profile's manifest carries the same reference statistics: any one will do
-        keys = [k for k in self.store.keys(f"bundles/{model}/{version}/") if k.endswith("/manifest.json")]
-        for key in keys:
-            try:
-                data = self.store.get(key)
-                if self.ring is None:
-                    return Manifest.model_validate(json.loads(data))
-                return verify_manifest(data, self.store.get(key + ".sig"), self.ring)
-            except (ObjectNotFoundError, BundleRejected) as exc:
-                log.warning("cannot use %s: %s", key, exc)
-        return None
+#: the signed manifest of (model, version, profile), or None when it cannot be read
+ManifestFor = Callable[[str, int, str], Manifest | None]
 
 
 @dataclass(frozen=True)
@@ -74,6 +45,7 @@ class GroupStatus:
     version: int
     group: str | None
     rows: int
+    snapshot: str  # the data the version was trained on: retraining starts after it
     drift: DriftReport
     estimate: AccuracyEstimate | None
     realized: RealizedAccuracy | None
@@ -89,7 +61,7 @@ class Monitor:
     def __init__(
         self,
         db: TelemetryStore,
-        manifests: ManifestSource,
+        manifests: ManifestFor,
         *,
         window: timedelta = timedelta(minutes=10),
         interval_s: float = 30.0,
@@ -106,6 +78,8 @@ class Monitor:
         self.on_drift = on_drift
         self.cache = ThresholdCache()
         self.latest: list[GroupStatus] = []
+        self.history: list[tuple[datetime, list[GroupStatus]]] = []  # the last rounds, for the page
+        self.keep_rounds = 500
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -113,13 +87,15 @@ class Monitor:
         now = now or datetime.now(UTC)
         since = now - self.window
         grouped = defaultdict(list)
+        profiles = {}
         for batch in self.db.batches(since=since, until=now):
             grouped[batch.model, batch.version, batch.group].append(batch)
+            profiles[batch.model, batch.version] = batch.profile
         statuses, signals = [], []
         for (model, version, group), batches in sorted(grouped.items(), key=lambda kv: str(kv[0])):
             if sum(b.rows for b in batches) < self.min_rows:
                 continue  # too few rows to tell drift from noise
-            manifest = self.manifests.get(model, version)
+            manifest = self.manifests(model, version, profiles[model, version])
             if manifest is None:
                 continue
             pooled = pool_window(batches)
@@ -133,7 +109,9 @@ class Monitor:
             ]
             realized = realized_accuracy(pairs)
             publish_accuracy(model, version, group, estimate=estimate, realized=realized)
-            status = GroupStatus(model, version, group, pooled.rows, report, estimate, realized)
+            status = GroupStatus(
+                model, version, group, pooled.rows, manifest.snapshot, report, estimate, realized
+            )
             statuses.append(status)
             signals += drift_signals(report) + ([accuracy_signal(estimate)] if estimate else [])
         if self.alerter is not None:
@@ -142,6 +120,8 @@ class Monitor:
             if status.drifted and self.on_drift is not None:
                 self.on_drift(status)
         self.latest = statuses
+        self.history.append((now, statuses))
+        del self.history[: -self.keep_rounds]
         return statuses
 
     def start(self) -> None:

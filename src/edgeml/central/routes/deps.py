@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from edgeml.central.config import CentralConfig
 from edgeml.central.db import Device, TelemetryStore
+from edgeml.central.monitor import Monitor
 from edgeml.central.routes.pointers import TargetResolver
 
 __all__ = [
@@ -38,6 +39,7 @@ class CentralState:
     targets: TargetResolver
     # device id -> the DEVICE_MODEL labels set for it, so a version change removes the old series
     serving_labels: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)
+    monitor: Monitor | None = None  # the watch over drift and accuracy (None: disabled)
 
 
 class ErrorBody(BaseModel):

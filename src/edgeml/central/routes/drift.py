@@ -1,0 +1,63 @@
+"""``/v1/drift``: what the central node's watch concluded, last round and over time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import AwareDatetime, BaseModel, Field
+
+from edgeml.central.monitor import GroupStatus
+from edgeml.central.routes.deps import FleetReaderDep, StateDep, errors
+
+__all__ = ["DriftStatus", "DriftView", "router"]
+
+router = APIRouter(prefix="/v1/drift", tags=["drift"])
+
+
+class DriftStatus(BaseModel):
+    at: AwareDatetime = Field(description="when the round ran")
+    model: str
+    version: int
+    group: str | None
+    rows: int = Field(description="rows predicted in the round's window")
+    drifted: list[str] = Field(description="features, scores or labels over their threshold")
+    max_js: float | None = Field(description="largest Jensen-Shannon distance of any input to its reference")
+    estimated_accuracy: float | None = Field(description="from calibrated probabilities, without labels")
+    reference_accuracy: float | None = Field(description="the holdout accuracy the version was trained to")
+    realized_accuracy: float | None = Field(description="from feedback labels in the window")
+
+
+class DriftView(BaseModel):
+    enabled: bool
+    latest: list[DriftStatus]
+    history: list[DriftStatus] = Field(description="every round kept, oldest first")
+
+
+def _status(at: datetime, s: GroupStatus) -> DriftStatus:
+    js = [m.value for f in s.drift.features if f.kind == "feature" for m in f.scores if m.method == "js"]
+    return DriftStatus(
+        at=at,
+        model=s.model,
+        version=s.version,
+        group=s.group,
+        rows=s.rows,
+        drifted=s.drifted,
+        max_js=max(js) if js else None,
+        estimated_accuracy=s.estimate.estimated if s.estimate else None,
+        reference_accuracy=s.estimate.reference if s.estimate else None,
+        realized_accuracy=s.realized.accuracy if s.realized else None,
+    )
+
+
+@router.get("", response_model=DriftView, responses=errors(401))
+def drift(state: StateDep, _: FleetReaderDep) -> DriftView:
+    """Drift and accuracy per model version and device group: the latest round and the rounds kept."""
+    monitor = state.monitor
+    if monitor is None:
+        return DriftView(enabled=False, latest=[], history=[])
+    history = list(monitor.history)
+    latest = [_status(history[-1][0], s) for s in history[-1][1]] if history else []
+    return DriftView(
+        enabled=True, latest=latest, history=[_status(at, s) for at, round_ in history for s in round_]
+    )
