@@ -19,7 +19,8 @@ mixes two versions.
 
 :class:`Serving` holds the protocol logic with no web framework in it (bytes in, status and
 JSON bytes out), so Ray Serve answers exactly as the agent does; :func:`create_app` is the
-thin Starlette layer over it that adds body limits.
+thin Starlette layer over it that adds body limits. ``edgeml serve`` runs the same app in
+each Ray Serve replica, its inference requests going through :meth:`Serving.answer_batch`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -45,7 +46,7 @@ from edgeml.agent.inputs import Batch, InputError, Schema
 from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.observability import INFERENCE_REQUESTS, INFERENCE_ROWS, INFERENCE_SECONDS, render_metrics
 
-__all__ = ["Answer", "Serving", "create_app"]
+__all__ = ["Answer", "Call", "Serving", "create_app"]
 
 log = logging.getLogger("edgeml.agent")
 
@@ -62,6 +63,15 @@ class Answer(NamedTuple):
 
     status: int
     body: bytes
+
+
+class Call(NamedTuple):
+    """One inference request, its body unread by the protocol logic yet (for batching)."""
+
+    protocol: str  # "predict" or "v2"
+    body: bytes
+    name: str | None = None  # v2: the model and version the route names
+    version: str | None = None
 
 
 def _error(status: int, message: str, field: str | None = None) -> Answer:
@@ -176,6 +186,20 @@ class _Served:
         ]
 
 
+def _run_joint(model: LoadedModel, batches: Sequence[Batch]) -> dict[str, list[np.ndarray]] | None:
+    """Each output split back per batch, after one run over all their rows; None if that run fails."""
+    feeds = {name: np.concatenate([b.feeds[name] for b in batches]) for name in batches[0].feeds}
+    rows = sum(b.rows for b in batches)
+    try:
+        outputs = model.runtime.run(feeds)
+    except Exception:  # the caller runs the batches alone, to answer each with its own outcome
+        return None
+    if any(array.shape[:1] != (rows,) for array in outputs.values()):
+        return None  # an output that is not one row per input row cannot be split back
+    cuts = np.cumsum([b.rows for b in batches[:-1]])
+    return {name: np.split(array, cuts) for name, array in outputs.items()}
+
+
 def _per_row(array: np.ndarray) -> list[Any]:
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
@@ -215,12 +239,55 @@ class Serving:
         if model is None:
             return self._not_ready("v2")
         served = self._state(model)
-        missing = self._wrong_model(served, name, version)
+        missing = self._not_served_here(served, name, version)
         if missing is not None:
-            served.count("v2", "bad_input")
-            self.holder.observe_error(model, "bad-input")
             return missing
         return self._run(served, "v2", body, data)
+
+    def answer(self, call: Call) -> Answer:
+        """One request, as :meth:`predict` or :meth:`infer` answers it."""
+        if call.protocol == "v2":
+            return self.infer(call.name or "", call.version, call.body)
+        return self.predict(call.body)
+
+    def answer_batch(self, calls: Sequence[Call]) -> list[Answer]:
+        """Answers to several requests whose rows go through the model in one run (dynamic batching).
+
+        The current model is read once, so every answer of a batch comes from the same version.
+        Each request is validated on its own (a bad one gets its own 4xx); if the joint run
+        fails, the requests are run one by one, so that only those the model fails on get a 500.
+        """
+        model = self.holder.current
+        if model is None:
+            return [self._not_ready(call.protocol) for call in calls]
+        served = self._state(model)
+        answers: list[Answer | None] = [None] * len(calls)
+        parsed: list[tuple[int, Batch, float]] = []
+        for i, call in enumerate(calls):
+            if call.protocol == "v2":
+                answers[i] = self._not_served_here(served, call.name or "", call.version)
+                if answers[i] is not None:
+                    continue
+            try:
+                data = _decode(call.body)
+                start = time.perf_counter()
+                parsed.append((i, self._parse(served, call.protocol, data), start))
+            except InputError as exc:
+                answers[i] = self._refuse(served, call.protocol, exc)
+        joint = _run_joint(model, [batch for _, batch, _ in parsed]) if len(parsed) > 1 else None
+        for n, (i, batch, start) in enumerate(parsed):
+            protocol = calls[i].protocol
+            if joint is not None:
+                outputs = {name: parts[n] for name, parts in joint.items()}
+            else:
+                try:
+                    outputs = model.runtime.run(batch.feeds)
+                except Exception as exc:  # the runtime's own error types differ per runtime and version
+                    answers[i] = self._failed(served, protocol, batch, exc)
+                    continue
+            answers[i] = self._reply(served, protocol, batch, outputs, start)
+        assert all(answer is not None for answer in answers)
+        return answers  # type: ignore[return-value]
 
     def too_large(self, protocol: str, limit: int) -> Answer:
         """A body over ``limit`` bytes: counted, and answered 413 without reading the rest."""
@@ -245,33 +312,55 @@ class Serving:
         self.holder.observe_error(None, "not-ready")
         return _error(503, "no model is loaded yet")
 
-    def _run(self, served: _Served, protocol: str, body: bytes | None, data: Any) -> Answer:
+    def _not_served_here(self, served: _Served, name: str, version: str | None) -> Answer | None:
+        """A 404 (counted) when the route names another model or version, else None."""
+        missing = self._wrong_model(served, name, version)
+        if missing is not None:
+            served.count("v2", "bad_input")
+            self.holder.observe_error(served.model, "bad-input")
+        return missing
+
+    def _parse(self, served: _Served, protocol: str, data: Any) -> Batch:
+        """The request's rows, validated; raises :class:`InputError`."""
+        batch = served.schema.parse_v2(data) if protocol == "v2" else served.schema.parse_records(data)
+        if batch.outputs is not None:
+            names = served.model.runtime.output_names
+            unknown = [n for n in batch.outputs if n not in names]
+            if unknown:
+                raise InputError("outputs", f"unknown output {unknown[0]!r} (the model gives {names})")
+        return batch
+
+    def _refuse(self, served: _Served, protocol: str, exc: InputError) -> Answer:
+        served.count(protocol, "bad_input")
+        self.holder.observe_error(served.model, "bad-input")
+        return _error(exc.status, exc.detail, exc.field)
+
+    def _failed(self, served: _Served, protocol: str, batch: Batch, exc: Exception) -> Answer:
         model = served.model
-        v2 = protocol == "v2"
+        log.error("model %s v%s failed on %d rows", model.name, model.version, batch.rows, exc_info=exc)
+        served.count(protocol, "error")
+        self.holder.observe_error(model, "runtime")
+        return _error(500, f"the model failed: {exc}")
+
+    def _run(self, served: _Served, protocol: str, body: bytes | None, data: Any) -> Answer:
         try:
             if body is not None:
                 data = _decode(body)
             start = time.perf_counter()
-            batch = served.schema.parse_v2(data) if v2 else served.schema.parse_records(data)
-            if batch.outputs is not None:
-                unknown = [n for n in batch.outputs if n not in model.runtime.output_names]
-                if unknown:
-                    raise InputError(
-                        "outputs",
-                        f"unknown output {unknown[0]!r} (the model gives {model.runtime.output_names})",
-                    )
+            batch = self._parse(served, protocol, data)
         except InputError as exc:
-            served.count(protocol, "bad_input")
-            self.holder.observe_error(model, "bad-input")
-            return _error(exc.status, exc.detail, exc.field)
+            return self._refuse(served, protocol, exc)
         try:
-            outputs = model.runtime.run(batch.feeds)
+            outputs = served.model.runtime.run(batch.feeds)
         except Exception as exc:  # the runtime's own error types differ per runtime and version
-            log.exception("model %s v%s failed on %d rows", model.name, model.version, batch.rows)
-            served.count(protocol, "error")
-            self.holder.observe_error(model, "runtime")
-            return _error(500, f"the model failed: {exc}")
-        if v2:
+            return self._failed(served, protocol, batch, exc)
+        return self._reply(served, protocol, batch, outputs, start)
+
+    def _reply(
+        self, served: _Served, protocol: str, batch: Batch, outputs: Mapping[str, np.ndarray], start: float
+    ) -> Answer:
+        model = served.model
+        if protocol == "v2":
             answer: dict[str, Any] = {"model_name": model.name, "model_version": served.version}
             if batch.request_id is not None:
                 answer["id"] = batch.request_id
@@ -358,28 +447,43 @@ def _response(answer: Answer) -> Response:
     return Response(answer.body, answer.status, media_type=JSON)
 
 
-def create_app(holder: ModelHolder, *, max_body_bytes: int = 1 << 20, max_rows: int = 1024) -> Starlette:
-    """The agent's Starlette app over ``holder`` (see the module docstring for the routes)."""
+def create_app(
+    holder: ModelHolder,
+    *,
+    max_body_bytes: int = 1 << 20,
+    max_rows: int = 1024,
+    batch: Callable[[Call], Awaitable[Answer]] | None = None,
+    metrics_text: Callable[[], bytes] = render_metrics,
+) -> Starlette:
+    """The agent's Starlette app over ``holder`` (see the module docstring for the routes).
+
+    ``batch``, when given, answers the inference requests instead of :class:`Serving` alone
+    (Ray Serve passes its dynamic batcher); ``metrics_text`` renders ``/metrics``.
+    """
     serving = Serving(holder, max_rows=max_rows)
 
-    async def run(request: Request, protocol: str, handle: Callable[[bytes], Answer]) -> Response:
+    async def run(
+        request: Request, protocol: str, name: str | None = None, version: str | None = None
+    ) -> Response:
         try:
             body = await _read_body(request, max_body_bytes)
         except _TooLarge:
             return _response(serving.too_large(protocol, max_body_bytes))
         except InputError as exc:
             return _response(serving.bad_request(protocol, exc))
+        call = Call(protocol, body, name, version)
+        if batch is not None:
+            return _response(await batch(call))
         if len(body) > _INLINE_BYTES:
-            return _response(await run_in_threadpool(handle, body))
-        return _response(handle(body))
+            return _response(await run_in_threadpool(serving.answer, call))
+        return _response(serving.answer(call))
 
     async def predict(request: Request) -> Response:
-        return await run(request, "predict", serving.predict)
+        return await run(request, "predict")
 
     async def infer(request: Request) -> Response:
         params = request.path_params
-        name, version = params["name"], params.get("version")
-        return await run(request, "v2", lambda body: serving.infer(name, version, body))
+        return await run(request, "v2", params["name"], params.get("version"))
 
     async def live(_: Request) -> Response:
         return Response(b'{"live":true}', media_type=JSON)
@@ -398,7 +502,7 @@ def create_app(holder: ModelHolder, *, max_body_bytes: int = 1 << 20, max_rows: 
         return _response(serving.model_ready(request.path_params["name"]))
 
     async def metrics(_: Request) -> Response:
-        return Response(render_metrics(), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

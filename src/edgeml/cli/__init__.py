@@ -79,6 +79,7 @@ def _register() -> None:
         export,
         pipeline,
         profiles,
+        serve,
         simulate,
         spec,
         store,
@@ -104,6 +105,7 @@ def _register() -> None:
     app.add_typer(simulate.app, name="simulate")
     app.command(name="demo")(demo.demo)
     app.add_typer(central.app, name="central")
+    app.command(name="serve")(serve.serve)
 
 
 _register()

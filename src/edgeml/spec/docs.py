@@ -42,6 +42,7 @@ _SECTIONS: list[tuple[str, list[type[BaseModel]]]] = [
     ("features", [m.Features, m.RowFeature, m.WindowFeature]),
     ("search", [m.Search, m.ParamRange]),
     ("gates and rollout", [m.Gates, m.Threshold, m.Rollout]),
+    ("serving", [m.Serving]),
 ]
 
 _INTRO = """\

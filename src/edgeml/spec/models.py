@@ -37,6 +37,7 @@ __all__ = [
     "RowFeature",
     "Schema",
     "Search",
+    "Serving",
     "Source",
     "Spec",
     "SqlSource",
@@ -580,6 +581,36 @@ class Rollout(_Model):
     groups: list[Slug] = Field(default_factory=list, description="device groups; empty means all")
 
 
+# ---------------------------------------------------------------------------- serving
+
+
+class Serving(_Model):
+    """How `edgeml serve` runs the model on the Ray cluster: request batching and replica autoscaling."""
+
+    max_batch_size: int = Field(
+        32, ge=1, le=4096, description="most requests one model run answers together (dynamic batching)"
+    )
+    batch_wait_timeout_s: float = Field(
+        0.0005,
+        ge=0,
+        le=1,
+        description="longest the first request of a batch waits for others to join it, in seconds",
+    )
+    min_replicas: int = Field(1, ge=1, description="replicas kept running however quiet it is")
+    max_replicas: int = Field(2, ge=1, description="most replicas autoscaling starts")
+    target_ongoing_requests: float = Field(
+        32.0, gt=0, description="requests in flight per replica that autoscaling aims at"
+    )
+
+    @model_validator(mode="after")
+    def _replicas(self) -> Serving:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is greater than max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
 # ------------------------------------------------------------------------------- spec
 
 
@@ -608,6 +639,9 @@ class Spec(_Model):
         "none", description="`none` allows row samples in telemetry; gdpr/hipaa bar pii inputs"
     )
     rollout: Rollout = Field(default_factory=Rollout, description="rollout to devices")
+    serving: Serving = Field(
+        default_factory=Serving, description="serving on the Ray cluster (`edgeml serve`)"
+    )
 
     _base_dir: Path | None = PrivateAttr(default=None)
 

@@ -1,0 +1,109 @@
+"""One Ray Serve replica: the agent's serving code over a channel the replica follows itself.
+
+Each replica is, to the fleet, one more device (``ServeConfig.device_id``): it runs the
+agent's :class:`~edgeml.agent.sync.Syncer` in a state folder of its own, so it verifies
+the channel pointer (key ring, signature, expiry, serial), fetches and verifies the bundle,
+smoke-tests and warms the model exactly as a device does before serving it, and keeps
+following the channel on a background thread. A new version is swapped into the replica's
+:class:`~edgeml.agent.model.ModelHolder` by one assignment, so no request fails and each
+is answered wholly by one version: the swap needs no replica restart and no controller.
+
+HTTP is the agent's own Starlette app (same routes, limits, validation and error answers);
+its inference requests go through ``serve.batch``, which hands concurrent requests to
+:meth:`~edgeml.agent.server.Serving.answer_batch` to run their rows through the model
+together. ``/metrics`` is the agent's metrics with a ``replica`` label added, and
+``/serve/status`` tells what the replica serves and how its batches have gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Metric, generate_latest
+from ray import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from edgeml.agent.server import Answer, Call, Serving, create_app
+from edgeml.observability import REGISTRY
+from edgeml.serve.config import ServeConfig, follow
+
+__all__ = ["ModelReplica"]
+
+log = logging.getLogger("edgeml.serve")
+
+
+class _WithReplicaLabel:
+    """edgeml's metrics, each sample labelled with the replica that counted it."""
+
+    def __init__(self, replica: str) -> None:
+        self.replica = replica
+
+    def collect(self) -> Iterator[Metric]:
+        for family in REGISTRY.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            labelled.samples = [
+                sample._replace(labels={**sample.labels, "replica": self.replica})
+                for sample in family.samples
+            ]
+            yield labelled
+
+
+@serve.deployment
+@serve.ingress()
+class ModelReplica:
+    """See the module docstring. Built by :func:`edgeml.serve.deploy.build_app`."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        self.folder = config.state_dir / self.replica
+        self.holder, self.syncer = follow(config, self.folder)
+        self.syncer.start()
+        self._app = create_app(
+            self.holder,
+            max_body_bytes=config.max_body_bytes,
+            max_rows=config.max_rows,
+            batch=self._answer,
+            metrics_text=self._metrics_text,
+        )
+        self._app.add_route("/serve/status", self._status, methods=["GET"])
+        self.serving: Serving = self._app.state.serving
+        self.batch_sizes: Counter[int] = Counter()
+        batcher: Any = self._answer  # serve.batch's setters are not in its type
+        batcher.set_max_batch_size(config.serving.max_batch_size)
+        batcher.set_batch_wait_timeout_s(config.serving.batch_wait_timeout_s)
+        self._metrics = CollectorRegistry(auto_describe=False)
+        self._metrics.register(_WithReplicaLabel(self.replica))
+        log.info("replica %s: %s", self.replica, self.syncer.last_outcome)
+
+    def __serve_build_asgi_app__(self) -> Starlette:
+        return self._app
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0005)  # the spec's limits are set per replica
+    async def _answer(self, calls: list[Call]) -> list[Answer]:
+        self.batch_sizes[len(calls)] += 1
+        return self.serving.answer_batch(calls)
+
+    def _metrics_text(self) -> bytes:
+        return generate_latest(self._metrics)
+
+    async def _status(self, _: Request) -> JSONResponse:
+        status: dict[str, Any] = dict(self.syncer.status())
+        status |= {
+            "replica": self.replica,
+            # batch size -> batches of that size, since the replica started
+            "batch_sizes": {str(size): n for size, n in sorted(self.batch_sizes.items())},
+        }
+        return JSONResponse(status)
+
+    def __del__(self) -> None:
+        """Ray Serve calls this when it stops the replica: stop following, drop the bundles."""
+        syncer = getattr(self, "syncer", None)
+        if syncer is not None:
+            syncer.stop()
+            shutil.rmtree(self.folder, ignore_errors=True)
