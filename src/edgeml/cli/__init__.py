@@ -77,6 +77,7 @@ def _register() -> None:
         data,
         demo,
         export,
+        ops,
         pipeline,
         profiles,
         serve,
@@ -104,8 +105,11 @@ def _register() -> None:
     app.add_typer(store.app, name="store")
     app.add_typer(simulate.app, name="simulate")
     app.command(name="demo")(demo.demo)
-    app.add_typer(central.app, name="central")
     app.command(name="serve")(serve.serve)
+    app.add_typer(central.app, name="central")
+    app.command(name="up")(ops.up)
+    app.command(name="down")(ops.down)
+    app.command(name="status")(ops.status)
 
 
 _register()
