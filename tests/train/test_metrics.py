@@ -17,3 +17,16 @@ def test_a_class_missing_from_the_holdout_does_not_count_as_zero_f1() -> None:
     scores = evaluate("classification", model, np.zeros((3, 1)), y)
     assert scores["f1_macro"] == 1.0
     assert scores["accuracy"] == 1.0
+
+
+def test_roc_auc_when_a_split_holds_two_of_several_classes() -> None:
+    """A validation window with only 'ok' and one fault: a binary AUC, not a crash (found by the demo)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    labels = np.array(["ok", "leak", "heat"])[np.digitize(X[:, 0], [-0.5, 0.5])]
+    model = Pipeline([("model", LogisticRegression())]).fit(X, labels)
+    window = X[:, 0] < 0.5  # no "heat" rows in this window
+    scores = evaluate("classification", model, X[window], labels[window])
+    assert 0.9 < scores["roc_auc"] <= 1.0

@@ -44,7 +44,11 @@ def evaluate(task: Task, model: Any, X: Any, y: np.ndarray | None) -> dict[str, 
                 else:
                     cols = [classes.index(c) for c in present]
                     sub = proba[:, cols] / np.clip(proba[:, cols].sum(axis=1, keepdims=True), 1e-12, None)
-                    out["roc_auc"] = float(m.roc_auc_score(y, sub, multi_class="ovr", labels=list(present)))
+                    if len(present) == 2:  # two of several classes in this split: a binary question
+                        out["roc_auc"] = float(m.roc_auc_score(y == present[1], sub[:, 1]))
+                    else:
+                        auc = m.roc_auc_score(y, sub, multi_class="ovr", labels=list(present))
+                        out["roc_auc"] = float(auc)
     elif task == "regression":
         assert y is not None
         pred = model.predict(X)
