@@ -65,7 +65,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings({"EDGEML_HOME": tmp})
-        demo = run_demo(settings, Console(quiet=True), DemoOptions(trials=2))
+        demo = run_demo(settings, Console(quiet=True), DemoOptions(trials=2, fleet=False))
         assert demo.training is not None
         assert demo.ingest is not None
         spec = next(s for s in demo.specs if s.name == "pump-faults")

@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import yaml
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -34,12 +36,18 @@ from edgeml.settings import Settings
 from edgeml.simulate.sensors import SensorSimulation, simulate_sensors, write_csv
 from edgeml.spec import Spec, load_spec
 from edgeml.store import store_from_settings
+from edgeml.store.base import ObjectStore
 from edgeml.train.run import TrainReport
 from edgeml.validate import ValidationReport
+
+if TYPE_CHECKING:
+    from edgeml.demo_fleet import FleetResult
 
 __all__ = ["DemoOptions", "DemoResult", "example_specs", "run_demo"]
 
 LANDING_KEY = "landing/pumps/demo-{seed}.csv"
+#: the pumps run at a steady load, so the field's readings resemble training's unless drift is injected
+DAILY_SWING = 0.02
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,9 @@ class DemoOptions:
     readings: int = 1_500
     seed: int = 0
     trials: int = 8
+    fleet: bool = True  # stages 3-5: central node, agents, drift, retraining, canary, promotion
+    fleet_readings: int = 1200  # per machine and phase in the field
+    keep_running: bool = False
 
 
 @dataclass
@@ -65,6 +76,8 @@ class DemoResult:
     refused: dict[str, str] = field(default_factory=dict)  # profile -> why its export was refused
     channel: ChannelPointer | None = None
     keyring: Path | None = None
+    fleet: FleetResult | None = None
+    report: Path | None = None
 
 
 def example_specs() -> list[Path]:
@@ -80,48 +93,82 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
     result.store_url = store.url
     columns = TextColumn("[progress.description]{task.description}")
     # One Ray for every stage: starting it costs seconds.
-    with (
-        ray_session(settings.ray_address, progress_bars=False),
-        Progress(SpinnerColumn(), columns, TimeElapsedColumn(), console=console) as progress,
-    ):
-        with _stage(progress, "checking example specs") as say:
-            result.specs = [load_spec(path) for path in example_specs()]
-            say(f"checked {len(result.specs)} example specs")
+    with Progress(SpinnerColumn(), columns, TimeElapsedColumn(), console=console) as progress:
+        with ray_session(settings.ray_address, progress_bars=False):
+            _data_to_channel(settings, store, progress, options, result)
+        if options.fleet and result.channel is not None:
+            from edgeml.demo_fleet import FleetOptions, run_fleet
 
-        with _stage(progress, "simulating pump sensors") as say:
-            sim = SensorSimulation(machines=options.machines, readings=options.readings, seed=options.seed)
-            data = simulate_sensors(sim)
-            buffer = io.StringIO()
-            result.rows = write_csv(data, buffer)
-            csv_text = _with_glitches(buffer.getvalue())
-            result.faults = dict(Counter(str(f) for f in data["fault"]))
-            say(f"simulated {result.rows:,} readings from {sim.machines} pumps")
+            spec_path = _demo_spec(settings, options)
+            result.fleet = run_fleet(
+                settings,
+                spec_path,
+                lambda text: _stage(progress, text),
+                FleetOptions(readings=options.fleet_readings, keep_running=options.keep_running),
+            )
 
-        with _stage(progress, "landing readings in the store") as say:
-            result.landed_key = LANDING_KEY.format(seed=options.seed)
-            info = store.put(result.landed_key, csv_text.encode(), content_type="text/csv")
-            say(f"landed {info.size:,} bytes in the store")
+        with _stage(progress, "writing the report page") as say:
+            from edgeml.report import write_report
 
-        spec = next(s for s in result.specs if s.name == "pump-faults")
-        quick = spec.model_copy(update={"search": spec.search.model_copy(update={"trials": options.trials})})
-        run = run_pipeline(quick, settings, sources=["history"], stage=lambda text: _stage(progress, text))
-        result.ingest, result.validation, result.features = run.ingest, run.validation, run.features
-        result.training, result.bundles, result.refused = run.training, run.bundles, run.refused
-        result.channel = run.channel
-
-        if result.channel is not None:
-            with _stage(progress, "verifying the published bundles as a device would") as say:
-                result.keyring = settings.home / "keyring"
-                export_public(settings.home, result.keyring)
-                ring = KeyRing.from_dir(result.keyring)
-                staging = settings.home / "device-staging"
-                for built in result.bundles:
-                    staged = fetch_bundle(store, built.key, ring, staging)
-                    shutil.rmtree(staged.path)
-                say(f"{len(result.bundles)} bundle(s) verified with the device key ring")
+            result.report = write_report(result, settings.home)
+            say(f"report: {result.report}")
 
     _print_summary(console, result)
     return result
+
+
+def _demo_spec(settings: Settings, options: DemoOptions) -> Path:
+    """The example spec with the demo's trial count: what retraining runs."""
+    source = next(p for p in example_specs() if p.name == "pump-faults.yaml")
+    data = yaml.safe_load(source.read_text())
+    data["search"]["trials"] = options.trials
+    path = settings.home / "demo" / "pump-faults.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _data_to_channel(
+    settings: Settings, store: ObjectStore, progress: Progress, options: DemoOptions, result: DemoResult
+) -> None:
+    """Stages 1 and 2: simulated sensors to a verified bundle on the stable channel."""
+    with _stage(progress, "checking example specs") as say:
+        result.specs = [load_spec(path) for path in example_specs()]
+        say(f"checked {len(result.specs)} example specs")
+
+    with _stage(progress, "simulating pump sensors") as say:
+        sim = SensorSimulation(
+            machines=options.machines, readings=options.readings, seed=options.seed, daily_swing=DAILY_SWING
+        )
+        data = simulate_sensors(sim)
+        buffer = io.StringIO()
+        result.rows = write_csv(data, buffer)
+        csv_text = _with_glitches(buffer.getvalue())
+        result.faults = dict(Counter(str(f) for f in data["fault"]))
+        say(f"simulated {result.rows:,} readings from {sim.machines} pumps")
+
+    with _stage(progress, "landing readings in the store") as say:
+        result.landed_key = LANDING_KEY.format(seed=options.seed)
+        info = store.put(result.landed_key, csv_text.encode(), content_type="text/csv")
+        say(f"landed {info.size:,} bytes in the store")
+
+    spec = next(s for s in result.specs if s.name == "pump-faults")
+    quick = spec.model_copy(update={"search": spec.search.model_copy(update={"trials": options.trials})})
+    run = run_pipeline(quick, settings, sources=["history"], stage=lambda text: _stage(progress, text))
+    result.ingest, result.validation, result.features = run.ingest, run.validation, run.features
+    result.training, result.bundles, result.refused = run.training, run.bundles, run.refused
+    result.channel = run.channel
+
+    if result.channel is not None:
+        with _stage(progress, "verifying the published bundles as a device would") as say:
+            result.keyring = settings.home / "keyring"
+            export_public(settings.home, result.keyring)
+            ring = KeyRing.from_dir(result.keyring)
+            staging = settings.home / "device-staging"
+            for built in result.bundles:
+                staged = fetch_bundle(store, built.key, ring, staging)
+                shutil.rmtree(staged.path)
+            say(f"{len(result.bundles)} bundle(s) verified with the device key ring")
 
 
 @contextmanager
@@ -202,6 +249,10 @@ def _print_summary(console: Console, result: DemoResult) -> None:
             f"  • channel [cyan]stable[/] → {c.model} v{c.version} (serial {c.serial}), every bundle "
             f"verified against the device key ring {result.keyring}"
         )
+    if result.fleet is not None:
+        _print_fleet(console, result.fleet)
+    if result.report is not None:
+        console.print(f"  • the report page with plots: [cyan]{result.report}[/]")
     console.print()
     console.print("[bold]Where to look[/]")
     console.print("  • edgeml store ls lake/                              the lake, partitioned by date")
@@ -215,3 +266,17 @@ def _print_summary(console: Console, result: DemoResult) -> None:
     )
     console.print("  • edgeml spec check examples/*.yaml                  what each example pipeline does")
     console.print("  • docs/spec.md                                       every spec field explained")
+
+
+def _print_fleet(console: Console, fleet: FleetResult) -> None:
+    for at, text in fleet.timeline:
+        console.print(f"  • [dim]{at:6.1f} s[/] {text}")
+    rows = sum(t.rows for t in fleet.traffic.values())
+    console.print(
+        f"  • {rows:,} readings predicted in the field, {fleet.failed_requests} failed requests; "
+        f"{len(fleet.alerts)} alert message(s) received by the webhook"
+    )
+    for what, accuracy in fleet.accuracy.items():
+        console.print(f"  • realized accuracy of {what}: {accuracy:.1%}")
+    versions = ", ".join(f"{d} v{v}" for d, v in fleet.versions.items())
+    console.print(f"  • agents at the end: {versions}")

@@ -167,8 +167,10 @@ def test_spec_docs_matches_the_committed_reference(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.slow
-def test_demo_runs_sensors_to_a_published_bundle(capsys: pytest.CaptureFixture[str], clean_env: Path) -> None:
-    code, out, err = run(capsys, "demo", "--trials", "2")  # the default fleet: every fault occurs
+def test_demo_runs_the_whole_loop(capsys: pytest.CaptureFixture[str], clean_env: Path) -> None:
+    """The demo's shorter configuration: sensors to a bundle, then the field, drift, retraining, canary,
+    promotion, report (the default fleet of pumps: every fault occurs)."""
+    code, out, err = run(capsys, "demo", "--trials", "4")
     assert code == 0, err
     landed = clean_env / "store" / "landing" / "pumps" / "demo-0.csv"
     rows = list(csv.DictReader(io.StringIO(landed.read_text())))
@@ -190,8 +192,17 @@ def test_demo_runs_sensors_to_a_published_bundle(capsys: pytest.CaptureFixture[s
     assert list((clean_env / "store" / "blobs" / "sha256").iterdir())
     assert list((clean_env / "keyring").glob("*.pub"))
     assert not list((clean_env / "device-staging").glob(".stage-*"))
+    # the field: drift in line-b detected and alerted, v2 retrained to its canary, promoted, no failure
+    assert "alert for line-b: " in out
+    assert "v2 trained, gated, published to canary for line-b" in out
+    assert "promoted; every agent on v2" in out
+    assert ", 0 failed requests;" in out
+    assert "agents at the end: pump-gw-a v2, pump-gw-b v2, pump-gw-c v2" in out
+    report = (clean_env / "report" / "index.html").read_text()
+    assert report.count("data:image/png;base64,") == 5
+    assert "Rollout timeline" in report
     # what the central node's retraining runs: with no new data it stops before training, exit 1
-    snapshot = out.split("→ snapshot ")[1].split()[0]
+    snapshot = (clean_env / "store" / "catalog" / "pump-faults" / "latest.json").read_text().split('"')[3]
     spec = str(ROOT / "examples" / "pump-faults.yaml")
     args = (
         "pipeline",

@@ -1,10 +1,12 @@
 """``edgeml bundle build``: a registered model version, exported for a profile, signed and published.
 
-The export is redone (it proves parity again and writes the report the bundle carries);
-the reference statistics, calibration map and golden samples come from the holdout rows
-kept with the model version, which is what NannyML calls the reference period: data the
-model did not train on, with known targets and outputs. Blobs go to the store under
-their sha256, so a blob another version already uploaded is not uploaded again.
+The export is redone (it proves parity again and writes the report the bundle carries).
+Input histograms describe the training snapshot (the conditions the model was built for; a
+time-split holdout alone would be one stretch of time, and normal operation elsewhere in
+time would read as drift); score histograms, predicted labels, the calibration map and the
+golden samples come from the holdout rows kept with the version — NannyML's reference
+period: data the model did not train on, with known targets and outputs. Blobs go to the
+store under their sha256, so a blob another version already uploaded is not uploaded again.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from edgeml.bundle.manifest import (
     manifest_key,
 )
 from edgeml.bundle.reference import PROBABILITY_EDGES, category_histogram, numeric_histogram
-from edgeml.errors import UserError
+from edgeml.errors import EdgemlError, UserError
 from edgeml.export.run import ExportReport, _artifacts, _resolve, default_export_dir, export_model
 from edgeml.profiles import FirmwareProfile, get_profile
 from edgeml.settings import Settings
@@ -98,16 +100,37 @@ def _graph_dtypes(folder: Path, runtime: str) -> dict[str, str]:
     return {i.get_any_name(): ov_names[i.get_element_type().get_type_name()] for i in model.inputs}
 
 
-def _reference(model: Any, spec: Spec, layout: InputLayout, rows: pd.DataFrame) -> Reference:
+#: training rows the input histograms are drawn from, at most
+REFERENCE_ROWS = 20_000
+
+
+def _training_rows(spec: Spec, settings: Settings, snapshot: str, layout: InputLayout) -> pd.DataFrame | None:
+    """Inputs of every split of the snapshot the version trained on (a sample), or None if it is gone."""
+    from edgeml.train.data import load_training_data
+
+    try:
+        data = load_training_data(spec, settings, snapshot)
+    except EdgemlError:
+        return None
+    rows = pd.concat([data.X_train, data.X_val, data.X_hold], ignore_index=True)[layout.columns]
+    return rows.sample(REFERENCE_ROWS, random_state=0) if len(rows) > REFERENCE_ROWS else rows
+
+
+def _reference(
+    model: Any, spec: Spec, layout: InputLayout, rows: pd.DataFrame, training: pd.DataFrame | None
+) -> Reference:
+    """Input histograms from the training data (the conditions the model is for); scores, labels
+    and calibration from the holdout rows, which the model did not see (as on a device)."""
     X = rows[layout.columns]
+    inputs = training if training is not None else X
     features: dict[str, Any] = {}
     for name in layout.numeric:
-        features[name] = numeric_histogram(X[name].to_numpy(dtype=np.float64))
+        features[name] = numeric_histogram(inputs[name].to_numpy(dtype=np.float64))
     for name in layout.categorical:
-        features[name] = category_histogram(X[name].tolist(), spec.schema_.columns[name].values)
+        features[name] = category_histogram(inputs[name].tolist(), spec.schema_.columns[name].values)
     for name in layout.text:
         features[name] = numeric_histogram(
-            X[name].fillna("").astype(str).str.len().to_numpy(dtype=np.float64)
+            inputs[name].fillna("").astype(str).str.len().to_numpy(dtype=np.float64)
         )
     scores: dict[str, Any] = {}
     calibration = None
@@ -129,9 +152,12 @@ def _reference(model: Any, spec: Spec, layout: InputLayout, rows: pd.DataFrame) 
     counts: dict[str, int] = {}
     for label in predicted:
         counts[label] = counts.get(label, 0) + 1
+    source = "holdout rows kept with the model version"
+    if training is not None:
+        source = f"inputs: {len(training):,} rows of the training snapshot; scores and calibration: " + source
     return Reference(
-        rows=len(rows),
-        source="holdout rows kept with the model version",
+        rows=len(inputs),
+        source=source,
         features=features,
         scores=scores,
         predictions=counts,
@@ -224,7 +250,13 @@ def publish_bundle(store: ObjectStore, signer: Signer, manifest: Manifest, folde
 
 
 def _manifest(
-    report: ExportReport, spec: Spec, rows: pd.DataFrame, model: Any, run_id: str, profile: FirmwareProfile
+    report: ExportReport,
+    spec: Spec,
+    rows: pd.DataFrame,
+    training: pd.DataFrame | None,
+    model: Any,
+    run_id: str,
+    profile: FirmwareProfile,
 ) -> Manifest:
     """Everything but files, golden outputs and output names, which need the staged model."""
     import mlflow
@@ -252,7 +284,7 @@ def _manifest(
         )
         if spec.features.window and spec.schema_.timestamp
         else None,
-        reference=_reference(model, spec, layout, rows),
+        reference=_reference(model, spec, layout, rows, training),
         golden=Golden(
             inputs=_golden_rows(rows, layout), outputs={}, tolerance=profile.tolerance.max_abs_diff
         ),
@@ -285,13 +317,14 @@ def build_bundle(
     if expires_days < 1:
         raise UserError(f"--expires-days {expires_days} must be at least 1")
     profile = get_profile(profile_name, settings.home)
-    name, version, run_id, _family, _snapshot, model = _resolve(model_uri, tracking_uri(settings, tracking))
+    name, version, run_id, _family, snapshot, model = _resolve(model_uri, tracking_uri(settings, tracking))
     exact = f"models:/{name}/{version}"
     folder = default_export_dir(settings, exact, profile.name)
     report = export_model(exact, profile.name, folder, settings, tracking)
     with tempfile.TemporaryDirectory() as tmp:
         spec, rows = _artifacts(run_id, Path(tmp))
-    draft = _manifest(report, spec, rows, model, run_id, profile)
+    training = _training_rows(spec, settings, snapshot, input_layout(spec)) if snapshot else None
+    draft = _manifest(report, spec, rows, training, model, run_id, profile)
     bundle = Path(tempfile.mkdtemp(prefix="edgeml-bundle-"))
     try:
         if profile.runtime == "onnxruntime":

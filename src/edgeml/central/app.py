@@ -29,6 +29,7 @@ from edgeml import __version__
 from edgeml.central.alerts import Alerter
 from edgeml.central.config import CentralConfig
 from edgeml.central.db import Overloaded, StoreClosed, TelemetryStore
+from edgeml.central.drift import DriftConfig
 from edgeml.central.monitor import GroupStatus, Monitor
 from edgeml.central.routes import devices, drift, feedback, fleet, health, targets, telemetry
 from edgeml.central.routes.deps import CentralState
@@ -188,6 +189,7 @@ def create_app(config: CentralConfig) -> FastAPI:
             min_rows=config.monitor.min_rows,
             alerter=alerter,
             on_drift=_retrainer(config),
+            drift=DriftConfig(min_js=config.monitor.min_js),
         )
 
     @asynccontextmanager
@@ -224,6 +226,10 @@ def create_app(config: CentralConfig) -> FastAPI:
     return app
 
 
+#: after a retraining job failed, drift on the same data waits this long before another
+RETRAIN_COOLDOWN_S = 600.0
+
+
 def _retrainer(config: CentralConfig) -> Callable[[GroupStatus], None] | None:
     """On drift: the pipeline as a job, to the canary of the drifted group; once per served version."""
     spec = config.retrain.spec
@@ -234,11 +240,18 @@ def _retrainer(config: CentralConfig) -> Callable[[GroupStatus], None] | None:
     from edgeml.settings import load_settings
 
     settings = load_settings({"EDGEML_HOME": str(config.retrain.home)} if config.retrain.home else None)
+    failed_at: dict[tuple[str, str], float] = {}  # (model, snapshot) -> when its job last failed
 
     def retrain(status: GroupStatus) -> None:
         last = current_retraining(status.model, settings)
-        if last is not None and last.since_snapshot == status.snapshot and last.state != "failed":
-            return  # this version's data was retrained on already (or is being)
+        if last is not None and last.since_snapshot == status.snapshot:
+            if last.state != "failed":
+                return  # this version's data was retrained on already (or is being)
+            key = (status.model, status.snapshot)
+            failed_at.setdefault(key, time.monotonic())
+            if time.monotonic() - failed_at[key] < RETRAIN_COOLDOWN_S:
+                return  # a failed job is not retried every round: its log says why
+            del failed_at[key]
         try:
             job = submit_retraining(
                 spec,

@@ -76,6 +76,9 @@ class MonitorConfig(_Strict):
     interval_s: float = Field(30.0, gt=0, description="seconds between rounds")
     window_s: float = Field(600.0, gt=0, description="each round judges telemetry from this far back")
     min_rows: int = Field(200, ge=1, description="a group with fewer rows in the window is not judged")
+    min_js: float = Field(
+        0.1, ge=0, le=1, description="a drift alarm also needs this Jensen-Shannon distance (effect size)"
+    )
 
 
 class AlertsConfig(_Strict):

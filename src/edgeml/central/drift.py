@@ -162,6 +162,10 @@ class DriftConfig:
     numeric_method: Method = "js"  # decides a numeric histogram's breach
     categorical_method: Method = "chi2"  # decides a category / predicted-label breach
     seed: int = 0
+    # Significance is not enough: the bootstrap assumes independent rows, and sensor readings are
+    # not (a pump's readings follow each other), so large windows would flag harmless shifts. A
+    # breach also needs a Jensen-Shannon distance of at least this much (0.1: clearly visible).
+    min_js: float = 0.1
 
 
 def _size_bucket(rows: int) -> int:
@@ -412,13 +416,15 @@ def _compare(
             )
         )
     decisive = next(s for s in scores if s.method == decider)
+    js = float(DISTANCES["js"](ref, cur))
+    breached = decisive.breached and js >= cache.config.min_js
     return FeatureDrift(
         feature=name,
         kind=kind,
         method=decider,
         value=decisive.value,
         threshold=decisive.threshold,
-        breached=decisive.breached,
+        breached=breached,
         rows=rows,
         reference_rows=int(ref.sum()),
         missing=missing,

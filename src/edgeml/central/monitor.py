@@ -21,7 +21,14 @@ from datetime import UTC, datetime, timedelta
 from edgeml.bundle.manifest import Manifest
 from edgeml.central.alerts import Alerter, accuracy_signal, drift_signals
 from edgeml.central.db import TelemetryStore
-from edgeml.central.drift import DriftReport, ThresholdCache, compute_drift, pool_window, publish_drift
+from edgeml.central.drift import (
+    DriftConfig,
+    DriftReport,
+    ThresholdCache,
+    compute_drift,
+    pool_window,
+    publish_drift,
+)
 from edgeml.central.performance import (
     AccuracyEstimate,
     RealizedAccuracy,
@@ -68,6 +75,7 @@ class Monitor:
         min_rows: int = 200,
         alerter: Alerter | None = None,
         on_drift: Callable[[GroupStatus], None] | None = None,
+        drift: DriftConfig | None = None,
     ) -> None:
         self.db = db
         self.manifests = manifests
@@ -76,7 +84,7 @@ class Monitor:
         self.min_rows = min_rows
         self.alerter = alerter
         self.on_drift = on_drift
-        self.cache = ThresholdCache()
+        self.cache = ThresholdCache(drift)
         self.latest: list[GroupStatus] = []
         self.history: list[tuple[datetime, list[GroupStatus]]] = []  # the last rounds, for the page
         self.keep_rounds = 500

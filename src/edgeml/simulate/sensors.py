@@ -83,6 +83,7 @@ class SensorSimulation:
     seed: int = 0
     drift: Sequence[Drift] = ()
     machine_prefix: str = "pump"
+    daily_swing: float = 0.25  # amplitude of the daily load cycle (0..0.35); each pump has its own phase
 
     def __post_init__(self) -> None:
         if self.machines < 1 or self.readings < 1:
@@ -91,6 +92,8 @@ class SensorSimulation:
             raise ValueError("interval_s must be positive")
         if not 0 <= self.fault_rate < 1:
             raise ValueError("fault_rate is a probability per reading, 0..1")
+        if not 0 <= self.daily_swing <= 0.35:
+            raise ValueError("daily_swing is a load amplitude, 0..0.35")
 
     def machine_ids(self) -> list[str]:
         return [f"{self.machine_prefix}-{i:03d}" for i in range(self.machines)]
@@ -123,7 +126,7 @@ def _machine(rng: np.random.Generator, sim: SensorSimulation) -> Columns:
     n = sim.readings
     t = np.arange(n) * sim.interval_s
     phase = rng.uniform(0, 2 * np.pi)
-    load = 0.65 + 0.25 * np.sin(2 * np.pi * t / 86_400 + phase) + 0.05 * rng.standard_normal(n)
+    load = 0.65 + sim.daily_swing * np.sin(2 * np.pi * t / 86_400 + phase) + 0.05 * rng.standard_normal(n)
     load = np.clip(load, 0.1, 1.0)
     label, progress = _fault_track(rng, n, sim.fault_rate)
     bearing, heat, leak = ((label == k) * progress for k in (1, 2, 3))

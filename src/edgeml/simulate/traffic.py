@@ -62,6 +62,7 @@ class TrafficResult:
     failures: list[str] = field(default_factory=list)
     versions: Counter[int] = field(default_factory=Counter)
     pairs: list[tuple[str, str]] = field(default_factory=list)  # (predicted label, true label)
+    pair_versions: list[int] = field(default_factory=list)  # the model version behind each pair
 
 
 def send(
@@ -83,4 +84,5 @@ def send(
             for prediction, label in zip(answer["predictions"], truth[start : start + batch], strict=True):
                 predicted = prediction.get("label", next(iter(prediction.values())))
                 result.pairs.append((str(predicted), str(label)))
+                result.pair_versions.append(int(answer["version"]))
     return result

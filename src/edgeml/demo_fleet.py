@@ -1,0 +1,448 @@
+"""The demo's second half: a fleet in the field, drift, retraining, a canary and its promotion.
+
+A central node and three agents (each a real process, in its own group and firmware
+profile) serve the published model; a gateway sends them simulated readings and, for the
+realized accuracy, the true labels. Then one group's sensors drift: the central node's
+monitor flags it, posts an alert to a webhook and submits retraining (the same pipeline,
+as a job) on the data landed since; the new version goes to that group's canary; once its
+realized accuracy there beats the old model's on the same drifted readings, it is promoted
+and every agent moves to it, with traffic flowing and no failed request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+
+from edgeml.bundle.keys import KeyRing
+from edgeml.bundle.manifest import Manifest
+from edgeml.bundle.rollout import promote
+from edgeml.demo import DAILY_SWING
+from edgeml.errors import EdgemlError
+from edgeml.pipeline import ensure_signer
+from edgeml.settings import Settings
+from edgeml.simulate.sensors import Drift, SensorSimulation, simulate_sensors, write_csv
+from edgeml.simulate.traffic import TrafficResult, readings_to_records, send
+from edgeml.store import store_from_settings
+
+__all__ = ["DEVICES", "FleetOptions", "FleetResult", "run_fleet"]
+
+Stage = Callable[[str], AbstractContextManager[Callable[[str], None]]]
+
+#: (device id, group, firmware profile)
+DEVICES = (
+    ("pump-gw-a", "line-a", "x86-64-generic"),
+    ("pump-gw-b", "line-b", "arm64-rpi4"),
+    ("pump-gw-c", "line-c", "x86-64-generic"),
+)
+DRIFTED_GROUP = "line-b"
+
+#: the drift injected into that group: a sensor fault on the temperature line and worn mounts
+DRIFT = (Drift("temperature", "offset", 15.0, start=0.0), Drift("vibration", "scale", 1.8, start=0.0))
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    machines: int = 6  # per group: a line of pumps like the one training saw
+    readings: int = 1200  # per machine and phase
+    timeout_s: float = 600.0
+    keep_running: bool = False  # leave the central node and agents up until Ctrl-C
+
+
+@dataclass
+class FleetResult:
+    central_url: str = ""
+    agents: dict[str, str] = field(default_factory=dict)  # device id -> URL
+    traffic: dict[str, TrafficResult] = field(default_factory=dict)  # phase/group -> result
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    drifted_features: list[str] = field(default_factory=list)
+    retrain_log: str = ""
+    new_version: int | None = None
+    accuracy: dict[str, float] = field(default_factory=dict)  # what -> realized accuracy
+    promoted: bool = False
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, event)
+    versions: dict[str, int] = field(default_factory=dict)  # device id -> version at the end
+    failed_requests: int = 0
+    drift_rounds: list[dict[str, Any]] = field(default_factory=list)  # /v1/drift answers over time
+
+
+class _Webhook:
+    """A local alert receiver (what Alertmanager or a chat hook would be in production)."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Process:
+    """A child edgeml process with its log in ``run/``."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str]) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own executable
+                [str(Path(sys.executable).with_name("edgeml")), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=os.environ | env,
+            )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, poll: float = 0.25) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll)
+    raise EdgemlError(f"the demo fleet timed out waiting for {what}")
+
+
+def _readings(group: str, seed: int, options: FleetOptions, drift: tuple[Drift, ...] = ()) -> Any:
+    """A group's pumps on a later day than training; pump numbers by group (line-b: pump-100, ...)."""
+    line = "abcdefghij".index(group[-1]) if group[-1] in "abcdefghij" else 9
+    sim = SensorSimulation(
+        machines=options.machines,
+        readings=options.readings,
+        seed=seed,
+        drift=drift,
+        daily_swing=DAILY_SWING,
+        start=datetime(2026, 1, 6 + seed % 20, tzinfo=UTC),
+    )
+    columns = simulate_sensors(sim)
+    rename = {f"pump-{i:03d}": f"pump-{100 * line + i:03d}" for i in range(options.machines)}
+    columns["machine_id"] = np.array([rename[m] for m in columns["machine_id"]])
+    columns["msg_id"] = np.array([f"{group}-{seed}-{m}" for m in columns["msg_id"]])
+    return columns
+
+
+@contextmanager
+def _fleet(
+    settings: Settings, result: FleetResult, spec_path: Path, webhook: _Webhook
+) -> Iterator[dict[str, httpx.Client]]:
+    """Central node + agents up for the duration; every child stopped at the end."""
+    from edgeml.central.run import init_central
+
+    run = settings.home / "run"
+    central_dir = run / "central"
+    port = _free_port()
+    files = init_central(
+        central_dir, store_url=settings.store_url, keyring=None, keys_home=settings.home, port=port
+    )
+    config = yaml.safe_load(files.config.read_text())
+    # lines of pumps differ by their fault episodes up to JS ~0.2 on temperature in this simulator;
+    # the demo's operator sets the effect size an alarm needs above that
+    config["monitor"] = {"interval_s": 2, "window_s": 120, "min_rows": 150, "min_js": 0.3}
+    config["alerts"] = {"webhook_url": webhook.url}
+    config["retrain"] = {"spec": str(spec_path), "home": str(settings.home)}
+    files.config.write_text(yaml.safe_dump(config))
+    env = {"EDGEML_HOME": str(settings.home)}
+    children = [_Process(["central", "run", "--config", str(files.config)], run / "central.log", env)]
+    result.central_url = f"http://127.0.0.1:{port}"
+    clients: dict[str, httpx.Client] = {}
+    try:
+        central = httpx.Client(base_url=result.central_url, timeout=10)
+        clients["central"] = central
+        _wait("the central node", lambda: central.get("/readyz").status_code == 200, 60)
+        bootstrap = files.bootstrap_token.read_text().strip()
+        keyring = central_dir / "keyring"
+        for device, group, profile in DEVICES:
+            answer = central.post(
+                "/v1/devices",
+                json={"device_id": device, "group": group, "profile": profile, "model": "pump-faults"},
+                headers={"Authorization": f"Bearer {bootstrap}"},
+            )
+            answer.raise_for_status()
+            token_file = run / device / "device.token"
+            token_file.parent.mkdir(parents=True, exist_ok=True)
+            token_file.write_text(answer.json()["token"])
+            token_file.chmod(0o600)
+            agent_port = _free_port()
+            agent_config = {
+                "device_id": device,
+                "group": group,
+                "profile": profile,
+                "model": "pump-faults",
+                "store": {"url": settings.store_url},
+                "keyring": str(keyring),
+                "state_dir": str(run / device / "state"),
+                "http": {"host": "127.0.0.1", "port": agent_port},
+                "sync": {"interval_s": 1, "health_window_s": 3},
+                "central": {"url": result.central_url, "token_file": str(token_file)},
+                "telemetry": {"window_s": 2},
+            }
+            path = run / device / "agent.yaml"
+            path.write_text(yaml.safe_dump(agent_config))
+            children.append(
+                _Process(["agent", "run", "--config", str(path)], run / device / "agent.log", env)
+            )
+            url = f"http://127.0.0.1:{agent_port}"
+            result.agents[device] = url
+            clients[device] = httpx.Client(base_url=url, timeout=10)
+        for device in result.agents:
+            client = clients[device]
+            _wait(f"{device} to serve", lambda c=client: c.get("/v2/health/ready").status_code == 200, 60)  # type: ignore[misc]
+        yield clients
+    finally:
+        for client in clients.values():
+            client.close()
+        for child in reversed(children):
+            child.stop()
+
+
+def _version(client: httpx.Client) -> int | None:
+    status = client.get("/agent/status").json()
+    return None if status["on_probation"] else status["version"]
+
+
+def _gateway(
+    clients: dict[str, httpx.Client],
+    manifest: Manifest,
+    central: httpx.Client,
+    admin: str,
+    group_data: dict[str, Any],
+    result: FleetResult,
+    phase: str,
+) -> None:
+    """Send each group's readings to its device and the true labels to the central node."""
+    devices = {group: device for device, group, _ in DEVICES}
+    for group, columns in group_data.items():
+        device = devices[group]
+        records = readings_to_records(columns, manifest)
+        traffic = send(clients[device], records, list(columns["fault"]))
+        result.traffic[f"{phase}/{group}"] = traffic
+        result.failed_requests += len(traffic.failures)
+        labels = [
+            {
+                "prediction_id": str(mid),
+                "label": truth,
+                "predicted": predicted,
+                "model": "pump-faults",
+                "version": version,
+                "device_id": device,
+            }
+            for mid, (predicted, truth), version in zip(
+                columns["msg_id"], traffic.pairs, traffic.pair_versions, strict=False
+            )
+        ]
+        for start in range(0, len(labels), 5000):
+            central.post(
+                "/v1/feedback",
+                json={"labels": labels[start : start + 5000]},
+                headers={"Authorization": f"Bearer {admin}"},
+            ).raise_for_status()
+
+
+def _accuracy(traffic: TrafficResult) -> float:
+    return sum(p == t for p, t in traffic.pairs) / max(1, len(traffic.pairs))
+
+
+class _Loop:
+    """The closed loop, one method per stage, sharing the fleet's clients."""
+
+    def __init__(
+        self, settings: Settings, clients: dict[str, httpx.Client], result: FleetResult, options: FleetOptions
+    ) -> None:
+        from edgeml.bundle.verify import verify_manifest
+
+        self.settings, self.clients, self.result, self.options = settings, clients, result, options
+        self.store = store_from_settings(settings)
+        self.central = clients["central"]
+        self.admin = (settings.home / "run" / "central" / "admin.token").read_text().strip()
+        key = json.loads(self.store.get("channels/pump-faults/stable.json"))["manifests"]["x86-64-generic"][
+            "key"
+        ]
+        ring = KeyRing.from_dir(settings.home / "run" / "central" / "keyring")
+        self.manifest = verify_manifest(self.store.get(key), self.store.get(key + ".sig"), ring)
+        self.device = next(d for d, g, _ in DEVICES if g == DRIFTED_GROUP)
+
+    def traffic(self, groups: dict[str, Any], phase: str) -> None:
+        _gateway(self.clients, self.manifest, self.central, self.admin, groups, self.result, phase)
+
+    def normal(self) -> str:
+        self.traffic(
+            {group: _readings(group, 100 + i, self.options) for i, (_, group, _) in enumerate(DEVICES)},
+            "normal",
+        )
+        rows = sum(t.rows for k, t in self.result.traffic.items() if k.startswith("normal/"))
+        _wait("telemetry to reach the central node", lambda: _telemetry_rows(self.central) >= rows, 60)
+        return (
+            f"{rows:,} readings predicted by {len(DEVICES)} agents; their telemetry reached the central node"
+        )
+
+    def drift(self) -> str:
+        drifted = _readings(DRIFTED_GROUP, 200, self.options, DRIFT)
+        # the plant historian exports these readings too: retraining learns from them
+        buffer = io.StringIO()
+        write_csv(drifted, buffer)
+        self.store.put(
+            f"landing/pumps/{DRIFTED_GROUP}-drift.csv", buffer.getvalue().encode(), content_type="text/csv"
+        )
+        self.traffic({DRIFTED_GROUP: drifted}, "drift")
+        accuracy = self.result.accuracy["v1 on drifted readings"] = _accuracy(
+            self.result.traffic[f"drift/{DRIFTED_GROUP}"]
+        )
+        return f"{DRIFTED_GROUP}: temperature +15 degC, vibration x1.8; v1's accuracy there {accuracy:.1%}"
+
+    def detection(self, webhook: _Webhook) -> str:
+        def drift_alert() -> bool:
+            return any(
+                a.get("status") == "firing" and a.get("group") == DRIFTED_GROUP and a.get("feature")
+                for a in webhook.received
+            )
+
+        _wait("a drift alert", drift_alert, 120)
+        self.result.alerts = list(webhook.received)
+        self.result.drifted_features = sorted(
+            {a["feature"] for a in webhook.received if a.get("group") == DRIFTED_GROUP and a.get("feature")}
+        )
+        self.result.drift_rounds.append(self.central.get("/v1/drift").json())
+        return f"alert for {DRIFTED_GROUP}: {', '.join(self.result.drifted_features)}"
+
+    def retraining(self) -> str:
+        from edgeml.central.retrain import current_retraining
+
+        canary_key = "channels/pump-faults/canary.json"
+
+        def done() -> bool:
+            if self.store.exists(canary_key):
+                return True
+            job = current_retraining("pump-faults", self.settings)
+            if job is not None and job.state in ("failed", "stopped", "lost"):
+                tail = Path(job.log).read_text().strip().splitlines()[-1] if job.log else ""
+                raise EdgemlError(f"the retraining job {job.job_id} {job.state}: {tail}")
+            return False
+
+        _wait("the retraining job to publish a canary", done, self.options.timeout_s, 1.0)
+        canary = json.loads(self.store.get(canary_key))
+        self.result.new_version = int(canary["version"])
+        groups = ", ".join(canary["groups"])
+        return f"v{self.result.new_version} trained, gated, published to canary for {groups}"
+
+    def canary(self) -> str:
+        version = self.result.new_version
+        _wait(f"{self.device} on v{version}", lambda: _version(self.clients[self.device]) == version, 120)
+        self.traffic({DRIFTED_GROUP: _readings(DRIFTED_GROUP, 201, self.options, DRIFT)}, "canary")
+        accuracy = self.result.accuracy[f"v{version} on drifted readings"] = _accuracy(
+            self.result.traffic[f"canary/{DRIFTED_GROUP}"]
+        )
+        return f"{self.device} serves v{version}: accuracy {accuracy:.1%} on fresh drifted readings"
+
+    def promotion(self) -> str:
+        version = self.result.new_version
+        old = self.result.accuracy["v1 on drifted readings"]
+        new = self.result.accuracy[f"v{version} on drifted readings"]
+        if new < old:
+            return f"canary {new:.1%} < stable {old:.1%} on {DRIFTED_GROUP}: not promoted"
+        promote(self.store, ensure_signer(self.settings), "pump-faults")
+        self.result.promoted = True
+        for device in self.result.agents:
+            _wait(f"{device} on v{version}", lambda d=device: _version(self.clients[d]) == version, 120)  # type: ignore[misc]
+        self.traffic({g: _readings(g, 300 + i, self.options) for i, (_, g, _) in enumerate(DEVICES)}, "after")
+        return f"canary {new:.1%} >= stable {old:.1%} on {DRIFTED_GROUP}: promoted; every agent on v{version}"
+
+
+def run_fleet(
+    settings: Settings, spec_path: Path, stage: Stage, options: FleetOptions = FleetOptions()
+) -> FleetResult:
+    """Stages 3 to 5 of the demo; see the module docstring."""
+    result = FleetResult()
+    began = time.monotonic()
+    webhook = _Webhook()
+    try:
+        with _fleet(settings, result, spec_path, webhook) as clients:
+            loop = _Loop(settings, clients, result, options)
+            steps: list[tuple[str, Callable[[], str]]] = [
+                ("sending the fleet normal traffic", loop.normal),
+                (f"injecting drift into {DRIFTED_GROUP}'s sensors", loop.drift),
+                ("waiting for the central node to detect it and alert", lambda: loop.detection(webhook)),
+                (
+                    "retraining on the data landed since (a pipeline job), canary for the drifted group",
+                    loop.retraining,
+                ),
+                (f"{DRIFTED_GROUP} moves to the canary under traffic", loop.canary),
+                ("quality gate on realized accuracy, then promotion", loop.promotion),
+            ]
+            result.timeline.append((0.0, f"central node and {len(DEVICES)} agents serving v1"))
+            for description, step in steps:
+                with stage(description) as say:
+                    outcome = step()
+                    say(outcome)
+                result.timeline.append((time.monotonic() - began, outcome))
+                if outcome.endswith("not promoted"):
+                    break
+            result.versions = {d: _version(clients[d]) or 0 for d in result.agents}
+            result.drift_rounds.append(clients["central"].get("/v1/drift").json())
+            if options.keep_running:
+                with stage(f"fleet page {result.central_url}/ — Ctrl-C stops the fleet") as say:
+                    agents = ", ".join(result.agents.values())
+                    say(f"fleet page {result.central_url}/ ; agents {agents}; Ctrl-C stops")
+                    with contextlib.suppress(KeyboardInterrupt):
+                        threading.Event().wait()
+    finally:
+        webhook.close()
+    return result
+
+
+def _telemetry_rows(central: httpx.Client) -> int:
+    """Rows the central node has accepted telemetry for (its own counter on /metrics)."""
+    total = 0.0
+    for line in central.get("/metrics").text.splitlines():
+        if line.startswith("edgeml_central_telemetry_rows_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)

@@ -1,0 +1,188 @@
+"""The demo's report page: what happened, as plots, in one self-contained HTML file.
+
+Sections: data quality (rows landed, kept, quarantined; expectations), training (holdout
+metrics of each version), drift over time per device group, estimated vs realized accuracy,
+and the rollout timeline. Images are inline PNGs, so the file can be mailed or archived.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeml.demo import DemoResult
+
+__all__ = ["write_report"]
+
+
+def _png(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _figure(width: float = 7.5, height: float = 3.0) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def _close(figure: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
+def _data_quality(result: DemoResult) -> str:
+    if result.ingest is None or result.validation is None:
+        return ""
+    source = result.ingest.sources[0]
+    figure, axes = _figure(7.5, 2.4)
+    labels = ["readings landed", "into the lake", "quarantined", "valid after checks"]
+    values = [source.rows_in, source.rows_clean, source.rows_quarantined, result.validation.rows_valid]
+    axes.barh(labels[::-1], values[::-1], color=["#4c72b0", "#55a868", "#c44e52", "#8172b2"][::-1])
+    for i, v in enumerate(values[::-1]):
+        axes.text(v, i, f" {v:,}", va="center")
+    axes.set_title("Data quality")
+    image = _png(figure)
+    _close(figure)
+    checks = "".join(
+        f"<li>{html.escape(o.name)}: {'pass' if o.passed else 'FAIL'} {html.escape(o.detail)}</li>"
+        for o in result.validation.outcomes
+    )
+    return f'<h2>Data quality</h2><img src="data:image/png;base64,{image}"><ul>{checks}</ul>'
+
+
+def _training(result: DemoResult, versions: dict[int, dict[str, float]]) -> str:
+    if not versions:
+        return ""
+    metrics = sorted({m for values in versions.values() for m in values if m != "log_loss"})
+    figure, axes = _figure(7.5, 2.8)
+    width = 0.8 / len(versions)
+    for k, (version, values) in enumerate(sorted(versions.items())):
+        xs = [i + k * width for i in range(len(metrics))]
+        axes.bar(xs, [values.get(m, 0.0) for m in metrics], width, label=f"v{version}")
+    axes.set_xticks([i + width * (len(versions) - 1) / 2 for i in range(len(metrics))], metrics)
+    axes.set_ylim(0, 1)
+    axes.legend()
+    axes.set_title("Holdout metrics per model version")
+    image = _png(figure)
+    _close(figure)
+    family = f" ({result.training.family}, {result.training.trials} trials)" if result.training else ""
+    return f'<h2>Training{html.escape(family)}</h2><img src="data:image/png;base64,{image}">'
+
+
+def _history(result: DemoResult) -> list[dict[str, Any]]:
+    if result.fleet is None or not result.fleet.drift_rounds:
+        return []
+    history: list[dict[str, Any]] = result.fleet.drift_rounds[-1].get("history", [])
+    return history
+
+
+def _series(history: list[dict[str, Any]], field: str) -> dict[str, tuple[list[datetime], list[float]]]:
+    out: dict[str, tuple[list[datetime], list[float]]] = {}
+    for row in history:
+        value = row.get(field)
+        if value is None:
+            continue
+        key = f"{row['group']} v{row['version']}"
+        times, values = out.setdefault(key, ([], []))
+        times.append(datetime.fromisoformat(row["at"]))
+        values.append(float(value))
+    return out
+
+
+def _drift(history: list[dict[str, Any]]) -> str:
+    series = _series(history, "max_js")
+    if not series:
+        return ""
+    figure, axes = _figure()
+    for key, (times, values) in sorted(series.items()):
+        axes.plot(times, values, marker=".", label=key)
+    axes.set_ylabel("largest JS distance of an input")
+    axes.set_title("Drift over time per device group (the central node's rounds)")
+    axes.legend(fontsize=8)
+    figure.autofmt_xdate()
+    image = _png(figure)
+    _close(figure)
+    return f'<h2>Drift over time</h2><img src="data:image/png;base64,{image}">'
+
+
+def _accuracy(history: list[dict[str, Any]]) -> str:
+    estimated, realized = _series(history, "estimated_accuracy"), _series(history, "realized_accuracy")
+    if not estimated and not realized:
+        return ""
+    figure, axes = _figure()
+    for key, (times, values) in sorted(estimated.items()):
+        axes.plot(times, values, linestyle="--", label=f"{key} estimated")
+    for key, (times, values) in sorted(realized.items()):
+        axes.plot(times, values, marker="o", markersize=3, label=f"{key} realized")
+    axes.set_ylim(0, 1.02)
+    axes.set_ylabel("accuracy")
+    axes.set_title("Estimated (no labels, CBPE) vs realized (feedback) accuracy")
+    axes.legend(fontsize=7, ncol=2)
+    figure.autofmt_xdate()
+    image = _png(figure)
+    _close(figure)
+    return f'<h2>Estimated vs realized accuracy</h2><img src="data:image/png;base64,{image}">'
+
+
+def _timeline(result: DemoResult) -> str:
+    if result.fleet is None or not result.fleet.timeline:
+        return ""
+    events = result.fleet.timeline
+    figure, axes = _figure(7.5, 0.45 * len(events) + 0.8)
+    for i, (at, text) in enumerate(events):
+        axes.plot([at], [len(events) - i], "o", color="#4c72b0")
+        axes.text(at, len(events) - i, f"  {text[:90]}", va="center", fontsize=8)
+    axes.set_yticks([])
+    axes.set_xlabel("seconds since the fleet started")
+    axes.set_xlim(-5, max(at for at, _ in events) * 1.9 + 10)
+    axes.set_title("Rollout timeline")
+    image = _png(figure)
+    _close(figure)
+    return f'<h2>Rollout timeline</h2><img src="data:image/png;base64,{image}">'
+
+
+def _versions(settings_home: Path, model: str) -> dict[int, dict[str, float]]:
+    """Holdout metrics per registered version (MLflow registry tags)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{(settings_home / 'mlflow.db').resolve()}")
+    out = {}
+    for version in mlflow.MlflowClient().search_model_versions(f"name='{model}'"):
+        out[int(version.version)] = {
+            k.removeprefix("holdout_"): float(v) for k, v in version.tags.items() if k.startswith("holdout_")
+        }
+    return out
+
+
+def write_report(result: DemoResult, home: Path) -> Path:
+    """Write ``$EDGEML_HOME/report/index.html``; its path."""
+    model = result.training.model if result.training else "pump-faults"
+    history = _history(result)
+    sections = [
+        _data_quality(result),
+        _training(result, _versions(home, model)),
+        _drift(history),
+        _accuracy(history),
+        _timeline(result),
+    ]
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>edgeml demo report</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
+        "img{max-width:100%}h2{border-bottom:1px solid #ddd}</style></head><body>"
+        f"<h1>edgeml demo: {html.escape(model)}</h1>{''.join(sections)}</body></html>"
+    )
+    path = home / "report" / "index.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
