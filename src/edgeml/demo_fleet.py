@@ -389,7 +389,13 @@ class _Loop:
         new = self.result.accuracy[f"v{version} on drifted readings"]
         if new < old:
             return f"canary {new:.1%} < stable {old:.1%} on {DRIFTED_GROUP}: not promoted"
-        promote(self.store, ensure_signer(self.settings), "pump-faults")
+        promote(
+            self.store,
+            ensure_signer(self.settings),
+            "pump-faults",
+            actor="demo:quality-gate",
+            reason=f"canary realized accuracy {new:.1%} >= stable {old:.1%} on {DRIFTED_GROUP}",
+        )
         self.result.promoted = True
         for device in self.result.agents:
             _wait(f"{device} on v{version}", lambda d=device: _version(self.clients[d]) == version, 120)  # type: ignore[misc]

@@ -54,6 +54,14 @@ def test_targets_follow_publish_canary_and_rollback(publisher: Publisher, tmp_pa
         assert back is not None
         assert (back["version"], back["rollback_from"], back["rollback_reason"]) == (1, 3, "bad accuracy")
         assert target(central, "dev-a", a) == back  # the rollback withdrew the canary (v2 < v3)
+    # registrations and rollouts are on the audit trail, intact
+    from edgeml.audit import AuditLog
+
+    trail = AuditLog(publisher.store)
+    actions = [(e.actor, e.action, e.subject) for e in trail.entries()]
+    assert actions[:2] == [("central", "device.register", "dev-a"), ("central", "device.register", "dev-b")]
+    assert ("cli:" in actions[-1][0], actions[-1][1]) == (True, "rollout.withdraw")
+    assert trail.verify() == []
 
 
 def test_targets_auth_and_a_tampered_pointer(publisher: Publisher, tmp_path: Path) -> None:

@@ -51,7 +51,12 @@ def _write(
     groups: list[str],
     ttl_days: int,
     rollback: Rollback | None = None,
+    action: str = "publish",
+    actor: str | None = None,
+    reason: str = "",
 ) -> ChannelPointer:
+    from edgeml.audit import AuditLog, cli_actor
+
     now = datetime.now(UTC)
     pointer = ChannelPointer(
         model=model,
@@ -71,7 +76,26 @@ def _write(
     # Signature first: a device that sees the new pointer finds its signature already there.
     store.put(key + ".sig", signer.sign(data), content_type="application/json")
     store.put(key, data, content_type="application/json")
+    AuditLog(store).append(
+        actor or cli_actor(),
+        f"rollout.{action}",
+        f"{model}/{channel}",
+        before=_summary(previous),
+        after=_summary(pointer),
+        reason=reason,
+    )
     return pointer
+
+
+def _summary(pointer: ChannelPointer | None) -> dict[str, object] | None:
+    if pointer is None:
+        return None
+    return {
+        "version": pointer.version,
+        "serial": pointer.serial,
+        "percent": pointer.canary_percent,
+        "groups": pointer.groups,
+    }
 
 
 def _check_channel(channel: str) -> None:
@@ -89,6 +113,9 @@ def publish(
     percent: float | None = None,
     groups: list[str] | None = None,
     ttl_days: int = POINTER_TTL_DAYS,
+    actor: str | None = None,
+    reason: str = "",
+    action: str = "publish",
 ) -> ChannelPointer:
     """Point ``channel`` at ``version``; versions only move forward (see :func:`rollback`)."""
     _check_channel(channel)
@@ -115,11 +142,20 @@ def publish(
         percent=default_percent if percent is None else percent,
         groups=list(groups or []),
         ttl_days=ttl_days,
+        action=action,
+        actor=actor,
+        reason=reason,
     )
 
 
 def promote(
-    store: ObjectStore, signer: Signer, model: str, *, ttl_days: int = POINTER_TTL_DAYS
+    store: ObjectStore,
+    signer: Signer,
+    model: str,
+    *,
+    ttl_days: int = POINTER_TTL_DAYS,
+    actor: str | None = None,
+    reason: str = "",
 ) -> ChannelPointer:
     """Move the canary's version to stable, for every device."""
     canary = current(store, model, "canary")
@@ -128,7 +164,17 @@ def promote(
             f"{model} has no canary to promote", hint="`edgeml rollout publish ... --channel canary`"
         )
     return publish(
-        store, signer, model, canary.version, "stable", percent=100.0, groups=[], ttl_days=ttl_days
+        store,
+        signer,
+        model,
+        canary.version,
+        "stable",
+        percent=100.0,
+        groups=[],
+        ttl_days=ttl_days,
+        actor=actor,
+        reason=reason,
+        action="promote",
     )
 
 
@@ -141,6 +187,7 @@ def rollback(
     *,
     reason: str = "",
     ttl_days: int = POINTER_TTL_DAYS,
+    actor: str | None = None,
 ) -> list[ChannelPointer]:
     """Point ``channel`` back at an older, named version; the pointer says so, signed.
 
@@ -167,6 +214,9 @@ def rollback(
             groups=previous.groups,
             ttl_days=ttl_days,
             rollback=Rollback(from_version=previous.version, to_version=to_version, reason=reason),
+            action="rollback",
+            actor=actor,
+            reason=reason,
         )
     ]
     canary = current(store, model, "canary")
@@ -182,6 +232,9 @@ def rollback(
                 percent=0.0,
                 groups=canary.groups,
                 ttl_days=ttl_days,
+                action="withdraw",
+                actor=actor,
+                reason=f"stable rolled back to v{to_version}",
             )
         )
     return changed

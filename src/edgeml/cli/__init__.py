@@ -100,6 +100,7 @@ def _register() -> None:
     app.add_typer(bundle.keys_app, name="keys")
     app.add_typer(bundle.bundle_app, name="bundle")
     app.add_typer(bundle.rollout_app, name="rollout")
+    app.add_typer(bundle.audit_app, name="audit")
     app.add_typer(agent.app, name="agent")
     app.add_typer(pipeline.app, name="pipeline")
     app.add_typer(store.app, name="store")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edgeml.cli._context import CliState, console
+from edgeml.cli._context import CliState, console, err_console
 from edgeml.cli.train import TrackingOpt
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ def keys_init(ctx: typer.Context) -> None:
     from edgeml.bundle.keys import init_keys
 
     info = init_keys(_home(ctx))
+    _audit_keys(ctx, "keys.init", info.key_id)
     console.print(f"signing key {info.key_id} created: {info.path} (mode 0600)")
     console.print("give devices its public half: `edgeml keys export-public --out DIR`")
 
@@ -68,7 +69,14 @@ def keys_rotate(ctx: typer.Context) -> None:
     from edgeml.bundle.keys import rotate_keys
 
     info = rotate_keys(_home(ctx))
+    _audit_keys(ctx, "keys.rotate", info.key_id)
     console.print(f"signing key {info.key_id} is now active; distribute the ring before publishing with it")
+
+
+def _audit_keys(ctx: typer.Context, action: str, key_id: str) -> None:
+    from edgeml.audit import AuditLog, cli_actor
+
+    AuditLog(_store(ctx)).append(cli_actor(), action, key_id, after={"active": key_id})
 
 
 @keys_app.command("list")
@@ -296,3 +304,41 @@ def rollout_status(
         console.print(f"{model} has no channels yet: `edgeml rollout publish {model} VERSION`")
     for pointer in pointers.values():
         _print_pointer(pointer)
+
+
+# ----------------------------------------------------------------------------- audit
+
+audit_app = typer.Typer(
+    help="The tamper-evident audit trail of rollouts, keys, devices and automatic actions."
+)
+
+
+@audit_app.command("list")
+def audit_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show the last N entries.")] = 50,
+) -> None:
+    """The latest entries: when, who, what, to what, why."""
+    from edgeml.audit import AuditLog
+
+    for entry in AuditLog(_store(ctx)).entries()[-limit:]:
+        change = f"{entry.before} -> {entry.after}" if entry.before is not None else f"{entry.after}"
+        why = f" ({entry.reason})" if entry.reason else ""
+        console.print(
+            f"{entry.seq:>5} {entry.at} {entry.actor} {entry.action} {entry.subject}: {change}{why}",
+            markup=False,
+        )
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context) -> None:
+    """Recompute the hash chain; exit 3 naming every edited, deleted or moved entry."""
+    from edgeml.audit import AuditLog
+
+    log = AuditLog(_store(ctx))
+    problems = log.verify()
+    if problems:
+        for problem in problems:
+            err_console.print(f"[bold red]tampered:[/] {problem}")
+        raise typer.Exit(3)
+    console.print(f"audit trail intact: {len(log.entries())} entries, hash chain verified")

@@ -39,6 +39,9 @@ def register(body: RegisterRequest, state: StateDep, _: RegistrarDep) -> Registe
     except DeviceExists as exc:
         raise HTTPException(409, str(exc)) from exc
     update_fleet_gauges(state)
+    _audit(
+        state, "device.register", device.device_id, after={"group": device.group, "profile": device.profile}
+    )
     return Registered(device=device, token=token)
 
 
@@ -57,4 +60,13 @@ def decommission(device_id: str, state: StateDep, _: AdminDep) -> Device:
         raise HTTPException(404, str(exc)) from exc
     forget_device_series(state, device)
     update_fleet_gauges(state)
+    _audit(state, "device.decommission", device.device_id, before={"group": device.group})
     return device
+
+
+def _audit(state: StateDep, action: str, subject: str, **change: object) -> None:
+    """Record the change on the store's audit trail, when the central node has a store."""
+    from edgeml.audit import AuditLog
+
+    if state.targets.store is not None:
+        AuditLog(state.targets.store).append("central", action, subject, **change)  # type: ignore[arg-type]

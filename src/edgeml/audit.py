@@ -1,0 +1,146 @@
+"""The audit trail: who changed what, when, from what to what, and why — tamper-evident.
+
+Each entry is one object, ``audit/<seq>.json`` (sequence numbers from 1, zero-padded), in
+canonical JSON, carrying the sha256 of the entry before it; ``audit/head.json`` names the
+last sequence number and hash. :meth:`AuditLog.verify` recomputes the chain: an edited
+entry breaks its own hash, a deleted one leaves a gap, a removed last entry disagrees with
+the head, and a re-ordered one breaks the chain. Rollout changes, key rotations, device
+registrations and the central node's automatic actions are written here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeml.bundle.keys import canonical_json
+from edgeml.errors import ObjectNotFoundError
+from edgeml.store.base import ObjectStore
+
+__all__ = ["PREFIX", "AuditEntry", "AuditLog", "cli_actor"]
+
+PREFIX = "audit/"
+_HEAD = PREFIX + "head.json"
+_GENESIS = "0" * 64
+_LOCK = threading.Lock()  # one writer per process; the appliance runs one publisher
+
+
+class AuditEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: int = Field(ge=1)
+    at: str
+    actor: str = Field(description="who or what: cli:<user>, central:admin, central:auto, ...")
+    action: str = Field(description="e.g. rollout.publish, rollout.rollback, keys.rotate, device.register")
+    subject: str = Field(description="what it was done to: model/channel, key id, device id")
+    before: Any = None
+    after: Any = None
+    reason: str = ""
+    prev_hash: str
+    hash: str = ""
+
+    def digest(self) -> str:
+        return hashlib.sha256(canonical_json(self.model_dump(exclude={"hash"}))).hexdigest()
+
+
+def cli_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in a bare container
+        return "cli:unknown"
+
+
+def _key(seq: int) -> str:
+    return f"{PREFIX}{seq:012d}.json"
+
+
+class AuditLog:
+    """The appliance's audit trail on its object store."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def _head(self) -> tuple[int, str]:
+        try:
+            head = json.loads(self.store.get(_HEAD))
+        except ObjectNotFoundError:
+            return 0, _GENESIS
+        return int(head["seq"]), str(head["hash"])
+
+    def append(
+        self,
+        actor: str,
+        action: str,
+        subject: str,
+        *,
+        before: Any = None,
+        after: Any = None,
+        reason: str = "",
+    ) -> AuditEntry:
+        with _LOCK:
+            seq, prev = self._head()
+            entry = AuditEntry(
+                seq=seq + 1,
+                at=datetime.now(UTC).isoformat(timespec="microseconds"),
+                actor=actor,
+                action=action,
+                subject=subject,
+                before=before,
+                after=after,
+                reason=reason,
+                prev_hash=prev,
+            )
+            entry = entry.model_copy(update={"hash": entry.digest()})
+            self.store.put(
+                _key(entry.seq), canonical_json(entry.model_dump()), content_type="application/json"
+            )
+            head = canonical_json({"seq": entry.seq, "hash": entry.hash})
+            self.store.put(_HEAD, head, content_type="application/json")
+            return entry
+
+    def entries(self) -> list[AuditEntry]:
+        """Every entry that parses, in sequence order."""
+        out = []
+        for key in self.store.keys(PREFIX):
+            if key == _HEAD:
+                continue
+            try:
+                out.append(AuditEntry.model_validate_json(self.store.get(key)))
+            except ValidationError:
+                continue  # verify() reports it
+        return sorted(out, key=lambda e: e.seq)
+
+    def verify(self) -> list[str]:
+        """Every problem with the chain (none: intact)."""
+        problems = []
+        keys = [k for k in self.store.keys(PREFIX) if k != _HEAD]
+        prev, expected = _GENESIS, 1
+        for key in keys:
+            try:
+                entry = AuditEntry.model_validate_json(self.store.get(key))
+            except ValidationError:
+                problems.append(f"{key} is not an audit entry")
+                continue
+            if key != _key(entry.seq):
+                problems.append(f"{key} holds entry {entry.seq}: moved or renamed")
+            if entry.seq != expected:
+                problems.append(f"entries {expected}..{entry.seq - 1} are missing (deleted)")
+            if entry.hash != entry.digest():
+                problems.append(f"entry {entry.seq} was edited: its hash does not match its content")
+            if entry.prev_hash != prev:
+                problems.append(
+                    f"entry {entry.seq} does not follow entry {entry.seq - 1}: the chain is broken"
+                )
+            prev, expected = entry.hash, entry.seq + 1
+        seq, head_hash = self._head()
+        if (seq, head_hash) != (expected - 1, prev if expected > 1 else _GENESIS):
+            problems.append(
+                f"the head names entry {seq}, the log ends at entry {expected - 1}: entries were removed"
+            )
+        return problems

@@ -1,0 +1,95 @@
+"""The audit trail: rollouts and key changes are recorded; editing, deleting or truncating it is detected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeml.audit import AuditLog
+from edgeml.bundle.keys import Signer
+from edgeml.bundle.rollout import promote, rollback
+from edgeml.bundle.rollout import publish as publish_channel
+from edgeml.cli import main
+from edgeml.store.base import ObjectStore
+
+from .conftest import Publish
+
+
+def _rollouts(publish: Publish, store: ObjectStore, signer: Signer) -> AuditLog:
+    publish(1, seed=1)
+    publish(2, seed=2)
+    publish_channel(store, signer, "pump", 1, "stable", actor="cli:alice")
+    publish_channel(store, signer, "pump", 2, "canary", groups=["line-a"], actor="cli:alice")
+    promote(store, signer, "pump", actor="central:auto", reason="canary held its accuracy for 1 h")
+    rollback(store, signer, "pump", "stable", 1, reason="alarms on line-a", actor="cli:bob")
+    return AuditLog(store)
+
+
+def test_every_rollout_change_is_recorded_with_who_what_and_why(
+    publish: Publish, store: ObjectStore, signer: Signer
+) -> None:
+    log = _rollouts(publish, store, signer)
+    entries = log.entries()
+    assert [(e.actor, e.action, e.subject) for e in entries] == [
+        ("cli:alice", "rollout.publish", "pump/stable"),
+        ("cli:alice", "rollout.publish", "pump/canary"),
+        ("central:auto", "rollout.promote", "pump/stable"),
+        ("cli:bob", "rollout.rollback", "pump/stable"),
+        ("cli:bob", "rollout.withdraw", "pump/canary"),
+    ]
+    assert entries[2].before["version"] == 1  # type: ignore[index]
+    assert entries[2].after["version"] == 2  # type: ignore[index]
+    assert entries[3].reason == "alarms on line-a"
+    assert log.verify() == []
+
+
+def test_an_edited_entry_is_detected(publish: Publish, store: ObjectStore, signer: Signer) -> None:
+    log = _rollouts(publish, store, signer)
+    key = "audit/000000000004.json"
+    doc = json.loads(store.get(key))
+    doc["actor"] = "cli:nobody"
+    store.put(key, json.dumps(doc).encode())
+    assert log.verify() == ["entry 4 was edited: its hash does not match its content"]
+
+
+def test_a_deleted_entry_is_detected(publish: Publish, store: ObjectStore, signer: Signer) -> None:
+    log = _rollouts(publish, store, signer)
+    store.delete("audit/000000000002.json")
+    problems = log.verify()
+    assert "entries 2..2 are missing (deleted)" in problems
+    assert "entry 3 does not follow entry 2: the chain is broken" in problems
+
+
+def test_a_removed_last_entry_is_detected(publish: Publish, store: ObjectStore, signer: Signer) -> None:
+    log = _rollouts(publish, store, signer)
+    store.delete("audit/000000000005.json")
+    assert log.verify() == ["the head names entry 5, the log ends at entry 4: entries were removed"]
+
+
+def test_a_rewritten_chain_is_detected(publish: Publish, store: ObjectStore, signer: Signer) -> None:
+    """Re-hashing an edited entry does not help: the next entry still points at the old hash."""
+    from edgeml.audit import AuditEntry
+
+    log = _rollouts(publish, store, signer)
+    key = "audit/000000000003.json"
+    entry = AuditEntry.model_validate_json(store.get(key)).model_copy(update={"reason": "nothing to see"})
+    entry = entry.model_copy(update={"hash": entry.digest()})
+    store.put(key, entry.model_dump_json().encode())
+    assert log.verify() == ["entry 4 does not follow entry 3: the chain is broken"]
+
+
+def test_cli_keys_and_audit_commands(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "init"]) == 0
+    assert main(["keys", "rotate"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "keys.init" in out
+    assert "keys.rotate" in out
+    assert main(["audit", "verify"]) == 0
+    assert "audit trail intact: 2 entries" in capsys.readouterr().out
+    (clean_env / "store" / "audit" / "000000000001.json").write_text("{}")
+    assert main(["audit", "verify"]) == 3
+    assert "tampered:" in capsys.readouterr().err
