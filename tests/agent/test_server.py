@@ -531,7 +531,10 @@ def test_no_body_makes_a_server_error(regressors: dict[int, LoadedModel], body: 
 @given(
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
     path=st.sampled_from(["/predict", "/v2", "/v2/models/pump", "/v2/models/pump/infer", "/v2/health/ready"])
-    | st.text(alphabet="abcv2/{}%.-_", max_size=25).map(lambda p: "/" + p),
+    # a path starting "//" is not a request an HTTP client can send (httpx refuses to build it)
+    | st.text(alphabet="abcv2/{}%.-_", max_size=25)
+    .map(lambda p: "/" + p)
+    .filter(lambda p: not p.startswith("//")),
     body=st.binary(max_size=64),
 )
 def test_no_route_method_or_path_makes_a_server_error(

@@ -77,6 +77,8 @@ def served(publisher: Publisher, tmp_path_factory: pytest.TempPathFactory) -> It
         # one replica: the 2 cores are shared with other test runs
         serving=Serving(max_batch_size=16, batch_wait_timeout_s=0.002, min_replicas=1, max_replicas=1),
     )
+    if ray.is_initialized():  # another module's Ray, still up in this process: Serve needs its own
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     try:
         yield Served(publisher, config, deploy(config, host="127.0.0.1", port=free_port(), num_cpus=1))
