@@ -38,7 +38,13 @@ from edgeml.bundle.manifest import (
 )
 from edgeml.bundle.reference import PROBABILITY_EDGES, category_histogram, numeric_histogram
 from edgeml.errors import EdgemlError, UserError
-from edgeml.export.run import ExportReport, _artifacts, _resolve, default_export_dir, export_model
+from edgeml.export.run import (
+    ExportReport,
+    default_export_dir,
+    export_model,
+    load_kept_artifacts,
+    resolve_model_version,
+)
 from edgeml.profiles import FirmwareProfile, get_profile
 from edgeml.settings import Settings
 from edgeml.spec.models import Spec
@@ -317,12 +323,14 @@ def build_bundle(
     if expires_days < 1:
         raise UserError(f"--expires-days {expires_days} must be at least 1")
     profile = get_profile(profile_name, settings.home)
-    name, version, run_id, _family, snapshot, model = _resolve(model_uri, tracking_uri(settings, tracking))
+    name, version, run_id, _family, snapshot, model = resolve_model_version(
+        model_uri, tracking_uri(settings, tracking)
+    )
     exact = f"models:/{name}/{version}"
     folder = default_export_dir(settings, exact, profile.name)
     report = export_model(exact, profile.name, folder, settings, tracking)
     with tempfile.TemporaryDirectory() as tmp:
-        spec, rows = _artifacts(run_id, Path(tmp))
+        spec, rows = load_kept_artifacts(run_id, Path(tmp))
     training = _training_rows(spec, settings, snapshot, input_layout(spec)) if snapshot else None
     draft = _manifest(report, spec, rows, training, model, run_id, profile)
     bundle = Path(tempfile.mkdtemp(prefix="edgeml-bundle-"))

@@ -27,7 +27,13 @@ from edgeml.settings import Settings
 from edgeml.spec.models import Spec
 from edgeml.train.pipeline import InputLayout, input_layout
 
-__all__ = ["ExportReport", "default_export_dir", "export_model"]
+__all__ = [
+    "ExportReport",
+    "default_export_dir",
+    "export_model",
+    "load_kept_artifacts",
+    "resolve_model_version",
+]
 
 #: families OpenVINO can run: neural networks, and tree ensembles as tensor operations (the
 #: others need ONNX-ML operators it lacks)
@@ -61,7 +67,7 @@ class ExportReport:
         return json.dumps(asdict(self), indent=2)
 
 
-def _resolve(model_uri: str, tracking: str) -> tuple[str, str, str, str, str, Any]:
+def resolve_model_version(model_uri: str, tracking: str) -> tuple[str, str, str, str, str, Any]:
     """(name, version, run id, family, snapshot, model) of ``models:/name@alias`` or ``models:/name/N``."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -92,7 +98,7 @@ def _resolve(model_uri: str, tracking: str) -> tuple[str, str, str, str, str, An
     )
 
 
-def _artifacts(run_id: str, dest: Path) -> tuple[Spec, pd.DataFrame]:
+def load_kept_artifacts(run_id: str, dest: Path) -> tuple[Spec, pd.DataFrame]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -400,7 +406,9 @@ def export_model(
     from edgeml.train.tracking import tracking_uri
 
     profile = get_profile(profile_name, settings.home)
-    name, version, run_id, family, snapshot, model = _resolve(model_uri, tracking_uri(settings, tracking))
+    name, version, run_id, family, snapshot, model = resolve_model_version(
+        model_uri, tracking_uri(settings, tracking)
+    )
     _refuse_family(profile, family, settings.home)
     notes: list[str] = []
     precision = profile.precision
@@ -412,7 +420,7 @@ def export_model(
         precision = "fp32"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        spec, holdout = _artifacts(run_id, work / "artifacts")
+        spec, holdout = load_kept_artifacts(run_id, work / "artifacts")
         layout = input_layout(spec)
         _refuse_inputs(profile, layout)
         X = holdout[layout.columns]
