@@ -11,7 +11,7 @@ comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 # command:package pairs the integration tests need from the OS (apt-get).
-OS_DEPS ?= mosquitto:mosquitto wrk:wrk promtool:prometheus
+OS_DEPS ?= mosquitto:mosquitto wrk:wrk promtool:prometheus chromium:chromium
 
 .PHONY: all install os-deps lint typecheck test test-fast demo bench docs clean
 all: test

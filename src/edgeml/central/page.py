@@ -45,12 +45,12 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #e4e7ec; }
 th { background: #f2f4f7; font-weight: 600; }
 .online { color: #067647; } .offline { color: #b54708; } .decommissioned { color: #98a2b3; }
-.charts { display: flex; flex-wrap: wrap; gap: 1rem; }
+.charts { display: flex; flex-wrap: wrap; gap: 1rem; } table + .charts { margin-top: 1rem; }
 figure { margin: 0; border: 1px solid #e4e7ec; border-radius: 6px; padding: .5rem; }
 figcaption { font-size: .85rem; margin-bottom: .3rem; }
 svg rect.bar { fill: #2e90fa; } svg line.axis { stroke: #98a2b3; }
 svg polyline.estimated { fill: none; stroke: #7a5af8; stroke-width: 2; }
-svg circle.realized { fill: #f04438; }
+svg circle.estimated { fill: #7a5af8; } svg circle.realized { fill: #f04438; }
 .legend-estimated { color: #7a5af8; } .legend-realized { color: #f04438; }
 .breach { color: #b42318; font-weight: 600; } .calm { color: #067647; }
 .counts span { margin-right: 1.2rem; }
@@ -94,7 +94,9 @@ def _chart(points: list[RowsPoint], start: datetime, span: timedelta, bucket: ti
     width = (CHART_W - 2 * PAD) / slots
     bars = []
     for p in points:
-        x = PAD + (p.start - start) / bucket * width
+        # a window ending after "now" (a device clock ahead) lands in the last slot, not past the chart
+        slot = min(max(round((p.start - start) / bucket), 0), slots - 1)
+        x = PAD + slot * width
         h = (CHART_H - 2 * PAD) * p.rows / top
         bars.append(
             f'<rect class="bar" x="{x:.1f}" y="{CHART_H - PAD - h:.1f}" width="{max(width - 1, 1):.1f}" '
@@ -152,12 +154,15 @@ def _accuracy_chart(windows: list[WindowHealth], start: datetime, span: timedelt
     low = min(0.5, *values)
 
     def point(moment: datetime, value: float) -> tuple[float, float]:
+        # the window still open ends after the page's "now": its point goes at the right edge, not past it
+        moment = min(max(moment, start), start + span)
         x = PAD + (moment - start) / span * (CHART_W - 2 * PAD)
         return x, CHART_H - PAD - (value - low) / (1 - low) * (CHART_H - 2 * PAD)
 
-    line = " ".join(
-        "{:.1f},{:.1f}".format(*point(w.end, w.estimated.estimated)) for w in windows if w.estimated
-    )
+    estimates = [point(w.end, w.estimated.estimated) for w in windows if w.estimated]
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in estimates)
+    # a dot per estimate: a polyline of one point (a version's first window) draws nothing
+    marks = "".join(f'<circle class="estimated" cx="{x:.1f}" cy="{y:.1f}" r="2"/>' for x, y in estimates)
     dots = "".join(
         '<circle class="realized" cx="{:.1f}" cy="{:.1f}" r="3"/>'.format(*point(w.end, w.realized.accuracy))
         for w in windows
@@ -167,7 +172,7 @@ def _accuracy_chart(windows: list[WindowHealth], start: datetime, span: timedelt
         f'<svg role="img" width="{CHART_W}" height="{CHART_H}" viewBox="0 0 {CHART_W} {CHART_H}" '
         f'xmlns="http://www.w3.org/2000/svg"><line class="axis" x1="{PAD}" y1="{CHART_H - PAD}" '
         f'x2="{CHART_W - PAD}" y2="{CHART_H - PAD}"/>'
-        f'<polyline class="estimated" points="{line}"/>{dots}</svg>'
+        f'<polyline class="estimated" points="{line}"/>{marks}{dots}</svg>'
         f'<div class="muted">axis from {low:.0%} to 100% · <span class="legend-estimated">estimated</span> · '
         '<span class="legend-realized">realized</span></div>'
     )
@@ -217,6 +222,7 @@ def render_fleet_page(
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="30">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>edgeml fleet</title><style>{_CSS}</style></head>
 <body>
 <h1>edgeml fleet</h1>
