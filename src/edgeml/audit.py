@@ -116,6 +116,17 @@ class AuditLog:
                 continue  # verify() reports it
         return sorted(out, key=lambda e: e.seq)
 
+    def latest(self, count: int) -> list[AuditEntry]:
+        """The last ``count`` entries that parse, newest first (read from the head back)."""
+        seq, _ = self._head()
+        out = []
+        for n in range(seq, max(seq - count, 0), -1):
+            try:
+                out.append(AuditEntry.model_validate_json(self.store.get(_key(n))))
+            except (ObjectNotFoundError, ValidationError):
+                continue  # verify() reports it
+        return out
+
     def verify(self) -> list[str]:
         """Every problem with the chain (none: intact)."""
         problems = []

@@ -122,6 +122,8 @@ def _demo_spec(settings: Settings, options: DemoOptions) -> Path:
     source = next(p for p in example_specs() if p.name == "pump-faults.yaml")
     data = yaml.safe_load(source.read_text())
     data["search"]["trials"] = options.trials
+    # the demo cannot wait the hour a real canary soaks: a shorter soak, on the same evidence rules
+    data["rollout"]["gate"] = data["rollout"].get("gate", {}) | {"soak_s": 20}
     path = settings.home / "demo" / "pump-faults.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -4,9 +4,10 @@ A central node and three agents (each a real process, in its own group and firmw
 profile) serve the published model; a gateway sends them simulated readings and, for the
 realized accuracy, the true labels. Then one group's sensors drift: the central node's
 monitor flags it, posts an alert to a webhook and submits retraining (the same pipeline,
-as a job) on the data landed since; the new version goes to that group's canary; once its
-realized accuracy there beats the old model's on the same drifted readings, it is promoted
-and every agent moves to it, with traffic flowing and no failed request.
+as a job) on the data landed since; the new version goes to that group's canary. The central
+node's quality gate compares the canary's realized accuracy with the old model's on that
+group; the canary holds through its soak time, the gate promotes it, and every agent moves
+to it, with traffic flowing and no failed request.
 """
 
 from __future__ import annotations
@@ -35,10 +36,8 @@ import yaml
 
 from edgeml.bundle.keys import KeyRing
 from edgeml.bundle.manifest import Manifest
-from edgeml.bundle.rollout import promote
 from edgeml.demo import DAILY_SWING
 from edgeml.errors import EdgemlError
-from edgeml.pipeline import ensure_signer
 from edgeml.settings import Settings
 from edgeml.simulate.sensors import Drift, SensorSimulation, simulate_sensors, write_csv
 from edgeml.simulate.traffic import TrafficResult, readings_to_records, send
@@ -79,6 +78,7 @@ class FleetResult:
     new_version: int | None = None
     accuracy: dict[str, float] = field(default_factory=dict)  # what -> realized accuracy
     promoted: bool = False
+    gate: dict[str, Any] = field(default_factory=dict)  # the central node's promote/rollback decision
     timeline: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, event)
     versions: dict[str, int] = field(default_factory=dict)  # device id -> version at the end
     failed_requests: int = 0
@@ -190,6 +190,8 @@ def _fleet(
     config["monitor"] = {"interval_s": 2, "window_s": 120, "min_rows": 150, "min_js": 0.3}
     config["alerts"] = {"webhook_url": webhook.url}
     config["retrain"] = {"spec": str(spec_path), "home": str(settings.home)}
+    # the central node judges the canary itself and signs what it decides with the appliance's key
+    config["gate"] = {"enabled": True, "keys_home": str(settings.home)}
     files.config.write_text(yaml.safe_dump(config))
     env = {"EDGEML_HOME": str(settings.home)}
     children = [_Process(["central", "run", "--config", str(files.config)], run / "central.log", env)]
@@ -384,23 +386,21 @@ class _Loop:
         return f"{self.device} serves v{version}: accuracy {accuracy:.1%} on fresh drifted readings"
 
     def promotion(self) -> str:
+        """The central node's quality gate decides; the demo only watches it act."""
         version = self.result.new_version
-        old = self.result.accuracy["v1 on drifted readings"]
-        new = self.result.accuracy[f"v{version} on drifted readings"]
-        if new < old:
-            return f"canary {new:.1%} < stable {old:.1%} on {DRIFTED_GROUP}: not promoted"
-        promote(
-            self.store,
-            ensure_signer(self.settings),
-            "pump-faults",
-            actor="demo:quality-gate",
-            reason=f"canary realized accuracy {new:.1%} >= stable {old:.1%} on {DRIFTED_GROUP}",
-        )
+
+        def decided() -> bool:
+            return bool(self.central.get("/v1/rollouts").json()["actions"])
+
+        _wait("the central node's quality gate to decide", decided, 180)
+        self.result.gate = decision = self.central.get("/v1/rollouts").json()["actions"][-1]
+        if decision["action"] != "promote":
+            return f"quality gate: {decision['reason']}: rolled back, not promoted"
         self.result.promoted = True
         for device in self.result.agents:
             _wait(f"{device} on v{version}", lambda d=device: _version(self.clients[d]) == version, 120)  # type: ignore[misc]
         self.traffic({g: _readings(g, 300 + i, self.options) for i, (_, g, _) in enumerate(DEVICES)}, "after")
-        return f"canary {new:.1%} >= stable {old:.1%} on {DRIFTED_GROUP}: promoted; every agent on v{version}"
+        return f"quality gate: {decision['reason']}: promoted; every agent on v{version}"
 
 
 def run_fleet(
@@ -422,7 +422,7 @@ def run_fleet(
                     loop.retraining,
                 ),
                 (f"{DRIFTED_GROUP} moves to the canary under traffic", loop.canary),
-                ("quality gate on realized accuracy, then promotion", loop.promotion),
+                ("the central node's quality gate: canary vs champion through the soak", loop.promotion),
             ]
             result.timeline.append((0.0, f"central node and {len(DEVICES)} agents serving v1"))
             for description, step in steps:

@@ -27,6 +27,8 @@ __all__ = [
     "BUNDLE_DOWNLOAD_BYTES",
     "BUNDLE_SWAPS",
     "BUNDLE_VERIFICATIONS",
+    "CANARY_ACCURACY",
+    "CANARY_ACTIONS",
     "DEVICE_LAST_SEEN",
     "DEVICE_MODEL",
     "DEVICE_SPOOL_DROPPED",
@@ -240,6 +242,18 @@ ALERTS_SENT = Counter(
     "edgeml_alerts_sent_total",
     "Alert webhook deliveries by kind (firing, resolved) and outcome (ok, failed)",
     ["kind", "outcome"],
+    registry=REGISTRY,
+)
+CANARY_ACCURACY = Gauge(
+    "edgeml_canary_accuracy",
+    "Accuracy the quality gate compares: side (canary, champion), metric (realized, estimated)",
+    ["model", "version", "side", "metric"],
+    registry=REGISTRY,
+)
+CANARY_ACTIONS = Counter(
+    "edgeml_canary_actions_total",
+    "Quality-gate actions on canaries: promote, rollback",
+    ["model", "action"],
     registry=REGISTRY,
 )
 RETRAIN_JOBS = Counter(

@@ -45,6 +45,17 @@ def test_every_rollout_change_is_recorded_with_who_what_and_why(
     assert log.verify() == []
 
 
+def test_the_latest_entries_are_read_from_the_head_back(
+    publish: Publish, store: ObjectStore, signer: Signer
+) -> None:
+    log = _rollouts(publish, store, signer)
+    assert [e.seq for e in log.latest(3)] == [5, 4, 3]
+    assert [e.seq for e in log.latest(50)] == [5, 4, 3, 2, 1]
+    store.delete("audit/000000000004.json")
+    assert [e.seq for e in log.latest(3)] == [5, 3]  # a missing entry is skipped; verify() names it
+    assert AuditLog(store).latest(0) == []
+
+
 def test_an_edited_entry_is_detected(publish: Publish, store: ObjectStore, signer: Signer) -> None:
     log = _rollouts(publish, store, signer)
     key = "audit/000000000004.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agent.conftest import Publisher
 from edgeml.central.alerts import ACCURACY_ALERT, DRIFT_ALERT, Alerter, Signal, accuracy_signal, drift_signals
 from edgeml.central.drift import DriftReport, FeatureDrift, MethodScore
 from edgeml.central.performance import AccuracyEstimate
@@ -341,3 +343,53 @@ def test_the_default_command_is_the_pipeline_to_the_canary_of_the_drifted_groups
     assert _wait_done("pump-faults", settings, timeout=90) == "failed"
     assert job.log is not None
     assert "error: source 'history': no files match 'landing/pumps/*.csv'" in Path(job.log).read_text()
+
+
+def test_stopping_ends_the_local_jobs_this_process_started(
+    appliance: tuple[Settings, Path, str],
+) -> None:
+    from edgeml.central.retrain import stop_local_jobs
+
+    settings, spec_path, _ = appliance
+    forever = [sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"]
+    job = submit_retraining(spec_path, settings, "an-older-snapshot", entrypoint=forever).job
+    assert job.pid is not None
+    assert stop_local_jobs(settings) == [job.job_id]
+    with pytest.raises(ProcessLookupError):
+        os.kill(job.pid, 0)  # gone, and reaped
+    assert current_retraining("pump-faults", settings).state == "stopped"  # type: ignore[union-attr]
+    assert stop_local_jobs(settings) == []
+
+
+def test_drift_of_a_version_already_superseded_does_not_retrain(
+    appliance: tuple[Settings, Path, str], publisher: Publisher, tmp_path: Path
+) -> None:
+    """After v2 reached the canary, v1's drifted telemetry still in the window must not start a job."""
+    from types import SimpleNamespace
+
+    from central.conftest import make_config
+    from edgeml.central.app import _retrainer
+    from edgeml.central.retrain import stop_local_jobs
+    from edgeml.central.routes.pointers import TargetResolver
+
+    settings, spec_path, snapshot = appliance
+    publisher.model = "pump-faults"
+    publisher.release(1)
+    publisher.release(2, "canary", percent=100, groups=["line-b"])
+    config = make_config(tmp_path / "central", retrain={"spec": str(spec_path)})
+    retrain = _retrainer(config, settings, TargetResolver(publisher.store, publisher.ring, 0))
+    assert retrain is not None
+
+    def drifted(version: int) -> Any:
+        return SimpleNamespace(
+            model="pump-faults", version=version, group="line-b", snapshot=snapshot, drifted=["temperature"]
+        )
+
+    retrain(drifted(1))
+    assert current_retraining("pump-faults", settings) is None
+    retrain(drifted(2))  # the newest version drifting: that one is retrained on what landed since
+    job = current_retraining("pump-faults", settings)
+    assert job is not None
+    assert job.since_snapshot == snapshot
+    assert job.entrypoint[-2:] == ["--group", "line-b"]
+    stop_local_jobs(settings)

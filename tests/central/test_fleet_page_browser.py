@@ -244,7 +244,13 @@ def test_the_fleet_page_renders_in_chromium(browser: Browser, publisher: Publish
         assert by_id["retired-1"][6] == "decommissioned"
         assert by_id["spare-1"][1] == "—"
         for device_id in by_id:  # drawn, not only in the markup
-            assert page.get_by_role("cell", name=device_id, exact=True).is_visible()
+            assert page.locator("#devices").get_by_role("cell", name=device_id, exact=True).is_visible()
+        audit = page.eval_on_selector_all(
+            "#audit tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent.trim()))"
+        )  # the latest changes, newest first: the registrations and the decommission
+        assert audit[0][3:5] == ["device.decommission", "retired-1"]
+        assert {row[4] for row in audit} >= set(by_id)
+        assert page.locator("#audit").is_visible()
 
         health = page.eval_on_selector_all(
             "#model-health-table tbody tr",

@@ -149,7 +149,7 @@ def test_unknown_key_near_a_known_one_gets_a_suggestion(mutate: Mutation, path: 
 def test_unknown_key_far_from_any_lists_the_known_keys() -> None:
     issue = only(issues_after("pump-faults", lambda d: d["rollout"].__setitem__("zzz", 1)))
     assert issue.path == "rollout.zzz"
-    assert issue.message == "unknown key; known: channel, canary_percent, groups"
+    assert issue.message == "unknown key; known: channel, canary_percent, groups, gate"
 
 
 # --------------------------------------------------------------------- required sections

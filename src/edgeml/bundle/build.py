@@ -301,6 +301,7 @@ def _manifest(
         },
         export=asdict(report),
         compliance=spec.compliance,
+        gate=spec.rollout.gate,
         mlflow_run_id=run_id,
         snapshot=client.get_model_version(report.model, report.version).tags.get("snapshot", ""),
         key_id="",

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeml.spec.models import WindowFeature
+from edgeml.spec.models import CanaryGate, WindowFeature
 
 __all__ = [
     "FORMAT",
@@ -144,6 +144,9 @@ class Manifest(_Model):
     export: dict[str, Any] = Field(description="the export report: parity, latency, sizes")
     compliance: Literal["none", "gdpr", "hipaa", "sox"] = Field(
         "none", description="the spec's regime: telemetry carries row samples only under `none`"
+    )
+    gate: CanaryGate | None = Field(
+        None, description="how the central node judges this version as a canary; none: the defaults"
     )
     mlflow_run_id: str
     snapshot: str

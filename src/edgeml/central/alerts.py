@@ -17,6 +17,9 @@ same for every message about one alert, so receivers can group them. Delivery re
 timeouts, connection errors, 429 and 5xx with exponential backoff (honouring a short
 ``Retry-After``); another 4xx is final. A delivery that failed is tried again at the next
 evaluation. State is in memory: after a restart, alerts still firing are sent once more.
+
+:meth:`Alerter.notify` sends a one-off ``status: "event"`` (a canary promoted or rolled back)
+with the same retries; events are not deduplicated or resolved.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ ACCURACY_ALERT = "EdgemlEstimatedAccuracyDrop"
 #: a Retry-After longer than this is not waited for: the next evaluation retries
 MAX_RETRY_AFTER_S = 30.0
 
-Status = Literal["firing", "resolved"]
+Status = Literal["firing", "resolved", "event"]
 
 
 @dataclass(frozen=True)
@@ -220,8 +223,17 @@ class Alerter:
             "fingerprint": s.fingerprint,
         }
 
+    def notify(self, payload: dict[str, Any]) -> Delivery:
+        """Send a one-off event (``payload`` plus ``status: "event"`` and ``sent_at``)."""
+        body = payload | {"status": "event", "sent_at": datetime.now(UTC).isoformat()}
+        body.setdefault("fingerprint", hashlib.sha256(repr(sorted(body.items())).encode()).hexdigest()[:16])
+        with self._lock:
+            return self._deliver(body, "event")
+
     def _send(self, active: _Active, status: Status) -> Delivery:
-        payload = self._payload(active, status)
+        return self._deliver(self._payload(active, status), status)
+
+    def _deliver(self, payload: dict[str, Any], status: Status) -> Delivery:
         error = None
         attempt = 0
         for attempt in range(1, self.retries + 2):

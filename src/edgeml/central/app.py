@@ -1,10 +1,11 @@
 """The central node's FastAPI application: :func:`create_app`.
 
 Routers (``edgeml.central.routes``): devices, targets, telemetry, feedback, fleet (JSON and
-the page at ``/``), health (``/healthz``, ``/readyz``, ``/metrics``). Two ASGI middlewares
-wrap them: request timing (:data:`HTTP_REQUEST_SECONDS`, by route template) and the body
-limit (413 before a byte of an oversized body is parsed). The telemetry store is opened
-here and closed when the server shuts down; run one process per database file.
+the page at ``/``), drift, rollouts (the quality gate), health (``/healthz``, ``/readyz``,
+``/metrics``). Two ASGI middlewares wrap them: request timing (:data:`HTTP_REQUEST_SECONDS`,
+by route template) and the body limit (413 before a byte of an oversized body is parsed).
+The telemetry store is opened here and closed when the server shuts down; run one process
+per database file.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ from edgeml.central.alerts import Alerter
 from edgeml.central.config import CentralConfig
 from edgeml.central.db import Overloaded, StoreClosed, TelemetryStore
 from edgeml.central.drift import DriftConfig
+from edgeml.central.gate import QualityGate
 from edgeml.central.monitor import GroupStatus, Monitor
-from edgeml.central.routes import devices, drift, feedback, fleet, health, targets, telemetry
+from edgeml.central.routes import devices, drift, feedback, fleet, health, rollouts, targets, telemetry
 from edgeml.central.routes.deps import CentralState
 from edgeml.central.routes.pointers import TargetResolver
 from edgeml.observability import HTTP_REQUEST_SECONDS, TELEMETRY_BATCHES
+from edgeml.settings import Settings
+from edgeml.store.base import ObjectStore
 
 __all__ = ["create_app"]
 
@@ -180,6 +184,12 @@ def create_app(config: CentralConfig) -> FastAPI:
         if config.alerts.webhook_url
         else None
     )
+    retrain_settings = None
+    if config.retrain.spec is not None:
+        from edgeml.settings import load_settings
+
+        home = config.retrain.home
+        retrain_settings = load_settings({"EDGEML_HOME": str(home)} if home else None)
     if config.monitor.enabled:
         state.monitor = Monitor(
             store,
@@ -188,8 +198,9 @@ def create_app(config: CentralConfig) -> FastAPI:
             interval_s=config.monitor.interval_s,
             min_rows=config.monitor.min_rows,
             alerter=alerter,
-            on_drift=_retrainer(config),
+            on_drift=_retrainer(config, retrain_settings, resolver),
             drift=DriftConfig(min_js=config.monitor.min_js),
+            gate=_gate(config, store, object_store, resolver, alerter),
         )
 
     @asynccontextmanager
@@ -202,6 +213,10 @@ def create_app(config: CentralConfig) -> FastAPI:
         finally:
             if state.monitor is not None:
                 await run_in_threadpool(state.monitor.stop)
+            if retrain_settings is not None:
+                from edgeml.central.retrain import stop_local_jobs
+
+                await run_in_threadpool(stop_local_jobs, retrain_settings)
             if alerter is not None:
                 alerter.close()
             task.cancel()
@@ -216,7 +231,7 @@ def create_app(config: CentralConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.central = state
-    for module in (devices, targets, telemetry, feedback, fleet, drift, health):
+    for module in (devices, targets, telemetry, feedback, fleet, drift, rollouts, health):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for error in (Overloaded, StoreClosed):
@@ -226,23 +241,57 @@ def create_app(config: CentralConfig) -> FastAPI:
     return app
 
 
+def _gate(
+    config: CentralConfig,
+    db: TelemetryStore,
+    object_store: ObjectStore | None,
+    resolver: TargetResolver,
+    alerter: Alerter | None,
+) -> QualityGate | None:
+    if not config.gate.enabled:
+        return None
+    from edgeml.bundle.keys import load_signer
+
+    assert object_store is not None
+    assert config.gate.keys_home is not None
+    return QualityGate(
+        db,
+        object_store,
+        resolver,
+        load_signer(config.gate.keys_home),
+        alerter=alerter,
+        lookback=timedelta(seconds=config.gate.lookback_s),
+    )
+
+
 #: after a retraining job failed, drift on the same data waits this long before another
 RETRAIN_COOLDOWN_S = 600.0
 
 
-def _retrainer(config: CentralConfig) -> Callable[[GroupStatus], None] | None:
-    """On drift: the pipeline as a job, to the canary of the drifted group; once per served version."""
+def _retrainer(
+    config: CentralConfig, settings: Settings | None, resolver: TargetResolver
+) -> Callable[[GroupStatus], None] | None:
+    """On drift: the pipeline as a job, to the canary of the drifted group; once per served version.
+
+    Drift of a version older than the newest on any channel is left alone: a newer model is
+    already out (its own telemetry will say whether it drifts too).
+    """
     spec = config.retrain.spec
-    if spec is None:
+    if spec is None or settings is None:
         return None
     from edgeml.central.retrain import current_retraining, submit_retraining
+    from edgeml.central.routes.pointers import TargetsUnavailable
     from edgeml.errors import EdgemlError
-    from edgeml.settings import load_settings
 
-    settings = load_settings({"EDGEML_HOME": str(config.retrain.home)} if config.retrain.home else None)
     failed_at: dict[tuple[str, str], float] = {}  # (model, snapshot) -> when its job last failed
 
     def retrain(status: GroupStatus) -> None:
+        try:
+            published = [p.version for p in resolver.pointers(status.model).values()]
+        except TargetsUnavailable:
+            published = []
+        if published and status.version < max(published):
+            return
         last = current_retraining(status.model, settings)
         if last is not None and last.since_snapshot == status.snapshot:
             if last.state != "failed":
@@ -253,16 +302,19 @@ def _retrainer(config: CentralConfig) -> Callable[[GroupStatus], None] | None:
                 return  # a failed job is not retried every round: its log says why
             del failed_at[key]
         try:
-            job = submit_retraining(
+            submission = submit_retraining(
                 spec,
                 settings,
                 status.snapshot,
                 groups=[status.group] if status.group else [],
                 dashboard_address=config.retrain.dashboard,
-            ).job
+            )
         except EdgemlError as exc:
             log.error("retraining %s after drift in %s failed to start: %s", status.model, status.group, exc)
             return
+        if not submission.submitted:
+            return  # one is running already
+        job = submission.job
         log.warning(
             "drift in %s (%s): retraining job %s submitted",
             status.group,

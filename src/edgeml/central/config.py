@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from edgeml.errors import ConfigError
 from edgeml.settings import S3Settings
@@ -21,6 +30,7 @@ from edgeml.settings import S3Settings
 __all__ = [
     "AlertsConfig",
     "CentralConfig",
+    "GateConfig",
     "LimitsConfig",
     "MonitorConfig",
     "RetrainConfig",
@@ -96,6 +106,26 @@ class RetrainConfig(_Strict):
     _paths = field_validator("spec", "home")(_relative_to_config)
 
 
+class GateConfig(_Strict):
+    """Quality-gated rollout: each monitor round, canaries are promoted or rolled back by accuracy.
+
+    The rule itself (soak time, margin, evidence needed) comes from each version's signed
+    manifest (the spec's ``rollout.gate``); here is only whether to act, and with which key.
+    """
+
+    enabled: bool = Field(False, description="judge canaries and act; needs a writable store and a key")
+    keys_home: Path | None = Field(
+        None,
+        description="folder whose keys/ holds the signing key (`edgeml keys init`); the pointers "
+        "the gate writes are signed with it, so devices must trust its public key",
+    )
+    lookback_s: float = Field(
+        86400.0, gt=0, description="how far back the champion's latest telemetry and labels are looked for"
+    )
+
+    _paths = field_validator("keys_home")(_relative_to_config)
+
+
 class CentralConfig(_Strict):
     """The central node."""
 
@@ -120,10 +150,29 @@ class CentralConfig(_Strict):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
     _paths = field_validator("db_path", "admin_token_file", "bootstrap_token_file", "keyring")(
         _relative_to_config
     )
+
+    @model_validator(mode="after")
+    def _gate_needs(self) -> CentralConfig:
+        if self.gate.enabled:
+            missing = [
+                name
+                for name, value in (
+                    ("store", self.store),
+                    ("keyring", self.keyring),
+                    ("gate.keys_home", self.gate.keys_home),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"gate.enabled needs {', '.join(missing)}")
+            if not self.monitor.enabled:
+                raise ValueError("gate.enabled needs monitor.enabled: the gate runs in the monitor's rounds")
+        return self
 
     def admin_token(self) -> str:
         return read_token_file(self.admin_token_file, "admin_token_file")

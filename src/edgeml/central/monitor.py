@@ -6,7 +6,8 @@ reference statistics in that version's signed manifest (:mod:`edgeml.central.dri
 accuracy from the calibrated sums and measures it from feedback labels
 (:mod:`edgeml.central.performance`), sets the gauges, hands every signal to the
 :class:`~edgeml.central.alerts.Alerter` (which sends, dedups and resolves), and calls
-``on_drift`` for a group whose drift breached — the retraining trigger.
+``on_drift`` for a group whose drift breached — the retraining trigger. Then the
+:class:`~edgeml.central.gate.QualityGate`, when there is one, judges the canaries.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from edgeml.central.drift import (
     pool_window,
     publish_drift,
 )
+from edgeml.central.gate import QualityGate
 from edgeml.central.performance import (
     AccuracyEstimate,
     RealizedAccuracy,
@@ -76,6 +78,7 @@ class Monitor:
         alerter: Alerter | None = None,
         on_drift: Callable[[GroupStatus], None] | None = None,
         drift: DriftConfig | None = None,
+        gate: QualityGate | None = None,
     ) -> None:
         self.db = db
         self.manifests = manifests
@@ -84,6 +87,7 @@ class Monitor:
         self.min_rows = min_rows
         self.alerter = alerter
         self.on_drift = on_drift
+        self.gate = gate
         self.cache = ThresholdCache(drift)
         self.latest: list[GroupStatus] = []
         self.history: list[tuple[datetime, list[GroupStatus]]] = []  # the last rounds, for the page
@@ -107,7 +111,11 @@ class Monitor:
             if manifest is None:
                 continue
             pooled = pool_window(batches)
-            report = compute_drift(pooled, manifest, cache=self.cache)
+            try:
+                report = compute_drift(pooled, manifest, cache=self.cache)
+            except ValueError as exc:  # telemetry binned unlike its manifest: this group only
+                log.error("drift of %s v%s in %s not computed: %s", model, version, group, exc)
+                continue
             publish_drift(report)
             estimate = estimate_accuracy(pooled, manifest)
             pairs = [
@@ -130,6 +138,11 @@ class Monitor:
         self.latest = statuses
         self.history.append((now, statuses))
         del self.history[: -self.keep_rounds]
+        if self.gate is not None:
+            try:
+                self.gate.evaluate(now)
+            except Exception:  # the store may be unreachable: drift watching goes on
+                log.exception("quality gate round failed")
         return statuses
 
     def start(self) -> None:

@@ -12,8 +12,10 @@ from html import escape
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from edgeml.audit import AuditEntry
     from edgeml.central.db import RowsPoint
     from edgeml.central.drift import DriftReport
+    from edgeml.central.gate import GateDecision
     from edgeml.central.performance import AccuracyEstimate, RealizedAccuracy
     from edgeml.central.routes.fleet import Fleet
 
@@ -209,10 +211,65 @@ def _model_health(windows: list[WindowHealth], start: datetime, span: timedelta)
     )
 
 
+def _rollouts(canaries: list[GateDecision] | None, actions: list[GateDecision]) -> str:
+    if canaries is None:
+        return '<p class="muted">The quality gate is off on this node (gate.enabled in central.yaml).</p>'
+    decisions = canaries + [a for a in reversed(actions) if a not in canaries]
+    if not decisions:
+        return '<p class="muted">No canary is out, and the gate has not acted since this node started.</p>'
+    rows = []
+    for d in decisions:
+        side = {"realized": lambda e: e.realized, "estimated": lambda e: e.estimated}.get(d.metric or "")
+        rows.append(
+            f'<tr class="{escape(d.action)}"><td>{escape(d.model)} v{d.canary_version} vs '
+            f"v{d.champion_version}</td><td>{escape(', '.join(d.groups) or 'all')}</td>"
+            f"<td>{d.soaked_s:.0f} / {d.gate.soak_s:g} s</td><td>{escape(d.metric or '—')}</td>"
+            f"<td>{_pct(side(d.canary) if side else None)}</td>"
+            f"<td>{_pct(side(d.champion) if side else None)}</td>"
+            f"<td><strong>{escape(d.action)}</strong></td><td>{escape(d.reason)}</td></tr>"
+        )
+    return (
+        '<table id="rollouts"><thead><tr><th>canary vs champion</th><th>groups</th><th>soaked</th>'
+        "<th>metric</th><th>canary</th><th>champion</th><th>decision</th><th>why</th></tr></thead>"
+        "<tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def _audit(entries: list[AuditEntry] | None) -> str:
+    if entries is None:
+        return '<p class="muted">No object store is configured, so there is no audit trail here.</p>'
+    if not entries:
+        return '<p class="muted">The audit trail is empty.</p>'
+
+    def version(state: object) -> str:
+        return f"v{state['version']}" if isinstance(state, dict) and "version" in state else "—"
+
+    rows = "".join(
+        f"<tr><td>{e.seq}</td><td>{escape(e.at[:19])}</td><td>{escape(e.actor)}</td>"
+        f"<td>{escape(e.action)}</td><td>{escape(e.subject)}</td>"
+        f"<td>{version(e.before)} → {version(e.after)}</td><td>{escape(e.reason)}</td></tr>"
+        for e in entries
+    )
+    return (
+        '<table id="audit"><thead><tr><th>#</th><th>when (UTC)</th><th>who</th><th>action</th>'
+        f"<th>subject</th><th>version</th><th>reason</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
 def render_fleet_page(
-    fleet: Fleet, rows: list[RowsPoint], span: timedelta, health: list[WindowHealth]
+    fleet: Fleet,
+    rows: list[RowsPoint],
+    span: timedelta,
+    health: list[WindowHealth],
+    *,
+    canaries: list[GateDecision] | None = None,
+    gate_actions: list[GateDecision] | None = None,
+    audit: list[AuditEntry] | None = None,
 ) -> str:
-    """The page: devices, rows per group, and per model version and group drift and accuracy."""
+    """The page: devices, rows per group, drift and accuracy, canaries, and the latest audit entries.
+
+    ``canaries`` None: the quality gate is off; ``audit`` None: there is no store to read it from.
+    """
     start = fleet.generated_at - span
     counts = " ".join(
         f'<span class="{state}">{count} {state}</span>' for state, count in fleet.counts.items()
@@ -241,5 +298,9 @@ offline after {fleet.offline_after_s:.0f} s of silence</p>
 <section id="model-health">
 {_model_health(health, start, span)}
 </section>
+<h2>Canaries and the quality gate</h2>
+{_rollouts(canaries, gate_actions or [])}
+<h2>Latest changes (audit trail)</h2>
+{_audit(audit)}
 </body></html>
 """

@@ -14,7 +14,9 @@ it is a local subprocess of this process, with its output in
 ``$EDGEML_HOME/retrain/<job id>.log``.
 
 The last job per dataset is recorded in ``$EDGEML_HOME/retrain/<dataset>.json``; while it is
-pending or running, another submission returns it instead of starting a second one.
+pending or running, another submission returns it instead of starting a second one. Local
+jobs are children of the process that started them: :func:`stop_local_jobs` (the central
+node calls it when it stops) ends them, as a service manager ending the node's unit would.
 RETRAIN_JOBS counts ``submitted`` jobs, and each one's end once (``succeeded``/``failed``)
 when :func:`current_retraining` sees it.
 """
@@ -38,7 +40,14 @@ from pydantic import BaseModel, ConfigDict
 from edgeml.observability import RETRAIN_JOBS
 from edgeml.settings import Settings
 
-__all__ = ["JobState", "RetrainJob", "RetrainSubmission", "current_retraining", "submit_retraining"]
+__all__ = [
+    "JobState",
+    "RetrainJob",
+    "RetrainSubmission",
+    "current_retraining",
+    "stop_local_jobs",
+    "submit_retraining",
+]
 
 JobState = Literal["pending", "running", "succeeded", "failed", "stopped", "lost"]
 _ACTIVE = ("pending", "running")
@@ -214,3 +223,25 @@ def submit_retraining(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(job.model_dump_json(indent=2), encoding="utf-8")
         return RetrainSubmission(job=job, submitted=True)
+
+
+def stop_local_jobs(settings: Settings, timeout_s: float = 10.0) -> list[str]:
+    """End the local jobs this process started and still runs (SIGTERM, then SIGKILL); their ids."""
+    stopped = []
+    with _LOCK:
+        for job_id, child in list(_CHILDREN.items()):
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                stopped.append(job_id)
+            del _CHILDREN[job_id]
+        for path in (settings.home / "retrain").glob("*.json"):
+            job = RetrainJob.model_validate_json(path.read_text(encoding="utf-8"))
+            if job.job_id in stopped and job.state in _ACTIVE:
+                path.write_text(job.model_copy(update={"state": "stopped"}).model_dump_json(indent=2))
+                RETRAIN_JOBS.labels("failed").inc()
+    return stopped

@@ -41,7 +41,7 @@ _SECTIONS: list[tuple[str, list[type[BaseModel]]]] = [
     ),
     ("features", [m.Features, m.RowFeature, m.WindowFeature]),
     ("search", [m.Search, m.ParamRange]),
-    ("gates and rollout", [m.Gates, m.Threshold, m.Rollout]),
+    ("gates and rollout", [m.Gates, m.Threshold, m.Rollout, m.CanaryGate]),
     ("serving", [m.Serving]),
 ]
 

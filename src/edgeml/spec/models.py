@@ -22,6 +22,7 @@ from edgeml.spec.types import Duration, Identifier, Slug
 __all__ = [
     "FAMILIES",
     "METRICS",
+    "CanaryGate",
     "Column",
     "Expectation",
     "Features",
@@ -573,12 +574,30 @@ class Gates(_Model):
     )
 
 
+class CanaryGate(_Model):
+    """How the central node judges a canary against the champion (stable) on the same device groups.
+
+    Realized accuracy (from feedback labels) decides once both sides have ``min_labels``;
+    until then the label-free estimate does, once both have ``min_rows`` of telemetry.
+    """
+
+    soak_s: float = Field(3600.0, ge=0, description="a canary that holds this long is promoted (seconds)")
+    margin: float = Field(
+        0.02, ge=0, le=1, description="a canary this far below the champion's accuracy is rolled back"
+    )
+    min_rows: int = Field(500, ge=1, description="telemetry rows each side needs to compare estimates")
+    min_labels: int = Field(200, ge=1, description="labels each side needs to compare realized accuracy")
+
+
 class Rollout(_Model):
     """How a new model reaches devices."""
 
     channel: Slug = Field("stable", description="channel devices follow")
     canary_percent: float = Field(10.0, ge=0, le=100, description="share of devices that get it first")
     groups: list[Slug] = Field(default_factory=list, description="device groups; empty means all")
+    gate: CanaryGate = Field(
+        default_factory=CanaryGate, description="the central node's promotion/rollback rule for canaries"
+    )
 
 
 # ---------------------------------------------------------------------------- serving

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -9,11 +10,13 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
+from edgeml.audit import AuditEntry, AuditLog
 from edgeml.central.db import Device
 from edgeml.central.drift import ThresholdCache, compute_drift, pool
 from edgeml.central.page import WindowHealth, render_fleet_page
 from edgeml.central.performance import estimate_accuracy, realized_accuracy
 from edgeml.central.routes.deps import CentralState, FleetReaderDep, StateDep, errors
+from edgeml.errors import StoreError
 from edgeml.observability import DEVICE_LAST_SEEN, DEVICE_MODEL, FLEET_DEVICES, TELEMETRY_LAG
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
 ]
 
 router = APIRouter(tags=["fleet"])
+log = logging.getLogger("edgeml.central")
 
 State = Literal["online", "offline", "decommissioned"]
 STATES: tuple[State, ...] = ("online", "offline", "decommissioned")
@@ -109,7 +113,33 @@ def page(
     span = timedelta(hours=hours)
     since = view.generated_at - span
     rows = state.store.rows_over_time(since, span / 48)
-    return HTMLResponse(render_fleet_page(view, rows, span, model_health(state, since, span / 24)))
+    gate = state.monitor.gate if state.monitor is not None else None
+    return HTMLResponse(
+        render_fleet_page(
+            view,
+            rows,
+            span,
+            model_health(state, since, span / 24),
+            canaries=gate.latest if gate is not None else None,
+            gate_actions=gate.actions if gate is not None else None,
+            audit=_latest_changes(state),
+        )
+    )
+
+
+#: audit entries the page shows
+AUDIT_ON_PAGE = 15
+
+
+def _latest_changes(state: CentralState) -> list[AuditEntry] | None:
+    store = state.targets.store
+    if store is None:
+        return None
+    try:
+        return AuditLog(store).latest(AUDIT_ON_PAGE)
+    except StoreError as exc:  # the page still shows the fleet when the store is unreachable
+        log.warning("audit trail not readable for the fleet page: %s", exc)
+        return []
 
 
 #: bootstrap thresholds survive between page loads (they depend on the reference only)

@@ -121,6 +121,11 @@ class TargetResolver:
             self._cache[model] = (now, pointers)
         return pointers
 
+    def forget(self, model: str) -> None:
+        """Drop the model's cached pointers: the next read goes to the store."""
+        with self._lock:
+            self._cache.pop(model, None)
+
     def manifest(self, model: str, version: int, profile: str) -> Manifest | None:
         """The signed manifest of a version, or None when it cannot be read or does not verify.
 

@@ -1,0 +1,281 @@
+"""Quality-gated rollout: the central node promotes a canary that holds and rolls back one that does not.
+
+Each monitor round, for every model whose canary pointer names a newer version than stable
+and is followed by some devices, the gate compares the canary with the champion (the stable
+version) on the canary's device groups (all groups when it names none):
+
+- canary evidence: its telemetry and feedback labels since its pointer was published;
+- champion evidence: its telemetry and labels from the same groups since then when there are
+  enough (the canary has part of the devices), else its most recent ones within ``lookback``
+  (the canary took every device over: the champion's last figures on that traffic).
+
+Realized accuracy (feedback labels) decides once both sides have the version's
+``gate.min_labels``; until then the label-free estimate (the calibrated sums devices send)
+decides, once both sides have ``gate.min_rows`` rows. A canary more than ``gate.margin``
+below the champion is rolled back at once: the canary channel points back at the champion,
+signed, with the figures as the reason. One that has held for ``gate.soak_s`` since it was
+published is promoted to stable. Without enough evidence on both sides nothing happens.
+
+``gate`` comes from the canary version's signed manifest (the spec's ``rollout.gate``).
+Actions go through :mod:`edgeml.bundle.rollout`, so they are signed and audited (actor
+``central:quality-gate``), and each is also sent to the alert webhook as an event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from edgeml.agent.telemetry import TelemetryBatch
+from edgeml.bundle.channels import ChannelPointer
+from edgeml.bundle.keys import Signer, timestamp
+from edgeml.bundle.rollout import promote, rollback
+from edgeml.central.alerts import Alerter
+from edgeml.central.db import FeedbackRecord, TelemetryStore
+from edgeml.central.performance import realized_accuracy
+from edgeml.central.routes.pointers import TargetResolver
+from edgeml.errors import EdgemlError
+from edgeml.observability import CANARY_ACCURACY, CANARY_ACTIONS
+from edgeml.spec.models import CanaryGate
+from edgeml.store.base import ObjectStore
+
+__all__ = ["ACTOR", "Evidence", "GateDecision", "QualityGate"]
+
+log = logging.getLogger("edgeml.central.gate")
+
+ACTOR = "central:quality-gate"
+
+Action = Literal["wait", "soak", "promote", "rollback"]
+Metric = Literal["realized", "estimated"]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one side (canary or champion) has shown on the canary's groups."""
+
+    rows: int  # telemetry rows
+    estimated: float | None  # label-free accuracy from the calibrated sums
+    labels: int  # feedback labels with the prediction known
+    realized: float | None
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    model: str
+    canary_version: int
+    champion_version: int
+    groups: list[str]
+    started: datetime
+    soaked_s: float
+    gate: CanaryGate
+    canary: Evidence
+    champion: Evidence
+    metric: Metric | None  # the accuracy that decided; None: not enough evidence yet
+    action: Action
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"started": self.started.isoformat(), "gate": self.gate.model_dump()}
+
+
+def _estimate(batches: Sequence[TelemetryBatch]) -> tuple[int, float | None]:
+    """Rows, and the expected accuracy pooled from the calibrated sums (None without sums)."""
+    rows = sum(b.rows for b in batches)
+    sums = [b.calibration for b in batches if b.calibration is not None and b.calibration.rows]
+    counted = sum(s.rows for s in sums)
+    return rows, (sum(s.expected_correct for s in sums) / counted if counted else None)
+
+
+def _evidence(batches: Sequence[TelemetryBatch], labels: Sequence[FeedbackRecord]) -> Evidence:
+    rows, estimated = _estimate(batches)
+    realized = realized_accuracy((f.predicted, f.label) for f in labels)
+    return Evidence(rows, estimated, len(labels), realized.accuracy if realized else None)
+
+
+def _latest_batches(batches: list[TelemetryBatch], rows: int) -> list[TelemetryBatch]:
+    """The newest batches holding at least ``rows`` rows (all of them when they hold fewer)."""
+    taken, total = [], 0
+    for batch in reversed(batches):  # oldest window first
+        if total >= rows:
+            break
+        taken.append(batch)
+        total += batch.rows
+    return taken
+
+
+def _compare(gate: CanaryGate, canary: Evidence, champion: Evidence) -> tuple[Metric, float, float] | None:
+    if canary.labels >= gate.min_labels and champion.labels >= gate.min_labels:
+        assert canary.realized is not None
+        assert champion.realized is not None
+        return "realized", canary.realized, champion.realized
+    if (
+        canary.rows >= gate.min_rows
+        and champion.rows >= gate.min_rows
+        and canary.estimated is not None
+        and champion.estimated is not None
+    ):
+        return "estimated", canary.estimated, champion.estimated
+    return None
+
+
+class QualityGate:
+    """See the module docstring; :meth:`evaluate` is one round (the monitor calls it)."""
+
+    def __init__(
+        self,
+        db: TelemetryStore,
+        store: ObjectStore,
+        resolver: TargetResolver,
+        signer: Signer,
+        *,
+        alerter: Alerter | None = None,
+        lookback: timedelta = timedelta(days=1),
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.resolver = resolver
+        self.signer = signer
+        self.alerter = alerter
+        self.lookback = lookback
+        self.latest: list[GateDecision] = []  # this round's decisions, for /v1/rollouts
+        self.actions: list[GateDecision] = []  # every promotion and rollback since start
+
+    def models(self) -> list[str]:
+        """Models with channel pointers on the store."""
+        return sorted({key.split("/")[1] for key in self.store.keys("channels/") if key.count("/") == 2})
+
+    def evaluate(self, now: datetime | None = None) -> list[GateDecision]:
+        now = now or datetime.now(UTC)
+        decisions = []
+        for model in self.models():
+            self.resolver.forget(model)  # act on the pointers as they are, not as cached
+            pointers = self.resolver.pointers(model)
+            canary, stable = pointers.get("canary"), pointers.get("stable")
+            if canary is None or stable is None or canary.version <= stable.version:
+                continue
+            if canary.canary_percent <= 0:
+                continue  # withdrawn: no device follows it
+            decision = self.judge(canary, stable, now)
+            decisions.append(decision)
+            if decision.action in ("promote", "rollback"):
+                self._act(decision)
+        self.latest = decisions
+        return decisions
+
+    def judge(self, canary: ChannelPointer, stable: ChannelPointer, now: datetime) -> GateDecision:
+        """What to do with a canary now (nothing is done here)."""
+        model = canary.model
+        gate = self._gate(canary)
+        started = timestamp(canary.created, "canary pointer created")
+        groups = list(canary.groups)
+
+        def mine(items: Sequence[Any]) -> list[Any]:
+            """On the canary's groups; labels only where the prediction they judge is known."""
+            return [
+                i
+                for i in items
+                if (not groups or i.group in groups) and getattr(i, "predicted", True) is not None
+            ]
+
+        canary_batches = mine(self.db.batches(model=model, version=canary.version, since=started, until=now))
+        canary_labels = mine(self.db.feedback(model=model, version=canary.version, since=started, until=now))
+        champion_batches = mine(
+            self.db.batches(model=model, version=stable.version, since=now - self.lookback, until=now)
+        )
+        champion_labels = mine(
+            self.db.feedback(model=model, version=stable.version, since=now - self.lookback, until=now)
+        )
+        # the pointer's time is to the second: the champion's concurrent evidence starts after it
+        after = started + timedelta(seconds=1)
+        concurrent = [b for b in champion_batches if b.window_start >= after]
+        if sum(b.rows for b in concurrent) < gate.min_rows:
+            concurrent = _latest_batches(champion_batches, gate.min_rows)
+        concurrent_labels = [f for f in champion_labels if f.received_at >= after]
+        if len(concurrent_labels) < gate.min_labels:
+            concurrent_labels = champion_labels[-gate.min_labels :]
+        canary_side = _evidence(canary_batches, canary_labels)
+        champion_side = _evidence(concurrent, concurrent_labels)
+        soaked = (now - started).total_seconds()
+        compared = _compare(gate, canary_side, champion_side)
+        metric: Metric | None = None
+        if compared is None:
+            action: Action = "wait"
+            reason = (
+                f"not enough evidence yet: canary {canary_side.rows} rows / {canary_side.labels} labels, "
+                f"champion {champion_side.rows} rows / {champion_side.labels} labels; a comparison needs "
+                f"{gate.min_labels} labels or {gate.min_rows} rows with estimates on each side"
+            )
+        else:
+            metric, new, old = compared
+            CANARY_ACCURACY.labels(model, str(canary.version), "canary", metric).set(new)
+            CANARY_ACCURACY.labels(model, str(stable.version), "champion", metric).set(old)
+            figures = (
+                f"{metric} accuracy: canary v{canary.version} {new:.1%}, champion v{stable.version} {old:.1%}"
+            )
+            if new < old - gate.margin:
+                action, reason = "rollback", f"{figures}; more than {gate.margin:.1%} below"
+            elif soaked >= gate.soak_s:
+                action, reason = "promote", f"{figures}; held for {soaked:.0f} s (soak {gate.soak_s:g} s)"
+            else:
+                action, reason = "soak", f"{figures}; soaking {soaked:.0f} of {gate.soak_s:g} s"
+        return GateDecision(
+            model=model,
+            canary_version=canary.version,
+            champion_version=stable.version,
+            groups=groups,
+            started=started,
+            soaked_s=soaked,
+            gate=gate,
+            canary=canary_side,
+            champion=champion_side,
+            metric=metric,
+            action=action,
+            reason=reason,
+        )
+
+    def _gate(self, canary: ChannelPointer) -> CanaryGate:
+        """The rule the canary version was built with (any profile's manifest says the same)."""
+        for profile in sorted(canary.manifests):
+            manifest = self.resolver.manifest(canary.model, canary.version, profile)
+            if manifest is not None:
+                return manifest.gate or CanaryGate()
+        return CanaryGate()
+
+    def _act(self, decision: GateDecision) -> None:
+        where = f"{decision.model} canary v{decision.canary_version}"
+        try:
+            if decision.action == "promote":
+                promote(self.store, self.signer, decision.model, actor=ACTOR, reason=decision.reason)
+            else:
+                rollback(
+                    self.store,
+                    self.signer,
+                    decision.model,
+                    "canary",
+                    decision.champion_version,
+                    reason=decision.reason,
+                    actor=ACTOR,
+                )
+        except EdgemlError as exc:  # the store refused the write: next round tries again
+            log.error("quality gate could not %s %s: %s", decision.action, where, exc)
+            return
+        finally:
+            self.resolver.forget(decision.model)
+        CANARY_ACTIONS.labels(decision.model, decision.action).inc()
+        self.actions.append(decision)
+        log.warning("quality gate: %s %s (%s)", decision.action, where, decision.reason)
+        if self.alerter is not None:
+            self.alerter.notify(
+                {
+                    "alert": f"canary_{decision.action}",
+                    "model": decision.model,
+                    "version": decision.canary_version,
+                    "champion_version": decision.champion_version,
+                    "groups": decision.groups,
+                    "metric": decision.metric,
+                    "reason": decision.reason,
+                }
+            )
