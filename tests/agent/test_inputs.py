@@ -65,9 +65,15 @@ def test_the_three_record_shapes_give_columns_and_typed_feeds(schema: Schema, bo
         else len(body if isinstance(body, list) else body["records"])
     )
     assert batch.rows == rows
-    assert batch.columns["temp"].dtype == np.float64
-    assert batch.columns["temp"].shape == (rows,)
+    if rows == 1:  # the one-row fast path: each column is a list of the value, as a float
+        assert batch.columns["temp"] == [20.5]
+        assert batch.columns["vib"] == [1.0]
+        assert type(batch.columns["vib"][0]) is float  # sent as the integer 1
+    else:
+        assert batch.columns["temp"].dtype == np.float64
+        assert batch.columns["temp"].shape == (rows,)
     assert batch.feeds["temp"].shape == (rows, 1)
+    assert batch.feeds["temp"].dtype == np.float64
     assert batch.feeds["vib"].dtype == np.float32  # the graph's element type
     assert batch.feeds["machine"].dtype == object
     assert batch.feeds["machine"][0, 0] == "m1"
@@ -141,9 +147,118 @@ def test_bad_records_name_the_field(schema: Schema, body: Any, field: str, messa
 
 def test_an_input_named_records_is_an_input_not_the_batch_key() -> None:
     schema = Schema([InputField(name="records", kind="numeric", dtype="float64")])
-    assert schema.parse_records({"records": 2.0}).columns["records"].tolist() == [2.0]
+    assert list(schema.parse_records({"records": 2.0}).columns["records"]) == [2.0]
     with pytest.raises(InputError, match="expected a number"):
         schema.parse_records({"records": [{"records": 2.0}]})
+
+
+# --- the one-row fast path -----------------------------------------------------------------
+
+EDGES = [
+    math.nan,
+    math.inf,
+    -math.inf,
+    -50.0,
+    -50.000001,
+    150.0,
+    150.5,
+    3.4028234663852886e38,  # float32 max: refused, as the general path refuses it
+    3.4028234663852884e38,  # just below: taken
+    -3.4028234663852886e38,
+    1e300,
+    10**400,
+    -(10**400),
+    0,
+    -0.0,
+    True,
+    None,
+    "1",
+]
+VALID_RECORDS = st.fixed_dictionaries(
+    {
+        "temp": st.floats(-50, 150) | st.integers(-50, 150),
+        "vib": st.floats(-3e38, 3e38) | st.integers(-(10**20), 10**20),
+        "machine": st.sampled_from(["m1", "m2"]),
+        "note": st.text(max_size=5),
+        "ts": st.floats(-1e12, 1e12) | st.integers(0, 2**40),
+    }
+)
+ODD_VALUES = st.sampled_from(EDGES) | st.floats() | st.integers() | st.text(max_size=3) | st.none()
+
+
+@st.composite
+def _near_valid(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid record with up to two values changed to odd ones and maybe one left out."""
+    record: dict[str, Any] = draw(VALID_RECORDS)
+    changed = draw(st.dictionaries(st.sampled_from([*ROW, "other"]), ODD_VALUES, max_size=2))
+    dropped = draw(st.sets(st.sampled_from(list(ROW)), max_size=1))
+    return {k: v for k, v in {**record, **changed}.items() if k not in dropped}
+
+
+EDGE_RECORDS = _near_valid()
+
+
+def _general(schema: Schema, body: Any) -> tuple[str, Any]:
+    """What the general path makes of ``body``: ("ok", columns as lists, feeds) or ("refused", error)."""
+    try:
+        batch = schema._parse_records(body)
+    except InputError as exc:
+        return "refused", (exc.field, exc.detail, exc.status)
+    return "ok", _plain(batch)
+
+
+def _plain(batch: Batch) -> Any:
+    columns = {name: [None if _nan(v) else v for v in list(c)] for name, c in batch.columns.items()}
+    feeds = {
+        name: (f.dtype.str, f.shape, [None if _nan(v) else v for v in f.ravel().tolist()])
+        for name, f in batch.feeds.items()
+    }
+    return batch.rows, columns, feeds
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(record=EDGE_RECORDS, wrapped=st.booleans())
+def test_the_fast_path_takes_and_refuses_exactly_what_the_general_path_does(
+    record: dict[str, Any], wrapped: bool
+) -> None:
+    schema = Schema(FIELDS, max_rows=4)
+    body = {"records": [record]} if wrapped else record
+    try:
+        batch = schema.parse_records(body)
+    except InputError as exc:
+        assert _general(schema, body) == ("refused", (exc.field, exc.detail, exc.status))
+    else:
+        assert _general(schema, body) == ("ok", _plain(batch))
+        Schema.release(batch)
+
+
+def test_one_row_feeds_are_recycled_only_once_released(schema: Schema) -> None:
+    first = schema.parse_records(ROW)
+    second = schema.parse_records(row(temp=30.0))
+    assert first.feeds is not second.feeds  # not released yet: each batch has its own buffers
+    assert first.feeds["temp"][0, 0] == 20.5
+    Schema.release(first)
+    Schema.release(first)  # a second release does nothing
+    third = schema.parse_records(row(temp=40.0, note="again"))
+    fourth = schema.parse_records(row(temp=50.0))
+    assert third.feeds is first.feeds  # the buffers were reused ...
+    assert fourth.feeds is not third.feeds  # ... by one batch only
+    assert third.feeds["temp"][0, 0] == 40.0
+    assert third.feeds["note"][0, 0] == "again"
+    assert second.feeds["temp"][0, 0] == 30.0
+    assert third.columns["temp"] == [40.0]
+    assert first.columns["temp"] == [20.5]  # columns are never reused: observers keep them
+
+
+def test_releasing_a_batch_of_the_general_path_does_nothing(schema: Schema) -> None:
+    batch = schema.parse_records([ROW, ROW])
+    Schema.release(batch)
+    assert batch.feeds["temp"].ravel().tolist() == [20.5, 20.5]
+    assert schema.parse_records([ROW, ROW]).feeds is not batch.feeds
 
 
 # --- Open Inference Protocol v2 -------------------------------------------------------------

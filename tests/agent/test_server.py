@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +23,8 @@ from starlette.applications import Starlette
 
 from bundle.conftest import make_manifest, write_model
 from edgeml.agent.model import LoadedModel, ModelHolder
-from edgeml.agent.server import Serving, create_app
+from edgeml.agent.server import Serving, _observe_all, create_app, flush_metrics
+from edgeml.agent.telemetry import TelemetryWindow
 from edgeml.bundle.manifest import InputField, Outputs
 from edgeml.observability import REGISTRY
 
@@ -123,8 +125,16 @@ def call(app: Starlette, method: str, url: str, **kwargs: Any) -> httpx.Response
 
 
 def count(protocol: str, outcome: str, model: str = "pump", version: str = "1") -> float:
+    flush_metrics()  # answers are tallied and counted in bulk; /metrics flushes them too
     labels = {"model": model, "version": version, "protocol": protocol, "outcome": outcome}
     return REGISTRY.get_sample_value("edgeml_inference_requests_total", labels) or 0.0
+
+
+def rows_counted(model: str = "pump", version: str = "1") -> float:
+    flush_metrics()
+    return (
+        REGISTRY.get_sample_value("edgeml_inference_rows_total", {"model": model, "version": version}) or 0.0
+    )
 
 
 def infer_body(rows: list[tuple[float, float]]) -> dict[str, Any]:
@@ -282,6 +292,63 @@ def test_a_caller_with_decoded_json_gets_the_same_answers(regressors: dict[int, 
     assert service.predict(data={"a": 11.0}).status == 422
 
 
+def test_one_row_answers_the_same_bytes_as_the_general_path(classifier: LoadedModel) -> None:
+    holder, _ = serving(classifier)
+    service = Serving(holder)
+    rows = [
+        {"temperature": 95.0, "vibration": 1.0, "machine": "m2"},
+        {"temperature": 50.0, "vibration": 6.5, "machine": "m1"},
+        {"temperature": 61.25, "vibration": 3, "machine": "m3"},
+    ]
+    for row in rows:
+        fast = service.predict(data=row)  # one record: the fast path end to end
+        assert fast == service.predict(data=[row])  # a bare list: the general parsing path
+        # the answer's one-row shortcut writes what the many-row code writes for each row
+        served = service._state(classifier)
+        batch = served.schema.parse_records(row)
+        outputs = classifier.runtime.run(batch.feeds)
+        twice = {name: np.concatenate([array, array]) for name, array in outputs.items()}
+        one = orjson.dumps(served.predictions(batch, outputs), option=orjson.OPT_SERIALIZE_NUMPY)
+        many = orjson.dumps(
+            served.predictions(batch._replace(rows=2), twice), option=orjson.OPT_SERIALIZE_NUMPY
+        )
+        assert many == one[:-1] + b"," + one[1:-1] + b"]"
+        assert one in fast.body
+
+
+def test_telemetry_counts_one_row_and_many_row_requests_alike(classifier: LoadedModel) -> None:
+    holder, _ = serving(classifier)
+    telemetry = TelemetryWindow("device-1", window_rows=10_000)
+    holder.observers.append(telemetry)
+    service = Serving(holder)
+    row = {"temperature": 95.0, "vibration": 1.0, "machine": "m2"}
+    for _ in range(300):
+        assert service.predict(data=row).status == 200  # one-row requests: columns are lists
+    assert service.predict(data=[row, {**row, "machine": None}]).status == 200  # arrays
+    assert service.predict(data={**row, "vibration": None}).status == 200  # one row, general path
+    (batch,) = telemetry.flush()
+    assert batch.rows == 303
+    assert batch.requests == 302
+    assert batch.predictions == {"overheating": 303}
+    assert batch.features["machine"].missing == 1
+    assert batch.features["vibration"].missing == 1
+
+
+def test_a_swapped_out_model_is_let_go(regressors: dict[int, LoadedModel]) -> None:
+    import gc
+    import weakref
+
+    first = regressors[1]
+    holder, _ = serving(LoadedModel(first.folder, first.manifest))
+    service = Serving(holder)
+    assert service.predict(data={"a": 1.0, "b": 1.0}).status == 200
+    gone = weakref.ref(holder.current)  # type: ignore[arg-type]
+    holder.swap(regressors[2])
+    assert service.predict(data={"a": 1.0, "b": 1.0}).status == 200
+    gc.collect()
+    assert gone() is None  # nothing of the serving state keeps the old model (and its session)
+
+
 def test_observers_hear_of_answers_and_errors(regressors: dict[int, LoadedModel]) -> None:
     holder, app = serving(regressors[1])
     recorder = Recorder()
@@ -300,20 +367,57 @@ def test_observers_hear_of_answers_and_errors(regressors: dict[int, LoadedModel]
 
 def test_metrics_count_requests_rows_and_latency(regressors: dict[int, LoadedModel]) -> None:
     _, app = serving(regressors[1])
-    ok, bad = count("v2", "ok"), count("v2", "bad_input")
-    rows = REGISTRY.get_sample_value("edgeml_inference_rows_total", {"model": "pump", "version": "1"}) or 0.0
+    ok, bad, rows = count("v2", "ok"), count("v2", "bad_input"), rows_counted()
     call(app, "POST", "/v2/models/pump/infer", json=infer_body([(1.0, 1.0)] * 3))
     call(app, "POST", "/v2/models/pump/infer", json={"inputs": []})
     answer = call(app, "GET", "/metrics")
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
     assert 'edgeml_inference_latency_seconds_count{model="pump",version="1"}' in answer.text
+    # the scrape saw the answer: /metrics counts the tallied answers before it renders
+    assert (
+        f'edgeml_inference_requests_total{{model="pump",outcome="ok",protocol="v2",version="1"}} {ok + 1}'
+        in answer.text
+    )
     assert count("v2", "ok") == ok + 1
     assert count("v2", "bad_input") == bad + 1
-    assert (
-        REGISTRY.get_sample_value("edgeml_inference_rows_total", {"model": "pump", "version": "1"})
-        == rows + 3
-    )
+    assert rows_counted() == rows + 3
+
+
+def test_answers_are_counted_in_bulk_as_each_alone_would_be(regressors: dict[int, LoadedModel]) -> None:
+    holder, _ = serving(regressors[1])
+    service = Serving(holder)
+    labels = {"model": "pump", "version": "1"}
+    latency = "edgeml_inference_latency_seconds"
+    ok, rows = count("predict", "ok"), rows_counted()
+    seen = REGISTRY.get_sample_value(f"{latency}_count", labels) or 0.0
+    for n in range(150):  # over two tallies' worth: some counted on the way, the rest at the flush
+        assert service.predict(data={"a": n / 20, "b": 1.0}).status == 200
+    assert count("predict", "ok") == ok + 150
+    assert rows_counted() == rows + 150
+    assert REGISTRY.get_sample_value(f"{latency}_count", labels) == seen + 150
+
+
+def test_bulk_histogram_updates_match_one_observe_per_value() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    registry = CollectorRegistry()
+    buckets = (0.0001, 0.001, 0.01, 0.1, 1.0)
+    one = Histogram("one", "by observe", ["k"], registry=registry, buckets=buckets).labels("x")
+    bulk = Histogram("bulk", "in bulk", ["k"], registry=registry, buckets=buckets).labels("x")
+    values = [0.0, 0.0001, 0.00010001, 0.0005, 0.001, 0.05, 0.1, 0.99, 1.0, 1.5, 1e9, 3e-7]
+    for value in values:
+        one.observe(value)
+    _observe_all(bulk, values)
+    for suffix in ("_count", "_sum"):
+        assert registry.get_sample_value(f"bulk{suffix}", {"k": "x"}) == pytest.approx(
+            registry.get_sample_value(f"one{suffix}", {"k": "x"})
+        )
+    for le in ("0.0001", "0.001", "0.01", "0.1", "1.0", "+Inf"):
+        sample = {"k": "x", "le": le}
+        assert registry.get_sample_value("bulk_bucket", sample) == registry.get_sample_value(
+            "one_bucket", sample
+        )
 
 
 def test_a_model_failing_at_run_time_is_a_counted_500(regressors: dict[int, LoadedModel]) -> None:

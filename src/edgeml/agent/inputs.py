@@ -16,15 +16,23 @@ Every value is checked: type, missing where not nullable, finite, within ``min``
 a category the manifest allows. Time inputs take epoch seconds or ISO-8601 strings (no zone
 means UTC, as in training). Anything wrong raises :class:`InputError` naming the field.
 Numpy only: the agent's Starlette server and Ray Serve share this module.
+
+One record (the common request on a device) takes a fast path: a function generated for the
+schema checks each field with straight-line code (type, bounds, category) and writes the
+values into feed buffers reused across requests (:meth:`Schema.release`). It accepts only
+rows that are plainly valid (numbers within bounds, allowed strings, every input present);
+anything else, valid or not, goes through the general path, which decides and names the
+error, so both paths take and refuse exactly the same rows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,6 +47,8 @@ _NUMERIC_TYPES = frozenset(
 )
 _V2_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
+#: one-row feed buffers kept per schema for reuse (about the number of requests run at once)
+_POOL_SIZE = 16
 
 
 class InputError(EdgemlError):
@@ -51,17 +61,18 @@ class InputError(EdgemlError):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
+class Batch(NamedTuple):
     """Validated rows.
 
-    ``columns`` holds each input as a 1-D array of raw values (float64 with NaN for missing,
-    or objects with None for missing): what observers and telemetry see. ``feeds`` holds the
-    [N, 1] tensors in the element type the graph declares, ready for the runtime.
+    ``columns`` holds each input's raw values, one per row: what observers and telemetry see.
+    Each is a 1-D array (float64 with NaN for missing, or objects with None for missing), except
+    for a single row taken by the fast path, where it is a one-item list of the value (a float,
+    or a str). ``feeds`` holds the [N, 1] tensors in the element type the graph declares, ready
+    for the runtime; once the model has run on them, :meth:`Schema.release` may recycle them.
     """
 
     rows: int
-    columns: dict[str, np.ndarray]
+    columns: dict[str, np.ndarray | list[Any]]
     feeds: dict[str, np.ndarray]
     request_id: str | None = None
     outputs: tuple[str, ...] | None = None  # v2: the outputs asked for (None: all)
@@ -113,11 +124,41 @@ class Schema:
         self._names = frozenset(self._by_name)
         # "records" is the batch key unless the model itself has an input of that name
         self._records_key = "records" not in self._names
+        self._parse_row = _row_parser(self) if self.fields and max_rows >= 1 else None
 
     # --- JSON records ---------------------------------------------------------------
 
     def parse_records(self, body: Any) -> Batch:
         """Rows from a decoded ``/predict`` body (see the module docstring for its shapes)."""
+        parse_row = self._parse_row
+        if parse_row is not None and type(body) is dict:
+            record = body
+            if self._records_key and "records" in body:
+                rows = body["records"]
+                record = rows[0] if len(body) == 1 and type(rows) is list and len(rows) == 1 else None
+            if type(record) is dict and record.keys() <= self._names:
+                try:
+                    batch = parse_row(record)
+                except OverflowError:  # an integer too large for a float: the general path says so
+                    batch = None
+                if batch is not None:
+                    return batch
+        return self._parse_records(body)
+
+    @staticmethod
+    def release(batch: Batch) -> None:
+        """Recycle the feed buffers of a batch the model has run on; its feeds must not be read after.
+
+        Only one-row batches of the fast path have such buffers; for others this does nothing,
+        as it does when called again for the same batch.
+        """
+        feeds = batch.feeds
+        if type(feeds) is _RowFeeds and feeds.leased:
+            feeds.leased = False
+            if len(feeds.pool) < _POOL_SIZE:
+                feeds.pool.append(feeds)
+
+    def _parse_records(self, body: Any) -> Batch:
         if isinstance(body, dict) and self._records_key and "records" in body:
             extra = sorted(set(body) - {"records"})
             if extra:
@@ -251,9 +292,9 @@ class Schema:
 
     def _columns(
         self, rows: int, values: dict[str, list[Any]]
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    ) -> tuple[dict[str, np.ndarray | list[Any]], dict[str, np.ndarray]]:
         """Columns and feeds from each input's values (every input present, ``rows`` values each)."""
-        columns: dict[str, np.ndarray] = {}
+        columns: dict[str, np.ndarray | list[Any]] = {}
         feeds: dict[str, np.ndarray] = {}
         if self._numeric:
             # One array for every numeric input, whose rows are the columns: one allocation per
@@ -272,6 +313,107 @@ class Schema:
                 column = np.array(["" if v is None else v for v in given], dtype=object)
             feeds[field.name] = column.reshape(rows, 1)
         return columns, feeds
+
+
+class _RowFeeds(dict[str, np.ndarray]):
+    """The feeds of one row, in buffers a schema reuses (see :meth:`Schema.release`)."""
+
+    __slots__ = ("buffers", "leased", "pool")
+
+    buffers: tuple[np.ndarray, ...]  # the float64 block, the float32 block, one array per string input
+    leased: bool
+    pool: list[_RowFeeds]
+
+
+def _bounds(field: _Field) -> tuple[float, float]:
+    """(lowest, highest) value the general path takes for ``field``, both inclusive.
+
+    It takes ``-limit < x < limit`` (finite, fits the tensor type) and ``min <= x <= max``;
+    for a float ``x``, ``-limit < x`` is ``x >= nextafter(-limit, inf)``. NaN fails both
+    comparisons, as it should: missing values go the general way.
+    """
+    low = math.nextafter(-field.limit, math.inf)
+    high = math.nextafter(field.limit, -math.inf)
+    if field.low is not None:
+        low = max(low, field.low)
+    if field.high is not None:
+        high = min(high, field.high)
+    return low, high
+
+
+def _row_parser(schema: Schema) -> Callable[[dict[str, Any]], Batch | None]:
+    """A function checking one record of ``schema`` with straight-line code, generated once.
+
+    It returns the row's :class:`Batch`, or None unless every input holds a plainly valid value
+    (a number within bounds, an allowed string), leaving the rest to the general path. Field
+    names enter the code only as string literals (``repr``), bounds and categories as globals.
+    """
+    doubles = [f for f in schema.fields if f.numeric and f.dtype is np.float64]
+    singles = [f for f in schema.fields if f.numeric and f.dtype is np.float32]
+    strings = [f for f in schema.fields if not f.numeric]
+    var = {f.name: f"v{i}" for i, f in enumerate(schema.fields)}
+    pool: list[_RowFeeds] = []
+
+    def fresh() -> _RowFeeds:
+        block64 = np.zeros((len(doubles), 1, 1), dtype=np.float64)
+        block32 = np.zeros((len(singles), 1, 1), dtype=np.float32)
+        texts = [np.full((1, 1), "", dtype=object) for _ in strings]
+        feeds = _RowFeeds(
+            [(f.name, block64[i]) for i, f in enumerate(doubles)]
+            + [(f.name, block32[i]) for i, f in enumerate(singles)]
+            + [(f.name, texts[i]) for i, f in enumerate(strings)]
+        )
+        feeds.buffers = (block64, block32, *texts)
+        feeds.leased = False
+        feeds.pool = pool
+        return feeds
+
+    env: dict[str, Any] = {
+        "_float": float,
+        "_int": int,
+        "_str": str,
+        "_Batch": Batch,
+        "_new": tuple.__new__,
+        "_pool": pool,
+        "_fresh": fresh,
+        "_pack64": struct.Struct(f"={len(doubles)}d").pack_into,
+        "_pack32": struct.Struct(f"={len(singles)}f").pack_into,
+    }
+    code = ["def parse_row(record):", "    get = record.get"]
+    for i, field in enumerate(schema.fields):
+        v = var[field.name]
+        code.append(f"    {v} = get({field.name!r})")
+        if field.numeric:
+            env[f"_low{i}"], env[f"_high{i}"] = _bounds(field)
+            code += [
+                f"    if type({v}) is not _float:",
+                f"        if type({v}) is not _int:",
+                "            return None",
+                f"        {v} = _float({v})",  # OverflowError: the caller goes the general way
+                f"    if not _low{i} <= {v} <= _high{i}:",
+                "        return None",
+            ]
+        elif field.values is not None:
+            env[f"_values{i}"] = field.values
+            code += [f"    if type({v}) is not _str or {v} not in _values{i}:", "        return None"]
+        else:
+            code += [f"    if type({v}) is not _str:", "        return None"]
+    code += [
+        "    feeds = _pool.pop() if _pool else _fresh()",
+        "    feeds.leased = True",
+        "    buffers = feeds.buffers",
+    ]
+    if doubles:
+        code.append(f"    _pack64(buffers[0], 0, {', '.join(var[f.name] for f in doubles)})")
+    if singles:
+        code.append(f"    _pack32(buffers[1], 0, {', '.join(var[f.name] for f in singles)})")
+    for k, field in enumerate(strings):
+        code.append(f"    buffers[{k + 2}][0, 0] = {var[field.name]}")
+    columns = ", ".join(f"{f.name!r}: [{var[f.name]}]" for f in schema.fields)
+    code.append(f"    return _new(_Batch, (1, {{{columns}}}, feeds, None, None))")
+    exec("\n".join(code), env)  # noqa: S102 - our own code; names are repr() literals
+    parse_row: Callable[[dict[str, Any]], Batch | None] = env["parse_row"]
+    return parse_row
 
 
 def _numbers(field: _Field, values: list[Any]) -> list[float]:

@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
 import time
-import weakref
+from bisect import bisect_left
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -46,7 +49,7 @@ from edgeml.agent.inputs import Batch, InputError, Schema
 from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.observability import INFERENCE_REQUESTS, INFERENCE_ROWS, INFERENCE_SECONDS, render_metrics
 
-__all__ = ["Answer", "Call", "Serving", "create_app"]
+__all__ = ["Answer", "Call", "Serving", "create_app", "flush_metrics"]
 
 log = logging.getLogger("edgeml.agent")
 
@@ -54,6 +57,8 @@ JSON = "application/json"
 #: bodies above this are parsed and run on a worker thread, so a big batch does not stall the
 #: event loop; single rows stay on the loop, where they are fastest
 _INLINE_BYTES = 16 << 10
+#: answered requests held before they are counted into Prometheus in one go (see flush_metrics)
+_TALLY_EVERY = 64
 _DATATYPES = {"f": {4: "FP32", 8: "FP64", 2: "FP16"}, "i": {8: "INT64", 4: "INT32", 2: "INT16", 1: "INT8"}}
 _INPUT_DATATYPES = {"float64": "FP64", "float32": "FP32", "string": "BYTES"}
 
@@ -72,6 +77,9 @@ class Call(NamedTuple):
     body: bytes
     name: str | None = None  # v2: the model and version the route names
     version: str | None = None
+
+
+_answer = tuple.__new__  # Answer(status, body) without NamedTuple's Python-level __new__
 
 
 def _error(status: int, message: str, field: str | None = None) -> Answer:
@@ -108,18 +116,89 @@ def _decode(body: bytes) -> Any:
         raise InputError("body", f"malformed JSON ({exc})", 400) from None
 
 
+class _Metrics:
+    """The Prometheus series one model version's answered requests go to."""
+
+    __slots__ = ("model", "ok", "rows", "seconds", "version")
+
+    def __init__(self, model: str, version: str) -> None:
+        self.model, self.version = model, version
+        self.seconds = INFERENCE_SECONDS.labels(model, version)
+        self.rows = INFERENCE_ROWS.labels(model, version)
+        self.ok: dict[str, Any] = {}  # protocol -> its "ok" request counter
+
+    def add(self, answered: list[tuple[_Metrics, str, int, float]]) -> None:
+        """Count answered requests (all of this version): requests by protocol, rows, latencies."""
+        protocols = Counter(protocol for _, protocol, _, _ in answered)
+        for protocol, requests in protocols.items():
+            counter = self.ok.get(protocol)
+            if counter is None:
+                counter = self.ok[protocol] = INFERENCE_REQUESTS.labels(
+                    self.model, self.version, protocol, "ok"
+                )
+            counter.inc(requests)
+        self.rows.inc(sum(rows for _, _, rows, _ in answered))
+        _observe_all(self.seconds, [seconds for _, _, _, seconds in answered])
+
+
+def _observe_all(histogram: Any, values: list[float]) -> None:
+    """``histogram.observe`` of each value, done as one update per bucket.
+
+    prometheus_client has no bulk observe; its histograms keep a sum and one count per bucket
+    (a value counts in the first bucket whose bound is >= it, cumulated when exported), which
+    is what this adds to. Should a version keep them otherwise, each value is observed alone.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    total.inc(math.fsum(values))
+    for bucket, count in Counter(bisect_left(bounds, value) for value in values).items():
+        buckets[bucket].inc(count)
+
+
+_tally: list[tuple[_Metrics, str, int, float]] = []
+_tally_lock = threading.Lock()
+
+
+def flush_metrics() -> None:
+    """Count the answered requests not counted yet into the Prometheus metrics.
+
+    Answers are tallied in a list (an append, instead of four Prometheus updates each with its
+    own lock) and counted in bulk every ``_TALLY_EVERY`` answers and before ``/metrics`` renders,
+    so a scrape always sees every request answered before it. Refusals and failures are
+    counted at once, as they happen.
+    """
+    with _tally_lock:
+        taken = len(_tally)
+        if not taken:
+            return
+        answered = _tally[:taken]
+        del _tally[:taken]  # answers appended meanwhile stay for the next flush
+        by_version: dict[_Metrics, list[tuple[_Metrics, str, int, float]]] = {}
+        for entry in answered:
+            by_version.setdefault(entry[0], []).append(entry)
+        for metrics, entries in by_version.items():
+            metrics.add(entries)
+
+
 class _Served:
-    """What a request needs of one model, built on its first request and kept while it lives."""
+    """What a request needs of one model, built on its first request and kept while it is served."""
 
     def __init__(self, model: LoadedModel, max_rows: int) -> None:
         self.model = model
         manifest = model.manifest
         self.schema = Schema(manifest.inputs, max_rows=max_rows)
+        self.run = model.runtime.run
+        self.release = self.schema.release
         self.version = str(model.version)
         labels = manifest.outputs.labels
         self.labels = labels if labels else None
-        self.seconds = INFERENCE_SECONDS.labels(model.name, self.version)
-        self.rows = INFERENCE_ROWS.labels(model.name, self.version)
+        self._n_labels = len(labels) if labels else -1
+        self.metrics = _Metrics(model.name, self.version)
         self._counters: dict[tuple[str, str], Any] = {}
         self._metadata: bytes | None = None
 
@@ -164,10 +243,20 @@ class _Served:
             labels is not None
             and proba is not None
             and predicted is not None
-            and proba.shape[-1] == len(labels)
+            and proba.shape[-1] == self._n_labels
         ):
+            # Probabilities stay numpy scalars: orjson writes float32 at its own precision. The
+            # zips are not strict: the shapes are checked, and a strict zip asks a numpy row for
+            # one item past its end, an IndexError per row that costs more than the rest.
+            if batch.rows == 1 and proba.size == self._n_labels and predicted.size == 1:
+                return [
+                    {
+                        "label": str(predicted.item(0)),
+                        "probabilities": dict(zip(labels, proba.reshape(-1), strict=False)),
+                    }
+                ]
             return [
-                {"label": str(label), "probabilities": dict(zip(labels, row, strict=True))}
+                {"label": str(label), "probabilities": dict(zip(labels, row, strict=False))}
                 for label, row in zip(predicted.ravel().tolist(), proba.reshape(batch.rows, -1), strict=True)
             ]
         columns = {name: _per_row(array) for name, array in outputs.items()}
@@ -213,12 +302,19 @@ class Serving:
     def __init__(self, holder: ModelHolder, *, max_rows: int = 1024) -> None:
         self.holder = holder
         self.max_rows = max_rows
-        self._served: weakref.WeakKeyDictionary[LoadedModel, _Served] = weakref.WeakKeyDictionary()
+        self._served: _Served | None = None
 
     def _state(self, model: LoadedModel) -> _Served:
-        served = self._served.get(model)
-        if served is None:
-            served = self._served[model] = _Served(model, self.max_rows)
+        """The state of the model a request reads from the holder.
+
+        Only the latest model's is kept: a swapped-out model must not stay in memory because of
+        it (a request still running on it when it is swapped out gets a state of its own).
+        """
+        served = self._served
+        if served is None or served.model is not model:
+            served = _Served(model, self.max_rows)
+            if model is self.holder.current:
+                self._served = served
         return served
 
     # --- inference -------------------------------------------------------------------------
@@ -231,7 +327,10 @@ class Serving:
         model = self.holder.current
         if model is None:
             return self._not_ready("predict")
-        return self._run(self._state(model), "predict", body, data)
+        served = self._served
+        if served is None or served.model is not model:
+            served = self._state(model)
+        return self._run(served, "predict", body, data)
 
     def infer(self, name: str, version: str | None, body: bytes | None = None, *, data: Any = None) -> Answer:
         """OIP v2 ``infer`` on model ``name`` (and ``version``, when the route names one)."""
@@ -281,11 +380,13 @@ class Serving:
                 outputs = {name: parts[n] for name, parts in joint.items()}
             else:
                 try:
-                    outputs = model.runtime.run(batch.feeds)
+                    outputs = served.run(batch.feeds)
                 except Exception as exc:  # the runtime's own error types differ per runtime and version
                     answers[i] = self._failed(served, protocol, batch, exc)
                     continue
             answers[i] = self._reply(served, protocol, batch, outputs, start)
+        for _, batch, _ in parsed:
+            served.release(batch)
         assert all(answer is not None for answer in answers)
         return answers  # type: ignore[return-value]
 
@@ -322,7 +423,9 @@ class Serving:
 
     def _parse(self, served: _Served, protocol: str, data: Any) -> Batch:
         """The request's rows, validated; raises :class:`InputError`."""
-        batch = served.schema.parse_v2(data) if protocol == "v2" else served.schema.parse_records(data)
+        if protocol != "v2":
+            return served.schema.parse_records(data)
+        batch = served.schema.parse_v2(data)
         if batch.outputs is not None:
             names = served.model.runtime.output_names
             unknown = [n for n in batch.outputs if n not in names]
@@ -351,9 +454,11 @@ class Serving:
         except InputError as exc:
             return self._refuse(served, protocol, exc)
         try:
-            outputs = served.model.runtime.run(batch.feeds)
+            outputs = served.run(batch.feeds)
         except Exception as exc:  # the runtime's own error types differ per runtime and version
             return self._failed(served, protocol, batch, exc)
+        finally:
+            served.release(batch)  # the feeds' buffers serve the next request
         return self._reply(served, protocol, batch, outputs, start)
 
     def _reply(
@@ -373,10 +478,10 @@ class Serving:
             }
         payload = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
         self.holder.observe(model, batch.columns, outputs, time.perf_counter() - start)
-        served.seconds.observe(time.perf_counter() - start)
-        served.rows.inc(batch.rows)
-        served.count(protocol, "ok")
-        return Answer(200, payload)
+        _tally.append((served.metrics, protocol, batch.rows, time.perf_counter() - start))
+        if len(_tally) >= _TALLY_EVERY:
+            flush_metrics()
+        return _answer(Answer, (200, payload))
 
     # --- metadata and health ------------------------------------------------------------
 
@@ -502,6 +607,7 @@ def create_app(
         return _response(serving.model_ready(request.path_params["name"]))
 
     async def metrics(_: Request) -> Response:
+        flush_metrics()
         return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
     async def http_error(_: Request, exc: Exception) -> Response:

@@ -325,6 +325,7 @@ class TelemetryStore:
         self.max_queued_batches = max_queued_batches
         self.retention_days = retention_days
         self._db = duckdb.connect(str(path))
+        self._db.execute("SET disabled_compression_methods = 'dict_fsst'")
         self._cursor_lock = threading.Lock()
         self._writer_con = self._db.cursor()
         self._writer_con.execute(_SCHEMA)
