@@ -225,3 +225,28 @@ def test_the_page_shows_drift_and_accuracy_per_model_version_and_group(
         assert first[6] == "75.0%"  # realized: 6 of the 8 labels match the prediction
         assert unknown[3] == "no manifest"
         assert parsed.svgs == 1  # v1 has accuracy to chart; v7 none
+
+
+def test_prometheus_learns_the_agents_from_the_registry(tmp_path: Path) -> None:
+    """The file_sd file follows registrations and decommissions, and is rewritten at start-up."""
+    import json
+
+    sd_file = tmp_path / "prometheus" / "agents.json"
+    config = make_config(tmp_path / "central", prometheus_sd={"file": str(sd_file), "agent_port": 9101})
+    with running(config) as central:
+        assert json.loads(sd_file.read_text()) == []
+        central.register("pump-001", group="line-a")
+        central.register("pump-002")
+        assert json.loads(sd_file.read_text()) == [
+            {
+                "labels": {"device": "pump-001", "group": "line-a", "profile": "x86-64-generic"},
+                "targets": ["pump-001:9101"],
+            },
+            {"labels": {"device": "pump-002", "profile": "x86-64-generic"}, "targets": ["pump-002:9101"]},
+        ]
+        answer = central.client.post("/v1/devices/pump-001/decommission", headers=bearer(ADMIN))
+        assert answer.status_code == 200
+        assert [e["targets"] for e in json.loads(sd_file.read_text())] == [["pump-002:9101"]]
+    sd_file.unlink()
+    with running(config):  # a restart writes it from the registry again
+        assert [e["targets"] for e in json.loads(sd_file.read_text())] == [["pump-002:9101"]]

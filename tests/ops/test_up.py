@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -94,6 +95,24 @@ def test_up_status_down(tmp_path: Path) -> None:
                 for t in httpx.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
             }
             assert "edgeml-central" in jobs
+            # a device registered with the central node becomes an agent target (file_sd); "localhost"
+            # as its host name keeps the scrape attempt on this machine
+            bootstrap = (home / "central" / "bootstrap.token").read_text().strip()
+            registered = httpx.post(
+                f"http://127.0.0.1:{ports['central']}/v1/devices",
+                json={"device_id": "localhost", "group": "line-a", "profile": "x86-64-generic", "model": "m"},
+                headers={"Authorization": f"Bearer {bootstrap}"},
+            )
+            assert registered.status_code == 201, registered.text
+            deadline = time.monotonic() + 30
+            agents: list[dict[str, str]] = []
+            while not agents and time.monotonic() < deadline:
+                targets = httpx.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
+                agents = [t["labels"] for t in targets if t["labels"]["job"] == "edgeml-agents"]
+                time.sleep(0.5)
+            assert agents, "Prometheus did not pick up the registered device"
+            assert agents[0]["device"] == "localhost"
+            assert agents[0]["group"] == "line-a"
 
         again = edgeml(home, "up", *args)  # a second up starts nothing new
         assert again.count("(already running)") == len(pids), again

@@ -179,6 +179,7 @@ def create_app(config: CentralConfig) -> FastAPI:
         config=config, store=store, admin_token=admin, bootstrap_token=bootstrap, targets=resolver
     )
     fleet.restore_gauges(state)
+    fleet.write_prometheus_sd(state)
     alerter = (
         Alerter(config.alerts.webhook_url, repeat_after_s=config.alerts.repeat_after_s)
         if config.alerts.webhook_url

@@ -33,6 +33,7 @@ __all__ = [
     "GateConfig",
     "LimitsConfig",
     "MonitorConfig",
+    "PrometheusSdConfig",
     "RetrainConfig",
     "StoreConfig",
     "load_central_config",
@@ -126,6 +127,18 @@ class GateConfig(_Strict):
     _paths = field_validator("keys_home")(_relative_to_config)
 
 
+class PrometheusSdConfig(_Strict):
+    """Prometheus file-based discovery of the agents, written from the device registry."""
+
+    file: Path | None = Field(
+        None, description="file_sd JSON Prometheus watches; rewritten on every (de)registration"
+    )
+    agent_port: int = Field(8500, ge=1, le=65535, description="port of each agent's /metrics")
+    # device ids are host names on the plant network (the Ansible inventory uses them so)
+
+    _paths = field_validator("file")(_relative_to_config)
+
+
 class CentralConfig(_Strict):
     """The central node."""
 
@@ -151,6 +164,7 @@ class CentralConfig(_Strict):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    prometheus_sd: PrometheusSdConfig = Field(default_factory=PrometheusSdConfig)
 
     _paths = field_validator("db_path", "admin_token_file", "bootstrap_token_file", "keyring")(
         _relative_to_config

@@ -139,6 +139,10 @@ def _central_config(settings: Settings, port: int) -> Path:
     config = folder / "central.yaml"
     if not config.exists():
         init_central(folder, store_url=settings.store_url, keyring=None, keys_home=settings.home, port=port)
+        # the central node keeps the Prometheus this command starts told where the agents are
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data["prometheus_sd"] = {"file": str(_run_dir(settings) / "prometheus" / "agents.json")}
+        config.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return config
 
 

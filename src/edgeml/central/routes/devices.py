@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeml.central.db import Device, DeviceExists, UnknownDevice
 from edgeml.central.routes.deps import AdminDep, RegistrarDep, StateDep, errors
-from edgeml.central.routes.fleet import forget_device_series, update_fleet_gauges
+from edgeml.central.routes.fleet import forget_device_series, update_fleet_gauges, write_prometheus_sd
 from edgeml.spec.types import Slug
 
 __all__ = ["RegisterRequest", "Registered", "router"]
@@ -39,6 +39,7 @@ def register(body: RegisterRequest, state: StateDep, _: RegistrarDep) -> Registe
     except DeviceExists as exc:
         raise HTTPException(409, str(exc)) from exc
     update_fleet_gauges(state)
+    write_prometheus_sd(state)
     _audit(
         state, "device.register", device.device_id, after={"group": device.group, "profile": device.profile}
     )
@@ -60,6 +61,7 @@ def decommission(device_id: str, state: StateDep, _: AdminDep) -> Device:
         raise HTTPException(404, str(exc)) from exc
     forget_device_series(state, device)
     update_fleet_gauges(state)
+    write_prometheus_sd(state)
     _audit(state, "device.decommission", device.device_id, before={"group": device.group})
     return device
 

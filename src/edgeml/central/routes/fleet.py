@@ -29,6 +29,7 @@ __all__ = [
     "router",
     "set_serving",
     "update_fleet_gauges",
+    "write_prometheus_sd",
 ]
 
 router = APIRouter(tags=["fleet"])
@@ -179,6 +180,19 @@ def model_health(state: CentralState, since: datetime, window: timedelta) -> lis
 
 
 # --- gauges ----------------------------------------------------------------------------------
+
+
+def write_prometheus_sd(state: CentralState) -> None:
+    """The agents' scrape targets for Prometheus, when ``prometheus_sd.file`` is set."""
+    sd = state.config.prometheus_sd
+    if sd.file is None:
+        return
+    from edgeml.ops.prometheus_sd import write_sd_file
+
+    try:
+        write_sd_file(state.store.devices(), sd.file, port=sd.agent_port)
+    except OSError as exc:  # registration succeeded; scraping catches up at the next change
+        log.error("cannot write the Prometheus targets file %s: %s", sd.file, exc)
 
 
 def update_fleet_gauges(state: CentralState) -> None:
