@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -76,9 +76,6 @@ class GateDecision:
     metric: Metric | None  # the accuracy that decided; None: not enough evidence yet
     action: Action
     reason: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self) | {"started": self.started.isoformat(), "gate": self.gate.model_dump()}
 
 
 def _estimate(batches: Sequence[TelemetryBatch]) -> tuple[int, float | None]:
