@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import os
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -49,7 +50,14 @@ class AuditEntry(BaseModel):
         return hashlib.sha256(canonical_json(self.model_dump(exclude={"hash"}))).hexdigest()
 
 
+#: set for a process acting for someone else (a retraining job the central node started)
+ACTOR_ENV = "EDGEML_AUDIT_ACTOR"
+
+
 def cli_actor() -> str:
+    """Who runs this command: ``$EDGEML_AUDIT_ACTOR`` when set, else ``cli:<user>``."""
+    if actor := os.environ.get(ACTOR_ENV):
+        return actor
     try:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):  # no user name in a bare container

@@ -262,6 +262,7 @@ def _print_summary(console: Console, result: DemoResult) -> None:
     console.print("  • edgeml validate examples/pump-faults.yaml          the validation report")
     console.print("  • edgeml models list pump-faults                     registered versions and aliases")
     console.print("  • edgeml rollout status pump-faults                  where each channel points")
+    console.print("  • edgeml audit list                                  every change: who, when, why")
     console.print("  • edgeml bundle show pump-faults/1/x86-64-generic    a signed manifest")
     console.print(
         "  • .venv/bin/mlflow ui --backend-store-uri sqlite:///$EDGEML_HOME/mlflow.db   runs and plots"

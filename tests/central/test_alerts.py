@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from agent.conftest import Publisher
+from edgeml.audit import AuditLog
 from edgeml.central.alerts import ACCURACY_ALERT, DRIFT_ALERT, Alerter, Signal, accuracy_signal, drift_signals
 from edgeml.central.drift import DriftReport, FeatureDrift, MethodScore
 from edgeml.central.performance import AccuracyEstimate
@@ -283,7 +284,7 @@ def test_retraining_runs_one_local_job_at_a_time(
     script = (
         "import os, pathlib, sys, time\n"
         f"while not pathlib.Path({str(gate)!r}).exists(): time.sleep(0.02)\n"
-        "print(os.environ['EDGEML_HOME'], os.environ['EDGEML_STORE_URL'])\n"
+        "print(os.environ['EDGEML_HOME'], os.environ['EDGEML_STORE_URL'], os.environ['EDGEML_AUDIT_ACTOR'])\n"
     )
     submitted, succeeded = _jobs("submitted"), _jobs("succeeded")
     first = submit_retraining(
@@ -308,7 +309,11 @@ def test_retraining_runs_one_local_job_at_a_time(
     assert current_retraining("pump-faults", settings).state == "succeeded"  # type: ignore[union-attr]
     assert _jobs("succeeded") == succeeded + 1  # counted once
     assert first.job.log is not None
-    assert Path(first.job.log).read_text().split() == [str(settings.home), settings.store_url]
+    assert Path(first.job.log).read_text().split() == [
+        str(settings.home),
+        settings.store_url,
+        f"central:retrain:{first.job.job_id}",  # what the job publishes is audited as its doing
+    ]
 
     failing = submit_retraining(
         spec_path, settings, "an-older-snapshot", entrypoint=[sys.executable, "-c", "raise SystemExit(3)"]
@@ -393,3 +398,7 @@ def test_drift_of_a_version_already_superseded_does_not_retrain(
     assert job.since_snapshot == snapshot
     assert job.entrypoint[-2:] == ["--group", "line-b"]
     stop_local_jobs(settings)
+    entry = AuditLog(publisher.store).entries()[-1]
+    assert (entry.actor, entry.action, entry.subject) == ("central:auto", "retrain.submit", "pump-faults")
+    assert entry.after == {"job": job.job_id, "since_snapshot": snapshot, "groups": ["line-b"]}
+    assert entry.reason == "v2 drifted in line-b: temperature"

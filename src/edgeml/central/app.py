@@ -316,6 +316,16 @@ def _retrainer(
         if not submission.submitted:
             return  # one is running already
         job = submission.job
+        if resolver.store is not None:
+            from edgeml.audit import AuditLog
+
+            AuditLog(resolver.store).append(
+                "central:auto",
+                "retrain.submit",
+                status.model,
+                after={"job": job.job_id, "since_snapshot": job.since_snapshot, "groups": [status.group]},
+                reason=f"v{status.version} drifted in {status.group}: {', '.join(status.drifted)}",
+            )
         log.warning(
             "drift in %s (%s): retraining job %s submitted",
             status.group,

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
+from edgeml.audit import ACTOR_ENV
 from edgeml.observability import RETRAIN_JOBS
 from edgeml.settings import Settings
 
@@ -174,7 +175,8 @@ def submit_retraining(
         newest = load_snapshot(store_from_settings(settings), spec.name)
         address = dashboard_address or _dashboard(settings)
         job_id = f"edgeml-retrain-{spec.name}-{uuid.uuid4().hex[:12]}"
-        env = {"EDGEML_STORE_URL": settings.store_url}
+        # what the job publishes is audited as done by this job, not by whoever runs the node
+        env = {"EDGEML_STORE_URL": settings.store_url, ACTOR_ENV: f"central:retrain:{job_id}"}
         backend: Literal["ray", "local"] = "ray"
         pid = log = None
         if address is not None:
