@@ -22,13 +22,9 @@ import argparse
 import hashlib
 import json
 import logging
-import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,10 +32,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    LOAD_HEADERS,
     describe_machine,
+    free_port,
     load_average,
+    load_rows,
     markdown_table,
-    now_utc,
+    post_load,
+    section_head,
     text_table,
     tool_version,
     verdict,
@@ -157,12 +157,6 @@ def publish_model(root: Path) -> tuple[Path, dict[str, Any]]:
 # ----------------------------------------------------------------------------- contenders
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_ray() -> None:
     import ray
 
@@ -216,58 +210,6 @@ def edgeml_deployment(root: Path) -> str:
     return deployed.replica_urls[0] + "/predict"
 
 
-# ----------------------------------------------------------------------------- load
-
-
-@dataclass(frozen=True)
-class Load:
-    name: str
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def wrk(name: str, url: str, body: str, seconds: int, scratch: Path) -> Load:
-    """One wrk run: POST ``body`` on CONNECTIONS connections; counts non-2xx answers and socket errors."""
-    script = scratch / "post.lua"
-    lua_body = body.replace("\\", "\\\\").replace("'", "\\'")
-    script.write_text(
-        f"wrk.method = 'POST'\nwrk.body = '{lua_body}'\nwrk.headers['Content-Type'] = 'application/json'\n",
-        encoding="utf-8",
-    )
-    argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), url]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-
-    def latency(pct: str) -> float:
-        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
-        assert match, out
-        return float(match.group(1)) * _UNITS[match.group(2)]
-
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    assert rate, out
-    assert total, out
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = int(bad.group(1)) if bad else 0
-    errors += sum(int(g) for g in socket_errors.groups()) if socket_errors else 0
-    return Load(name, float(rate.group(1)), latency("50"), latency("99"), int(total.group(1)), errors)
-
-
-def measure(name: str, url: str, body: str, seconds: int, scratch: Path) -> Load:
-    import httpx
-
-    answer = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
-    assert answer.status_code == 200, answer.text
-    wrk(name, url, body, 2, scratch)  # warm-up: connections, first batches, JIT of the runtime
-    return wrk(name, url, body, seconds, scratch)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -290,34 +232,26 @@ def main() -> None:
         body = json.dumps(row)
         load_before = load_average()
         start_ray()
-        try:
-            peer = measure(
-                "default Ray Serve (peer)", default_deployment(model_file), body, args.seconds, root
+        try:  # wrk and Ray share both CPUs: nothing is pinned
+            url = default_deployment(model_file)
+            peer = post_load(
+                "default Ray Serve (peer)", url, body, args.seconds, root, connections=CONNECTIONS
             )
         finally:
             serve.shutdown()
             ray.shutdown()
         start_ray()
         try:
-            ours = measure("edgeml serve", edgeml_deployment(root), body, args.seconds, root)
+            url = edgeml_deployment(root)
+            ours = post_load("edgeml serve", url, body, args.seconds, root, connections=CONNECTIONS)
         finally:
             serve.shutdown()
             ray.shutdown()
         load_after = load_average()
 
     ratio = ours.requests_per_s / peer.requests_per_s
-    headers = ["server", "requests/s", "p50 ms", "p99 ms", "requests", "errors"]
-    rows = [
-        [
-            m.name,
-            f"{m.requests_per_s:,.0f}",
-            f"{m.p50_ms:.2f}",
-            f"{m.p99_ms:.2f}",
-            f"{m.requests:,}",
-            m.errors,
-        ]
-        for m in (peer, ours)
-    ]
+    headers = LOAD_HEADERS
+    rows = load_rows([peer, ours])
     checks = [
         [
             "edgeml serve vs default Ray Serve, requests/s",
@@ -337,25 +271,24 @@ def main() -> None:
             "serve",
             "\n".join(
                 [
-                    "## Serving on Ray: `edgeml serve` vs a default Ray Serve deployment (`bench/serve.py`)",
-                    "",
-                    f"Run {now_utc()}: `.venv/bin/python bench/serve.py {' '.join(sys.argv[1:])}`".replace(
-                        " `", "`"
+                    section_head(
+                        "Serving on Ray: `edgeml serve` vs a default Ray Serve deployment",
+                        "serve.py",
+                        machine,
+                        load_before,
+                        load_after,
+                        sys.argv[1:],
                     ),
                     "",
-                    "Machine: "
-                    + "; ".join(machine.lines())
-                    + f"; load average before {load_before}, after {load_after}.",
-                    "",
-                    f"Load: wrk, 1 thread, {CONNECTIONS} connections, {args.seconds} s per contender after "
-                    "a 2 s warm-up, one row per request (`POST` of the same JSON record). Model: a random "
-                    "forest (100 trees, 5 float64 sensors and a category) exported by skl2onnx. Each "
-                    "contender runs one replica on its own local Ray (2 CPUs, started before the timer). "
-                    "The peer is Ray Serve's default path: HTTP proxy, a plain `__call__` running the ONNX "
-                    "session, access log on. `edgeml serve` verifies the signed channel, validates every "
-                    "request with the agent's schema code, answers with the agent's protocol code, batches "
-                    "with `serve.batch`, and is reached by Ray Serve's direct ingress (the replica's own "
-                    "port) with access logs off.",
+                    f"Load: wrk, 1 thread, {CONNECTIONS} connections, {args.seconds} s per contender after a "
+                    "checked request and a 2 s warm-up, one row per request (`POST` of the same JSON record)."
+                    " Model: a random forest (100 trees, 5 float64 sensors and a category) exported by "
+                    "skl2onnx. Each contender runs one replica on its own local Ray (2 CPUs, started before "
+                    "the timer). The peer is Ray Serve's default path: HTTP proxy, a plain `__call__` running"
+                    " the ONNX session, access log on. `edgeml serve` verifies the signed channel, validates "
+                    "every request with the agent's schema code, answers with the agent's protocol code, "
+                    "batches with `serve.batch`, and is reached by Ray Serve's direct ingress (the replica's "
+                    "own port) with access logs off.",
                     "",
                     markdown_table(headers, rows),
                     "",

@@ -316,6 +316,30 @@ def test_one_row_answers_the_same_bytes_as_the_general_path(classifier: LoadedMo
         assert one in fast.body
 
 
+def test_threads_answering_one_rows_at_once_never_share_feed_buffers(
+    regressors: dict[int, LoadedModel],
+) -> None:
+    holder, _ = serving(regressors[1])
+    service = Serving(holder)
+    rows = [{"a": i / 10, "b": -i / 7} for i in range(40)]
+    expected = [service.predict(data=row).body for row in rows]
+    wrong: list[int] = []
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(300):
+            i = rng.randrange(len(rows))
+            if service.predict(data=rows[i]).body != expected[i]:
+                wrong.append(i)
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert wrong == []
+
+
 def test_telemetry_counts_one_row_and_many_row_requests_alike(classifier: LoadedModel) -> None:
     holder, _ = serving(classifier)
     telemetry = TelemetryWindow("device-1", window_rows=10_000)

@@ -66,13 +66,13 @@ class Batch(NamedTuple):
 
     ``columns`` holds each input's raw values, one per row: what observers and telemetry see.
     Each is a 1-D array (float64 with NaN for missing, or objects with None for missing), except
-    for a single row taken by the fast path, where it is a one-item list of the value (a float,
+    for a single row taken by the fast path, where it is a one-item tuple of the value (a float,
     or a str). ``feeds`` holds the [N, 1] tensors in the element type the graph declares, ready
     for the runtime; once the model has run on them, :meth:`Schema.release` may recycle them.
     """
 
     rows: int
-    columns: dict[str, np.ndarray | list[Any]]
+    columns: dict[str, np.ndarray | tuple[Any, ...]]
     feeds: dict[str, np.ndarray]
     request_id: str | None = None
     outputs: tuple[str, ...] | None = None  # v2: the outputs asked for (None: all)
@@ -132,7 +132,7 @@ class Schema:
         """Rows from a decoded ``/predict`` body (see the module docstring for its shapes)."""
         parse_row = self._parse_row
         if parse_row is not None and type(body) is dict:
-            record = body
+            record: Any = body
             if self._records_key and "records" in body:
                 rows = body["records"]
                 record = rows[0] if len(body) == 1 and type(rows) is list and len(rows) == 1 else None
@@ -292,9 +292,9 @@ class Schema:
 
     def _columns(
         self, rows: int, values: dict[str, list[Any]]
-    ) -> tuple[dict[str, np.ndarray | list[Any]], dict[str, np.ndarray]]:
+    ) -> tuple[dict[str, np.ndarray | tuple[Any, ...]], dict[str, np.ndarray]]:
         """Columns and feeds from each input's values (every input present, ``rows`` values each)."""
-        columns: dict[str, np.ndarray | list[Any]] = {}
+        columns: dict[str, np.ndarray | tuple[Any, ...]] = {}
         feeds: dict[str, np.ndarray] = {}
         if self._numeric:
             # One array for every numeric input, whose rows are the columns: one allocation per
@@ -409,7 +409,10 @@ def _row_parser(schema: Schema) -> Callable[[dict[str, Any]], Batch | None]:
         code.append(f"    _pack32(buffers[1], 0, {', '.join(var[f.name] for f in singles)})")
     for k, field in enumerate(strings):
         code.append(f"    buffers[{k + 2}][0, 0] = {var[field.name]}")
-    columns = ", ".join(f"{f.name!r}: [{var[f.name]}]" for f in schema.fields)
+    # one-item tuples: telemetry keeps a window's columns for a while, and tuples of floats and
+    # strings leave the garbage collector's care at its first pass (lists would stay, and make
+    # its full collections, which stall every request, more frequent)
+    columns = ", ".join(f"{f.name!r}: ({var[f.name]},)" for f in schema.fields)
     code.append(f"    return _new(_Batch, (1, {{{columns}}}, feeds, None, None))")
     exec("\n".join(code), env)  # noqa: S102 - our own code; names are repr() literals
     parse_row: Callable[[dict[str, Any]], Batch | None] = env["parse_row"]

@@ -21,6 +21,10 @@ mixes two versions.
 JSON bytes out), so Ray Serve answers exactly as the agent does; :func:`create_app` is the
 thin Starlette layer over it that adds body limits. ``edgeml serve`` runs the same app in
 each Ray Serve replica, its inference requests going through :meth:`Serving.answer_batch`.
+
+Answered requests are tallied and counted into the Prometheus metrics in bulk
+(:func:`flush_metrics`: every 64 answers, and before ``/metrics`` renders, so a scrape sees
+every answer given before it); refusals and failures are counted as they happen.
 """
 
 from __future__ import annotations
@@ -192,6 +196,7 @@ class _Served:
         self.model = model
         manifest = model.manifest
         self.schema = Schema(manifest.inputs, max_rows=max_rows)
+        self.parse = self.schema.parse_records  # the hot path's steps, bound once
         self.run = model.runtime.run
         self.release = self.schema.release
         self.version = str(model.version)
@@ -450,7 +455,7 @@ class Serving:
             if body is not None:
                 data = _decode(body)
             start = time.perf_counter()
-            batch = self._parse(served, protocol, data)
+            batch = served.parse(data) if protocol == "predict" else self._parse(served, protocol, data)
         except InputError as exc:
             return self._refuse(served, protocol, exc)
         try:
