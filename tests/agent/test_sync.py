@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -263,3 +265,25 @@ def test_a_bad_agent_config_names_every_problem(tmp_path: Path) -> None:
     path.write_text("device_id: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_agent_config(path)
+
+
+def test_the_health_watch_builds_no_object_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgeml.agent.sync as sync
+
+    built = []
+
+    class Counted(sync._Stats):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            built.append(self)
+
+    monkeypatch.setattr(sync, "_Stats", Counted)
+    health = HealthWatch(keep=3)
+    model: Any = SimpleNamespace(version=7)
+    for latency in (0.1, 0.2, 0.3, 0.4):
+        health.observe(model, None, None, latency)
+    health.observe_error(model, "runtime")
+    health.observe_error(model, "bad-input")  # the caller's fault: not counted
+    assert len(built) == 1
+    stats = health.stats(7)
+    assert (stats.requests, stats.errors, stats.latencies) == (5, 1, [0.1, 0.2, 0.3])

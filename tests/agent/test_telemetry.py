@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bundle.conftest import make_manifest, write_model
+from edgeml.agent import telemetry
 from edgeml.agent.model import LoadedModel
 from edgeml.agent.telemetry import LATENCY_EDGES, TelemetryBatch, TelemetryWindow
 from edgeml.bundle.build import _entry
@@ -396,3 +397,39 @@ def test_integer_labels_are_counted_as_the_reference_names_them(tmp_path: Path) 
     batch = only(window.flush())
     assert batch.predictions == {"1": 3, "-1": 1}
     assert {r.prediction for r in batch.sample} == {"1", "-1"}
+
+
+# --- off the request path ---------------------------------------------------------------
+
+
+def test_requests_only_queue_and_the_counting_thread_counts(classifier: LoadedModel) -> None:
+    rows = make_rows(2000, seed=10)
+    sizes = [1] * 1000 + [50] * 20
+    counted = TelemetryWindow("dev-1", window_rows=100_000, sample_rows=0, seed=0)
+    feed(counted, classifier, rows, sizes)
+    deadline = time.monotonic() + 5
+    while counted._pending and time.monotonic() < deadline:  # no collect: the thread drains it
+        time.sleep(0.01)
+    assert not counted._pending
+    assert not counted._closed  # nothing closes before its time, count or swap
+
+    sync = TelemetryWindow("dev-1", window_rows=100_000, sample_rows=0, seed=0)
+    telemetry._windows.discard(sync)  # left to flush alone
+    feed(sync, classifier, rows, sizes)
+    assert len(sync._pending) == len(sizes)
+    a, b = only(counted.flush()), only(sync.flush())
+    assert (a.rows, a.requests) == (b.rows, b.requests) == (2000, len(sizes))
+    assert comparable(a) == comparable(b)
+
+
+def test_a_counting_thread_that_falls_behind_loses_no_row(
+    classifier: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(telemetry, "WAKE_PENDING", 4)
+    monkeypatch.setattr(telemetry, "MAX_PENDING", 8)
+    window = TelemetryWindow("dev-1", window_rows=100, window_s=3600)
+    telemetry._windows.discard(window)  # as if the counting thread were stuck
+    feed(window, classifier, make_rows(250, seed=11), [10] * 25)
+    assert len(window._pending) <= 9  # the requests drained it themselves: bounded
+    assert [b.rows for b in window.collect()] == [100, 100]
+    assert [b.rows for b in window.flush()] == [50]

@@ -64,7 +64,9 @@ class HealthWatch:
 
     def observe(self, model: LoadedModel, columns: Any, outputs: Any, latency_s: float) -> None:
         with self._lock:
-            stats = self._stats.setdefault(model.version, _Stats())
+            stats = self._stats.get(model.version)
+            if stats is None:  # not setdefault: that would build a _Stats on every request
+                stats = self._stats[model.version] = _Stats()
             stats.requests += 1
             if len(stats.latencies) < self._keep:
                 stats.latencies.append(latency_s)
@@ -73,7 +75,9 @@ class HealthWatch:
         if model is None or kind != "runtime":
             return  # bad input is the caller's fault, not the model's
         with self._lock:
-            stats = self._stats.setdefault(model.version, _Stats())
+            stats = self._stats.get(model.version)
+            if stats is None:
+                stats = self._stats[model.version] = _Stats()
             stats.requests += 1
             stats.errors += 1
 

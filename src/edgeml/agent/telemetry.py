@@ -1,9 +1,9 @@
 """Telemetry windows: what a device saw, counted on the manifest's reference bins.
 
 The serving path calls :meth:`TelemetryWindow.observe` on every answered request, so it only
-keeps references to the request's columns and outputs; every :data:`BUFFER_ROWS` rows (and
-when a window closes) the buffered rows are counted in bulk with numpy, with the binning
-functions the bundle builder used for the reference statistics
+appends references to the request's columns and outputs to a queue; a counting thread drains
+it and, every :data:`BUFFER_ROWS` rows (and when a window closes), counts them in bulk with
+numpy, with the binning functions the bundle builder used for the reference statistics
 (:mod:`edgeml.bundle.reference`), so a device histogram and the reference histogram differ
 only when the data does.
 
@@ -20,6 +20,7 @@ to the on-disk :class:`~edgeml.agent.spool.Spool`, which
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -27,7 +28,7 @@ import uuid
 import weakref
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,13 +44,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUFFER_ROWS",
+    "COUNT_INTERVAL_S",
     "LATENCY_EDGES",
+    "MAX_PENDING",
     "CalibratedSums",
     "FeatureTelemetry",
     "SampleRow",
     "TelemetryBatch",
     "TelemetryWindow",
 ]
+
+log = logging.getLogger("edgeml.agent.telemetry")
 
 #: rows kept as references before they are counted in bulk
 BUFFER_ROWS = 512
@@ -234,13 +239,19 @@ class _Window:
     """One model version's open window: buffered requests and the running counts."""
 
     def __init__(
-        self, model: LoadedModel, deadline: float, sample_rows: int, rng: np.random.Generator
+        self,
+        model: LoadedModel,
+        deadline: float,
+        sample_rows: int,
+        rng: np.random.Generator,
+        *,
+        started: datetime | None = None,
     ) -> None:
         manifest: Manifest = model.manifest
         self.model = weakref.ref(model)  # a window must not keep a swapped-out runtime in memory
         self.key = id(model)
         self.manifest = manifest
-        self.started = datetime.now(UTC)
+        self.started = started or datetime.now(UTC)
         self.deadline = deadline
         self.rows = 0
         self.requests = 0
@@ -380,7 +391,9 @@ class _Window:
                 self.sample[slot] = entry
         self.seen += n
 
-    def close(self, device_id: str, group: str | None) -> TelemetryBatch | None:
+    def close(
+        self, device_id: str, group: str | None, ended: datetime | None = None
+    ) -> TelemetryBatch | None:
         self.aggregate()
         if not self.rows and not self.errors:
             return None
@@ -393,7 +406,7 @@ class _Window:
             profile=manifest.profile,
             group=group,
             window_start=self.started,
-            window_end=datetime.now(UTC),
+            window_end=max(ended or datetime.now(UTC), self.started),
             rows=self.rows,
             requests=self.requests,
             errors=dict(self.errors),
@@ -417,11 +430,49 @@ class _Window:
         )
 
 
+#: a counting pass starts at least this often (seconds) while requests are waiting
+COUNT_INTERVAL_S = 0.02
+#: requests waiting for the counting thread: at this many it is woken early
+WAKE_PENDING = BUFFER_ROWS
+#: ... and beyond this many the request that finds them counts them itself (never dropped)
+MAX_PENDING = 16 * BUFFER_ROWS
+
+_windows: weakref.WeakSet[TelemetryWindow] = weakref.WeakSet()
+_wake = threading.Event()
+_counter: threading.Thread | None = None
+_counter_lock = threading.Lock()
+
+
+def _count_loop() -> None:
+    """The counting thread, shared by every window of the process: drains what requests handed over."""
+    while True:
+        _wake.wait(COUNT_INTERVAL_S)
+        _wake.clear()
+        for window in list(_windows):
+            try:
+                window._drain()
+            except Exception:  # a bug here must not stop telemetry for good
+                log.exception("telemetry: counting failed")
+
+
+def _start_counter() -> None:
+    global _counter
+    with _counter_lock:
+        if _counter is None or not _counter.is_alive():  # also after a fork
+            _counter = threading.Thread(target=_count_loop, name="edgeml-telemetry-count", daemon=True)
+            _counter.start()
+
+
 class TelemetryWindow:
     """A :class:`~edgeml.agent.model.PredictionObserver` turning requests into telemetry batches.
 
-    Thread-safe. ``observe`` keeps references to the columns and outputs it is given (they
-    must not be changed afterwards) and counts them in bulk later.
+    Thread-safe. ``observe`` and ``observe_error`` only append a reference to what they are
+    given to a queue (they must not be changed afterwards); a counting thread shared by every
+    window drains it every :data:`COUNT_INTERVAL_S` (sooner once :data:`WAKE_PENDING` requests
+    wait) in request order: it routes each request to its window, closes windows on row count,
+    time or swap, and counts in bulk every :data:`BUFFER_ROWS` rows. Should it fall behind,
+    the request that finds more than :data:`MAX_PENDING` waiting drains them itself, so memory
+    stays bounded and no row is lost. ``collect`` and ``flush`` drain the queue before answering.
     """
 
     def __init__(
@@ -440,47 +491,42 @@ class TelemetryWindow:
         self.window_rows = window_rows
         self.sample_rows = sample_rows
         self._rng = np.random.default_rng(seed)
-        self._lock = threading.Lock()
+        # what requests handed over, in order: (model, columns, outputs, latency, monotonic time)
+        # for an answer, (model, kind) for an error; deque appends and pops are atomic
+        self._pending: deque[tuple[Any, ...]] = deque()
+        self._lock = threading.Lock()  # everything below: taken by the counting side only
         self._open: dict[int, _Window] = {}  # by id() of its model, checked against the weak reference
         self._last: _Window | None = None
         self._seen: weakref.WeakSet[LoadedModel] = weakref.WeakSet()
         self._closed: deque[TelemetryBatch] = deque()
         self._dropped = 0  # closed batches pushed out of _closed, not yet reported
         self._orphan_errors: Counter[str] = Counter()  # errors while no model was served yet
+        _windows.add(self)
+        _start_counter()
 
     def observe(
         self, model: LoadedModel, columns: Columns, outputs: Mapping[str, np.ndarray], latency_s: float
     ) -> None:
-        now = time.monotonic()
-        rows = len(next(iter(outputs.values()))) if outputs else 0
-        with self._lock:
-            window = self._last
-            if window is None or window.model() is not model:
-                window = self._window_for(model, now)
-            window.add(columns, outputs, rows, latency_s)
-            if window.rows >= self.window_rows or now >= window.deadline:
-                self._close(window)
-            elif window.buffered >= BUFFER_ROWS:
-                window.aggregate()
+        pending = self._pending
+        pending.append((model, columns, outputs, latency_s, time.monotonic()))
+        n = len(pending)
+        if n >= WAKE_PENDING:
+            if n > MAX_PENDING:  # the counting thread fell behind: count here rather than grow
+                self._drain()
+            elif n == WAKE_PENDING:
+                _wake.set()
 
     def observe_error(self, model: LoadedModel | None, kind: str) -> None:
-        with self._lock:
-            window = self._last
-            if model is not None and (window is None or window.model() is not model):
-                window = self._window_for(model, time.monotonic())
-            if window is None:
-                self._orphan_errors[kind] += 1
-            else:
-                window.errors[kind] += 1
+        self._pending.append((model, kind))
 
     def collect(self) -> list[TelemetryBatch]:
         """Close the windows whose time is up; every closed batch not collected yet.
 
-        Called periodically off the serving path, it also counts what is buffered, so requests
-        rarely pay for the bulk counting themselves.
+        Called periodically off the serving path, it also counts what is buffered.
         """
-        now = time.monotonic()
         with self._lock:
+            self._drain_locked()
+            now = time.monotonic()
             for window in list(self._open.values()):
                 if now >= window.deadline:
                     self._close(window)
@@ -491,9 +537,43 @@ class TelemetryWindow:
     def flush(self) -> list[TelemetryBatch]:
         """Close every open window now; every closed batch not collected yet (at shutdown, in tests)."""
         with self._lock:
+            self._drain_locked()
             for window in list(self._open.values()):
                 self._close(window)
             return self._take()
+
+    def _drain(self) -> None:
+        if self._pending:
+            with self._lock:
+                self._drain_locked()
+
+    def _drain_locked(self) -> None:
+        """Route the handed-over requests to their windows, in order; count full buffers."""
+        pending, popleft = self._pending, self._pending.popleft
+        while pending:
+            entry = popleft()
+            if len(entry) == 2:
+                self._error(*entry)
+                continue
+            model, columns, outputs, latency_s, at = entry
+            rows = len(next(iter(outputs.values()))) if outputs else 0
+            window = self._last
+            if window is None or window.model() is not model:
+                window = self._window_for(model, at)
+            window.add(columns, outputs, rows, latency_s)
+            if window.rows >= self.window_rows or at >= window.deadline:
+                self._close(window, _wall(at))
+            elif window.buffered >= BUFFER_ROWS:
+                window.aggregate()
+
+    def _error(self, model: LoadedModel | None, kind: str) -> None:
+        window = self._last
+        if model is not None and (window is None or window.model() is not model):
+            window = self._window_for(model, time.monotonic())
+        if window is None:
+            self._orphan_errors[kind] += 1
+        else:
+            window.errors[kind] += 1
 
     def _take(self) -> list[TelemetryBatch]:
         batches = list(self._closed)
@@ -510,20 +590,20 @@ class TelemetryWindow:
         if model not in self._seen:
             # a swap: a batch is about one version, so the old model's windows end here
             for other in list(self._open.values()):
-                self._close(other)
+                self._close(other, _wall(now))
             self._seen.add(model)
-        window = _Window(model, now + self.window_s, self.sample_rows, self._rng)
+        window = _Window(model, now + self.window_s, self.sample_rows, self._rng, started=_wall(now))
         window.errors.update(self._orphan_errors)
         self._orphan_errors.clear()
         self._open[id(model)] = self._last = window
         return window
 
-    def _close(self, window: _Window) -> None:
+    def _close(self, window: _Window, ended: datetime | None = None) -> None:
         if self._open.get(window.key) is window:
             del self._open[window.key]
         if self._last is window:
             self._last = None
-        batch = window.close(self.device_id, self.group)
+        batch = window.close(self.device_id, self.group, ended)
         if batch is None:
             return
         if len(self._closed) >= MAX_CLOSED:  # nobody collects: keep the newest, count the rest
@@ -534,3 +614,8 @@ class TelemetryWindow:
             batch = batch.model_copy(update={"dropped_before": self._dropped})
             self._dropped = 0
         self._closed.append(batch)
+
+
+def _wall(at: float) -> datetime:
+    """The wall-clock time of a :func:`time.monotonic` reading taken a moment ago."""
+    return datetime.now(UTC) - timedelta(seconds=max(0.0, time.monotonic() - at))
