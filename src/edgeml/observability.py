@@ -245,7 +245,7 @@ ALERTS_SENT = Counter(
     registry=REGISTRY,
 )
 CANARY_ACCURACY = Gauge(
-    "edgeml_canary_accuracy",
+    "edgeml_canary_accuracy_ratio",
     "Accuracy the quality gate compares: side (canary, champion), metric (realized, estimated)",
     ["model", "version", "side", "metric"],
     registry=REGISTRY,
