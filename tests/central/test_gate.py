@@ -340,5 +340,6 @@ def test_the_running_node_promotes_a_canary_and_shows_it_on_v1_rollouts(
         assert "central:quality-gate</td><td>rollout.promote</td><td>pump/stable</td><td>v1 → v2" in page
         metrics = central.client.get("/metrics").text
         assert (
-            'edgeml_canary_accuracy_ratio{metric="realized",model="pump",side="canary",version="2"} 0.9' in metrics
+            'edgeml_canary_accuracy_ratio{metric="realized",model="pump",side="canary",version="2"} 0.9'
+            in metrics
         )
