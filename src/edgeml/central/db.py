@@ -12,7 +12,12 @@ Tables
     :class:`TelemetryBatch` the device sent.
 ``batch_features``
     One row per batch and feature: reference ``edges`` or ``categories``, ``counts`` (a list,
-    one per bin), ``missing``, ``out_of_range`` — histograms summed in SQL with ``UNNEST``.
+    one per bin), ``missing``, ``out_of_range``, and ``bins``: a fingerprint of the edges or
+    categories (DuckDB's ``hash``, computed as the row is written), so that a query can check
+    that batches agree on their bins without reading them.
+``batch_scores``
+    One row per batch and score histogram (``probability:<class>``, ...): ``edges``, ``counts``,
+    ``missing`` and the ``bins`` fingerprint.
 ``batch_labels``
     One row per batch and class: ``predicted`` count and ``calibrated_sum`` (label-free
     accuracy estimation needs these per class).
@@ -31,9 +36,21 @@ Every write runs on one thread, fed by a queue; the connection it owns is the on
 that writes, so there are no write-write conflicts. Telemetry waiting in the queue is
 bounded (``max_queued_batches``): beyond it :meth:`submit` raises :class:`Overloaded`
 and the HTTP layer answers 429. Consecutive batches in the queue are written in one
-transaction, as Arrow tables (``INSERT ... SELECT * FROM arrow_table``), never row by
+transaction, as Arrow tables (a relation on each, appended to its table), never row by
 row. A batch's future resolves only after ``COMMIT``, which makes DuckDB write and sync
-its write-ahead log, so an acknowledged batch survives a crash of the process.
+its write-ahead log, so an acknowledged batch survives a crash of the process. Repeated
+batch ids are found by the primary key as the group is inserted (see ``_write_batches``).
+Payloads are compressed with zstd (see ``_payload_compression``).
+
+Reads
+-----
+:meth:`TelemetryStore.batches` rebuilds batches from their payloads: exact, and what a
+window of minutes needs. :meth:`TelemetryStore.pooled_windows` sums the child tables in SQL
+instead, the way :func:`edgeml.central.drift.pool` sums batches, without reading a payload:
+what a day of a fleet needs (:func:`edgeml.central.drift.pool_stored` picks).
+
+A file written before ``batch_scores`` and ``bins`` existed gets them when it is opened
+(once; the score histograms are read from the payloads): ``meta`` holds the schema version.
 
 The devices (a few thousand rows) are also kept in memory, so device authentication
 costs no query; the writer updates the copy after each commit.
@@ -43,6 +60,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import queue
@@ -58,12 +76,16 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from edgeml.agent.telemetry import TelemetryBatch
+from edgeml.agent.telemetry import CalibratedSums, FeatureTelemetry, TelemetryBatch
+from edgeml.bundle.manifest import Histogram
+from edgeml.central.drift import PooledWindow
 
 __all__ = [
+    "DEFAULT_MEMORY_LIMIT",
     "BatchConflict",
     "CompactResult",
     "Device",
@@ -84,6 +106,11 @@ log = logging.getLogger("edgeml.central.db")
 
 #: most queued jobs the writer takes into one transaction
 MAX_GROUP = 512
+#: DuckDB's buffer pool. It keeps every block written in memory until it reaches this (DuckDB's
+#: own default is 80% of RAM), so a node taking telemetry grows by ~3 MB per 1,000 batches up to
+#: it; pooling a day of 1,000 devices (``pooled_windows``) runs as fast with 1 GB as unbounded,
+#: and spills (~6× slower) with 256 MB. The blocks are in the OS page cache anyway.
+DEFAULT_MEMORY_LIMIT = "1GB"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _SCHEMA = """
@@ -105,7 +132,7 @@ CREATE TABLE IF NOT EXISTS batches (
     expected_correct DOUBLE,
     received_at TIMESTAMPTZ NOT NULL,
     body_sha256 VARCHAR NOT NULL,
-    payload VARCHAR NOT NULL,
+    payload VARCHAR NOT NULL USING COMPRESSION zstd,
     PRIMARY KEY (device_id, batch_id)
 );
 CREATE TABLE IF NOT EXISTS batch_features (
@@ -115,7 +142,16 @@ CREATE TABLE IF NOT EXISTS batch_features (
     categories VARCHAR[],
     counts BIGINT[] NOT NULL,
     missing BIGINT NOT NULL,
-    out_of_range BIGINT NOT NULL
+    out_of_range BIGINT NOT NULL,
+    bins UBIGINT
+);
+CREATE TABLE IF NOT EXISTS batch_scores (
+    seq BIGINT NOT NULL,
+    score VARCHAR NOT NULL,
+    edges DOUBLE[] NOT NULL,
+    counts BIGINT[] NOT NULL,
+    missing BIGINT NOT NULL,
+    bins UBIGINT
 );
 CREATE TABLE IF NOT EXISTS batch_labels (
     seq BIGINT NOT NULL,
@@ -149,6 +185,12 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR NOT NULL, value VARCHAR NOT NULL);
 """
+#: ``meta`` key of the schema's version: absent in files written before ``batch_scores`` and ``bins``
+_SCHEMA_KEY = "schema"
+_SCHEMA_VERSION = "2"
+#: the ``bins`` fingerprints: equal bins, equal fingerprint (computed by DuckDB as rows are written)
+_FEATURE_BINS = "hash(edges, categories)"
+_SCORE_BINS = "hash(edges)"
 
 
 # --- records --------------------------------------------------------------------------------
@@ -319,16 +361,25 @@ _STOP = object()
 class TelemetryStore:
     """The central node's database; see the module docstring. Use as a context manager or ``close()``."""
 
-    def __init__(self, path: Path, *, max_queued_batches: int = 2000, retention_days: int = 30) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_queued_batches: int = 2000,
+        retention_days: int = 30,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_queued_batches = max_queued_batches
         self.retention_days = retention_days
-        self._db = duckdb.connect(str(path))
-        self._db.execute("SET disabled_compression_methods = 'dict_fsst'")
+        self._db = duckdb.connect(str(path), config={"memory_limit": memory_limit})
         self._cursor_lock = threading.Lock()
         self._writer_con = self._db.cursor()
         self._writer_con.execute(_SCHEMA)
+        _migrate(self._writer_con)
+        _check_columns(self._writer_con)
+        _payload_compression(self._writer_con)
         self._next_seq = int(
             self._writer_con.execute("SELECT coalesce(max(seq), 0) + 1 FROM batches").fetchall()[0][0]
         )
@@ -495,7 +546,7 @@ class TelemetryStore:
         cutoff = (now or datetime.now(UTC)) - timedelta(days=self.retention_days)
 
         def delete(con: duckdb.DuckDBPyConnection) -> CompactResult:
-            for child in ("batch_features", "batch_labels"):
+            for child in ("batch_features", "batch_scores", "batch_labels"):
                 con.execute(
                     f"DELETE FROM {child} WHERE seq IN (SELECT seq FROM batches WHERE window_end < ?)",  # noqa: S608 (a constant)
                     [cutoff],
@@ -587,6 +638,21 @@ class TelemetryStore:
                 job.future.set_result(result)
 
     def _write_batches(self, jobs: list[_Ingest]) -> list[Ingested | Exception]:
+        """Write the new batches of ``jobs`` in one transaction; each job's result.
+
+        Repeated batch ids are rare (a device retries when an answer was lost), so the group
+        is first written as if every batch were new: the primary key's index checks that
+        cheaply, where looking the ids up costs a scan of the whole table. When the key
+        reports a repeat, the transaction rolls back, and the group is written again after
+        that lookup (the repeats then get the stored answer, or BatchConflict).
+        """
+        try:
+            return self._write_new(jobs, {})
+        except duckdb.ConstraintException:
+            return self._write_new(jobs, self._stored(jobs))
+
+    def _stored(self, jobs: list[_Ingest]) -> dict[tuple[str, str], tuple[str, TelemetryAck]]:
+        """The stored batches among ``jobs``' ids: their body digest and first answer."""
         con = self._writer_con
         keys = pa.table(
             {"device_id": [j.batch.device_id for j in jobs], "batch_id": [j.batch.batch_id for j in jobs]}
@@ -599,10 +665,15 @@ class TelemetryStore:
             ).fetchall()
         finally:
             con.unregister("_keys")
-        known: dict[tuple[str, str], tuple[str, TelemetryAck]] = {
+        return {
             (d, b): (digest, TelemetryAck(device_id=d, batch_id=b, received_at=_from_us(us)))
             for d, b, digest, us in stored
         }
+
+    def _write_new(
+        self, jobs: list[_Ingest], known: dict[tuple[str, str], tuple[str, TelemetryAck]]
+    ) -> list[Ingested | Exception]:
+        """Write the batches whose ids are not ``known``; ConstraintException if one is stored already."""
         now = datetime.now(UTC)
         rows = _Rows()
         results: list[Ingested | Exception] = []
@@ -634,6 +705,7 @@ class TelemetryStore:
         with self._transaction() as con:
             _insert(con, "batches", rows.batches())
             _insert(con, "batch_features", rows.features())
+            _insert(con, "batch_scores", rows.scores())
             _insert(con, "batch_labels", rows.labels())
             _update_devices(con, devices)
         self._next_seq = seq
@@ -725,6 +797,34 @@ class TelemetryStore:
             payloads = cur.sql(sql, params=params).to_arrow_table().column("payload").to_pylist()
         return [TelemetryBatch.model_validate_json(p) for p in payloads]
 
+    def pooled_windows(
+        self,
+        window: timedelta | None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model: str | None = None,
+        version: int | None = None,
+        group: str | None = None,
+    ) -> list[PooledWindow] | None:
+        """The batches :meth:`batches` selects (same filters), pooled by the database; or None.
+
+        ``window`` pools as :func:`edgeml.central.drift.pool` does (per model, version, group
+        and epoch-aligned window of ``window_start``; ordered the same way); None pools each
+        model, version and group into one window, as :func:`~edgeml.central.drift.pool_window`.
+        The sums come from the child tables, so no payload is read or parsed; floating-point
+        sums are added in batch order, as pooling the batches does, so the windows are the same
+        with two exceptions: no row ``sample`` (it is in the payloads only), and a label counted
+        0 times by every batch is not in ``predictions`` (``.get(label, 0)`` reads the same).
+
+        None when a window cannot be pooled this way: its batches disagree on an input's or a
+        score's bins (pooling the batches raises then), or a fingerprint is missing. The caller
+        then pools :meth:`batches` itself (see :func:`edgeml.central.drift.pool_stored`).
+        """
+        where, params = _filters(model=model, version=version, group=group, since=since, until=until)
+        with self._reader() as cur:
+            return _pool_in_sql(cur, _where(where), params, window)
+
     def batch_count(self) -> int:
         with self._reader() as cur:
             return int(cur.execute("SELECT count(*) FROM batches").fetchall()[0][0])
@@ -813,38 +913,321 @@ def _where(conditions: list[str]) -> str:
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
+    """Append ``data`` (columns in the table's order, see :data:`_COLUMNS`) to ``table``.
+
+    A relation on the Arrow table rather than a registered view: registering, scanning and
+    unregistering a view each hand the GIL over and back, and the writer then waits for the
+    event loop's thread every time (under load, most of a transaction's time).
+    """
     if data.num_rows == 0:
         return
-    name = f"_new_{table}"
-    con.register(name, data)
-    try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")  # noqa: S608 (our table names)
-    finally:
-        con.unregister(name)
+    bins = _BINS.get(table)
+    columns = [f"{bins} AS bins" if c == "bins" and bins else f'"{c}"' for c in _COLUMNS[table]]
+    con.from_arrow(data).project(", ".join(columns)).insert_into(table)
+
+
+def _check_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """:func:`_insert` appends by position: the tables must have the columns it expects, in order."""
+    for table, expected in _COLUMNS.items():
+        found = [
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main' "
+                "ORDER BY column_index",
+                [table],
+            ).fetchall()
+        ]
+        if found != expected:
+            raise RuntimeError(f"table {table} has columns {found}, this version writes {expected}")
+
+
+def _payload_compression(con: duckdb.DuckDBPyConnection) -> None:
+    """Payloads (kilobytes of JSON each) are compressed with zstd, never DICT_FSST.
+
+    DuckDB's default for strings analyses them for DICT_FSST at every checkpoint, which on
+    payloads is ~15× slower than zstd: a checkpoint every few seconds stalled the writer for
+    seconds. Files created with this schema say so per column; for an older file the method
+    is turned off for the whole database (its short strings are then stored uncompressed).
+    """
+    sql = con.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'batches'").fetchall()[0][0]
+    if "USING COMPRESSION ZSTD" not in sql.upper():
+        con.execute("SET disabled_compression_methods = 'dict_fsst'")
 
 
 def _update_devices(con: duckdb.DuckDBPyConnection, devices: list[Device]) -> None:
     if not devices:
         return
-    table = pa.table(
+    # plain lists as parameters: DuckDB converts them on this thread, with no call back into Python
+    con.execute(
+        "UPDATE devices SET last_seen = s.last_seen, last_window_end = s.last_window_end, "
+        "serving_model = s.serving_model, serving_version = s.serving_version, "
+        "dropped_total = s.dropped_total FROM (SELECT unnest($id) AS device_id, "
+        "unnest($seen)::TIMESTAMPTZ AS last_seen, unnest($end)::TIMESTAMPTZ AS last_window_end, "
+        "unnest($model)::VARCHAR AS serving_model, unnest($version)::INTEGER AS serving_version, "
+        "unnest($dropped)::BIGINT AS dropped_total) s WHERE devices.device_id = s.device_id",
         {
-            "device_id": [d.device_id for d in devices],
-            "last_seen": pa.array([d.last_seen for d in devices], _STAMP),
-            "last_window_end": pa.array([d.last_window_end for d in devices], _STAMP),
-            "serving_model": [d.serving_model for d in devices],
-            "serving_version": pa.array([d.serving_version for d in devices], pa.int32()),
-            "dropped_total": pa.array([d.dropped_total for d in devices], pa.int64()),
-        }
+            "id": [d.device_id for d in devices],
+            "seen": [d.last_seen for d in devices],
+            "end": [d.last_window_end for d in devices],
+            "model": [d.serving_model for d in devices],
+            "version": [d.serving_version for d in devices],
+            "dropped": [d.dropped_total for d in devices],
+        },
     )
-    con.register("_seen", table)
+
+
+# --- pooling in SQL (TelemetryStore.pooled_windows) ------------------------------------------------
+
+
+def _pool_in_sql(
+    cur: duckdb.DuckDBPyConnection, where: str, params: dict[str, Any], window: timedelta | None
+) -> list[PooledWindow] | None:
+    if window is not None:
+        step = window.total_seconds()
+        if step <= 0:
+            raise ValueError("the pooling window must be positive")
+        # the float arithmetic of drift.pool: window_start.timestamp() / step, floored
+        slot = "floor(epoch_us(window_start)::DOUBLE / 1e6 / $step)"
+        key = f"model, version, coalesce(device_group, ''), {slot}"
+        params = params | {"step": step}
+    else:
+        slot, key = "NULL::DOUBLE", "model, version, device_group"
+    # each selected batch: its window (wid, in the order drift.pool returns windows) and its
+    # place in the order batches() returns them (ord), which pooling adds them up in
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE _pool AS SELECT seq, model, version, device_group, "  # noqa: S608 (our SQL; values are bound)
+        "window_start, window_end, row_count, calibrated_rows, expected_correct, errors, "
+        f"{slot} AS slot, row_number() OVER (ORDER BY window_end, seq) AS ord, "
+        f"dense_rank() OVER (ORDER BY {key}) AS wid FROM batches WHERE {where}",
+        params,
+    )
     try:
-        con.execute(
-            "UPDATE devices SET last_seen = s.last_seen, last_window_end = s.last_window_end, "
-            "serving_model = s.serving_model, serving_version = s.serving_version, "
-            "dropped_total = s.dropped_total FROM _seen s WHERE devices.device_id = s.device_id"
-        )
+        return _pooled(cur, window)
     finally:
-        con.unregister("_seen")
+        cur.execute("DROP TABLE IF EXISTS _pool")
+
+
+def _pooled(cur: duckdb.DuckDBPyConnection, window: timedelta | None) -> list[PooledWindow] | None:
+    heads = cur.execute(
+        "SELECT wid, any_value(model), any_value(version), arg_min_null(device_group, ord), any_value(slot), "
+        "count(*), sum(row_count), epoch_us(min(window_start)), epoch_us(max(window_end)), arg_min(seq, ord) "
+        "FROM _pool GROUP BY wid ORDER BY wid"
+    ).fetchall()
+    if not heads:
+        return []
+    firsts = [h[-1] for h in heads]
+    features = _histograms(cur, "batch_features", "feature", firsts, filled_only=True)
+    scores = _histograms(cur, "batch_scores", "score", firsts, filled_only=False)
+    if features is None or scores is None:
+        return None
+    predictions: dict[int, dict[str, int]] = {}
+    for wid, label, count in cur.execute(
+        "SELECT p.wid, l.label, sum(l.predicted) FROM batch_labels l JOIN _pool p USING (seq) "
+        "GROUP BY ALL HAVING sum(l.predicted) > 0 ORDER BY p.wid, min(p.ord)"
+    ).fetchall():
+        predictions.setdefault(wid, {})[label] = int(count)
+    errors: dict[int, dict[str, int]] = {}
+    for wid, kind, count in cur.execute(
+        "SELECT p.wid, e.key, sum(e.value::BIGINT) FROM _pool p, json_each(p.errors) e "
+        "WHERE p.errors <> '{}' GROUP BY ALL ORDER BY p.wid, min(p.ord)"
+    ).fetchall():
+        errors.setdefault(wid, {})[kind] = int(count)
+    calibration = _calibration(cur)
+    out = []
+    for wid, model, version, group, slot, batches, rows, first_us, last_us, _ in heads:
+        if window is not None:
+            start = datetime.fromtimestamp(slot * window.total_seconds(), UTC)
+            end = start + window
+        else:
+            start, end = _EPOCH + timedelta(microseconds=first_us), _EPOCH + timedelta(microseconds=last_us)
+        out.append(
+            PooledWindow(
+                model=model,
+                version=version,
+                group=group,
+                start=start,
+                end=end,
+                batches=int(batches),
+                rows=int(rows),
+                features=features.get(wid, {}),
+                scores=scores.get(wid, {}),
+                predictions=predictions.get(wid, {}),
+                calibration=calibration.get(wid),
+                errors=errors.get(wid, {}),
+            )
+        )
+    return out
+
+
+def _histograms(
+    cur: duckdb.DuckDBPyConnection, table: str, name: str, firsts: list[int], *, filled_only: bool
+) -> dict[int, dict[str, Any]] | None:
+    """Per window and name, the summed histograms of ``table``; None where pooling would raise.
+
+    ``filled_only`` (inputs): bins must agree among the batches that counted something, and the
+    bins are the first such batch's (the last batch's when none did); otherwise (scores) bins
+    must agree among all batches and are the first batch's. Counts must have one length.
+    ``firsts``: the first batch of each window, whose histograms tell how many bins to sum.
+    """
+    # each bin is one sum() of a list element: as many as the histograms have, no more
+    found_bins = cur.execute(
+        f"SELECT max(len(counts)) FROM {table} WHERE seq IN (SELECT unnest($seqs))",  # noqa: S608 (our SQL)
+        {"seqs": firsts},
+    ).fetchall()[0][0]
+    bins, precise = max(int(found_bins or 0), 1), False
+    while True:
+        rows = _histogram_rows(cur, table, name, bins, filled_only=filled_only, precise=precise)
+        longest = max((r[4] or 0 for r in rows), default=0)
+        if longest > bins:
+            bins = longest
+        elif not precise and not all(r[3] and r[3] == r[4] and r[5] == r[6] and not r[7] for r in rows):
+            precise = True  # empty histograms, or bins that differ: see which batches count
+        else:
+            break
+    needed: set[int] = set()
+    for r in rows:
+        (_, _, full, shortest, longest, low, high, unknown, first_full, first, last) = r[:11]
+        if (full and shortest != longest) or low != high or unknown:
+            return None  # pooling these batches raises: let it
+        needed.update(s for s in (first_full, first, last) if s is not None)
+    extra_cols = "categories" if filled_only else "NULL"
+    looked_up = {
+        (seq, n): (edges, values, rowid)
+        for seq, n, edges, values, rowid in cur.execute(
+            f"SELECT seq, {name}, edges, {extra_cols}, rowid FROM {table} "  # noqa: S608 (our SQL)
+            "WHERE seq IN (SELECT unnest($seqs))",
+            {"seqs": sorted(needed)},
+        ).fetchall()
+    }
+    found: dict[int, list[tuple[int, int, str, Any]]] = {}
+    for r in rows:
+        (wid, n, full, shortest, _, _, _, _, first_full, first, last, first_ord, missing, oor, sums) = r
+        length = shortest if full else 0
+        counts = [int(c) for c in sums[:length]]
+        if filled_only:
+            edges, values, _ = looked_up[first_full if full else last, n]
+            item: FeatureTelemetry | Histogram = FeatureTelemetry(
+                edges=edges, values=values, counts=counts, missing=int(missing), out_of_range=int(oor)
+            )
+        else:
+            edges = looked_up[first, n][0]
+            item = Histogram(edges=edges, counts=counts, missing=int(missing))
+        # dict order of pooling: first appearance (batch order, then the order within that batch)
+        found.setdefault(wid, []).append((first_ord, looked_up[first, n][2], n, item))
+    return {wid: {n: item for _, _, n, item in sorted(items)} for wid, items in found.items()}
+
+
+def _histogram_rows(
+    cur: duckdb.DuckDBPyConnection, table: str, name: str, bins: int, *, filled_only: bool, precise: bool
+) -> list[tuple[Any, ...]]:
+    """Per window and name: wid, name, batches that counted, their shortest and longest counts, lowest
+    and highest bins fingerprint and how many are missing (among the batches whose bins must
+    agree), first batch that counted, first batch, last batch, first batch's place, missing sum,
+    out-of-range sum, the counts summed over ``bins`` positions.
+
+    Not ``precise``: every batch taken as one that counted (exact when all did, which the shortest
+    counts tell); the FILTER clauses of the precise query double the time of the sums.
+    """
+    sums = ", ".join(f"sum(h.counts[{i}])" for i in range(1, bins + 1))
+    out_of_range = "sum(h.out_of_range)" if filled_only else "0"
+    if not precise:
+        rows = cur.execute(
+            f"SELECT p.wid, h.{name}, count(*), min(len(h.counts)), max(len(h.counts)), min(h.bins), "  # noqa: S608 (our SQL)
+            f"max(h.bins), count(*) - count(h.bins), arg_min(h.seq, p.ord), min(p.ord), sum(h.missing), "
+            f"{out_of_range}, list_value({sums}) FROM {table} h JOIN _pool p USING (seq) GROUP BY ALL"
+        ).fetchall()
+        return [(*r[:9], r[8], None, *r[9:]) for r in rows]
+    filled = "h.n > 0"
+    agree = filled if filled_only else "true"
+    return cur.execute(
+        f"SELECT p.wid, h.{name}, count(*) FILTER ({filled}), min(h.n) FILTER ({filled}), "  # noqa: S608 (our SQL)
+        f"max(h.n) FILTER ({filled}), min(h.bins) FILTER ({agree}), max(h.bins) FILTER ({agree}), "
+        f"count(*) FILTER ({agree} AND h.bins IS NULL), arg_min(h.seq, p.ord) FILTER ({filled}), "
+        f"arg_min(h.seq, p.ord), arg_max(h.seq, p.ord), min(p.ord), sum(h.missing), {out_of_range}, "
+        f"list_value({sums}) FROM (SELECT seq, {name}, len(counts) AS n, counts, bins, missing"
+        f"{', out_of_range' if filled_only else ''} FROM {table}) h JOIN _pool p USING (seq) GROUP BY ALL"
+    ).fetchall()
+
+
+def _calibration(cur: duckdb.DuckDBPyConnection) -> dict[int, CalibratedSums]:
+    """Per window, the calibrated sums of its batches, added in batch order as pooling does.
+
+    Floating-point addition depends on the order, so these are not SQL sums: the values come
+    out in batch order and each run of them is added up left to right (``np.cumsum``).
+    """
+    per_batch = cur.sql(
+        "SELECT wid, calibrated_rows, expected_correct FROM _pool WHERE calibrated_rows IS NOT NULL "
+        "ORDER BY wid, ord"
+    ).to_arrow_table()
+    per_label = cur.sql(
+        "SELECT p.wid, l.label, l.calibrated_sum FROM batch_labels l JOIN _pool p USING (seq) "
+        "WHERE l.calibrated_sum IS NOT NULL AND p.calibrated_rows IS NOT NULL ORDER BY p.wid, l.label, p.ord"
+    ).to_arrow_table()
+    sums: dict[int, dict[str, float]] = {}
+    labels = per_label.column("label").combine_chunks().dictionary_encode()
+    names = labels.dictionary.to_pylist()
+    label_ids = labels.indices.to_numpy(zero_copy_only=False)
+    label_wids = per_label.column("wid").to_numpy()
+    values = per_label.column("calibrated_sum").to_numpy()
+    for run in _runs(label_wids, label_ids):
+        wid, label = int(label_wids[run.start]), names[label_ids[run.start]]
+        sums.setdefault(wid, {})[label] = float(np.cumsum(values[run])[-1])
+    out: dict[int, CalibratedSums] = {}
+    wids = per_batch.column("wid").to_numpy()
+    expected = per_batch.column("expected_correct").to_numpy()
+    rows = per_batch.column("calibrated_rows").to_numpy()
+    for run in _runs(wids):
+        wid = int(wids[run.start])
+        out[wid] = CalibratedSums(
+            sums=sums.get(wid, {}),
+            expected_correct=float(np.cumsum(expected[run])[-1]),
+            rows=int(rows[run].sum()),
+        )
+    return out
+
+
+def _runs(*keys: np.ndarray) -> list[slice]:
+    """The runs of equal consecutive keys (arrays of the same length), as slices."""
+    if not len(keys[0]):
+        return []
+    change = np.zeros(len(keys[0]) - 1, dtype=bool)
+    for key in keys:
+        change |= key[1:] != key[:-1]
+    bounds = [0, *(np.flatnonzero(change) + 1).tolist(), len(keys[0])]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring a file written before schema 2 up to it, once: ``bins`` fingerprints, ``batch_scores``.
+
+    Score histograms were only in the payloads then: they are read from there (DuckDB parses
+    the JSON; its doubles are the ones the payload holds, bit for bit).
+    """
+    found = con.execute("SELECT value FROM meta WHERE key = ?", [_SCHEMA_KEY]).fetchall()
+    if found:
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        columns = con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'batch_features'"
+        ).fetchall()
+        if ("bins",) not in columns:
+            con.execute("ALTER TABLE batch_features ADD COLUMN bins UBIGINT")
+        con.execute(f"UPDATE batch_features SET bins = {_FEATURE_BINS} WHERE bins IS NULL")  # noqa: S608 (constant)
+        con.execute(
+            "INSERT INTO batch_scores (seq, score, edges, counts, missing, bins) "  # noqa: S608 (constant)
+            f"SELECT seq, key, edges, counts, missing, {_SCORE_BINS} FROM ("
+            "  SELECT b.seq, s.key, (s.value->'edges')::DOUBLE[] AS edges,"
+            "    (s.value->'counts')::BIGINT[] AS counts, (s.value->>'missing')::BIGINT AS missing, s.id"
+            "  FROM batches b, json_each(b.payload::JSON->'scores') s"
+            "  WHERE b.seq NOT IN (SELECT seq FROM batch_scores))"
+            " ORDER BY seq, id"  # as ingestion writes them: batch by batch, in the payload's order
+        )
+        con.execute("INSERT INTO meta VALUES (?, ?)", [_SCHEMA_KEY, _SCHEMA_VERSION])
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
 
 
 class _Rows:
@@ -853,6 +1236,7 @@ class _Rows:
     def __init__(self) -> None:
         self.b: dict[str, list[Any]] = {name: [] for name in _BATCH_TYPES}
         self.f: dict[str, list[Any]] = {name: [] for name in _FEATURE_TYPES}
+        self.s: dict[str, list[Any]] = {name: [] for name in _SCORE_TYPES}
         self.lb: dict[str, list[Any]] = {name: [] for name in _LABEL_TYPES}
 
     def add(self, seq: int, batch: TelemetryBatch, job: _Ingest, now: datetime) -> None:
@@ -887,6 +1271,13 @@ class _Rows:
             f["counts"].append(counts.counts)
             f["missing"].append(counts.missing)
             f["out_of_range"].append(counts.out_of_range)
+        sc = self.s
+        for key, hist in batch.scores.items():
+            sc["seq"].append(seq)
+            sc["score"].append(key)
+            sc["edges"].append(hist.edges)
+            sc["counts"].append(hist.counts)
+            sc["missing"].append(hist.missing)
         sums = cal.sums if cal else {}
         for label in dict.fromkeys([*batch.predictions, *sums]):
             self.lb["seq"].append(seq)
@@ -899,6 +1290,9 @@ class _Rows:
 
     def features(self) -> pa.Table:
         return _table(self.f, _FEATURE_TYPES)
+
+    def scores(self) -> pa.Table:
+        return _table(self.s, _SCORE_TYPES)
 
     def labels(self) -> pa.Table:
         return _table(self.lb, _LABEL_TYPES)
@@ -938,9 +1332,34 @@ _FEATURE_TYPES: dict[str, pa.DataType] = {
     "missing": pa.int64(),
     "out_of_range": pa.int64(),
 }
+_SCORE_TYPES: dict[str, pa.DataType] = {
+    "seq": pa.int64(),
+    "score": pa.string(),
+    "edges": pa.list_(pa.float64()),
+    "counts": pa.list_(pa.int64()),
+    "missing": pa.int64(),
+}
 _LABEL_TYPES: dict[str, pa.DataType] = {
     "seq": pa.int64(),
     "label": pa.string(),
     "predicted": pa.int64(),
     "calibrated_sum": pa.float64(),
 }
+#: the tables :func:`_insert` appends to, their columns in order (``insert_into`` is positional)
+_COLUMNS: dict[str, list[str]] = {
+    "batches": list(_BATCH_TYPES),
+    "batch_features": [*_FEATURE_TYPES, "bins"],
+    "batch_scores": [*_SCORE_TYPES, "bins"],
+    "batch_labels": list(_LABEL_TYPES),
+    "feedback": [
+        "prediction_id",
+        "label",
+        "predicted",
+        "model",
+        "version",
+        "device_id",
+        "received_at",
+        "source",
+    ],
+}
+_BINS = {"batch_features": _FEATURE_BINS, "batch_scores": _SCORE_BINS}

@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -51,6 +51,9 @@ from pydantic import BaseModel, ConfigDict
 from edgeml.agent.telemetry import CalibratedSums, FeatureTelemetry, SampleRow, TelemetryBatch
 from edgeml.bundle.manifest import CategoryCounts, Histogram, Manifest
 from edgeml.observability import DRIFT_BREACH, DRIFT_SCORE
+
+if TYPE_CHECKING:
+    from edgeml.central.db import TelemetryStore
 
 __all__ = [
     "DISTANCES",
@@ -67,6 +70,7 @@ __all__ = [
     "hellinger",
     "js_distance",
     "pool",
+    "pool_stored",
     "pool_window",
     "psi",
     "publish_drift",
@@ -329,6 +333,37 @@ def pool(batches: Iterable[TelemetryBatch], window: timedelta) -> list[PooledWin
             found[key] = PooledWindow(b.model, b.version, b.group, start, start + window)
         _accumulate(found[key], b)
     return [found[k] for k in sorted(found)]
+
+
+def pool_stored(
+    store: TelemetryStore,
+    window: timedelta | None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model: str | None = None,
+    version: int | None = None,
+    group: str | None = None,
+) -> list[PooledWindow]:
+    """The stored batches whose window ended in (``since``, ``until``], pooled.
+
+    With ``window``: :func:`pool` of them; None: :func:`pool_window` per model, version and group
+    (ordered by model, version, then group, no group last). The database adds them up when it
+    can (:meth:`~edgeml.central.db.TelemetryStore.pooled_windows`: no payload is read, so a day
+    of a large fleet takes seconds rather than minutes and gigabytes); the batches are read and
+    pooled here when it cannot. Windows carry no row ``sample`` on the first path.
+    """
+    found = store.pooled_windows(window, since=since, until=until, model=model, version=version, group=group)
+    if found is not None:
+        return found
+    batches = store.batches(model, version, group, since, until)
+    if window is not None:
+        return pool(batches, window)
+    grouped: dict[tuple[str, int, str | None], list[TelemetryBatch]] = {}
+    for b in batches:
+        grouped.setdefault((b.model, b.version, b.group), []).append(b)
+    order = sorted(grouped, key=lambda k: (k[0], k[1], k[2] is None, k[2] or ""))
+    return [pool_window(grouped[k]) for k in order]
 
 
 class MethodScore(BaseModel):
