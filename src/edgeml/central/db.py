@@ -825,6 +825,23 @@ class TelemetryStore:
         with self._reader() as cur:
             return _pool_in_sql(cur, _where(where), params, window)
 
+    def profiles(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[tuple[str, int], str]:
+        """(model, version) -> a firmware profile that sent batches in (``since``, ``until``].
+
+        A version's manifests per profile carry the same reference data, so any one will do to
+        judge its telemetry; the latest profile seen is taken.
+        """
+        where, params = _filters(model=None, version=None, group=None, since=since, until=until)
+        sql = (
+            "SELECT model, version, arg_max(profile, window_end) FROM batches "  # noqa: S608 (fixed SQL; values are bound)
+            f"WHERE {_where(where)} GROUP BY model, version"
+        )
+        with self._reader() as cur:
+            rows = cur.execute(sql, params).fetchall()
+        return {(str(m), int(v)): str(p) for m, v, p in rows}
+
     def batch_count(self) -> int:
         with self._reader() as cur:
             return int(cur.execute("SELECT count(*) FROM batches").fetchall()[0][0])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ from edgeml.central.drift import (
     DriftReport,
     ThresholdCache,
     compute_drift,
-    pool_window,
+    pool_stored,
     publish_drift,
 )
 from edgeml.central.gate import QualityGate
@@ -98,19 +97,16 @@ class Monitor:
     def evaluate(self, now: datetime | None = None) -> list[GroupStatus]:
         now = now or datetime.now(UTC)
         since = now - self.window
-        grouped = defaultdict(list)
-        profiles = {}
-        for batch in self.db.batches(since=since, until=now):
-            grouped[batch.model, batch.version, batch.group].append(batch)
-            profiles[batch.model, batch.version] = batch.profile
+        profiles = self.db.profiles(since, now)
         statuses, signals = [], []
-        for (model, version, group), batches in sorted(grouped.items(), key=lambda kv: str(kv[0])):
-            if sum(b.rows for b in batches) < self.min_rows:
+        # summed by the database (no payload is read) per model, version and group
+        for pooled in pool_stored(self.db, None, since=since, until=now):
+            model, version, group = pooled.model, pooled.version, pooled.group
+            if pooled.rows < self.min_rows:
                 continue  # too few rows to tell drift from noise
             manifest = self.manifests(model, version, profiles[model, version])
             if manifest is None:
                 continue
-            pooled = pool_window(batches)
             try:
                 report = compute_drift(pooled, manifest, cache=self.cache)
             except ValueError as exc:  # telemetry binned unlike its manifest: this group only

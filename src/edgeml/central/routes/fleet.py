@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from edgeml.audit import AuditEntry, AuditLog
 from edgeml.central.db import Device
-from edgeml.central.drift import ThresholdCache, compute_drift, pool
+from edgeml.central.drift import ThresholdCache, compute_drift, pool_stored
 from edgeml.central.page import WindowHealth, render_fleet_page
 from edgeml.central.performance import estimate_accuracy, realized_accuracy
 from edgeml.central.routes.deps import CentralState, FleetReaderDep, StateDep, errors
@@ -149,11 +149,10 @@ _THRESHOLDS = ThresholdCache()
 
 def model_health(state: CentralState, since: datetime, window: timedelta) -> list[WindowHealth]:
     """Per model version, device group and window since ``since``: drift, estimated and realized accuracy."""
-    batches = state.store.batches(since=since)
-    profiles = {(b.model, b.version): b.profile for b in batches}
+    profiles = state.store.profiles(since=since)
     labels = [r for r in state.store.feedback(since=since) if r.predicted is not None]
     out = []
-    for pooled in pool(batches, window):
+    for pooled in pool_stored(state.store, window, since=since):  # summed by the database
         manifest = state.targets.manifest(
             pooled.model, pooled.version, profiles[pooled.model, pooled.version]
         )
