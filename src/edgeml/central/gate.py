@@ -4,7 +4,8 @@ Each monitor round, for every model whose canary pointer names a newer version t
 and is followed by some devices, the gate compares the canary with the champion (the stable
 version) on the canary's device groups (all groups when it names none):
 
-- canary evidence: its telemetry and feedback labels since its pointer was published;
+- canary evidence: its telemetry (summed by the database) and feedback labels since its
+  pointer was published;
 - champion evidence: its telemetry and labels from the same groups since then when there are
   enough (the canary has part of the devices), else its most recent ones within ``lookback``
   (the canary took every device over: the champion's last figures on that traffic).
@@ -29,12 +30,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from edgeml.agent.telemetry import TelemetryBatch
 from edgeml.bundle.channels import ChannelPointer
 from edgeml.bundle.keys import Signer, timestamp
 from edgeml.bundle.rollout import promote, rollback
 from edgeml.central.alerts import Alerter
 from edgeml.central.db import FeedbackRecord, TelemetryStore
+from edgeml.central.drift import PooledWindow, pool_stored
 from edgeml.central.performance import realized_accuracy
 from edgeml.central.routes.pointers import TargetResolver
 from edgeml.errors import EdgemlError
@@ -78,28 +79,28 @@ class GateDecision:
     reason: str
 
 
-def _estimate(batches: Sequence[TelemetryBatch]) -> tuple[int, float | None]:
+def _estimate(windows: Sequence[PooledWindow]) -> tuple[int, float | None]:
     """Rows, and the expected accuracy pooled from the calibrated sums (None without sums)."""
-    rows = sum(b.rows for b in batches)
-    sums = [b.calibration for b in batches if b.calibration is not None and b.calibration.rows]
+    rows = sum(w.rows for w in windows)
+    sums = [w.calibration for w in windows if w.calibration is not None and w.calibration.rows]
     counted = sum(s.rows for s in sums)
     return rows, (sum(s.expected_correct for s in sums) / counted if counted else None)
 
 
-def _evidence(batches: Sequence[TelemetryBatch], labels: Sequence[FeedbackRecord]) -> Evidence:
-    rows, estimated = _estimate(batches)
+def _evidence(windows: Sequence[PooledWindow], labels: Sequence[FeedbackRecord]) -> Evidence:
+    rows, estimated = _estimate(windows)
     realized = realized_accuracy((f.predicted, f.label) for f in labels)
     return Evidence(rows, estimated, len(labels), realized.accuracy if realized else None)
 
 
-def _latest_batches(batches: list[TelemetryBatch], rows: int) -> list[TelemetryBatch]:
-    """The newest batches holding at least ``rows`` rows (all of them when they hold fewer)."""
+def _latest(windows: list[PooledWindow], rows: int) -> list[PooledWindow]:
+    """The newest windows holding at least ``rows`` rows (all of them when they hold fewer)."""
     taken, total = [], 0
-    for batch in reversed(batches):  # oldest window first
+    for window in sorted(windows, key=lambda w: w.end, reverse=True):
         if total >= rows:
             break
-        taken.append(batch)
-        total += batch.rows
+        taken.append(window)
+        total += window.rows
     return taken
 
 
@@ -177,23 +178,26 @@ class QualityGate:
                 if (not groups or i.group in groups) and getattr(i, "predicted", True) is not None
             ]
 
-        canary_batches = mine(self.db.batches(model=model, version=canary.version, since=started, until=now))
+        def pooled(version: int, since: datetime, window: timedelta | None = None) -> list[PooledWindow]:
+            """Telemetry summed by the database (no payload read), per group (and window)."""
+            return mine(pool_stored(self.db, window, since=since, until=now, model=model, version=version))
+
+        canary_windows = pooled(canary.version, started)
         canary_labels = mine(self.db.feedback(model=model, version=canary.version, since=started, until=now))
-        champion_batches = mine(
-            self.db.batches(model=model, version=stable.version, since=now - self.lookback, until=now)
-        )
         champion_labels = mine(
             self.db.feedback(model=model, version=stable.version, since=now - self.lookback, until=now)
         )
         # the pointer's time is to the second: the champion's concurrent evidence starts after it
         after = started + timedelta(seconds=1)
-        concurrent = [b for b in champion_batches if b.window_start >= after]
-        if sum(b.rows for b in concurrent) < gate.min_rows:
-            concurrent = _latest_batches(champion_batches, gate.min_rows)
+        concurrent = pooled(stable.version, after)
+        if sum(w.rows for w in concurrent) < gate.min_rows:  # its latest minutes instead
+            concurrent = _latest(
+                pooled(stable.version, now - self.lookback, timedelta(minutes=1)), gate.min_rows
+            )
         concurrent_labels = [f for f in champion_labels if f.received_at >= after]
         if len(concurrent_labels) < gate.min_labels:
             concurrent_labels = champion_labels[-gate.min_labels :]
-        canary_side = _evidence(canary_batches, canary_labels)
+        canary_side = _evidence(canary_windows, canary_labels)
         champion_side = _evidence(concurrent, concurrent_labels)
         soaked = (now - started).total_seconds()
         compared = _compare(gate, canary_side, champion_side)
