@@ -51,7 +51,7 @@ from common import (
     describe_machine,
     load_average,
     markdown_table,
-    now_utc,
+    section_head,
     text_table,
     timed,
     verdict,
@@ -625,18 +625,18 @@ def report(
     print(sanity)
     if args.no_write_results:
         return
-    command = " ".join([".venv/bin/python", "bench/central_drift.py", *sys.argv[1:]])
     write_section(
         NAME,
         "\n".join(
             [
-                "## Central node: drift over a fleet's day (`bench/central_drift.py`)",
-                "",
-                f"Run {now_utc()}: `{command}`",
-                "",
-                "Machine (shared 2-core machine, other jobs running): "
-                + "; ".join(machine.lines())
-                + f"; load average before {load_before}, after {load_after}.",
+                section_head(
+                    "Central node: drift over a fleet's day",
+                    "central_drift.py",
+                    machine,
+                    load_before,
+                    load_after,
+                    sys.argv[1:],
+                ),
                 "",
                 f"Setup: {setup}. The store is written straight into its tables (not timed) and is in the "
                 "page cache; the payload column, which the timed path does not read, holds a placeholder "

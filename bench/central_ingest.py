@@ -53,12 +53,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     describe_machine,
+    free_port,
     load_average,
     markdown_table,
-    now_utc,
+    section_head,
     text_table,
     tool_version,
     verdict,
+    wait_until_ready,
     write_section,
 )
 
@@ -284,14 +286,6 @@ class Samples:
 # ----------------------------------------------------------------------------- servers
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def serve_peer(folder: Path, port: int) -> None:
     """The peer: FastAPI + DuckDB, one transaction per request, executemany one row per feature."""
     import hashlib
@@ -380,23 +374,6 @@ class Server:
     groups: dict[str, str]
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text(encoding='utf-8')[-3000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not become ready in 120 s")
-        time.sleep(0.2)
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM (uvicorn shuts down gracefully: the store drains and checkpoints), then wait."""
     if proc.poll() is None:
@@ -414,7 +391,7 @@ def running(kind: str, folder: Path, devices: int) -> Iterator[Server]:
     import httpx
 
     folder.mkdir(parents=True)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     ids = [f"dev-{i:05d}" for i in range(devices)]
     groups = {d: f"line-{i % GROUPS}" for i, d in enumerate(ids)}
@@ -443,7 +420,10 @@ def running(kind: str, folder: Path, devices: int) -> Iterator[Server]:
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=folder)
     try:
-        _wait_ready(proc, url, log)
+        try:
+            wait_until_ready(url + "/healthz", proc=proc, name=kind)
+        except RuntimeError as exc:  # its output went to the log
+            raise RuntimeError(f"{exc}\n{log.read_text(encoding='utf-8')[-3000:]}") from exc
         if kind == "edgeml":
             with httpx.Client(base_url=url, timeout=30) as client:
                 for d in ids:
@@ -751,18 +731,18 @@ def print_and_write(
     print("\n".join(notes))
     if args.no_write_results:
         return
-    command = " ".join([".venv/bin/python", "bench/central_ingest.py", *sys.argv[1:]])
     write_section(
         NAME,
         "\n".join(
             [
-                "## Central node: telemetry ingest (`bench/central_ingest.py`)",
-                "",
-                f"Run {now_utc()}: `{command}`",
-                "",
-                "Machine (shared 2-core machine, other jobs running): "
-                + "; ".join(machine.lines())
-                + f"; load average before {load_before}, after {load_after}.",
+                section_head(
+                    "Central node: telemetry ingest",
+                    "central_ingest.py",
+                    machine,
+                    load_before,
+                    load_after,
+                    sys.argv[1:],
+                ),
                 "",
                 f"Setup: {setup}.",
                 "",

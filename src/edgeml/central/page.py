@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from edgeml.audit import AuditEntry
     from edgeml.central.db import RowsPoint
     from edgeml.central.drift import DriftReport
-    from edgeml.central.gate import GateDecision
+    from edgeml.central.gate import Evidence, GateDecision
     from edgeml.central.performance import AccuracyEstimate, RealizedAccuracy
     from edgeml.central.routes.fleet import Fleet
 
@@ -219,13 +219,11 @@ def _rollouts(canaries: list[GateDecision] | None, actions: list[GateDecision]) 
         return '<p class="muted">No canary is out, and the gate has not acted since this node started.</p>'
     rows = []
     for d in decisions:
-        side = {"realized": lambda e: e.realized, "estimated": lambda e: e.estimated}.get(d.metric or "")
         rows.append(
             f'<tr class="{escape(d.action)}"><td>{escape(d.model)} v{d.canary_version} vs '
             f"v{d.champion_version}</td><td>{escape(', '.join(d.groups) or 'all')}</td>"
             f"<td>{d.soaked_s:.0f} / {d.gate.soak_s:g} s</td><td>{escape(d.metric or '—')}</td>"
-            f"<td>{_pct(side(d.canary) if side else None)}</td>"
-            f"<td>{_pct(side(d.champion) if side else None)}</td>"
+            f"<td>{_pct(_decided_by(d, d.canary))}</td><td>{_pct(_decided_by(d, d.champion))}</td>"
             f"<td><strong>{escape(d.action)}</strong></td><td>{escape(d.reason)}</td></tr>"
         )
     return (
@@ -233,6 +231,13 @@ def _rollouts(canaries: list[GateDecision] | None, actions: list[GateDecision]) 
         "<th>metric</th><th>canary</th><th>champion</th><th>decision</th><th>why</th></tr></thead>"
         "<tbody>" + "".join(rows) + "</tbody></table>"
     )
+
+
+def _decided_by(decision: GateDecision, side: Evidence) -> float | None:
+    """The side's accuracy by the metric that decided (none: too little evidence yet)."""
+    if decision.metric == "realized":
+        return side.realized
+    return side.estimated if decision.metric == "estimated" else None
 
 
 def _audit(entries: list[AuditEntry] | None) -> str:
