@@ -42,6 +42,9 @@ __all__ = [
     "INFERENCE_SECONDS",
     "LAST_SYNC",
     "MODEL_INFO",
+    "NANNYML_DRIFT_ALERT",
+    "NANNYML_ESTIMATED_ACCURACY",
+    "NANNYML_PERFORMANCE_ALERT",
     "REALIZED_ACCURACY",
     "REGISTRY",
     "RETRAIN_JOBS",
@@ -236,6 +239,24 @@ REALIZED_ACCURACY = Gauge(
     "edgeml_realized_accuracy_ratio",
     "Accuracy measured on feedback labels",
     ["model", "version", "group"],
+    registry=REGISTRY,
+)
+NANNYML_DRIFT_ALERT = Gauge(
+    "edgeml_nannyml_drift_alert_info",
+    "1 while NannyML's univariate drift alerts on a feature of the row sample, else 0",
+    ["model", "version", "group", "feature"],
+    registry=REGISTRY,
+)
+NANNYML_ESTIMATED_ACCURACY = Gauge(
+    "edgeml_nannyml_estimated_accuracy_ratio",
+    "Accuracy NannyML's CBPE estimates on the row sample (bound: estimate, lower, upper of its band)",
+    ["model", "version", "group", "bound"],
+    registry=REGISTRY,
+)
+NANNYML_PERFORMANCE_ALERT = Gauge(
+    "edgeml_nannyml_performance_alert_info",
+    "1 while NannyML's estimate (CBPE accuracy, DLE mae) on the row sample is outside its thresholds, else 0",
+    ["model", "version", "group", "estimator", "metric"],
     registry=REGISTRY,
 )
 ALERTS_SENT = Counter(

@@ -161,7 +161,7 @@ def test_nannyml_on_pooled_row_samples(data: tuple[pd.DataFrame, pd.DataFrame], 
         window = pool_window(
             [make_batch(chunk.iloc[j : j + 500], manifest, sample=100) for j in range(0, CHUNK, 500)]
         )
-        sample = sample_frame(window)
+        sample = sample_frame(window.sample)
         assert len(sample) == 1000
         assert set(sample.columns) == {*FEATURES, "prediction"}
         without = nannyml_analysis(ref_frame, sample, manifest)

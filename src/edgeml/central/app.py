@@ -2,8 +2,9 @@
 
 Routers (``edgeml.central.routes``): devices, targets, telemetry, feedback, fleet (JSON and
 the page at ``/``), drift, rollouts (the quality gate), health (``/healthz``, ``/readyz``,
-``/metrics``). Two ASGI middlewares wrap them: request timing (:data:`HTTP_REQUEST_SECONDS`,
-by route template) and the body limit (413 before a byte of an oversized body is parsed).
+``/metrics``). Three ASGI middlewares wrap them: the telemetry fast path
+(:mod:`edgeml.central.intake`), request timing (:data:`HTTP_REQUEST_SECONDS`, by route
+template) and the body limit (413 before a byte of an oversized body is parsed).
 The telemetry store is opened here and closed when the server shuts down; run one process
 per database file.
 """
@@ -32,7 +33,9 @@ from edgeml.central.config import CentralConfig
 from edgeml.central.db import Overloaded, StoreClosed, TelemetryStore
 from edgeml.central.drift import DriftConfig
 from edgeml.central.gate import QualityGate
+from edgeml.central.intake import TelemetryIntake, replaying
 from edgeml.central.monitor import GroupStatus, Monitor
+from edgeml.central.performance import StoredReferenceRows
 from edgeml.central.routes import devices, drift, feedback, fleet, health, rollouts, targets, telemetry
 from edgeml.central.routes.deps import CentralState
 from edgeml.central.routes.pointers import TargetResolver
@@ -105,16 +108,7 @@ class BodyLimitMiddleware:
                 await self._refuse(scope, send)
                 return
             more = message.get("more_body", False)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(bytes(body), receive), send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         if scope["path"] == telemetry.PATH:
@@ -202,6 +196,8 @@ def create_app(config: CentralConfig) -> FastAPI:
             on_drift=_retrainer(config, retrain_settings, resolver),
             drift=DriftConfig(min_js=config.monitor.min_js),
             gate=_gate(config, store, object_store, resolver, alerter),
+            nannyml=config.monitor.nannyml,
+            references=StoredReferenceRows(object_store, config.keyring),
         )
 
     @asynccontextmanager
@@ -238,7 +234,8 @@ def create_app(config: CentralConfig) -> FastAPI:
     for error in (Overloaded, StoreClosed):
         app.add_exception_handler(error, _unavailable(config))
     app.add_middleware(BodyLimitMiddleware, limit=int(config.limits.max_body_bytes))
-    app.add_middleware(TimingMiddleware)  # outermost: 413s are timed too
+    app.add_middleware(TimingMiddleware)  # 413s are timed too
+    app.add_middleware(TelemetryIntake, state=state, limit=int(config.limits.max_body_bytes))
     return app
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "GateConfig",
     "LimitsConfig",
     "MonitorConfig",
+    "NannyMLConfig",
     "PrometheusSdConfig",
     "RetrainConfig",
     "StoreConfig",
@@ -80,6 +81,31 @@ class LimitsConfig(_Strict):
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 429 and 503")
 
 
+class NannyMLConfig(_Strict):
+    """NannyML on the row samples of groups whose compliance allows them (``none``).
+
+    It needs the version's reference rows published next to its manifest, and it is slow, so
+    it runs on its own cadence, on a bounded number of sampled rows.
+    """
+
+    enabled: bool = Field(True, description="run NannyML where row samples and reference rows exist")
+    interval_s: float = Field(
+        300.0, gt=0, description="seconds between NannyML passes (each in a monitor round)"
+    )
+    min_rows: int = Field(
+        500, ge=10, description="a group with fewer sampled rows in the window is not analysed"
+    )
+    max_rows: int = Field(
+        5000, ge=10, description="sampled rows analysed at most (a random subset): bounds NannyML's run time"
+    )
+
+    @model_validator(mode="after")
+    def _rows(self) -> NannyMLConfig:
+        if self.max_rows < self.min_rows:
+            raise ValueError(f"max_rows ({self.max_rows}) must be at least min_rows ({self.min_rows})")
+        return self
+
+
 class MonitorConfig(_Strict):
     """The watch over telemetry: drift and accuracy per model, version and device group."""
 
@@ -90,6 +116,7 @@ class MonitorConfig(_Strict):
     min_js: float = Field(
         0.1, ge=0, le=1, description="a drift alarm also needs this Jensen-Shannon distance (effect size)"
     )
+    nannyml: NannyMLConfig = Field(default_factory=NannyMLConfig)
 
 
 class AlertsConfig(_Strict):

@@ -58,6 +58,7 @@ costs no query; the writer updates the copy after each commit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -702,12 +703,7 @@ class TelemetryStore:
         if not accepted:
             return results
         devices = self._seen(accepted, now)
-        with self._transaction() as con:
-            _insert(con, "batches", rows.batches())
-            _insert(con, "batch_features", rows.features())
-            _insert(con, "batch_scores", rows.scores())
-            _insert(con, "batch_labels", rows.labels())
-            _update_devices(con, devices)
+        _write_group(self._writer_con, rows, devices)
         self._next_seq = seq
         with self._memory_lock:
             for device in devices:
@@ -930,17 +926,15 @@ def _where(conditions: list[str]) -> str:
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
-    """Append ``data`` (columns in the table's order, see :data:`_COLUMNS`) to ``table``.
+    """Append ``data`` (columns in the table's order, see :data:`_COLUMNS`) to ``table``."""
+    if data.num_rows:
+        con.from_arrow(data).project(_select_list(table)).insert_into(table)
 
-    A relation on the Arrow table rather than a registered view: registering, scanning and
-    unregistering a view each hand the GIL over and back, and the writer then waits for the
-    event loop's thread every time (under load, most of a transaction's time).
-    """
-    if data.num_rows == 0:
-        return
+
+def _select_list(table: str) -> str:
+    """The columns of ``table`` in order, from an Arrow table of :data:`_COLUMNS`, bins computed."""
     bins = _BINS.get(table)
-    columns = [f"{bins} AS bins" if c == "bins" and bins else f'"{c}"' for c in _COLUMNS[table]]
-    con.from_arrow(data).project(", ".join(columns)).insert_into(table)
+    return ", ".join(f"{bins} AS bins" if c == "bins" and bins else f'"{c}"' for c in _COLUMNS[table])
 
 
 def _check_columns(con: duckdb.DuckDBPyConnection) -> None:
@@ -971,25 +965,57 @@ def _payload_compression(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("SET disabled_compression_methods = 'dict_fsst'")
 
 
-def _update_devices(con: duckdb.DuckDBPyConnection, devices: list[Device]) -> None:
-    if not devices:
-        return
-    # plain lists as parameters: DuckDB converts them on this thread, with no call back into Python
-    con.execute(
-        "UPDATE devices SET last_seen = s.last_seen, last_window_end = s.last_window_end, "
-        "serving_model = s.serving_model, serving_version = s.serving_version, "
-        "dropped_total = s.dropped_total FROM (SELECT unnest($id) AS device_id, "
-        "unnest($seen)::TIMESTAMPTZ AS last_seen, unnest($end)::TIMESTAMPTZ AS last_window_end, "
-        "unnest($model)::VARCHAR AS serving_model, unnest($version)::INTEGER AS serving_version, "
-        "unnest($dropped)::BIGINT AS dropped_total) s WHERE devices.device_id = s.device_id",
+def _write_group(con: duckdb.DuckDBPyConnection, rows: _Rows, devices: list[Device]) -> None:
+    """One transaction: the new batches, their child rows and their devices' new state.
+
+    The tables are registered as views and the whole transaction is one ``execute`` of several
+    statements. Every call into DuckDB hands the GIL over and must win it back from the event
+    loop's thread, which under load holds it most of the time: a call per statement made the
+    writer wait longer for the GIL than it worked.
+    """
+    tables = {
+        "batches": rows.batches(),
+        "batch_features": rows.features(),
+        "batch_scores": rows.scores(),
+        "batch_labels": rows.labels(),
+    }
+    statements = ["BEGIN TRANSACTION"]
+    views: list[str] = []
+    for table, data in tables.items():
+        if data.num_rows:
+            views.append(f"_new_{table}")
+            con.register(views[-1], data)
+            statements.append(f"INSERT INTO {table} SELECT {_select_list(table)} FROM {views[-1]}")  # noqa: S608 (constants)
+    if devices:
+        views.append("_seen_devices")
+        con.register(views[-1], _device_state(devices))
+        statements.append(
+            "UPDATE devices SET last_seen = s.last_seen, last_window_end = s.last_window_end, "
+            "serving_model = s.serving_model, serving_version = s.serving_version, "
+            "dropped_total = s.dropped_total FROM _seen_devices s WHERE devices.device_id = s.device_id"
+        )
+    statements.append("COMMIT")
+    try:
+        con.execute(";\n".join(statements))
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):  # none is open when BEGIN itself failed
+            con.execute("ROLLBACK")
+        raise
+    finally:
+        for view in views:
+            con.unregister(view)
+
+
+def _device_state(devices: list[Device]) -> pa.Table:
+    return pa.table(
         {
-            "id": [d.device_id for d in devices],
-            "seen": [d.last_seen for d in devices],
-            "end": [d.last_window_end for d in devices],
-            "model": [d.serving_model for d in devices],
-            "version": [d.serving_version for d in devices],
-            "dropped": [d.dropped_total for d in devices],
-        },
+            "device_id": pa.array([d.device_id for d in devices], pa.string()),
+            "last_seen": pa.array([d.last_seen for d in devices], _STAMP),
+            "last_window_end": pa.array([d.last_window_end for d in devices], _STAMP),
+            "serving_model": pa.array([d.serving_model for d in devices], pa.string()),
+            "serving_version": pa.array([d.serving_version for d in devices], pa.int32()),
+            "dropped_total": pa.array([d.dropped_total for d in devices], pa.int64()),
+        }
     )
 
 

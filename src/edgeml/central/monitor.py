@@ -8,22 +8,33 @@ accuracy from the calibrated sums and measures it from feedback labels
 :class:`~edgeml.central.alerts.Alerter` (which sends, dedups and resolves), and calls
 ``on_drift`` for a group whose drift breached — the retraining trigger. Then the
 :class:`~edgeml.central.gate.QualityGate`, when there is one, judges the canaries.
+
+Every ``nannyml.interval_s`` a round also runs NannyML (:func:`~edgeml.central.performance.nannyml_analysis`)
+on the row samples of each group whose compliance allows them, against the version's reference
+rows; a group's last NannyML pass (its report, or why there is none) rides on its status until
+the next. NannyML is slow and a third party: its rows are capped and its errors stay with its group.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
+from edgeml.agent.telemetry import SampleRow
 from edgeml.bundle.manifest import Manifest
-from edgeml.central.alerts import Alerter, accuracy_signal, drift_signals
+from edgeml.central.alerts import Alerter, Signal, accuracy_signal, drift_signals
+from edgeml.central.config import NannyMLConfig
 from edgeml.central.db import TelemetryStore
 from edgeml.central.drift import (
     DriftConfig,
     DriftReport,
+    PooledWindow,
     ThresholdCache,
     compute_drift,
     pool_stored,
@@ -32,19 +43,42 @@ from edgeml.central.drift import (
 from edgeml.central.gate import QualityGate
 from edgeml.central.performance import (
     AccuracyEstimate,
+    NannyMLReport,
+    NoReferenceRows,
     RealizedAccuracy,
     estimate_accuracy,
+    nannyml_analysis,
     publish_accuracy,
+    publish_nannyml,
     realized_accuracy,
+    sample_frame,
 )
 
-__all__ = ["GroupStatus", "ManifestFor", "Monitor"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["NANNYML_ALERT", "GroupStatus", "ManifestFor", "Monitor", "NannyMLRun", "ReferenceFor"]
 
 log = logging.getLogger("edgeml.central")
 
 
 #: the signed manifest of (model, version, profile), or None when it cannot be read
 ManifestFor = Callable[[str, int, str], Manifest | None]
+#: a version's reference rows for NannyML; raises NoReferenceRows when it has none
+ReferenceFor = Callable[[Manifest], "pd.DataFrame"]
+
+#: NannyML's performance estimate (CBPE accuracy, DLE mae) left its thresholds. Its univariate
+#: drift is not alerted on: the histogram drift of every input already is.
+NANNYML_ALERT = "EdgemlNannymlEstimatedPerformance"
+
+
+@dataclass(frozen=True)
+class NannyMLRun:
+    """A group's last NannyML pass: its report, or the reason there is none."""
+
+    at: datetime
+    report: NannyMLReport | None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +91,7 @@ class GroupStatus:
     drift: DriftReport
     estimate: AccuracyEstimate | None
     realized: RealizedAccuracy | None
+    nannyml: NannyMLRun | None = None  # None: NannyML is off, or has not looked at this group yet
 
     @property
     def drifted(self) -> list[str]:
@@ -78,6 +113,8 @@ class Monitor:
         on_drift: Callable[[GroupStatus], None] | None = None,
         drift: DriftConfig | None = None,
         gate: QualityGate | None = None,
+        nannyml: NannyMLConfig | None = None,
+        references: ReferenceFor | None = None,
     ) -> None:
         self.db = db
         self.manifests = manifests
@@ -87,10 +124,14 @@ class Monitor:
         self.alerter = alerter
         self.on_drift = on_drift
         self.gate = gate
+        self.nannyml = nannyml if nannyml is not None and nannyml.enabled else None
+        self.references = references
         self.cache = ThresholdCache(drift)
         self.latest: list[GroupStatus] = []
         self.history: list[tuple[datetime, list[GroupStatus]]] = []  # the last rounds, for the page
         self.keep_rounds = 500
+        self._nannyml_runs: dict[tuple[str, int, str | None], NannyMLRun] = {}
+        self._nannyml_at: datetime | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -98,34 +139,28 @@ class Monitor:
         now = now or datetime.now(UTC)
         since = now - self.window
         profiles = self.db.profiles(since, now)
-        statuses, signals = [], []
+        judged: list[tuple[GroupStatus, Manifest]] = []
         # summed by the database (no payload is read) per model, version and group
         for pooled in pool_stored(self.db, None, since=since, until=now):
-            model, version, group = pooled.model, pooled.version, pooled.group
             if pooled.rows < self.min_rows:
                 continue  # too few rows to tell drift from noise
-            manifest = self.manifests(model, version, profiles[model, version])
+            manifest = self.manifests(pooled.model, pooled.version, profiles[pooled.model, pooled.version])
             if manifest is None:
                 continue
-            try:
-                report = compute_drift(pooled, manifest, cache=self.cache)
-            except ValueError as exc:  # telemetry binned unlike its manifest: this group only
-                log.error("drift of %s v%s in %s not computed: %s", model, version, group, exc)
-                continue
-            publish_drift(report)
-            estimate = estimate_accuracy(pooled, manifest)
-            pairs = [
-                (f.predicted, f.label)
-                for f in self.db.feedback(model=model, version=version, group=group, since=since, until=now)
-                if f.predicted is not None
-            ]
-            realized = realized_accuracy(pairs)
-            publish_accuracy(model, version, group, estimate=estimate, realized=realized)
-            status = GroupStatus(
-                model, version, group, pooled.rows, manifest.snapshot, report, estimate, realized
-            )
-            statuses.append(status)
-            signals += drift_signals(report) + ([accuracy_signal(estimate)] if estimate else [])
+            status = self._judge(pooled, manifest, since, now)
+            if status is not None:
+                judged.append((status, manifest))
+        signals = [
+            signal
+            for status, _ in judged
+            for signal in drift_signals(status.drift)
+            + ([accuracy_signal(status.estimate)] if status.estimate else [])
+        ]
+        if self._nannyml_due(now):
+            signals += self._nannyml_pass(judged, since, now)
+        statuses = [
+            replace(s, nannyml=self._nannyml_runs.get((s.model, s.version, s.group))) for s, _ in judged
+        ]
         if self.alerter is not None:
             self.alerter.process(signals)
         for status in statuses:
@@ -140,6 +175,88 @@ class Monitor:
             except Exception:  # the store may be unreachable: drift watching goes on
                 log.exception("quality gate round failed")
         return statuses
+
+    def _judge(
+        self, pooled: PooledWindow, manifest: Manifest, since: datetime, now: datetime
+    ) -> GroupStatus | None:
+        """Drift and accuracy of one pooled group, gauges set; None when its drift cannot be computed."""
+        model, version, group = pooled.model, pooled.version, pooled.group
+        try:
+            report = compute_drift(pooled, manifest, cache=self.cache)
+        except ValueError as exc:  # telemetry binned unlike its manifest: this group only
+            log.error("drift of %s v%s in %s not computed: %s", model, version, group, exc)
+            return None
+        publish_drift(report)
+        estimate = estimate_accuracy(pooled, manifest)
+        pairs = [
+            (f.predicted, f.label)
+            for f in self.db.feedback(model=model, version=version, group=group, since=since, until=now)
+            if f.predicted is not None
+        ]
+        realized = realized_accuracy(pairs)
+        publish_accuracy(model, version, group, estimate=estimate, realized=realized)
+        return GroupStatus(model, version, group, pooled.rows, manifest.snapshot, report, estimate, realized)
+
+    # --- NannyML on row samples -----------------------------------------------------------
+
+    def _nannyml_due(self, now: datetime) -> bool:
+        if self.nannyml is None:
+            return False
+        last = self._nannyml_at
+        return last is None or now - last >= timedelta(seconds=self.nannyml.interval_s)
+
+    def _nannyml_pass(
+        self, judged: list[tuple[GroupStatus, Manifest]], since: datetime, now: datetime
+    ) -> list[Signal]:
+        """NannyML over every judged group; the runs replace the last pass's, their alerts returned."""
+        self._nannyml_at = now
+        self._nannyml_runs = {
+            (s.model, s.version, s.group): self._nannyml_run(s, m, since, now) for s, m in judged
+        }
+        signals = []
+        for (model, version, group), run in self._nannyml_runs.items():
+            if run.report is not None:
+                publish_nannyml(model, version, group, run.report)
+                signals += _nannyml_signals(model, version, group, run.report)
+        return signals
+
+    def _nannyml_run(
+        self, status: GroupStatus, manifest: Manifest, since: datetime, now: datetime
+    ) -> NannyMLRun:
+        """One group's NannyML run, or why there is none; NannyML's own failures are caught here."""
+        assert self.nannyml is not None
+        where = f"{status.model} v{status.version} in {status.group}"
+        if manifest.compliance != "none":
+            return NannyMLRun(now, None, f"compliance {manifest.compliance!r} allows no row samples")
+        if self.references is None:
+            return NannyMLRun(now, None, "no source of reference rows is configured")
+        least = self.nannyml.min_rows
+        try:
+            reference = self.references(manifest)
+            if len(reference) < 2 * least:
+                return NannyMLRun(now, None, f"{len(reference)} reference rows: NannyML needs {2 * least}")
+            rows = self._sample_rows(status, since, now)
+            if len(rows) < least:
+                return NannyMLRun(now, None, f"{len(rows)} sampled rows in the window: NannyML needs {least}")
+            cap = min(self.nannyml.max_rows, len(reference) // 2)  # the reference must have twice the rows
+            if len(rows) > cap:
+                rows = random.Random(0).sample(rows, cap)  # noqa: S311 (a sample, not a secret)
+            started = time.perf_counter()
+            report = nannyml_analysis(reference, sample_frame(rows), manifest)
+        except NoReferenceRows as exc:
+            log.info("NannyML skips %s: %s", where, exc)
+            return NannyMLRun(now, None, str(exc))
+        except Exception as exc:  # a third party on field data: its failure is this group's alone
+            log.exception("NannyML run on %s failed", where)
+            return NannyMLRun(now, None, f"NannyML run failed: {type(exc).__name__}: {exc}")
+        log.info("NannyML on %s: %d sampled rows in %.1f s", where, len(rows), time.perf_counter() - started)
+        return NannyMLRun(now, report)
+
+    def _sample_rows(self, status: GroupStatus, since: datetime, now: datetime) -> list[SampleRow]:
+        """The group's sampled rows in the window (only the batch payloads carry them)."""
+        batches = self.db.batches(status.model, status.version, status.group, since, now)
+        # a None group filters nothing in the store: keep that group's batches alone
+        return [row for b in batches if b.group == status.group for row in b.sample]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="edgeml-monitor", daemon=True)
@@ -156,3 +273,22 @@ class Monitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+def _nannyml_signals(model: str, version: int, group: str | None, report: NannyMLReport) -> list[Signal]:
+    """The performance estimate's alert as a signal (none without an estimate)."""
+    p = report.performance
+    if p is None:
+        return []
+    band = {k: v for k, v in (("lower", p.lower), ("upper", p.upper)) if v is not None}
+    return [
+        Signal(
+            alert=NANNYML_ALERT,
+            model=model,
+            version=version,
+            group=group,
+            feature=None,
+            firing=p.alert,
+            values={p.metric: p.value, "rows": float(report.rows)} | band,
+        )
+    ]

@@ -12,24 +12,39 @@ recall; for more classes it does not, and only the expected class shares are rep
 Where row samples are allowed (compliance ``none``), :func:`nannyml_analysis` runs NannyML's
 ``UnivariateDriftCalculator`` and ``CBPE`` (classification) or ``DLE`` (regression) on the
 pooled sample against reference rows the caller supplies (the model version's holdout
-rows). :func:`realized_accuracy` scores (prediction, label) pairs from feedback.
+rows, published next to the signed manifest: :class:`StoredReferenceRows`).
+:func:`realized_accuracy` scores (prediction, label) pairs from feedback.
 """
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from edgeml._thirdparty import import_nannyml
-from edgeml.bundle.manifest import Manifest
+from edgeml.agent.telemetry import SampleRow
+from edgeml.bundle.keys import KeyRing
+from edgeml.bundle.manifest import Manifest, manifest_key
 from edgeml.central.drift import PooledWindow
-from edgeml.observability import ESTIMATED_ACCURACY, REALIZED_ACCURACY
+from edgeml.errors import EdgemlError
+from edgeml.observability import (
+    ESTIMATED_ACCURACY,
+    NANNYML_DRIFT_ALERT,
+    NANNYML_ESTIMATED_ACCURACY,
+    NANNYML_PERFORMANCE_ALERT,
+    REALIZED_ACCURACY,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from edgeml.store.base import ObjectStore
 
 __all__ = [
     "PREDICTION_COLUMN",
@@ -39,12 +54,16 @@ __all__ = [
     "NannyDrift",
     "NannyEstimate",
     "NannyMLReport",
+    "NoReferenceRows",
     "RealizedAccuracy",
+    "StoredReferenceRows",
     "estimate_accuracy",
     "nannyml_analysis",
     "probability_column",
     "publish_accuracy",
+    "publish_nannyml",
     "realized_accuracy",
+    "reference_rows_key",
     "sample_frame",
 ]
 
@@ -231,11 +250,26 @@ class NannyMLReport(_Result):
     skipped: str | None = None  # why the performance estimate is missing
 
 
-def sample_frame(window: PooledWindow) -> pd.DataFrame:
-    """The window's row sample as a frame: one column per sampled input, plus ``prediction``."""
+def sample_frame(rows: Sequence[SampleRow]) -> pd.DataFrame:
+    """Sampled rows as a frame: one column per sampled input, ``prediction``, and the
+    ``probability:<label>`` columns when every row carries its probabilities (CBPE needs them all)."""
     import pandas as pd
 
-    return pd.DataFrame([{**row.inputs, PREDICTION_COLUMN: row.prediction} for row in window.sample])
+    with_probabilities = bool(rows) and all(row.probabilities for row in rows)
+    return pd.DataFrame(
+        [
+            {
+                **row.inputs,
+                PREDICTION_COLUMN: row.prediction,
+                **(
+                    {probability_column(lb): p for lb, p in (row.probabilities or {}).items()}
+                    if with_probabilities
+                    else {}
+                ),
+            }
+            for row in rows
+        ]
+    )
 
 
 def _num(value: Any) -> float | None:
@@ -249,8 +283,8 @@ def nannyml_analysis(reference: pd.DataFrame, analysis: pd.DataFrame, manifest: 
     input, ``prediction`` (the predicted label as in ``outputs.labels``, or the predicted
     value), ``target`` (the true label or value) and, for classifiers,
     ``probability:<label>`` per class (the model's own probabilities; CBPE calibrates them).
-    ``analysis`` has the same columns but ``target``: :func:`sample_frame` gives it, except the
-    probabilities, which row samples do not carry; without them CBPE is skipped (the reason is
+    ``analysis`` has the same columns but ``target``: :func:`sample_frame` gives it, with the
+    probabilities when the sampled rows carry them; without them CBPE is skipped (the reason is
     in the report). The reference is chunked in pieces of the analysis's size, so it needs at
     least twice as many rows.
     """
@@ -403,3 +437,71 @@ def _estimate(
         ),
         None,
     )
+
+
+def publish_nannyml(model: str, version: int, group: str | None, report: NannyMLReport) -> None:
+    """Set the NannyML gauges: drift alert per feature, the estimate's alert, CBPE's accuracy band."""
+    labels = (model, str(version), group or "")
+    for d in report.drift:
+        NANNYML_DRIFT_ALERT.labels(*labels, d.feature).set(1 if d.alert else 0)
+    p = report.performance
+    if p is None:
+        return
+    NANNYML_PERFORMANCE_ALERT.labels(*labels, p.estimator, p.metric).set(1 if p.alert else 0)
+    if p.metric == "accuracy":
+        for bound, value in (("estimate", p.value), ("lower", p.lower), ("upper", p.upper)):
+            if value is not None:
+                NANNYML_ESTIMATED_ACCURACY.labels(*labels, bound).set(value)
+
+
+# --- reference rows for NannyML ------------------------------------------------------------
+
+
+def reference_rows_key(model: str, version: int, profile: str) -> str:
+    """Where a version's reference rows are published: next to its manifest, signed like it (``.sig``)."""
+    return manifest_key(model, version, profile).removesuffix("manifest.json") + "reference.parquet"
+
+
+class NoReferenceRows(Exception):
+    """A version has no usable reference rows for NannyML; the message says why."""
+
+
+class StoredReferenceRows:
+    """A version's reference rows (the frame :func:`nannyml_analysis` documents), from the object store.
+
+    They are Parquet at :func:`reference_rows_key`, with a detached signature by a key of the
+    ring in ``keyring``: rows that fail it are refused, because they would decide what counts as
+    drift. A bundle does not have to carry them (devices never fetch them); a version without
+    them is simply not analysed by NannyML. Frames found are kept (the ``keep`` most recent);
+    a miss is asked again next time, so rows published later are picked up.
+    """
+
+    def __init__(self, store: ObjectStore | None, keyring: Path | None, keep: int = 8) -> None:
+        self.store = store
+        self.keyring = keyring
+        self.keep = keep
+        self._found: OrderedDict[str, pd.DataFrame] = OrderedDict()
+
+    def __call__(self, manifest: Manifest) -> pd.DataFrame:
+        import pandas as pd
+
+        key = reference_rows_key(manifest.model, manifest.version, manifest.profile)
+        if key in self._found:
+            self._found.move_to_end(key)
+            return self._found[key]
+        if self.store is None or self.keyring is None:
+            raise NoReferenceRows(
+                "the central node has no object store and key ring to read reference rows from"
+            )
+        try:
+            if not self.store.exists(key):
+                raise NoReferenceRows(f"no reference rows published at {key}")
+            data = self.store.get(key)
+            KeyRing.from_dir(self.keyring).verify(data, self.store.get(key + ".sig"))
+        except EdgemlError as exc:
+            raise NoReferenceRows(f"reference rows {key} refused: {exc.message}") from exc
+        frame = pd.read_parquet(io.BytesIO(data))
+        self._found[key] = frame
+        while len(self._found) > self.keep:
+            self._found.popitem(last=False)
+        return frame

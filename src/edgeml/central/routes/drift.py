@@ -7,12 +7,27 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import AwareDatetime, BaseModel, Field
 
-from edgeml.central.monitor import GroupStatus
+from edgeml.central.monitor import GroupStatus, NannyMLRun
+from edgeml.central.performance import NannyDrift, NannyEstimate
 from edgeml.central.routes.deps import FleetReaderDep, StateDep, errors
 
-__all__ = ["DriftStatus", "DriftView", "router"]
+__all__ = ["DriftStatus", "DriftView", "NannyMLView", "router"]
 
 router = APIRouter(prefix="/v1/drift", tags=["drift"])
+
+
+class NannyMLView(BaseModel):
+    at: AwareDatetime = Field(description="when NannyML last looked at the group")
+    reason: str | None = Field(
+        description="why there is no NannyML report (compliance, no reference rows, ...)"
+    )
+    rows: int | None = Field(description="sampled rows analysed")
+    drift_alerts: list[str] = Field(description="features NannyML's univariate drift alerts on")
+    drift: list[NannyDrift] = Field(description="per feature: method, value, threshold, alert")
+    performance: NannyEstimate | None = Field(
+        description="CBPE accuracy (classifiers) or DLE mae (regression), with its confidence band"
+    )
+    performance_skipped: str | None = Field(description="why there is no performance estimate")
 
 
 class DriftStatus(BaseModel):
@@ -26,6 +41,9 @@ class DriftStatus(BaseModel):
     estimated_accuracy: float | None = Field(description="from calibrated probabilities, without labels")
     reference_accuracy: float | None = Field(description="the holdout accuracy the version was trained to")
     realized_accuracy: float | None = Field(description="from feedback labels in the window")
+    nannyml: NannyMLView | None = Field(
+        description="NannyML's last pass over the group's row samples; null while it has not run"
+    )
 
 
 class DriftView(BaseModel):
@@ -47,6 +65,20 @@ def _status(at: datetime, s: GroupStatus) -> DriftStatus:
         estimated_accuracy=s.estimate.estimated if s.estimate else None,
         reference_accuracy=s.estimate.reference if s.estimate else None,
         realized_accuracy=s.realized.accuracy if s.realized else None,
+        nannyml=_nannyml(s.nannyml) if s.nannyml else None,
+    )
+
+
+def _nannyml(run: NannyMLRun) -> NannyMLView:
+    report = run.report
+    return NannyMLView(
+        at=run.at,
+        reason=run.reason,
+        rows=report.rows if report else None,
+        drift_alerts=[d.feature for d in report.drift if d.alert] if report else [],
+        drift=report.drift if report else [],
+        performance=report.performance if report else None,
+        performance_skipped=report.skipped if report else None,
     )
 
 
