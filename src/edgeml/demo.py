@@ -94,12 +94,12 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
     columns = TextColumn("[progress.description]{task.description}")
     # One Ray for every stage: starting it costs seconds.
     with Progress(SpinnerColumn(), columns, TimeElapsedColumn(), console=console) as progress:
+        spec_path = _demo_spec(settings, options)
         with ray_session(settings.ray_address, progress_bars=False):
-            _data_to_channel(settings, store, progress, options, result)
+            _data_to_channel(settings, store, progress, options, spec_path, result)
         if options.fleet and result.channel is not None:
             from edgeml.demo_fleet import FleetOptions, run_fleet
 
-            spec_path = _demo_spec(settings, options)
             result.fleet = run_fleet(
                 settings,
                 spec_path,
@@ -118,10 +118,13 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
 
 
 def _demo_spec(settings: Settings, options: DemoOptions) -> Path:
-    """The example spec with the demo's trial count: what retraining runs."""
+    """The fault example as the demo runs it, for v1 and for retraining alike."""
     source = next(p for p in example_specs() if p.name == "pump-faults.yaml")
     data = yaml.safe_load(source.read_text())
     data["search"]["trials"] = options.trials
+    # simulated pumps hold no personal data (and pii columns are never model inputs): devices may
+    # sample rows, so the central node runs NannyML on them against the rows the bundle publishes
+    data["compliance"] = "none"
     # the demo cannot wait the hour a real canary soaks: a shorter soak, on the same evidence rules
     data["rollout"]["gate"] = data["rollout"].get("gate", {}) | {"soak_s": 20}
     path = settings.home / "demo" / "pump-faults.yaml"
@@ -131,7 +134,12 @@ def _demo_spec(settings: Settings, options: DemoOptions) -> Path:
 
 
 def _data_to_channel(
-    settings: Settings, store: ObjectStore, progress: Progress, options: DemoOptions, result: DemoResult
+    settings: Settings,
+    store: ObjectStore,
+    progress: Progress,
+    options: DemoOptions,
+    spec_path: Path,
+    result: DemoResult,
 ) -> None:
     """Stages 1 and 2: simulated sensors to a verified bundle on the stable channel."""
     with _stage(progress, "checking example specs") as say:
@@ -154,9 +162,9 @@ def _data_to_channel(
         info = store.put(result.landed_key, csv_text.encode(), content_type="text/csv")
         say(f"landed {info.size:,} bytes in the store")
 
-    spec = next(s for s in result.specs if s.name == "pump-faults")
-    quick = spec.model_copy(update={"search": spec.search.model_copy(update={"trials": options.trials})})
-    run = run_pipeline(quick, settings, sources=["history"], stage=lambda text: _stage(progress, text))
+    run = run_pipeline(
+        load_spec(spec_path), settings, sources=["history"], stage=lambda text: _stage(progress, text)
+    )
     result.ingest, result.validation, result.features = run.ingest, run.validation, run.features
     result.training, result.bundles, result.refused = run.training, run.bundles, run.refused
     result.channel = run.channel

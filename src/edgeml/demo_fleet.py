@@ -188,6 +188,8 @@ def _fleet(
     # lines of pumps differ by their fault episodes up to JS ~0.2 on temperature in this simulator;
     # the demo's operator sets the effect size an alarm needs above that
     config["monitor"] = {"interval_s": 2, "window_s": 120, "min_rows": 150, "min_js": 0.3}
+    # NannyML on the row samples (50 per agent window), often enough to see the drift within the demo
+    config["monitor"]["nannyml"] = {"interval_s": 5, "min_rows": 100}
     config["alerts"] = {"webhook_url": webhook.url}
     config["retrain"] = {"spec": str(spec_path), "home": str(settings.home)}
     # the central node judges the canary itself and signs what it decides with the appliance's key
@@ -312,6 +314,7 @@ class _Loop:
         ring = KeyRing.from_dir(settings.home / "run" / "central" / "keyring")
         self.manifest = verify_manifest(self.store.get(key), self.store.get(key + ".sig"), ring)
         self.device = next(d for d, g, _ in DEVICES if g == DRIFTED_GROUP)
+        self.alerted = datetime.now(UTC)  # when the drift alert came (detection sets it)
 
     def traffic(self, groups: dict[str, Any], phase: str) -> None:
         _gateway(self.clients, self.manifest, self.central, self.admin, groups, self.result, phase)
@@ -354,7 +357,21 @@ class _Loop:
             {a["feature"] for a in webhook.received if a.get("group") == DRIFTED_GROUP and a.get("feature")}
         )
         self.result.drift_rounds.append(self.central.get("/v1/drift").json())
+        self.alerted = datetime.now(UTC)
         return f"alert for {DRIFTED_GROUP}: {', '.join(self.result.drifted_features)}"
+
+    def nannyml(self) -> str:
+        """What NannyML made of the drifted group's row samples, on its first pass after the alert."""
+        found: list[dict[str, Any]] = []
+
+        def ran() -> bool:
+            view = _nannyml_view(self.central, DRIFTED_GROUP)
+            if view is not None and datetime.fromisoformat(view["at"]) > self.alerted:
+                found.append(view)
+            return bool(found)
+
+        _wait(f"NannyML on {DRIFTED_GROUP}", ran, 60)
+        return _describe_nannyml(found[0])
 
     def retraining(self) -> str:
         from edgeml.central.retrain import current_retraining
@@ -417,6 +434,7 @@ def run_fleet(
                 ("sending the fleet normal traffic", loop.normal),
                 (f"injecting drift into {DRIFTED_GROUP}'s sensors", loop.drift),
                 ("waiting for the central node to detect it and alert", lambda: loop.detection(webhook)),
+                (f"NannyML on {DRIFTED_GROUP}'s row samples", loop.nannyml),
                 (
                     "retraining on the data landed since (a pipeline job), canary for the drifted group",
                     loop.retraining,
@@ -452,3 +470,21 @@ def _telemetry_rows(central: httpx.Client) -> int:
         if line.startswith("edgeml_central_telemetry_rows_total{"):
             total += float(line.rsplit(" ", 1)[1])
     return int(total)
+
+
+def _nannyml_view(central: httpx.Client, group: str) -> dict[str, Any] | None:
+    """The group's last NannyML pass as /v1/drift shows it; None before the first."""
+    latest = central.get("/v1/drift").json()["latest"]
+    return next((s["nannyml"] for s in latest if s["group"] == group and s["nannyml"]), None)
+
+
+def _describe_nannyml(view: dict[str, Any]) -> str:
+    if view["rows"] is None:
+        return f"NannyML on {DRIFTED_GROUP}: {view['reason']}"
+    drifted = ", ".join(view["drift_alerts"]) or "nothing"
+    text = f"NannyML on {view['rows']} sampled rows of {DRIFTED_GROUP}: drift in {drifted}"
+    if p := view["performance"]:
+        text += f"; {p['estimator']} estimates {p['metric']} {p['value']:.3f}" + (
+            " (alert)" if p["alert"] else ""
+        )
+    return text

@@ -13,7 +13,7 @@ from edgeml.central.config import load_central_config
 from edgeml.cli import main
 from edgeml.errors import ConfigError
 
-from .conftest import running
+from .conftest import make_config, running
 
 
 def mode(path: Path) -> int:
@@ -57,3 +57,14 @@ def test_overrides_and_config_errors(tmp_path: Path) -> None:
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_central_config(path)
+
+
+def test_the_database_memory_is_set_from_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "central.yaml"
+    path.write_text("db_path: t.duckdb\nadmin_token_file: admin.token\ndb_memory: 32MB\n")
+    with pytest.raises(ConfigError, match="db_memory: Input should be greater than or equal to 67108864"):
+        load_central_config(path)
+    config = make_config(tmp_path / "central", db_memory="256MiB")
+    with running(config) as central:
+        setting = central.store._db.execute("SELECT current_setting('memory_limit')").fetchall()
+    assert setting == [("256.0 MiB",)]

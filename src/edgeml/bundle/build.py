@@ -5,8 +5,10 @@ Input histograms describe the training snapshot (the conditions the model was bu
 time-split holdout alone would be one stretch of time, and normal operation elsewhere in
 time would read as drift); score histograms, predicted labels, the calibration map and the
 golden samples come from the holdout rows kept with the version — NannyML's reference
-period: data the model did not train on, with known targets and outputs. Blobs go to the
-store under their sha256, so a blob another version already uploaded is not uploaded again.
+period: data the model did not train on, with known targets and outputs. Where row samples are
+allowed (compliance ``none``), those rows with the staged model's outputs are published too, for
+the central node's NannyML (:mod:`edgeml.bundle.reference_rows`). Blobs go to the store under
+their sha256, so a blob another version already uploaded is not uploaded again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from edgeml.bundle.manifest import (
     manifest_key,
 )
 from edgeml.bundle.reference import PROBABILITY_EDGES, category_histogram, numeric_histogram
+from edgeml.bundle.reference_rows import publish_reference_rows, reference_frame
 from edgeml.errors import EdgemlError, UserError
 from edgeml.export.run import (
     ExportReport,
@@ -234,10 +237,19 @@ def _entry(path: Path) -> FileEntry:
     return FileEntry(path=path.name, sha256=digest.hexdigest(), size=path.stat().st_size)
 
 
-def publish_bundle(store: ObjectStore, signer: Signer, manifest: Manifest, folder: Path) -> BuildResult:
-    """Upload the files ``manifest`` lists from ``folder`` (skipping blobs already stored), then sign it.
+def publish_bundle(
+    store: ObjectStore,
+    signer: Signer,
+    manifest: Manifest,
+    folder: Path,
+    reference: pd.DataFrame | None = None,
+) -> BuildResult:
+    """Upload the files ``manifest`` lists from ``folder`` (skipping blobs already stored), the
+    ``reference`` rows for NannyML if any (signed apart: see :mod:`edgeml.bundle.reference_rows`),
+    then sign the manifest.
 
-    The manifest goes last, so a device never finds a manifest whose blobs are not there yet.
+    The manifest goes last, so a device never finds a manifest whose blobs are not there yet, nor
+    the central node a version whose reference rows are still to come.
     """
     manifest = manifest.model_copy(update={"key_id": signer.key_id})
     uploaded = reused = 0
@@ -248,6 +260,8 @@ def publish_bundle(store: ObjectStore, signer: Signer, manifest: Manifest, folde
             continue
         store.put(key, folder / entry.path, content_type="application/octet-stream")
         uploaded += entry.size
+    if reference is not None:
+        publish_reference_rows(store, signer, manifest, reference)
     data = canonical_json(manifest.model_dump(mode="json"))
     key = manifest_key(manifest.model, manifest.version, manifest.profile)
     store.put(key + ".sig", signer.sign(data), content_type="application/json")
@@ -362,6 +376,9 @@ def build_bundle(
             }
         )
         # model_copy does not validate; the published manifest must
-        return publish_bundle(store, signer, Manifest.model_validate(manifest.model_dump()), bundle)
+        manifest = Manifest.model_validate(manifest.model_dump())
+        # NannyML's reference rows: the holdout rows through the same runtime as the golden samples
+        reference = reference_frame(runtime, manifest, rows, rows.get(TARGET_COLUMN))
+        return publish_bundle(store, signer, manifest, bundle, reference)
     finally:
         shutil.rmtree(bundle, ignore_errors=True)

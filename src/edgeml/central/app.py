@@ -168,6 +168,7 @@ def create_app(config: CentralConfig) -> FastAPI:
         config.db_path,
         max_queued_batches=config.limits.max_queued_batches,
         retention_days=config.retention_days,
+        memory_limit=f"{int(config.db_memory)}B",
     )
     state = CentralState(
         config=config, store=store, admin_token=admin, bootstrap_token=bootstrap, targets=resolver

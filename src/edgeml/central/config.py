@@ -177,6 +177,12 @@ class CentralConfig(_Strict):
     store: StoreConfig | None = Field(None, description="where channel pointers are; none: no targets")
     keyring: Path | None = Field(None, description="folder of trusted <key id>.pub files, to verify pointers")
     retention_days: int = Field(30, ge=1, description="telemetry and feedback older than this are deleted")
+    db_memory: ByteSize = Field(
+        ByteSize(1 << 30),
+        ge=64 << 20,
+        description="DuckDB's buffer pool: the node's memory grows with telemetry written up to about "
+        "this, then stays; less makes big drift queries spill to disk",
+    )
     compact_every_s: float = Field(3600.0, gt=0, description="how often old rows are deleted")
     offline_after_s: float = Field(300.0, gt=0, description="a device silent this long is offline")
     targets_cache_s: float = Field(5.0, ge=0, description="how long channel pointers read are reused")

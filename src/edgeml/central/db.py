@@ -110,7 +110,8 @@ MAX_GROUP = 512
 #: DuckDB's buffer pool. It keeps every block written in memory until it reaches this (DuckDB's
 #: own default is 80% of RAM), so a node taking telemetry grows by ~3 MB per 1,000 batches up to
 #: it; pooling a day of 1,000 devices (``pooled_windows``) runs as fast with 1 GB as unbounded,
-#: and spills (~6× slower) with 256 MB. The blocks are in the OS page cache anyway.
+#: and spills (~6× slower) with 256 MB. The blocks are in the OS page cache anyway. The central
+#: node's config sets it (``db_memory``).
 DEFAULT_MEMORY_LIMIT = "1GB"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

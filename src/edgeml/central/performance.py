@@ -30,7 +30,13 @@ from pydantic import BaseModel, ConfigDict
 from edgeml._thirdparty import import_nannyml
 from edgeml.agent.telemetry import SampleRow
 from edgeml.bundle.keys import KeyRing
-from edgeml.bundle.manifest import Manifest, manifest_key
+from edgeml.bundle.manifest import Manifest
+from edgeml.bundle.reference_rows import (
+    PREDICTION_COLUMN,
+    TARGET_COLUMN,
+    probability_column,
+    reference_rows_key,
+)
 from edgeml.central.drift import PooledWindow
 from edgeml.errors import EdgemlError
 from edgeml.observability import (
@@ -67,17 +73,8 @@ __all__ = [
     "sample_frame",
 ]
 
-#: the reference and analysis frames' predicted label (classes) or value (regression)
-PREDICTION_COLUMN = "prediction"
-#: the reference frame's true label or value
-TARGET_COLUMN = "target"
 #: default accuracy drop below the holdout accuracy that raises the alarm
 DEFAULT_TOLERANCE = 0.02
-
-
-def probability_column(label: str) -> str:
-    """The frames' column holding the model's (uncalibrated) probability of ``label``."""
-    return f"probability:{label}"
 
 
 class _Result(BaseModel):
@@ -455,11 +452,6 @@ def publish_nannyml(model: str, version: int, group: str | None, report: NannyML
 
 
 # --- reference rows for NannyML ------------------------------------------------------------
-
-
-def reference_rows_key(model: str, version: int, profile: str) -> str:
-    """Where a version's reference rows are published: next to its manifest, signed like it (``.sig``)."""
-    return manifest_key(model, version, profile).removesuffix("manifest.json") + "reference.parquet"
 
 
 class NoReferenceRows(Exception):

@@ -1,0 +1,104 @@
+"""Reference rows for the central node's NannyML: a version's holdout rows as its devices report rows.
+
+Under compliance ``none`` devices send row samples (non-pii inputs, the prediction and, for
+classifiers, the class probabilities), and the central node runs NannyML on them against these
+rows: the same columns, computed by the exported model through the device runtime, plus the true
+``target``. They are Parquet next to the manifest with a detached signature of their own, and not
+among the bundle's files: devices never fetch them. Under any other compliance there are none.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from edgeml.bundle.keys import Signer
+from edgeml.bundle.manifest import Manifest, manifest_key
+
+if TYPE_CHECKING:
+    from edgeml.agent.runtime import ModelRuntime
+    from edgeml.store.base import ObjectStore
+
+__all__ = [
+    "PREDICTION_COLUMN",
+    "TARGET_COLUMN",
+    "probability_column",
+    "publish_reference_rows",
+    "reference_frame",
+    "reference_rows_key",
+]
+
+#: the predicted label (classes) or value, as a device's sampled row carries it
+PREDICTION_COLUMN = "prediction"
+#: the true label or value
+TARGET_COLUMN = "target"
+
+
+def probability_column(label: str) -> str:
+    """The model's (uncalibrated) probability of ``label``."""
+    return f"probability:{label}"
+
+
+def reference_rows_key(model: str, version: int, profile: str) -> str:
+    """Next to the manifest; the signature is at this key + ``.sig``."""
+    return manifest_key(model, version, profile).removesuffix("manifest.json") + "reference.parquet"
+
+
+def reference_frame(
+    runtime: ModelRuntime, manifest: Manifest, rows: pd.DataFrame, target: pd.Series | None
+) -> pd.DataFrame | None:
+    """The holdout ``rows`` and their ``target`` with the staged model's outputs; None where NannyML
+    gets no rows.
+
+    None under a compliance other than ``none`` (devices send no samples), without targets, or for a
+    classifier without probabilities (CBPE needs them). Rows whose probabilities are not all finite
+    are left out: a device sends those without probabilities, and CBPE refuses them.
+    """
+    labels = manifest.outputs.labels
+    has_probabilities = "probabilities" in manifest.outputs.names
+    if manifest.compliance != "none" or target is None or (labels and not has_probabilities):
+        return None
+    sampled = [f.name for f in manifest.inputs if not f.pii]
+    frame = rows[sampled].reset_index(drop=True)
+    outputs = runtime.predict_records(
+        [{name: _plain(v) for name, v in rec.items()} for rec in frame.to_dict("records")]
+    )
+    if labels:
+        proba = np.asarray(outputs["probabilities"], dtype=np.float64)
+        frame[PREDICTION_COLUMN] = np.asarray(labels, dtype=object)[proba.argmax(axis=1)]
+        for k, label in enumerate(labels):
+            frame[probability_column(label)] = proba[:, k]
+        frame[TARGET_COLUMN] = target.astype(str).to_numpy()
+        return frame[np.isfinite(proba).all(axis=1)].reset_index(drop=True)
+    values = np.asarray(outputs[manifest.outputs.names[0]]).ravel()
+    # labels (clusters, anomaly flags) as text, as the agent reports them; values as numbers
+    as_labels = values.dtype.kind in "iubUSO" or bool(manifest.reference.predictions)
+    frame[PREDICTION_COLUMN] = values.astype(str) if as_labels else values.astype(np.float64)
+    frame[TARGET_COLUMN] = target.astype(str).to_numpy() if as_labels else target.to_numpy(dtype=np.float64)
+    return frame
+
+
+def _plain(value: Any) -> Any:
+    """A value as a device gets it from JSON: NaN is missing, numpy scalars are Python ones."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def publish_reference_rows(
+    store: ObjectStore, signer: Signer, manifest: Manifest, frame: pd.DataFrame
+) -> str:
+    """Write ``frame`` as Parquet and its signature; the key. Refused unless compliance allows samples."""
+    if manifest.compliance != "none":
+        raise ValueError(f"{manifest.model} runs under compliance {manifest.compliance!r}: no rows leave")
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    data = buffer.getvalue()
+    key = reference_rows_key(manifest.model, manifest.version, manifest.profile)
+    # the signature first: rows found are never without theirs
+    store.put(key + ".sig", signer.sign(data), content_type="application/json")
+    store.put(key, data, content_type="application/vnd.apache.parquet")
+    return key
