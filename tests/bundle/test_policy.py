@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from edgeml.bundle.manifest import manifest_key
+from edgeml.bundle.reference_rows import reference_rows_key
 from edgeml.cli import main
 from edgeml.errors import StoreAccessDeniedError, UserError
 from edgeml.store.policy import DEVICE_PREFIXES, device_policy
@@ -18,9 +20,17 @@ def test_the_policy_document_grants_reads_of_bundle_prefixes_only() -> None:
     doc = device_policy("s3://edgeml/fleet-a")
     actions = {a for s in doc["Statement"] for a in s["Action"]}
     assert actions == {"s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"}
-    read = next(s for s in doc["Statement"] if s["Action"] == ["s3:GetObject"])
+    read = next(s for s in doc["Statement"] if s["Action"] == ["s3:GetObject"] and s["Effect"] == "Allow")
     assert read["Resource"] == [f"arn:aws:s3:::edgeml/fleet-a/{p}*" for p in DEVICE_PREFIXES]
-    assert all(s["Effect"] == "Allow" for s in doc["Statement"])
+    denied = [s for s in doc["Statement"] if s["Effect"] != "Allow"]
+    assert denied == [
+        {
+            "Sid": "EdgemlDeviceNoReferenceRows",
+            "Effect": "Deny",
+            "Action": ["s3:GetObject"],
+            "Resource": ["arn:aws:s3:::edgeml/fleet-a/bundles/*/reference.parquet*"],
+        }
+    ]
 
 
 def test_a_local_store_has_no_policy() -> None:
@@ -71,6 +81,17 @@ def test_a_device_reads_bundles_and_writes_nothing(device_store: tuple[S3Store, 
         device.get("lake/sensors/part-0.parquet")
     with pytest.raises(StoreAccessDeniedError):
         device.put("lake/sensors/part-1.parquet", b"injected")
+
+
+def test_a_device_cannot_read_the_reference_rows(device_store: tuple[S3Store, S3Store]) -> None:
+    publisher, device = device_store
+    rows = reference_rows_key("pump", 3, "x86-64-generic")
+    for key in (rows, rows + ".sig", manifest_key("pump", 3, "x86-64-generic")):
+        publisher.put(key, b"signed stuff")
+    assert device.get(manifest_key("pump", 3, "x86-64-generic")) == b"signed stuff"
+    for key in (rows, rows + ".sig"):
+        with pytest.raises(StoreAccessDeniedError):
+            device.get(key)
 
 
 def test_cli_prints_the_policy(

@@ -17,6 +17,7 @@ import pandas as pd
 
 from edgeml.bundle.keys import Signer
 from edgeml.bundle.manifest import Manifest, manifest_key
+from edgeml.store.policy import REFERENCE_ROWS
 
 if TYPE_CHECKING:
     from edgeml.agent.runtime import ModelRuntime
@@ -44,7 +45,7 @@ def probability_column(label: str) -> str:
 
 def reference_rows_key(model: str, version: int, profile: str) -> str:
     """Next to the manifest; the signature is at this key + ``.sig``."""
-    return manifest_key(model, version, profile).removesuffix("manifest.json") + "reference.parquet"
+    return manifest_key(model, version, profile).removesuffix("manifest.json") + REFERENCE_ROWS
 
 
 def reference_frame(

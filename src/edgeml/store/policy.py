@@ -2,8 +2,10 @@
 
 The publisher writes; devices read. A device may read (``GetObject``, which also
 covers ``HEAD``) and list only the three prefixes bundles live under — never the lake,
-the catalog or anything else — and may write nothing. The document is standard IAM
-policy JSON, which MinIO (``mc admin policy create``) and S3 both take as is.
+the catalog or anything else — and may write nothing. The reference rows published next to a
+manifest for the central node's NannyML (holdout rows with their targets) are denied too. The
+document is standard IAM policy JSON, which MinIO (``mc admin policy create``) and S3 both take
+as is.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ __all__ = ["DEVICE_PREFIXES", "device_policy"]
 
 #: what a device reads: content-addressed blobs, signed manifests, signed channel pointers
 DEVICE_PREFIXES = ("blobs/", "bundles/", "channels/")
+#: file name of a version's reference rows (:func:`edgeml.bundle.reference_rows.reference_rows_key`)
+REFERENCE_ROWS = "reference.parquet"
 
 
 def device_policy(store_url: str) -> dict[str, Any]:
@@ -43,6 +47,12 @@ def device_policy(store_url: str) -> dict[str, Any]:
                 "Action": ["s3:ListBucket"],
                 "Resource": [f"arn:aws:s3:::{bucket}"],
                 "Condition": {"StringLike": {"s3:prefix": [f"{base}{p}*" for p in DEVICE_PREFIXES]}},
+            },
+            {
+                "Sid": "EdgemlDeviceNoReferenceRows",
+                "Effect": "Deny",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"arn:aws:s3:::{bucket}/{base}bundles/*/{REFERENCE_ROWS}*"],
             },
             {
                 "Sid": "EdgemlDeviceBucketLocation",
