@@ -546,9 +546,11 @@ def main() -> None:
         "spinning), its feeds built once beforehand. The agent validates the row against the schema "
         "(a check per field generated for the schema, values written into recycled feed buffers), runs "
         "the model through the session's C++ `run` (what the public `run` calls after checks the "
-        "schema has already made), writes the answer's JSON, and tells its observers (health watch and "
-        "telemetry window, as `edgeml agent run` sets them up) and the Prometheus metrics (tallied, "
-        "counted in bulk every 64 answers and before every scrape)"
+        "schema has already made), writes the answer's JSON (a classifier's one row: a template made "
+        "once per model, filled with the label and the probabilities as orjson writes them), and tells "
+        "its observers (health watch and telemetry window, as `edgeml agent run` sets them up: each "
+        "takes the answer with one queue append and counts in bulk) and the Prometheus metrics "
+        "(tallied, counted in bulk every 256 answers and before every scrape)"
     )
     print("\n".join(machine.lines()))
     print(f"load average before {load_before}, after {load_after}")

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -22,8 +23,17 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from bundle.conftest import make_manifest, write_model
+from edgeml.agent.inputs import Batch
 from edgeml.agent.model import LoadedModel, ModelHolder
-from edgeml.agent.server import Serving, _observe_all, create_app, flush_metrics
+from edgeml.agent.server import (
+    _TALLY_EVERY,
+    Serving,
+    _observe_all,
+    _predict_writer,
+    _Served,
+    create_app,
+    flush_metrics,
+)
 from edgeml.agent.telemetry import TelemetryWindow
 from edgeml.bundle.manifest import InputField, Outputs
 from edgeml.observability import REGISTRY
@@ -303,17 +313,67 @@ def test_one_row_answers_the_same_bytes_as_the_general_path(classifier: LoadedMo
     for row in rows:
         fast = service.predict(data=row)  # one record: the fast path end to end
         assert fast == service.predict(data=[row])  # a bare list: the general parsing path
-        # the answer's one-row shortcut writes what the many-row code writes for each row
         served = service._state(classifier)
         batch = served.schema.parse_records(row)
         outputs = classifier.runtime.run(batch.feeds)
+        assert fast.body == served._predict_answer(batch, outputs)  # the general answer writer
+        # the general writer writes one row as it writes each of many
         twice = {name: np.concatenate([array, array]) for name, array in outputs.items()}
         one = orjson.dumps(served.predictions(batch, outputs), option=orjson.OPT_SERIALIZE_NUMPY)
         many = orjson.dumps(
             served.predictions(batch._replace(rows=2), twice), option=orjson.OPT_SERIALIZE_NUMPY
         )
         assert many == one[:-1] + b"," + one[1:-1] + b"]"
-        assert one in fast.body
+
+
+def _general_answer(name: str, version: int, labels: list[str]) -> Any:
+    """The general ``/predict`` answer writer of a served model with these labels."""
+    served: Any = SimpleNamespace(model=SimpleNamespace(name=name, version=version), labels=labels)
+    served._n_labels = len(labels)
+    served.predictions = lambda batch, outputs: _Served.predictions(served, batch, outputs)
+    return lambda batch, outputs: _Served._predict_answer(served, batch, outputs)
+
+
+FLOATS = st.floats(width=32) | st.sampled_from([0.0, -0.0, 1e-45, 1e-5, 0.1, 1 / 3, 1e30])
+
+
+@st.composite
+def _classifier_outputs(draw: st.DrawFn) -> tuple[list[str], dict[str, np.ndarray], int]:
+    """Labels, and outputs the one-row shortcut takes or leaves (shapes, dtypes, values)."""
+    text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8)
+    labels = draw(st.lists(text | st.sampled_from(["%s", "%b", '"q"', "%%"]), min_size=1, max_size=4))
+    n = len(labels)
+    dtype = draw(st.sampled_from([np.float32, np.float64, np.float16, np.int64]))
+    shape = draw(st.sampled_from([(1, n), (1, n), (n,), (2, n)]))
+    values = draw(st.lists(FLOATS, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
+    with np.errstate(over="ignore", invalid="ignore"):
+        proba = np.array(values, dtype=np.float64).astype(dtype).reshape(shape)
+    if draw(st.booleans()):
+        proba = np.asfortranarray(np.repeat(proba, 2, axis=-1))[..., ::2]  # not contiguous
+    label = draw(st.sampled_from(labels) | text | st.integers(-5, 5))
+    predicted = np.array([label], dtype=object if isinstance(label, str) else np.int64)
+    return labels, {"label": predicted, "probabilities": proba}, shape[0] if len(shape) == 2 else 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    case=_classifier_outputs(), name=st.sampled_from(["faults", "50% off", 'a"b']), version=st.integers(1, 99)
+)
+def test_the_one_row_answer_shortcut_writes_what_the_general_writer_does(
+    case: tuple[list[str], dict[str, np.ndarray], int], name: str, version: int
+) -> None:
+    labels, outputs, rows = case
+    general = _general_answer(name, version, labels)
+    write = _predict_writer(name, version, labels, general)
+    batch = Batch(rows, {}, {})
+
+    def outcome(writer: Any) -> Any:
+        try:
+            return writer(batch, outputs)
+        except Exception as exc:  # the general writer refuses some (e.g. rows and shapes at odds)
+            return type(exc)
+
+    assert outcome(write) == outcome(general)
 
 
 def test_threads_answering_one_rows_at_once_never_share_feed_buffers(
@@ -415,11 +475,12 @@ def test_answers_are_counted_in_bulk_as_each_alone_would_be(regressors: dict[int
     latency = "edgeml_inference_latency_seconds"
     ok, rows = count("predict", "ok"), rows_counted()
     seen = REGISTRY.get_sample_value(f"{latency}_count", labels) or 0.0
-    for n in range(150):  # over two tallies' worth: some counted on the way, the rest at the flush
-        assert service.predict(data={"a": n / 20, "b": 1.0}).status == 200
-    assert count("predict", "ok") == ok + 150
-    assert rows_counted() == rows + 150
-    assert REGISTRY.get_sample_value(f"{latency}_count", labels) == seen + 150
+    answers = 2 * _TALLY_EVERY + 22  # over two tallies' worth: some counted on the way, the rest at the flush
+    for n in range(answers):
+        assert service.predict(data={"a": (n % 200) / 20, "b": 1.0}).status == 200
+    assert count("predict", "ok") == ok + answers
+    assert rows_counted() == rows + answers
+    assert REGISTRY.get_sample_value(f"{latency}_count", labels) == seen + answers
 
 
 def test_bulk_histogram_updates_match_one_observe_per_value() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from edgeml.agent.install import Installation
 from edgeml.agent.model import ModelHolder
-from edgeml.agent.sync import HealthWatch, Syncer
+from edgeml.agent.sync import _COUNT_EVERY, HealthWatch, Syncer
 from edgeml.bundle.manifest import blob_key
 from edgeml.bundle.rollout import rollback
 from edgeml.bundle.verify import verify_folder
@@ -287,3 +287,26 @@ def test_the_health_watch_builds_no_object_per_request(monkeypatch: pytest.Monke
     assert len(built) == 1
     stats = health.stats(7)
     assert (stats.requests, stats.errors, stats.latencies) == (5, 1, [0.1, 0.2, 0.3])
+
+
+def test_the_health_watch_counts_answers_in_bulk_as_one_by_one() -> None:
+    health = HealthWatch(keep=400)
+    expected: dict[int, list[Any]] = {}  # version -> [requests, errors, latencies]
+    for i in range(3 * _COUNT_EVERY + 7):  # several bulk counts, and some answers left over
+        model: Any = SimpleNamespace(version=1 + (i // 50) % 3)  # runs of each version in turn
+        stats = expected.setdefault(model.version, [0, 0, []])
+        if i % 17 == 0:
+            health.observe_error(model, "runtime")
+            stats[0] += 1
+            stats[1] += 1
+        else:
+            health.observe(model, None, None, i / 1000)
+            stats[0] += 1
+            if len(stats[2]) < 400:
+                stats[2].append(i / 1000)
+        if i == 500:
+            health.reset(2)  # what was answered before it goes
+            expected[2] = [0, 0, []]
+    for version, (requests, errors, latencies) in expected.items():
+        found = health.stats(version)
+        assert (found.requests, found.errors, found.latencies) == (requests, errors, latencies)

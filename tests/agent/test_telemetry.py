@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bundle.conftest import make_manifest, write_model
 from edgeml.agent import telemetry
+from edgeml.agent.inputs import InputError, RowColumns, Schema
 from edgeml.agent.model import LoadedModel
 from edgeml.agent.telemetry import LATENCY_EDGES, TelemetryBatch, TelemetryWindow
 from edgeml.bundle.build import _entry
@@ -433,3 +434,26 @@ def test_a_counting_thread_that_falls_behind_loses_no_row(
     assert len(window._pending) <= 9  # the requests drained it themselves: bounded
     assert [b.rows for b in window.collect()] == [100, 100]
     assert [b.rows for b in window.flush()] == [50]
+
+
+def test_one_row_columns_count_as_the_same_values_in_a_dict(classifier: LoadedModel) -> None:
+    """Rows of the schema's fast path (RowColumns, transposed in bulk) count as plain columns do."""
+    schema = Schema(classifier.manifest.inputs)
+    rows = make_rows(1200, seed=5)
+    fast, plain = (TelemetryWindow("device-1", window_rows=10_000, seed=3) for _ in range(2))
+    taken = 0
+    for i in range(1200):
+        record = {name: values[i] for name, values in rows.items()}
+        try:
+            batch = schema.parse_records(record)
+        except InputError:  # the rows hold values the schema refuses, as clients send
+            continue
+        outputs = classifier.runtime.run(batch.feeds)
+        if isinstance(batch.columns, RowColumns):
+            taken += 1
+        fast.observe(classifier, batch.columns, outputs, 0.001)
+        plain.observe(classifier, {name: tuple(c) for name, c in batch.columns.items()}, outputs, 0.001)
+        schema.release(batch)
+    assert taken > 300  # many rows went the fast way, the rest the general one: mixed buffers
+    ignore = {"batch_id", "window_start", "window_end"}
+    assert only(fast.flush()).model_dump(exclude=ignore) == only(plain.flush()).model_dump(exclude=ignore)

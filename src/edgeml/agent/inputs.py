@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -39,7 +39,7 @@ import numpy as np
 from edgeml.bundle.manifest import InputField
 from edgeml.errors import EdgemlError
 
-__all__ = ["Batch", "InputError", "Schema"]
+__all__ = ["Batch", "InputError", "RowColumns", "Schema"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NUMERIC_TYPES = frozenset(
@@ -61,18 +61,46 @@ class InputError(EdgemlError):
         self.status = status
 
 
+class RowColumns(Mapping[str, tuple[Any]]):
+    """The columns of one row taken by the fast path: each input's value as a one-item tuple.
+
+    It keeps the row's values as one tuple in the schema's order (``row``), and ``names``
+    (input name -> position, shared by the schema's rows): one small object per request
+    instead of a dict and a tuple per input, which telemetry transposes in bulk.
+    """
+
+    __slots__ = ("names", "row")
+
+    def __init__(self, names: dict[str, int], row: tuple[Any, ...]) -> None:
+        self.names = names
+        self.row = row
+
+    def __getitem__(self, name: str) -> tuple[Any]:
+        return (self.row[self.names[name]],)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
 class Batch(NamedTuple):
     """Validated rows.
 
     ``columns`` holds each input's raw values, one per row: what observers and telemetry see.
     Each is a 1-D array (float64 with NaN for missing, or objects with None for missing), except
-    for a single row taken by the fast path, where it is a one-item tuple of the value (a float,
-    or a str). ``feeds`` holds the [N, 1] tensors in the element type the graph declares, ready
-    for the runtime; once the model has run on them, :meth:`Schema.release` may recycle them.
+    for a single row taken by the fast path, whose columns are :class:`RowColumns` (a one-item
+    tuple of the value per input: a float, or a str). ``feeds`` holds the [N, 1] tensors in the
+    element type the graph declares, ready for the runtime; once the model has run on them,
+    :meth:`Schema.release` may recycle them.
     """
 
     rows: int
-    columns: dict[str, np.ndarray | tuple[Any, ...]]
+    columns: Mapping[str, np.ndarray | tuple[Any, ...]]
     feeds: dict[str, np.ndarray]
     request_id: str | None = None
     outputs: tuple[str, ...] | None = None  # v2: the outputs asked for (None: all)
@@ -124,26 +152,12 @@ class Schema:
         self._names = frozenset(self._by_name)
         # "records" is the batch key unless the model itself has an input of that name
         self._records_key = "records" not in self._names
-        self._parse_row = _row_parser(self) if self.fields and max_rows >= 1 else None
+        #: rows from a decoded ``/predict`` body (see the module docstring for its shapes)
+        self.parse_records: Callable[[Any], Batch] = (
+            _records_parser(self) if self.fields and max_rows >= 1 else self._parse_records
+        )
 
     # --- JSON records ---------------------------------------------------------------
-
-    def parse_records(self, body: Any) -> Batch:
-        """Rows from a decoded ``/predict`` body (see the module docstring for its shapes)."""
-        parse_row = self._parse_row
-        if parse_row is not None and type(body) is dict:
-            record: Any = body
-            if self._records_key and "records" in body:
-                rows = body["records"]
-                record = rows[0] if len(body) == 1 and type(rows) is list and len(rows) == 1 else None
-            if type(record) is dict and record.keys() <= self._names:
-                try:
-                    batch = parse_row(record)
-                except OverflowError:  # an integer too large for a float: the general path says so
-                    batch = None
-                if batch is not None:
-                    return batch
-        return self._parse_records(body)
 
     @staticmethod
     def release(batch: Batch) -> None:
@@ -341,12 +355,14 @@ def _bounds(field: _Field) -> tuple[float, float]:
     return low, high
 
 
-def _row_parser(schema: Schema) -> Callable[[dict[str, Any]], Batch | None]:
-    """A function checking one record of ``schema`` with straight-line code, generated once.
+def _records_parser(schema: Schema) -> Callable[[Any], Batch]:
+    """``parse_records`` of ``schema``: one record checked by straight-line code, generated once.
 
-    It returns the row's :class:`Batch`, or None unless every input holds a plainly valid value
-    (a number within bounds, an allowed string), leaving the rest to the general path. Field
-    names enter the code only as string literals (``repr``), bounds and categories as globals.
+    It takes a body of one record (bare, or alone in ``records``) holding a plainly valid value
+    for every input (a number within bounds, an allowed string) and nothing else; any other
+    body goes to the general path (``Schema._parse_records``), which takes it or names what is
+    wrong. Field names enter the code only as string literals (``repr``), bounds and categories
+    as globals.
     """
     doubles = [f for f in schema.fields if f.numeric and f.dtype is np.float64]
     singles = [f for f in schema.fields if f.numeric and f.dtype is np.float32]
@@ -369,36 +385,65 @@ def _row_parser(schema: Schema) -> Callable[[dict[str, Any]], Batch | None]:
         return feeds
 
     env: dict[str, Any] = {
+        "_dict": dict,
+        "_list": list,
         "_float": float,
         "_int": int,
         "_str": str,
         "_Batch": Batch,
+        "_RowColumns": RowColumns,
+        "_alloc": object.__new__,
+        "_names": {f.name: i for i, f in enumerate(schema.fields)},
         "_new": tuple.__new__,
+        "_general": schema._parse_records,
         "_pool": pool,
         "_fresh": fresh,
         "_pack64": struct.Struct(f"={len(doubles)}d").pack_into,
         "_pack32": struct.Struct(f"={len(singles)}f").pack_into,
     }
-    code = ["def parse_row(record):", "    get = record.get"]
+    code = [
+        "def parse_records(body):",
+        "    if type(body) is not _dict:",
+        "        return _general(body)",
+        "    record = body",
+    ]
+    if schema._records_key:
+        code += [
+            "    if 'records' in body:",
+            "        rows = body['records']",
+            "        if len(body) != 1 or type(rows) is not _list or len(rows) != 1:",
+            "            return _general(body)",
+            "        record = rows[0]",
+            "        if type(record) is not _dict:",
+            "            return _general(body)",
+        ]
+    # every input present (see the KeyError below) and nothing else: as many keys as inputs
+    code += [f"    if len(record) != {len(schema.fields)}:", "        return _general(body)"]
+    code.append("    try:")
     for i, field in enumerate(schema.fields):
         v = var[field.name]
-        code.append(f"    {v} = get({field.name!r})")
+        code.append(f"        {v} = record[{field.name!r}]")
         if field.numeric:
             env[f"_low{i}"], env[f"_high{i}"] = _bounds(field)
             code += [
-                f"    if type({v}) is not _float:",
-                f"        if type({v}) is not _int:",
-                "            return None",
-                f"        {v} = _float({v})",  # OverflowError: the caller goes the general way
-                f"    if not _low{i} <= {v} <= _high{i}:",
-                "        return None",
+                f"        if type({v}) is not _float:",
+                f"            if type({v}) is not _int:",
+                "                return _general(body)",
+                f"            {v} = _float({v})",
+                f"        if not _low{i} <= {v} <= _high{i}:",
+                "            return _general(body)",
             ]
         elif field.values is not None:
             env[f"_values{i}"] = field.values
-            code += [f"    if type({v}) is not _str or {v} not in _values{i}:", "        return None"]
+            code += [
+                f"        if type({v}) is not _str or {v} not in _values{i}:",
+                "            return _general(body)",
+            ]
         else:
-            code += [f"    if type({v}) is not _str:", "        return None"]
+            code += [f"        if type({v}) is not _str:", "            return _general(body)"]
     code += [
+        "    except (KeyError, OverflowError):  # an input left out, an integer too large for a float",
+        "        return _general(body)",
         "    feeds = _pool.pop() if _pool else _fresh()",
         "    feeds.leased = True",
         "    buffers = feeds.buffers",
@@ -409,14 +454,19 @@ def _row_parser(schema: Schema) -> Callable[[dict[str, Any]], Batch | None]:
         code.append(f"    _pack32(buffers[1], 0, {', '.join(var[f.name] for f in singles)})")
     for k, field in enumerate(strings):
         code.append(f"    buffers[{k + 2}][0, 0] = {var[field.name]}")
-    # one-item tuples: telemetry keeps a window's columns for a while, and tuples of floats and
-    # strings leave the garbage collector's care at its first pass (lists would stay, and make
-    # its full collections, which stall every request, more frequent)
-    columns = ", ".join(f"{f.name!r}: ({var[f.name]},)" for f in schema.fields)
-    code.append(f"    return _new(_Batch, (1, {{{columns}}}, feeds, None, None))")
+    # telemetry keeps a window's columns for a while: a tuple of floats and strings leaves the
+    # garbage collector's care at its first pass (lists would stay, and make its full
+    # collections, which stall every request, more frequent)
+    values = ", ".join(var[f.name] for f in schema.fields)
+    code += [
+        "    columns = _alloc(_RowColumns)  # RowColumns(_names, row) without a Python-level call",
+        "    columns.names = _names",
+        f"    columns.row = ({values},)",
+        "    return _new(_Batch, (1, columns, feeds, None, None))",
+    ]
     exec("\n".join(code), env)  # noqa: S102 - our own code; names are repr() literals
-    parse_row: Callable[[dict[str, Any]], Batch | None] = env["parse_row"]
-    return parse_row
+    parse: Callable[[Any], Batch] = env["parse_records"]
+    return parse
 
 
 def _numbers(field: _Field, values: list[Any]) -> list[float]:

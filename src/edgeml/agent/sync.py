@@ -16,8 +16,11 @@ import logging
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -54,41 +57,66 @@ class _Stats:
         return float(np.percentile(self.latencies, 99)) if len(self.latencies) >= 10 else None
 
 
+#: answers a :class:`HealthWatch` holds before counting them in
+_COUNT_EVERY = 256
+
+
 class HealthWatch:
-    """Per model version: answered requests, runtime errors, latencies (an observer)."""
+    """Per model version: answered requests, runtime errors, latencies (an observer).
+
+    An answer is handed over with one deque append (atomic, no lock on the serving path) and
+    counted in bulk every ``_COUNT_EVERY`` answers and before the counts are read.
+    """
 
     def __init__(self, keep: int = 5000) -> None:
         self._stats: dict[int, _Stats] = {}
         self._keep = keep
         self._lock = threading.Lock()
+        self._answered: deque[tuple[int, float]] = deque()  # (version, latency), not counted yet
 
     def observe(self, model: LoadedModel, columns: Any, outputs: Any, latency_s: float) -> None:
-        with self._lock:
-            stats = self._stats.get(model.version)
-            if stats is None:  # not setdefault: that would build a _Stats on every request
-                stats = self._stats[model.version] = _Stats()
-            stats.requests += 1
-            if len(stats.latencies) < self._keep:
-                stats.latencies.append(latency_s)
+        answered = self._answered
+        answered.append((model.version, latency_s))
+        if len(answered) >= _COUNT_EVERY:
+            with self._lock:
+                self._count_answered()
 
     def observe_error(self, model: LoadedModel | None, kind: str) -> None:
         if model is None or kind != "runtime":
             return  # bad input is the caller's fault, not the model's
         with self._lock:
-            stats = self._stats.get(model.version)
-            if stats is None:
-                stats = self._stats[model.version] = _Stats()
+            stats = self._of(model.version)
             stats.requests += 1
             stats.errors += 1
 
     def reset(self, version: int) -> None:
         with self._lock:
+            self._count_answered()  # answers given before the reset go with the old counts
             self._stats[version] = _Stats()
 
     def stats(self, version: int) -> _Stats:
         with self._lock:
+            self._count_answered()
             found = self._stats.get(version, _Stats())
             return _Stats(found.requests, found.errors, list(found.latencies))
+
+    def _of(self, version: int) -> _Stats:
+        stats = self._stats.get(version)
+        if stats is None:  # not setdefault: that would build a _Stats on every call
+            stats = self._stats[version] = _Stats()
+        return stats
+
+    def _count_answered(self) -> None:
+        """Count the answers handed over so far (with the lock held), a run of one version at a time."""
+        answered = self._answered
+        taken = [answered.popleft() for _ in range(len(answered))]  # appends meanwhile stay
+        for version, run in groupby(taken, itemgetter(0)):
+            latencies = [latency for _, latency in run]
+            stats = self._of(version)
+            stats.requests += len(latencies)
+            room = self._keep - len(stats.latencies)
+            if room > 0:
+                stats.latencies += latencies[:room]
 
 
 class Syncer:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from edgeml.agent.inputs import RowColumns
 from edgeml.bundle.manifest import CategoryCounts, Count, Histogram, InputField, Manifest
 from edgeml.bundle.reference import PROBABILITY_EDGES, bin_counts, category_counts
 from edgeml.observability import TELEMETRY_DROPPED
@@ -148,6 +149,30 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _inputs(
+    columns: Sequence[Columns], outputs: Sequence[Mapping[str, np.ndarray]], names: list[str]
+) -> dict[str, Any]:
+    """Each input's values over the buffered requests' columns, in request order."""
+    first = columns[0]
+    if type(first) is RowColumns and list(first.names) == names:
+        # one-row requests of the fast path, the usual traffic: one transposition of their rows
+        same = [c.row for c in columns if type(c) is RowColumns and c.names is first.names]
+        if len(same) == len(columns):
+            return dict(zip(names, zip(*same, strict=True), strict=True))
+    rows = [_rows(c, o) for c, o in zip(columns, outputs, strict=True)]
+    return {
+        name: _gather([c[name] if name in c else [None] * n for c, n in zip(columns, rows, strict=True)])
+        for name in names
+    }
+
+
+def _rows(columns: Columns, outputs: Mapping[str, np.ndarray]) -> int:
+    """Rows of one answered request."""
+    if type(columns) is RowColumns:
+        return 1
+    return len(next(iter(outputs.values()))) if outputs else 0
+
+
 def _gather(parts: Sequence[Sequence[Any] | np.ndarray]) -> list[Any] | np.ndarray:
     """One column from the buffered requests' columns."""
     if all(isinstance(p, np.ndarray) for p in parts):
@@ -256,8 +281,8 @@ class _Window:
         self.rows = 0
         self.requests = 0
         self.errors: Counter[str] = Counter()
-        self.buffer: list[tuple[Columns, Mapping[str, np.ndarray], int]] = []
-        self.latencies: list[float] = []
+        # answered requests as handed over: (model, columns, outputs, latency, monotonic time)
+        self.buffer: list[tuple[Any, ...]] = []
         self.buffered = 0
 
         ref = manifest.reference
@@ -293,9 +318,9 @@ class _Window:
         self.seen = 0
         self.rng = rng
 
-    def add(self, columns: Columns, outputs: Mapping[str, np.ndarray], rows: int, latency_s: float) -> None:
-        self.buffer.append((columns, outputs, rows))
-        self.latencies.append(latency_s)
+    def add(self, answered: tuple[Any, ...], rows: int) -> None:
+        """One answered request, as :meth:`TelemetryWindow.observe` handed it over, of ``rows`` rows."""
+        self.buffer.append(answered)
         self.buffered += rows
         self.rows += rows
         self.requests += 1
@@ -304,24 +329,23 @@ class _Window:
         """Count the buffered requests in bulk and let go of them."""
         if not self.buffer:
             return
-        buffer, self.buffer, self.buffered = self.buffer, [], 0
-        self.latency += bin_counts(LATENCY_EDGES, np.asarray(self.latencies))[0]
-        self.latencies = []
-        n = sum(rows for _, _, rows in buffer)
-        inputs: dict[str, list[Any] | np.ndarray] = {}
+        buffer, n, self.buffer, self.buffered = self.buffer, self.buffered, [], 0
+        _, columns, outputs, latencies, _ = zip(*buffer, strict=True)
+        self.latency += bin_counts(LATENCY_EDGES, np.asarray(latencies))[0]
+        inputs = _inputs(columns, outputs, list(self.features))
         for name, feature in self.features.items():
-            values = _gather([c[name] if name in c else [None] * rows for c, _, rows in buffer])
-            feature.add(values)
-            inputs[name] = values
-        predicted = self._outputs([o for _, o, _ in buffer])
+            feature.add(inputs[name])
+        predicted, proba = self._outputs(outputs)
         if self.sample_rows:
-            proba = np.concatenate([o[self.proba_name] for _, o, _ in buffer]) if self.proba_name else None
             self._sample(inputs, predicted, proba, n)
 
-    def _outputs(self, outputs: list[Mapping[str, np.ndarray]]) -> np.ndarray | None:
-        """Count scores, predictions and calibrated sums; the prediction per row, for the sample."""
+    def _outputs(
+        self, outputs: Sequence[Mapping[str, np.ndarray]]
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Count scores, predictions and calibrated sums; per row the prediction and probabilities."""
         if self.proba_name:
-            proba = np.concatenate([o[self.proba_name] for o in outputs]).astype(np.float64, copy=False)
+            every = np.concatenate([o[self.proba_name] for o in outputs]).astype(np.float64, copy=False)
+            proba = every
             for k, label in enumerate(self.labels):
                 key = f"probability:{label}"
                 counts, missing = bin_counts(self.score_edges[key], proba[:, k])
@@ -349,9 +373,9 @@ class _Window:
             index = np.full(finite.shape, len(self.labels))  # the last label is None: no prediction
             index[finite] = winner
             predicted: np.ndarray = self.label_array[index]
-            return predicted
+            return predicted, every
         if self.value_name is None:
-            return None
+            return None, None
         values = np.concatenate([o[self.value_name] for o in outputs]).ravel()
         if "prediction" in self.scores:
             counts, missing = bin_counts(self.score_edges["prediction"], values.astype(np.float64))
@@ -363,12 +387,10 @@ class _Window:
             )  # labels (classes, clusters, anomaly flags) as the reference names them
             uniq, freq = np.unique(labels, return_counts=True)
             self.predictions.update(dict(zip(uniq.tolist(), freq.tolist(), strict=True)))
-            return labels
-        return values
+            return labels, None
+        return values, None
 
-    def _sample(
-        self, inputs: dict[str, list[Any] | np.ndarray], predicted: Any, proba: np.ndarray | None, n: int
-    ) -> None:
+    def _sample(self, inputs: dict[str, Any], predicted: Any, proba: np.ndarray | None, n: int) -> None:
         """Reservoir sampling (algorithm R, vectorised): each row seen stays with equal chance."""
         k, seen = self.sample_rows, self.seen
         fill = min(max(k - seen, 0), n)
@@ -555,12 +577,11 @@ class TelemetryWindow:
             if len(entry) == 2:
                 self._error(*entry)
                 continue
-            model, columns, outputs, latency_s, at = entry
-            rows = len(next(iter(outputs.values()))) if outputs else 0
+            model, columns, outputs, _, at = entry
             window = self._last
             if window is None or window.model() is not model:
                 window = self._window_for(model, at)
-            window.add(columns, outputs, rows, latency_s)
+            window.add(entry, _rows(columns, outputs))
             if window.rows >= self.window_rows or at >= window.deadline:
                 self._close(window, _wall(at))
             elif window.buffered >= BUFFER_ROWS:
