@@ -206,26 +206,29 @@ def _golden_rows(rows: pd.DataFrame, layout: InputLayout) -> list[dict[str, Any]
 
 
 def _split_weights(source: Path, folder: Path) -> list[FileEntry]:
-    """The model as graph + weights files, so a weights-only change moves only the weights blob."""
-    import onnx
-    from onnx import numpy_helper
+    """The model as graph + weights files, so a weights-only change moves only the weights blob.
 
+    Floating-point initializers (the learned parameters) go to the weights file; integer ones
+    (the shapes, axes and indices a Reshape or Gather reads) stay in the graph, where ONNX
+    Runtime's shape inference needs them when it loads the model.
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+    from onnx.external_data_helper import set_external_data, write_external_data_tensors
+
+    weights = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
     model = onnx.load(str(source))
     model.graph.name = "edgeml"  # skl2onnx names graphs with a random uuid: the same model must hash the same
-    # Only raw_data tensors can move to external data; skl2onnx writes typed fields (double_data, ...).
     for i, tensor in enumerate(model.graph.initializer):
-        if not tensor.HasField("raw_data"):
+        if tensor.data_type not in weights:
+            continue
+        if not tensor.HasField("raw_data"):  # only raw_data moves out; skl2onnx writes double_data, ...
             model.graph.initializer[i].CopyFrom(
                 numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name)
             )
-    onnx.save_model(
-        model,
-        str(folder / "model.onnx"),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=WEIGHTS_FILE,
-        size_threshold=0,  # every parameter, however small: the graph file is then the structure alone
-    )
+        set_external_data(model.graph.initializer[i], WEIGHTS_FILE)
+    write_external_data_tensors(model, str(folder))
+    onnx.save_model(model, str(folder / "model.onnx"))
     return [_entry(p) for p in sorted(folder.iterdir())]
 
 

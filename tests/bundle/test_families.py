@@ -1,0 +1,61 @@
+"""Every model family the fault example searches builds a bundle that a device can stage and run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeml.agent.model import LoadedModel
+from edgeml.bundle.build import build_bundle
+from edgeml.bundle.keys import KeyRing, export_public, init_keys, load_signer
+from edgeml.bundle.verify import fetch_bundle
+from edgeml.demo import example_specs
+from edgeml.settings import Settings, load_settings
+from edgeml.store import store_from_settings
+from edgeml.train.run import train
+from train.helpers import faults_spec, make_snapshot, simulate_frame, spec_from_dict
+
+PROFILE = "x86-64-generic"
+FAMILIES = yaml.safe_load(next(p for p in example_specs() if p.name == "pump-faults.yaml").read_text())[
+    "search"
+]["families"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    home = tmp_path_factory.mktemp("families-home")
+    (home / "specs").mkdir()
+    init_keys(home)
+    export_public(home, home / "keyring")
+    try:
+        yield load_settings({"EDGEML_HOME": str(home)})
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_of_the_example_builds_a_bundle_that_runs(
+    home: Settings, family: str, tmp_path: Path
+) -> None:
+    data = faults_spec(f"faults-{family}", families=[family], trials=1, scheduler="fifo")
+    data["search"]["space"] = {k: v for k, v in data["search"].get("space", {}).items() if k == family}
+    data["gates"] = {}
+    spec = spec_from_dict(data, home.home / "specs")
+    report = train(spec, home, make_snapshot(spec, home, simulate_frame(machines=3, readings=600)))
+    store, ring = store_from_settings(home), KeyRing.from_dir(home.home / "keyring")
+    uri = f"models:/{report.model}/{report.version}"
+    built = build_bundle(uri, PROFILE, home, store, load_signer(home.home))
+    staged = fetch_bundle(store, built.key, ring, tmp_path / "staging")
+    model = LoadedModel.open(staged.path, ring)
+    model.smoke_test()  # the golden samples' outputs, as the agent checks them before a swap
