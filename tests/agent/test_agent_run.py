@@ -87,7 +87,9 @@ def test_the_agent_pulls_serves_swaps_under_load_and_spools_telemetry(
     publisher: Publisher, agent: Any, tmp_path: Path
 ) -> None:
     publisher.release(1)
-    device = agent(sync={"interval_s": 0.3, "health_window_s": 0.5}, telemetry={"window_s": 0.5})
+    device = agent(
+        sync={"interval_s": 0.3, "health_window_s": 0.5}, telemetry={"window_s": 0.5, "sample_rows": 3}
+    )
     device.wait_for_version(1)
     ready = device.client.get("/v2/health/ready")
     assert ready.status_code == 200
@@ -139,6 +141,8 @@ def test_the_agent_pulls_serves_swaps_under_load_and_spools_telemetry(
     assert {b.version for b in stored} == {1, 2}
     assert sum(b.rows for b in stored) == len(versions) + 1  # every answered row is counted
     assert sum(b.errors.get("bad-input", 0) for b in stored) == 1
+    # the configured sample: at most 3 rows a window, full in windows of 3 rows or more
+    assert all(len(b.sample) == min(3, b.rows) for b in stored)
 
 
 def test_mqtt_mode_computes_windows_online_and_publishes_predictions(

@@ -262,6 +262,12 @@ def test_a_bad_agent_config_names_every_problem(tmp_path: Path) -> None:
     path.write_text("device_id: d\nprofile: p\nmodel: m\nkeyring: k\nstate_dir: s\nstore: {}\n")
     with pytest.raises(ConfigError, match=r"store\.url is required"):
         load_agent_config(path)
+    path.write_text(
+        "device_id: d\nprofile: p\nmodel: m\nkeyring: k\nstate_dir: s\nstore: {url: 'file:///s'}\n"
+        "telemetry: {sample_rows: 5000}\n"
+    )
+    with pytest.raises(ConfigError, match=r"telemetry\.sample_rows: .* less than or equal to 2000"):
+        load_agent_config(path)
     path.write_text("device_id: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_agent_config(path)

@@ -66,6 +66,13 @@ class CentralConfig(_Strict):
 class TelemetryConfig(_Strict):
     window_s: float = Field(60.0, gt=0, description="close a telemetry window after this long")
     window_rows: int = Field(10_000, ge=1, description="... or after this many rows")
+    sample_rows: int = Field(
+        50,
+        ge=0,
+        le=2000,
+        description="rows a window keeps as a uniform sample, for the central node's NannyML; only "
+        "for models whose spec's compliance is 'none', never pii inputs; 0: none",
+    )
     spool_max_bytes: ByteSize = Field(
         ByteSize(64 << 20), description="spool size; the oldest batch goes first"
     )

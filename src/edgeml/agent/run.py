@@ -44,6 +44,7 @@ class Agent:
             group=config.group,
             window_s=config.telemetry.window_s,
             window_rows=config.telemetry.window_rows,
+            sample_rows=config.telemetry.sample_rows,
         )
         self.holder.observers += [self.health, self.telemetry]
         self.syncer = Syncer(
