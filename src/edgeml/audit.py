@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeml.bundle.keys import canonical_json
-from edgeml.errors import ObjectNotFoundError
+from edgeml.errors import ObjectExistsError, ObjectNotFoundError
 from edgeml.store.base import ObjectStore
 
 __all__ = ["PREFIX", "AuditEntry", "AuditLog", "cli_actor"]
@@ -29,7 +29,7 @@ __all__ = ["PREFIX", "AuditEntry", "AuditLog", "cli_actor"]
 PREFIX = "audit/"
 _HEAD = PREFIX + "head.json"
 _GENESIS = "0" * 64
-_LOCK = threading.Lock()  # one writer per process; the appliance runs one publisher
+_LOCK = threading.Lock()  # one appender at a time in a process; between processes, see append()
 
 
 class AuditEntry(BaseModel):
@@ -91,26 +91,60 @@ class AuditLog:
         after: Any = None,
         reason: str = "",
     ) -> AuditEntry:
+        """Add an entry after the last one; safe against other processes appending at once.
+
+        Each entry is created only if its sequence number is free (the store's atomic
+        ``create``): of two appenders reaching for the same number, one wins and the other
+        chains its entry after the winner's.
+        """
         with _LOCK:
-            seq, prev = self._head()
-            entry = AuditEntry(
-                seq=seq + 1,
-                at=datetime.now(UTC).isoformat(timespec="microseconds"),
-                actor=actor,
-                action=action,
-                subject=subject,
-                before=before,
-                after=after,
-                reason=reason,
-                prev_hash=prev,
-            )
-            entry = entry.model_copy(update={"hash": entry.digest()})
-            self.store.put(
-                _key(entry.seq), canonical_json(entry.model_dump()), content_type="application/json"
-            )
-            head = canonical_json({"seq": entry.seq, "hash": entry.hash})
-            self.store.put(_HEAD, head, content_type="application/json")
+            seq, prev = self._tail()
+            while True:
+                entry = AuditEntry(
+                    seq=seq + 1,
+                    at=datetime.now(UTC).isoformat(timespec="microseconds"),
+                    actor=actor,
+                    action=action,
+                    subject=subject,
+                    before=before,
+                    after=after,
+                    reason=reason,
+                    prev_hash=prev,
+                )
+                entry = entry.model_copy(update={"hash": entry.digest()})
+                try:
+                    self.store.create(
+                        _key(entry.seq), canonical_json(entry.model_dump()), content_type="application/json"
+                    )
+                    break
+                except ObjectExistsError:  # another process appended first: follow its entry
+                    seq, prev = self._follow(seq)
+            self._advance_head()
             return entry
+
+    def _tail(self) -> tuple[int, str]:
+        """The last entry's number and hash: the head's, or past it when appenders have not moved it yet."""
+        seq, prev = self._head()
+        while self.store.exists(_key(seq + 1)):
+            seq, prev = self._follow(seq)
+        return seq, prev
+
+    def _follow(self, seq: int) -> tuple[int, str]:
+        after = AuditEntry.model_validate_json(self.store.get(_key(seq + 1)))
+        return after.seq, after.hash
+
+    def _advance_head(self) -> None:
+        """Point the head at the last entry.
+
+        Two appenders can move it in the wrong order (the later entry's first), so each one
+        checks again after its own move: the last to move it sees every entry made before.
+        """
+        while True:
+            head = self._head()
+            seq, last = self._tail()
+            if head[0] >= seq:
+                return
+            self.store.put(_HEAD, canonical_json({"seq": seq, "hash": last}), content_type="application/json")
 
     def entries(self) -> list[AuditEntry]:
         """Every entry that parses, in sequence order."""
@@ -125,8 +159,8 @@ class AuditLog:
         return sorted(out, key=lambda e: e.seq)
 
     def latest(self, count: int) -> list[AuditEntry]:
-        """The last ``count`` entries that parse, newest first (read from the head back)."""
-        seq, _ = self._head()
+        """The last ``count`` entries that parse, newest first (read from the end back)."""
+        seq, _ = self._tail()
         out = []
         for n in range(seq, max(seq - count, 0), -1):
             try:

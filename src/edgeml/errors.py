@@ -111,6 +111,14 @@ class ObjectNotFoundError(StoreError):
         super().__init__(f"no object {key!r}{' in ' + where if where else ''}")
 
 
+class ObjectExistsError(StoreError):
+    """``create`` found the key taken: another writer got there first."""
+
+    def __init__(self, key: str, *, where: str = "") -> None:
+        self.key = key
+        super().__init__(f"object {key!r} already exists{' in ' + where if where else ''}")
+
+
 class StoreConfigError(UserError, StoreError):
     """The store cannot be used as configured; the message says which setting to fix."""
 

@@ -104,3 +104,69 @@ def test_cli_keys_and_audit_commands(clean_env: Path, capsys: pytest.CaptureFixt
     (clean_env / "store" / "audit" / "000000000001.json").write_text("{}")
     assert main(["audit", "verify"]) == 3
     assert "tampered:" in capsys.readouterr().err
+
+
+APPENDER = """
+import json, sys
+from pathlib import Path
+from edgeml.audit import AuditLog
+from edgeml.store import LocalStore
+from edgeml.settings import S3Settings
+from edgeml.store.s3 import S3Store
+where = json.loads(sys.argv[1])
+if where["kind"] == "local":
+    store = LocalStore(Path(where["root"]))
+else:
+    store = S3Store(where["bucket"], S3Settings.model_validate(where["settings"]), prefix=where["prefix"])
+log = AuditLog(store)
+sys.stdin.readline()  # every appender starts at once
+for n in range(int(sys.argv[2])):
+    log.append(sys.argv[3], "device.register", f"dev-{n}")
+"""
+
+
+def test_appenders_in_two_processes_at_once_keep_one_chain(store: ObjectStore) -> None:
+    import subprocess
+    import sys
+
+    from edgeml.store import LocalStore
+    from edgeml.store.s3 import S3Store
+
+    if isinstance(store, LocalStore):
+        where: dict[str, object] = {"kind": "local", "root": str(store.root)}
+    else:
+        assert isinstance(store, S3Store)
+        settings = store.settings.model_dump(mode="json")
+        for name in ("access_key", "secret_key"):  # dumped masked
+            secret = getattr(store.settings, name)
+            settings[name] = secret.get_secret_value() if secret else None
+        where = {"kind": "s3", "bucket": store.bucket, "prefix": store.prefix, "settings": settings}
+    each = 25
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", APPENDER, json.dumps(where), str(each), actor],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for actor in ("central:quality-gate", "cli:alice")
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    log = AuditLog(store)
+    assert log.verify() == []
+    entries = log.entries()
+    assert [e.seq for e in entries] == list(range(1, 2 * each + 1))
+    for actor in ("central:quality-gate", "cli:alice"):
+        assert [e.subject for e in entries if e.actor == actor] == [f"dev-{n}" for n in range(each)]
+    assert log.latest(1)[0] == entries[-1]

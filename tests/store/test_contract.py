@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from edgeml.errors import InvalidKeyError, ObjectNotFoundError, StoreError, UserError
+from edgeml.errors import InvalidKeyError, ObjectExistsError, ObjectNotFoundError, StoreError, UserError
 from edgeml.store import LocalStore, MemoryStore, ObjectStore, check_key
 from edgeml.store.base import CHUNK_SIZE, TEMP_PREFIX
 
@@ -141,6 +141,36 @@ def test_overwrite_replaces_content(store: ObjectStore) -> None:
     info = store.stat("over/write")
     assert (info.size, info.sha256) == (6, sha256(b"second"))
     assert store.keys("over/") == ["over/write"]
+
+
+def test_create_writes_only_where_nothing_is(store: ObjectStore) -> None:
+    info = store.create("made/once", b"first", content_type="application/json")
+    assert (info.size, info.sha256) == (5, sha256(b"first"))
+    with pytest.raises(ObjectExistsError) as taken:
+        store.create("made/once", b"second")
+    assert taken.value.key == "made/once"
+    assert store.get("made/once") == b"first"
+    assert store.stat("made/once").sha256 == sha256(b"first")
+    store.put("made/once", b"third")  # put still overwrites
+    assert store.get("made/once") == b"third"
+    assert store.keys("made/") == ["made/once"]  # nothing left behind by the refused create
+
+
+def test_of_racing_creates_exactly_one_wins(store: ObjectStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(n: int) -> int | None:
+        try:
+            store.create("race/key", f"writer {n}".encode())
+        except ObjectExistsError:
+            return None
+        return n
+
+    with ThreadPoolExecutor(8) as pool:
+        winners = [n for n in pool.map(attempt, range(16)) if n is not None]
+    assert len(winners) == 1
+    assert store.get("race/key") == f"writer {winners[0]}".encode()
+    assert store.keys("race/") == ["race/key"]
 
 
 # --- ranged streaming ----------------------------------------------------------------

@@ -119,6 +119,10 @@ class ObjectStore(ABC):
         """Write everything ``stream`` yields under ``key``, atomically."""
 
     @abstractmethod
+    def _create(self, key: str, data: bytes, content_type: str | None) -> ObjectInfo:
+        """Write ``data`` under ``key`` only if no object is there, atomically; else ObjectExistsError."""
+
+    @abstractmethod
     def _open(self, key: str, offset: int, length: int | None, chunk_size: int) -> Iterator[bytes]:
         """Return an iterator of chunks; raise ObjectNotFoundError now, not on first next()."""
 
@@ -144,6 +148,18 @@ class ObjectStore(ABC):
         finally:
             if owned:
                 stream.close()
+        track_store_bytes(self.backend, "up", info.size)
+        return info
+
+    def create(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
+        """Write ``data`` under ``key`` if nothing is there yet, else raise ObjectExistsError.
+
+        The check and the write are one atomic step, even between processes or machines
+        sharing the store: of two writers creating the same key, exactly one succeeds.
+        """
+        check_key(key)
+        with track_store_operation(self.backend, "put"):
+            info = self._create(key, data, content_type)
         track_store_bytes(self.backend, "up", info.size)
         return info
 

@@ -9,6 +9,7 @@ pruned so that listings and later keys stay clean.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -16,7 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from edgeml.errors import InvalidKeyError, ObjectNotFoundError, StoreConfigError, StoreError
+from edgeml.errors import (
+    InvalidKeyError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StoreConfigError,
+    StoreError,
+)
 from edgeml.store.base import CHUNK_SIZE, TEMP_PREFIX, ObjectInfo, ObjectStore
 
 __all__ = ["LocalStore"]
@@ -121,6 +128,30 @@ class LocalStore(ObjectStore):
 
     def _put(self, key: str, stream: BinaryIO, content_type: str | None) -> ObjectInfo:
         path = self._path(key)
+        tmp, sha = self._write_temp(key, path, stream)
+        try:
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            self._prune(path.parent)
+            raise
+        return self._info(key, path, sha)
+
+    def _create(self, key: str, data: bytes, content_type: str | None) -> ObjectInfo:
+        path = self._path(key)
+        tmp, sha = self._write_temp(key, path, io.BytesIO(data))
+        try:
+            os.link(tmp, path)  # unlike a rename, fails when the name is taken
+            _fsync_dir(path.parent)
+        except FileExistsError:
+            raise ObjectExistsError(key, where=self.url) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self._info(key, path, sha)
+
+    def _write_temp(self, key: str, path: Path, stream: BinaryIO) -> tuple[Path, str]:
+        """``stream`` in a synced temporary file next to ``path``; the file and its sha256."""
         fd, tmp_name = self._temp_file(key, path)
         tmp = Path(tmp_name)
         digest = hashlib.sha256()
@@ -132,13 +163,11 @@ class LocalStore(ObjectStore):
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             self._prune(path.parent)  # a failed put leaves no folder behind either
             raise
-        return self._info(key, path, digest.hexdigest())
+        return tmp, digest.hexdigest()
 
     def _open(self, key: str, offset: int, length: int | None, chunk_size: int) -> Iterator[bytes]:
         path = self._path(key)

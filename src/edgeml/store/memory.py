@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from edgeml.errors import ObjectNotFoundError
+from edgeml.errors import ObjectExistsError, ObjectNotFoundError
 from edgeml.store.base import ObjectInfo, ObjectStore
 
 __all__ = ["MemoryStore"]
@@ -33,6 +33,15 @@ class MemoryStore(ObjectStore):
         sha = hashlib.sha256(data).hexdigest()
         info = ObjectInfo(key, len(data), sha, sha[:32], datetime.now(UTC))
         with self._lock:
+            self._objects[key] = (data, info)
+        return info
+
+    def _create(self, key: str, data: bytes, content_type: str | None) -> ObjectInfo:
+        sha = hashlib.sha256(data).hexdigest()
+        info = ObjectInfo(key, len(data), sha, sha[:32], datetime.now(UTC))
+        with self._lock:
+            if key in self._objects:
+                raise ObjectExistsError(key, where=self.url)
             self._objects[key] = (data, info)
         return info
 
