@@ -182,6 +182,17 @@ def test_nannyml_runs_on_sampled_groups_and_shows_in_drift_gauges_and_alerts(
     assert latest["line-c"]["nannyml"]["reason"] == "compliance 'gdpr' allows no row samples"
     assert latest["line-c"]["nannyml"]["drift"] == []
 
+    page = central.client.get("/")  # the fleet page's NannyML table: a row per group
+    assert page.status_code == 200
+    table = page.text.split('<table id="nannyml">')[1].split("</table>")[0]
+    rows = {row.split("</td><td>")[1]: row for row in table.split("<tr><td>")[1:]}
+    assert set(rows) == {"line-a", "line-b", "line-c", "line-d"}
+    assert all(feature in rows["line-b"] for feature in flagged)
+    assert "CBPE accuracy" in rows["line-b"]
+    assert ": alert" in rows["line-b"]
+    assert ": alert" not in rows["line-a"]
+    assert "compliance &#x27;gdpr&#x27; allows no row samples" in rows["line-c"]
+
     alert_info, accuracy = "edgeml_nannyml_drift_alert_info", "edgeml_nannyml_estimated_accuracy_ratio"
     assert _gauge(alert_info, "line-b", feature="car_value") == 1.0
     assert _gauge(alert_info, "line-a", feature="car_value") == 0.0

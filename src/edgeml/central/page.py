@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from edgeml.central.db import RowsPoint
     from edgeml.central.drift import DriftReport
     from edgeml.central.gate import Evidence, GateDecision
-    from edgeml.central.performance import AccuracyEstimate, RealizedAccuracy
+    from edgeml.central.monitor import GroupStatus
+    from edgeml.central.performance import AccuracyEstimate, NannyMLReport, RealizedAccuracy
     from edgeml.central.routes.fleet import Fleet
 
 __all__ = ["WindowHealth", "render_fleet_page"]
@@ -240,6 +241,50 @@ def _decided_by(decision: GateDecision, side: Evidence) -> float | None:
     return side.estimated if decision.metric == "estimated" else None
 
 
+def _nannyml(statuses: list[GroupStatus] | None) -> str:
+    """NannyML's last pass per model version and group: its alerts and estimate, or why it did not run."""
+    runs = [(s, s.nannyml) for s in statuses or [] if s.nannyml is not None]
+    if statuses is None:
+        return '<p class="muted">The watch is off (monitor.enabled: false).</p>'
+    if not runs:
+        return '<p class="muted">NannyML has not looked at any group yet.</p>'
+    body = []
+    for status, run in runs:
+        report = run.report
+        if report is None:
+            found = f'<td colspan="3" class="muted">{escape(run.reason or "")}</td>'
+        else:
+            alerts = [d.feature for d in report.drift if d.alert]
+            drift = (
+                f'<span class="breach">{escape(", ".join(alerts))}</span>'
+                if alerts
+                else '<span class="calm">none</span>'
+            )
+            found = f"<td>{report.rows:,}</td><td>{drift}</td><td>{_estimate(report)}</td>"
+        body.append(
+            f"<tr><td>{escape(status.model)} v{status.version}</td><td>{escape(status.group or '')}</td>"
+            f"<td>{escape(run.at.isoformat(timespec='seconds'))}</td>{found}</tr>"
+        )
+    return (
+        '<table id="nannyml"><thead><tr><th>model</th><th>group</th><th>looked at</th><th>sampled rows</th>'
+        "<th>univariate drift alerts</th><th>estimated performance</th></tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _estimate(report: NannyMLReport) -> str:
+    estimate = report.performance
+    if estimate is None:
+        return f'<span class="muted">{escape(report.skipped or "none")}</span>'
+    band = (
+        f" ({estimate.lower:.3f}–{estimate.upper:.3f})"
+        if estimate.lower is not None and estimate.upper is not None
+        else ""
+    )
+    text = f"{escape(estimate.estimator)} {escape(estimate.metric)} {estimate.value:.3f}{band}"
+    return f'<span class="breach">{text}: alert</span>' if estimate.alert else text
+
+
 def _audit(entries: list[AuditEntry] | None) -> str:
     if entries is None:
         return '<p class="muted">No object store is configured, so there is no audit trail here.</p>'
@@ -270,10 +315,12 @@ def render_fleet_page(
     canaries: list[GateDecision] | None = None,
     gate_actions: list[GateDecision] | None = None,
     audit: list[AuditEntry] | None = None,
+    nannyml: list[GroupStatus] | None = None,
 ) -> str:
-    """The page: devices, rows per group, drift and accuracy, canaries, and the latest audit entries.
+    """The page: devices, rows per group, drift and accuracy, NannyML, canaries, the latest audit entries.
 
-    ``canaries`` None: the quality gate is off; ``audit`` None: there is no store to read it from.
+    ``canaries`` None: the quality gate is off; ``audit`` None: there is no store to read it from;
+    ``nannyml`` (the watch's latest round) None: the watch is off.
     """
     start = fleet.generated_at - span
     counts = " ".join(
@@ -303,6 +350,8 @@ offline after {fleet.offline_after_s:.0f} s of silence</p>
 <section id="model-health">
 {_model_health(health, start, span)}
 </section>
+<h2>NannyML on row samples</h2>
+{_nannyml(nannyml)}
 <h2>Canaries and the quality gate</h2>
 {_rollouts(canaries, gate_actions or [])}
 <h2>Latest changes (audit trail)</h2>

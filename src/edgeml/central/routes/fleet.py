@@ -13,6 +13,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from edgeml.audit import AuditEntry, AuditLog
 from edgeml.central.db import Device
 from edgeml.central.drift import ThresholdCache, compute_drift, pool_stored
+from edgeml.central.monitor import GroupStatus
 from edgeml.central.page import WindowHealth, render_fleet_page
 from edgeml.central.performance import estimate_accuracy, realized_accuracy
 from edgeml.central.routes.deps import CentralState, FleetReaderDep, StateDep, errors
@@ -124,8 +125,17 @@ def page(
             canaries=gate.latest if gate is not None else None,
             gate_actions=gate.actions if gate is not None else None,
             audit=_latest_changes(state),
+            nannyml=_latest_round(state),
         )
     )
+
+
+def _latest_round(state: CentralState) -> list[GroupStatus] | None:
+    """The watch's latest round (empty before its first), or None when the watch is off."""
+    if state.monitor is None:
+        return None
+    history = list(state.monitor.history)
+    return history[-1][1] if history else []
 
 
 #: audit entries the page shows
