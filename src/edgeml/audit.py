@@ -122,14 +122,18 @@ class AuditLog:
             self._advance_head()
             return entry
 
-    def _tail(self) -> tuple[int, str]:
-        """The last entry's number and hash: the head's, or past it when appenders have not moved it yet."""
-        seq, prev = self._head()
-        while self.store.exists(_key(seq + 1)):
-            seq, prev = self._follow(seq)
-        return seq, prev
+    def _tail(self, head: tuple[int, str] | None = None) -> tuple[int, str]:
+        """The last entry's number and hash: the head's (``head``: as already read), or past it
+        when appenders have not moved it yet."""
+        seq, prev = head if head is not None else self._head()
+        while True:
+            try:
+                seq, prev = self._follow(seq)
+            except ObjectNotFoundError:
+                return seq, prev
 
     def _follow(self, seq: int) -> tuple[int, str]:
+        """Number and hash of the entry after ``seq``; ObjectNotFoundError when there is none."""
         after = AuditEntry.model_validate_json(self.store.get(_key(seq + 1)))
         return after.seq, after.hash
 
@@ -141,7 +145,7 @@ class AuditLog:
         """
         while True:
             head = self._head()
-            seq, last = self._tail()
+            seq, last = self._tail(head)
             if head[0] >= seq:
                 return
             self.store.put(_HEAD, canonical_json({"seq": seq, "hash": last}), content_type="application/json")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -129,3 +131,18 @@ def publish(store: ObjectStore, signer: Signer, tmp_path: Path) -> Publish:
         return publish_bundle(store, signer, make_manifest(files, version, **overrides), folder)
 
     return _publish
+
+
+@contextmanager
+def local_ray() -> Iterator[None]:
+    """A local Ray for a module that trains models; one already running is reused and left up."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from edgeml.store import store_from_settings
 from edgeml.train.run import train
 from train.helpers import faults_spec, make_snapshot, simulate_frame, spec_from_dict
 
+from .conftest import local_ray
+
 PROFILE = "x86-64-generic"
 FAMILIES = yaml.safe_load(next(p for p in example_specs() if p.name == "pump-faults.yaml").read_text())[
     "search"
@@ -27,20 +28,12 @@ FAMILIES = yaml.safe_load(next(p for p in example_specs() if p.name == "pump-fau
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     home = tmp_path_factory.mktemp("families-home")
     (home / "specs").mkdir()
     init_keys(home)
     export_public(home, home / "keyring")
-    try:
+    with local_ray():
         yield load_settings({"EDGEML_HOME": str(home)})
-    finally:
-        if started:
-            ray.shutdown()
 
 
 @pytest.mark.slow

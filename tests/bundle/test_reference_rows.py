@@ -5,7 +5,6 @@ own function and run NannyML on what it published."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from edgeml.store.base import ObjectStore
 from edgeml.train.run import train
 from train.helpers import faults_spec, make_snapshot, simulate_frame, spec_from_dict
 
-from .conftest import make_manifest, write_model
+from .conftest import local_ray, make_manifest, write_model
 
 PROFILE = "x86-64-generic"
 
@@ -114,11 +113,6 @@ class Trained:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     """The fault classifier (a small random forest, one trial), trained under compliance none and gdpr."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     home = tmp_path_factory.mktemp("reference-rows-home")
     (home / "specs").mkdir()
     settings = load_settings({"EDGEML_HOME": str(home)})
@@ -126,7 +120,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     export_public(home, home / "keyring")
     frame = simulate_frame(machines=4, readings=1000)
     uris = {}
-    try:
+    with local_ray():
         for compliance in ("none", "gdpr"):
             data = faults_spec(f"faults-{compliance}", families=["random_forest"], trials=1, scheduler="fifo")
             data["search"]["space"] = {
@@ -137,9 +131,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
             report = train(spec, settings, make_snapshot(spec, settings, frame))
             uris[compliance] = f"models:/{report.model}/{report.version}"
         yield Trained(settings, load_signer(home), home / "keyring", uris)
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _build(trained: Trained, compliance: str) -> tuple[BuildResult, ObjectStore]:

@@ -410,6 +410,7 @@ class Serving:
         finally:
             served.release(batch)  # the feeds' buffers serve the next request
         payload = served.predict_answer(batch, outputs)
+        # what _reply does, inline: one call less on the path a single row takes
         seconds = _clock() - start  # validation, the model and the answer's JSON
         self.holder.observe(model, batch.columns, outputs, seconds)
         tally = served.predict_tally
