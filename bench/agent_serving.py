@@ -211,7 +211,7 @@ def observed(holder: Any) -> Any:
 
     settings = TelemetryConfig()
     window = TelemetryWindow("bench-device", window_s=settings.window_s, window_rows=settings.window_rows)
-    holder.observers += [HealthWatch(), window]
+    holder.watch(HealthWatch(), window)
     return window
 
 
@@ -340,7 +340,7 @@ def in_process(folder: Path, row: dict[str, Any], seconds: float) -> dict[str, l
         if observers == "all":
             observed(holder)
         else:
-            holder.observers.append(HealthWatch())
+            holder.watch(HealthWatch())
         holder.swap(model)
         return Serving(holder)
 
@@ -548,8 +548,9 @@ def main() -> None:
         "the model through the session's C++ `run` (what the public `run` calls after checks the "
         "schema has already made), writes the answer's JSON (a classifier's one row: a template made "
         "once per model, filled with the label and the probabilities as orjson writes them), and tells "
-        "its observers (health watch and telemetry window, as `edgeml agent run` sets them up: each "
-        "takes the answer with one queue append and counts in bulk) and the Prometheus metrics "
+        "its observers (health watch and telemetry window, as `edgeml agent run` sets them up: the "
+        "holder builds one entry and appends it to each observer's queue, a C-level deque append, and "
+        "the observers count in bulk) and the Prometheus metrics "
         "(tallied, counted in bulk every 256 answers and before every scrape)"
     )
     print("\n".join(machine.lines()))

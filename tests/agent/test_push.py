@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bundle.conftest import make_manifest, write_model
-from edgeml.agent.model import LoadedModel
+from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.agent.push import TelemetryPusher, parse_retry_after
 from edgeml.agent.spool import Spool
 from edgeml.agent.telemetry import TelemetryBatch, TelemetryWindow
@@ -181,11 +181,13 @@ def test_central_down_then_back_every_batch_not_dropped_arrives_exactly_once(tmp
     folder = tmp_path / "model"
     model = LoadedModel(folder, make_manifest(write_model(folder, seed=0, external=False)))
     window = TelemetryWindow("dev-1", window_rows=20, seed=0)
+    holder = ModelHolder()
+    holder.watch(window)
     rng = np.random.default_rng(0)
 
     def one_window() -> TelemetryBatch:
         columns = {"a": rng.normal(size=20).tolist(), "b": rng.normal(size=20).tolist()}
-        window.observe(model, columns, model.predict(columns), 0.001)  # 20 rows: the window closes
+        holder.observe(model, columns, model.predict(columns), 0.001)  # 20 rows: the window closes
         (batch,) = window.collect()
         return batch
 

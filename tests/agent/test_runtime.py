@@ -67,3 +67,16 @@ def test_without_the_cpp_entry_the_public_run_is_used(
     feeds = {"a": np.full((1, 1), 2.0), "b": np.ones((1, 1))}
     monkeypatch.setattr(runtime, "_run", None)  # as with an ONNX Runtime lacking InferenceSession._sess
     np.testing.assert_array_equal(runtime.run(feeds)["variable"], _public(folder, feeds))
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 16, 17])
+def test_outputs_are_named_whatever_their_names(count: int) -> None:
+    from edgeml.agent.runtime import _namer
+
+    names = [f"out'{i}\"\\\n{{r[0]}}" for i in range(count)]  # quotes, a backslash, code-like text
+    results = [object() for _ in names]
+    for convert in (False, True):
+        named = _namer(names, convert=convert)(results)
+        assert list(named) == names
+        if not convert:
+            assert all(named[n] is r for n, r in zip(names, results, strict=True))

@@ -9,7 +9,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
@@ -162,18 +162,18 @@ class Recorder:
     def __init__(self) -> None:
         self.seen: list[tuple[int, dict[str, Any], dict[str, Any], float]] = []
         self.errors: list[tuple[int | None, str]] = []
+        self.polls = 0
 
-    def observe(
-        self,
-        model: LoadedModel,
-        columns: Mapping[str, Any],
-        outputs: Mapping[str, np.ndarray],
-        latency_s: float,
-    ) -> None:
-        self.seen.append((model.version, dict(columns), dict(outputs), latency_s))
+    def take(self, entry: tuple[Any, ...]) -> None:
+        if len(entry) == 2:
+            model, kind = entry
+            self.errors.append((model.version if model else None, kind))
+        else:
+            model, columns, outputs, latency_s, _ = entry
+            self.seen.append((model.version, dict(columns), dict(outputs), latency_s))
 
-    def observe_error(self, model: LoadedModel | None, kind: str) -> None:
-        self.errors.append((model.version if model else None, kind))
+    def poll(self) -> None:
+        self.polls += 1
 
 
 # --- health, metadata ---------------------------------------------------------------------
@@ -403,7 +403,7 @@ def test_threads_answering_one_rows_at_once_never_share_feed_buffers(
 def test_telemetry_counts_one_row_and_many_row_requests_alike(classifier: LoadedModel) -> None:
     holder, _ = serving(classifier)
     telemetry = TelemetryWindow("device-1", window_rows=10_000)
-    holder.observers.append(telemetry)
+    holder.watch(telemetry)
     service = Serving(holder)
     row = {"temperature": 95.0, "vibration": 1.0, "machine": "m2"}
     for _ in range(300):
@@ -436,7 +436,7 @@ def test_a_swapped_out_model_is_let_go(regressors: dict[int, LoadedModel]) -> No
 def test_observers_hear_of_answers_and_errors(regressors: dict[int, LoadedModel]) -> None:
     holder, app = serving(regressors[1])
     recorder = Recorder()
-    holder.observers.append(recorder)
+    holder.watch(recorder)
     call(app, "POST", "/predict", json={"records": [{"a": 1.0, "b": None}, {"a": 2.0, "b": 3.0}]})
     call(app, "POST", "/predict", json={"a": 100.0, "b": 1.0})
     call(app, "POST", "/predict", content=b"x" * 2000)
@@ -516,7 +516,7 @@ def test_a_model_failing_at_run_time_is_a_counted_500(regressors: dict[int, Load
     )
     holder, app = serving(LoadedModel(good.folder, wrong))
     recorder = Recorder()
-    holder.observers.append(recorder)
+    holder.watch(recorder)
     before = count("predict", "error", version="9")
     answer = call(app, "POST", "/predict", json={"a": 1.0, "b": 2.0})
     assert answer.status_code == 500
@@ -647,7 +647,7 @@ def test_an_oversized_body_is_413_by_header_or_while_streaming(
 ) -> None:
     holder, app = serving(regressors[1], max_body_bytes=4096)
     recorder = Recorder()
-    holder.observers.append(recorder)
+    holder.watch(recorder)
     before = count("predict", "too_large")
     content: Any = _chunks(10_000) if chunked else b" " * 10_000
     answer = call(app, "POST", "/predict", content=content)
@@ -829,3 +829,24 @@ def test_a_swap_under_load_answers_every_request_wholly_by_one_version(
     assert len(versions) == clients * per_client >= 2000
     assert set(versions) == {1, 2}
     assert swaps > 100
+
+
+def test_the_holder_hands_every_entry_to_every_observer_and_polls_in_bulk(
+    regressors: dict[int, LoadedModel],
+) -> None:
+    from edgeml.agent.model import POLL_EVERY
+
+    holder, _ = serving(regressors[1])
+    first, second = Recorder(), Recorder()
+    holder.watch(first, second)
+    service = Serving(holder)
+    for i in range(POLL_EVERY * 2 + 3):
+        body = {"a": 1.0, "b": float(i)} if i % 10 else {"a": "x", "b": 1.0}
+        service.predict(data=body)
+    for recorder in (first, second):
+        assert len(recorder.seen) + len(recorder.errors) == POLL_EVERY * 2 + 3
+        assert recorder.errors == [(1, "bad-input")] * 14
+        assert recorder.polls == 2  # every POLL_EVERY entries, answers and errors alike
+    for one, other in zip(first.seen, second.seen, strict=True):  # the same outputs, not copies
+        assert one[2].keys() == other[2].keys()
+        assert all(one[2][name] is other[2][name] for name in one[2])

@@ -28,7 +28,7 @@ def make_syncer(publisher: Publisher, config: object) -> Syncer:
     assert isinstance(config, AgentConfig)
     holder = ModelHolder()
     health = HealthWatch()
-    holder.observers.append(health)
+    holder.watch(health)
     return Syncer(
         config, get_profile(config.profile), open_store(config.store.url), keyring(publisher), holder, health
     )
@@ -285,28 +285,33 @@ def test_the_health_watch_builds_no_object_per_request(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(sync, "_Stats", Counted)
     health = HealthWatch(keep=3)
+    holder = ModelHolder()
+    holder.watch(health)
     model: Any = SimpleNamespace(version=7)
     for latency in (0.1, 0.2, 0.3, 0.4):
-        health.observe(model, None, None, latency)
-    health.observe_error(model, "runtime")
-    health.observe_error(model, "bad-input")  # the caller's fault: not counted
-    assert len(built) == 1
+        holder.observe(model, {}, {}, latency)
+    holder.observe_error(model, "runtime")
+    holder.observe_error(model, "bad-input")  # the caller's fault: not counted
+    assert built == []  # handed over, counted when read
     stats = health.stats(7)
     assert (stats.requests, stats.errors, stats.latencies) == (5, 1, [0.1, 0.2, 0.3])
+    assert len(built) == 2  # the version's counts, and the copy stats() returns
 
 
 def test_the_health_watch_counts_answers_in_bulk_as_one_by_one() -> None:
     health = HealthWatch(keep=400)
+    holder = ModelHolder()
+    holder.watch(health)
     expected: dict[int, list[Any]] = {}  # version -> [requests, errors, latencies]
     for i in range(3 * _COUNT_EVERY + 7):  # several bulk counts, and some answers left over
         model: Any = SimpleNamespace(version=1 + (i // 50) % 3)  # runs of each version in turn
         stats = expected.setdefault(model.version, [0, 0, []])
         if i % 17 == 0:
-            health.observe_error(model, "runtime")
+            holder.observe_error(model, "runtime")
             stats[0] += 1
             stats[1] += 1
         else:
-            health.observe(model, None, None, i / 1000)
+            holder.observe(model, {}, {}, i / 1000)
             stats[0] += 1
             if len(stats[2]) < 400:
                 stats[2].append(i / 1000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bundle.conftest import make_manifest, write_model
+from edgeml.agent import model as model_module
 from edgeml.agent import telemetry
 from edgeml.agent.inputs import InputError, RowColumns, Schema
-from edgeml.agent.model import LoadedModel
+from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.agent.telemetry import LATENCY_EDGES, TelemetryBatch, TelemetryWindow
 from edgeml.bundle.build import _entry
 from edgeml.bundle.manifest import Calibration, CategoryCounts, Histogram, InputField, Manifest, Outputs
@@ -135,6 +137,28 @@ def chunks(columns: dict[str, list[Any]], sizes: list[int]) -> list[dict[str, li
     return out
 
 
+_holders: weakref.WeakKeyDictionary[TelemetryWindow, ModelHolder] = weakref.WeakKeyDictionary()
+
+
+def holder_of(window: TelemetryWindow) -> ModelHolder:
+    """The holder that hands requests to ``window``, as the serving path does (one per window)."""
+    holder = _holders.get(window)
+    if holder is None:
+        holder = _holders[window] = ModelHolder()
+        holder.watch(window)
+    return holder
+
+
+def observe(
+    window: TelemetryWindow, model: LoadedModel, columns: Any, outputs: Any, latency_s: float
+) -> None:
+    holder_of(window).observe(model, columns, outputs, latency_s)
+
+
+def observe_error(window: TelemetryWindow, model: LoadedModel | None, kind: str) -> None:
+    holder_of(window).observe_error(model, kind)
+
+
 def feed(
     window: TelemetryWindow, model: LoadedModel, columns: dict[str, list[Any]], sizes: list[int]
 ) -> list[dict[str, np.ndarray]]:
@@ -143,7 +167,7 @@ def feed(
     for part in chunks(columns, sizes):
         start = time.perf_counter()
         out = model.predict(part)
-        window.observe(model, part, out, time.perf_counter() - start)
+        observe(window, model, part, out, time.perf_counter() - start)
         outputs.append(out)
     return outputs
 
@@ -299,14 +323,14 @@ def test_a_swap_closes_the_window_and_late_requests_still_count(classifier_files
 
 def test_errors_are_counted_by_kind(classifier: LoadedModel) -> None:
     window = TelemetryWindow("dev-1")
-    window.observe_error(None, "not-ready")  # before any model: kept for the first window
+    observe_error(window, None, "not-ready")  # before any model: kept for the first window
     feed(window, classifier, make_rows(10, seed=9), [10])
-    window.observe_error(classifier, "bad-input")
-    window.observe_error(classifier, "bad-input")
-    window.observe_error(None, "too-large")
+    observe_error(window, classifier, "bad-input")
+    observe_error(window, classifier, "bad-input")
+    observe_error(window, None, "too-large")
     batch = only(window.flush())
     assert batch.errors == {"not-ready": 1, "bad-input": 2, "too-large": 1}
-    window.observe_error(classifier, "runtime")
+    observe_error(window, classifier, "runtime")
     only_errors = only(window.flush())
     assert (only_errors.rows, only_errors.errors) == (0, {"runtime": 1})
 
@@ -346,7 +370,7 @@ def observe_split(
     window = TelemetryWindow("dev-1", window_rows=10**9, sample_rows=0)
     start = 0
     for part, size in zip(chunks(columns, sizes), sizes, strict=True):
-        window.observe(model, part, {k: v[start : start + size] for k, v in outputs.items()}, 0.001)
+        observe(window, model, part, {k: v[start : start + size] for k, v in outputs.items()}, 0.001)
         start += size
     return only(window.flush())
 
@@ -394,7 +418,7 @@ def test_integer_labels_are_counted_as_the_reference_names_them(tmp_path: Path) 
     model = LoadedModel(tmp_path / "model", manifest)
     window = TelemetryWindow("dev-1")
     columns = {"a": [0.0, 1.0, 2.0, 3.0], "b": [0.0, 0.0, 0.0, 0.0]}
-    window.observe(model, columns, {"label": np.array([1, -1, 1, 1])}, 0.001)
+    observe(window, model, columns, {"label": np.array([1, -1, 1, 1])}, 0.001)
     batch = only(window.flush())
     assert batch.predictions == {"1": 3, "-1": 1}
     assert {r.prediction for r in batch.sample} == {"1", "-1"}
@@ -428,6 +452,7 @@ def test_a_counting_thread_that_falls_behind_loses_no_row(
 ) -> None:
     monkeypatch.setattr(telemetry, "WAKE_PENDING", 4)
     monkeypatch.setattr(telemetry, "MAX_PENDING", 8)
+    monkeypatch.setattr(model_module, "POLL_EVERY", 1)
     window = TelemetryWindow("dev-1", window_rows=100, window_s=3600)
     telemetry._windows.discard(window)  # as if the counting thread were stuck
     feed(window, classifier, make_rows(250, seed=11), [10] * 25)
@@ -451,8 +476,8 @@ def test_one_row_columns_count_as_the_same_values_in_a_dict(classifier: LoadedMo
         outputs = classifier.runtime.run(batch.feeds)
         if isinstance(batch.columns, RowColumns):
             taken += 1
-        fast.observe(classifier, batch.columns, outputs, 0.001)
-        plain.observe(classifier, {name: tuple(c) for name, c in batch.columns.items()}, outputs, 0.001)
+        observe(fast, classifier, batch.columns, outputs, 0.001)
+        observe(plain, classifier, {name: tuple(c) for name, c in batch.columns.items()}, outputs, 0.001)
         schema.release(batch)
     assert taken > 300  # many rows went the fast way, the rest the general one: mixed buffers
     ignore = {"batch_id", "window_start", "window_end"}

@@ -10,7 +10,7 @@ import numpy as np
 
 from agent.conftest import Publisher, with_golden
 from bundle.conftest import make_manifest, write_model
-from edgeml.agent.model import LoadedModel
+from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.agent.telemetry import TelemetryWindow
 from edgeml.bundle.build import publish_bundle
 from edgeml.bundle.keys import KeyRing
@@ -46,9 +46,11 @@ def _published(publisher: Publisher, tmp_path: Path) -> LoadedModel:
 def _telemetry(model: LoadedModel, device: str, group: str, shift: float, seed: int) -> list:  # type: ignore[type-arg]
     rng = np.random.default_rng(seed)
     window = TelemetryWindow(device, group=group, window_rows=10_000)
+    holder = ModelHolder()
+    holder.watch(window)
     for _ in range(30):  # 30 requests of 20 rows
         columns = {"a": np.clip(rng.normal(shift, 1, 20), -10, 10), "b": rng.normal(0, 1, 20)}
-        window.observe(model, columns, model.predict(columns), 0.001)
+        holder.observe(model, columns, model.predict(columns), 0.001)
     return window.flush()
 
 

@@ -5,7 +5,10 @@ The :class:`ModelHolder` keeps one reference to the current model; a request rea
 reference once and uses it to the end, so it is answered wholly by the old model or
 wholly by the new one, and a swap is a single assignment.
 
-Observers (telemetry, metrics) hear about every prediction and every error.
+Observers (the health watch, telemetry) hear of every answer and every failed request
+through a queue each: the holder builds one entry and hands it to every observer's ``take``
+(a deque's bound ``append``, so no Python call per observer on the serving path), and every
+:data:`POLL_EVERY` entries it ``poll`` s them, so each counts in bulk when it has enough.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,9 +27,24 @@ from edgeml.bundle.keys import KeyRing
 from edgeml.bundle.manifest import Manifest
 from edgeml.bundle.verify import verify_folder
 
-__all__ = ["GoldenMismatch", "LoadedModel", "ModelHolder", "PredictionObserver"]
+__all__ = [
+    "POLL_EVERY",
+    "Answered",
+    "Failed",
+    "GoldenMismatch",
+    "LoadedModel",
+    "ModelHolder",
+    "PredictionObserver",
+]
 
 Columns = Mapping[str, Sequence[Any] | np.ndarray]
+#: an answered request: (model, its validated input columns, the model's outputs, seconds taken,
+#: ``time.monotonic()`` when answered); observers keep references, so none may be changed later
+Answered = tuple["LoadedModel", Columns, Mapping[str, np.ndarray], float, float]
+#: a failed request: (the model, or None before one is served; kind, see ``observe_error``)
+Failed = tuple["LoadedModel | None", str]
+#: entries handed over between two polls of the observers
+POLL_EVERY = 64
 
 
 class GoldenMismatch(Exception):
@@ -84,6 +102,9 @@ class LoadedModel:
         _freeze_heap()
 
 
+_monotonic = time.monotonic  # a global: one lookup less on every request
+
+
 def _freeze_heap() -> None:
     """Keep what is alive now out of the garbage collector's full passes.
 
@@ -102,13 +123,12 @@ def _freeze_heap() -> None:
 
 
 class PredictionObserver(Protocol):
-    def observe(
-        self, model: LoadedModel, columns: Columns, outputs: Mapping[str, np.ndarray], latency_s: float
-    ) -> None:
-        """One answered request: its validated inputs, the model's outputs, time spent."""
+    @property
+    def take(self) -> Callable[[Answered | Failed], object]:
+        """Hand one entry over, on the serving path: cheap and thread-safe (a deque's ``append``)."""
 
-    def observe_error(self, model: LoadedModel | None, kind: str) -> None:
-        """One failed request: ``kind`` is ``bad-input``, ``too-large``, ``not-ready`` or ``runtime``."""
+    def poll(self) -> None:
+        """Called every :data:`POLL_EVERY` entries: count them, or wake whoever counts, if due."""
 
 
 class ModelHolder:
@@ -116,12 +136,25 @@ class ModelHolder:
 
     def __init__(self) -> None:
         self.current: LoadedModel | None = None
-        self.observers: list[PredictionObserver] = []
+        self._observers: tuple[PredictionObserver, ...] = ()
+        self._takes: tuple[Callable[[Answered | Failed], object], ...] = ()
+        # entries since the last poll; increments lost to a race between serving threads only
+        # delay a poll a little
+        self._unpolled = 0
         self._swap_lock = threading.Lock()
 
     @property
     def ready(self) -> bool:
         return self.current is not None
+
+    @property
+    def observers(self) -> tuple[PredictionObserver, ...]:
+        return self._observers
+
+    def watch(self, *observers: PredictionObserver) -> None:
+        """Hand every answer and failure to ``observers`` too, from now on."""
+        self._observers += observers
+        self._takes = tuple(o.take for o in self._observers)
 
     def swap(self, model: LoadedModel) -> LoadedModel | None:
         """Serve ``model`` from now on; the previous one, which in-flight requests may still use."""
@@ -132,9 +165,25 @@ class ModelHolder:
     def observe(
         self, model: LoadedModel, columns: Columns, outputs: Mapping[str, np.ndarray], latency_s: float
     ) -> None:
-        for observer in self.observers:
-            observer.observe(model, columns, outputs, latency_s)
+        """One answered request: its validated inputs, the model's outputs, seconds taken."""
+        entry = (model, columns, outputs, latency_s, _monotonic())
+        for take in self._takes:
+            take(entry)
+        self._unpolled += 1
+        if self._unpolled >= POLL_EVERY:
+            self.poll()
 
     def observe_error(self, model: LoadedModel | None, kind: str) -> None:
-        for observer in self.observers:
-            observer.observe_error(model, kind)
+        """One failed request: ``kind`` is ``bad-input``, ``too-large``, ``not-ready`` or ``runtime``."""
+        entry = (model, kind)
+        for take in self._takes:
+            take(entry)
+        self._unpolled += 1
+        if self._unpolled >= POLL_EVERY:
+            self.poll()
+
+    def poll(self) -> None:
+        """Let every observer count what it was handed, if it has enough to."""
+        self._unpolled = 0
+        for observer in self._observers:
+            observer.poll()

@@ -46,7 +46,7 @@ class Agent:
             window_rows=config.telemetry.window_rows,
             sample_rows=config.telemetry.sample_rows,
         )
-        self.holder.observers += [self.health, self.telemetry]
+        self.holder.watch(self.health, self.telemetry)
         self.syncer = Syncer(
             config,
             self.profile,

@@ -8,7 +8,7 @@ samples), so every one of them runs a model the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,27 @@ from edgeml.bundle.manifest import Manifest
 __all__ = ["ModelRuntime"]
 
 _NUMPY = {"float64": np.float64, "float32": np.float32}
+#: outputs up to this many get a generated dict display (see _namer)
+_NAMED_MAX = 16
+
+
+def _namer(names: Sequence[str], *, convert: bool) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    """A function from the runtime's results, in ``names`` order, to a dict by name.
+
+    For the usual few outputs of numpy tensors it is a generated dict display
+    (``{'label': r[0], 'probabilities': r[1]}``), a third of ``dict(zip(names, results))``'s
+    cost: a sixth of a microsecond on every request of a small model. Names are written with
+    ``repr``, so any string is a valid literal. Outputs that are not tensors (ONNX sequences
+    or maps) are made numpy arrays.
+    """
+    keys = list(names)
+    if convert or len(keys) > _NAMED_MAX:
+        if convert:
+            return lambda results: dict(zip(keys, (np.asarray(o) for o in results), strict=True))
+        return lambda results: dict(zip(keys, results, strict=True))
+    display = ", ".join(f"{name!r}: r[{i}]" for i, name in enumerate(keys))
+    named: Callable[[Sequence[Any]], dict[str, Any]] = eval(f"lambda r: {{{display}}}")  # noqa: S307 (reprs only)
+    return named
 
 
 class ModelRuntime:
@@ -43,7 +64,8 @@ class ModelRuntime:
             self.provider = provider
             self._session = ort.InferenceSession(str(path), opts, providers=[provider])
             self.output_names = [o.name for o in self._session.get_outputs()]
-            self._tensors_out = all(o.type.startswith("tensor(") for o in self._session.get_outputs())
+            tensors_out = all(o.type.startswith("tensor(") for o in self._session.get_outputs())
+            self._named = _namer(self.output_names, convert=not tensors_out)
             self._ep_fail: type[Exception] = ort.capi.onnxruntime_pybind11_state.EPFail
             self._run = self._session_run()
         else:
@@ -103,11 +125,7 @@ class ModelRuntime:
         else:
             result = self._compiled(dict(feeds))
             return {out.get_any_name(): np.asarray(result[out]) for out in self._compiled.outputs}
-        # one result per name asked for: a strict zip would only check what ONNX Runtime ensures,
-        # and zip's keyword alone costs a tenth of a microsecond on every request
-        if self._tensors_out:  # numpy arrays already
-            return dict(zip(self.output_names, results))  # noqa: B905
-        return dict(zip(self.output_names, (np.asarray(o) for o in results)))  # noqa: B905
+        return self._named(results)
 
     def predict_records(self, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         return self.run(self.feeds({f.name: [r.get(f.name) for r in records] for f in self.inputs}))

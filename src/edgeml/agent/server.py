@@ -66,6 +66,7 @@ _INLINE_BYTES = 16 << 10
 #: answered requests held before they are counted into Prometheus in one go (see flush_metrics)
 _TALLY_EVERY = 256
 _clock = time.perf_counter  # a global: one lookup less on every request
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _DATATYPES = {"f": {4: "FP32", 8: "FP64", 2: "FP16"}, "i": {8: "INT64", 4: "INT32", 2: "INT16", 1: "INT8"}}
 _INPUT_DATATYPES = {"float64": "FP64", "float32": "FP32", "string": "BYTES"}
 
@@ -329,7 +330,10 @@ def _predict_writer(name: str, version: int, labels: Sequence[str] | None, gener
             predicted = outputs["label"]
         except KeyError:
             return general(batch, outputs)
-        if batch.rows != 1 or proba.shape != shape or predicted.size != 1 or proba.dtype.kind != "f":
+        if batch.rows != 1 or proba.shape != shape or predicted.size != 1:
+            return general(batch, outputs)
+        dtype = proba.dtype
+        if dtype is not _F32 and dtype is not _F64:  # identity: builtin dtypes are singletons
             return general(batch, outputs)
         label = str(predicted.item(0))
         try:

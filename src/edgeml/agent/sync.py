@@ -27,7 +27,7 @@ import numpy as np
 
 from edgeml.agent.config import AgentConfig
 from edgeml.agent.install import DeviceState, Installation
-from edgeml.agent.model import GoldenMismatch, LoadedModel, ModelHolder
+from edgeml.agent.model import Answered, Failed, GoldenMismatch, LoadedModel, ModelHolder
 from edgeml.bundle.channels import ChannelPointer, choose, pointer_key, verify_pointer
 from edgeml.bundle.keys import KeyRing
 from edgeml.bundle.verify import fetch_bundle
@@ -64,40 +64,33 @@ _COUNT_EVERY = 256
 class HealthWatch:
     """Per model version: answered requests, runtime errors, latencies (an observer).
 
-    An answer is handed over with one deque append (atomic, no lock on the serving path) and
-    counted in bulk every ``_COUNT_EVERY`` answers and before the counts are read.
+    Entries are handed over with one deque append (atomic, no lock on the serving path) and
+    counted in bulk once ``_COUNT_EVERY`` wait and before the counts are read.
     """
 
     def __init__(self, keep: int = 5000) -> None:
         self._stats: dict[int, _Stats] = {}
         self._keep = keep
         self._lock = threading.Lock()
-        self._answered: deque[tuple[int, float]] = deque()  # (version, latency), not counted yet
+        self._handed: deque[Answered | Failed] = deque()  # not counted yet
+        self.take = self._handed.append
 
-    def observe(self, model: LoadedModel, columns: Any, outputs: Any, latency_s: float) -> None:
-        answered = self._answered
-        answered.append((model.version, latency_s))
-        if len(answered) >= _COUNT_EVERY:
+    def poll(self) -> None:
+        if len(self._handed) >= _COUNT_EVERY:
             with self._lock:
-                self._count_answered()
-
-    def observe_error(self, model: LoadedModel | None, kind: str) -> None:
-        if model is None or kind != "runtime":
-            return  # bad input is the caller's fault, not the model's
-        with self._lock:
-            stats = self._of(model.version)
-            stats.requests += 1
-            stats.errors += 1
+                self._count_handed()
 
     def reset(self, version: int) -> None:
         with self._lock:
-            self._count_answered()  # answers given before the reset go with the old counts
+            self._count_handed()  # answers given before the reset go with the old counts
             self._stats[version] = _Stats()
 
     def stats(self, version: int) -> _Stats:
         with self._lock:
-            self._count_answered()
-            found = self._stats.get(version, _Stats())
+            self._count_handed()
+            found = self._stats.get(version)
+            if found is None:
+                return _Stats()
             return _Stats(found.requests, found.errors, list(found.latencies))
 
     def _of(self, version: int) -> _Stats:
@@ -106,14 +99,20 @@ class HealthWatch:
             stats = self._stats[version] = _Stats()
         return stats
 
-    def _count_answered(self) -> None:
-        """Count the answers handed over so far (with the lock held), a run of one version at a time."""
-        answered = self._answered
-        taken = [answered.popleft() for _ in range(len(answered))]  # appends meanwhile stay
-        for version, run in groupby(taken, itemgetter(0)):
-            latencies = [latency for _, latency in run]
-            stats = self._of(version)
-            stats.requests += len(latencies)
+    def _count_handed(self) -> None:
+        """Count the entries handed over so far (with the lock held), a run of one model at a time."""
+        handed = self._handed
+        taken = [handed.popleft() for _ in range(len(handed))]  # appends meanwhile stay
+        for model, run in groupby(taken, itemgetter(0)):
+            if model is None:
+                continue  # failed before any model served: not a model's health
+            entries = list(run)
+            latencies = [e[3] for e in entries if len(e) == 5]
+            # bad input is the caller's fault, not the model's: only runtime failures count
+            errors = sum(1 for e in entries if len(e) == 2 and e[1] == "runtime")
+            stats = self._of(model.version)
+            stats.requests += len(latencies) + errors
+            stats.errors += errors
             room = self._keep - len(stats.latencies)
             if room > 0:
                 stats.latencies += latencies[:room]

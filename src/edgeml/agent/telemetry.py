@@ -41,7 +41,7 @@ from edgeml.bundle.reference import PROBABILITY_EDGES, bin_counts, category_coun
 from edgeml.observability import TELEMETRY_DROPPED
 
 if TYPE_CHECKING:
-    from edgeml.agent.model import Columns, LoadedModel
+    from edgeml.agent.model import Answered, Columns, Failed, LoadedModel
 
 __all__ = [
     "BUFFER_ROWS",
@@ -488,12 +488,12 @@ def _start_counter() -> None:
 class TelemetryWindow:
     """A :class:`~edgeml.agent.model.PredictionObserver` turning requests into telemetry batches.
 
-    Thread-safe. ``observe`` and ``observe_error`` only append a reference to what they are
-    given to a queue (they must not be changed afterwards); a counting thread shared by every
-    window drains it every :data:`COUNT_INTERVAL_S` (sooner once :data:`WAKE_PENDING` requests
-    wait) in request order: it routes each request to its window, closes windows on row count,
-    time or swap, and counts in bulk every :data:`BUFFER_ROWS` rows. Should it fall behind,
-    the request that finds more than :data:`MAX_PENDING` waiting drains them itself, so memory
+    Thread-safe. The holder hands each request over with ``take``, one append of a reference
+    to a queue; a counting thread shared by every window drains it every
+    :data:`COUNT_INTERVAL_S` (sooner once ``poll`` finds :data:`WAKE_PENDING` requests waiting)
+    in request order: it routes each request to its window, closes windows on row count, time
+    or swap, and counts in bulk every :data:`BUFFER_ROWS` rows. Should it fall behind, the
+    ``poll`` that finds more than :data:`MAX_PENDING` waiting drains them itself, so memory
     stays bounded and no row is lost. ``collect`` and ``flush`` drain the queue before answering.
     """
 
@@ -513,9 +513,9 @@ class TelemetryWindow:
         self.window_rows = window_rows
         self.sample_rows = sample_rows
         self._rng = np.random.default_rng(seed)
-        # what requests handed over, in order: (model, columns, outputs, latency, monotonic time)
-        # for an answer, (model, kind) for an error; deque appends and pops are atomic
-        self._pending: deque[tuple[Any, ...]] = deque()
+        # what requests handed over, in order (deque appends and pops are atomic)
+        self._pending: deque[Answered | Failed] = deque()
+        self.take = self._pending.append
         self._lock = threading.Lock()  # everything below: taken by the counting side only
         self._open: dict[int, _Window] = {}  # by id() of its model, checked against the weak reference
         self._last: _Window | None = None
@@ -526,20 +526,12 @@ class TelemetryWindow:
         _windows.add(self)
         _start_counter()
 
-    def observe(
-        self, model: LoadedModel, columns: Columns, outputs: Mapping[str, np.ndarray], latency_s: float
-    ) -> None:
-        pending = self._pending
-        pending.append((model, columns, outputs, latency_s, time.monotonic()))
-        n = len(pending)
-        if n >= WAKE_PENDING:
-            if n > MAX_PENDING:  # the counting thread fell behind: count here rather than grow
-                self._drain()
-            elif n == WAKE_PENDING:
-                _wake.set()
-
-    def observe_error(self, model: LoadedModel | None, kind: str) -> None:
-        self._pending.append((model, kind))
+    def poll(self) -> None:
+        n = len(self._pending)
+        if n > MAX_PENDING:  # the counting thread fell behind: count here rather than grow
+            self._drain()
+        elif n >= WAKE_PENDING:
+            _wake.set()
 
     def collect(self) -> list[TelemetryBatch]:
         """Close the windows whose time is up; every closed batch not collected yet.

@@ -90,7 +90,7 @@ def follow(config: ServeConfig, folder: Path) -> tuple[ModelHolder, Syncer]:
     """
     holder = ModelHolder()
     health = HealthWatch()
-    holder.observers.append(health)
+    holder.watch(health)
     syncer = Syncer(
         config.agent_config(folder),
         config.profile,
