@@ -23,7 +23,7 @@ from edgeml.agent.telemetry import LATENCY_EDGES, CalibratedSums, FeatureTelemet
 from edgeml.bundle.manifest import Histogram
 from edgeml.central.app import create_app
 from edgeml.central.config import CentralConfig
-from edgeml.central.db import TelemetryStore
+from edgeml.central.store_process import Store
 
 ADMIN = "admin-token-0123456789"
 BOOTSTRAP = "bootstrap-token-0123456789"
@@ -103,8 +103,8 @@ class Central:
     config: CentralConfig
 
     @property
-    def store(self) -> TelemetryStore:
-        store: TelemetryStore = self.app.state.central.store
+    def store(self) -> Store:
+        store: Store = self.app.state.central.store
         return store
 
     def register(self, device_id: str = "dev-1", group: str | None = None, model: str = "pump") -> str:

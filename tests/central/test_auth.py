@@ -21,7 +21,7 @@ def test_registration_needs_the_bootstrap_or_admin_token(central: Central) -> No
     assert device["group"] == "line-a"
     assert len(token) >= 40
     # stored hashed: the token itself is in no column of the devices table
-    rows = central.store.write(lambda con: con.execute("SELECT * FROM devices").fetchall()).result()
+    rows = central.store.fetch("SELECT * FROM devices")
     values = [str(v) for row in rows for v in row]
     assert token not in values
     assert hash_token(token) in values

@@ -66,5 +66,5 @@ def test_the_database_memory_is_set_from_the_config(tmp_path: Path) -> None:
         load_central_config(path)
     config = make_config(tmp_path / "central", db_memory="256MiB")
     with running(config) as central:
-        setting = central.store._db.execute("SELECT current_setting('memory_limit')").fetchall()
+        setting = central.store.fetch("SELECT current_setting('memory_limit')")
     assert setting == [("256.0 MiB",)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -112,3 +114,48 @@ def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
         store.submit(make_batch())
     with pytest.raises(StoreClosed):
         store.batches()
+
+
+_CRASH = """
+import os, sys
+from datetime import datetime, timedelta, UTC
+sys.path.insert(0, {tests!r})
+from central.conftest import make_batch
+from pathlib import Path
+from edgeml.central.db import TelemetryStore
+
+store = TelemetryStore(Path({path!r}))
+for name in ("d1", "d2"):
+    store.register_device(group="g", profile="x86-64-generic", model="pump", device_id=name)
+now = datetime.now(UTC)
+acks = [
+    store.ingest(make_batch("d1", version=1, window_end=now - timedelta(minutes=2), dropped_before=2)),
+    store.ingest(make_batch("d1", version=2, window_end=now - timedelta(minutes=1), dropped_before=1)),
+    store.ingest(make_batch("d1", version=1, window_end=now - timedelta(minutes=3))),  # a late window
+]
+print(acks[-1].ack.received_at.isoformat(), flush=True)
+os._exit(0)  # a crash: the devices' state was never saved (the store saves it every few seconds)
+"""
+
+
+def test_device_state_lost_in_a_crash_is_rebuilt_from_the_batches(tmp_path: Path) -> None:
+    path = tmp_path / "t.duckdb"
+    script = _CRASH.format(tests=str(Path(__file__).parents[1]), path=str(path))
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    last_received = datetime.fromisoformat(out.stdout.strip())
+    with TelemetryStore(path) as store:
+        d1, d2 = store.device("d1"), store.device("d2")
+        assert d1 is not None
+        assert d2 is not None
+        assert d1.last_seen == last_received
+        assert d1.dropped_total == 3
+        assert (d1.serving_model, d1.serving_version) == (
+            "pump",
+            2,
+        )  # the newest window, not the last to arrive
+        assert d2.last_seen is None  # nothing arrived from it
+        assert store.batch_count() == 3
+    with TelemetryStore(path) as again:  # saved at close: nothing is counted twice
+        assert again.device("d1") == d1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import threading
+import os
+import signal
 from pathlib import Path
 
 from edgeml.central.config import CentralConfig
+from edgeml.central.store_process import StoreProcess
 from edgeml.observability import REGISTRY
 
 from .conftest import Central, bearer, make_batch, make_config, running
@@ -90,8 +92,8 @@ def test_a_full_write_queue_is_429_with_retry_after_and_nothing_is_lost(tmp_path
     with running(config) as central:
         token = central.register()
         store = central.store
-        release = threading.Event()
-        held = store.write(lambda con: release.wait(10))  # the writer is busy with this
+        assert isinstance(store, StoreProcess)
+        os.kill(store.pid, signal.SIGSTOP)  # the store process stalls (a slow disk, a long checkpoint)
         queued = [make_batch() for _ in range(3)]
         futures = [store.submit(b) for b in queued]
         throttled = outcome("throttled")
@@ -99,8 +101,7 @@ def test_a_full_write_queue_is_429_with_retry_after_and_nothing_is_lost(tmp_path
         assert answer.status_code == 429
         assert answer.headers["Retry-After"] == "7"
         assert outcome("throttled") == throttled + 1
-        release.set()
-        held.result(10)
+        os.kill(store.pid, signal.SIGCONT)
         assert all(not f.result(10).duplicate for f in futures)
         assert central.post(make_batch(), token).status_code == 200
         assert len(store.batches()) == 4

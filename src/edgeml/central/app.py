@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgeml import __version__
 from edgeml.central.alerts import Alerter
 from edgeml.central.config import CentralConfig
-from edgeml.central.db import Overloaded, StoreClosed, TelemetryStore
+from edgeml.central.db import Overloaded, StoreClosed
 from edgeml.central.drift import DriftConfig
 from edgeml.central.gate import QualityGate
 from edgeml.central.intake import TelemetryIntake, replaying
@@ -39,6 +39,7 @@ from edgeml.central.performance import StoredReferenceRows
 from edgeml.central.routes import devices, drift, feedback, fleet, health, rollouts, targets, telemetry
 from edgeml.central.routes.deps import CentralState
 from edgeml.central.routes.pointers import TargetResolver
+from edgeml.central.store_process import Store, StoreProcess
 from edgeml.observability import HTTP_REQUEST_SECONDS, TELEMETRY_BATCHES
 from edgeml.settings import Settings
 from edgeml.store.base import ObjectStore
@@ -148,7 +149,7 @@ def _unavailable(config: CentralConfig) -> Any:
     return handler
 
 
-async def _compact_forever(store: TelemetryStore, every_s: float) -> None:
+async def _compact_forever(store: Store, every_s: float) -> None:
     while True:
         try:
             await run_in_threadpool(store.compact)
@@ -164,7 +165,7 @@ def create_app(config: CentralConfig) -> FastAPI:
     object_store = open_store(config.store.url, config.store.s3_settings()) if config.store else None
     resolver = TargetResolver(object_store, config.keyring, config.targets_cache_s)
     admin, bootstrap = config.admin_token(), config.bootstrap_token()
-    store = TelemetryStore(
+    store = StoreProcess(
         config.db_path,
         max_queued_batches=config.limits.max_queued_batches,
         retention_days=config.retention_days,
@@ -242,7 +243,7 @@ def create_app(config: CentralConfig) -> FastAPI:
 
 def _gate(
     config: CentralConfig,
-    db: TelemetryStore,
+    db: Store,
     object_store: ObjectStore | None,
     resolver: TargetResolver,
     alerter: Alerter | None,

@@ -52,8 +52,10 @@ what a day of a fleet needs (:func:`edgeml.central.drift.pool_stored` picks).
 A file written before ``batch_scores`` and ``bins`` existed gets them when it is opened
 (once; the score histograms are read from the payloads): ``meta`` holds the schema version.
 
-The devices (a few thousand rows) are also kept in memory, so device authentication
-costs no query; the writer updates the copy after each commit.
+The devices (a few thousand rows) are also kept in memory (:class:`DeviceDirectory`), so
+device authentication costs no query; the writer updates it after each commit.
+
+The central node runs this store in a process of its own (:mod:`edgeml.central.store_process`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ import logging
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -360,6 +363,66 @@ class _Call:
 _STOP = object()
 
 
+class DeviceDirectory:
+    """The fleet registry in memory: devices by id, and the hashes of active devices' tokens.
+
+    Thread-safe. The store keeps one in step with its database; a client of a store in another
+    process keeps a copy in step with the store's answers, so a request is authenticated
+    without a round trip.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._devices: dict[str, Device] = {}
+        self._token_of: dict[str, str] = {}  # device id -> sha256 of its token
+        self._by_token: dict[str, str] = {}  # sha256 of an active device's token -> device id
+
+    def remember(self, device: Device, token_hash: str | None = None) -> None:
+        """Add or update ``device``; a registration or a decommission names the token's hash."""
+        with self._lock:
+            self._devices[device.device_id] = device
+            if token_hash is None:
+                return
+            self._token_of[device.device_id] = token_hash
+            if device.active:
+                self._by_token[token_hash] = device.device_id
+            else:
+                self._by_token.pop(token_hash, None)
+
+    def update(self, devices: list[Device]) -> None:
+        """New state of known devices (telemetry arrived); their tokens stay as they are."""
+        with self._lock:
+            for device in devices:
+                self._devices[device.device_id] = device
+
+    def token_hash(self, device_id: str) -> str:
+        with self._lock:
+            return self._token_of[device_id]
+
+    def authenticate(self, token: str) -> Device | None:
+        """The active device holding ``token``, or None."""
+        presented = hash_token(token)
+        with self._lock:
+            device_id = self._by_token.get(presented)
+            if device_id is None or not hmac.compare_digest(self._token_of[device_id], presented):
+                return None
+            return self._devices[device_id]
+
+    def device(self, device_id: str) -> Device | None:
+        with self._lock:
+            return self._devices.get(device_id)
+
+    def devices(self) -> list[Device]:
+        """Every device ever registered, decommissioned ones included, by id."""
+        with self._lock:
+            return sorted(self._devices.values(), key=lambda d: d.device_id)
+
+    def snapshot(self) -> list[tuple[Device, str]]:
+        """Every device with its token's hash: what a copy starts from."""
+        with self._lock:
+            return [(d, self._token_of[i]) for i, d in self._devices.items()]
+
+
 class TelemetryStore:
     """The central node's database; see the module docstring. Use as a context manager or ``close()``."""
 
@@ -375,24 +438,24 @@ class TelemetryStore:
         self.path = path
         self.max_queued_batches = max_queued_batches
         self.retention_days = retention_days
-        self._db = duckdb.connect(str(path), config={"memory_limit": memory_limit})
+        self._db = _connect(path, memory_limit)
         self._cursor_lock = threading.Lock()
         self._writer_con = self._db.cursor()
         self._writer_con.execute(_SCHEMA)
         _migrate(self._writer_con)
         _check_columns(self._writer_con)
         _payload_compression(self._writer_con)
+        _recover_devices(self._writer_con)
         self._next_seq = int(
             self._writer_con.execute("SELECT coalesce(max(seq), 0) + 1 FROM batches").fetchall()[0][0]
         )
-        self._devices: dict[str, Device] = {}
-        self._token_of: dict[str, str] = {}  # device id -> sha256 of its token
-        self._by_token: dict[str, str] = {}  # sha256 of an active device's token -> device id
-        self._memory_lock = threading.Lock()
+        self.directory = DeviceDirectory()
+        # devices' telemetry state not saved yet (see DEVICE_STATE_S); written by the writer only
+        self._unsaved: dict[str, Device] = {}
+        self._saved_at = time.monotonic()
         devices = f"SELECT {_DEVICE_COLUMNS} FROM devices"  # noqa: S608 (a constant)
         for row in self._writer_con.execute(devices).fetchall():
-            device, token_hash = _device_row(row)
-            self._remember(device, token_hash)
+            self.directory.remember(*_device_row(row))
         self._queue: queue.Queue[object] = queue.Queue()
         self._pending = 0  # telemetry jobs queued or being written
         self._pending_lock = threading.Lock()
@@ -411,6 +474,9 @@ class TelemetryStore:
         self._queue.put(_STOP)
         self._writer.join()
         try:
+            if self._unsaved:
+                with self._transaction() as con:
+                    _save_devices(con, list(self._unsaved.values()))
             self._writer_con.execute("CHECKPOINT")
         finally:
             self._writer_con.close()
@@ -440,7 +506,11 @@ class TelemetryStore:
         with :class:`BatchConflict` when the id was used with a different body.
         """
         payload = batch.model_dump_json()
-        job = _Ingest(batch, payload, hashlib.sha256(payload.encode()).hexdigest())
+        return self.submit_encoded(batch, payload, hashlib.sha256(payload.encode()).hexdigest())
+
+    def submit_encoded(self, batch: TelemetryBatch, payload: str, digest: str) -> Future[Ingested]:
+        """:meth:`submit` for a batch whose canonical JSON (``model_dump_json``) and its sha256 are known."""
+        job = _Ingest(batch, payload, digest)
         with self._pending_lock:
             if self._closed:
                 raise StoreClosed("the telemetry store is closed")
@@ -487,7 +557,7 @@ class TelemetryStore:
         )
 
         def insert(con: duckdb.DuckDBPyConnection) -> Device:
-            if device.device_id in self._devices:
+            if self.directory.device(device.device_id) is not None:
                 raise DeviceExists(f"device {device.device_id} is already registered")
             con.execute(
                 "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, 0)",
@@ -495,14 +565,14 @@ class TelemetryStore:
             )
             return device
 
-        self.write(insert, after=lambda _con, d: self._remember(d, token_hash)).result()
+        self.write(insert, after=lambda _con, d: self.directory.remember(d, token_hash)).result()
         return device, token
 
     def decommission(self, device_id: str) -> Device:
         """Retire a device: its token stops working when this returns. Repeating it changes nothing."""
 
         def retire(con: duckdb.DuckDBPyConnection) -> Device:
-            device = self._devices.get(device_id)
+            device = self.directory.device(device_id)
             if device is None:
                 raise UnknownDevice(f"no device {device_id}")
             if not device.active:
@@ -512,7 +582,7 @@ class TelemetryStore:
             return device.model_copy(update={"decommissioned_at": now})
 
         def forget(_con: duckdb.DuckDBPyConnection, device: Device) -> None:
-            self._remember(device, self._token_of[device_id])
+            self.directory.remember(device, self.directory.token_hash(device_id))
 
         result: Device = self.write(retire, after=forget).result()
         return result
@@ -548,6 +618,8 @@ class TelemetryStore:
         cutoff = (now or datetime.now(UTC)) - timedelta(days=self.retention_days)
 
         def delete(con: duckdb.DuckDBPyConnection) -> CompactResult:
+            # first the devices' unsaved state, which recovery would rebuild from batches deleted here
+            _save_devices(con, list(self._unsaved.values()))
             for child in ("batch_features", "batch_scores", "batch_labels"):
                 con.execute(
                     f"DELETE FROM {child} WHERE seq IN (SELECT seq FROM batches WHERE window_end < ?)",  # noqa: S608 (a constant)
@@ -558,6 +630,8 @@ class TelemetryStore:
             return CompactResult(int(batches), int(feedback))
 
         def checkpoint(con: duckdb.DuckDBPyConnection, result: CompactResult) -> None:
+            self._unsaved = {}
+            self._saved_at = time.monotonic()
             if result.batches or result.feedback:
                 con.execute("CHECKPOINT")
 
@@ -704,18 +778,21 @@ class TelemetryStore:
         if not accepted:
             return results
         devices = self._seen(accepted, now)
-        _write_group(self._writer_con, rows, devices)
+        unsaved = self._unsaved | {d.device_id: d for d in devices}
+        save = time.monotonic() - self._saved_at >= DEVICE_STATE_S
+        _write_group(self._writer_con, rows, list(unsaved.values()) if save else [])
         self._next_seq = seq
-        with self._memory_lock:
-            for device in devices:
-                self._devices[device.device_id] = device
+        self._unsaved = {} if save else unsaved
+        if save:
+            self._saved_at = time.monotonic()
+        self.directory.update(devices)
         return results
 
     def _seen(self, batches: list[TelemetryBatch], now: datetime) -> list[Device]:
         """The devices' new state after these batches arrived (not stored yet)."""
         changed: dict[str, Device] = {}
         for batch in batches:
-            device = changed.get(batch.device_id) or self._devices.get(batch.device_id)
+            device = changed.get(batch.device_id) or self.directory.device(batch.device_id)
             if device is None:  # not registered: stored anyway (callers authenticate), no fleet entry
                 continue
             update: dict[str, Any] = {
@@ -731,34 +808,18 @@ class TelemetryStore:
             changed[batch.device_id] = device.model_copy(update=update)
         return list(changed.values())
 
-    def _remember(self, device: Device, token_hash: str) -> None:
-        with self._memory_lock:
-            self._devices[device.device_id] = device
-            self._token_of[device.device_id] = token_hash
-            if device.active:
-                self._by_token[token_hash] = device.device_id
-            else:
-                self._by_token.pop(token_hash, None)
-
     # --- reads --------------------------------------------------------------------------------
 
     def authenticate(self, token: str) -> Device | None:
         """The active device holding ``token``, or None."""
-        presented = hash_token(token)
-        with self._memory_lock:
-            device_id = self._by_token.get(presented)
-            if device_id is None or not hmac.compare_digest(self._token_of[device_id], presented):
-                return None
-            return self._devices[device_id]
+        return self.directory.authenticate(token)
 
     def device(self, device_id: str) -> Device | None:
-        with self._memory_lock:
-            return self._devices.get(device_id)
+        return self.directory.device(device_id)
 
     def devices(self) -> list[Device]:
         """Every device ever registered, decommissioned ones included, by id."""
-        with self._memory_lock:
-            return sorted(self._devices.values(), key=lambda d: d.device_id)
+        return self.directory.devices()
 
     @contextmanager
     def _reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -839,6 +900,11 @@ class TelemetryStore:
             rows = cur.execute(sql, params).fetchall()
         return {(str(m), int(v)): str(p) for m, v, p in rows}
 
+    def fetch(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """The rows of a read-only query (diagnostics, tests); it sees what is committed."""
+        with self._reader() as cur:
+            return cur.execute(sql, params or []).fetchall()
+
     def batch_count(self) -> int:
         with self._reader() as cur:
             return int(cur.execute("SELECT count(*) FROM batches").fetchall()[0][0])
@@ -893,6 +959,40 @@ class TelemetryStore:
             )
             for r in found
         ]
+
+
+#: seconds between saves of the devices' telemetry state (last seen, version served, drops).
+#: Updating the devices table in every group's transaction cost a third of the group's
+#: write; in between, the state lives in memory, and a store opened after a crash rebuilds
+#: it from the batches written since the last save (``_recover_devices``).
+DEVICE_STATE_S = 5.0
+#: write-ahead log size that makes DuckDB checkpoint (its default is 16 MB). A checkpoint
+#: compresses and rewrites the table's last, partly filled row groups; at 16 MB that
+#: happened every ~800 batches and cost a third of the write path's CPU. A larger log takes
+#: longer to replay at start-up after a crash, and stays in the buffer pool until written.
+CHECKPOINT_WAL = "128MB"
+#: seconds to wait for another process's lock on the database file to go
+LOCK_WAIT_S = 30.0
+
+
+def _connect(path: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
+    """The database, once no other process holds it.
+
+    A node killed (or restarted) leaves its store process finishing the writes it had
+    queued, which takes a moment; a new node waits for it rather than failing.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_S
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "memory_limit": memory_limit,
+        "checkpoint_threshold": CHECKPOINT_WAL,
+    }
+    while True:
+        try:
+            return duckdb.connect(str(path), config=config)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _filters(
@@ -966,35 +1066,31 @@ def _payload_compression(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("SET disabled_compression_methods = 'dict_fsst'")
 
 
-def _write_group(con: duckdb.DuckDBPyConnection, rows: _Rows, devices: list[Device]) -> None:
-    """One transaction: the new batches, their child rows and their devices' new state.
+_UPDATE_DEVICES = (
+    "UPDATE devices SET last_seen = s.last_seen, last_window_end = s.last_window_end, "
+    "serving_model = s.serving_model, serving_version = s.serving_version, "
+    "dropped_total = s.dropped_total FROM _device_state s WHERE devices.device_id = s.device_id"
+)
 
-    The tables are registered as views and the whole transaction is one ``execute`` of several
-    statements. Every call into DuckDB hands the GIL over and must win it back from the event
-    loop's thread, which under load holds it most of the time: a call per statement made the
-    writer wait longer for the GIL than it worked.
+
+def _write_group(con: duckdb.DuckDBPyConnection, rows: _Rows, devices: list[Device]) -> None:
+    """One transaction: the new batches, their child rows and, when given, devices' new state.
+
+    The whole transaction is one ``execute`` of several statements, reading the Arrow tables
+    through DuckDB's replacement scan of this function's local variables (``_new_batches``,
+    ...): registering a view and dropping it again cost more than the insert of a small table.
     """
-    tables = {
-        "batches": rows.batches(),
-        "batch_features": rows.features(),
-        "batch_scores": rows.scores(),
-        "batch_labels": rows.labels(),
-    }
+    _new_batches = rows.batches()
+    _new_batch_features = rows.features()
+    _new_batch_scores = rows.scores()
+    _new_batch_labels = rows.labels()
+    _device_state = _device_table(devices)
     statements = ["BEGIN TRANSACTION"]
-    views: list[str] = []
-    for table, data in tables.items():
-        if data.num_rows:
-            views.append(f"_new_{table}")
-            con.register(views[-1], data)
-            statements.append(f"INSERT INTO {table} SELECT {_select_list(table)} FROM {views[-1]}")  # noqa: S608 (constants)
+    for table in ("batches", "batch_features", "batch_scores", "batch_labels"):
+        if rows.count(table):
+            statements.append(f"INSERT INTO {table} SELECT {_select_list(table)} FROM _new_{table}")  # noqa: S608 (constants)
     if devices:
-        views.append("_seen_devices")
-        con.register(views[-1], _device_state(devices))
-        statements.append(
-            "UPDATE devices SET last_seen = s.last_seen, last_window_end = s.last_window_end, "
-            "serving_model = s.serving_model, serving_version = s.serving_version, "
-            "dropped_total = s.dropped_total FROM _seen_devices s WHERE devices.device_id = s.device_id"
-        )
+        statements.append(_UPDATE_DEVICES)
     statements.append("COMMIT")
     try:
         con.execute(";\n".join(statements))
@@ -1002,12 +1098,56 @@ def _write_group(con: duckdb.DuckDBPyConnection, rows: _Rows, devices: list[Devi
         with contextlib.suppress(duckdb.Error):  # none is open when BEGIN itself failed
             con.execute("ROLLBACK")
         raise
-    finally:
-        for view in views:
-            con.unregister(view)
 
 
-def _device_state(devices: list[Device]) -> pa.Table:
+def _recover_devices(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring the devices' telemetry state up to the batches stored after it was last saved.
+
+    A batch's devices are saved every ``DEVICE_STATE_S`` and when the store closes; after a
+    crash, the batches received since a device's saved ``last_seen`` hold what was lost:
+    the newest arrival, the spool drops they reported, and the newest window's model.
+    """
+    recovered = con.execute(
+        """
+        UPDATE devices SET
+            last_seen = late.last_seen,
+            dropped_total = devices.dropped_total + late.dropped,
+            last_window_end = CASE WHEN devices.last_window_end IS NULL
+                OR late.window_end >= devices.last_window_end THEN late.window_end
+                ELSE devices.last_window_end END,
+            serving_model = CASE WHEN devices.last_window_end IS NULL
+                OR late.window_end >= devices.last_window_end THEN late.model
+                ELSE devices.serving_model END,
+            serving_version = CASE WHEN devices.last_window_end IS NULL
+                OR late.window_end >= devices.last_window_end THEN late.version
+                ELSE devices.serving_version END
+        FROM (
+            SELECT b.device_id, max(b.received_at) AS last_seen, sum(b.dropped_before) AS dropped,
+                   max(b.window_end) AS window_end, arg_max(b.model, b.window_end) AS model,
+                   arg_max(b.version, b.window_end) AS version
+            FROM batches b JOIN devices d ON b.device_id = d.device_id
+            WHERE (d.last_seen IS NULL OR b.received_at > d.last_seen)
+              AND b.received_at > (  -- prunes row groups by their min/max: saves are recent
+                  SELECT CASE WHEN count(*) > count(last_seen) THEN '-infinity'::TIMESTAMPTZ
+                              ELSE min(last_seen) END FROM devices)
+            GROUP BY b.device_id
+        ) late
+        WHERE devices.device_id = late.device_id
+        """
+    ).fetchall()[0][0]
+    if recovered:
+        log.info(
+            "recovered the telemetry state of %d devices from batches stored after its last save", recovered
+        )
+
+
+def _save_devices(con: duckdb.DuckDBPyConnection, devices: list[Device]) -> None:
+    """Devices' telemetry state (in the caller's transaction)."""
+    _device_state = _device_table(devices)
+    con.execute(_UPDATE_DEVICES)
+
+
+def _device_table(devices: list[Device]) -> pa.Table:
     return pa.table(
         {
             "device_id": pa.array([d.device_id for d in devices], pa.string()),
@@ -1328,6 +1468,16 @@ class _Rows:
             self.lb["label"].append(label)
             self.lb["predicted"].append(batch.predictions.get(label, 0))
             self.lb["calibrated_sum"].append(sums.get(label))
+
+    def count(self, table: str) -> int:
+        """Rows for ``table`` (``batches``, ``batch_features``, ...)."""
+        columns = {
+            "batches": self.b,
+            "batch_features": self.f,
+            "batch_scores": self.s,
+            "batch_labels": self.lb,
+        }
+        return len(columns[table]["seq"])
 
     def batches(self) -> pa.Table:
         return _table(self.b, _BATCH_TYPES)

@@ -53,7 +53,7 @@ from edgeml.bundle.manifest import CategoryCounts, Histogram, Manifest
 from edgeml.observability import DRIFT_BREACH, DRIFT_SCORE
 
 if TYPE_CHECKING:
-    from edgeml.central.db import TelemetryStore
+    from edgeml.central.store_process import Store
 
 __all__ = [
     "DISTANCES",
@@ -336,7 +336,7 @@ def pool(batches: Iterable[TelemetryBatch], window: timedelta) -> list[PooledWin
 
 
 def pool_stored(
-    store: TelemetryStore,
+    store: Store,
     window: timedelta | None,
     *,
     since: datetime | None = None,

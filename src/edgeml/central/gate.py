@@ -34,10 +34,11 @@ from edgeml.bundle.channels import ChannelPointer
 from edgeml.bundle.keys import Signer, timestamp
 from edgeml.bundle.rollout import promote, rollback
 from edgeml.central.alerts import Alerter
-from edgeml.central.db import FeedbackRecord, TelemetryStore
+from edgeml.central.db import FeedbackRecord
 from edgeml.central.drift import PooledWindow, pool_stored
 from edgeml.central.performance import realized_accuracy
 from edgeml.central.routes.pointers import TargetResolver
+from edgeml.central.store_process import Store
 from edgeml.errors import EdgemlError
 from edgeml.observability import CANARY_ACCURACY, CANARY_ACTIONS
 from edgeml.spec.models import CanaryGate
@@ -124,7 +125,7 @@ class QualityGate:
 
     def __init__(
         self,
-        db: TelemetryStore,
+        db: Store,
         store: ObjectStore,
         resolver: TargetResolver,
         signer: Signer,

@@ -30,7 +30,6 @@ from edgeml.agent.telemetry import SampleRow
 from edgeml.bundle.manifest import Manifest
 from edgeml.central.alerts import Alerter, Signal, accuracy_signal, drift_signals
 from edgeml.central.config import NannyMLConfig
-from edgeml.central.db import TelemetryStore
 from edgeml.central.drift import (
     DriftConfig,
     DriftReport,
@@ -53,6 +52,7 @@ from edgeml.central.performance import (
     realized_accuracy,
     sample_frame,
 )
+from edgeml.central.store_process import Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,7 +103,7 @@ class Monitor:
 
     def __init__(
         self,
-        db: TelemetryStore,
+        db: Store,
         manifests: ManifestFor,
         *,
         window: timedelta = timedelta(minutes=10),

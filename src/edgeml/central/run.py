@@ -21,7 +21,8 @@ __all__ = ["InitResult", "init_central", "serve"]
 def serve(config: CentralConfig) -> None:
     """Run the service until SIGINT/SIGTERM; shutdown drains the write queue and checkpoints.
 
-    One process only: the DuckDB file has one writer, so there are no uvicorn workers.
+    One process serves HTTP (no uvicorn workers: they would each need the registry and the
+    store) and the telemetry store runs in a second one (:mod:`edgeml.central.store_process`).
     """
     import uvicorn
 
@@ -29,7 +30,7 @@ def serve(config: CentralConfig) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
-    _tune_runtime()
+    tune_runtime()
     uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False)
 
 
@@ -39,8 +40,8 @@ GC_THRESHOLD = 20_000
 SWITCH_INTERVAL_S = 0.0005
 
 
-def _tune_runtime() -> None:
-    """The interpreter set for the event loop and the store's writer thread sharing one GIL.
+def tune_runtime() -> None:
+    """The interpreter set for telemetry: the serving process's and the store process's.
 
     Garbage collection: a batch allocates hundreds of container objects, and batches live
     until their commit, so at CPython's defaults a collection ran every few batches and a full
@@ -48,9 +49,9 @@ def _tune_runtime() -> None:
     event loop's time under load). Objects alive at start-up are frozen out of collections;
     young collections run after ``GC_THRESHOLD`` allocations.
 
-    Switch interval: the writer hands the GIL over whenever DuckDB works and then waits for the
-    busy event loop to give it back, up to the switch interval each time; at the default the
-    writer waited longer than it worked.
+    Switch interval: DuckDB's Python client takes the GIL back after every task of a query;
+    a thread that waits for it while another one is busy waits up to the switch interval. In
+    the store process the thread reading requests is the busy one.
     """
     gc.collect()
     gc.freeze()
