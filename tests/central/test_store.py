@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -159,3 +160,16 @@ def test_device_state_lost_in_a_crash_is_rebuilt_from_the_batches(tmp_path: Path
         assert store.batch_count() == 3
     with TelemetryStore(path) as again:  # saved at close: nothing is counted twice
         assert again.device("d1") == d1
+
+
+def test_a_batch_handed_over_as_json_is_parsed_by_the_writer_and_fails_alone(tmp_path: Path) -> None:
+    good = make_batch()
+    payload = good.model_dump_json()
+    with TelemetryStore(tmp_path / "t.duckdb") as store:
+        bad = store.submit_encoded(None, '{"device_id": "dev-1"}', "0" * 64)
+        fine = store.submit_encoded(None, payload, hashlib.sha256(payload.encode()).hexdigest())
+        with pytest.raises(ValueError, match="batch_id"):
+            bad.result(10)
+        assert not fine.result(10).duplicate
+        assert store.batches() == [good]
+        assert store.queued_batches == 0

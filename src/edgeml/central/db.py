@@ -347,7 +347,7 @@ T = TypeVar("T")
 
 @dataclass
 class _Ingest:
-    batch: TelemetryBatch
+    batch: TelemetryBatch | None  # None: parsed from the payload on the writer thread
     payload: str
     digest: str
     future: Future[Ingested] = field(default_factory=Future)
@@ -361,6 +361,11 @@ class _Call:
 
 
 _STOP = object()
+
+
+def _batch(job: _Ingest) -> TelemetryBatch:
+    assert job.batch is not None, "parsed before it is written"
+    return job.batch
 
 
 class DeviceDirectory:
@@ -508,8 +513,13 @@ class TelemetryStore:
         payload = batch.model_dump_json()
         return self.submit_encoded(batch, payload, hashlib.sha256(payload.encode()).hexdigest())
 
-    def submit_encoded(self, batch: TelemetryBatch, payload: str, digest: str) -> Future[Ingested]:
-        """:meth:`submit` for a batch whose canonical JSON (``model_dump_json``) and its sha256 are known."""
+    def submit_encoded(self, batch: TelemetryBatch | None, payload: str, digest: str) -> Future[Ingested]:
+        """:meth:`submit` for a batch whose canonical JSON (``model_dump_json``) and its sha256 are known.
+
+        ``batch`` None: the batch was validated elsewhere (by the process that serves HTTP) and
+        is parsed from ``payload`` by the writer thread, which the thread handing it over
+        would otherwise compete with for the GIL.
+        """
         job = _Ingest(batch, payload, digest)
         with self._pending_lock:
             if self._closed:
@@ -699,6 +709,7 @@ class TelemetryStore:
             job.future.set_result(result)
 
     def _ingest(self, jobs: list[_Ingest]) -> None:
+        jobs = self._parsed(jobs)
         try:
             results = self._write_batches(jobs)
         except Exception as exc:  # the transaction rolled back: nothing of these is stored
@@ -712,6 +723,21 @@ class TelemetryStore:
                 job.future.set_exception(result)
             else:
                 job.future.set_result(result)
+
+    def _parsed(self, jobs: list[_Ingest]) -> list[_Ingest]:
+        """``jobs`` with their batches parsed; one that does not parse fails alone."""
+        good = []
+        for job in jobs:
+            if job.batch is None:
+                try:
+                    job.batch = TelemetryBatch.model_validate_json(job.payload)
+                except ValueError as exc:
+                    with self._pending_lock:
+                        self._pending -= 1
+                    job.future.set_exception(exc)
+                    continue
+            good.append(job)
+        return good
 
     def _write_batches(self, jobs: list[_Ingest]) -> list[Ingested | Exception]:
         """Write the new batches of ``jobs`` in one transaction; each job's result.
@@ -731,7 +757,10 @@ class TelemetryStore:
         """The stored batches among ``jobs``' ids: their body digest and first answer."""
         con = self._writer_con
         keys = pa.table(
-            {"device_id": [j.batch.device_id for j in jobs], "batch_id": [j.batch.batch_id for j in jobs]}
+            {
+                "device_id": [_batch(j).device_id for j in jobs],
+                "batch_id": [_batch(j).batch_id for j in jobs],
+            }
         )
         con.register("_keys", keys)
         try:
@@ -756,7 +785,7 @@ class TelemetryStore:
         accepted: list[TelemetryBatch] = []
         seq = self._next_seq
         for job in jobs:
-            batch = job.batch
+            batch = _batch(job)
             key = (batch.device_id, batch.batch_id)
             if key in known:
                 digest, ack = known[key]

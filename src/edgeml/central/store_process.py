@@ -141,26 +141,25 @@ def _ingest(
     store: TelemetryStore, replies: queue.SimpleQueue[_Reply | None], call_id: int, payload: str, digest: str
 ) -> None:
     try:
-        batch = TelemetryBatch.model_validate_json(payload)
-        future = store.submit_encoded(batch, payload, digest)
+        future = store.submit_encoded(None, payload, digest)  # the writer thread parses it
     except Exception as exc:
         replies.put((call_id, False, _portable(exc), None))
         return
-    future.add_done_callback(partial(_ingested, store, replies, call_id, batch.device_id))
+    future.add_done_callback(partial(_ingested, store, replies, call_id))
 
 
 def _ingested(
     store: TelemetryStore,
     replies: queue.SimpleQueue[_Reply | None],
     call_id: int,
-    device_id: str,
     future: Future[Ingested],
 ) -> None:
     exc = future.exception()
     if exc is not None:
         replies.put((call_id, False, _portable(exc), None))
     else:
-        replies.put((call_id, True, future.result(), store.device(device_id)))
+        result = future.result()
+        replies.put((call_id, True, result, store.device(result.ack.device_id)))
 
 
 def _call(
