@@ -166,8 +166,8 @@ def test_a_batch_handed_over_as_json_is_parsed_by_the_writer_and_fails_alone(tmp
     good = make_batch()
     payload = good.model_dump_json()
     with TelemetryStore(tmp_path / "t.duckdb") as store:
-        bad = store.submit_encoded(None, '{"device_id": "dev-1"}', "0" * 64)
-        fine = store.submit_encoded(None, payload, hashlib.sha256(payload.encode()).hexdigest())
+        bad = store.submit_json('{"device_id": "dev-1"}', "0" * 64)
+        fine = store.submit_json(payload, hashlib.sha256(payload.encode()).hexdigest())
         with pytest.raises(ValueError, match="batch_id"):
             bad.result(10)
         assert not fine.result(10).duplicate

@@ -126,3 +126,11 @@ def test_the_store_waits_for_a_previous_process_to_let_go(tmp_path: Path) -> Non
             assert second.batch_count() == 1
     finally:
         closing.join()
+
+
+def test_every_call_the_child_serves_is_a_store_method_on_both_sides() -> None:
+    from edgeml.central.store_process import _CALLS
+
+    for name in _CALLS:
+        assert callable(getattr(TelemetryStore, name)), name
+        assert callable(getattr(StoreProcess, name)), name

@@ -363,6 +363,12 @@ class _Call:
 _STOP = object()
 
 
+def encode(batch: TelemetryBatch) -> tuple[str, str]:
+    """The batch's canonical JSON (what is stored) and its sha256 (what a repeat is compared by)."""
+    payload = batch.model_dump_json()
+    return payload, hashlib.sha256(payload.encode()).hexdigest()
+
+
 def _batch(job: _Ingest) -> TelemetryBatch:
     assert job.batch is not None, "parsed before it is written"
     return job.batch
@@ -510,17 +516,17 @@ class TelemetryStore:
         Raises :class:`Overloaded` when ``max_queued_batches`` wait already. The future fails
         with :class:`BatchConflict` when the id was used with a different body.
         """
-        payload = batch.model_dump_json()
-        return self.submit_encoded(batch, payload, hashlib.sha256(payload.encode()).hexdigest())
+        return self._enqueue(_Ingest(batch, *encode(batch)))
 
-    def submit_encoded(self, batch: TelemetryBatch | None, payload: str, digest: str) -> Future[Ingested]:
-        """:meth:`submit` for a batch whose canonical JSON (``model_dump_json``) and its sha256 are known.
+    def submit_json(self, payload: str, digest: str) -> Future[Ingested]:
+        """:meth:`submit` for a batch validated elsewhere, as :func:`encode` gave it.
 
-        ``batch`` None: the batch was validated elsewhere (by the process that serves HTTP) and
-        is parsed from ``payload`` by the writer thread, which the thread handing it over
-        would otherwise compete with for the GIL.
+        The writer thread parses ``payload``: in the store's own process the thread handing
+        it over would otherwise compete with DuckDB for the GIL.
         """
-        job = _Ingest(batch, payload, digest)
+        return self._enqueue(_Ingest(None, payload, digest))
+
+    def _enqueue(self, job: _Ingest) -> Future[Ingested]:
         with self._pending_lock:
             if self._closed:
                 raise StoreClosed("the telemetry store is closed")
@@ -629,7 +635,8 @@ class TelemetryStore:
 
         def delete(con: duckdb.DuckDBPyConnection) -> CompactResult:
             # first the devices' unsaved state, which recovery would rebuild from batches deleted here
-            _save_devices(con, list(self._unsaved.values()))
+            if self._unsaved:
+                _save_devices(con, list(self._unsaved.values()))
             for child in ("batch_features", "batch_scores", "batch_labels"):
                 con.execute(
                     f"DELETE FROM {child} WHERE seq IN (SELECT seq FROM batches WHERE window_end < ?)",  # noqa: S608 (a constant)
@@ -640,8 +647,7 @@ class TelemetryStore:
             return CompactResult(int(batches), int(feedback))
 
         def checkpoint(con: duckdb.DuckDBPyConnection, result: CompactResult) -> None:
-            self._unsaved = {}
-            self._saved_at = time.monotonic()
+            self._mark_saved()
             if result.batches or result.feedback:
                 con.execute("CHECKPOINT")
 
@@ -811,11 +817,17 @@ class TelemetryStore:
         save = time.monotonic() - self._saved_at >= DEVICE_STATE_S
         _write_group(self._writer_con, rows, list(unsaved.values()) if save else [])
         self._next_seq = seq
-        self._unsaved = {} if save else unsaved
         if save:
-            self._saved_at = time.monotonic()
+            self._mark_saved()
+        else:
+            self._unsaved = unsaved
         self.directory.update(devices)
         return results
+
+    def _mark_saved(self) -> None:
+        """The devices' telemetry state was just written (writer thread only)."""
+        self._unsaved = {}
+        self._saved_at = time.monotonic()
 
     def _seen(self, batches: list[TelemetryBatch], now: datetime) -> list[Device]:
         """The devices' new state after these batches arrived (not stored yet)."""

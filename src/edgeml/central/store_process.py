@@ -10,17 +10,17 @@ on the second core while the first serves HTTP.
 
 :class:`StoreProcess` has the methods the central node uses of
 :class:`~edgeml.central.db.TelemetryStore`. The child runs a ``TelemetryStore``; requests go
-over a pipe (pickled), telemetry as the batch's canonical JSON and its digest, which the
-node computed anyway. The device registry is copied: the child sends it at start-up and the
-new state of a device with every answer that changed it, so authentication and fleet reads
-stay in the serving process, without a round trip. The child is started by a fork server
-that has imported the store's modules once, so a new store starts in milliseconds.
+over a pipe (pickled), telemetry as the batch's canonical JSON and its digest
+(:func:`~edgeml.central.db.encode`), parsed again by the store's writer thread. The device
+registry is copied: the child sends it at start-up and the new state of a device with every
+answer that changed it, so authentication and fleet reads stay in the serving process,
+without a round trip. The child is started by a fork server that has imported the store's
+modules once, so a new store starts in milliseconds.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import multiprocessing
 import pickle
@@ -48,6 +48,7 @@ from edgeml.central.db import (
     RowsPoint,
     StoreClosed,
     TelemetryStore,
+    encode,
     hash_token,
 )
 from edgeml.central.drift import PooledWindow
@@ -141,7 +142,7 @@ def _ingest(
     store: TelemetryStore, replies: queue.SimpleQueue[_Reply | None], call_id: int, payload: str, digest: str
 ) -> None:
     try:
-        future = store.submit_encoded(None, payload, digest)  # the writer thread parses it
+        future = store.submit_json(payload, digest)
     except Exception as exc:
         replies.put((call_id, False, _portable(exc), None))
         return
@@ -232,7 +233,8 @@ class StoreProcess:
         except (EOFError, OSError) as exc:
             self._process.join(10)
             raise StoreClosed(
-                f"the store process ended at start-up (exit code {self._process.exitcode})"
+                f"the store process ended at start-up (exit code {self._process.exitcode}); "
+                "its log lines above say why"
             ) from exc
         if kind == "failed":
             self._process.join(10)
@@ -292,8 +294,7 @@ class StoreProcess:
 
     def submit(self, batch: TelemetryBatch) -> Future[Ingested]:
         """As :meth:`TelemetryStore.submit <edgeml.central.db.TelemetryStore.submit>`."""
-        payload = batch.model_dump_json()
-        digest = _sha256(payload)
+        payload, digest = encode(batch)
         with self._lock:
             if self._closed or not self._reader.is_alive():
                 raise StoreClosed("the telemetry store is closed")
@@ -456,10 +457,6 @@ class StoreProcess:
                 future.set_result(value)
             else:
                 future.set_exception(value)
-
-
-def _sha256(payload: str) -> str:
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 #: either store: in this process (tools, tests of the store itself) or in its own (the node)
