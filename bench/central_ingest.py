@@ -495,6 +495,7 @@ class Run:
     client_cpu_s: float
     others_cpu_s: float  # every other process on the machine
     stored: int = -1
+    per_commit: float = 1.0  # batches written per transaction, on average
 
     @property
     def cpu_us_per_batch(self) -> float:
@@ -577,6 +578,10 @@ def measure(
     con = duckdb.connect(str(db), read_only=True)
     try:
         stored = int(con.execute("SELECT count(*) FROM batches").fetchall()[0][0])
+        if kind == "edgeml":  # the batches of one transaction share their received_at
+            run.per_commit = float(
+                con.execute("SELECT count(*) / count(DISTINCT received_at) FROM batches").fetchall()[0][0]
+            )
     finally:
         con.close()
     run.stored = stored - warm.accepted
@@ -650,7 +655,8 @@ def report_run(run: Run) -> None:
         f"p50 {run.p50_ms:.1f} ms, "
         f"p99 {run.p99_ms:.1f} ms; memory {start:.0f} → {base:.0f} (10 s) → {end:.0f} MB, max {peak:.0f}, "
         f"slope {slope:+.1f} MB/min; CPU: server {run.server_cpu_s / run.seconds:.2f}, wrk "
-        f"{run.client_cpu_s / run.seconds:.2f}, other processes {run.others_cpu_s / run.seconds:.2f} cores"
+        f"{run.client_cpu_s / run.seconds:.2f}, other processes {run.others_cpu_s / run.seconds:.2f} cores; "
+        f"{run.per_commit:.0f} batches per commit"
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -10,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from edgeml.central.db import CompactResult, FeedbackItem, StoreClosed, TelemetryStore
+from edgeml.central.batch_group import BatchGroup
+from edgeml.central.db import (
+    BatchConflict,
+    CompactResult,
+    FeedbackItem,
+    StoreClosed,
+    Stored,
+    TelemetryStore,
+    encode,
+)
 
 from .conftest import make_batch
 
@@ -162,14 +170,30 @@ def test_device_state_lost_in_a_crash_is_rebuilt_from_the_batches(tmp_path: Path
         assert again.device("d1") == d1
 
 
-def test_a_batch_handed_over_as_json_is_parsed_by_the_writer_and_fails_alone(tmp_path: Path) -> None:
-    good = make_batch()
-    payload = good.model_dump_json()
+def test_a_group_handed_over_stores_its_new_batches_and_answers_repeats_in_order(tmp_path: Path) -> None:
+    first, stored, fresh = make_batch("d1"), make_batch("d1", dropped_before=2), make_batch("d2")
+    conflicting = stored.model_copy(update={"rows": stored.rows + 1})
     with TelemetryStore(tmp_path / "t.duckdb") as store:
-        bad = store.submit_json('{"device_id": "dev-1"}', "0" * 64)
-        fine = store.submit_json(payload, hashlib.sha256(payload.encode()).hexdigest())
-        with pytest.raises(ValueError, match="batch_id"):
-            bad.result(10)
-        assert not fine.result(10).duplicate
-        assert store.batches() == [good]
+        store.register_device(device_id="d1", group="g", profile="x86-64-generic", model="pump")
+        before = store.ingest(stored)
+        items = [first, stored, conflicting, fresh, first]  # a stored id, a reused one, one twice
+        at = datetime(2026, 11, 26, 12, tzinfo=UTC)
+        group = BatchGroup.of([(b, *encode(b)) for b in items], at)
+        outcomes = store.submit_group(group).result(10)
+        assert outcomes[0] == Stored(at, duplicate=False)
+        assert outcomes[1] == Stored(before.ack.received_at, duplicate=True)
+        assert isinstance(outcomes[2], BatchConflict)
+        assert outcomes[3] == Stored(at, duplicate=False)
+        assert outcomes[4] == Stored(at, duplicate=True)  # the copy earlier in the same group
+        assert {b.batch_id for b in store.batches()} == {first.batch_id, stored.batch_id, fresh.batch_id}
+        assert count(store, "batch_features") == 6  # the repeats' child rows were left out
+        assert count(store, "batch_labels") == 6
+        seqs = store.fetch("SELECT seq FROM batches ORDER BY seq")
+        assert len(set(seqs)) == 3
+        device = store.device("d1")
+        assert device is not None
+        assert (device.last_seen, device.dropped_total) == (at, 2)  # the repeat is not counted again
         assert store.queued_batches == 0
+        later = store.ingest(make_batch("d2"))  # numbering goes on after the group's
+        assert later.ack.received_at > before.ack.received_at
+        assert len({r[0] for r in store.fetch("SELECT seq FROM batches")}) == 4

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from edgeml.central.db import (
+    WRITE_THREADS,
     BatchConflict,
     DeviceExists,
     FeedbackItem,
+    Ingested,
     Overloaded,
     StoreClosed,
     TelemetryStore,
     UnknownDevice,
 )
-from edgeml.central.store_process import StoreProcess
+from edgeml.central.store_process import PIPE_BUFFER, StoreProcess, _widen
 
 from .conftest import make_batch
 
@@ -134,3 +139,59 @@ def test_every_call_the_child_serves_is_a_store_method_on_both_sides() -> None:
     for name in _CALLS:
         assert callable(getattr(TelemetryStore, name)), name
         assert callable(getattr(StoreProcess, name)), name
+
+
+def test_batches_submitted_on_an_event_loop_while_the_store_writes_share_commits(tmp_path: Path) -> None:
+    sent = [make_batch(device_id=f"d{i % 4}") for i in range(300)]
+    repeat = sent[0]
+
+    async def post_all(store: StoreProcess) -> list[Ingested | BaseException]:
+        answers = [store.submit_async(batch) for batch in [*sent, repeat]]
+        return await asyncio.gather(*answers, return_exceptions=True)
+
+    with StoreProcess(tmp_path / "t.duckdb") as store:
+        for i in range(4):
+            store.register_device(group="g", profile="x86-64-generic", model="pump", device_id=f"d{i}")
+        answers = asyncio.run(post_all(store))
+        assert all(isinstance(a, Ingested) for a in answers)
+        assert [a.ack.batch_id for a in answers if isinstance(a, Ingested)] == [
+            b.batch_id for b in [*sent, repeat]
+        ]
+        assert [a.duplicate for a in answers if isinstance(a, Ingested)] == [False] * 300 + [True]
+        commits = store.fetch("SELECT count(DISTINCT received_at) FROM batches")[0][0]
+        assert commits < 100  # batches that waited while the store wrote went in one commit
+        children = store.fetch(
+            "SELECT count(*) FROM batches b JOIN batch_features f ON f.seq = b.seq WHERE f.feature = 'a'"
+        )
+        assert children == [(300,)]  # every feature row found its own batch
+        assert store.batches() == sent  # in the order they were submitted
+        assert store.queued_batches == 0
+        device = store.device("d0")
+        assert device is not None
+        assert device.last_seen == max(a.ack.received_at for a in answers if isinstance(a, Ingested))
+
+
+def test_reads_get_every_duckdb_thread_and_writes_one(tmp_path: Path) -> None:
+    with TelemetryStore(tmp_path / "t.duckdb") as store:
+        setting = "SELECT current_setting('threads')"
+        reading = store.fetch(setting)[0][0]
+        writing = store.write(lambda con: con.execute(setting).fetchall()[0][0]).result()
+        assert writing == WRITE_THREADS
+        assert reading == duckdb.connect().execute(setting).fetchall()[0][0]  # DuckDB's default
+        assert store.write(lambda con: con.execute(setting).fetchall()[0][0]).result() == WRITE_THREADS
+
+
+def test_the_pipe_to_the_store_holds_a_group_in_one_write() -> None:
+    import multiprocessing
+
+    ours, theirs = multiprocessing.Pipe()
+    try:
+        _widen(ours)
+        with socket.socket(fileno=os.dup(ours.fileno())) as sock:
+            sent = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        # Linux doubles what is asked, capped by net.core.wmem_max
+        cap = int(Path("/proc/sys/net/core/wmem_max").read_text()) * 2
+        assert sent >= min(PIPE_BUFFER, cap)
+    finally:
+        ours.close()
+        theirs.close()

@@ -35,12 +35,15 @@ Writes
 Every write runs on one thread, fed by a queue; the connection it owns is the only one
 that writes, so there are no write-write conflicts. Telemetry waiting in the queue is
 bounded (``max_queued_batches``): beyond it :meth:`submit` raises :class:`Overloaded`
-and the HTTP layer answers 429. Consecutive batches in the queue are written in one
-transaction, as Arrow tables (a relation on each, appended to its table), never row by
-row. A batch's future resolves only after ``COMMIT``, which makes DuckDB write and sync
-its write-ahead log, so an acknowledged batch survives a crash of the process. Repeated
-batch ids are found by the primary key as the group is inserted (see ``_write_batches``).
-Payloads are compressed with zstd (see ``_payload_compression``).
+and the HTTP layer answers 429. The telemetry that waits in the queue when the writer is
+free, batches submitted one by one and groups laid out elsewhere
+(:class:`~edgeml.central.batch_group.BatchGroup`, :meth:`submit_group`), is written in one
+transaction, as Arrow tables, never row by row. A batch's answer comes only after
+``COMMIT``, which makes DuckDB write and sync its write-ahead log, so an acknowledged batch
+survives a crash of the process. Repeated batch ids are found by the primary key as the
+group is inserted (see ``_write_batches``). Payloads are compressed with zstd (see
+``_payload_compression``). The writer runs DuckDB on ``WRITE_THREADS``; reads get all of
+DuckDB's threads while they run.
 
 Reads
 -----
@@ -60,6 +63,7 @@ The central node runs this store in a process of its own (:mod:`edgeml.central.s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -77,7 +81,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import duckdb
 import numpy as np
@@ -86,6 +90,15 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from edgeml.agent.telemetry import CalibratedSums, FeatureTelemetry, TelemetryBatch
 from edgeml.bundle.manifest import Histogram
+from edgeml.central.batch_group import (
+    BATCH_TYPES,
+    FEATURE_TYPES,
+    LABEL_TYPES,
+    SCORE_TYPES,
+    STAMP,
+    BatchGroup,
+    Head,
+)
 from edgeml.central.drift import PooledWindow
 
 __all__ = [
@@ -97,9 +110,11 @@ __all__ = [
     "FeedbackItem",
     "FeedbackRecord",
     "Ingested",
+    "Outcomes",
     "Overloaded",
     "RowsPoint",
     "StoreClosed",
+    "Stored",
     "TelemetryAck",
     "TelemetryStore",
     "UnknownDevice",
@@ -343,14 +358,37 @@ def _device_row(row: tuple[Any, ...]) -> tuple[Device, str]:
 # --- jobs for the writer ---------------------------------------------------------------------
 
 T = TypeVar("T")
+_J = TypeVar("_J", "_Ingest", "_Group")
+
+
+class Stored(NamedTuple):
+    """How a batch of a group was stored: now, or before (a repeat with the same body)."""
+
+    received_at: datetime
+    duplicate: bool
+
+    def answer(self, batch: TelemetryBatch) -> Ingested:
+        """What the device that sent ``batch`` is told."""
+        ack = TelemetryAck(device_id=batch.device_id, batch_id=batch.batch_id, received_at=self.received_at)
+        return Ingested(ack, self.duplicate)
+
+
+#: each batch of a group: stored, or refused (its id was used with a different body)
+Outcomes = list[Stored | BatchConflict]
 
 
 @dataclass
 class _Ingest:
-    batch: TelemetryBatch | None  # None: parsed from the payload on the writer thread
+    batch: TelemetryBatch
     payload: str
     digest: str
     future: Future[Ingested] = field(default_factory=Future)
+
+
+@dataclass
+class _Group:
+    group: BatchGroup
+    future: Future[Outcomes] = field(default_factory=Future)
 
 
 @dataclass
@@ -367,11 +405,6 @@ def encode(batch: TelemetryBatch) -> tuple[str, str]:
     """The batch's canonical JSON (what is stored) and its sha256 (what a repeat is compared by)."""
     payload = batch.model_dump_json()
     return payload, hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _batch(job: _Ingest) -> TelemetryBatch:
-    assert job.batch is not None, "parsed before it is written"
-    return job.batch
 
 
 class DeviceDirectory:
@@ -451,6 +484,11 @@ class TelemetryStore:
         self.retention_days = retention_days
         self._db = _connect(path, memory_limit)
         self._cursor_lock = threading.Lock()
+        self._threads_con = self._db.cursor()  # sets DuckDB's threads (under _threads_lock)
+        self._threads_lock = threading.Lock()
+        self._threads = int(self._threads_con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+        self._threads_con.execute(f"SET threads = {WRITE_THREADS}")
+        self._parallel_users = 0
         self._writer_con = self._db.cursor()
         self._writer_con.execute(_SCHEMA)
         _migrate(self._writer_con)
@@ -488,8 +526,10 @@ class TelemetryStore:
             if self._unsaved:
                 with self._transaction() as con:
                     _save_devices(con, list(self._unsaved.values()))
-            self._writer_con.execute("CHECKPOINT")
+            with self._parallel():
+                self._writer_con.execute("CHECKPOINT")
         finally:
+            self._threads_con.close()
             self._writer_con.close()
             self._db.close()
 
@@ -516,25 +556,30 @@ class TelemetryStore:
         Raises :class:`Overloaded` when ``max_queued_batches`` wait already. The future fails
         with :class:`BatchConflict` when the id was used with a different body.
         """
-        return self._enqueue(_Ingest(batch, *encode(batch)))
+        return self._enqueue(_Ingest(batch, *encode(batch)), 1, limit=True).future
 
-    def submit_json(self, payload: str, digest: str) -> Future[Ingested]:
-        """:meth:`submit` for a batch validated elsewhere, as :func:`encode` gave it.
+    def submit_group(self, group: BatchGroup) -> Future[Outcomes]:
+        """Queue a group built elsewhere; it is written in a transaction of its own.
 
-        The writer thread parses ``payload``: in the store's own process the thread handing
-        it over would otherwise compete with DuckDB for the GIL.
+        The future holds each batch's outcome, in order, once committed, or fails (the group
+        was not stored). Not refused for overload: the caller bounds what it hands over (the
+        serving process of the central node counts its batches against ``max_queued_batches``).
         """
-        return self._enqueue(_Ingest(None, payload, digest))
+        return self._enqueue(_Group(group), len(group), limit=False).future
 
-    def _enqueue(self, job: _Ingest) -> Future[Ingested]:
+    def _enqueue(self, job: _J, batches: int, *, limit: bool) -> _J:
         with self._pending_lock:
             if self._closed:
                 raise StoreClosed("the telemetry store is closed")
-            if self._pending >= self.max_queued_batches:
+            if limit and self._pending >= self.max_queued_batches:
                 raise Overloaded(f"{self._pending} batches are waiting to be written")
-            self._pending += 1
+            self._pending += batches
         self._queue.put(job)
-        return job.future
+        return job
+
+    def submit_async(self, batch: TelemetryBatch) -> asyncio.Future[Ingested]:
+        """:meth:`submit` for the running event loop: the answer as a future of that loop."""
+        return asyncio.wrap_future(self.submit(batch))
 
     def ingest(self, batch: TelemetryBatch, timeout: float = 30.0) -> Ingested:
         """:meth:`submit` and wait for the commit."""
@@ -614,7 +659,7 @@ class TelemetryStore:
                 "model": [i.model for i in items],
                 "version": pa.array([i.version for i in items], pa.int32()),
                 "device_id": [i.device_id for i in items],
-                "received_at": pa.array([now] * len(items), _STAMP),
+                "received_at": pa.array([now] * len(items), STAMP),
                 "source": [source] * len(items),
             }
         )
@@ -651,7 +696,8 @@ class TelemetryStore:
             if result.batches or result.feedback:
                 con.execute("CHECKPOINT")
 
-        result: CompactResult = self.write(delete, after=checkpoint).result()
+        with self._parallel():
+            result: CompactResult = self.write(delete, after=checkpoint).result()
         log.info("compaction: %d batches and %d labels deleted", result.batches, result.feedback)
         return result
 
@@ -674,10 +720,10 @@ class TelemetryStore:
                     jobs.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            run: list[_Ingest] = []
+            run: list[_Ingest | _Group] = []  # telemetry: written in one transaction
             stop = False
             for job in jobs:
-                if isinstance(job, _Ingest):
+                if isinstance(job, _Ingest | _Group):
                     run.append(job)
                     continue
                 if run:
@@ -714,39 +760,62 @@ class TelemetryStore:
         else:
             job.future.set_result(result)
 
-    def _ingest(self, jobs: list[_Ingest]) -> None:
-        jobs = self._parsed(jobs)
+    def _ingest(self, run: list[_Ingest | _Group]) -> None:
+        """Write a run of queued telemetry in one transaction; answer each job.
+
+        Batches queued one by one are laid out here; groups handed over are joined to them, so
+        however the telemetry arrived, what waits when the writer is free is one commit.
+        """
+        parts: list[tuple[BatchGroup, list[_Ingest] | _Group]] = []
+        for key, jobs in itertools.groupby(run, type):
+            if key is _Group:
+                parts.extend((job.group, job) for job in jobs if isinstance(job, _Group))
+                continue
+            queued = [job for job in jobs if isinstance(job, _Ingest)]
+            try:
+                items = [(j.batch, j.payload, j.digest) for j in queued]
+                parts.append((BatchGroup.of(items, datetime.now(UTC)), queued))
+            except Exception as exc:  # Arrow refused a value the contract let through: these fail alone
+                log.exception("telemetry could not be laid out for writing")
+                with self._pending_lock:
+                    self._pending -= len(queued)
+                for job in queued:
+                    job.future.set_exception(exc)
+        if not parts:
+            return
         try:
-            results = self._write_batches(jobs)
+            outcomes = self._written(BatchGroup.joined([group for group, _ in parts]))
+        except StoreClosed as exc:
+            for _, waiting in parts:
+                for failed in waiting if isinstance(waiting, list) else [waiting]:
+                    failed.future.set_exception(exc)
+            return
+        start = 0
+        for group, waiting in parts:
+            mine = outcomes[start : start + len(group)]
+            start += len(group)
+            if isinstance(waiting, _Group):
+                waiting.future.set_result(mine)
+                continue
+            for job, outcome in zip(waiting, mine, strict=True):
+                if isinstance(outcome, Exception):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome.answer(job.batch))
+
+    def _written(self, group: BatchGroup) -> Outcomes:
+        """Write ``group``; each batch's outcome. StoreClosed when the transaction failed."""
+        try:
+            return self._write_batches(group)
         except Exception as exc:  # the transaction rolled back: nothing of these is stored
             log.exception("telemetry write failed")
-            results = [StoreClosed(f"the telemetry store could not write: {exc}")] * len(jobs)
+            raise StoreClosed(f"the telemetry store could not write: {exc}") from exc
         finally:
             with self._pending_lock:
-                self._pending -= len(jobs)
-        for job, result in zip(jobs, results, strict=True):
-            if isinstance(result, Exception):
-                job.future.set_exception(result)
-            else:
-                job.future.set_result(result)
+                self._pending -= len(group)
 
-    def _parsed(self, jobs: list[_Ingest]) -> list[_Ingest]:
-        """``jobs`` with their batches parsed; one that does not parse fails alone."""
-        good = []
-        for job in jobs:
-            if job.batch is None:
-                try:
-                    job.batch = TelemetryBatch.model_validate_json(job.payload)
-                except ValueError as exc:
-                    with self._pending_lock:
-                        self._pending -= 1
-                    job.future.set_exception(exc)
-                    continue
-            good.append(job)
-        return good
-
-    def _write_batches(self, jobs: list[_Ingest]) -> list[Ingested | Exception]:
-        """Write the new batches of ``jobs`` in one transaction; each job's result.
+    def _write_batches(self, group: BatchGroup) -> Outcomes:
+        """Write the new batches of ``group`` in one transaction; each batch's outcome.
 
         Repeated batch ids are rare (a device retries when an answer was lost), so the group
         is first written as if every batch were new: the primary key's index checks that
@@ -754,99 +823,79 @@ class TelemetryStore:
         reports a repeat, the transaction rolls back, and the group is written again after
         that lookup (the repeats then get the stored answer, or BatchConflict).
         """
+        keys = group.ids()
         try:
-            return self._write_new(jobs, {})
+            return self._write_new(group, keys, {})
         except duckdb.ConstraintException:
-            return self._write_new(jobs, self._stored(jobs))
+            return self._write_new(group, keys, self._stored(keys))
 
-    def _stored(self, jobs: list[_Ingest]) -> dict[tuple[str, str], tuple[str, TelemetryAck]]:
-        """The stored batches among ``jobs``' ids: their body digest and first answer."""
-        con = self._writer_con
-        keys = pa.table(
-            {
-                "device_id": [_batch(j).device_id for j in jobs],
-                "batch_id": [_batch(j).batch_id for j in jobs],
-            }
+    def _stored(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, datetime]]:
+        """The stored batches among ``keys``: their body digest and when they were received."""
+        _keys = pa.table(
+            {"device_id": [d for d, _ in keys], "batch_id": [b for _, b in keys]},
+            schema=pa.schema([("device_id", pa.string()), ("batch_id", pa.string())]),
         )
-        con.register("_keys", keys)
-        try:
-            stored = con.execute(
-                "SELECT b.device_id, b.batch_id, b.body_sha256, epoch_us(b.received_at) FROM batches b "
-                "JOIN _keys k ON b.device_id = k.device_id AND b.batch_id = k.batch_id"
-            ).fetchall()
-        finally:
-            con.unregister("_keys")
-        return {
-            (d, b): (digest, TelemetryAck(device_id=d, batch_id=b, received_at=_from_us(us)))
-            for d, b, digest, us in stored
-        }
+        stored = self._writer_con.execute(
+            "SELECT b.device_id, b.batch_id, b.body_sha256, epoch_us(b.received_at) FROM batches b "
+            "JOIN _keys k ON b.device_id = k.device_id AND b.batch_id = k.batch_id"
+        ).fetchall()
+        return {(d, b): (digest, _EPOCH + timedelta(microseconds=us)) for d, b, digest, us in stored}
 
     def _write_new(
-        self, jobs: list[_Ingest], known: dict[tuple[str, str], tuple[str, TelemetryAck]]
-    ) -> list[Ingested | Exception]:
-        """Write the batches whose ids are not ``known``; ConstraintException if one is stored already."""
-        now = datetime.now(UTC)
-        rows = _Rows()
-        results: list[Ingested | Exception] = []
-        accepted: list[TelemetryBatch] = []
-        seq = self._next_seq
-        for job in jobs:
-            batch = _batch(job)
-            key = (batch.device_id, batch.batch_id)
+        self,
+        group: BatchGroup,
+        keys: list[tuple[str, str]],
+        known: dict[tuple[str, str], tuple[str, datetime]],
+    ) -> Outcomes:
+        """Write the batches whose keys are not ``known``; ConstraintException if one is stored already."""
+        fresh = Stored(group.received_at, duplicate=False)
+        outcomes: Outcomes = []
+        keep: list[int] = []
+        for i, (key, digest) in enumerate(zip(keys, group.digests(), strict=True)):
             if key in known:
-                digest, ack = known[key]
-                results.append(
-                    Ingested(ack, duplicate=True)
-                    if hmac.compare_digest(digest, job.digest)
+                stored_digest, at = known[key]
+                outcomes.append(
+                    Stored(at, duplicate=True)
+                    if hmac.compare_digest(stored_digest, digest)
                     else BatchConflict(
-                        f"batch {batch.batch_id} was already received from {batch.device_id} "
-                        "with a different body"
+                        f"batch {key[1]} was already received from {key[0]} with a different body"
                     )
                 )
                 continue
-            ack = TelemetryAck(device_id=batch.device_id, batch_id=batch.batch_id, received_at=now)
-            known[key] = (job.digest, ack)
-            rows.add(seq, batch, job, now)
-            accepted.append(batch)
-            results.append(Ingested(ack, duplicate=False))
-            seq += 1
-        if not accepted:
-            return results
-        devices = self._seen(accepted, now)
+            known[key] = (digest, group.received_at)
+            keep.append(i)
+            outcomes.append(fresh)
+        if not keep:
+            return outcomes
+        new = group if len(keep) == len(group) else group.only(keep)
+        devices = self._seen(new.heads(), group.received_at)
         unsaved = self._unsaved | {d.device_id: d for d in devices}
         save = time.monotonic() - self._saved_at >= DEVICE_STATE_S
-        _write_group(self._writer_con, rows, list(unsaved.values()) if save else [])
-        self._next_seq = seq
+        _write_group(self._writer_con, new, self._next_seq, list(unsaved.values()) if save else [])
+        self._next_seq += len(group)
         if save:
             self._mark_saved()
         else:
             self._unsaved = unsaved
         self.directory.update(devices)
-        return results
+        return outcomes
 
     def _mark_saved(self) -> None:
         """The devices' telemetry state was just written (writer thread only)."""
         self._unsaved = {}
         self._saved_at = time.monotonic()
 
-    def _seen(self, batches: list[TelemetryBatch], now: datetime) -> list[Device]:
-        """The devices' new state after these batches arrived (not stored yet)."""
+    def _seen(self, heads: list[Head], now: datetime) -> list[Device]:
+        """The devices' new state after batches with these heads arrived (not stored yet)."""
         changed: dict[str, Device] = {}
-        for batch in batches:
-            device = changed.get(batch.device_id) or self.directory.device(batch.device_id)
+        for device_id, dropped, window_end, model, version in heads:
+            device = changed.get(device_id) or self.directory.device(device_id)
             if device is None:  # not registered: stored anyway (callers authenticate), no fleet entry
                 continue
-            update: dict[str, Any] = {
-                "last_seen": now,
-                "dropped_total": device.dropped_total + batch.dropped_before,
-            }
-            if device.last_window_end is None or batch.window_end >= device.last_window_end:
-                update |= {
-                    "last_window_end": batch.window_end,
-                    "serving_model": batch.model,
-                    "serving_version": batch.version,
-                }
-            changed[batch.device_id] = device.model_copy(update=update)
+            update: dict[str, Any] = {"last_seen": now, "dropped_total": device.dropped_total + dropped}
+            if device.last_window_end is None or window_end >= device.last_window_end:
+                update |= {"last_window_end": window_end, "serving_model": model, "serving_version": version}
+            changed[device_id] = device.model_copy(update=update)
         return list(changed.values())
 
     # --- reads --------------------------------------------------------------------------------
@@ -869,9 +918,25 @@ class TelemetryStore:
                 raise StoreClosed("the telemetry store is closed")
             cursor = self._db.cursor()
         try:
-            yield cursor
+            with self._parallel():
+                yield cursor
         finally:
             cursor.close()
+
+    @contextmanager
+    def _parallel(self) -> Iterator[None]:
+        """DuckDB on all its threads while this runs (else ``WRITE_THREADS``)."""
+        with self._threads_lock:
+            if self._parallel_users == 0:
+                self._threads_con.execute(f"SET threads = {self._threads}")
+            self._parallel_users += 1
+        try:
+            yield
+        finally:
+            with self._threads_lock:
+                self._parallel_users -= 1
+                if self._parallel_users == 0:
+                    self._threads_con.execute(f"SET threads = {WRITE_THREADS}")
 
     def batches(
         self,
@@ -1014,6 +1079,11 @@ DEVICE_STATE_S = 5.0
 CHECKPOINT_WAL = "128MB"
 #: seconds to wait for another process's lock on the database file to go
 LOCK_WAIT_S = 30.0
+#: DuckDB threads while only telemetry is written. A group's insert is a few small pipelines:
+#: with two threads DuckDB handed their tasks to its pool and waited for them, and a commit of
+#: 64 batches took ~15% longer (more beside a busy serving process); reads that scan a fleet's
+#: day, and compaction, get every thread while they run (``_parallel``).
+WRITE_THREADS = 1
 
 
 def _connect(path: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
@@ -1073,10 +1143,19 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
         con.from_arrow(data).project(_select_list(table)).insert_into(table)
 
 
-def _select_list(table: str) -> str:
-    """The columns of ``table`` in order, from an Arrow table of :data:`_COLUMNS`, bins computed."""
+def _select_list(table: str, first_seq: int = 0) -> str:
+    """The columns of ``table`` in order, from an Arrow table of :data:`_COLUMNS`, bins computed.
+
+    ``seq``, where the table has it, is offset by ``first_seq``.
+    """
     bins = _BINS.get(table)
-    return ", ".join(f"{bins} AS bins" if c == "bins" and bins else f'"{c}"' for c in _COLUMNS[table])
+
+    def column(name: str) -> str:
+        if name == "bins" and bins:
+            return f"{bins} AS bins"
+        return f"seq + {int(first_seq)} AS seq" if name == "seq" and first_seq else f'"{name}"'
+
+    return ", ".join(column(c) for c in _COLUMNS[table])
 
 
 def _check_columns(con: duckdb.DuckDBPyConnection) -> None:
@@ -1114,22 +1193,25 @@ _UPDATE_DEVICES = (
 )
 
 
-def _write_group(con: duckdb.DuckDBPyConnection, rows: _Rows, devices: list[Device]) -> None:
-    """One transaction: the new batches, their child rows and, when given, devices' new state.
+def _write_group(
+    con: duckdb.DuckDBPyConnection, group: BatchGroup, first_seq: int, devices: list[Device]
+) -> None:
+    """One transaction: the group's rows (``seq`` from ``first_seq``) and, when given, devices' new state.
 
     The whole transaction is one ``execute`` of several statements, reading the Arrow tables
     through DuckDB's replacement scan of this function's local variables (``_new_batches``,
     ...): registering a view and dropping it again cost more than the insert of a small table.
     """
-    _new_batches = rows.batches()
-    _new_batch_features = rows.features()
-    _new_batch_scores = rows.scores()
-    _new_batch_labels = rows.labels()
+    _new_batches = group.batches
+    _new_batch_features = group.features
+    _new_batch_scores = group.scores
+    _new_batch_labels = group.labels
     _device_state = _device_table(devices)
     statements = ["BEGIN TRANSACTION"]
-    for table in ("batches", "batch_features", "batch_scores", "batch_labels"):
-        if rows.count(table):
-            statements.append(f"INSERT INTO {table} SELECT {_select_list(table)} FROM _new_{table}")  # noqa: S608 (constants)
+    for table, data in group.tables().items():
+        if data.num_rows:
+            select = _select_list(table, first_seq)
+            statements.append(f"INSERT INTO {table} SELECT {select} FROM _new_{table}")  # noqa: S608 (constants)
     if devices:
         statements.append(_UPDATE_DEVICES)
     statements.append("COMMIT")
@@ -1192,8 +1274,8 @@ def _device_table(devices: list[Device]) -> pa.Table:
     return pa.table(
         {
             "device_id": pa.array([d.device_id for d in devices], pa.string()),
-            "last_seen": pa.array([d.last_seen for d in devices], _STAMP),
-            "last_window_end": pa.array([d.last_window_end for d in devices], _STAMP),
+            "last_seen": pa.array([d.last_seen for d in devices], STAMP),
+            "last_window_end": pa.array([d.last_window_end for d in devices], STAMP),
             "serving_model": pa.array([d.serving_model for d in devices], pa.string()),
             "serving_version": pa.array([d.serving_version for d in devices], pa.int32()),
             "dropped_total": pa.array([d.dropped_total for d in devices], pa.int64()),
@@ -1455,137 +1537,12 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("COMMIT")
 
 
-class _Rows:
-    """Column lists for one transaction's new batches and their child rows."""
-
-    def __init__(self) -> None:
-        self.b: dict[str, list[Any]] = {name: [] for name in _BATCH_TYPES}
-        self.f: dict[str, list[Any]] = {name: [] for name in _FEATURE_TYPES}
-        self.s: dict[str, list[Any]] = {name: [] for name in _SCORE_TYPES}
-        self.lb: dict[str, list[Any]] = {name: [] for name in _LABEL_TYPES}
-
-    def add(self, seq: int, batch: TelemetryBatch, job: _Ingest, now: datetime) -> None:
-        cal = batch.calibration
-        for name, value in (
-            ("seq", seq),
-            ("device_id", batch.device_id),
-            ("batch_id", batch.batch_id),
-            ("model", batch.model),
-            ("version", batch.version),
-            ("profile", batch.profile),
-            ("device_group", batch.group),
-            ("window_start", batch.window_start),
-            ("window_end", batch.window_end),
-            ("row_count", batch.rows),
-            ("request_count", batch.requests),
-            ("errors", json.dumps(batch.errors)),
-            ("dropped_before", batch.dropped_before),
-            ("calibrated_rows", cal.rows if cal else None),
-            ("expected_correct", cal.expected_correct if cal else None),
-            ("received_at", now),
-            ("body_sha256", job.digest),
-            ("payload", job.payload),
-        ):
-            self.b[name].append(value)
-        f = self.f
-        for feature, counts in batch.features.items():
-            f["seq"].append(seq)
-            f["feature"].append(feature)
-            f["edges"].append(counts.edges)
-            f["categories"].append(counts.values)
-            f["counts"].append(counts.counts)
-            f["missing"].append(counts.missing)
-            f["out_of_range"].append(counts.out_of_range)
-        sc = self.s
-        for key, hist in batch.scores.items():
-            sc["seq"].append(seq)
-            sc["score"].append(key)
-            sc["edges"].append(hist.edges)
-            sc["counts"].append(hist.counts)
-            sc["missing"].append(hist.missing)
-        sums = cal.sums if cal else {}
-        for label in dict.fromkeys([*batch.predictions, *sums]):
-            self.lb["seq"].append(seq)
-            self.lb["label"].append(label)
-            self.lb["predicted"].append(batch.predictions.get(label, 0))
-            self.lb["calibrated_sum"].append(sums.get(label))
-
-    def count(self, table: str) -> int:
-        """Rows for ``table`` (``batches``, ``batch_features``, ...)."""
-        columns = {
-            "batches": self.b,
-            "batch_features": self.f,
-            "batch_scores": self.s,
-            "batch_labels": self.lb,
-        }
-        return len(columns[table]["seq"])
-
-    def batches(self) -> pa.Table:
-        return _table(self.b, _BATCH_TYPES)
-
-    def features(self) -> pa.Table:
-        return _table(self.f, _FEATURE_TYPES)
-
-    def scores(self) -> pa.Table:
-        return _table(self.s, _SCORE_TYPES)
-
-    def labels(self) -> pa.Table:
-        return _table(self.lb, _LABEL_TYPES)
-
-
-def _table(columns: dict[str, list[Any]], types: dict[str, pa.DataType]) -> pa.Table:
-    return pa.table({name: pa.array(values, types[name]) for name, values in columns.items()})
-
-
-_STAMP = pa.timestamp("us", tz="UTC")
-_BATCH_TYPES: dict[str, pa.DataType] = {
-    "seq": pa.int64(),
-    "device_id": pa.string(),
-    "batch_id": pa.string(),
-    "model": pa.string(),
-    "version": pa.int32(),
-    "profile": pa.string(),
-    "device_group": pa.string(),
-    "window_start": _STAMP,
-    "window_end": _STAMP,
-    "row_count": pa.int64(),
-    "request_count": pa.int64(),
-    "errors": pa.string(),
-    "dropped_before": pa.int64(),
-    "calibrated_rows": pa.int64(),
-    "expected_correct": pa.float64(),
-    "received_at": _STAMP,
-    "body_sha256": pa.string(),
-    "payload": pa.string(),
-}
-_FEATURE_TYPES: dict[str, pa.DataType] = {
-    "seq": pa.int64(),
-    "feature": pa.string(),
-    "edges": pa.list_(pa.float64()),
-    "categories": pa.list_(pa.string()),
-    "counts": pa.list_(pa.int64()),
-    "missing": pa.int64(),
-    "out_of_range": pa.int64(),
-}
-_SCORE_TYPES: dict[str, pa.DataType] = {
-    "seq": pa.int64(),
-    "score": pa.string(),
-    "edges": pa.list_(pa.float64()),
-    "counts": pa.list_(pa.int64()),
-    "missing": pa.int64(),
-}
-_LABEL_TYPES: dict[str, pa.DataType] = {
-    "seq": pa.int64(),
-    "label": pa.string(),
-    "predicted": pa.int64(),
-    "calibrated_sum": pa.float64(),
-}
 #: the tables :func:`_insert` appends to, their columns in order (``insert_into`` is positional)
 _COLUMNS: dict[str, list[str]] = {
-    "batches": list(_BATCH_TYPES),
-    "batch_features": [*_FEATURE_TYPES, "bins"],
-    "batch_scores": [*_SCORE_TYPES, "bins"],
-    "batch_labels": list(_LABEL_TYPES),
+    "batches": list(BATCH_TYPES),
+    "batch_features": [*FEATURE_TYPES, "bins"],
+    "batch_scores": [*SCORE_TYPES, "bins"],
+    "batch_labels": list(LABEL_TYPES),
     "feedback": [
         "prediction_id",
         "label",

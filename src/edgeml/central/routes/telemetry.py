@@ -7,7 +7,6 @@ it, :class:`edgeml.central.intake.TelemetryIntake`, which shares :func:`ingest`.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, Response
@@ -70,13 +69,13 @@ async def ingest(state: CentralState, batch: TelemetryBatch, device: Device) -> 
     The result, or the answer to a full queue (429) or to a reused batch id (422).
     """
     try:
-        future = state.store.submit(batch)
+        answer = state.store.submit_async(batch)
     except Overloaded as exc:
         TELEMETRY_BATCHES.labels("throttled").inc()
         retry = {"Retry-After": str(state.config.limits.retry_after_s)}
         return JSONResponse({"detail": f"busy: {exc}"}, 429, headers=retry)
     try:
-        result = await asyncio.wrap_future(future)
+        result = await answer
     except BatchConflict as exc:
         TELEMETRY_BATCHES.labels("conflict").inc()
         return JSONResponse(
