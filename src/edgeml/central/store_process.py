@@ -157,9 +157,13 @@ def _serve(conn: Connection, path: str, options: dict[str, Any]) -> None:
                 message = pickle.loads(conn.recv_bytes())  # noqa: S301 (from our parent, over a pipe)
             except (EOFError, OSError):
                 break  # the parent is gone: write what is queued and stop
-            if message[0] == "group":
-                _, call_id, group = message
-                _ingest(store, replies, call_id, group)
+            if message[0] == "group":  # its parts follow, a frame each
+                _, call_id, count = message
+                try:
+                    parts = [pickle.loads(conn.recv_bytes()) for _ in range(count)]  # noqa: S301 (our parent)
+                except (EOFError, OSError):
+                    break  # the parent went away while sending: nobody waits for this group
+                _ingest(store, replies, call_id, BatchGroup.joined(parts))
             elif message[0] == "call":
                 _, call_id, name, args, kwargs = message
                 calls.submit(_call, store, replies, call_id, name, args, kwargs)
@@ -483,12 +487,14 @@ class StoreProcess:
         self._next_id += 1
         return call_id
 
-    def _send(self, message: tuple[Any, ...], call_id: int) -> None:
-        """Send ``message``; if the pipe is broken, fail what waits on ``call_id`` instead."""
+    def _send(self, message: tuple[Any, ...], call_id: int, *frames: bytes) -> None:
+        """Send ``message``, then ``frames``; if the pipe is broken, fail what waits on ``call_id``."""
         try:
             data = _dumps(message)
             with self._pipe_lock:
                 self._conn.send_bytes(data)
+                for frame in frames:
+                    self._conn.send_bytes(frame)
         except Exception as exc:
             failure = exc if not isinstance(exc, OSError) else StoreClosed("the store process is gone")
             self._fail([call_id], failure)
@@ -496,10 +502,11 @@ class StoreProcess:
     def _send_groups(self) -> None:
         """Hand the waiting batches over as groups, while fewer than GROUPS_IN_FLIGHT are out.
 
-        While the store writes, the batches arriving are laid out in parts of PREPARE_CHUNK or
-        more, so when its answer comes the next group only has its last part left to lay out.
+        While the store writes, the batches arriving are laid out (and pickled) in parts of
+        PREPARE_CHUNK or more, so when its answer comes the next group only has its last part
+        left to lay out; the store process joins the parts.
         """
-        parts: list[tuple[BatchGroup, list[_Waiting]]] = []
+        parts: list[tuple[bytes, list[_Waiting]]] = []
         while True:
             with self._lock:
                 while not self._closed and not self._can_send(parts) and len(self._waiting) < PREPARE_CHUNK:
@@ -511,7 +518,7 @@ class StoreProcess:
             if items:
                 try:
                     encoded = [(batch, *encode(batch)) for batch, _ in items]
-                    parts.append((BatchGroup.of(encoded, datetime.now(UTC)), items))
+                    parts.append((_dumps(BatchGroup.of(encoded, datetime.now(UTC))), items))
                 except Exception as exc:  # Arrow refused a value the contract let through
                     log.exception("telemetry could not be laid out for writing")
                     self._drop(items, exc)
@@ -520,11 +527,11 @@ class StoreProcess:
                     continue
                 call_id = self._new_id()
                 self._groups[call_id] = [item for _, part in parts for item in part]
-            group = BatchGroup.joined([part for part, _ in parts])
+            frames = [frame for frame, _ in parts]
             parts = []
-            self._send(("group", call_id, group), call_id)
+            self._send(("group", call_id, len(frames)), call_id, *frames)
 
-    def _can_send(self, parts: list[tuple[BatchGroup, list[_Waiting]]]) -> bool:
+    def _can_send(self, parts: list[tuple[bytes, list[_Waiting]]]) -> bool:
         return len(self._groups) < GROUPS_IN_FLIGHT and bool(self._waiting or parts)
 
     def _drop(self, items: list[_Waiting], exc: BaseException) -> None:
@@ -586,13 +593,13 @@ def _answer(items: list[_Waiting], result: Outcomes | BaseException) -> None:
         if isinstance(waiter, asyncio.Future):
             on_loops.setdefault(waiter.get_loop(), []).append((waiter, answer))
         else:
-            _settle([(waiter, answer)])
+            _deliver([(waiter, answer)])
     for loop, answers in on_loops.items():
         with contextlib.suppress(RuntimeError):  # the loop was closed: nobody waits any more
-            loop.call_soon_threadsafe(_settle, answers)
+            loop.call_soon_threadsafe(_deliver, answers)
 
 
-def _settle(answers: list[tuple[_Waiter, Ingested | BaseException]]) -> None:
+def _deliver(answers: list[tuple[_Waiter, Ingested | BaseException]]) -> None:
     for waiter, answer in answers:
         if waiter.done():  # a request cancelled while its batch was written
             continue
