@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +48,16 @@ ANALYSIS = (
 )
 
 
-def wait_until(check: Any, what: str, timeout: float = 30.0) -> Any:
+def wait_until(check: Any, what: str, timeout: float = 30.0, logs: Sequence[Process] = ()) -> Any:
+    """``check()`` once it is true; on a timeout, the failure shows the tail of ``logs``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    tails = "".join(f"\n--- {' '.join(p.proc.args[1:3])} log ---\n{p.tail()}" for p in logs)
+    raise AssertionError(f"timed out waiting for {what}{tails}")
 
 
 def answers(url: str) -> bool:
@@ -226,7 +228,9 @@ def test_every_dashboard_query_returns_data_from_a_live_fleet(
 
     # telemetry reached the central node, and both targets were scraped a few times since
     wait_until(
-        lambda: scraped('edgeml_device_model_info{version="2"}'), "telemetry of v2 at the central node"
+        lambda: scraped('edgeml_device_model_info{version="2"}'),
+        "telemetry of v2 at the central node",
+        logs=[central, agent],
     )
     wait_until(lambda: scraped('count_over_time(up{job="edgeml-agents"}[1m]) > 5'), "agent scrapes")
     central_metrics = httpx.get(f"{central_url}/metrics").text
