@@ -46,6 +46,9 @@ from edgeml.store import ObjectStore, store_from_settings
 __all__ = ["LandingStats", "MqttLander", "lander_for"]
 
 logger = logging.getLogger(__name__)
+
+#: seconds start() waits for the broker to acknowledge the subscription
+SUBSCRIBE_WAIT_S = 10.0
 _SEEN_CAPACITY = 2_000_000
 _RECENT_ROWS = 500_000
 
@@ -87,6 +90,7 @@ class MqttLander:
         self._segment_started = 0.0
         self._current: Path | None = None
         self._stop = threading.Event()
+        self._subscribed = threading.Event()  # the broker acknowledged the topics (SUBACK)
         self._flusher: threading.Thread | None = None
         self._client: Any = None
 
@@ -119,11 +123,21 @@ class MqttLander:
         client.reconnect_delay_set(min_delay=1, max_delay=5)
         client.max_inflight_messages_set(1000)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
         connect_client(client, self.broker)  # fails fast, before anything is opened
         self._open_segment()  # messages flow only once the loop starts
         client.loop_start()
+        # messages published before the first subscription reach nobody (the broker keeps the
+        # session's messages only from then on): start returns once the topics are subscribed
+        if not self._subscribed.wait(SUBSCRIBE_WAIT_S):
+            logger.warning(
+                "%s: the broker has not acknowledged the subscription after %.0f s; landing starts "
+                "when it does",
+                self.source.name,
+                SUBSCRIBE_WAIT_S,
+            )
         self._flusher = threading.Thread(target=self._flush_loop, name="edgeml-mqtt-flush", daemon=True)
         self._flusher.start()
 
@@ -149,6 +163,12 @@ class MqttLander:
             return
         self.stats.connects += 1
         client.subscribe([(topic, self.source.qos) for topic in self.source.topics])
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, reasons: Any, properties: Any) -> None:
+        if any(reason.is_failure for reason in reasons):
+            logger.error("%s: the broker refused a subscription: %s", self.source.name, reasons)
+            return
+        self._subscribed.set()
 
     def _message_id(self, payload: bytes, record: Any) -> str:
         field_name = self.source.message_id
