@@ -559,7 +559,7 @@ class TelemetryStore:
         return self._enqueue(_Ingest(batch, *encode(batch)), 1, limit=True).future
 
     def submit_group(self, group: BatchGroup) -> Future[Outcomes]:
-        """Queue a group built elsewhere; it is written in a transaction of its own.
+        """Queue a group built elsewhere; it is committed with the telemetry waiting beside it.
 
         The future holds each batch's outcome, in order, once committed, or fails (the group
         was not stored). Not refused for overload: the caller bounds what it hands over (the

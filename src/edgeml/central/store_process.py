@@ -163,7 +163,7 @@ def _serve(conn: Connection, path: str, options: dict[str, Any]) -> None:
                     parts = [pickle.loads(conn.recv_bytes()) for _ in range(count)]  # noqa: S301 (our parent)
                 except (EOFError, OSError):
                     break  # the parent went away while sending: nobody waits for this group
-                _ingest(store, replies, call_id, BatchGroup.joined(parts))
+                _ingest(store, replies, call_id, parts)
             elif message[0] == "call":
                 _, call_id, name, args, kwargs = message
                 calls.submit(_call, store, replies, call_id, name, args, kwargs)
@@ -177,9 +177,10 @@ def _serve(conn: Connection, path: str, options: dict[str, Any]) -> None:
 
 
 def _ingest(
-    store: TelemetryStore, replies: queue.SimpleQueue[_Reply | None], call_id: int, group: BatchGroup
+    store: TelemetryStore, replies: queue.SimpleQueue[_Reply | None], call_id: int, parts: list[BatchGroup]
 ) -> None:
-    try:
+    try:  # a group that cannot be joined or queued fails alone; the store goes on
+        group = BatchGroup.joined(parts)
         future = store.submit_group(group)
     except Exception as exc:
         replies.put((call_id, False, _portable(exc), []))
