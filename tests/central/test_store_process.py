@@ -24,7 +24,7 @@ from edgeml.central.db import (
     TelemetryStore,
     UnknownDevice,
 )
-from edgeml.central.store_process import PIPE_BUFFER, StoreProcess, _widen
+from edgeml.central.store_process import PIPE_BUFFER, PREPARE_CHUNK, StoreProcess, _widen
 
 from .conftest import make_batch
 
@@ -169,6 +169,55 @@ def test_batches_submitted_on_an_event_loop_while_the_store_writes_share_commits
         device = store.device("d0")
         assert device is not None
         assert device.last_seen == max(a.ack.received_at for a in answers if isinstance(a, Ingested))
+
+
+def test_batches_arriving_while_a_group_is_written_are_sent_ahead_and_joined_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ahead: list[int] = []  # parts of the next group sent to the store process while it wrote
+    send_ahead = StoreProcess._send_ahead
+
+    def counted(self: StoreProcess, frame: bytes) -> bool:
+        ahead.append(len(frame))
+        return send_ahead(self, frame)
+
+    monkeypatch.setattr(StoreProcess, "_send_ahead", counted)
+    with StoreProcess(tmp_path / "t.duckdb") as store:
+        store.register_device(group="g", profile="x86-64-generic", model="pump", device_id="d0")
+        assert store.pid is not None
+        os.kill(store.pid, signal.SIGSTOP)  # the first group stays out: the rest must wait for it
+        try:
+            first = store.submit(make_batch(device_id="d0"))
+            deadline = time.monotonic() + 10
+            while store._groups == {}:  # the first group is handed over
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            later = [make_batch(device_id="d0") for _ in range(3 * PREPARE_CHUNK + 5)]
+            futures = [store.submit(batch) for batch in later]
+            while not ahead or len(store._waiting) >= PREPARE_CHUNK:  # laid out and sent ahead
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        finally:
+            os.kill(store.pid, signal.SIGCONT)
+        assert isinstance(first.result(10), Ingested)
+        assert all(isinstance(f.result(10), Ingested) for f in futures)
+        assert store.fetch("SELECT count(DISTINCT received_at) FROM batches")[0][0] == 2
+        assert store.batches()[1:] == later  # the parts sent ahead and the last one, joined in order
+        children = store.fetch(
+            "SELECT count(*) FROM batches b JOIN batch_features f ON f.seq = b.seq WHERE f.feature = 'a'"
+        )
+        assert children == [(len(later) + 1,)]  # every feature row found its own batch
+
+
+def test_closing_writes_the_parts_already_sent_ahead(tmp_path: Path) -> None:
+    store = StoreProcess(tmp_path / "t.duckdb")
+    store.register_device(group="g", profile="x86-64-generic", model="pump", device_id="d0")
+    futures = [store.submit(make_batch(device_id="d0")) for _ in range(200)]
+    store.close()  # while groups are out and parts of the next one are in the store process
+    assert all(isinstance(f.result(10), Ingested) for f in futures)
+    with TelemetryStore(tmp_path / "t.duckdb") as reopened:
+        assert reopened.batch_count() == 200
+        assert len({b.batch_id for b in reopened.batches()}) == 200
 
 
 def test_reads_get_every_duckdb_thread_and_writes_one(tmp_path: Path) -> None:

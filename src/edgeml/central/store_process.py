@@ -13,9 +13,10 @@ on the second core while the first serves HTTP.
 over a pipe, pickled. Telemetry goes in groups, laid out in this process as the store's
 tables (:class:`~edgeml.central.batch_group.BatchGroup`, from the batches the serving path
 has parsed already), so the store process only inserts them. One group is out at a time
-(``GROUPS_IN_FLIGHT``); the batches arriving while it is written wait here, laid out in parts
-as they come, and become the next group when its answer arrives: a commit costs ~6 ms
-whatever its size, so it takes everything that waited. The device registry is copied: the
+(``GROUPS_IN_FLIGHT``); the batches arriving while it is written are laid out in parts as
+they come and sent ahead, and become the next group when its answer arrives: a commit costs
+~6 ms whatever its size, so it takes everything that waited, and the store process has
+loaded all but the last part by then. The device registry is copied: the
 child sends it at start-up and the new state of the devices with every answer that changed
 them, so authentication and fleet reads stay in the serving process, without a round trip.
 The child is started by a fork server that has imported the store's modules once, so a new
@@ -110,6 +111,10 @@ def _dumps(message: object) -> bytes:
     return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+#: the message before a part of the next group sent ahead (the part follows, a frame)
+_PART = _dumps(("part",))
+
+
 def _widen(conn: Connection) -> None:
     """Let the pipe (a socket pair) hold a group: one write instead of a hand-off per 200 kB.
 
@@ -151,18 +156,25 @@ def _serve(conn: Connection, path: str, options: dict[str, Any]) -> None:
     sender.start()
     calls = ThreadPoolExecutor(_CALL_THREADS, thread_name_prefix="edgeml-store-call")
     conn.send_bytes(_dumps(("ready", store.directory.snapshot())))
+    early: list[BatchGroup] = []
     try:
         while True:
             try:
                 message = pickle.loads(conn.recv_bytes())  # noqa: S301 (from our parent, over a pipe)
             except (EOFError, OSError):
                 break  # the parent is gone: write what is queued and stop
-            if message[0] == "group":  # its parts follow, a frame each
+            if message[0] == "part":  # of the next group, sent ahead while the store writes
+                try:
+                    early.append(pickle.loads(conn.recv_bytes()))  # noqa: S301 (our parent)
+                except (EOFError, OSError):
+                    break
+            elif message[0] == "group":  # the parts sent ahead, then its last ones, a frame each
                 _, call_id, count = message
                 try:
-                    parts = [pickle.loads(conn.recv_bytes()) for _ in range(count)]  # noqa: S301 (our parent)
+                    parts = early + [pickle.loads(conn.recv_bytes()) for _ in range(count)]  # noqa: S301 (our parent)
                 except (EOFError, OSError):
                     break  # the parent went away while sending: nobody waits for this group
+                early = []
                 _ingest(store, replies, call_id, parts)
             elif message[0] == "call":
                 _, call_id, name, args, kwargs = message
@@ -503,37 +515,55 @@ class StoreProcess:
     def _send_groups(self) -> None:
         """Hand the waiting batches over as groups, while fewer than GROUPS_IN_FLIGHT are out.
 
-        While the store writes, the batches arriving are laid out (and pickled) in parts of
-        PREPARE_CHUNK or more, so when its answer comes the next group only has its last part
-        left to lay out; the store process joins the parts.
+        While the store writes, the batches arriving are laid out in parts of PREPARE_CHUNK
+        or more and sent ahead: the store process loads each as it comes, and joins them when
+        the group is sent, so when the store's answer comes the next group only has its last
+        part left to lay out and send.
         """
-        parts: list[tuple[bytes, list[_Waiting]]] = []
+        early: list[_Waiting] = []  # the batches of the parts sent ahead
         while True:
             with self._lock:
-                while not self._closed and not self._can_send(parts) and len(self._waiting) < PREPARE_CHUNK:
+                while not self._closed and not self._can_send(early) and len(self._waiting) < PREPARE_CHUNK:
                     self._lock.wait()
                 items = self._waiting[:MAX_GROUP]
                 del self._waiting[:MAX_GROUP]
-                if not items and not parts:
+                if not items and not early:
                     return  # closed, and everything submitted was handed over
+            frames: list[bytes] = []
             if items:
                 try:
                     encoded = [(batch, *encode(batch)) for batch, _ in items]
-                    parts.append((_dumps(BatchGroup.of(encoded, datetime.now(UTC))), items))
+                    frames.append(_dumps(BatchGroup.of(encoded, datetime.now(UTC))))
                 except Exception as exc:  # Arrow refused a value the contract let through
                     log.exception("telemetry could not be laid out for writing")
                     self._drop(items, exc)
+                    items = []
             with self._lock:
-                if not parts or not (self._closed or self._can_send(parts)):
-                    continue
-                call_id = self._new_id()
-                self._groups[call_id] = [item for _, part in parts for item in part]
-            frames = [frame for frame, _ in parts]
-            parts = []
-            self._send(("group", call_id, len(frames)), call_id, *frames)
+                ready = bool(early or items) and (self._closed or len(self._groups) < GROUPS_IN_FLIGHT)
+                if ready:
+                    call_id = self._new_id()
+                    self._groups[call_id] = early + items
+            if ready:
+                early = []
+                self._send(("group", call_id, len(frames)), call_id, *frames)
+            elif items:
+                if self._send_ahead(frames[0]):
+                    early.extend(items)
+                else:
+                    self._drop(items, StoreClosed("the store process is gone"))
 
-    def _can_send(self, parts: list[tuple[bytes, list[_Waiting]]]) -> bool:
-        return len(self._groups) < GROUPS_IN_FLIGHT and bool(self._waiting or parts)
+    def _send_ahead(self, frame: bytes) -> bool:
+        """Send a part of the next group; False if the pipe is broken."""
+        try:
+            with self._pipe_lock:
+                self._conn.send_bytes(_PART)
+                self._conn.send_bytes(frame)
+        except OSError:
+            return False
+        return True
+
+    def _can_send(self, early: list[_Waiting]) -> bool:
+        return len(self._groups) < GROUPS_IN_FLIGHT and bool(self._waiting or early)
 
     def _drop(self, items: list[_Waiting], exc: BaseException) -> None:
         """Answer batches that will not be handed over with ``exc``."""
