@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from edgeml.agent.telemetry import FeatureTelemetry, SampleRow, TelemetryBatch
+from edgeml.bundle.manifest import Histogram
 from edgeml.central.batch_group import BatchGroup
 from edgeml.central.db import (
+    ROW_GROUP_ROWS,
     BatchConflict,
     CompactResult,
     FeedbackItem,
@@ -197,3 +205,86 @@ def test_a_group_handed_over_stores_its_new_batches_and_answers_repeats_in_order
         later = store.ingest(make_batch("d2"))  # numbering goes on after the group's
         assert later.ack.received_at > before.ack.received_at
         assert len({r[0] for r in store.fetch("SELECT seq FROM batches")}) == 4
+
+
+def test_payloads_keep_histogram_names_only_and_batches_come_back_whole(tmp_path: Path) -> None:
+    with TelemetryStore(tmp_path / "t.duckdb") as store:
+        sent = [make_batch(rows=10 + i) for i in range(3)]
+        for batch in sent:
+            store.ingest(batch)
+        stored = store.fetch("SELECT payload FROM batches ORDER BY seq")
+        for (payload,) in stored:
+            data = json.loads(payload)
+            assert data["features"] == ["a", "machine"]  # the histograms are in batch_features
+            assert data["scores"] == ["probability:ok"]
+            assert data["latency"]["counts"]  # what no child table holds stays
+        back = store.batches()
+        assert back == sent
+        assert [b.model_dump_json() for b in back] == [b.model_dump_json() for b in sent]  # key order too
+
+
+def test_payloads_written_whole_by_an_earlier_version_still_read_back(tmp_path: Path) -> None:
+    with TelemetryStore(tmp_path / "t.duckdb") as store:
+        old, new = make_batch(), make_batch()
+        store.ingest(old)
+        store.ingest(new)
+        store.write(
+            lambda con: con.execute(
+                "UPDATE batches SET payload = ? WHERE batch_id = ?", [old.model_dump_json(), old.batch_id]
+            )
+        ).result()
+        assert store.batches() == [old, new]
+
+
+_names = st.text(min_size=1, max_size=12)
+_floats = st.floats(allow_nan=False, allow_infinity=False)
+_counts = st.lists(st.integers(min_value=0, max_value=2**40), max_size=6)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> TelemetryBatch:
+    numeric = st.builds(FeatureTelemetry, edges=st.lists(_floats, max_size=5), counts=_counts)
+    categorical = st.builds(FeatureTelemetry, values=st.lists(_names, max_size=4), counts=_counts)
+    empty = st.builds(FeatureTelemetry, missing=st.integers(min_value=0, max_value=9))
+    features = draw(st.dictionaries(_names, st.one_of(numeric, categorical, empty), max_size=6))
+    scores = draw(
+        st.dictionaries(
+            _names, st.builds(Histogram, edges=st.lists(_floats, max_size=4), counts=_counts), max_size=3
+        )
+    )
+    sample = draw(
+        st.lists(st.builds(SampleRow, inputs=st.dictionaries(_names, _floats, max_size=3)), max_size=2)
+    )
+    return make_batch().model_copy(update={"features": features, "scores": scores, "sample": sample})
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(batches(), min_size=1, max_size=4))
+def test_any_batch_reads_back_exactly_as_it_was_sent(tmp_path: Path, sent: list[TelemetryBatch]) -> None:
+    path = tmp_path / f"{uuid.uuid4().hex}.duckdb"
+    with TelemetryStore(path) as store:
+        for batch in sent:
+            store.ingest(batch)
+        back = store.batches()
+    assert [b.model_dump_json() for b in back] == [b.model_dump_json() for b in sent]
+
+
+def test_the_file_is_written_in_row_groups_of_the_configured_size(tmp_path: Path) -> None:
+    path = tmp_path / "t.duckdb"
+    with TelemetryStore(path) as store:
+        rows = 3 * ROW_GROUP_ROWS
+        insert = f"INSERT INTO batch_labels SELECT range, 'ok', 1, NULL FROM range({rows})"
+        store.write(lambda con: con.execute(insert)).result()
+        store.write(lambda con: con.execute("CHECKPOINT")).result()
+        groups = store.fetch("SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('batch_labels')")
+        assert groups == [(3,)]  # DuckDB's default (122,880 rows a row group) would hold them in one
+    with duckdb.connect(str(path)) as con:  # still a plain DuckDB file, for any tool
+        assert con.execute("SELECT count(*) FROM batch_labels").fetchall() == [(rows,)]
+
+
+def test_a_path_with_a_quote_opens(tmp_path: Path) -> None:
+    path = tmp_path / "it's" / "t.duckdb"
+    with TelemetryStore(path) as store:
+        store.ingest(make_batch())
+    with TelemetryStore(path) as store:
+        assert store.batch_count() == 1

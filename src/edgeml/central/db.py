@@ -8,8 +8,9 @@ Tables
     ``device_group``, window start and end, row/request counts, ``errors`` (JSON), the
     spool drops it reports, calibrated-row count and expected-correct sum (CBPE),
     ``received_at``, ``body_sha256`` (of the batch's canonical JSON) and ``payload``: that
-    JSON itself, from which :meth:`TelemetryStore.batches` rebuilds the exact
-    :class:`TelemetryBatch` the device sent.
+    JSON without the histograms the two tables below hold (their names only, in order; see
+    :func:`~edgeml.central.batch_group.payload_of`), from which, with those rows,
+    :meth:`TelemetryStore.batches` rebuilds the exact :class:`TelemetryBatch` the device sent.
 ``batch_features``
     One row per batch and feature: reference ``edges`` or ``categories``, ``counts`` (a list,
     one per bin), ``missing``, ``out_of_range``, and ``bins``: a fingerprint of the edges or
@@ -42,13 +43,13 @@ transaction, as Arrow tables, never row by row. A batch's answer comes only afte
 ``COMMIT``, which makes DuckDB write and sync its write-ahead log, so an acknowledged batch
 survives a crash of the process. Repeated batch ids are found by the primary key as the
 group is inserted (see ``_write_batches``). Payloads are compressed with zstd (see
-``_payload_compression``). The writer runs DuckDB on ``WRITE_THREADS``; reads get all of
+``_payload_compression``). The file is attached with row groups of ``ROW_GROUP_ROWS``. The writer runs DuckDB on ``WRITE_THREADS``; reads get all of
 DuckDB's threads while they run.
 
 Reads
 -----
-:meth:`TelemetryStore.batches` rebuilds batches from their payloads: exact, and what a
-window of minutes needs. :meth:`TelemetryStore.pooled_windows` sums the child tables in SQL
+:meth:`TelemetryStore.batches` rebuilds batches from their payloads and child rows: exact,
+and what a window of minutes needs. :meth:`TelemetryStore.pooled_windows` sums the child tables in SQL
 instead, the way :func:`edgeml.central.drift.pool` sums batches, without reading a payload:
 what a day of a fleet needs (:func:`edgeml.central.drift.pool_stored` picks).
 
@@ -98,6 +99,8 @@ from edgeml.central.batch_group import (
     STAMP,
     BatchGroup,
     Head,
+    payload_of,
+    rebuilt,
 )
 from edgeml.central.drift import PooledWindow
 
@@ -402,9 +405,10 @@ _STOP = object()
 
 
 def encode(batch: TelemetryBatch) -> tuple[str, str]:
-    """The batch's canonical JSON (what is stored) and its sha256 (what a repeat is compared by)."""
-    payload = batch.model_dump_json()
-    return payload, hashlib.sha256(payload.encode()).hexdigest()
+    """The batch's stored payload (:func:`~edgeml.central.batch_group.payload_of`) and the sha256
+    of its canonical JSON (what a repeat is compared by)."""
+    canonical = batch.model_dump_json()
+    return payload_of(batch), hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class DeviceDirectory:
@@ -484,12 +488,12 @@ class TelemetryStore:
         self.retention_days = retention_days
         self._db = _connect(path, memory_limit)
         self._cursor_lock = threading.Lock()
-        self._threads_con = self._db.cursor()  # sets DuckDB's threads (under _threads_lock)
+        self._threads_con = self._cursor()  # sets DuckDB's threads (under _threads_lock)
         self._threads_lock = threading.Lock()
         self._threads = int(self._threads_con.execute("SELECT current_setting('threads')").fetchall()[0][0])
         self._threads_con.execute(f"SET threads = {WRITE_THREADS}")
         self._parallel_users = 0
-        self._writer_con = self._db.cursor()
+        self._writer_con = self._cursor()
         self._writer_con.execute(_SCHEMA)
         _migrate(self._writer_con)
         _check_columns(self._writer_con)
@@ -911,12 +915,18 @@ class TelemetryStore:
         """Every device ever registered, decommissioned ones included, by id."""
         return self.directory.devices()
 
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own to the store's database (a cursor starts in DuckDB's default one)."""
+        cursor = self._db.cursor()
+        cursor.execute(f"USE {CATALOG}")
+        return cursor
+
     @contextmanager
     def _reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with self._cursor_lock:
             if self._closed and not self._writer.is_alive():
                 raise StoreClosed("the telemetry store is closed")
-            cursor = self._db.cursor()
+            cursor = self._cursor()
         try:
             with self._parallel():
                 yield cursor
@@ -956,10 +966,33 @@ class TelemetryStore:
         if device is not None:
             where.append("device_id = $device")
             params["device"] = device
-        sql = f"SELECT payload FROM batches WHERE {_where(where)} ORDER BY window_end, seq"  # noqa: S608 (fixed SQL; values are bound)
+        chosen = f"FROM batches WHERE {_where(where)}"
         with self._reader() as cur:
-            payloads = cur.sql(sql, params=params).to_arrow_table().column("payload").to_pylist()
-        return [TelemetryBatch.model_validate_json(p) for p in payloads]
+
+            def read(sql: str) -> pa.Table:
+                return cur.sql(sql, params=params).to_arrow_table()
+
+            cur.execute("BEGIN TRANSACTION")  # one snapshot: compaction may delete in between
+            try:
+                found = read(f"SELECT seq, payload {chosen} ORDER BY window_end, seq")
+                features = _by_seq(
+                    read(
+                        'SELECT seq, feature AS name, edges, categories AS "values", counts, missing, '  # noqa: S608 (fixed SQL; values are bound)
+                        f"out_of_range FROM batch_features WHERE seq IN (SELECT seq {chosen})"
+                    )
+                )
+                scores = _by_seq(
+                    read(
+                        "SELECT seq, score AS name, edges, counts, missing FROM batch_scores "  # noqa: S608 (as above)
+                        f"WHERE seq IN (SELECT seq {chosen})"
+                    )
+                )
+            finally:
+                cur.execute("COMMIT")
+        seqs, payloads = (found.column(c).to_pylist() for c in ("seq", "payload"))
+        return [
+            rebuilt(p, features.get(q, {}), scores.get(q, {})) for q, p in zip(seqs, payloads, strict=True)
+        ]
 
     def pooled_windows(
         self,
@@ -1079,6 +1112,13 @@ DEVICE_STATE_S = 5.0
 CHECKPOINT_WAL = "128MB"
 #: seconds to wait for another process's lock on the database file to go
 LOCK_WAIT_S = 30.0
+#: rows per row group of the telemetry file (DuckDB's default is 122,880). A checkpoint rewrote
+#: more and more of the last row groups as they filled: with ``batch_features`` growing 20 rows
+#: a batch, its stalls grew from 0.2 to over 1 s every few seconds of ingest. At this size they
+#: stay flat, at ~25 µs a batch; a day of a fleet is pooled as fast.
+ROW_GROUP_ROWS = 16_384
+#: the name the telemetry file is attached as: every connection of the store uses it
+CATALOG = "telemetry"
 #: DuckDB threads while only telemetry is written. A group's insert is a few small pipelines:
 #: with two threads DuckDB handed their tasks to its pool and waited for them, and a commit of
 #: 64 batches took ~15% longer (more beside a busy serving process); reads that scan a fleet's
@@ -1087,7 +1127,7 @@ WRITE_THREADS = 1
 
 
 def _connect(path: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
-    """The database, once no other process holds it.
+    """The database (attached as ``CATALOG``, the default), once no other process holds it.
 
     A node killed (or restarted) leaves its store process finishing the writes it had
     queued, which takes a moment; a new node waits for it rather than failing.
@@ -1097,13 +1137,29 @@ def _connect(path: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
         "memory_limit": memory_limit,
         "checkpoint_threshold": CHECKPOINT_WAL,
     }
+    con = duckdb.connect(config=config)
+    quoted = str(path).replace("'", "''")
     while True:
         try:
-            return duckdb.connect(str(path), config=config)
+            con.execute(f"ATTACH '{quoted}' AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                con.close()
                 raise
             time.sleep(0.1)
+        else:
+            con.execute(f"USE {CATALOG}")
+            return con
+
+
+def _by_seq(rows: pa.Table) -> dict[int, dict[str, dict[str, Any]]]:
+    """Child-table rows (``seq``, ``name``, the histogram's fields) per batch and name."""
+    out: dict[int, dict[str, dict[str, Any]]] = {}
+    fields = [f for f in rows.column_names if f not in ("seq", "name")]
+    seqs, names, *columns = (rows.column(f).to_pylist() for f in ("seq", "name", *fields))
+    for seq, name, *values in zip(seqs, names, *columns, strict=True):
+        out.setdefault(seq, {})[name] = dict(zip(fields, values, strict=True))
+    return out
 
 
 def _filters(
