@@ -43,8 +43,9 @@ transaction, as Arrow tables, never row by row. A batch's answer comes only afte
 ``COMMIT``, which makes DuckDB write and sync its write-ahead log, so an acknowledged batch
 survives a crash of the process. Repeated batch ids are found by the primary key as the
 group is inserted (see ``_write_batches``). Payloads are compressed with zstd (see
-``_payload_compression``). The file is attached with row groups of ``ROW_GROUP_ROWS``. The writer runs DuckDB on ``WRITE_THREADS``; reads get all of
-DuckDB's threads while they run.
+``_payload_compression``). The file is attached with row groups of ``ROW_GROUP_ROWS``.
+The writer runs DuckDB on ``WRITE_THREADS``; reads get all of DuckDB's threads while they
+run.
 
 Reads
 -----
