@@ -288,3 +288,9 @@ def test_a_path_with_a_quote_opens(tmp_path: Path) -> None:
         store.ingest(make_batch())
     with TelemetryStore(path) as store:
         assert store.batch_count() == 1
+
+
+def test_duckdb_spills_beside_the_file_not_into_the_working_directory(tmp_path: Path) -> None:
+    path = tmp_path / "t.duckdb"
+    with TelemetryStore(path) as store:
+        assert store.fetch("SELECT current_setting('temp_directory')") == [(f"{path}.tmp",)]

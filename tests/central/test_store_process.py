@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import duckdb
@@ -19,6 +20,7 @@ from edgeml.central.db import (
     DeviceExists,
     FeedbackItem,
     Ingested,
+    Outcomes,
     Overloaded,
     StoreClosed,
     TelemetryStore,
@@ -171,10 +173,27 @@ def test_batches_submitted_on_an_event_loop_while_the_store_writes_share_commits
         assert device.last_seen == max(a.ack.received_at for a in answers if isinstance(a, Ingested))
 
 
-def test_batches_arriving_while_a_group_is_written_are_sent_ahead_and_joined_in_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ahead: list[int] = []  # parts of the next group sent to the store process while it wrote
+def _hold_a_group_and_send_parts_ahead(
+    store: StoreProcess, ahead: list[int], parts: int
+) -> list[Future[Ingested]]:
+    """With the store process stopped: one group out, then ``parts`` full parts sent ahead, one at a time."""
+    assert store.pid is not None
+    os.kill(store.pid, signal.SIGSTOP)
+    futures = [store.submit(make_batch(device_id="d0"))]
+    deadline = time.monotonic() + 10
+    while store._groups == {}:  # the first group is handed over
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for part in range(1, parts + 1):
+        futures += [store.submit(make_batch(device_id="d0")) for _ in range(PREPARE_CHUNK)]
+        while len(ahead) < part:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    return futures
+
+
+def _counting_parts_sent_ahead(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    ahead: list[int] = []  # the size of each part sent ahead
     send_ahead = StoreProcess._send_ahead
 
     def counted(self: StoreProcess, frame: bytes) -> bool:
@@ -182,42 +201,58 @@ def test_batches_arriving_while_a_group_is_written_are_sent_ahead_and_joined_in_
         return send_ahead(self, frame)
 
     monkeypatch.setattr(StoreProcess, "_send_ahead", counted)
+    return ahead
+
+
+def test_batches_arriving_while_a_group_is_written_are_sent_ahead_and_joined_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ahead = _counting_parts_sent_ahead(monkeypatch)
     with StoreProcess(tmp_path / "t.duckdb") as store:
         store.register_device(group="g", profile="x86-64-generic", model="pump", device_id="d0")
-        assert store.pid is not None
-        os.kill(store.pid, signal.SIGSTOP)  # the first group stays out: the rest must wait for it
         try:
-            first = store.submit(make_batch(device_id="d0"))
-            deadline = time.monotonic() + 10
-            while store._groups == {}:  # the first group is handed over
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
-            later = [make_batch(device_id="d0") for _ in range(3 * PREPARE_CHUNK + 5)]
-            futures = [store.submit(batch) for batch in later]
-            while not ahead or len(store._waiting) >= PREPARE_CHUNK:  # laid out and sent ahead
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            futures = _hold_a_group_and_send_parts_ahead(store, ahead, parts=3)
+            futures += [store.submit(make_batch(device_id="d0")) for _ in range(5)]  # the last part
         finally:
+            assert store.pid is not None
             os.kill(store.pid, signal.SIGCONT)
-        assert isinstance(first.result(10), Ingested)
-        assert all(isinstance(f.result(10), Ingested) for f in futures)
+        answers = [f.result(10) for f in futures]
+        assert len(ahead) == 3
         assert store.fetch("SELECT count(DISTINCT received_at) FROM batches")[0][0] == 2
-        assert store.batches()[1:] == later  # the parts sent ahead and the last one, joined in order
+        assert [b.batch_id for b in store.batches()] == [a.ack.batch_id for a in answers]  # in order
         children = store.fetch(
             "SELECT count(*) FROM batches b JOIN batch_features f ON f.seq = b.seq WHERE f.feature = 'a'"
         )
-        assert children == [(len(later) + 1,)]  # every feature row found its own batch
+        assert children == [(len(futures),)]  # every feature row found its own batch, across the 4 parts
+        assert store.fetch("SELECT count(DISTINCT seq) FROM batches")[0][0] == len(futures)
 
 
-def test_closing_writes_the_parts_already_sent_ahead(tmp_path: Path) -> None:
+def test_closing_writes_the_parts_already_sent_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ahead = _counting_parts_sent_ahead(monkeypatch)
     store = StoreProcess(tmp_path / "t.duckdb")
     store.register_device(group="g", profile="x86-64-generic", model="pump", device_id="d0")
-    futures = [store.submit(make_batch(device_id="d0")) for _ in range(200)]
-    store.close()  # while groups are out and parts of the next one are in the store process
-    assert all(isinstance(f.result(10), Ingested) for f in futures)
+    try:
+        futures = _hold_a_group_and_send_parts_ahead(store, ahead, parts=2)
+    finally:
+        assert store.pid is not None
+        os.kill(store.pid, signal.SIGCONT)
+    store.close()  # the first group may still be out; the parts ahead are not in a group yet
+    answers = [f.result(10) for f in futures]
     with TelemetryStore(tmp_path / "t.duckdb") as reopened:
-        assert reopened.batch_count() == 200
-        assert len({b.batch_id for b in reopened.batches()}) == 200
+        assert sorted(b.batch_id for b in reopened.batches()) == sorted(a.ack.batch_id for a in answers)
+
+
+def test_a_group_missing_a_part_sent_ahead_fails_alone(tmp_path: Path) -> None:
+    with StoreProcess(tmp_path / "t.duckdb") as store:
+        lost: Future[Outcomes] = Future()
+        with store._lock:
+            call_id = store._new_id()
+            store._calls[call_id] = lost
+        store._send(("group", call_id, 1, 0), call_id)  # says one part went ahead; none did
+        with pytest.raises(StoreClosed, match="1 parts of the group were sent ahead, 0 came"):
+            lost.result(10)
+        store.ingest(make_batch())  # the store goes on
+        assert store.batch_count() == 1
 
 
 def test_reads_get_every_duckdb_thread_and_writes_one(tmp_path: Path) -> None:

@@ -198,8 +198,11 @@ def rebuilt(
     if isinstance(data["features"], dict):
         return TelemetryBatch.model_validate_json(payload)
     # the rows were validated when the batch came in, and their columns are typed: no need again
-    data["features"] = {name: FeatureTelemetry.model_construct(**features[name]) for name in data["features"]}
-    data["scores"] = {name: Histogram.model_construct(**scores[name]) for name in data["scores"]}
+    try:
+        data["features"] = {n: FeatureTelemetry.model_construct(**features[n]) for n in data["features"]}
+        data["scores"] = {n: Histogram.model_construct(**scores[n]) for n in data["scores"]}
+    except KeyError as exc:
+        raise ValueError(f"batch {data['batch_id']}: the stored histogram {exc} is missing") from exc
     return TelemetryBatch.model_validate(data)
 
 

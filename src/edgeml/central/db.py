@@ -989,7 +989,7 @@ class TelemetryStore:
                     )
                 )
             finally:
-                cur.execute("COMMIT")
+                cur.execute("ROLLBACK")  # read only: nothing to keep
         seqs, payloads = (found.column(c).to_pylist() for c in ("seq", "payload"))
         return [
             rebuilt(p, features.get(q, {}), scores.get(q, {})) for q, p in zip(seqs, payloads, strict=True)
@@ -1137,6 +1137,9 @@ def _connect(path: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
     config: dict[str, str | bool | int | float | list[str]] = {
         "memory_limit": memory_limit,
         "checkpoint_threshold": CHECKPOINT_WAL,
+        # where DuckDB spills beyond memory_limit: beside the file, as when a file is opened directly
+        # (an in-memory connection would spill into the working directory, read-only under systemd)
+        "temp_directory": f"{path}.tmp",
     }
     con = duckdb.connect(config=config)
     quoted = str(path).replace("'", "''")

@@ -89,9 +89,9 @@ _CALLS = frozenset(
 #: reads and admin writes the child runs at once (telemetry has the writer's own thread)
 _CALL_THREADS = 4
 #: telemetry groups handed over and not answered yet. One: what arrives while the store writes
-#: waits in this process (laid out meanwhile) and becomes the next group, so a commit takes
-#: everything that waited; with two, the store took each group as it came, smaller groups, and
-#: a commit costs ~6 ms whatever its size
+#: is laid out and sent ahead, and becomes the next group when the answer comes, so a commit
+#: takes everything that waited; with two, the store took each group as it came, smaller
+#: groups, and a commit costs ~6 ms whatever its size
 GROUPS_IN_FLIGHT = 1
 #: batches waiting while a group is in flight that are laid out as a part of the next group
 PREPARE_CHUNK = 16
@@ -156,7 +156,7 @@ def _serve(conn: Connection, path: str, options: dict[str, Any]) -> None:
     sender.start()
     calls = ThreadPoolExecutor(_CALL_THREADS, thread_name_prefix="edgeml-store-call")
     conn.send_bytes(_dumps(("ready", store.directory.snapshot())))
-    early: list[BatchGroup] = []
+    ahead: list[BatchGroup] = []  # parts of the next group, sent ahead
     try:
         while True:
             try:
@@ -165,17 +165,21 @@ def _serve(conn: Connection, path: str, options: dict[str, Any]) -> None:
                 break  # the parent is gone: write what is queued and stop
             if message[0] == "part":  # of the next group, sent ahead while the store writes
                 try:
-                    early.append(pickle.loads(conn.recv_bytes()))  # noqa: S301 (our parent)
+                    ahead.append(pickle.loads(conn.recv_bytes()))  # noqa: S301 (our parent)
                 except (EOFError, OSError):
                     break
-            elif message[0] == "group":  # the parts sent ahead, then its last ones, a frame each
-                _, call_id, count = message
+            elif message[0] == "group":  # how many parts went ahead; its last ones follow, a frame each
+                _, call_id, sent_ahead, count = message
                 try:
-                    parts = early + [pickle.loads(conn.recv_bytes()) for _ in range(count)]  # noqa: S301 (our parent)
+                    parts = ahead + [pickle.loads(conn.recv_bytes()) for _ in range(count)]  # noqa: S301 (our parent)
                 except (EOFError, OSError):
                     break  # the parent went away while sending: nobody waits for this group
-                early = []
-                _ingest(store, replies, call_id, parts)
+                if len(ahead) != sent_ahead:  # answers go by position: never to the wrong batches
+                    lost = StoreClosed(f"{sent_ahead} parts of the group were sent ahead, {len(ahead)} came")
+                    replies.put((call_id, False, lost, []))
+                else:
+                    _ingest(store, replies, call_id, parts)
+                ahead = []
             elif message[0] == "call":
                 _, call_id, name, args, kwargs = message
                 calls.submit(_call, store, replies, call_id, name, args, kwargs)
@@ -520,35 +524,38 @@ class StoreProcess:
         the group is sent, so when the store's answer comes the next group only has its last
         part left to lay out and send.
         """
-        early: list[_Waiting] = []  # the batches of the parts sent ahead
+        ahead: list[_Waiting] = []  # the batches of the parts sent ahead
+        parts_ahead = 0
         while True:
             with self._lock:
-                while not self._closed and not self._can_send(early) and len(self._waiting) < PREPARE_CHUNK:
+                while not self._closed and not self._can_send(ahead) and len(self._waiting) < PREPARE_CHUNK:
                     self._lock.wait()
                 items = self._waiting[:MAX_GROUP]
                 del self._waiting[:MAX_GROUP]
-                if not items and not early:
+                if not items and not ahead:
                     return  # closed, and everything submitted was handed over
-            frames: list[bytes] = []
+            frame = None
             if items:
                 try:
                     encoded = [(batch, *encode(batch)) for batch, _ in items]
-                    frames.append(_dumps(BatchGroup.of(encoded, datetime.now(UTC))))
+                    frame = _dumps(BatchGroup.of(encoded, datetime.now(UTC)))
                 except Exception as exc:  # Arrow refused a value the contract let through
                     log.exception("telemetry could not be laid out for writing")
                     self._drop(items, exc)
                     items = []
             with self._lock:
-                ready = bool(early or items) and (self._closed or len(self._groups) < GROUPS_IN_FLIGHT)
+                ready = bool(ahead or items) and (self._closed or len(self._groups) < GROUPS_IN_FLIGHT)
                 if ready:
                     call_id = self._new_id()
-                    self._groups[call_id] = early + items
+                    self._groups[call_id] = ahead + items
             if ready:
-                early = []
-                self._send(("group", call_id, len(frames)), call_id, *frames)
-            elif items:
-                if self._send_ahead(frames[0]):
-                    early.extend(items)
+                frames = [frame] if frame is not None else []
+                self._send(("group", call_id, parts_ahead, len(frames)), call_id, *frames)
+                ahead, parts_ahead = [], 0
+            elif frame is not None:
+                if self._send_ahead(frame):
+                    ahead.extend(items)
+                    parts_ahead += 1
                 else:
                     self._drop(items, StoreClosed("the store process is gone"))
 
@@ -562,8 +569,8 @@ class StoreProcess:
             return False
         return True
 
-    def _can_send(self, early: list[_Waiting]) -> bool:
-        return len(self._groups) < GROUPS_IN_FLIGHT and bool(self._waiting or early)
+    def _can_send(self, ahead: list[_Waiting]) -> bool:
+        return len(self._groups) < GROUPS_IN_FLIGHT and bool(self._waiting or ahead)
 
     def _drop(self, items: list[_Waiting], exc: BaseException) -> None:
         """Answer batches that will not be handed over with ``exc``."""
