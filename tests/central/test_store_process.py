@@ -255,6 +255,31 @@ def test_a_group_missing_a_part_sent_ahead_fails_alone(tmp_path: Path) -> None:
         assert store.batch_count() == 1
 
 
+def test_closing_a_stalled_store_with_a_full_pipe_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeml.central import store_process
+
+    monkeypatch.setattr(store_process, "_STOP_TIMEOUT_S", 1.0)
+    store = StoreProcess(tmp_path / "t.duckdb", max_queued_batches=1_000_000)
+    assert store.pid is not None
+    os.kill(store.pid, signal.SIGSTOP)  # hung: it reads nothing more
+    futures: list[Future[Ingested]] = []
+    deadline = time.monotonic() + 60
+    while len(store._waiting) < 2 * PREPARE_CHUNK:  # the sender is blocked on the full pipe
+        futures += [store.submit(make_batch()) for _ in range(200)]
+        time.sleep(0.05)
+        assert time.monotonic() < deadline
+    closing = threading.Thread(target=store.close)
+    closing.start()
+    closing.join(60)
+    assert not closing.is_alive()  # it used to wait for the pipe forever
+    assert not store._process.is_alive()
+    for future in futures:
+        with pytest.raises(StoreClosed):
+            future.result(10)
+
+
 def test_reads_get_every_duckdb_thread_and_writes_one(tmp_path: Path) -> None:
     with TelemetryStore(tmp_path / "t.duckdb") as store:
         setting = "SELECT current_setting('threads')"

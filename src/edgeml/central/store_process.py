@@ -328,13 +328,19 @@ class StoreProcess:
             self._closed = True
             self._lock.notify_all()
         self._sender.join(_STOP_TIMEOUT_S)  # hands over what was submitted
-        with self._pipe_lock, contextlib.suppress(OSError):
-            self._conn.send_bytes(_dumps(("stop",)))
+        # a stalled child leaves the sender blocked on a full pipe, holding its lock: then the
+        # stop cannot be said, and the child is terminated below
+        if self._pipe_lock.acquire(timeout=_STOP_TIMEOUT_S):
+            try:
+                with contextlib.suppress(OSError):
+                    self._conn.send_bytes(_dumps(("stop",)))
+            finally:
+                self._pipe_lock.release()
         self._reader.join(_STOP_TIMEOUT_S)
         self._process.join(_STOP_TIMEOUT_S)
-        if self._process.is_alive():
-            log.error("the store process did not stop in %.0f s: terminating it", _STOP_TIMEOUT_S)
-            self._process.terminate()
+        if self._process.is_alive():  # it ignores SIGTERM (see _serve): only a kill stops it
+            log.error("the store process did not stop in %.0f s: killing it", _STOP_TIMEOUT_S)
+            self._process.kill()
             self._process.join(10)
         self._conn.close()
 
