@@ -50,8 +50,8 @@ run.
 Reads
 -----
 :meth:`TelemetryStore.batches` rebuilds batches from their payloads and child rows: exact,
-and what a window of minutes needs. :meth:`TelemetryStore.pooled_windows` sums the child tables in SQL
-instead, the way :func:`edgeml.central.drift.pool` sums batches, without reading a payload:
+and what a window of minutes needs. :meth:`TelemetryStore.pooled_windows` sums the child
+tables in SQL instead, the way :func:`edgeml.central.drift.pool` sums batches, without reading a payload:
 what a day of a fleet needs (:func:`edgeml.central.drift.pool_stored` picks).
 
 A file written before ``batch_scores`` and ``bins`` existed gets them when it is opened

@@ -329,7 +329,7 @@ class StoreProcess:
             self._lock.notify_all()
         self._sender.join(_STOP_TIMEOUT_S)  # hands over what was submitted
         # a stalled child leaves the sender blocked on a full pipe, holding its lock: then the
-        # stop cannot be said, and the child is terminated below
+        # stop cannot be said, and the child is killed below
         if self._pipe_lock.acquire(timeout=_STOP_TIMEOUT_S):
             try:
                 with contextlib.suppress(OSError):
