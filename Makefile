@@ -1,28 +1,56 @@
 # Two commands do all the set-up: `make demo` and `make test`.
-# Both create .venv when absent and install the project with constraints.txt
-# (torch pinned to the CPU build); a second run installs nothing unless
-# pyproject.toml or constraints.txt changed.
+# Both create .venv when absent and install exactly what requirements.lock names (hashes
+# checked), then the project itself; a second run installs nothing unless the lock or
+# pyproject.toml changed. `make lock` re-resolves the locks on purpose.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= cluster,openvino,dev
+# A device-only venv: make install EXTRAS=edge LOCK=requirements-edge.lock
+LOCK   ?= requirements.lock
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 # command:package pairs the integration tests need from the OS (apt-get).
 OS_DEPS ?= mosquitto:mosquitto wrk:wrk promtool:prometheus chromium:chromium
 
-.PHONY: all install os-deps lint typecheck test test-fast demo bench docs clean
+.PHONY: all install os-deps lint typecheck test test-fast demo bench docs clean lock fresh-check
 all: test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet pip==26.3
 
-$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+# The lock covers every extra; the project goes in on top without resolving anything.
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[$(EXTRAS)]'
 	touch $@
+
+# One lock for the whole stack (this machine's platform, torch's CPU build from /opt/wheels)
+# and one for the edge extra alone (every platform: devices are x86-64 and arm64), held to
+# the same versions. tests/test_lock.py fails when pyproject.toml asks for what a lock lacks.
+UV_VERSION ?= 0.13.9
+UV := $(VENV)/tools/bin/uv
+$(UV):
+	$(PYTHON) -m venv $(VENV)/tools
+	$(VENV)/tools/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+lock: $(UV)
+	$(UV) pip compile pyproject.toml --all-extras -c constraints.txt --find-links /opt/wheels \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
+	  --emit-find-links --no-header --upgrade -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra edge -c constraints.txt -c requirements.lock \
+	  --universal --python-version 3.11 --generate-hashes --no-header --upgrade -o requirements-edge.lock
+
+# make test in a fresh clone of this checkout's HEAD, with a new venv installed from the lock:
+# what CI and a new user get. Run it before landing a change to dependencies or the Makefile.
+fresh-check:
+	@dir=$$(mktemp -d /tmp/edgeml-fresh.XXXXXX); \
+	echo "fresh clone in $$dir"; \
+	git clone --quiet . $$dir/edgeml && $(MAKE) -C $$dir/edgeml test; \
+	rc=$$?; rm -rf $$dir; exit $$rc
 
 install: $(STAMP)
 

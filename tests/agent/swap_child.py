@@ -1,12 +1,15 @@
 """Child process for the kill -9 test: publish the next version and swap to it, over and over.
 
 Run as ``python swap_child.py PUBLISHER_HOME STORE RING STATE_DIR``; prints ``ready`` once the
-installed bundle is loaded, then one line per swap, until killed.
+installed bundle is loaded, then for each round ``sync-start`` when the sync begins (the next
+version is already published), the sync's own result line, and ``sync-end SECONDS``, until killed.
+A kill that lands between a ``sync-start`` and its ``sync-end`` landed inside a swap.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,7 +48,11 @@ def main() -> None:
     while True:
         pointer = current(store, "pump", "stable")
         publisher.release((pointer.version if pointer else 0) + 1)
-        print(syncer.run_once(), flush=True)
+        print("sync-start", flush=True)
+        started = time.perf_counter()
+        result = syncer.run_once()
+        print(result, flush=True)
+        print(f"sync-end {time.perf_counter() - started:.6f}", flush=True)
 
 
 if __name__ == "__main__":
