@@ -1,8 +1,9 @@
 """kill -9 at random points of a swap, again and again: the agent always restarts on a whole bundle.
 
 The kill points come from what this machine measures, not from a fixed delay: a first child
-times a few syncs, then every kill lands at a random point of that measured span after the
-child says a sync began. Whether a kill landed inside a sync is read from the child's own
+times a few syncs, then every kill lands at a random point within 1.5 times that measured span
+after the child says a sync began (about two thirds inside the sync, the rest after it, so
+restarts find both interrupted and finished swaps). Whether a kill landed inside a sync is read from the child's own
 markers (a ``sync-start`` without its ``sync-end``), so a slow or fast machine changes the
 timings, never what the test proves.
 """
@@ -24,7 +25,7 @@ from edgeml.agent.model import LoadedModel
 from .conftest import Publisher, keyring
 
 pytestmark = pytest.mark.slow
-REPETITIONS = 50
+REPETITIONS = 30
 CALIBRATION_SYNCS = 4
 
 
@@ -76,7 +77,7 @@ def test_the_agent_survives_kill_9_anywhere_in_a_swap(publisher: Publisher, tmp_
         proc = _start(publisher, state_dir)
         _wait_for(proc, "sync-start")
         try:
-            proc.wait(timeout=rng.uniform(0.0, span))
+            proc.wait(timeout=rng.uniform(0.0, 1.5 * span))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate(timeout=10)
@@ -91,7 +92,8 @@ def test_the_agent_survives_kill_9_anywhere_in_a_swap(publisher: Publisher, tmp_
         model.smoke_test()
         versions_seen.add(model.version)
         assert not list(install.staging.glob(".stage-*"))
-    assert kills_inside_sync >= REPETITIONS // 2, (
+    assert kills_inside_sync >= REPETITIONS // 3, (
         f"only {kills_inside_sync} of {REPETITIONS} kills landed inside a sync (measured span {span:.3f} s)"
     )
-    assert len(versions_seen) > 5
+    assert len(versions_seen) > 5, f"restarts found only versions {sorted(versions_seen)}: no swap finished"
+    assert kills_inside_sync < REPETITIONS, "no kill landed after a finished sync"
