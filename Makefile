@@ -31,8 +31,12 @@ $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 # One lock for the whole stack (this machine's platform, torch's CPU build from /opt/wheels)
 # and one for the edge extra alone (every platform: devices are x86-64 and arm64), held to
 # the same versions. tests/test_lock.py fails when pyproject.toml asks for what a lock lacks.
+# `make lock` keeps every pin it can and resolves only what changed; `make lock UPGRADE=1`
+# moves everything to the newest releases (then run the suite before landing it).
 UV_VERSION ?= 0.13.9
 UV := $(VENV)/tools/bin/uv
+UPGRADE ?=
+UV_UPGRADE := $(if $(UPGRADE),--upgrade,)
 $(UV):
 	$(PYTHON) -m venv $(VENV)/tools
 	$(VENV)/tools/bin/python -m pip install --quiet uv==$(UV_VERSION)
@@ -40,9 +44,9 @@ $(UV):
 lock: $(UV)
 	$(UV) pip compile pyproject.toml --all-extras -c constraints.txt --find-links /opt/wheels \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
-	  --emit-find-links --no-header --upgrade -o requirements.lock
+	  --emit-find-links --no-header $(UV_UPGRADE) -o requirements.lock
 	$(UV) pip compile pyproject.toml --extra edge -c constraints.txt -c requirements.lock \
-	  --universal --python-version 3.11 --generate-hashes --no-header --upgrade -o requirements-edge.lock
+	  --universal --python-version 3.11 --generate-hashes --no-header $(UV_UPGRADE) -o requirements-edge.lock
 
 # make test in a fresh clone of this checkout's HEAD, with a new venv installed from the lock:
 # what CI and a new user get. Run it before landing a change to dependencies or the Makefile.
