@@ -29,8 +29,9 @@ $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 	touch $@
 
 # One lock for the whole stack (this machine's platform, torch's CPU build from /opt/wheels)
-# and one for the edge extra alone (every platform: devices are x86-64 and arm64), held to
-# the same versions. tests/test_lock.py fails when pyproject.toml asks for what a lock lacks.
+# and one for what a device may install, the edge and openvino extras (every platform: devices
+# are x86-64 and arm64), held to the same versions; devices use it as constraints, so a
+# device that asks for [edge] alone gets no OpenVINO. tests/test_lock.py fails when pyproject.toml asks for what a lock lacks.
 # `make lock` keeps every pin it can and resolves only what changed; `make lock UPGRADE=1`
 # moves everything to the newest releases (then run the suite before landing it).
 UV_VERSION ?= 0.13.9
@@ -45,7 +46,7 @@ lock: $(UV)
 	$(UV) pip compile pyproject.toml --all-extras -c constraints.txt --find-links /opt/wheels \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
 	  --emit-find-links --no-header $(UV_UPGRADE) -o requirements.lock
-	$(UV) pip compile pyproject.toml --extra edge -c constraints.txt -c requirements.lock \
+	$(UV) pip compile pyproject.toml --extra edge --extra openvino -c constraints.txt -c requirements.lock \
 	  --universal --python-version 3.11 --generate-hashes --no-header $(UV_UPGRADE) -o requirements-edge.lock
 
 # make test in a fresh clone of this checkout's HEAD, with a new venv installed from the lock:

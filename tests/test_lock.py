@@ -60,9 +60,9 @@ def test_the_stack_lock_satisfies_every_extra() -> None:
     assert not problems, "run `make lock`:\n" + "\n".join(problems)
 
 
-def test_the_edge_lock_satisfies_the_edge_extra_with_the_stack_versions() -> None:
+def test_the_edge_lock_satisfies_the_device_extras_with_the_stack_versions() -> None:
     edge, stack = _pins("requirements-edge.lock"), _pins("requirements.lock")
-    problems = _unsatisfied(_requirements("edge"), edge)
+    problems = _unsatisfied(_requirements("edge", "openvino"), edge)
     problems += [
         f"{name}: edge lock {version}, stack lock {stack[name]}"
         for name, version in edge.items()

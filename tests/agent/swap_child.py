@@ -1,13 +1,18 @@
-"""Child process for the kill -9 test: publish the next version and swap to it, over and over.
+"""Agents for the kill -9 test: each publishes the next version and swaps to it, over and over.
 
-Run as ``python swap_child.py PUBLISHER_HOME STORE RING STATE_DIR``; prints ``ready`` once the
-installed bundle is loaded, then for each round ``sync-start`` when the sync begins (the next
-version is already published), the sync's own result line, and ``sync-end SECONDS``, until killed.
-A kill that lands between a ``sync-start`` and its ``sync-end`` landed inside a swap.
+Run as ``python swap_child.py PUBLISHER_HOME STORE RING STATE_DIR``. The process imports
+everything once, then forks a fresh agent for every line it reads on stdin (a fork costs
+milliseconds where a new interpreter costs seconds, which on a loaded machine is most of the
+test). An agent prints ``ready PID`` once the installed bundle is loaded, then for each round
+``sync-start`` when the sync begins (the next version is already published), the sync's own
+result line and ``sync-end SECONDS``, until it is killed; this process then prints
+``exited STATUS`` (os.waitpid's status) and waits for the next line. A kill that lands between a
+``sync-start`` and its ``sync-end`` landed inside a swap.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,7 +49,7 @@ def main() -> None:
         config, get_profile("x86-64-generic"), store, KeyRing.from_dir(ring), holder, HealthWatch()
     )
     syncer.load_installed()
-    print("ready", flush=True)
+    print(f"ready {os.getpid()}", flush=True)
     while True:
         pointer = current(store, "pump", "stable")
         publisher.release((pointer.version if pointer else 0) + 1)
@@ -55,5 +60,17 @@ def main() -> None:
         print(f"sync-end {time.perf_counter() - started:.6f}", flush=True)
 
 
+def fork_agents() -> None:
+    for _ in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                main()
+            finally:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        print(f"exited {status}", flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    fork_agents()

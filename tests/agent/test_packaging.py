@@ -1,4 +1,8 @@
-"""`pip install 'edgeml[edge]'` into a clean venv: light dependencies only, and the agent runs from it."""
+"""A device's install into a clean venv: light dependencies only, and the agent runs from it.
+
+The device installs the wheel's edge extra with requirements-edge.lock as constraints, as the
+Ansible role and the agent image do: the versions the whole suite ran with, nothing heavier.
+"""
 
 from __future__ import annotations
 
@@ -64,11 +68,9 @@ def test_the_edge_extra_installs_light_and_runs_the_agent(
     venv = tmp_path / "device-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run(
-        [*pip, "install", "--quiet", "-c", str(ROOT / "constraints.txt"), f"{wheel}[edge]"],
-        check=True,
-        timeout=900,
-    )
+    lock = ROOT / "requirements-edge.lock"
+    subprocess.run([*pip, "install", "--quiet", "-c", str(lock), f"{wheel}[edge]"], check=True, timeout=900)
+    subprocess.run([*pip, "check"], check=True, timeout=60)
     listed = subprocess.run(
         [*pip, "list", "--format=json"], check=True, capture_output=True, text=True
     ).stdout

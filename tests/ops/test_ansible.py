@@ -142,7 +142,7 @@ def test_central_and_edge_agent_roles_install_idempotently_and_the_agent_starts(
         "edgeml_group": "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
         "edgeml_manage_services": False,
         "edgeml_wheel": str(wheel),
-        "edgeml_pip_args": f"-c {ROOT / 'constraints.txt'}",
+        "edgeml_lock": str(ROOT / "requirements.lock"),
         "edgeml_keyring_src": str(publisher.ring),
         "edgeml_admin_token": "admin-token-for-the-test-0123456789",
         "edgeml_bootstrap_token": bootstrap,
