@@ -25,7 +25,7 @@ for ``--rounds`` rounds; the median round counts, and the ratios are taken withi
 200 calls for ``--in-process-seconds``; each is timed by its fastest block (timeit's rule:
 the slower ones met interference from the shared machine), the median block shown beside.
 
-    .venv/bin/python bench/agent_serving.py [--seconds 10] [--rounds 5] [--in-process-only]
+    .venv/bin/python -m bench.agent_serving [--seconds 10] [--rounds 5] [--in-process-only]
         [--in-process-seconds 30] [--no-write-results]
 """
 

@@ -13,20 +13,16 @@ only the changed blobs. Measured in ONE run on real models:
 The peer is what a device moves when each version ships as one archive: every byte of
 every file, every time.
 
-    .venv/bin/python bench/bundle_delta.py [--no-write-results]
+    .venv/bin/python -m bench.bundle_delta [--no-write-results]
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import describe_machine, load_average, markdown_table, now_utc, text_table, verdict, write_section
+from bench.common import Report, Table, parser, smoke_sizes, verdict
 
 PROFILE = "x86-64-generic"
 FIXED_MLP = {
@@ -40,36 +36,38 @@ FIXED_MLP = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--no-write-results", action="store_true", help="do not update bench/RESULTS.md")
-    args = parser.parse_args()
+    args = parser(__doc__).parse_args()
+    args.demo, args.mlp = {"trials": 2}, FIXED_MLP
+    smoke_mlp = {**FIXED_MLP, "hidden_units": {"choices": [16]}, "epochs": {"choices": [1]}}
+    smoke_sizes(args, demo={"trials": 1, "machines": 4, "readings": 400}, mlp=smoke_mlp)
 
     from rich.console import Console
 
-    from edgeml.bundle.build import build_bundle
-    from edgeml.bundle.keys import KeyRing, load_signer
-    from edgeml.bundle.verify import fetch_bundle
-    from edgeml.demo import DemoOptions, run_demo
-    from edgeml.ingest.runtime import ray_session
-    from edgeml.settings import load_settings
-    from edgeml.spec.models import ParamRange
-    from edgeml.store import store_from_settings
-    from edgeml.train.run import train
+    from bench.common import (
+        DemoOptions,
+        KeyRing,
+        ParamRange,
+        build_bundle,
+        fetch_bundle,
+        load_settings,
+        load_signer,
+        ray_session,
+        run_demo,
+        store_from_settings,
+        train,
+    )
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    machine, load_before = (
-        describe_machine(packages=("edgeml", "onnx", "onnxruntime", "cryptography")),
-        load_average(),
+    report = Report(
+        "bundle_delta", "Bundle updates: bytes moved", args, ("edgeml", "onnx", "onnxruntime", "cryptography")
     )
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings({"EDGEML_HOME": tmp})
-        demo = run_demo(settings, Console(quiet=True), DemoOptions(trials=2, fleet=False))
+        demo = run_demo(settings, Console(quiet=True), DemoOptions(fleet=False, **args.demo))
         assert demo.training is not None
         assert demo.ingest is not None
         spec = next(s for s in demo.specs if s.name == "pump-faults")
-        space = {"mlp": {k: ParamRange.model_validate(v) for k, v in FIXED_MLP.items()}}
+        space = {"mlp": {k: ParamRange.model_validate(v) for k, v in args.mlp.items()}}
         versions = []
         with ray_session(settings.ray_address, progress_bars=False):
             for seed in (1, 2):
@@ -96,7 +94,7 @@ def main() -> None:
         fetched = fetch_bundle(store, new.key, ring, staging)
         resigned = build_bundle(f"models:/{spec.name}/{versions[1]}", PROFILE, settings, store, signer)
         refetched = fetch_bundle(store, resigned.key, ring, staging)
-    load_after = load_average()
+    report.measured()
 
     full = sum(f.size for f in new.manifest.files)
     files = ", ".join(f"{f.path} {f.size:,} B" for f in new.manifest.files)
@@ -140,34 +138,15 @@ def main() -> None:
             verdict(-refetched.downloaded_bytes, 0),
         ],
     ]
-    check_headers = ["target", "measured", "goal", "result"]
-    inputs = f"pump-faults MLP (2 x 128 hidden units) v{versions[0]} and v{versions[1]}, {PROFILE}: {files}"
-    print("\n".join(machine.lines()))
-    print(inputs)
-    print(text_table(headers, rows))
-    print()
-    print(text_table(check_headers, checks))
-    if not args.no_write_results:
-        write_section(
-            "bundle_delta",
-            "\n".join(
-                [
-                    "## Bundle updates: bytes moved (`bench/bundle_delta.py`)",
-                    "",
-                    f"Run {now_utc()}: `.venv/bin/python bench/bundle_delta.py`",
-                    "",
-                    "Machine: "
-                    + "; ".join(machine.lines())
-                    + f"; load average before {load_before}, after {load_after}.",
-                    "",
-                    f"Input: {inputs}. The peer ships each version as one archive of its files.",
-                    "",
-                    markdown_table(headers, rows),
-                    "",
-                    markdown_table(check_headers, checks),
-                ]
-            ),
-        )
+    mlp = f"{args.mlp['layers']['choices'][0]} x {args.mlp['hidden_units']['choices'][0]} hidden units"
+    inputs = f"pump-faults MLP ({mlp}) v{versions[0]} and v{versions[1]}, {PROFILE}: {files}"
+    report.publish(
+        [
+            f"Input: {inputs}. The peer ships each version as one archive of its files.",
+            Table(headers, rows),
+            report.checks(checks),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ fingerprints), except those last 10 minutes; generation is not timed. The payloa
 which only ``batches()`` reads, holds a placeholder outside them (the real JSON would be
 ~14 GB). The database file is fresh, so it is in the page cache.
 
-    .venv/bin/python bench/central_drift.py [--devices 1000] [--hours 24] [--repeat 2]
+    .venv/bin/python -m bench.central_drift [--devices 1000] [--hours 24] [--repeat 2]
 """
 
 from __future__ import annotations

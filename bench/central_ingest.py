@@ -28,7 +28,7 @@ Flat memory: the server's memory (proportional set size, summed over its process
 they share count once) at the end of the run is within +10% of the same after the first 10 s
 (warm-up); the least-squares slope after the warm-up is reported too.
 
-    .venv/bin/python bench/central_ingest.py [--duration 60] [--devices 1000] [--connections 128]
+    .venv/bin/python -m bench.central_ingest [--duration 60] [--devices 1000] [--connections 128]
 """
 
 from __future__ import annotations

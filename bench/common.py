@@ -178,6 +178,25 @@ def example_spec(name: str, **changes: Any) -> Any:
     return parse_spec(yaml.safe_dump(data, sort_keys=False), source=source)
 
 
+def simulated_training_data(spec: Any, machines: int, readings: int, seed: int) -> Any:
+    """Simulated pump readings put through edgeml's coercion and features, split as training splits them."""
+    import pandas as pd
+
+    from bench.common import (
+        SensorSimulation,
+        apply_row_features,
+        coerce_batch,
+        compute_batch,
+        simulate_sensors,
+        split_features,
+    )
+
+    frame = pd.DataFrame(simulate_sensors(SensorSimulation(machines=machines, readings=readings, seed=seed)))
+    clean = coerce_batch(frame, spec.schema_, source="sim").clean
+    table = compute_batch(clean, spec.features.window, entity="machine_id", timestamp="ts")
+    return split_features(spec, apply_row_features(table, spec.features.row).to_pandas(), "bench")
+
+
 def _merged(old: Any, new: Any) -> Any:
     if not (isinstance(old, dict) and isinstance(new, dict)):
         return new
