@@ -838,6 +838,9 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 @dataclass(frozen=True)
@@ -970,7 +973,7 @@ def result_sections(path: Path = RESULTS) -> dict[str, str]:
 def stamp_of(section: str) -> Stamp:
     """The stamp in a section's machine line (``CPU: … x N logical cores``, ``edgeml revision: …``)."""
     cpu = re.search(r"CPU: (.+?) x (\d+) logical cores", section)
-    revision = re.search(r"edgeml revision: ([\w.+-]+)", section)
+    revision = re.search(r"edgeml revision: ([\w.+-]*[\w+-])", section)  # not the sentence's full stop
     if cpu is None or revision is None:
         raise ValueError(f"a RESULTS.md section without its stamp (CPU and revision): {section[:200]}")
     return Stamp(revision.group(1), cpu.group(1), int(cpu.group(2)))
