@@ -32,7 +32,6 @@ the slower ones met interference from the shared machine), the median block show
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import sys
@@ -47,6 +46,9 @@ from typing import Any
 
 from bench.common import (
     LOAD_HEADERS,
+    MACHINE,
+    SENSORS,
+    Forest,
     Load,
     Report,
     Table,
@@ -57,6 +59,7 @@ from bench.common import (
     need_wrk,
     parser,
     post_load,
+    pump_forest,
     server_process,
     smoke_sizes,
     tool_version,
@@ -65,8 +68,6 @@ from bench.common import (
 
 SERVER_CPU, LOAD_CPU = 0, 1
 CONNECTIONS = 8
-NUMERIC = ["temperature", "vibration", "pressure", "rpm", "power_kw"]
-CATEGORY = "machine_id"
 HEALTH = {"agent": "/v2/health/ready", "minimal": "/ping", "mlflow": "/ping"}
 BLOCK = 200  # in-process calls per timed block
 
@@ -75,81 +76,45 @@ BLOCK = 200  # in-process calls per timed block
 
 
 def train(folder: Path, trees: int, readings: int) -> dict[str, Any]:
-    """Train the pipeline, save it for MLflow and as an ONNX bundle folder; one sample row."""
+    """Train the forest, save it for MLflow and as an ONNX bundle folder; one sample row."""
     import mlflow.sklearn
-    import numpy as np
-    import pandas as pd
     import sklearn
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.isotonic import IsotonicRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
 
-    from bench.common import (
-        PROBABILITY_EDGES,
-        SENSOR_UNITS,
-        Calibration,
-        FileEntry,
-        Golden,
-        InputField,
-        Manifest,
-        ModelRuntime,
-        Outputs,
-        Reference,
-        SensorSimulation,
-        canonical_json,
-        category_histogram,
-        numeric_histogram,
-        simulate_sensors,
-        trusted_types,
-    )
+    from bench.common import canonical_json, trusted_types
 
-    data = simulate_sensors(SensorSimulation(machines=8, readings=readings, seed=1))
-    frame = pd.DataFrame({c: data[c] for c in [*NUMERIC, CATEGORY]})
-    target = np.asarray(data["fault"])
-    prepare = ColumnTransformer(
-        [("num", "passthrough", NUMERIC), ("cat", OneHotEncoder(handle_unknown="ignore"), [CATEGORY])]
-    )
-    forest = RandomForestClassifier(n_estimators=trees, max_depth=12, random_state=0, n_jobs=1)
-    pipeline = make_pipeline(prepare, forest).fit(frame, target)
+    forest = pump_forest(folder / "bundle", trees, readings, reference=reference_statistics)
     # the requirements named, not inferred: MLflow infers them by importing the model in a subprocess
     # (~30 s), and `--env-manager local` serves from this environment anyway
     mlflow.sklearn.save_model(
-        pipeline,
+        forest.pipeline,
         str(folder / "mlflow"),
-        skops_trusted_types=trusted_types(pipeline),
+        skops_trusted_types=trusted_types(forest.pipeline),
         pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
     )
+    (forest.folder / "manifest.json").write_bytes(canonical_json(forest.manifest.model_dump(mode="json")))
+    return forest.row()
 
-    types = [(c, DoubleTensorType([None, 1])) for c in NUMERIC] + [(CATEGORY, StringTensorType([None, 1]))]
-    onx = convert_sklearn(
-        pipeline, initial_types=types, options={id(forest): {"zipmap": False}}, target_opset=17
+
+def reference_statistics(forest: Forest) -> Any:
+    """Reference statistics as `edgeml bundle build` writes them, so that telemetry counts as on a device.
+
+    (It takes scores and calibration from holdout rows; here the training rows stand in: only
+    telemetry's work matters.)
+    """
+    import numpy as np
+    from sklearn.isotonic import IsotonicRegression
+
+    from bench.common import (
+        PROBABILITY_EDGES,
+        Calibration,
+        Reference,
+        category_histogram,
+        numeric_histogram,
     )
-    bundle = folder / "bundle"
-    bundle.mkdir()
-    model_file = bundle / "model.onnx"
-    model_file.write_bytes(onx.SerializeToString())
-    ranges = {c: (float(frame[c].min()), float(frame[c].max())) for c in NUMERIC}
-    machines = sorted(frame[CATEGORY].unique().tolist())
-    inputs = [
-        InputField(
-            name=c,
-            kind="numeric",
-            dtype="float64",
-            nullable=False,  # the forest has no missing-value branches
-            min=lo - abs(lo),
-            max=hi + abs(hi),
-            unit=SENSOR_UNITS[c],
-        )
-        for c, (lo, hi) in ranges.items()
-    ] + [InputField(name=CATEGORY, kind="categorical", dtype="string", values=machines)]
-    # reference statistics as `edgeml bundle build` writes them (it takes scores and calibration
-    # from holdout rows; here the training rows stand in: only telemetry's work matters)
-    proba = pipeline.predict_proba(frame)
-    labels = [str(c) for c in forest.classes_]
+
+    frame, target = forest.frame, forest.target
+    proba = forest.pipeline.predict_proba(frame)
+    labels = [str(c) for c in forest.pipeline.classes_]
     grid = [round(0.05 * i, 2) for i in range(21)]
     calibration = {}
     for k, label in enumerate(labels):
@@ -157,12 +122,13 @@ def train(folder: Path, trees: int, readings: int) -> dict[str, Any]:
         iso.fit(proba[:, k], (target.astype(str) == label).astype(np.float64))
         calibration[label] = [round(float(v), 6) for v in iso.predict(np.array(grid))]
     predicted = np.array(labels)[proba.argmax(axis=1)]
-    reference = Reference(
+    machines = sorted(frame[MACHINE].unique().tolist())
+    return Reference(
         rows=len(frame),
         source="bench: the training rows",
         features={
-            **{c: numeric_histogram(frame[c].to_numpy(dtype=np.float64)) for c in NUMERIC},
-            CATEGORY: category_histogram(frame[CATEGORY].tolist(), machines),
+            **{c: numeric_histogram(frame[c].to_numpy(dtype=np.float64)) for c in SENSORS},
+            MACHINE: category_histogram(frame[MACHINE].tolist(), machines),
         },
         scores={
             f"probability:{lb}": numeric_histogram(proba[:, k], PROBABILITY_EDGES)
@@ -173,42 +139,6 @@ def train(folder: Path, trees: int, readings: int) -> dict[str, Any]:
         },
         calibration=Calibration(grid=grid, values=calibration),
     )
-    records = frame.head(5).to_dict("records")
-    draft = Manifest(
-        model="pump-faults",
-        version=1,
-        profile="x86-64-generic",
-        runtime="onnxruntime",
-        precision="fp32",
-        created="2026-01-01T00:00:00+00:00",
-        expires="2026-12-31T00:00:00+00:00",
-        files=[
-            FileEntry(
-                path=model_file.name,
-                sha256=hashlib.sha256(model_file.read_bytes()).hexdigest(),
-                size=model_file.stat().st_size,
-            )
-        ],
-        inputs=inputs,
-        outputs=Outputs(
-            task="classification", names=["label", "probabilities"], labels=list(forest.classes_)
-        ),
-        reference=reference,
-        golden=Golden(inputs=records, outputs={}, tolerance=1e-5),
-        metrics={},
-        export={},
-        mlflow_run_id="bench",
-        snapshot="bench",
-        key_id="bench",
-    )
-    outputs = ModelRuntime(bundle, draft).predict_records(records)
-    manifest = draft.model_copy(
-        update={
-            "golden": draft.golden.model_copy(update={"outputs": {k: v.tolist() for k, v in outputs.items()}})
-        }
-    )
-    (bundle / "manifest.json").write_bytes(canonical_json(manifest.model_dump(mode="json")))
-    return {k: (float(v) if k in NUMERIC else str(v)) for k, v in records[0].items()}
 
 
 # ----------------------------------------------------------------------------- servers
@@ -335,7 +265,7 @@ def record(row: dict[str, Any]) -> str:
 
 
 def oip_v2(row: dict[str, Any]) -> str:
-    datatype = {c: "FP64" if c in NUMERIC else "BYTES" for c in [*NUMERIC, CATEGORY]}
+    datatype = {c: "FP64" if c in SENSORS else "BYTES" for c in [*SENSORS, MACHINE]}
     inputs = [{"name": c, "shape": [1, 1], "datatype": t, "data": [row[c]]} for c, t in datatype.items()]
     return json.dumps({"inputs": inputs})
 
@@ -425,8 +355,8 @@ def in_process(folder: Path, row: dict[str, Any], seconds: float) -> dict[str, l
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(bundle / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    feeds = {c: np.array([[row[c]]], dtype=np.float64) for c in NUMERIC}
-    feeds[CATEGORY] = np.array([[row[CATEGORY]]], dtype=object)
+    feeds = {c: np.array([[row[c]]], dtype=np.float64) for c in SENSORS}
+    feeds[MACHINE] = np.array([[row[MACHINE]]], dtype=object)
     runtime = serving.holder.current.runtime  # type: ignore[union-attr]
 
     answer = serving.predict(body)

@@ -19,6 +19,7 @@ table :data:`_EDGEML` says where each one lives, so a module that moves is repoi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import os
 import platform
@@ -195,6 +196,122 @@ def simulated_training_data(spec: Any, machines: int, readings: int, seed: int) 
     clean = coerce_batch(frame, spec.schema_, source="sim").clean
     table = compute_batch(clean, spec.features.window, entity="machine_id", timestamp="ts")
     return split_features(spec, apply_row_features(table, spec.features.row).to_pandas(), "bench")
+
+
+SENSORS = ["temperature", "vibration", "pressure", "rpm", "power_kw"]  # the forest's numeric inputs
+MACHINE = "machine_id"  # and its category
+
+
+@dataclass
+class Forest:
+    """A random forest on simulated pump readings, exported by skl2onnx, and the manifest of its bundle."""
+
+    pipeline: Any  # scikit-learn: one-hot machine id + forest
+    frame: Any  # the training rows (pandas)
+    target: Any  # their labels (numpy)
+    manifest: Any  # golden outputs computed by edgeml's runtime; reference as given
+    folder: Path  # holds model.onnx (the manifest is not written)
+
+    def row(self) -> dict[str, Any]:
+        """One request's row, as JSON has it."""
+        first = self.frame.iloc[0]
+        return {c: float(first[c]) for c in SENSORS} | {MACHINE: str(first[MACHINE])}
+
+
+def pump_forest(
+    folder: Path, trees: int, readings: int, reference: Callable[[Forest], Any] | None = None
+) -> Forest:
+    """Train the forest on 8 pumps × ``readings``, export it into ``folder``, draft its manifest.
+
+    ``reference`` makes the manifest's reference statistics from the trained forest (none by default).
+    """
+    import numpy as np
+    import pandas as pd
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from bench.common import (
+        SENSOR_UNITS,
+        FileEntry,
+        Golden,
+        InputField,
+        Manifest,
+        ModelRuntime,
+        Outputs,
+        Reference,
+        SensorSimulation,
+        simulate_sensors,
+    )
+
+    data = simulate_sensors(SensorSimulation(machines=8, readings=readings, seed=1))
+    frame = pd.DataFrame({c: data[c] for c in [*SENSORS, MACHINE]})
+    target = np.asarray(data["fault"])
+    prepare = ColumnTransformer(
+        [("num", "passthrough", SENSORS), ("cat", OneHotEncoder(handle_unknown="ignore"), [MACHINE])]
+    )
+    forest = RandomForestClassifier(n_estimators=trees, max_depth=12, random_state=0, n_jobs=1)
+    pipeline = make_pipeline(prepare, forest).fit(frame, target)
+    types = [(c, DoubleTensorType([None, 1])) for c in SENSORS] + [(MACHINE, StringTensorType([None, 1]))]
+    onx = convert_sklearn(
+        pipeline, initial_types=types, options={id(forest): {"zipmap": False}}, target_opset=17
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    model_file = folder / "model.onnx"
+    model_file.write_bytes(onx.SerializeToString())
+    inputs = [
+        InputField(
+            name=c,
+            kind="numeric",
+            dtype="float64",
+            nullable=False,  # the forest has no missing-value branches
+            min=float(frame[c].min()) - abs(float(frame[c].min())),
+            max=float(frame[c].max()) + abs(float(frame[c].max())),
+            unit=SENSOR_UNITS[c],
+        )
+        for c in SENSORS
+    ] + [
+        InputField(
+            name=MACHINE, kind="categorical", dtype="string", values=sorted(frame[MACHINE].unique().tolist())
+        )
+    ]
+    records = frame.head(5).to_dict("records")
+    now = datetime.now(UTC)
+    made = Forest(pipeline, frame, target, None, folder)
+    draft = Manifest(
+        model="pump-faults",
+        version=1,
+        profile="x86-64-generic",
+        runtime="onnxruntime",
+        precision="fp32",
+        created=now.isoformat(timespec="seconds"),
+        expires=now.replace(year=now.year + 1).isoformat(timespec="seconds"),
+        files=[
+            FileEntry(
+                path=model_file.name,
+                sha256=hashlib.sha256(model_file.read_bytes()).hexdigest(),
+                size=model_file.stat().st_size,
+            )
+        ],
+        inputs=inputs,
+        outputs=Outputs(
+            task="classification", names=["label", "probabilities"], labels=list(forest.classes_)
+        ),
+        reference=reference(made) if reference else Reference(rows=0, source="bench", features={}, scores={}),
+        golden=Golden(inputs=records, outputs={}, tolerance=1e-5),
+        metrics={},
+        export={},
+        mlflow_run_id="bench",
+        snapshot="bench",
+        key_id="bench",
+    )
+    outputs = ModelRuntime(folder, draft).predict_records(records)
+    golden = draft.golden.model_copy(update={"outputs": {k: v.tolist() for k, v in outputs.items()}})
+    made.manifest = draft.model_copy(update={"golden": golden})
+    return made
 
 
 def _merged(old: Any, new: Any) -> Any:

@@ -351,20 +351,20 @@ def profile_block(
 
 def main(argv: list[str] | None = None) -> int:
     cli = parser(__doc__)
-    parser.add_argument(
+    cli.add_argument(
         "--files", type=int, default=16, help="CSV files to generate (one day of the fleet each)"
     )
-    parser.add_argument(
+    cli.add_argument(
         "--rows-per-file", type=int, default=110_000, help=f"rows per file (rounded down to {MACHINES} pumps)"
     )
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions per contender; the best counts")
-    parser.add_argument(
+    cli.add_argument("--repeat", type=int, default=3, help="repetitions per contender; the best counts")
+    cli.add_argument(
         "--keep-data",
         action="store_true",
         help=f"keep the generated CSVs in {CACHE} for the next run (a kept set is reused); "
         "by default they are removed at the end",
     )
-    parser.add_argument(
+    cli.add_argument(
         "--profile", action="store_true", help="also cProfile one edgeml block and report where its time goes"
     )
     args = smoke_sizes(cli.parse_args(argv), files=2, rows_per_file=2_000, repeat=1, keep_data=False)

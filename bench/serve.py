@@ -18,16 +18,16 @@ as a signed bundle on a channel, which `edgeml serve` verifies as a device does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     LOAD_HEADERS,
+    MACHINE,
+    SENSORS,
     Report,
     Table,
     check_listener,
@@ -37,6 +37,7 @@ from bench.common import (
     parser,
     port_of,
     post_load,
+    pump_forest,
     smoke_sizes,
     start_ray,
     tool_version,
@@ -45,8 +46,6 @@ from bench.common import (
 
 CONNECTIONS = 8
 TARGET = 10.0
-NUMERIC = ["temperature", "vibration", "pressure", "rpm", "power_kw"]
-CATEGORY = "machine_id"
 MODEL = "pump-faults"
 
 
@@ -55,111 +54,23 @@ MODEL = "pump-faults"
 
 def publish_model(root: Path, trees: int, readings: int) -> tuple[Path, dict[str, Any]]:
     """Train, export, sign and publish v1 on `stable` under ``root``; the ONNX file and one sample row."""
-    import numpy as np
-    import pandas as pd
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
-
     from bench.common import (
-        SENSOR_UNITS,
-        FileEntry,
-        Golden,
-        InputField,
         LocalStore,
-        Manifest,
-        ModelRuntime,
-        Outputs,
-        Reference,
-        SensorSimulation,
         export_public,
         init_keys,
         load_signer,
         publish_bundle,
         publish_channel,
-        simulate_sensors,
     )
 
-    data = simulate_sensors(SensorSimulation(machines=8, readings=readings, seed=1))
-    frame = pd.DataFrame({c: data[c] for c in [*NUMERIC, CATEGORY]})
-    prepare = ColumnTransformer(
-        [("num", "passthrough", NUMERIC), ("cat", OneHotEncoder(handle_unknown="ignore"), [CATEGORY])]
-    )
-    forest = RandomForestClassifier(n_estimators=trees, max_depth=12, random_state=0, n_jobs=1)
-    pipeline = make_pipeline(prepare, forest).fit(frame, np.asarray(data["fault"]))
-    types = [(c, DoubleTensorType([None, 1])) for c in NUMERIC] + [(CATEGORY, StringTensorType([None, 1]))]
-    onx = convert_sklearn(
-        pipeline, initial_types=types, options={id(forest): {"zipmap": False}}, target_opset=17
-    )
-    folder = root / "build"
-    folder.mkdir()
-    model_file = folder / "model.onnx"
-    model_file.write_bytes(onx.SerializeToString())
-    inputs = [
-        InputField(
-            name=c,
-            kind="numeric",
-            dtype="float64",
-            nullable=False,
-            min=float(frame[c].min()) - abs(float(frame[c].min())),
-            max=float(frame[c].max()) + abs(float(frame[c].max())),
-            unit=SENSOR_UNITS[c],
-        )
-        for c in NUMERIC
-    ] + [
-        InputField(
-            name=CATEGORY,
-            kind="categorical",
-            dtype="string",
-            values=sorted(frame[CATEGORY].unique().tolist()),
-        )
-    ]
-    records = frame.head(5).to_dict("records")
-    now = datetime.now(UTC)
-    draft = Manifest(
-        model=MODEL,
-        version=1,
-        profile="x86-64-generic",
-        runtime="onnxruntime",
-        precision="fp32",
-        created=now.isoformat(timespec="seconds"),
-        expires=(now + timedelta(days=30)).isoformat(timespec="seconds"),
-        files=[
-            FileEntry(
-                path=model_file.name,
-                sha256=hashlib.sha256(model_file.read_bytes()).hexdigest(),
-                size=model_file.stat().st_size,
-            )
-        ],
-        inputs=inputs,
-        outputs=Outputs(
-            task="classification", names=["label", "probabilities"], labels=list(forest.classes_)
-        ),
-        reference=Reference(rows=0, source="bench", features={}, scores={}),
-        golden=Golden(inputs=records, outputs={}, tolerance=1e-5),
-        metrics={},
-        export={},
-        mlflow_run_id="bench",
-        snapshot="bench",
-        key_id="bench",
-    )
-    outputs = ModelRuntime(folder, draft).predict_records(records)
-    manifest = draft.model_copy(
-        update={
-            "golden": draft.golden.model_copy(update={"outputs": {k: v.tolist() for k, v in outputs.items()}})
-        }
-    )
+    forest = pump_forest(root / "build", trees, readings)
     init_keys(root / "home")
     export_public(root / "home", root / "keyring")
     store = LocalStore(root / "store")
     signer = load_signer(root / "home")
-    publish_bundle(store, signer, manifest, folder)
+    publish_bundle(store, signer, forest.manifest, forest.folder)
     publish_channel(store, signer, MODEL, 1, "stable")
-    row = {k: (float(v) if k in NUMERIC else str(v)) for k, v in records[0].items()}
-    return model_file, row
+    return forest.folder / "model.onnx", forest.row()
 
 
 # ----------------------------------------------------------------------------- contenders
@@ -179,8 +90,8 @@ def default_deployment(model_file: Path) -> str:
 
         async def __call__(self, request: Any) -> dict[str, Any]:
             row = await request.json()
-            feeds = {c: np.array([[row[c]]], dtype=np.float64) for c in NUMERIC}
-            feeds[CATEGORY] = np.array([[row[CATEGORY]]], dtype=object)
+            feeds = {c: np.array([[row[c]]], dtype=np.float64) for c in SENSORS}
+            feeds[MACHINE] = np.array([[row[MACHINE]]], dtype=object)
             label, probabilities = self.session.run(None, feeds)
             return {"label": str(label[0]), "probabilities": probabilities[0].tolist()}
 
