@@ -62,7 +62,8 @@ from bench.common import (
     server_process,
     smoke_sizes,
     tool_version,
-    tree_cpu_s,
+    tree_cpu_split,
+    tree_kernel_calls,
     verdict,
 )
 
@@ -395,6 +396,9 @@ class Run:
     max_ms: float
     samples: Samples
     server_cpu_s: float  # the server's processes
+    server_sys_s: float  # of which in the kernel (system time: syscalls, wake-ups, page faults)
+    server_calls: int  # read and write system calls of the server's processes
+    server_switches: int  # their threads' context switches
     serving_cpu_s: float  # the one serving HTTP
     client_cpu_s: float
     others_cpu_s: float  # every other process on the machine
@@ -429,7 +433,8 @@ def wrk(server: Server, script: Path, seconds: int, connections: int, name: str)
     """wrk for ``seconds``; the server's memory and CPU (its processes) and wrk's CPU, sampled each second."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script)]
     samples = Samples()
-    cpu0, serving0, machine0 = tree_cpu_s(server.pid), cpu_s(server.pid), machine_cpu_s()
+    cpu0, serving0, machine0 = tree_cpu_split(server.pid), cpu_s(server.pid), machine_cpu_s()
+    calls0, switches0 = tree_kernel_calls(server.pid)
     proc = subprocess.Popen([*argv, server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     start = time.monotonic()
     client_cpu = 0.0
@@ -442,7 +447,9 @@ def wrk(server: Server, script: Path, seconds: int, connections: int, name: str)
     samples.t.append(time.monotonic() - start)
     samples.rss_mb.append(memory_mb(server.pid))
     out, err = proc.communicate()
-    server_cpu = tree_cpu_s(server.pid) - cpu0
+    user1, sys1 = tree_cpu_split(server.pid)
+    server_cpu, server_sys = user1 + sys1 - sum(cpu0), sys1 - cpu0[1]
+    calls1, switches1 = tree_kernel_calls(server.pid)
     serving_cpu = cpu_s(server.pid) - serving0
     machine_cpu = machine_cpu_s() - machine0
     line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
@@ -461,6 +468,9 @@ def wrk(server: Server, script: Path, seconds: int, connections: int, name: str)
         max_ms=r["max_us"] / 1e3,
         samples=samples,
         server_cpu_s=server_cpu,
+        server_sys_s=server_sys,
+        server_calls=calls1 - calls0,
+        server_switches=switches1 - switches0,
         serving_cpu_s=serving_cpu,
         client_cpu_s=client_cpu,
         others_cpu_s=max(machine_cpu - server_cpu - client_cpu, 0.0),
@@ -580,6 +590,8 @@ HEADERS = [
     "p99 ms",
     "server CPU (cores)",
     "server CPU µs / batch",
+    "of which kernel µs",
+    "read/write calls, context switches / batch",
     "other processes' CPU (cores)",
     "memory (PSS) start / +10 s / end / max MB",
     "memory slope MB/min",
@@ -600,6 +612,9 @@ def table_rows(runs: dict[str, Run]) -> list[list[str]]:
                 f"{run.p99_ms:.1f}",
                 f"{run.server_cpu_s / run.seconds:.2f}",
                 f"{run.cpu_us_per_batch:,.0f}",
+                f"{run.server_sys_s / max(run.accepted, 1) * 1e6:,.0f}",
+                f"{run.server_calls / max(run.accepted, 1):.1f}, "
+                f"{run.server_switches / max(run.accepted, 1):.1f}",
                 f"{run.others_cpu_s / run.seconds:.2f}",
                 f"{start:.0f} / {base:.0f} / {end:.0f} / {peak:.0f}",
                 f"{slope:+.1f}",

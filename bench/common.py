@@ -803,19 +803,48 @@ def memory_mb(pid: int) -> float:
     return total
 
 
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (all its threads): system is the kernel's work for it."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_split(pid))
+
+
+def tree_cpu_split(pid: int) -> tuple[float, float]:
+    """:func:`cpu_split` of ``pid`` and its descendants, summed."""
+    user = system = 0.0
+    for member in process_tree(pid):
+        with suppress(OSError):
+            u, s = cpu_split(member)
+            user, system = user + u, system + s
+    return user, system
+
+
+def tree_kernel_calls(pid: int) -> tuple[int, int]:
+    """(read + write system calls, context switches) of ``pid``, its threads and its descendants so far.
+
+    Each hand-off between threads or processes (a pipe, a queue, a lock) costs calls into the
+    kernel and wake-ups: their cost per call depends on the CPU and its security mitigations.
+    """
+    calls = switches = 0
+    for member in process_tree(pid):
+        with suppress(OSError):
+            io = Path(f"/proc/{member}/io").read_text(encoding="utf-8")
+            calls += sum(int(v) for k, v in re.findall(r"^(syscr|syscw): (\d+)$", io, re.MULTILINE))
+            for status in Path(f"/proc/{member}/task").glob("*/status"):
+                with suppress(OSError):
+                    text = status.read_text(encoding="utf-8")
+                    switches += sum(int(v) for v in re.findall(r"ctxt_switches:\s+(\d+)", text))
+    return calls, switches
 
 
 def tree_cpu_s(pid: int) -> float:
     """:func:`cpu_s` of ``pid`` and its descendants."""
-    total = 0.0
-    for member in process_tree(pid):
-        with suppress(OSError):
-            total += cpu_s(member)
-    return total
+    return sum(tree_cpu_split(pid))
 
 
 # ------------------------------------------------------------------------ servers under test
