@@ -686,6 +686,10 @@ def publish(report: Report, runs: dict[str, Run], body_bytes: float) -> None:
         f"process (writer thread, DuckDB); {TARGET:,.0f} batches/s would take {needed:.1f} cores of this "
         f"CPU, and other processes took {ours.others_cpu_s / ours.seconds:.2f} of its {machine.cores} "
         "during the run.",
+        f"The store committed {ours.per_commit:.1f} batches per transaction on average. A commit and the "
+        "hand-over of a part cost about the same whatever their size, so the CPU per batch falls as more "
+        "batches share a commit: it is not a constant of the machine, and a CPU that serves fewer batches "
+        "per second also pays more per batch (bench/README.md, 'CPU per batch across CPUs').",
         "Stored batches are counted in the database after the server stopped; requests still in flight "
         "when wrk stops are stored but not counted as acknowledged, so stored ≥ acknowledged.",
         f"The node ran with db_memory {args.db_memory}: DuckDB keeps the blocks it writes in its buffer "

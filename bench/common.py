@@ -392,8 +392,31 @@ def tool_version(argv: Sequence[str], pattern: str = r"(\d+\.\d+(?:\.\d+)?)") ->
     return match.group(1) if match else "unknown"
 
 
+def cpu_features() -> str:
+    """The CPU's widest SIMD and its clock as the kernel reports them: figures differ across CPUs by these."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown"
+    line = re.search(r"^(?:flags|Features)\s*:(.*)$", text, re.MULTILINE)  # x86, then ARM
+    flags = set(line.group(1).split()) if line else set()
+    simd = next((f for f in ("avx512f", "avx2", "avx", "sse4_2", "asimd") if f in flags), "none known")
+    mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", text, re.MULTILINE)
+    return f"widest SIMD {simd}" + (f", {float(mhz.group(1)):,.0f} MHz" if mhz else "")
+
+
+def python_speed() -> str:
+    """CPU seconds of a fixed pure-Python loop: how fast this CPU runs the interpreter (the serving path)."""
+    start = time.process_time()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return f"{time.process_time() - start:.2f} s of CPU for 5M additions in a Python loop"
+
+
 def describe_machine(packages: Sequence[str] = _PACKAGES, **extra: str) -> Machine:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    extra = {"CPU features": cpu_features(), "Python speed": python_speed(), **extra}
     return Machine(
         cpu=_cpu_model(),
         cores=cores,
