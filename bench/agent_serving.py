@@ -249,7 +249,11 @@ def http_load(case: Case, url: str, body: str, args: argparse.Namespace, scratch
 
 @dataclass(frozen=True)
 class Case:
-    """One measured server case: which server, which request, measured how."""
+    """One measured server case: which server, which request, measured how.
+
+    ``measure`` loads the case's server (wrk POSTing the body over HTTP by default); a case over
+    another protocol (gRPC, say) brings its own load generator returning a :class:`Load`.
+    """
 
     name: str
     label: str  # as the tables show it
