@@ -43,7 +43,9 @@ def main() -> int:
     if args.smoke:
         return 0
     sections = result_sections()
-    stale = [n for n in args.only or BENCHMARKS if stamp_of(sections[n]).revision != revision]
+    stale = [
+        n for n in args.only or BENCHMARKS if n not in sections or stamp_of(sections[n]).revision != revision
+    ]
     if stale:
         print(f"sections of bench/RESULTS.md not stamped {revision}: {', '.join(stale)}")
         return 1
