@@ -3,12 +3,12 @@
 Target (issue #6): a new version whose only change is the weights uploads and downloads
 only the changed blobs. Measured in ONE run on real models:
 
-1. ``edgeml demo`` (2 trials) lands, ingests and features simulated pump data;
-2. the MLP family is trained twice with a fixed architecture and different seeds: v2 and
-   v3 differ in their weights only;
+1. simulated pump readings are landed as CSV and ingested with ``examples/pump-faults.yaml``;
+2. its MLP family is trained twice with a fixed architecture and different seeds: the two
+   versions differ in their weights only;
 3. both are bundled for x86-64-generic (graph and weights are separate blobs) and fetched
-   by a device whose blob cache holds v2; then v3 is bundled again (a re-signature with a
-   new expiry) and fetched again.
+   by a device whose blob cache holds the first; then the second is bundled again (a
+   re-signature with a new expiry) and fetched again.
 
 The peer is what a device moves when each version ships as one archive: every byte of
 every file, every time.
@@ -37,24 +37,26 @@ FIXED_MLP = {
 
 def main() -> None:
     args = parser(__doc__).parse_args()
-    args.demo, args.mlp = {"trials": 2}, FIXED_MLP
+    args.readings, args.mlp = 1_500, FIXED_MLP
     smoke_mlp = {**FIXED_MLP, "hidden_units": {"choices": [16]}, "epochs": {"choices": [1]}}
-    smoke_sizes(args, demo={"trials": 1, "readings": 800}, mlp=smoke_mlp)  # 6 pumps: every fault shows
-
-    from rich.console import Console
+    smoke_sizes(args, readings=800, mlp=smoke_mlp)  # 6 pumps × 800: every fault class shows
 
     from bench.common import (
-        DemoOptions,
         KeyRing,
         ParamRange,
+        SensorSimulation,
         build_bundle,
+        example_spec,
         fetch_bundle,
+        ingest,
+        init_keys,
         load_settings,
         load_signer,
         ray_session,
-        run_demo,
+        simulate_sensors,
         store_from_settings,
         train,
+        write_csv,
     )
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -63,13 +65,17 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings({"EDGEML_HOME": tmp})
-        demo = run_demo(settings, Console(quiet=True), DemoOptions(fleet=False, **args.demo))
-        assert demo.training is not None
-        assert demo.ingest is not None
-        spec = next(s for s in demo.specs if s.name == "pump-faults")
+        landing = Path(tmp) / "landing"
+        landing.mkdir()
+        with (landing / "pumps.csv").open("w", encoding="utf-8", newline="") as out:
+            write_csv(simulate_sensors(SensorSimulation(machines=6, readings=args.readings, seed=0)), out)
+        history = {"name": "history", "kind": "file", "path": str(landing / "*.csv"), "format": "csv"}
+        spec = example_spec("pump-faults", sources=[history])
+        init_keys(settings.home)
         space = {"mlp": {k: ParamRange.model_validate(v) for k, v in args.mlp.items()}}
         versions = []
         with ray_session(settings.ray_address, progress_bars=False):
+            snapshot = ingest(spec, settings, progress_bars=False).snapshot.id
             for seed in (1, 2):
                 search = spec.search.model_copy(
                     update={
@@ -83,7 +89,7 @@ def main() -> None:
                 quick = spec.model_copy(
                     update={"search": search, "gates": spec.gates.model_copy(update={"thresholds": {}})}
                 )
-                versions.append(train(quick, settings, demo.ingest.snapshot.id).version)
+                versions.append(train(quick, settings, snapshot).version)
         store, signer = store_from_settings(settings), load_signer(settings.home)
         ring = KeyRing.from_home(settings.home)
         staging = Path(tmp) / "device"
