@@ -4,9 +4,10 @@ Target (issue #8): the central node accepts ≥ 2,000 telemetry batches per seco
 × 20 bins each) sustained for 60 s, with flat memory. Measured in ONE run, the same way for
 both servers:
 
-- **edgeml**: ``edgeml central run`` (uvicorn serving HTTP in one process, the telemetry store
-  in a process of its own, as in production; its default config) with ``--devices``
-  registered devices. A batch is authenticated by its device token, validated against the
+- **edgeml**: the node as an operator starts it, ``edgeml central init`` then ``edgeml central
+  run`` (uvicorn serving HTTP in one process, the telemetry store in a process of its own, as
+  in production; the config ``init`` writes, with ``--db-memory``) with ``--devices`` devices
+  registered by its bootstrap token. A batch is authenticated by its device token, validated against the
   ``TelemetryBatch`` contract, checked for idempotency and acknowledged only once committed:
   the store's writer thread commits what is queued in one transaction (Arrow tables) and
   syncs DuckDB's write-ahead log;
@@ -23,6 +24,9 @@ status is counted (429s apart); the server's memory and CPU time (all its proces
 CPU time and the whole machine's CPU time are sampled every second (other jobs on a shared
 machine show up as the difference). After the run the server is stopped and its DuckDB file
 is opened, to check that every acknowledged batch is there.
+
+Also reported per batch: the server's CPU and the kernel's share of it, its read/write system
+calls and context switches, and the batches per commit (see bench/README.md on comparing CPUs).
 
 Flat memory: the server's memory (proportional set size, summed over its processes, so pages
 they share count once) at the end of the run is within +10% of the same after the first 10 s
