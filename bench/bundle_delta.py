@@ -46,6 +46,7 @@ def main() -> None:
         ParamRange,
         SensorSimulation,
         build_bundle,
+        build_features,
         example_spec,
         fetch_bundle,
         ingest,
@@ -56,6 +57,7 @@ def main() -> None:
         simulate_sensors,
         store_from_settings,
         train,
+        validate,
         write_csv,
     )
 
@@ -75,7 +77,9 @@ def main() -> None:
         space = {"mlp": {k: ParamRange.model_validate(v) for k, v in args.mlp.items()}}
         versions = []
         with ray_session(settings.ray_address, progress_bars=False):
-            snapshot = ingest(spec, settings, progress_bars=False).snapshot.id
+            snapshot = ingest(spec, settings, progress_bars=False).snapshot.id  # as `edgeml run` does:
+            validate(spec, settings, snapshot)  # ingest, validate, build features, then train
+            build_features(spec, settings, snapshot)
             for seed in (1, 2):
                 search = spec.search.model_copy(
                     update={
@@ -108,22 +112,23 @@ def main() -> None:
     changed = sum(
         f.size for f in new.manifest.files if f.sha256 not in {o.sha256 for o in old.manifest.files}
     )
+    change = f"v{versions[0]} → v{versions[1]}"
     rows = [
-        ["weights-only change (v2 → v3): upload", f"{moved_up:,}", f"{full:,}", f"{moved_up / full:.3f}x"],
+        [f"weights-only change ({change}): upload", f"{moved_up:,}", f"{full:,}", f"{moved_up / full:.3f}x"],
         [
-            "weights-only change (v2 → v3): device download",
+            f"weights-only change ({change}): device download",
             f"{moved_down:,}",
             f"{full:,}",
             f"{moved_down / full:.3f}x",
         ],
         [
-            "re-signed v3 (new expiry): upload",
+            f"re-signed v{versions[1]} (new expiry): upload",
             f"{resigned.uploaded_bytes:,}",
             f"{full:,}",
             f"{resigned.uploaded_bytes / full:.3f}x",
         ],
         [
-            "re-signed v3: device download",
+            f"re-signed v{versions[1]}: device download",
             f"{refetched.downloaded_bytes:,}",
             f"{full:,}",
             f"{refetched.downloaded_bytes / full:.3f}x",

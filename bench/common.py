@@ -112,7 +112,7 @@ _names("edgeml.central.db", FEATURE_BINS_SQL="_FEATURE_BINS", SCORE_BINS_SQL="_S
 _names("edgeml.central.drift", "ThresholdCache", "compute_drift", "pool_stored", "pool_window")
 _names("edgeml.export.run", "OPENVINO_FAMILIES", "feeds")
 _names("edgeml.export.run", export_build="_build", export_convert="_convert", ExportRunner="_Runner")
-_names("edgeml.features.build", "apply_row_features")
+_names("edgeml.features.build", "apply_row_features", "build_features")
 _names("edgeml.features.window", "compute_batch")
 _names("edgeml.ingest.coerce", "coerce_batch")
 _names("edgeml.ingest.lake", "parquet_bytes", "read_parts", "source_parts", "write_clean_parts")
@@ -142,6 +142,7 @@ _names("edgeml.train.pipeline", "build_pipeline")
 _names("edgeml.train.run", "train")
 _names("edgeml.train.search", "fit_trial", "run_search")
 _names("edgeml.train.tracking", "trusted_types")
+_names("edgeml.validate", "validate")
 
 
 def __getattr__(name: str) -> Any:
