@@ -15,7 +15,7 @@ STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # command:package pairs the integration tests need from the OS (apt-get).
 OS_DEPS ?= mosquitto:mosquitto wrk:wrk promtool:prometheus chromium:chromium
 
-.PHONY: all install os-deps lint typecheck test test-fast demo bench docs clean lock fresh-check
+.PHONY: all install os-deps lint typecheck test test-fast demo bench bench-smoke docs clean lock fresh-check
 all: test
 
 $(BIN)/python:
@@ -85,12 +85,15 @@ test-fast: install
 demo: install
 	$(BIN)/edgeml demo
 
-# Every benchmark, each against its peer in the same run; results land in bench/RESULTS.md.
+# Every benchmark in one go, each against its peer in the same run, on free ports: bench/RESULTS.md
+# is rewritten, each section stamped with this revision, the CPU and how quiet the machine was.
+# Run it on a quiet machine from a clean work tree; then quote the new figures in the README.
 bench: install os-deps
-	@for script in bench/*.py; do \
-	  case $$script in bench/common.py) continue;; esac; \
-	  echo "== $$script"; $(BIN)/python $$script || exit 1; \
-	done
+	$(BIN)/python -m bench
+
+# Each benchmark at tiny sizes (what the tests run): it still works; no claims, nothing written.
+bench-smoke: install os-deps
+	$(BIN)/python -m bench --smoke
 
 docs: install
 	$(BIN)/edgeml spec docs --out docs/spec.md

@@ -25,15 +25,14 @@ for ``--rounds`` rounds; the median round counts, and the ratios are taken withi
 200 calls for ``--in-process-seconds``; each is timed by its fastest block (timeit's rule:
 the slower ones met interference from the shared machine), the median block shown beside.
 
-    .venv/bin/python bench/agent_serving.py [--seconds 10] [--rounds 5] [--in-process-only]
+    .venv/bin/python -m bench.agent_serving [--seconds 10] [--rounds 5] [--in-process-only]
         [--in-process-seconds 30] [--no-write-results]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import shutil
+import json
 import statistics
 import sys
 import tempfile
@@ -41,33 +40,34 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (
+from bench.common import (
     LOAD_HEADERS,
+    MACHINE,
+    SENSORS,
+    Forest,
     Load,
-    describe_machine,
-    load_average,
+    Report,
+    Table,
+    bench_argv,
+    free_port,
     load_rows,
-    markdown_table,
     median_load,
+    need_wrk,
+    parser,
     post_load,
-    section_head,
+    pump_forest,
     server_process,
-    text_table,
+    smoke_sizes,
     tool_version,
     verdict,
-    write_section,
 )
 
 SERVER_CPU, LOAD_CPU = 0, 1
 CONNECTIONS = 8
-NUMERIC = ["temperature", "vibration", "pressure", "rpm", "power_kw"]
-CATEGORY = "machine_id"
-PORTS = {"agent": 18501, "minimal": 18502, "mlflow": 18503}
 HEALTH = {"agent": "/v2/health/ready", "minimal": "/ping", "mlflow": "/ping"}
 BLOCK = 200  # in-process calls per timed block
 
@@ -75,70 +75,46 @@ BLOCK = 200  # in-process calls per timed block
 # ----------------------------------------------------------------------------- the model
 
 
-def train(folder: Path) -> dict[str, Any]:
-    """Train the pipeline, save it for MLflow and as an ONNX bundle folder; one sample row."""
+def train(folder: Path, trees: int, readings: int) -> dict[str, Any]:
+    """Train the forest, save it for MLflow and as an ONNX bundle folder; one sample row."""
     import mlflow.sklearn
+    import sklearn
+
+    from bench.common import canonical_json, trusted_types
+
+    forest = pump_forest(folder / "bundle", trees, readings, reference=reference_statistics)
+    # the requirements named, not inferred: MLflow infers them by importing the model in a subprocess
+    # (~30 s), and `--env-manager local` serves from this environment anyway
+    mlflow.sklearn.save_model(
+        forest.pipeline,
+        str(folder / "mlflow"),
+        skops_trusted_types=trusted_types(forest.pipeline),
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+    )
+    (forest.folder / "manifest.json").write_bytes(canonical_json(forest.manifest.model_dump(mode="json")))
+    return forest.row()
+
+
+def reference_statistics(forest: Forest) -> Any:
+    """Reference statistics as `edgeml bundle build` writes them, so that telemetry counts as on a device.
+
+    (It takes scores and calibration from holdout rows; here the training rows stand in: only
+    telemetry's work matters.)
+    """
     import numpy as np
-    import pandas as pd
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import RandomForestClassifier
     from sklearn.isotonic import IsotonicRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
 
-    from edgeml.agent.runtime import ModelRuntime
-    from edgeml.bundle.keys import canonical_json
-    from edgeml.bundle.manifest import (
+    from bench.common import (
+        PROBABILITY_EDGES,
         Calibration,
-        FileEntry,
-        Golden,
-        InputField,
-        Manifest,
-        Outputs,
         Reference,
+        category_histogram,
+        numeric_histogram,
     )
-    from edgeml.bundle.reference import PROBABILITY_EDGES, category_histogram, numeric_histogram
-    from edgeml.simulate.sensors import SENSORS, SensorSimulation, simulate_sensors
-    from edgeml.train.tracking import trusted_types
 
-    data = simulate_sensors(SensorSimulation(machines=8, readings=2000, seed=1))
-    frame = pd.DataFrame({c: data[c] for c in [*NUMERIC, CATEGORY]})
-    target = np.asarray(data["fault"])
-    prepare = ColumnTransformer(
-        [("num", "passthrough", NUMERIC), ("cat", OneHotEncoder(handle_unknown="ignore"), [CATEGORY])]
-    )
-    forest = RandomForestClassifier(n_estimators=100, max_depth=12, random_state=0, n_jobs=1)
-    pipeline = make_pipeline(prepare, forest).fit(frame, target)
-    mlflow.sklearn.save_model(pipeline, str(folder / "mlflow"), skops_trusted_types=trusted_types(pipeline))
-
-    types = [(c, DoubleTensorType([None, 1])) for c in NUMERIC] + [(CATEGORY, StringTensorType([None, 1]))]
-    onx = convert_sklearn(
-        pipeline, initial_types=types, options={id(forest): {"zipmap": False}}, target_opset=17
-    )
-    bundle = folder / "bundle"
-    bundle.mkdir()
-    model_file = bundle / "model.onnx"
-    model_file.write_bytes(onx.SerializeToString())
-    ranges = {c: (float(frame[c].min()), float(frame[c].max())) for c in NUMERIC}
-    machines = sorted(frame[CATEGORY].unique().tolist())
-    inputs = [
-        InputField(
-            name=c,
-            kind="numeric",
-            dtype="float64",
-            nullable=False,  # the forest has no missing-value branches
-            min=lo - abs(lo),
-            max=hi + abs(hi),
-            unit=SENSORS[c],
-        )
-        for c, (lo, hi) in ranges.items()
-    ] + [InputField(name=CATEGORY, kind="categorical", dtype="string", values=machines)]
-    # reference statistics as `edgeml bundle build` writes them (it takes scores and calibration
-    # from holdout rows; here the training rows stand in: only telemetry's work matters)
-    proba = pipeline.predict_proba(frame)
-    labels = [str(c) for c in forest.classes_]
+    frame, target = forest.frame, forest.target
+    proba = forest.pipeline.predict_proba(frame)
+    labels = [str(c) for c in forest.pipeline.classes_]
     grid = [round(0.05 * i, 2) for i in range(21)]
     calibration = {}
     for k, label in enumerate(labels):
@@ -146,12 +122,13 @@ def train(folder: Path) -> dict[str, Any]:
         iso.fit(proba[:, k], (target.astype(str) == label).astype(np.float64))
         calibration[label] = [round(float(v), 6) for v in iso.predict(np.array(grid))]
     predicted = np.array(labels)[proba.argmax(axis=1)]
-    reference = Reference(
+    machines = sorted(frame[MACHINE].unique().tolist())
+    return Reference(
         rows=len(frame),
         source="bench: the training rows",
         features={
-            **{c: numeric_histogram(frame[c].to_numpy(dtype=np.float64)) for c in NUMERIC},
-            CATEGORY: category_histogram(frame[CATEGORY].tolist(), machines),
+            **{c: numeric_histogram(frame[c].to_numpy(dtype=np.float64)) for c in SENSORS},
+            MACHINE: category_histogram(frame[MACHINE].tolist(), machines),
         },
         scores={
             f"probability:{lb}": numeric_histogram(proba[:, k], PROBABILITY_EDGES)
@@ -162,42 +139,6 @@ def train(folder: Path) -> dict[str, Any]:
         },
         calibration=Calibration(grid=grid, values=calibration),
     )
-    records = frame.head(5).to_dict("records")
-    draft = Manifest(
-        model="pump-faults",
-        version=1,
-        profile="x86-64-generic",
-        runtime="onnxruntime",
-        precision="fp32",
-        created="2026-01-01T00:00:00+00:00",
-        expires="2026-12-31T00:00:00+00:00",
-        files=[
-            FileEntry(
-                path=model_file.name,
-                sha256=hashlib.sha256(model_file.read_bytes()).hexdigest(),
-                size=model_file.stat().st_size,
-            )
-        ],
-        inputs=inputs,
-        outputs=Outputs(
-            task="classification", names=["label", "probabilities"], labels=list(forest.classes_)
-        ),
-        reference=reference,
-        golden=Golden(inputs=records, outputs={}, tolerance=1e-5),
-        metrics={},
-        export={},
-        mlflow_run_id="bench",
-        snapshot="bench",
-        key_id="bench",
-    )
-    outputs = ModelRuntime(bundle, draft).predict_records(records)
-    manifest = draft.model_copy(
-        update={
-            "golden": draft.golden.model_copy(update={"outputs": {k: v.tolist() for k, v in outputs.items()}})
-        }
-    )
-    (bundle / "manifest.json").write_bytes(canonical_json(manifest.model_dump(mode="json")))
-    return {k: (float(v) if k in NUMERIC else str(v)) for k, v in records[0].items()}
 
 
 # ----------------------------------------------------------------------------- servers
@@ -205,9 +146,7 @@ def train(folder: Path) -> dict[str, Any]:
 
 def observed(holder: Any) -> Any:
     """The observers ``edgeml agent run`` puts on its holder, with its default telemetry settings."""
-    from edgeml.agent.config import TelemetryConfig
-    from edgeml.agent.sync import HealthWatch
-    from edgeml.agent.telemetry import TelemetryWindow
+    from bench.common import HealthWatch, TelemetryConfig, TelemetryWindow
 
     settings = TelemetryConfig()
     window = TelemetryWindow("bench-device", window_s=settings.window_s, window_rows=settings.window_rows)
@@ -218,9 +157,7 @@ def observed(holder: Any) -> Any:
 def serve_agent(folder: Path, port: int) -> None:
     import uvicorn
 
-    from edgeml.agent.model import LoadedModel, ModelHolder
-    from edgeml.agent.server import create_app
-    from edgeml.bundle.manifest import Manifest
+    from bench.common import LoadedModel, Manifest, ModelHolder, create_app
 
     manifest = Manifest.model_validate_json((folder / "manifest.json").read_bytes())
     model = LoadedModel(folder, manifest)
@@ -281,14 +218,14 @@ def _uvicorn(port: int) -> dict[str, Any]:
 
 @contextmanager
 def running(kind: str, folder: Path) -> Iterator[str]:
-    """A server subprocess pinned to SERVER_CPU; its base URL once it answers its health route."""
-    port = PORTS[kind]
+    """A server subprocess pinned to SERVER_CPU on a free port; its base URL once it answers from there."""
+    port = free_port()
     if kind == "mlflow":
-        mlflow = Path(sys.executable).with_name("mlflow")
-        argv = [str(mlflow), "models", "serve", "-m", str(folder / "mlflow"), "--env-manager", "local"]
+        mlflow = str(Path(sys.executable).with_name("mlflow"))
+        argv = [mlflow, "models", "serve", "-m", str(folder / "mlflow"), "--env-manager", "local"]
         argv += ["-h", "127.0.0.1", "-p", str(port), "-w", "1"]
     else:
-        argv = [sys.executable, __file__, "--serve", kind, "--folder", str(folder / "bundle")]
+        argv = bench_argv("agent_serving", "--serve", kind, "--folder", str(folder / "bundle"))
         argv += ["--port", str(port)]
     url = f"http://127.0.0.1:{port}"
     env = {"MLFLOW_TRACKING_URI": f"file:{folder / 'mlruns'}"}
@@ -296,8 +233,79 @@ def running(kind: str, folder: Path) -> Iterator[str]:
         yield url  # MLflow's uvicorn worker inherits the CPU pinning
 
 
-def load(name: str, url: str, body: str, seconds: int, scratch: Path) -> Load:
-    return post_load(name, url, body, seconds, scratch, connections=CONNECTIONS, cpu=LOAD_CPU)
+def http_load(case: Case, url: str, body: str, args: argparse.Namespace, scratch: Path) -> Load:
+    """wrk POSTing ``body`` to the case's route, pinned to LOAD_CPU, after a checked request and a warm-up."""
+    return post_load(
+        case.name,
+        url + case.path,
+        body,
+        args.seconds,
+        scratch,
+        warm_up_s=args.warm_up,
+        connections=CONNECTIONS,
+        cpu=LOAD_CPU,
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured server case: which server, which request, measured how.
+
+    ``measure`` loads the case's server (wrk POSTing the body over HTTP by default); a case over
+    another protocol (gRPC, say) brings its own load generator returning a :class:`Load`.
+    """
+
+    name: str
+    label: str  # as the tables show it
+    server: str  # agent, minimal or mlflow (see :func:`running`)
+    path: str
+    body: Callable[[dict[str, Any]], str]  # the request, from the sample row
+    every_round: bool = True  # in each round (ratios are taken within rounds), or once after them
+    measure: Callable[[Case, str, str, argparse.Namespace, Path], Load] = http_load
+
+
+def record(row: dict[str, Any]) -> str:
+    return json.dumps(row)
+
+
+def oip_v2(row: dict[str, Any]) -> str:
+    datatype = {c: "FP64" if c in SENSORS else "BYTES" for c in [*SENSORS, MACHINE]}
+    inputs = [{"name": c, "shape": [1, 1], "datatype": t, "data": [row[c]]} for c, t in datatype.items()]
+    return json.dumps({"inputs": inputs})
+
+
+def dataframe_records(row: dict[str, Any]) -> str:
+    return json.dumps({"dataframe_records": [row]})
+
+
+CASES = [
+    Case("agent", "edgeml agent, POST /predict", "agent", "/predict", record),
+    Case("minimal", "minimal Starlette + ONNX Runtime (peer)", "minimal", "/predict", record),
+    Case(
+        "mlflow", "mlflow models serve, sklearn pipeline (peer)", "mlflow", "/invocations", dataframe_records
+    ),
+    Case(
+        "agent v2",
+        "edgeml agent, OIP v2 infer",
+        "agent",
+        "/v2/models/pump-faults/infer",
+        oip_v2,
+        every_round=False,
+    ),
+]
+
+CASE_SERVER = {c.name: c.server for c in CASES}
+
+
+def measure_cases(
+    cases: list[Case], folder: Path, row: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Load]:
+    """Each case against a fresh server of its kind."""
+    out = {}
+    for case in cases:
+        with running(case.server, folder) as url:
+            out[case.name] = case.measure(case, url, case.body(row), args, folder)
+    return out
 
 
 # ----------------------------------------------------------------------------- in-process
@@ -325,10 +333,8 @@ def in_process(folder: Path, row: dict[str, Any], seconds: float) -> dict[str, l
     import onnxruntime as ort
     import orjson
 
-    from edgeml.agent.model import LoadedModel, ModelHolder
-    from edgeml.agent.server import Serving
-    from edgeml.agent.sync import HealthWatch
-    from edgeml.bundle.manifest import Manifest
+    from bench.common import AgentServing as Serving
+    from bench.common import HealthWatch, LoadedModel, Manifest, ModelHolder
 
     bundle = folder / "bundle"
     manifest = Manifest.model_validate_json((bundle / "manifest.json").read_bytes())
@@ -353,8 +359,8 @@ def in_process(folder: Path, row: dict[str, Any], seconds: float) -> dict[str, l
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(bundle / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    feeds = {c: np.array([[row[c]]], dtype=np.float64) for c in NUMERIC}
-    feeds[CATEGORY] = np.array([[row[CATEGORY]]], dtype=object)
+    feeds = {c: np.array([[row[c]]], dtype=np.float64) for c in SENSORS}
+    feeds[MACHINE] = np.array([[row[MACHINE]]], dtype=object)
     runtime = serving.holder.current.runtime  # type: ignore[union-attr]
 
     answer = serving.predict(body)
@@ -378,29 +384,30 @@ def in_process(folder: Path, row: dict[str, Any], seconds: float) -> dict[str, l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per run (default 10)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of the three servers (default 5)")
-    parser.add_argument(
+    cli = parser(__doc__)
+    cli.formatter_class = argparse.RawDescriptionHelpFormatter
+    cli.add_argument("--seconds", type=int, default=10, help="wrk duration per run (default 10)")
+    cli.add_argument("--rounds", type=int, default=5, help="rounds of the three servers (default 5)")
+    cli.add_argument(
         "--in-process-seconds", type=float, default=30, help="in-process timing, all contenders (default 30)"
     )
-    parser.add_argument("--in-process-only", action="store_true", help="no servers; prints, writes nothing")
-    parser.add_argument("--no-write-results", action="store_true", help="do not update bench/RESULTS.md")
-    parser.add_argument("--serve", choices=["agent", "minimal"], help=argparse.SUPPRESS)
-    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    cli.add_argument("--in-process-only", action="store_true", help="no servers; prints, writes nothing")
+    cli.add_argument("--serve", choices=["agent", "minimal"], help=argparse.SUPPRESS)
+    cli.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    cli.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = cli.parse_args()
     if args.serve:
         (serve_agent if args.serve == "agent" else serve_minimal)(args.folder, args.port)
         return
-    if shutil.which("wrk") is None and not args.in_process_only:
-        sys.exit("wrk is not installed: apt-get install wrk (make os-deps does)")
-    import json
-
-    machine = describe_machine(
-        packages=(
+    args.warm_up, args.trees, args.readings = 2, 100, 2000
+    smoke_sizes(args, seconds=1, rounds=1, in_process_seconds=0.5, warm_up=0, trees=5, readings=200)
+    if not args.in_process_only:
+        need_wrk()
+    report = Report(
+        "agent_serving",
+        "Edge agent serving: throughput, p99, predict-path overhead",
+        args,
+        (
             "edgeml",
             "onnxruntime",
             "starlette",
@@ -413,47 +420,19 @@ def main() -> None:
         ),
         wrk=tool_version(["wrk", "--version"]),
     )
-    load_before = load_average()
     rounds: list[dict[str, Load]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        row = train(folder)
-        record = json.dumps(row)
-        v2 = json.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": c,
-                        "shape": [1, 1],
-                        "datatype": "FP64" if c in NUMERIC else "BYTES",
-                        "data": [row[c]],
-                    }
-                    for c in [*NUMERIC, CATEGORY]
-                ]
-            }
-        )
-        mlflow_body = json.dumps({"dataframe_records": [row]})
+        row = train(folder, args.trees, args.readings)
         blocks = in_process(folder, row, args.in_process_seconds)
         if args.in_process_only:
-            print("\n".join(machine.lines()))
-            print(text_table(*_in_process_table(blocks)))
+            report.args.no_write_results = True
+            report.publish([Table(*_in_process_table(blocks))])
             return
-        for _ in range(args.rounds):
-            this: dict[str, Load] = {}
-            with running("agent", folder) as url:
-                this["agent"] = load("agent", url + "/predict", record, args.seconds, folder)
-            with running("minimal", folder) as url:
-                this["minimal"] = load("minimal", url + "/predict", record, args.seconds, folder)
-            with running("mlflow", folder) as url:
-                this["mlflow"] = load("mlflow", url + "/invocations", mlflow_body, args.seconds, folder)
-            rounds.append(this)
-        with running("agent", folder) as url:
-            agent_v2 = load("agent v2", url + "/v2/models/pump-faults/infer", v2, args.seconds, folder)
-    load_after = load_average()
-
-    agent, minimal, mlflow = (
-        median_load([r[kind] for r in rounds]) for kind in ("agent", "minimal", "mlflow")
-    )
+        for _ in range(args.rounds):  # the servers take turns: each round sees the same machine state
+            rounds.append(measure_cases([c for c in CASES if c.every_round], folder, row, args))
+        once = measure_cases([c for c in CASES if not c.every_round], folder, row, args)
+    report.measured()
 
     def per_round(kind: str, figure: Callable[[Load], float]) -> list[float]:
         return [figure(r["agent"]) / figure(r[kind]) for r in rounds]
@@ -461,13 +440,10 @@ def main() -> None:
     throughput = per_round("minimal", lambda r: r.requests_per_s)
     p99 = per_round("minimal", lambda r: r.p99_ms)
     over_mlflow = per_round("mlflow", lambda r: r.requests_per_s)
-    names = {
-        "agent": "edgeml agent, POST /predict",
-        "agent v2": "edgeml agent, OIP v2 infer",
-        "minimal": "minimal Starlette + ONNX Runtime (peer)",
-        "mlflow": "mlflow models serve, sklearn pipeline (peer)",
-    }
-    rows = load_rows([agent, agent_v2, minimal, mlflow], names)
+    names = {c.name: c.label for c in CASES}
+    medians = {c.name: median_load([r[c.name] for r in rounds]) for c in CASES if c.every_round}
+    loads = {**medians, **once}
+    rows = load_rows(list(loads.values()), names)
     round_rows = [
         [
             f"{i + 1}",
@@ -487,10 +463,9 @@ def main() -> None:
         "agent/mlflow",
         "wrk CPU (agent / minimal / mlflow)",
     ]
-    proc_headers, proc_rows = _in_process_table(blocks)
     bare_s, agent_s = min(blocks["bare"]), min(blocks["agent"])
     overhead = agent_s / bare_s - 1
-    failed = agent.errors + agent_v2.errors
+    failed = sum(load.errors for name, load in loads.items() if CASE_SERVER[name] == "agent")
 
     def ratio(values: list[float], unit: str = "×", digits: int = 2) -> str:
         mid = statistics.median(values)
@@ -524,13 +499,14 @@ def main() -> None:
         ],
         ["agent requests failed", str(failed), "0", "PASS" if failed == 0 else "FAIL"],
     ]
-    check_headers = ["target", "measured", "goal", "result"]
     setup = (
-        f"random forest (100 trees, depth ≤ 12) on 16,000 simulated pump readings, 5 float64 sensors + "
+        f"random forest ({args.trees} trees, depth ≤ 12) on {8 * args.readings:,} simulated pump readings, "
+        "5 float64 sensors + "
         f"machine id, exported by skl2onnx, reference statistics in the manifest as `bundle build` writes "
         f"them, compliance `none` (so telemetry also keeps a row sample); single-row requests; "
         f"wrk -t1 -c{CONNECTIONS}, {args.seconds} s per run after a checked "
-        f"request and a 2 s warm-up, pinned to CPU {LOAD_CPU}; each server in its own process pinned to "
+        f"request and a {args.warm_up} s warm-up, pinned to CPU {LOAD_CPU}; each server in its own process "
+        "pinned to "
         f"CPU {SERVER_CPU} (uvicorn, 1 worker, httptools, no access log; MLflow its own uvicorn, 1 worker, "
         f"`--env-manager local`, its defaults otherwise); the agent with the observers `edgeml agent run` "
         f"puts on every answer (health watch, telemetry window collected every second, Prometheus "
@@ -553,44 +529,17 @@ def main() -> None:
         "the observers count in bulk) and the Prometheus metrics "
         "(tallied, counted in bulk every 256 answers and before every scrape)"
     )
-    print("\n".join(machine.lines()))
-    print(f"load average before {load_before}, after {load_after}")
-    print(setup)
-    print(text_table(LOAD_HEADERS, rows))
-    print()
-    print(text_table(round_headers, round_rows))
-    print()
-    print(text_table(proc_headers, proc_rows))
-    print()
-    print(text_table(check_headers, checks))
-    if not args.no_write_results:
-        write_section(
-            "agent_serving",
-            "\n".join(
-                [
-                    section_head(
-                        "Edge agent serving: throughput, p99, predict-path overhead",
-                        "agent_serving.py",
-                        machine,
-                        load_before,
-                        load_after,
-                        sys.argv[1:],
-                    ),
-                    "",
-                    f"Setup: {setup}.",
-                    "",
-                    markdown_table(LOAD_HEADERS, rows),
-                    "",
-                    markdown_table(round_headers, round_rows),
-                    "",
-                    f"{in_process_note}.",
-                    "",
-                    markdown_table(proc_headers, proc_rows),
-                    "",
-                    markdown_table(check_headers, checks),
-                ]
-            ),
-        )
+    proc_headers, proc_rows = _in_process_table(blocks)
+    report.publish(
+        [
+            f"Setup: {setup}.",
+            Table(LOAD_HEADERS, rows),
+            Table(round_headers, round_rows),
+            f"{in_process_note}.",
+            Table(proc_headers, proc_rows),
+            report.checks(checks),
+        ]
+    )
 
 
 def _in_process_table(blocks: dict[str, list[float]]) -> tuple[list[str], list[list[str]]]:

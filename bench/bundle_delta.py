@@ -3,30 +3,26 @@
 Target (issue #6): a new version whose only change is the weights uploads and downloads
 only the changed blobs. Measured in ONE run on real models:
 
-1. ``edgeml demo`` (2 trials) lands, ingests and features simulated pump data;
-2. the MLP family is trained twice with a fixed architecture and different seeds: v2 and
-   v3 differ in their weights only;
+1. simulated pump readings are landed as CSV and ingested with ``examples/pump-faults.yaml``;
+2. its MLP family is trained twice with a fixed architecture and different seeds: the two
+   versions differ in their weights only;
 3. both are bundled for x86-64-generic (graph and weights are separate blobs) and fetched
-   by a device whose blob cache holds v2; then v3 is bundled again (a re-signature with a
-   new expiry) and fetched again.
+   by a device whose blob cache holds the first; then the second is bundled again (a
+   re-signature with a new expiry) and fetched again.
 
 The peer is what a device moves when each version ships as one archive: every byte of
 every file, every time.
 
-    .venv/bin/python bench/bundle_delta.py [--no-write-results]
+    .venv/bin/python -m bench.bundle_delta [--no-write-results]
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import describe_machine, load_average, markdown_table, now_utc, text_table, verdict, write_section
+from bench.common import Report, Table, parser, smoke_sizes, verdict
 
 PROFILE = "x86-64-generic"
 FIXED_MLP = {
@@ -40,38 +36,50 @@ FIXED_MLP = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    args = parser(__doc__).parse_args()
+    args.readings, args.mlp = 1_500, FIXED_MLP
+    smoke_mlp = {**FIXED_MLP, "hidden_units": {"choices": [16]}, "epochs": {"choices": [1]}}
+    smoke_sizes(args, readings=800, mlp=smoke_mlp)  # 6 pumps × 800: every fault class shows
+
+    from bench.common import (
+        KeyRing,
+        ParamRange,
+        SensorSimulation,
+        build_bundle,
+        build_features,
+        example_spec,
+        fetch_bundle,
+        ingest,
+        init_keys,
+        load_settings,
+        load_signer,
+        ray_session,
+        simulate_sensors,
+        store_from_settings,
+        train,
+        validate,
+        write_csv,
     )
-    parser.add_argument("--no-write-results", action="store_true", help="do not update bench/RESULTS.md")
-    args = parser.parse_args()
-
-    from rich.console import Console
-
-    from edgeml.bundle.build import build_bundle
-    from edgeml.bundle.keys import KeyRing, load_signer
-    from edgeml.bundle.verify import fetch_bundle
-    from edgeml.demo import DemoOptions, run_demo
-    from edgeml.ingest.runtime import ray_session
-    from edgeml.settings import load_settings
-    from edgeml.spec.models import ParamRange
-    from edgeml.store import store_from_settings
-    from edgeml.train.run import train
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    machine, load_before = (
-        describe_machine(packages=("edgeml", "onnx", "onnxruntime", "cryptography")),
-        load_average(),
+    report = Report(
+        "bundle_delta", "Bundle updates: bytes moved", args, ("edgeml", "onnx", "onnxruntime", "cryptography")
     )
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings({"EDGEML_HOME": tmp})
-        demo = run_demo(settings, Console(quiet=True), DemoOptions(trials=2, fleet=False))
-        assert demo.training is not None
-        assert demo.ingest is not None
-        spec = next(s for s in demo.specs if s.name == "pump-faults")
-        space = {"mlp": {k: ParamRange.model_validate(v) for k, v in FIXED_MLP.items()}}
+        landing = Path(tmp) / "landing"
+        landing.mkdir()
+        with (landing / "pumps.csv").open("w", encoding="utf-8", newline="") as out:
+            write_csv(simulate_sensors(SensorSimulation(machines=6, readings=args.readings, seed=0)), out)
+        history = {"name": "history", "kind": "file", "path": str(landing / "*.csv"), "format": "csv"}
+        spec = example_spec("pump-faults", sources=[history])
+        init_keys(settings.home)
+        space = {"mlp": {k: ParamRange.model_validate(v) for k, v in args.mlp.items()}}
         versions = []
         with ray_session(settings.ray_address, progress_bars=False):
+            snapshot = ingest(spec, settings, progress_bars=False).snapshot.id  # as `edgeml run` does:
+            validate(spec, settings, snapshot)  # ingest, validate, build features, then train
+            build_features(spec, settings, snapshot)
             for seed in (1, 2):
                 search = spec.search.model_copy(
                     update={
@@ -85,7 +93,7 @@ def main() -> None:
                 quick = spec.model_copy(
                     update={"search": search, "gates": spec.gates.model_copy(update={"thresholds": {}})}
                 )
-                versions.append(train(quick, settings, demo.ingest.snapshot.id).version)
+                versions.append(train(quick, settings, snapshot).version)
         store, signer = store_from_settings(settings), load_signer(settings.home)
         ring = KeyRing.from_home(settings.home)
         staging = Path(tmp) / "device"
@@ -96,7 +104,7 @@ def main() -> None:
         fetched = fetch_bundle(store, new.key, ring, staging)
         resigned = build_bundle(f"models:/{spec.name}/{versions[1]}", PROFILE, settings, store, signer)
         refetched = fetch_bundle(store, resigned.key, ring, staging)
-    load_after = load_average()
+    report.measured()
 
     full = sum(f.size for f in new.manifest.files)
     files = ", ".join(f"{f.path} {f.size:,} B" for f in new.manifest.files)
@@ -104,22 +112,23 @@ def main() -> None:
     changed = sum(
         f.size for f in new.manifest.files if f.sha256 not in {o.sha256 for o in old.manifest.files}
     )
+    change = f"v{versions[0]} → v{versions[1]}"
     rows = [
-        ["weights-only change (v2 → v3): upload", f"{moved_up:,}", f"{full:,}", f"{moved_up / full:.3f}x"],
+        [f"weights-only change ({change}): upload", f"{moved_up:,}", f"{full:,}", f"{moved_up / full:.3f}x"],
         [
-            "weights-only change (v2 → v3): device download",
+            f"weights-only change ({change}): device download",
             f"{moved_down:,}",
             f"{full:,}",
             f"{moved_down / full:.3f}x",
         ],
         [
-            "re-signed v3 (new expiry): upload",
+            f"re-signed v{versions[1]} (new expiry): upload",
             f"{resigned.uploaded_bytes:,}",
             f"{full:,}",
             f"{resigned.uploaded_bytes / full:.3f}x",
         ],
         [
-            "re-signed v3: device download",
+            f"re-signed v{versions[1]}: device download",
             f"{refetched.downloaded_bytes:,}",
             f"{full:,}",
             f"{refetched.downloaded_bytes / full:.3f}x",
@@ -140,34 +149,15 @@ def main() -> None:
             verdict(-refetched.downloaded_bytes, 0),
         ],
     ]
-    check_headers = ["target", "measured", "goal", "result"]
-    inputs = f"pump-faults MLP (2 x 128 hidden units) v{versions[0]} and v{versions[1]}, {PROFILE}: {files}"
-    print("\n".join(machine.lines()))
-    print(inputs)
-    print(text_table(headers, rows))
-    print()
-    print(text_table(check_headers, checks))
-    if not args.no_write_results:
-        write_section(
-            "bundle_delta",
-            "\n".join(
-                [
-                    "## Bundle updates: bytes moved (`bench/bundle_delta.py`)",
-                    "",
-                    f"Run {now_utc()}: `.venv/bin/python bench/bundle_delta.py`",
-                    "",
-                    "Machine: "
-                    + "; ".join(machine.lines())
-                    + f"; load average before {load_before}, after {load_after}.",
-                    "",
-                    f"Input: {inputs}. The peer ships each version as one archive of its files.",
-                    "",
-                    markdown_table(headers, rows),
-                    "",
-                    markdown_table(check_headers, checks),
-                ]
-            ),
-        )
+    mlp = f"{args.mlp['layers']['choices'][0]} x {args.mlp['hidden_units']['choices'][0]} hidden units"
+    inputs = f"pump-faults MLP ({mlp}) v{versions[0]} and v{versions[1]}, {PROFILE}: {files}"
+    report.publish(
+        [
+            f"Input: {inputs}. The peer ships each version as one archive of its files.",
+            Table(headers, rows),
+            report.checks(checks),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -26,16 +26,14 @@ fingerprints), except those last 10 minutes; generation is not timed. The payloa
 which only ``batches()`` reads, holds a placeholder outside them (the real JSON would be
 ~14 GB). The database file is fresh, so it is in the page cache.
 
-    .venv/bin/python bench/central_drift.py [--devices 1000] [--hours 24] [--repeat 2]
+    .venv/bin/python -m bench.central_drift [--devices 1000] [--hours 24] [--repeat 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -44,19 +42,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (
-    DATA_DIR,
-    describe_machine,
-    load_average,
-    markdown_table,
-    section_head,
-    text_table,
-    timed,
-    verdict,
-    write_section,
-)
+from bench.common import DATA_DIR, Report, Table, parser, smoke_sizes, timed, verdict
 
 NAME = "central_drift"
 TARGET_S = 10.0
@@ -115,8 +101,18 @@ def make_fleet(devices: int, hours: int) -> Fleet:
     """The model version's reference (20,000 holdout rows) and the distributions the fleet sees."""
     import numpy as np
 
-    from edgeml.bundle.manifest import Golden, Histogram, InputField, Manifest, Outputs, Reference
-    from edgeml.bundle.reference import PROBABILITY_EDGES, bin_counts, numeric_histogram, quantile_edges
+    from bench.common import (
+        PROBABILITY_EDGES,
+        Golden,
+        Histogram,
+        InputField,
+        Manifest,
+        Outputs,
+        Reference,
+        bin_counts,
+        numeric_histogram,
+        quantile_edges,
+    )
 
     rng = np.random.default_rng(8)
     mean = {n: float(i) for i, n in enumerate(SENSORS)}
@@ -191,8 +187,7 @@ def bulk_write(con: Any, fleet: Fleet, chunk: dict[str, Any], first_seq: int) ->
     import numpy as np
     import pyarrow as pa
 
-    from edgeml.bundle.reference import PROBABILITY_EDGES
-    from edgeml.central import db as store_db
+    from bench.common import FEATURE_BINS_SQL, PROBABILITY_EDGES, SCORE_BINS_SQL
 
     n = len(chunk["rows"])
     seq = np.arange(first_seq, first_seq + n)
@@ -264,8 +259,8 @@ def bulk_write(con: Any, fleet: Fleet, chunk: dict[str, Any], first_seq: int) ->
     # the store's own fingerprints of the bins (TelemetryStore computes them the same way)
     for table, data, bins in (
         ("batches", batches, None),
-        ("batch_features", features, store_db._FEATURE_BINS),
-        ("batch_scores", scores, store_db._SCORE_BINS),
+        ("batch_features", features, FEATURE_BINS_SQL),
+        ("batch_scores", scores, SCORE_BINS_SQL),
         ("batch_labels", labels, None),
     ):
         con.register("_bulk", data)
@@ -277,9 +272,14 @@ def bulk_write(con: Any, fleet: Fleet, chunk: dict[str, Any], first_seq: int) ->
 
 def as_batches(fleet: Fleet, chunk: dict[str, Any]) -> list[Any]:
     """The same counts as the TelemetryBatch a device sends (for ingestion through the store)."""
-    from edgeml.agent.telemetry import LATENCY_EDGES, CalibratedSums, FeatureTelemetry, TelemetryBatch
-    from edgeml.bundle.manifest import Histogram
-    from edgeml.bundle.reference import PROBABILITY_EDGES
+    from bench.common import (
+        LATENCY_EDGES,
+        PROBABILITY_EDGES,
+        CalibratedSums,
+        FeatureTelemetry,
+        Histogram,
+        TelemetryBatch,
+    )
 
     out = []
     for i in range(len(chunk["rows"])):
@@ -323,7 +323,7 @@ def build_store(path: Path, fleet: Fleet) -> int:
     import duckdb
     import numpy as np
 
-    from edgeml.central.db import TelemetryStore
+    from bench.common import TelemetryStore
 
     rng = np.random.default_rng(20260105)
     with TelemetryStore(path) as store:  # the schema, and the fleet registered
@@ -361,6 +361,7 @@ class DayRun:
     drift_s: float
     windows: int
     breaches: list[tuple[str, str]]  # (group, hour) with a breach
+    cpu_s: float  # CPU time of this process (all its threads: Python and DuckDB's) for the day
 
     @property
     def total_s(self) -> float:
@@ -368,8 +369,9 @@ class DayRun:
 
 
 def edgeml_day(store: Any, fleet: Fleet) -> DayRun:
-    from edgeml.central.drift import ThresholdCache, compute_drift
+    from bench.common import ThresholdCache, compute_drift
 
+    cpu0 = time.process_time()
     pool_s, windows = timed(lambda: store.pooled_windows(timedelta(hours=1), since=DAY, until=fleet.end))
     if windows is None:
         raise SystemExit("the store could not pool the day in SQL (it would fall back to reading payloads)")
@@ -380,7 +382,7 @@ def edgeml_day(store: Any, fleet: Fleet) -> DayRun:
         for r in reports
         if r.breaches
     ]
-    return DayRun(pool_s, drift_s, len(windows), breaches)
+    return DayRun(pool_s, drift_s, len(windows), breaches, time.process_time() - cpu0)
 
 
 @dataclass
@@ -394,7 +396,7 @@ class RoundRun:
 
 def monitor_round(store: Any, fleet: Fleet, fast: bool) -> RoundRun:
     """The monitor's round over the last ROUND: per model, version and group, one window."""
-    from edgeml.central.drift import ThresholdCache, compute_drift, pool_stored, pool_window
+    from bench.common import ThresholdCache, compute_drift, pool_stored, pool_window
 
     since, until = fleet.end - ROUND, fleet.end
     start = time.perf_counter()
@@ -425,7 +427,7 @@ def nannyml_slice(fleet: Fleet, group_hours: int) -> NannyRun:
     import numpy as np
     import pandas as pd
 
-    from edgeml._thirdparty import import_nannyml
+    from bench.common import import_nannyml
 
     nml = import_nannyml()
     rng = np.random.default_rng(group_hours)
@@ -460,31 +462,28 @@ def nannyml_slice(fleet: Fleet, group_hours: int) -> NannyRun:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    parser.add_argument(
-        "--devices", type=int, default=1000, help="devices (5 groups), one batch a minute each"
-    )
-    parser.add_argument(
-        "--hours", type=int, default=24, help="hours of telemetry (the drift covers them all)"
-    )
-    parser.add_argument("--repeat", type=int, default=2, help="timed runs of the day; the best counts")
-    parser.add_argument(
+    cli = parser(__doc__)
+    cli.add_argument("--devices", type=int, default=1000, help="devices (5 groups), one batch a minute each")
+    cli.add_argument("--hours", type=int, default=24, help="hours of telemetry (the drift covers them all)")
+    cli.add_argument("--repeat", type=int, default=2, help="timed runs of the day; the best counts")
+    cli.add_argument(
         "--keep-data",
         action="store_true",
         help=f"keep the generated store in {DATA_DIR / NAME} and reuse it next time",
     )
-    parser.add_argument("--no-write-results", action="store_true", help="do not update bench/RESULTS.md")
-    args = parser.parse_args()
+    args = smoke_sizes(cli.parse_args(), devices=GROUPS, hours=1, repeat=1, keep_data=False)
     if args.devices < GROUPS or args.hours < 1 or args.repeat < 1:
-        parser.error(f"--devices must be ≥ {GROUPS}, --hours and --repeat ≥ 1")
+        cli.error(f"--devices must be ≥ {GROUPS}, --hours and --repeat ≥ 1")
     os.environ["NML_DISABLE_USAGE_LOGGING"] = "1"
 
-    from edgeml.central.db import TelemetryStore
+    from bench.common import TelemetryStore
 
-    machine = describe_machine(("edgeml", "duckdb", "pyarrow", "numpy", "nannyml", "pandas"))
-    load_before = load_average()
+    report = Report(
+        NAME,
+        "Central node: drift over a fleet's day",
+        args,
+        ("edgeml", "duckdb", "pyarrow", "numpy", "nannyml", "pandas"),
+    )
     fleet = make_fleet(args.devices, args.hours)
     scratch = DATA_DIR / NAME if args.keep_data else Path(tempfile.mkdtemp(prefix="edgeml-bench-drift-"))
     path = scratch / f"v1-{args.devices}x{args.hours}h.duckdb"
@@ -519,15 +518,12 @@ def main() -> None:
     finally:
         if not args.keep_data:
             shutil.rmtree(scratch, ignore_errors=True)
-    load_after = load_average()
-    report(args, machine, load_before, load_after, fleet, batches, days, fast, slow, same, nanny)
+    report.measured()
+    publish(report, fleet, batches, days, fast, slow, same, nanny)
 
 
-def report(
-    args: argparse.Namespace,
-    machine: Any,
-    load_before: str,
-    load_after: str,
+def publish(
+    report: Report,
     fleet: Fleet,
     batches: int,
     days: list[DayRun],
@@ -536,6 +532,7 @@ def report(
     same: bool,
     nanny: list[NannyRun],
 ) -> None:
+    args, machine = report.args, report.machine
     best = min(days, key=lambda d: d.total_s)
     group_hours = GROUPS * args.hours
     day_rows = args.devices * args.hours * 60 * ROWS_PER_WINDOW
@@ -585,8 +582,10 @@ def report(
     )
     checks = [
         [
-            "drift over the day (pool + compare every window)",
-            f"{best.total_s:.2f} s",
+            f"drift over the day (pool + compare every window) on this machine ({machine.cpu} × "
+            f"{machine.cores})",
+            f"{best.total_s:.2f} s ({best.cpu_s:.2f} s of CPU, {best.cpu_s / best.windows * 1e3:.0f} ms "
+            "per window)",
             f"≤ {TARGET_S:g} s",
             verdict(best.total_s, TARGET_S, higher_is_better=False),
         ],
@@ -598,7 +597,6 @@ def report(
             "PASS" if same else "FAIL",
         ],
     ]
-    check_headers = ["target", "measured", "goal", "result"]
     scaling = nanny[1].seconds / nanny[0].seconds if len(nanny) > 1 else float("nan")
     found = sorted({g for g, _ in best.breaches})
     first = next((h for g, h in best.breaches if g == DRIFTED_GROUP), "none")
@@ -616,42 +614,17 @@ def report(
         f"edgeml flags drift in {', '.join(found) or 'no group'} (first {DRIFTED_GROUP} window: {first}); "
         f"NannyML's alerts on the drifted group-hours: {', '.join(nanny[0].alerts) or 'none'}"
     )
-    print("\n".join(machine.lines()))
-    print(f"load average before {load_before}, after {load_after}")
-    print(setup)
-    print(text_table(headers, rows))
-    print()
-    print(text_table(check_headers, checks))
-    print(sanity)
-    if args.no_write_results:
-        return
-    write_section(
-        NAME,
-        "\n".join(
-            [
-                section_head(
-                    "Central node: drift over a fleet's day",
-                    "central_drift.py",
-                    machine,
-                    load_before,
-                    load_after,
-                    sys.argv[1:],
-                ),
-                "",
-                f"Setup: {setup}. The store is written straight into its tables (not timed) and is in the "
-                "page cache; the payload column, which the timed path does not read, holds a placeholder "
-                f"except in the last {int(ROUND.total_seconds() // 60)} minutes, which went through the "
-                "store's ingestion and are where both edgeml paths are compared.",
-                "",
-                markdown_table(headers, rows),
-                "",
-                markdown_table(check_headers, checks),
-                "",
-                sanity + ".",
-            ]
-        ),
+    report.publish(
+        [
+            f"Setup: {setup}. The store is written straight into its tables (not timed) and is in the "
+            "page cache; the payload column, which the timed path does not read, holds a placeholder "
+            f"except in the last {int(ROUND.total_seconds() // 60)} minutes, which went through the "
+            "store's ingestion and are where both edgeml paths are compared.",
+            Table(headers, rows),
+            report.checks(checks),
+            sanity + ".",
+        ]
     )
-    print(f"\nwrote the {NAME} section of bench/RESULTS.md")
 
 
 if __name__ == "__main__":

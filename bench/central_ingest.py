@@ -4,9 +4,10 @@ Target (issue #8): the central node accepts ≥ 2,000 telemetry batches per seco
 × 20 bins each) sustained for 60 s, with flat memory. Measured in ONE run, the same way for
 both servers:
 
-- **edgeml**: ``edgeml central run`` (uvicorn serving HTTP in one process, the telemetry store
-  in a process of its own, as in production; its default config) with ``--devices``
-  registered devices. A batch is authenticated by its device token, validated against the
+- **edgeml**: the node as an operator starts it, ``edgeml central init`` then ``edgeml central
+  run`` (uvicorn serving HTTP in one process, the telemetry store in a process of its own, as
+  in production; the config ``init`` writes, with ``--db-memory``) with ``--devices`` devices
+  registered by its bootstrap token. A batch is authenticated by its device token, validated against the
   ``TelemetryBatch`` contract, checked for idempotency and acknowledged only once committed:
   the store's writer thread commits what is queued in one transaction (Arrow tables) and
   syncs DuckDB's write-ahead log;
@@ -24,23 +25,22 @@ CPU time and the whole machine's CPU time are sampled every second (other jobs o
 machine show up as the difference). After the run the server is stopped and its DuckDB file
 is opened, to check that every acknowledged batch is there.
 
+Also reported per batch: the server's CPU and the kernel's share of it, its read/write system
+calls and context switches, and the batches per commit (see bench/README.md on comparing CPUs).
+
 Flat memory: the server's memory (proportional set size, summed over its processes, so pages
 they share count once) at the end of the run is within +10% of the same after the first 10 s
 (warm-up); the least-squares slope after the warm-up is reported too.
 
-    .venv/bin/python bench/central_ingest.py [--duration 60] [--devices 1000] [--connections 128]
+    .venv/bin/python -m bench.central_ingest [--duration 60] [--devices 1000] [--connections 128]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
-import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -51,19 +51,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (
-    describe_machine,
+from bench.common import (
+    Report,
+    Table,
+    bench_argv,
+    central_node,
+    cpu_s,
     free_port,
-    load_average,
-    markdown_table,
-    section_head,
-    text_table,
+    lua_string,
+    machine_cpu_s,
+    memory_mb,
+    need_wrk,
+    parser,
+    server_process,
+    smoke_sizes,
     tool_version,
+    tree_cpu_split,
+    tree_kernel_calls,
     verdict,
-    wait_until_ready,
-    write_section,
 )
 
 NAME = "central_ingest"
@@ -75,8 +80,6 @@ ROWS_PER_WINDOW = 60  # a device answering one request per second, one-minute wi
 VARIANTS = 64
 MODEL, VERSION, GROUPS = "pump-faults", 3, 5
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
-BOOTSTRAP = "bench-bootstrap-" + "0" * 24
-ADMIN = "bench-admin-" + "0" * 28
 
 
 # ----------------------------------------------------------------------------- batches
@@ -86,15 +89,17 @@ def make_batches(devices: list[str], sample_rows: int) -> list[Any]:
     """VARIANTS realistic batches (the agent's shape: 20 numeric inputs on 19 quantile edges each)."""
     import numpy as np
 
-    from edgeml.agent.telemetry import (
+    from bench.common import (
         LATENCY_EDGES,
+        PROBABILITY_EDGES,
         CalibratedSums,
         FeatureTelemetry,
+        Histogram,
         SampleRow,
         TelemetryBatch,
+        bin_counts,
+        quantile_edges,
     )
-    from edgeml.bundle.manifest import Histogram
-    from edgeml.bundle.reference import PROBABILITY_EDGES, bin_counts, quantile_edges
 
     rng = np.random.default_rng(8)
     names = [f"sensor_{i:02d}" for i in range(FEATURES)]
@@ -215,13 +220,6 @@ end
 """
 
 
-def _lua_string(text: str) -> str:
-    level = 0
-    while f"]{'=' * level}]" in text:
-        level += 1
-    return f"[{'=' * level}[{text}]{'=' * level}]"
-
-
 def lua_script(batches: list[Any], tokens: dict[str, str], groups: dict[str, str], nonce: int) -> str:
     """A wrk script cycling the devices (consecutive windows per device) and the body variants."""
     parts = []
@@ -244,76 +242,25 @@ def lua_script(batches: list[Any], tokens: dict[str, str], groups: dict[str, str
             pieces.append(body[last:begin])
             last = end
         pieces.append(body[last:])
-        parts.append("{" + ", ".join(_lua_string(p) for p in pieces) + "}")
+        parts.append("{" + ", ".join(lua_string(p) for p in pieces) + "}")
     ids = list(tokens)
     return _LUA % {
-        "devices": ", ".join(_lua_string(d) for d in ids),
-        "tokens": ", ".join(_lua_string(tokens[d]) for d in ids),
-        "groups": ", ".join(_lua_string(groups[d]) for d in ids),
+        "devices": ", ".join(lua_string(d) for d in ids),
+        "tokens": ", ".join(lua_string(tokens[d]) for d in ids),
+        "groups": ", ".join(lua_string(groups[d]) for d in ids),
         "parts": ",\n".join(parts),
         "nonce": nonce,
         "t0": int(T0.timestamp()),
     }
 
 
-# ----------------------------------------------------------------------------- process sampling
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (the node's store process is a grandchild: its fork server's child)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with suppress(OSError):
-            ppid = int(stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += children.get(current, [])
-    return found
-
-
-def _memory_mb(pid: int) -> float:
-    """Proportional set size of ``pid`` and its descendants (shared pages counted once in all)."""
-    total = 0.0
-    for member in _tree(pid):
-        with suppress(OSError):
-            for line in Path(f"/proc/{member}/smaps_rollup").read_text(encoding="utf-8").splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) / 1024
-    return total
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _tree_cpu_s(pid: int) -> float:
-    """:func:`_cpu_s` of ``pid`` and its descendants."""
-    total = 0.0
-    for member in _tree(pid):
-        with suppress(OSError):
-            total += _cpu_s(member)
-    return total
-
-
-def _machine_cpu_s() -> float:
-    """CPU seconds every process on the machine has used (all CPUs; idle and iowait excluded)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text(encoding="utf-8").splitlines()[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+# ----------------------------------------------------------------------------- servers
 
 
 @dataclass
 class Samples:
     t: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
-
-
-# ----------------------------------------------------------------------------- servers
 
 
 def serve_peer(folder: Path, port: int) -> None:
@@ -326,7 +273,7 @@ def serve_peer(folder: Path, port: int) -> None:
     import uvicorn
     from fastapi import FastAPI, Header, HTTPException
 
-    from edgeml.agent.telemetry import TelemetryBatch
+    from bench.common import TelemetryBatch
 
     tokens = json.loads((folder / "tokens.json").read_text(encoding="utf-8"))
     owner = {hashlib.sha256(t.encode()).hexdigest(): d for d, t in tokens.items()}
@@ -404,75 +351,37 @@ class Server:
     groups: dict[str, str]
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (uvicorn shuts down gracefully: the store drains and checkpoints), then wait."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @contextmanager
 def running(kind: str, folder: Path, devices: int, db_memory: str) -> Iterator[Server]:
     """The server as a subprocess with ``devices`` registered devices; stopped at the end."""
     import httpx
 
     folder.mkdir(parents=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     ids = [f"dev-{i:05d}" for i in range(devices)]
     groups = {d: f"line-{i % GROUPS}" for i, d in enumerate(ids)}
-    log = folder / "server.log"
     if kind == "edgeml":
-        for name, secret in (("admin.token", ADMIN), ("bootstrap.token", BOOTSTRAP)):
-            (folder / name).write_text(secret + "\n", encoding="utf-8")
-            os.chmod(folder / name, 0o600)
-        config = {
-            "db_path": "telemetry.duckdb",
-            "admin_token_file": "admin.token",
-            "bootstrap_token_file": "bootstrap.token",
-            "host": "127.0.0.1",
-            "port": port,
-            "db_memory": db_memory,
-        }
-        (folder / "central.yaml").write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
-        argv = [str(Path(sys.executable).with_name("edgeml")), "central", "run", "--config"]
-        argv += [str(folder / "central.yaml")]
-        db = folder / "telemetry.duckdb"
-        tokens: dict[str, str] = {}
-    else:
-        tokens = {d: secrets.token_urlsafe(32) for d in ids}
-        (folder / "tokens.json").write_text(json.dumps(tokens), encoding="utf-8")
-        argv = [sys.executable, __file__, "--serve", str(folder), "--port", str(port)]
-        db = folder / "peer.duckdb"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=folder)
-    try:
-        try:
-            wait_until_ready(url + "/healthz", proc=proc, name=kind)
-        except RuntimeError as exc:  # its output went to the log
-            raise RuntimeError(f"{exc}\n{log.read_text(encoding='utf-8')[-3000:]}") from exc
-        if kind == "edgeml":
-            with httpx.Client(base_url=url, timeout=30) as client:
-                for d in ids:
-                    answer = client.post(
-                        "/v1/devices",
-                        json={
-                            "device_id": d,
-                            "group": groups[d],
-                            "profile": "x86-64-generic",
-                            "model": MODEL,
-                        },
-                        headers={"Authorization": f"Bearer {BOOTSTRAP}"},
-                    )
-                    answer.raise_for_status()
-                    tokens[d] = answer.json()["token"]
-        yield Server(kind, url, proc.pid, db, tokens, groups)
-    finally:
-        _stop(proc)
+        with central_node(folder, db_memory=db_memory) as node, httpx.Client(base_url=node.url) as client:
+            tokens = {}
+            for d in ids:  # as agents do on their first start
+                answer = client.post(
+                    "/v1/devices",
+                    json={"device_id": d, "group": groups[d], "profile": "x86-64-generic", "model": MODEL},
+                    headers={"Authorization": f"Bearer {node.bootstrap_token}"},
+                    timeout=30,
+                )
+                answer.raise_for_status()
+                tokens[d] = answer.json()["token"]
+            yield Server(kind, node.url, node.pid, node.db, tokens, groups)
+        return
+    tokens = {d: secrets.token_urlsafe(32) for d in ids}
+    (folder / "tokens.json").write_text(json.dumps(tokens), encoding="utf-8")
+    port = free_port()
+    argv = bench_argv("central_ingest", "--serve", str(folder), "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    with server_process(
+        argv, url + "/healthz", name="peer", log=folder / "server.log", cwd=folder, stop_timeout_s=120
+    ) as proc:
+        yield Server(kind, url, proc.pid, folder / "peer.duckdb", tokens, groups)
 
 
 # ----------------------------------------------------------------------------- load
@@ -491,11 +400,15 @@ class Run:
     max_ms: float
     samples: Samples
     server_cpu_s: float  # the server's processes
+    server_sys_s: float  # of which in the kernel (system time: syscalls, wake-ups, page faults)
+    server_calls: int  # read and write system calls of the server's processes
+    server_switches: int  # their threads' context switches
     serving_cpu_s: float  # the one serving HTTP
     client_cpu_s: float
     others_cpu_s: float  # every other process on the machine
     stored: int = -1
     per_commit: float = 1.0  # batches written per transaction, on average
+    baseline_s: float = WARM_UP_S  # the memory baseline is taken this far into the run
 
     @property
     def cpu_us_per_batch(self) -> float:
@@ -509,8 +422,8 @@ class Run:
     def rss(self) -> tuple[float, float, float, float, float]:
         """(start, after warm-up, end, max) MB and the slope after warm-up, MB per minute."""
         t, r = self.samples.t, self.samples.rss_mb
-        base = next((x for s, x in zip(t, r, strict=True) if s >= WARM_UP_S), r[-1])
-        after = [(s, x) for s, x in zip(t, r, strict=True) if s >= WARM_UP_S]
+        base = next((x for s, x in zip(t, r, strict=True) if s >= self.baseline_s), r[-1])
+        after = [(s, x) for s, x in zip(t, r, strict=True) if s >= self.baseline_s]
         slope = 0.0
         if len(after) >= 2:
             mt = sum(s for s, _ in after) / len(after)
@@ -524,22 +437,25 @@ def wrk(server: Server, script: Path, seconds: int, connections: int, name: str)
     """wrk for ``seconds``; the server's memory and CPU (its processes) and wrk's CPU, sampled each second."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script)]
     samples = Samples()
-    cpu0, serving0, machine0 = _tree_cpu_s(server.pid), _cpu_s(server.pid), _machine_cpu_s()
+    cpu0, serving0, machine0 = tree_cpu_split(server.pid), cpu_s(server.pid), machine_cpu_s()
+    calls0, switches0 = tree_kernel_calls(server.pid)
     proc = subprocess.Popen([*argv, server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     start = time.monotonic()
     client_cpu = 0.0
     while proc.poll() is None:
         samples.t.append(time.monotonic() - start)
-        samples.rss_mb.append(_memory_mb(server.pid))
+        samples.rss_mb.append(memory_mb(server.pid))
         with suppress(OSError):  # wrk may have just exited
-            client_cpu = _cpu_s(proc.pid)
+            client_cpu = cpu_s(proc.pid)
         time.sleep(1.0 - (time.monotonic() - start) % 1.0)
     samples.t.append(time.monotonic() - start)
-    samples.rss_mb.append(_memory_mb(server.pid))
+    samples.rss_mb.append(memory_mb(server.pid))
     out, err = proc.communicate()
-    server_cpu = _tree_cpu_s(server.pid) - cpu0
-    serving_cpu = _cpu_s(server.pid) - serving0
-    machine_cpu = _machine_cpu_s() - machine0
+    user1, sys1 = tree_cpu_split(server.pid)
+    server_cpu, server_sys = user1 + sys1 - sum(cpu0), sys1 - cpu0[1]
+    calls1, switches1 = tree_kernel_calls(server.pid)
+    serving_cpu = cpu_s(server.pid) - serving0
+    machine_cpu = machine_cpu_s() - machine0
     line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {out[-2000:]} {err[-2000:]}")
@@ -556,6 +472,9 @@ def wrk(server: Server, script: Path, seconds: int, connections: int, name: str)
         max_ms=r["max_us"] / 1e3,
         samples=samples,
         server_cpu_s=server_cpu,
+        server_sys_s=server_sys,
+        server_calls=calls1 - calls0,
+        server_switches=switches1 - switches0,
         serving_cpu_s=serving_cpu,
         client_cpu_s=client_cpu,
         others_cpu_s=max(machine_cpu - server_cpu - client_cpu, 0.0),
@@ -571,9 +490,10 @@ def measure(
     with running(kind, folder, args.devices, args.db_memory) as server:
         script = folder / "post.lua"
         script.write_text(lua_script(batches, server.tokens, server.groups, nonce), encoding="utf-8")
-        warm = wrk(server, script, 3, args.connections, f"{kind} warm-up")
+        warm = wrk(server, script, args.warm_up, args.connections, f"{kind} warm-up")
         script.write_text(lua_script(batches, server.tokens, server.groups, nonce + 1), encoding="utf-8")
         run = wrk(server, script, args.duration, args.connections, kind)
+        run.baseline_s = args.baseline
         db = server.db
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -592,43 +512,43 @@ def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    parser.add_argument("--duration", type=int, default=60, help="seconds of load per server")
-    parser.add_argument("--devices", type=int, default=1000, help="registered devices posting in turn")
-    parser.add_argument(
+    cli = parser(__doc__)
+    cli.add_argument("--duration", type=int, default=60, help="seconds of load per server")
+    cli.add_argument("--devices", type=int, default=1000, help="registered devices posting in turn")
+    cli.add_argument(
         "--connections", type=int, default=128, help="wrk keep-alive connections (devices posting at once)"
     )
-    parser.add_argument(
+    cli.add_argument(
         "--sample-rows",
         type=int,
         default=0,
         help="row sample per batch (agents send 50 under compliance none)",
     )
-    parser.add_argument(
+    cli.add_argument(
         "--db-memory",
         default="128MB",
         help="the node's DuckDB buffer pool (central.yaml db_memory; the node's default is 1GB)",
     )
-    parser.add_argument("--skip-peer", action="store_true", help="measure edgeml only (no ratio)")
-    parser.add_argument("--no-write-results", action="store_true", help="do not update bench/RESULTS.md")
-    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    cli.add_argument("--skip-peer", action="store_true", help="measure edgeml only (no ratio)")
+    cli.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    cli.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = cli.parse_args()
     if args.serve:
         serve_peer(args.serve, args.port)
         return
-    if args.duration <= WARM_UP_S:
-        parser.error(f"--duration must be over {WARM_UP_S} s (the RSS baseline is taken at {WARM_UP_S} s)")
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk (make os-deps does)")
+    args.warm_up, args.baseline = 3, WARM_UP_S
+    smoke_sizes(args, duration=3, devices=20, connections=4, warm_up=1, baseline=1)
+    if args.duration <= args.baseline:
+        cli.error(f"--duration must be over {args.baseline} s (the memory baseline is taken then)")
+    need_wrk()
 
-    machine = describe_machine(
+    report = Report(
+        NAME,
+        "Central node: telemetry ingest",
+        args,
         ("edgeml", "fastapi", "uvicorn", "httptools", "pydantic", "duckdb", "pyarrow"),
         wrk=tool_version(["wrk", "-v"]),
     )
-    load_before = load_average()
     ids = [f"dev-{i:05d}" for i in range(args.devices)]
     batches = make_batches(ids, args.sample_rows)
     body_bytes = sum(len(b.model_dump_json()) for b in batches) / len(batches)
@@ -643,8 +563,8 @@ def main() -> None:
             _, runs[kind] = measure(kind, Path(tmp) / kind, batches, args, nonce)
             nonce += 2
             report_run(runs[kind])
-    load_after = load_average()
-    print_and_write(args, machine, load_before, load_after, runs, body_bytes)
+    report.measured()
+    publish(report, runs, body_bytes)
 
 
 def report_run(run: Run) -> None:
@@ -653,7 +573,8 @@ def report_run(run: Run) -> None:
         f"  {run.per_s:,.0f} accepted/s ({run.accepted:,} in {run.seconds:.1f} s, {run.throttled} × 429, "
         f"{run.other} other, {run.socket_errors} socket errors; {run.stored:,} stored); "
         f"p50 {run.p50_ms:.1f} ms, "
-        f"p99 {run.p99_ms:.1f} ms; memory {start:.0f} → {base:.0f} (10 s) → {end:.0f} MB, max {peak:.0f}, "
+        f"p99 {run.p99_ms:.1f} ms; memory {start:.0f} → {base:.0f} ({run.baseline_s:g} s) → {end:.0f} MB, "
+        f"max {peak:.0f}, "
         f"slope {slope:+.1f} MB/min; CPU: server {run.server_cpu_s / run.seconds:.2f}, wrk "
         f"{run.client_cpu_s / run.seconds:.2f}, other processes {run.others_cpu_s / run.seconds:.2f} cores; "
         f"{run.per_commit:.0f} batches per commit"
@@ -673,6 +594,8 @@ HEADERS = [
     "p99 ms",
     "server CPU (cores)",
     "server CPU µs / batch",
+    "of which kernel µs",
+    "read/write calls, context switches / batch",
     "other processes' CPU (cores)",
     "memory (PSS) start / +10 s / end / max MB",
     "memory slope MB/min",
@@ -693,6 +616,9 @@ def table_rows(runs: dict[str, Run]) -> list[list[str]]:
                 f"{run.p99_ms:.1f}",
                 f"{run.server_cpu_s / run.seconds:.2f}",
                 f"{run.cpu_us_per_batch:,.0f}",
+                f"{run.server_sys_s / max(run.accepted, 1) * 1e6:,.0f}",
+                f"{run.server_calls / max(run.accepted, 1):.1f}, "
+                f"{run.server_switches / max(run.accepted, 1):.1f}",
                 f"{run.others_cpu_s / run.seconds:.2f}",
                 f"{start:.0f} / {base:.0f} / {end:.0f} / {peak:.0f}",
                 f"{slope:+.1f}",
@@ -701,16 +627,10 @@ def table_rows(runs: dict[str, Run]) -> list[list[str]]:
     return rows
 
 
-def print_and_write(
-    args: argparse.Namespace,
-    machine: Any,
-    load_before: str,
-    load_after: str,
-    runs: dict[str, Run],
-    body_bytes: float,
-) -> None:
-    from edgeml.central.db import DEFAULT_MEMORY_LIMIT
+def publish(report: Report, runs: dict[str, Run], body_bytes: float) -> None:
+    from bench.common import DEFAULT_MEMORY_LIMIT
 
+    args, machine = report.args, report.machine
     rows = table_rows(runs)
     ours = runs["edgeml"]
     _, base, end, _, slope = ours.rss()
@@ -719,13 +639,13 @@ def print_and_write(
     failed = ours.other + ours.socket_errors
     checks = [
         [
-            "edgeml accepted batches/s, sustained",
-            f"{ours.per_s:,.0f}",
+            f"edgeml accepted batches/s, sustained, on this machine ({machine.cpu} × {machine.cores})",
+            f"{ours.per_s:,.0f} at {ours.cpu_us_per_batch:,.0f} µs of CPU per batch",
             f"≥ {TARGET:,.0f}",
             verdict(ours.per_s, TARGET),
         ],
         [
-            f"edgeml memory at the end vs after {WARM_UP_S} s",
+            f"edgeml memory at the end vs after {ours.baseline_s:g} s",
             f"{growth:+.1%} ({slope:+.1f} MB/min)",
             f"≤ +{RSS_TOLERANCE:.0%}",
             verdict(growth, RSS_TOLERANCE, higher_is_better=False),
@@ -738,9 +658,17 @@ def print_and_write(
         ],
     ]
     if "peer" in runs:
-        ratio = ours.per_s / runs["peer"].per_s
-        checks.insert(1, ["edgeml / peer, accepted batches/s", f"{ratio:.1f}×", "(reported)", "-"])
-    check_headers = ["target", "measured", "goal", "result"]
+        peer = runs["peer"]
+        ratio = ours.per_s / peer.per_s
+        checks.insert(
+            1,
+            [
+                "edgeml / peer, accepted batches/s (CPU per batch: edgeml / peer)",
+                f"{ratio:.1f}× ({ours.cpu_us_per_batch / peer.cpu_us_per_batch:.2f}×)",
+                "(reported)",
+                "-",
+            ],
+        )
     client_us = ours.client_cpu_s / max(ours.accepted + ours.throttled + ours.other, 1) * 1e6
     needed = TARGET * ours.cpu_us_per_batch / 1e6
     setup = (
@@ -750,8 +678,8 @@ def print_and_write(
         f"average, each a distinct batch id, consecutive one-minute windows per device from "
         f"{T0:%Y-%m-%d} (as a spool drain sends them: the node's monitor, on by default, finds none in "
         "its 10-minute window, so it does not compete with the ingest here). wrk -t1 "
-        f"-c{args.connections}, {args.duration} s per server after a 3 s warm-up; servers and wrk unpinned "
-        f"on the same machine. wrk spent {client_us:.0f} µs of CPU per request against edgeml "
+        f"-c{args.connections}, {args.duration} s per server after a {args.warm_up} s warm-up; servers and "
+        f"wrk unpinned on the same machine. wrk spent {client_us:.0f} µs of CPU per request against edgeml "
         f"({ours.client_cpu_s / ours.seconds:.2f} cores), "
         f"so one wrk thread could send ~{1e6 / client_us:,.0f} requests/s: the client is not the bottleneck"
     )
@@ -762,6 +690,10 @@ def print_and_write(
         f"process (writer thread, DuckDB); {TARGET:,.0f} batches/s would take {needed:.1f} cores of this "
         f"CPU, and other processes took {ours.others_cpu_s / ours.seconds:.2f} of its {machine.cores} "
         "during the run.",
+        f"The store committed {ours.per_commit:.1f} batches per transaction on average. A commit and the "
+        "hand-over of a part cost about the same whatever their size, so the CPU per batch falls as more "
+        "batches share a commit: it is not a constant of the machine, and a CPU that serves fewer batches "
+        "per second also pays more per batch (bench/README.md, 'CPU per batch across CPUs').",
         "Stored batches are counted in the database after the server stopped; requests still in flight "
         "when wrk stops are stored but not counted as acknowledged, so stored ≥ acknowledged.",
         f"The node ran with db_memory {args.db_memory}: DuckDB keeps the blocks it writes in its buffer "
@@ -769,39 +701,14 @@ def print_and_write(
         f"With the default pool ({DEFAULT_MEMORY_LIMIT}) the same happens once ~1 GB of telemetry blocks "
         "is cached, which a 60 s run does not reach.",
     ]
-    print("\n".join(machine.lines()))
-    print(f"load average before {load_before}, after {load_after}")
-    print(setup)
-    print(text_table(HEADERS, rows))
-    print()
-    print(text_table(check_headers, checks))
-    print("\n".join(notes))
-    if args.no_write_results:
-        return
-    write_section(
-        NAME,
-        "\n".join(
-            [
-                section_head(
-                    "Central node: telemetry ingest",
-                    "central_ingest.py",
-                    machine,
-                    load_before,
-                    load_after,
-                    sys.argv[1:],
-                ),
-                "",
-                f"Setup: {setup}.",
-                "",
-                markdown_table(HEADERS, rows),
-                "",
-                markdown_table(check_headers, checks),
-                "",
-                *[f"- {n}" for n in notes],
-            ]
-        ),
+    report.publish(
+        [
+            f"Setup: {setup}.",
+            Table(HEADERS, rows),
+            report.checks(checks),
+            "\n".join(f"- {n}" for n in notes),
+        ]
     )
-    print(f"\nwrote the {NAME} section of bench/RESULTS.md")
 
 
 if __name__ == "__main__":

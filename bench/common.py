@@ -1,17 +1,26 @@
-"""Shared helpers for the benchmarks: the machine they ran on, results, tables, RESULTS.md.
+"""What every benchmark shares: its command line, its report, the servers it starts, edgeml's names.
 
-Every benchmark runs edgeml and its peer side by side in the same run and reports a
-ratio against a target. Each writes one section of ``bench/RESULTS.md``, between
-``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers, replacing only its own;
-:func:`section_head` writes the lines every section starts with (title, command, machine).
+Every benchmark runs edgeml and its peer side by side in the same run and reports a ratio
+against a target. Each writes one section of ``bench/RESULTS.md``, between
+``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers, replacing only its own; the
+section starts with a stamp (:func:`section_head`): the git revision, the CPU, and whether the
+machine was quiet (:class:`Quiet`). :func:`parser` gives every benchmark ``--smoke`` (tiny sizes,
+seconds, no claims, nothing written) and ``--no-write-results``; :class:`Report` prints and writes.
 
-HTTP serving benchmarks share the load side: :func:`post_load` runs wrk (one thread, keep-alive
-connections, one JSON body POSTed over and over) after a check request and a warm-up, and
-:func:`server_process` starts a server in a subprocess and waits for its health route.
+Servers under test get free ports, and :func:`server_process` checks that the process listening
+on the port is the one it started (or one of its children), so a benchmark never measures a
+stranger. :func:`central_node` starts the central node through its CLI (``edgeml central
+init`` and ``run``), as an operator does.
+
+Benchmarks import edgeml's names from here (``from bench.common import TelemetryBatch``): the
+table :data:`_EDGEML` says where each one lives, so a module that moves is repointed in one place.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import importlib
 import os
 import platform
 import re
@@ -23,52 +32,298 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-
-__all__ = [
-    "BENCH_DIR",
-    "DATA_DIR",
-    "LOAD_HEADERS",
-    "RESULTS",
-    "Load",
-    "Machine",
-    "Measurement",
-    "describe_machine",
-    "free_port",
-    "load_rows",
-    "markdown_table",
-    "median_load",
-    "post_load",
-    "section_head",
-    "server_process",
-    "text_table",
-    "timed",
-    "verdict",
-    "wait_until_ready",
-    "write_section",
-    "wrk_post",
-]
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+EXAMPLES = ROOT / "examples"
 DATA_DIR = BENCH_DIR / ".data"  # generated inputs and scratch output (git-ignored)
 RESULTS = BENCH_DIR / "RESULTS.md"
 
 _PACKAGES = ("edgeml", "ray", "pyarrow", "pandas", "numpy", "duckdb", "paho-mqtt")
 _HEADER = """# Benchmark results
 
-Written by the scripts in `bench/` (each one replaces only its own section). Every
-benchmark runs edgeml and its peer in the same run, on the same input, and reports the
-ratio against a target. Absolute figures depend on the machine; the ratios are the claim.
-
-**Caveat:** unless a section says otherwise, these figures come from a *shared 2-core
-machine* on which other jobs (test suites, type checkers, other Ray clusters) were running
-at the same time. Load average at the start and end of each run is recorded; treat small
-differences as noise and re-run on a quiet machine before drawing fine conclusions.
+Written by `make bench` (`python -m bench`), which runs every benchmark in `bench/` in one
+go; each replaces only its own section. Every benchmark runs edgeml and its peer in the same
+run, on the same input, and reports the ratio against a target. Absolute figures depend on
+the machine; the ratios are the claim. Each section starts with its stamp: the command, the
+machine (CPU, packages, the edgeml revision measured) and whether the machine was quiet:
+how busy its CPUs were in the 2 s before the run (other jobs) and the load average before
+and after. Treat small differences as noise on a machine that was not quiet.
 """
+
+
+# ------------------------------------------------------------------------------ edgeml's names
+
+# name used in bench/ → (module, name there). Repoint a moved module here, nowhere else.
+_EDGEML: dict[str, tuple[str, str]] = {}
+
+
+def _names(module: str, *names: str, **aliases: str) -> None:
+    _EDGEML.update({n: (module, n) for n in names})
+    _EDGEML.update({alias: (module, n) for alias, n in aliases.items()})
+
+
+_names("edgeml._thirdparty", "import_nannyml")
+_names("edgeml.agent.config", "TelemetryConfig")
+_names("edgeml.agent.model", "LoadedModel", "ModelHolder")
+_names("edgeml.agent.runtime", "ModelRuntime")
+_names("edgeml.agent.server", "create_app", AgentServing="Serving")
+_names("edgeml.agent.sync", "HealthWatch")
+_names(
+    "edgeml.agent.telemetry",
+    "LATENCY_EDGES",
+    "CalibratedSums",
+    "FeatureTelemetry",
+    "SampleRow",
+    "TelemetryBatch",
+    "TelemetryWindow",
+)
+_names("edgeml.bundle.build", "build_bundle", "publish_bundle")
+_names("edgeml.bundle.keys", "KeyRing", "canonical_json", "export_public", "init_keys", "load_signer")
+_names(
+    "edgeml.bundle.manifest",
+    "Calibration",
+    "FileEntry",
+    "Golden",
+    "Histogram",
+    "InputField",
+    "Manifest",
+    "Outputs",
+    "Reference",
+)
+_names(
+    "edgeml.bundle.reference",
+    "PROBABILITY_EDGES",
+    "bin_counts",
+    "category_histogram",
+    "numeric_histogram",
+    "quantile_edges",
+)
+_names("edgeml.bundle.rollout", publish_channel="publish")
+_names("edgeml.bundle.verify", "fetch_bundle")
+_names("edgeml.central.db", "DEFAULT_MEMORY_LIMIT", "TelemetryStore")
+_names("edgeml.central.db", FEATURE_BINS_SQL="_FEATURE_BINS", SCORE_BINS_SQL="_SCORE_BINS")
+_names("edgeml.central.drift", "ThresholdCache", "compute_drift", "pool_stored", "pool_window")
+_names("edgeml.export.run", "OPENVINO_FAMILIES", "feeds")
+_names("edgeml.export.run", export_build="_build", export_convert="_convert", ExportRunner="_Runner")
+_names("edgeml.features.build", "apply_row_features", "build_features")
+_names("edgeml.features.window", "compute_batch")
+_names("edgeml.ingest.coerce", "coerce_batch")
+_names("edgeml.ingest.lake", "parquet_bytes", "read_parts", "source_parts", "write_clean_parts")
+_names("edgeml.ingest.mqtt", "lander_for")
+_names("edgeml.ingest.run", "ingest", "land_batch")
+_names("edgeml.ingest.runtime", "ray_session")
+_names("edgeml.mqtt", "connect_client", "parse_broker")
+_names("edgeml.profiles", "get_profile")
+_names("edgeml.serve", "ServeConfig", "check_channel", "deploy", "public_keys")
+_names("edgeml.settings", "StoreSettings", "load_settings")
+_names("edgeml.simulate.publish", "publish_records")
+_names(
+    "edgeml.simulate.sensors",
+    "SensorSimulation",
+    "iter_records",
+    "simulate_sensors",
+    "write_csv",
+    SENSOR_UNITS="SENSORS",
+)
+_names("edgeml.spec", "parse_spec")
+_names("edgeml.spec.models", "ParamRange", ServingSpec="Serving")
+_names("edgeml.store", "open_store", "store_from_settings")
+_names("edgeml.store.local", "LocalStore")
+_names("edgeml.train.data", "split_features")
+_names("edgeml.train.families", "suggest", FAMILY_BUILDERS="FAMILIES")
+_names("edgeml.train.pipeline", "build_pipeline")
+_names("edgeml.train.run", "train")
+_names("edgeml.train.search", "fit_trial", "run_search")
+_names("edgeml.train.tracking", "trusted_types")
+_names("edgeml.validate", "validate")
+
+
+def __getattr__(name: str) -> Any:
+    """``from bench.common import X``: edgeml's ``X``, imported on first use (the CLI stays fast)."""
+    if name not in _EDGEML:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attr = _EDGEML[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def edgeml_cli() -> str:
+    """The ``edgeml`` command of the running interpreter's environment."""
+    return str(Path(sys.executable).with_name("edgeml"))
+
+
+# ------------------------------------------------------------------------------ example specs
+
+
+def example_spec(name: str, **changes: Any) -> Any:
+    """``examples/NAME.yaml`` with the benchmark's ``changes``, parsed and checked as edgeml does.
+
+    Each change replaces a top-level section; a mapping merges into a mapping section, key by
+    key and recursively, and a ``None`` value removes that key.
+    """
+    import yaml
+
+    parse_spec = __getattr__("parse_spec")
+    data = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text(encoding="utf-8"))
+    for key, value in changes.items():
+        data[key] = _merged(data.get(key), value)
+    source = f"examples/{name}.yaml, bench changes to {', '.join(changes) or 'nothing'}"
+    return parse_spec(yaml.safe_dump(data, sort_keys=False), source=source)
+
+
+def simulated_training_data(spec: Any, machines: int, readings: int, seed: int) -> Any:
+    """Simulated pump readings put through edgeml's coercion and features, split as training splits them."""
+    import pandas as pd
+
+    from bench.common import (
+        SensorSimulation,
+        apply_row_features,
+        coerce_batch,
+        compute_batch,
+        simulate_sensors,
+        split_features,
+    )
+
+    frame = pd.DataFrame(simulate_sensors(SensorSimulation(machines=machines, readings=readings, seed=seed)))
+    clean = coerce_batch(frame, spec.schema_, source="sim").clean
+    table = compute_batch(clean, spec.features.window, entity="machine_id", timestamp="ts")
+    return split_features(spec, apply_row_features(table, spec.features.row).to_pandas(), "bench")
+
+
+SENSORS = ["temperature", "vibration", "pressure", "rpm", "power_kw"]  # the forest's numeric inputs
+MACHINE = "machine_id"  # and its category
+
+
+@dataclass
+class Forest:
+    """A random forest on simulated pump readings, exported by skl2onnx, and the manifest of its bundle."""
+
+    pipeline: Any  # scikit-learn: one-hot machine id + forest
+    frame: Any  # the training rows (pandas)
+    target: Any  # their labels (numpy)
+    manifest: Any  # golden outputs computed by edgeml's runtime; reference as given
+    folder: Path  # holds model.onnx (the manifest is not written)
+
+    def row(self) -> dict[str, Any]:
+        """One request's row, as JSON has it."""
+        first = self.frame.iloc[0]
+        return {c: float(first[c]) for c in SENSORS} | {MACHINE: str(first[MACHINE])}
+
+
+def pump_forest(
+    folder: Path, trees: int, readings: int, reference: Callable[[Forest], Any] | None = None
+) -> Forest:
+    """Train the forest on 8 pumps × ``readings``, export it into ``folder``, draft its manifest.
+
+    ``reference`` makes the manifest's reference statistics from the trained forest (none by default).
+    """
+    import numpy as np
+    import pandas as pd
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from bench.common import (
+        SENSOR_UNITS,
+        FileEntry,
+        Golden,
+        InputField,
+        Manifest,
+        ModelRuntime,
+        Outputs,
+        Reference,
+        SensorSimulation,
+        simulate_sensors,
+    )
+
+    data = simulate_sensors(SensorSimulation(machines=8, readings=readings, seed=1))
+    frame = pd.DataFrame({c: data[c] for c in [*SENSORS, MACHINE]})
+    target = np.asarray(data["fault"])
+    prepare = ColumnTransformer(
+        [("num", "passthrough", SENSORS), ("cat", OneHotEncoder(handle_unknown="ignore"), [MACHINE])]
+    )
+    forest = RandomForestClassifier(n_estimators=trees, max_depth=12, random_state=0, n_jobs=1)
+    pipeline = make_pipeline(prepare, forest).fit(frame, target)
+    types = [(c, DoubleTensorType([None, 1])) for c in SENSORS] + [(MACHINE, StringTensorType([None, 1]))]
+    onx = convert_sklearn(
+        pipeline, initial_types=types, options={id(forest): {"zipmap": False}}, target_opset=17
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    model_file = folder / "model.onnx"
+    model_file.write_bytes(onx.SerializeToString())
+    inputs = [
+        InputField(
+            name=c,
+            kind="numeric",
+            dtype="float64",
+            nullable=False,  # the forest has no missing-value branches
+            min=float(frame[c].min()) - abs(float(frame[c].min())),
+            max=float(frame[c].max()) + abs(float(frame[c].max())),
+            unit=SENSOR_UNITS[c],
+        )
+        for c in SENSORS
+    ] + [
+        InputField(
+            name=MACHINE, kind="categorical", dtype="string", values=sorted(frame[MACHINE].unique().tolist())
+        )
+    ]
+    records = frame.head(5).to_dict("records")
+    now = datetime.now(UTC)
+    made = Forest(pipeline, frame, target, None, folder)
+    draft = Manifest(
+        model="pump-faults",
+        version=1,
+        profile="x86-64-generic",
+        runtime="onnxruntime",
+        precision="fp32",
+        created=now.isoformat(timespec="seconds"),
+        expires=now.replace(year=now.year + 1).isoformat(timespec="seconds"),
+        files=[
+            FileEntry(
+                path=model_file.name,
+                sha256=hashlib.sha256(model_file.read_bytes()).hexdigest(),
+                size=model_file.stat().st_size,
+            )
+        ],
+        inputs=inputs,
+        outputs=Outputs(
+            task="classification", names=["label", "probabilities"], labels=list(forest.classes_)
+        ),
+        reference=reference(made) if reference else Reference(rows=0, source="bench", features={}, scores={}),
+        golden=Golden(inputs=records, outputs={}, tolerance=1e-5),
+        metrics={},
+        export={},
+        mlflow_run_id="bench",
+        snapshot="bench",
+        key_id="bench",
+    )
+    outputs = ModelRuntime(folder, draft).predict_records(records)
+    golden = draft.golden.model_copy(update={"outputs": {k: v.tolist() for k, v in outputs.items()}})
+    made.manifest = draft.model_copy(update={"golden": golden})
+    return made
+
+
+def _merged(old: Any, new: Any) -> Any:
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    out = dict(old)
+    for key, value in new.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merged(out.get(key), value)
+    return out
 
 
 # ---------------------------------------------------------------------------- machine
@@ -137,8 +392,31 @@ def tool_version(argv: Sequence[str], pattern: str = r"(\d+\.\d+(?:\.\d+)?)") ->
     return match.group(1) if match else "unknown"
 
 
+def cpu_features() -> str:
+    """The CPU's widest SIMD and its clock as the kernel reports them: figures differ across CPUs by these."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown"
+    line = re.search(r"^(?:flags|Features)\s*:(.*)$", text, re.MULTILINE)  # x86, then ARM
+    flags = set(line.group(1).split()) if line else set()
+    simd = next((f for f in ("avx512f", "avx2", "avx", "sse4_2", "asimd") if f in flags), "none known")
+    mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", text, re.MULTILINE)
+    return f"widest SIMD {simd}" + (f", {float(mhz.group(1)):,.0f} MHz" if mhz else "")
+
+
+def python_speed() -> str:
+    """CPU seconds of a fixed pure-Python loop: how fast this CPU runs the interpreter (the serving path)."""
+    start = time.process_time()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return f"{time.process_time() - start:.2f} s of CPU for 5M additions in a Python loop"
+
+
 def describe_machine(packages: Sequence[str] = _PACKAGES, **extra: str) -> Machine:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    extra = {"CPU features": cpu_features(), "Python speed": python_speed(), **extra}
     return Machine(
         cpu=_cpu_model(),
         cores=cores,
@@ -171,6 +449,47 @@ def load_average() -> str:
         return "/".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         return "n/a"
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds every process on the machine has used (all CPUs; idle and iowait excluded)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text(encoding="utf-8").splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+QUIET_BUSY = 0.10  # at most this share of the CPUs busy with other work before a run
+
+
+@dataclass
+class Quiet:
+    """Was the machine quiet? Its CPUs' use in the seconds before the run, the load average around it."""
+
+    busy_before: float  # share of all CPUs busy (other jobs: the benchmark has not started)
+    load_before: str
+    load_after: str = ""
+
+    @classmethod
+    def sample(cls, seconds: float = 2.0) -> Quiet:
+        cpus = os.cpu_count() or 1
+        start = machine_cpu_s()
+        time.sleep(seconds)
+        return cls((machine_cpu_s() - start) / seconds / cpus, load_average())
+
+    def end(self) -> None:
+        self.load_after = load_average()
+
+    @property
+    def quiet(self) -> bool:
+        return self.busy_before <= QUIET_BUSY
+
+    def line(self) -> str:
+        verdict_ = "yes" if self.quiet else "NO (figures met other jobs)"
+        return (
+            f"Quiet machine: {verdict_}: {self.busy_before:.0%} of the CPUs busy in the 2 s before the run "
+            f"(≤ {QUIET_BUSY:.0%} counts as quiet); load average before {self.load_before}, "
+            f"after {self.load_after or '-'}"
+        )
 
 
 # ---------------------------------------------------------------------------- results
@@ -252,6 +571,91 @@ def _is_number(text: str) -> bool:
     return bool(re.fullmatch(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?[x%]?", text.strip()))
 
 
+@dataclass(frozen=True)
+class Table:
+    headers: Sequence[str]
+    rows: Sequence[Sequence[object]]
+
+
+CHECK_HEADERS = ["target", "measured", "goal", "result"]
+SMOKE_NOTE = "smoke run: tiny sizes, to check that the benchmark still runs; its figures are no claim"
+
+
+# ------------------------------------------------------------------------ command line, report
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's argument parser, with the options every benchmark has."""
+    out = argparse.ArgumentParser(
+        description=doc.split("\n\n", maxsplit=1)[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    out.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, seconds: check that the benchmark still runs against the product; "
+        "prints figures, claims nothing, writes nothing",
+    )
+    out.add_argument("--no-write-results", action="store_true", help="do not update bench/RESULTS.md")
+    return out
+
+
+def smoke_sizes(args: argparse.Namespace, **sizes: Any) -> argparse.Namespace:
+    """With ``--smoke``, ``sizes`` replace the arguments of the same names."""
+    if args.smoke:
+        for name, value in sizes.items():
+            setattr(args, name, value)
+    return args
+
+
+class Report:
+    """One run of a benchmark: the machine and its quiet, then what it prints and writes to RESULTS.md.
+
+    Create it before measuring (it samples how busy the machine is), call :meth:`measured` when the
+    measuring is over, then :meth:`publish` the parts: paragraphs and :class:`Table` s.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        title: str,
+        args: argparse.Namespace,
+        packages: Sequence[str] = _PACKAGES,
+        **extra: str,
+    ) -> None:
+        self.name, self.title, self.args = name, title, args
+        self.smoke = bool(args.smoke)
+        self.machine = describe_machine(packages, **extra)
+        self.quiet = Quiet.sample()
+
+    def measured(self) -> None:
+        self.quiet.end()
+
+    def checks(self, rows: Sequence[Sequence[object]]) -> Table:
+        """The target rows (target, measured, goal, result); a smoke run states no result."""
+        if self.smoke:
+            rows = [[*row[:-1], "- (smoke)"] for row in rows]
+        return Table(CHECK_HEADERS, rows)
+
+    def publish(self, parts: Sequence[str | Table]) -> None:
+        if not self.quiet.load_after:
+            self.measured()
+        print("\n".join(self.machine.lines()))
+        print(self.quiet.line())
+        for part in parts:
+            print()
+            print(text_table(part.headers, part.rows) if isinstance(part, Table) else part)
+        if self.smoke:
+            print(f"\n{SMOKE_NOTE}: bench/RESULTS.md not written")
+            return
+        if self.args.no_write_results:
+            return
+        body = [section_head(self.title, self.name, self.machine, self.quiet, sys.argv[1:])]
+        for part in parts:
+            body.append(markdown_table(part.headers, part.rows) if isinstance(part, Table) else part)
+        write_section(self.name, "\n\n".join(body))
+        print(f"\nwrote the {self.name} section of bench/RESULTS.md")
+
+
 # ------------------------------------------------------------------------ HTTP load (wrk)
 
 
@@ -272,14 +676,24 @@ LOAD_HEADERS = ["server", "requests/s", "p50 ms", "p99 ms", "requests", "errors"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def _lua_post(body: str, scratch: Path) -> Path:
-    """A wrk script POSTing ``body`` as JSON (a Lua long string: no escaping to get wrong)."""
+def need_wrk() -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk (make os-deps does)")
+
+
+def lua_string(text: str) -> str:
+    """``text`` as a Lua long string: no escaping to get wrong."""
     level = 0
-    while f"]{'=' * level}]" in body:
+    while f"]{'=' * level}]" in text:
         level += 1
+    return f"[{'=' * level}[{text}]{'=' * level}]"
+
+
+def _lua_post(body: str, scratch: Path) -> Path:
+    """A wrk script POSTing ``body`` as JSON."""
     script = scratch / "post.lua"
     script.write_text(
-        f"wrk.method = 'POST'\nwrk.body = [{'=' * level}[{body}]{'=' * level}]\n"
+        f"wrk.method = 'POST'\nwrk.body = {lua_string(body)}\n"
         "wrk.headers['Content-Type'] = 'application/json'\n",
         encoding="utf-8",
     )
@@ -383,7 +797,80 @@ def load_rows(loads: Sequence[Load], names: Mapping[str, str] | None = None) -> 
     ]
 
 
-# ------------------------------------------------------------------------ server processes
+# ------------------------------------------------------------------------ processes
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a server's workers, Ray's raylet and actors)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, IndexError, ValueError):
+            ppid = int(stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def memory_mb(pid: int) -> float:
+    """Proportional set size of ``pid`` and its descendants (shared pages counted once in all)."""
+    total = 0.0
+    for member in process_tree(pid):
+        with suppress(OSError):
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text(encoding="utf-8").splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+    return total
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (all its threads): system is the kernel's work for it."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    return sum(cpu_split(pid))
+
+
+def tree_cpu_split(pid: int) -> tuple[float, float]:
+    """:func:`cpu_split` of ``pid`` and its descendants, summed."""
+    user = system = 0.0
+    for member in process_tree(pid):
+        with suppress(OSError):
+            u, s = cpu_split(member)
+            user, system = user + u, system + s
+    return user, system
+
+
+def tree_kernel_calls(pid: int) -> tuple[int, int]:
+    """(read + write system calls, context switches) of ``pid``, its threads and its descendants so far.
+
+    Each hand-off between threads or processes (a pipe, a queue, a lock) costs calls into the
+    kernel and wake-ups: their cost per call depends on the CPU and its security mitigations.
+    """
+    calls = switches = 0
+    for member in process_tree(pid):
+        with suppress(OSError):
+            io = Path(f"/proc/{member}/io").read_text(encoding="utf-8")
+            calls += sum(int(v) for k, v in re.findall(r"^(syscr|syscw): (\d+)$", io, re.MULTILINE))
+            for status in Path(f"/proc/{member}/task").glob("*/status"):
+                with suppress(OSError):
+                    text = status.read_text(encoding="utf-8")
+                    switches += sum(int(v) for v in re.findall(r"ctxt_switches:\s+(\d+)", text))
+    return calls, switches
+
+
+def tree_cpu_s(pid: int) -> float:
+    """:func:`cpu_s` of ``pid`` and its descendants."""
+    return sum(tree_cpu_split(pid))
+
+
+# ------------------------------------------------------------------------ servers under test
 
 
 def free_port() -> int:
@@ -391,6 +878,51 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def listening_pids(port: int) -> set[int]:
+    """The processes holding a listening TCP socket on ``port`` (any address), from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with suppress(OSError):
+            for line in Path(table).read_text(encoding="utf-8").splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    pids = set()
+    if inodes:
+        for fd in Path("/proc").glob("[0-9]*/fd/*"):
+            with suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    pids.add(int(fd.parts[2]))
+    return pids
+
+
+def _describe(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        cmd = "?"
+    return f"pid {pid} ({cmd.strip()[:120]})"
+
+
+def check_listener(port: int, pid: int, name: str = "server") -> None:
+    """Fail unless what listens on ``port`` is ``pid`` or one of its descendants, and nothing else."""
+    owners = listening_pids(port)
+    ours = set(process_tree(pid))
+    if not owners or not owners <= ours:
+        strangers = ", ".join(_describe(p) for p in sorted(owners - ours)) or "no process this user can see"
+        raise RuntimeError(
+            f"127.0.0.1:{port} is answered by {strangers}, not by the {name} this benchmark started "
+            f"(pid {pid}): refusing to measure another process"
+        )
+
+
+def port_of(url: str) -> int:
+    match = re.match(r"https?://[^/:]+:(\d+)", url)
+    if match is None:
+        raise ValueError(f"no port in {url}")
+    return int(match.group(1))
 
 
 def wait_until_ready(
@@ -414,6 +946,11 @@ def wait_until_ready(
         time.sleep(0.2)
 
 
+def bench_argv(module: str, *args: str) -> list[str]:
+    """``python -m bench.MODULE ARGS``: a benchmark's own server (the peers) in a subprocess."""
+    return [sys.executable, "-m", f"bench.{module}", *args]
+
+
 @contextmanager
 def server_process(
     argv: Sequence[str],
@@ -423,44 +960,148 @@ def server_process(
     env: Mapping[str, str] | None = None,
     name: str = "server",
     timeout_s: float = 120,
+    log: Path | None = None,
+    cwd: Path | None = None,
+    stop_timeout_s: float = 15,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A server subprocess, once ``health_url`` answers 200; terminated (then killed) on exit.
+    """A server subprocess, once ``health_url`` answers 200 from it; SIGTERM (then killed) on exit.
 
-    ``cpu`` pins it, and every process it starts, to that CPU (``taskset``). The venv's ``bin``
-    goes first on PATH, for servers that start tools by name (``mlflow models serve`` runs
-    ``uvicorn``) when the venv is not activated.
+    The process listening on the health URL's port must be the one started (or its child):
+    anything else fails loudly rather than being measured. ``cpu`` pins it, and every process
+    it starts, to that CPU (``taskset``). The venv's ``bin`` goes first on PATH, for servers that
+    start tools by name (``mlflow models serve`` runs ``uvicorn``) when the venv is not
+    activated, and the repository on PYTHONPATH, for ``python -m bench.NAME``. Its output goes
+    to ``log`` when given (and is quoted if it fails to start).
     """
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    full_env = {**os.environ, **(env or {}), "PATH": path}
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    full_env = {**os.environ, **(env or {}), "PATH": path, "PYTHONPATH": pythonpath}
     command = [*argv] if cpu is None else ["taskset", "-c", str(cpu), *argv]
-    proc = subprocess.Popen(command, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with log.open("wb") if log else open(os.devnull, "wb") as out:
+        proc = subprocess.Popen(
+            command,
+            env=full_env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT if log else subprocess.PIPE,
+        )
     try:
-        wait_until_ready(health_url, timeout_s=timeout_s, proc=proc, name=name)
+        try:
+            wait_until_ready(health_url, timeout_s=timeout_s, proc=proc, name=name)
+        except RuntimeError as exc:
+            if log is None:
+                raise
+            raise RuntimeError(f"{exc}\n{log.read_text(encoding='utf-8', errors='replace')[-3000:]}") from exc
+        check_listener(port_of(health_url), proc.pid, name)
         yield proc
     finally:
+        stop(proc, stop_timeout_s)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
+    """SIGTERM (servers shut down gracefully), then kill after ``timeout_s``."""
+    if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(15)
+            proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@dataclass(frozen=True)
+class CentralNode:
+    url: str
+    pid: int
+    folder: Path
+    db: Path
+    admin_token: str
+    bootstrap_token: str
+
+
+@contextmanager
+def central_node(folder: Path, *, db_memory: str | None = None) -> Iterator[CentralNode]:
+    """``edgeml central init`` then ``edgeml central run`` in ``folder``, on a free port.
+
+    The node is checked to be the one started: its process listens on the port, and it accepts
+    the admin token ``init`` just wrote. Stopped by SIGTERM (it drains and checkpoints its
+    store) at the end.
+    """
+    import httpx
+    import yaml
+
+    port = free_port()
+    env = {**os.environ, "EDGEML_HOME": str(folder / "home")}
+    init = [edgeml_cli(), "central", "init", "--out", str(folder), "--port", str(port)]
+    subprocess.run(init, env=env, check=True, capture_output=True)
+    config_file = folder / "central.yaml"
+    if db_memory is not None:  # as an operator edits central.yaml
+        config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        config["db_memory"] = db_memory
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    admin = (folder / config["admin_token_file"]).read_text(encoding="utf-8").strip()
+    bootstrap = (folder / config["bootstrap_token_file"]).read_text(encoding="utf-8").strip()
+    url = f"http://127.0.0.1:{port}"
+    argv = [edgeml_cli(), "central", "run", "--config", str(config_file)]
+    with server_process(
+        argv,
+        url + "/healthz",
+        env={"EDGEML_HOME": str(folder / "home")},
+        name="edgeml central",
+        log=folder / "central.log",
+        cwd=folder,
+        stop_timeout_s=120,
+    ) as proc:
+        answer = httpx.get(url + "/v1/devices", headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+        if answer.status_code != 200:
+            raise RuntimeError(f"the central node on {url} refused the admin token it was given: {answer}")
+        yield CentralNode(url, proc.pid, folder, folder / config["db_path"], admin, bootstrap)
+
+
+def start_ray(num_cpus: int = 2) -> None:
+    """A private local Ray for this process (never a cluster another job left running)."""
+    import logging
+
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
+
+
+def trim_profile(text: str) -> str:
+    """pstats output without its preamble lines and the site-packages and repository prefixes."""
+    site = str(Path(sys.prefix)) + "/lib/python3.11/site-packages/"
+    lines = [ln.replace(site, "").replace(str(ROOT) + "/", "") for ln in text.splitlines()]
+    return "\n".join(
+        ln for ln in lines if ln.strip() and not ln.lstrip().startswith(("Ordered by", "List reduced"))
+    )
 
 
 # -------------------------------------------------------------------------- RESULTS.md
 
 
-def section_head(
-    title: str, script: str, machine: Machine, load_before: str, load_after: str, argv: Sequence[str] = ()
-) -> str:
-    """The lines a RESULTS.md section starts with: title, the command run and when, the machine."""
-    command = " ".join([".venv/bin/python", f"bench/{script}", *argv])
+def section_head(title: str, name: str, machine: Machine, quiet: Quiet, argv: Sequence[str] = ()) -> str:
+    """The stamp a RESULTS.md section starts with: title, command and time, machine, quiet."""
+    command = " ".join([".venv/bin/python", "-m", f"bench.{name}", *argv])
     return "\n".join(
         [
-            f"## {title} (`bench/{script}`)",
+            f"## {title} (`bench/{name}.py`)",
             "",
             f"Run {now_utc()}: `{command}`",
             "",
-            f"Machine: {'; '.join(machine.lines())}; load average before {load_before}, after {load_after}.",
+            f"Machine: {'; '.join(machine.lines())}.",
+            "",
+            f"{quiet.line()}.",
         ]
     )
 
@@ -470,6 +1111,8 @@ def write_section(name: str, body: str, path: Path = RESULTS) -> None:
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     block = f"{start}\n{body.strip()}\n{end}"
     text = path.read_text(encoding="utf-8") if path.exists() else _HEADER
+    first = text.find("<!-- bench:")
+    text = _HEADER + "\n" + text[first:] if first >= 0 else _HEADER  # the header as this file says
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text, count=1)
@@ -478,3 +1121,28 @@ def write_section(name: str, body: str, path: Path = RESULTS) -> None:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What a RESULTS.md section says it measured: the edgeml revision and the CPU."""
+
+    revision: str
+    cpu: str
+    cores: int
+
+
+def result_sections(path: Path = RESULTS) -> dict[str, str]:
+    """Each section of RESULTS.md by name."""
+    text = path.read_text(encoding="utf-8")
+    found = re.finditer(r"<!-- bench:(\w+) -->\n(.*?)\n<!-- /bench:\1 -->", text, re.DOTALL)
+    return {m.group(1): m.group(2) for m in found}
+
+
+def stamp_of(section: str) -> Stamp:
+    """The stamp in a section's machine line (``CPU: … x N logical cores``, ``edgeml revision: …``)."""
+    cpu = re.search(r"CPU: (.+?) x (\d+) logical cores", section)
+    revision = re.search(r"edgeml revision: ([\w.+-]*[\w+-])", section)  # not the sentence's full stop
+    if cpu is None or revision is None:
+        raise ValueError(f"a RESULTS.md section without its stamp (CPU and revision): {section[:200]}")
+    return Stamp(revision.group(1), cpu.group(1), int(cpu.group(2)))

@@ -12,58 +12,17 @@ Models are fitted directly (edgeml's pipelines and family builders, no search, n
 simulated pump readings without timestamp row features, so OpenVINO can take them; each
 export goes through edgeml's own conversion, quantisation and runtime settings.
 
-    .venv/bin/python bench/export.py [--no-write-results]
+    .venv/bin/python -m bench.export [--no-write-results]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (
-    describe_machine,
-    load_average,
-    markdown_table,
-    now_utc,
-    text_table,
-    verdict,
-    write_section,
-)
-
-SPEC = """
-name: bench-export
-sources: [{name: sim, kind: file, path: unused.csv}]
-schema:
-  timestamp: ts
-  entity: machine_id
-  columns:
-    msg_id: {type: string}
-    ts: {type: timestamp}
-    machine_id: {type: string}
-    temperature: {type: float}
-    vibration: {type: float}
-    pressure: {type: float}
-    rpm: {type: float}
-    power_kw: {type: float}
-    fault: {type: category, values: [ok, bearing_wear, overheating, pressure_leak]}
-    is_anomaly: {type: bool}
-features:
-  exclude: [msg_id, is_anomaly, machine_id]
-  row:
-    - {name: specific_power, expr: "power_kw / maximum(rpm, 1) * 1000"}
-  window:
-    - {name: vibration_mean_30, column: vibration, agg: mean, size: 30}
-    - {name: temperature_max_20, column: temperature, agg: max, size: 20}
-target: fault
-task: classification
-search: {families: [logistic], trials: 1}
-"""
+from bench.common import Report, Table, example_spec, parser, simulated_training_data, smoke_sizes, verdict
 
 FAMILIES = {
     "logistic": {},
@@ -71,77 +30,74 @@ FAMILIES = {
     "hist_gradient_boosting": {"max_iter": 100},
     "mlp": {"hidden_units": 128, "layers": 3, "epochs": 20},
 }
-SINGLE, BATCH_ROUNDS = 300, 20
+SMOKE_FAMILIES = {
+    "logistic": {},
+    "random_forest": {"n_estimators": 5, "max_depth": 6},
+    "hist_gradient_boosting": {"max_iter": 5},
+    "mlp": {"hidden_units": 16, "layers": 2, "epochs": 1},  # int8 keeps the first and last in fp32
+}
 
 
-def data():  # type: ignore[no-untyped-def]
-    import pandas as pd
-
-    from edgeml.features.build import apply_row_features
-    from edgeml.features.window import compute_batch
-    from edgeml.ingest.coerce import coerce_batch
-    from edgeml.simulate.sensors import SensorSimulation, simulate_sensors
-    from edgeml.spec import parse_spec
-    from edgeml.train.data import split_features
-
-    spec = parse_spec(SPEC)
-    frame = pd.DataFrame(simulate_sensors(SensorSimulation(machines=6, readings=1500, seed=2)))
-    clean = coerce_batch(frame, spec.schema_, source="sim").clean
-    table = compute_batch(clean, spec.features.window, entity="machine_id", timestamp="ts")
-    return spec, split_features(spec, apply_row_features(table, spec.features.row).to_pandas(), "bench")
+def export_spec() -> Any:
+    """examples/pump-faults.yaml with inputs OpenVINO takes: numbers only (no machine id, no timestamp)."""
+    return example_spec(
+        "pump-faults",
+        features={
+            "exclude": ["msg_id", "is_anomaly", "machine_id"],
+            "row": [{"name": "specific_power", "expr": "power_kw / maximum(rpm, 1) * 1000"}],
+        },
+    )
 
 
-def timings(predict: Any, one: Any, batch: Any) -> tuple[float, float]:
+def timings(predict: Any, one: Any, batch: Any, single: int, batch_rounds: int) -> tuple[float, float]:
     """(single-row p50 ms, batch-256 rows/s)."""
     import numpy as np
 
     for _ in range(20):
         predict(one)
     times = []
-    for _ in range(SINGLE):
+    for _ in range(single):
         start = time.perf_counter()
         predict(one)
         times.append(time.perf_counter() - start)
     start = time.perf_counter()
-    for _ in range(BATCH_ROUNDS):
+    for _ in range(batch_rounds):
         predict(batch)
-    return float(np.percentile(times, 50) * 1000), 256 * BATCH_ROUNDS / (time.perf_counter() - start)
+    return float(np.percentile(times, 50) * 1000), 256 * batch_rounds / (time.perf_counter() - start)
 
 
 def export(model: Any, spec: Any, layout: Any, profile_name: str, family: str, work: Path, calib: Any) -> Any:
-    from edgeml.export.run import _build, _convert, _Runner
-    from edgeml.profiles import get_profile
+    from bench.common import ExportRunner, export_build, export_convert, get_profile
 
     profile = get_profile(profile_name)
     stage = work / profile_name / family
     stage.mkdir(parents=True)
-    path = _build(
-        _convert(model, layout, profile, family), profile.precision, profile, stage, work, lambda: calib
+    path = export_build(
+        export_convert(model, layout, profile, family), profile.precision, profile, stage, work, lambda: calib
     )
-    return _Runner(path, profile, []), sum(p.stat().st_size for p in stage.iterdir())
+    return ExportRunner(path, profile, []), sum(p.stat().st_size for p in stage.iterdir())
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--no-write-results", action="store_true", help="do not update bench/RESULTS.md")
-    args = parser.parse_args()
+    args = parser(__doc__).parse_args()
+    args.families, args.single, args.batch_rounds, args.readings = FAMILIES, 300, 20, 1500
+    smoke_sizes(args, families=SMOKE_FAMILIES, single=20, batch_rounds=2, readings=200)
 
     import numpy as np
     import pandas as pd
     import torch
 
-    from edgeml.export.run import OPENVINO_FAMILIES, feeds
-    from edgeml.train.families import FAMILIES as BUILDERS
-    from edgeml.train.pipeline import build_pipeline
+    from bench.common import FAMILY_BUILDERS, OPENVINO_FAMILIES, build_pipeline, feeds
 
     torch.set_num_threads(2)
-    machine = describe_machine(
-        ("edgeml", "scikit-learn", "onnxruntime", "openvino", "nncf", "numpy", "torch")
+    report = Report(
+        "export",
+        "Export: latency per runtime, int8 size and accuracy",
+        args,
+        ("edgeml", "scikit-learn", "onnxruntime", "openvino", "nncf", "numpy", "torch"),
     )
-    load_before = load_average()
-    spec, split = data()
+    spec = export_spec()
+    split = simulated_training_data(spec, machines=6, readings=args.readings, seed=2)
     layout = split.layout
     X = split.X_hold[layout.columns].reset_index(drop=True)
     one_df, batch_df = X.head(1), pd.concat([X] * (256 // len(X) + 1), ignore_index=True).head(256)
@@ -149,10 +105,12 @@ def main() -> None:
     calib = [feeds(calib_rows.iloc[[i]], layout) for i in range(len(calib_rows))]
     rows, sizes, checks = [], {}, []
     with tempfile.TemporaryDirectory() as tmp:
-        for family, params in FAMILIES.items():
-            model = build_pipeline(spec, layout, BUILDERS[family].build(spec.task, params, 0), params)
+        for family, params in args.families.items():
+            model = build_pipeline(spec, layout, FAMILY_BUILDERS[family].build(spec.task, params, 0), params)
             model.fit(split.X_train[layout.columns], split.y_train)
-            native_p50, native_rps = timings(model.predict_proba, one_df, batch_df)
+            native_p50, native_rps = timings(
+                model.predict_proba, one_df, batch_df, args.single, args.batch_rounds
+            )
             contenders = [("x86-64-generic", "ONNX Runtime fp32")]
             if family in OPENVINO_FAMILIES:
                 contenders.append(("intel-nuc-openvino", "OpenVINO fp32"))
@@ -175,7 +133,7 @@ def main() -> None:
                 run, size = export(model, spec, layout, profile, family, Path(tmp), calib)
                 sizes[(family, profile)] = size
                 one, batch = feeds(one_df, layout), feeds(batch_df, layout)
-                p50, rps = timings(run, one, batch)
+                p50, rps = timings(run, one, batch, args.single, args.batch_rounds)
                 proba = run(feeds(X, layout))["probabilities"]
                 diff = float(np.abs(proba - model.predict_proba(X)).max())
                 rows.append(
@@ -192,7 +150,7 @@ def main() -> None:
                     labels = run(feeds(X, layout))["label"].astype(str)
                     native_acc = float(np.mean(model.predict(X).astype(str) == split.y_hold.astype(str)))
                     int8_acc = float(np.mean(labels == split.y_hold.astype(str)))
-    load_after = load_average()
+    report.measured()
     ratio = sizes[("mlp", "arm64-rpi4")] / sizes[("mlp", "x86-64-generic")]
     ov_ratio = sizes[("mlp", "intel-nuc-openvino-int8")] / sizes[("mlp", "intel-nuc-openvino")]
     drop = (native_acc - int8_acc) * 100
@@ -219,46 +177,25 @@ def main() -> None:
         "1-row speed vs native",
         "batch vs native",
     ]
-    check_headers = ["target", "measured", "goal", "result"]
     inputs = (
         f"simulated pump readings: {len(split.X_train):,} train rows, {len(X):,} holdout rows "
-        f"({len(layout.columns)} inputs: sensors, window features, one row feature); "
-        f"MLP 3×128 hidden units; int8 calibrated on 300 train rows"
+        f"({len(layout.columns)} inputs: sensors, window features, one row feature, as "
+        "examples/pump-faults.yaml builds them without its string and timestamp inputs); "
+        f"MLP {args.families['mlp']['layers']}×{args.families['mlp']['hidden_units']} hidden units; "
+        "int8 calibrated on 300 train rows"
     )
-    print("\n".join(machine.lines()))
-    print(f"load average before {load_before}, after {load_after}")
-    print(inputs)
-    print(text_table(headers, rows))
-    print()
-    print(text_table(check_headers, checks))
-    if not args.no_write_results:
-        write_section(
-            "export",
-            "\n".join(
-                [
-                    "## Export: latency per runtime, int8 size and accuracy (`bench/export.py`)",
-                    "",
-                    f"Run {now_utc()}: `.venv/bin/python bench/export.py {' '.join(sys.argv[1:])}`".replace(
-                        " `", "`"
-                    ),
-                    "",
-                    "Machine: "
-                    + "; ".join(machine.lines())
-                    + f"; load average before {load_before}, after {load_after}.",
-                    "",
-                    f"Input: {inputs}. Each contender answers the same rows; single row: p50 of {SINGLE} "
-                    f"calls after 20 warm-up calls; batch: {BATCH_ROUNDS} calls of 256 rows. Exports use the "
-                    "profiles' thread counts (x86-64-generic 2, the others 4 on this 2-core machine), ONNX "
-                    "Runtime without spinning, OpenVINO with INFERENCE_PRECISION_HINT=f32. The max abs diff "
-                    "is against native predict_proba on the holdout rows (trees on OpenVINO run as tensor "
-                    "operations; `edgeml export` refuses them above 1e-4).",
-                    "",
-                    markdown_table(headers, rows),
-                    "",
-                    markdown_table(check_headers, checks),
-                ]
-            ),
-        )
+    report.publish(
+        [
+            f"Input: {inputs}. Each contender answers the same rows; single row: p50 of {args.single} "
+            f"calls after 20 warm-up calls; batch: {args.batch_rounds} calls of 256 rows. Exports use the "
+            "profiles' thread counts (x86-64-generic 2, the others 4 on this 2-core machine), ONNX "
+            "Runtime without spinning, OpenVINO with INFERENCE_PRECISION_HINT=f32. The max abs diff "
+            "is against native predict_proba on the holdout rows (trees on OpenVINO run as tensor "
+            "operations; `edgeml export` refuses them above 1e-4).",
+            Table(headers, rows),
+            report.checks(checks),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -17,12 +17,11 @@ ways (its report, the snapshot, the Parquet files on disk), and Ray's task timel
 how many map tasks the best edgeml run became and how many ran at once. ``--profile``
 adds a stage-by-stage timing and a cProfile of one edgeml block (what one Ray task does).
 
-    .venv/bin/python bench/ingest_csv.py [--files 16] [--rows-per-file 110000] [--repeat 3]
+    .venv/bin/python -m bench.ingest_csv [--files 16] [--rows-per-file 110000] [--repeat 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import json
@@ -30,7 +29,6 @@ import logging
 import os
 import pstats
 import shutil
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -39,18 +37,18 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (
+from bench.common import (
     DATA_DIR,
     Measurement,
-    describe_machine,
-    load_average,
-    markdown_table,
-    now_utc,
-    text_table,
+    Report,
+    Table,
+    example_spec,
+    parser,
+    smoke_sizes,
+    start_ray,
     timed,
+    trim_profile,
     verdict,
-    write_section,
 )
 
 NAME = "ingest_csv"
@@ -61,34 +59,12 @@ BLOCK_STAGE = "land_batch on the Arrow block, whole (what the map task does)"
 PANDAS_STAGE = "for contrast: coerce_batch on the same block as pandas (the pandas path)"
 DIRTY_STAGE = "for contrast: coerce_batch on the Arrow block with one bad cell (falls back to pandas)"
 READ_STAGE = "read CSV, all columns as strings (pyarrow, as Ray reads)"
-FAULTS = "[ok, bearing_wear, overheating, pressure_leak]"
 
-SPEC = """
-name: bench-ingest
-sources:
-  - name: history
-    kind: file
-    path: "{pattern}"
-    format: csv
-schema:
-  timestamp: ts
-  entity: machine_id
-  columns:
-    msg_id: {{type: string, nullable: false}}
-    ts: {{type: timestamp, nullable: false}}
-    machine_id: {{type: string, nullable: false}}
-    temperature: {{type: float, unit: degC}}
-    vibration: {{type: float, unit: mm/s}}
-    pressure: {{type: float, unit: bar}}
-    rpm: {{type: float, unit: 1/min}}
-    power_kw: {{type: float, unit: kW}}
-    fault: {{type: category, values: {faults}, nullable: false}}
-    is_anomaly: {{type: bool}}
-features: {{exclude: [msg_id, is_anomaly]}}
-target: fault
-task: classification
-search: {{families: [random_forest], trials: 1}}
-"""
+
+def ingest_spec(folder: Path) -> Any:
+    """examples/pump-faults.yaml reading the CSV files in ``folder`` (its plant historian's export)."""
+    source = {"name": "history", "kind": "file", "path": str(folder / "*.csv"), "format": "csv"}
+    return example_spec("pump-faults", sources=[source])
 
 
 # ---------------------------------------------------------------------------- data
@@ -98,7 +74,7 @@ def _write_day(path: str, day: int, readings: int) -> int:
     """One CSV file: the fleet's readings of one day (msg_ids unique across files)."""
     import numpy as np
 
-    from edgeml.simulate.sensors import SensorSimulation, simulate_sensors, write_csv
+    from bench.common import SensorSimulation, simulate_sensors, write_csv
 
     sim = SensorSimulation(
         machines=MACHINES,
@@ -156,14 +132,6 @@ def warm_page_cache(paths: list[str]) -> None:
 # ---------------------------------------------------------------------------- contenders
 
 
-def start_ray() -> None:
-    import ray
-
-    # address="local": always a private Ray for this process, never a cluster some other job
-    # left running on the machine (ray.init() would otherwise join the latest `ray start`).
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-
-
 def warm_up_ray(paths: list[str], folder: Path) -> None:
     """One small untimed ingest, so Ray's worker processes exist and have imported edgeml."""
     folder.mkdir(parents=True)
@@ -171,22 +139,16 @@ def warm_up_ray(paths: list[str], folder: Path) -> None:
         with open(path, encoding="utf-8") as src:
             head = [line for _, line in zip(range(2_000), src, strict=False)]
         (folder / f"warm-{i}.csv").write_text("".join(head), encoding="utf-8")
-    spec_text = SPEC.format(pattern=str(folder / "*.csv"), faults=FAULTS)
-    from edgeml.ingest.run import ingest
-    from edgeml.settings import load_settings
-    from edgeml.spec import parse_spec
+    from bench.common import ingest, load_settings
 
-    ingest(parse_spec(spec_text), load_settings({"EDGEML_HOME": str(folder / "home")}), progress_bars=False)
+    ingest(ingest_spec(folder), load_settings({"EDGEML_HOME": str(folder / "home")}), progress_bars=False)
 
 
-def run_edgeml(spec_text: str, home: Path, expected_rows: int) -> tuple[float, dict[str, Any]]:
+def run_edgeml(spec: Any, home: Path, expected_rows: int) -> tuple[float, dict[str, Any]]:
     import pyarrow.parquet as pq
 
-    from edgeml.ingest.run import ingest
-    from edgeml.settings import load_settings
-    from edgeml.spec import parse_spec
+    from bench.common import ingest, load_settings
 
-    spec = parse_spec(spec_text)
     settings = load_settings({"EDGEML_HOME": str(home)})
     seconds, report = timed(lambda: ingest(spec, settings, progress_bars=False))
     source = report.sources[0]  # type: ignore[attr-defined]
@@ -291,7 +253,7 @@ def describe_tasks(spans: list[tuple[float, float, str]], wall: float, cpus: int
 
 
 def profile_block(
-    spec_text: str, path: str, home: Path
+    spec: Any, path: str, home: Path
 ) -> tuple[list[tuple[str, float]], list[tuple[str, float]], str]:
     """What one Ray task does to one file, in-process and warm.
 
@@ -305,14 +267,15 @@ def profile_block(
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from edgeml.ingest.coerce import coerce_batch
-    from edgeml.ingest.lake import parquet_bytes, write_clean_parts
-    from edgeml.ingest.run import land_batch
-    from edgeml.settings import load_settings
-    from edgeml.spec import parse_spec
-    from edgeml.store import open_store
+    from bench.common import (
+        coerce_batch,
+        land_batch,
+        load_settings,
+        open_store,
+        parquet_bytes,
+        write_clean_parts,
+    )
 
-    spec = parse_spec(spec_text)
     schema = spec.schema_
     settings = load_settings({"EDGEML_HOME": str(home)})
     store = open_store(settings.store_url, settings.store.s3)
@@ -383,51 +346,36 @@ def profile_block(
     return [(name, times[name]) for name in shown], leaves, buf.getvalue()
 
 
-def _trim_profile(text: str) -> str:
-    """pstats output without its preamble lines and site-packages prefixes."""
-    site = str(Path(sys.prefix))
-    keep = [ln.replace(site + "/lib/python3.11/site-packages/", "") for ln in text.splitlines()]
-    keep = [ln.replace(str(Path(__file__).resolve().parents[1]) + "/", "") for ln in keep]
-    return "\n".join(
-        ln for ln in keep if ln.strip() and not ln.lstrip().startswith(("Ordered by", "List reduced"))
-    )
-
-
 # ---------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="CSV → Parquet lake throughput: edgeml ingest() vs DuckDB COPY (peer), pandas beside.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
+    cli = parser(__doc__)
+    cli.add_argument(
         "--files", type=int, default=16, help="CSV files to generate (one day of the fleet each)"
     )
-    parser.add_argument(
+    cli.add_argument(
         "--rows-per-file", type=int, default=110_000, help=f"rows per file (rounded down to {MACHINES} pumps)"
     )
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions per contender; the best counts")
-    parser.add_argument(
+    cli.add_argument("--repeat", type=int, default=3, help="repetitions per contender; the best counts")
+    cli.add_argument(
         "--keep-data",
         action="store_true",
         help=f"keep the generated CSVs in {CACHE} for the next run (a kept set is reused); "
         "by default they are removed at the end",
     )
-    parser.add_argument("--no-write-results", action="store_true", help="do not update bench/RESULTS.md")
-    parser.add_argument(
+    cli.add_argument(
         "--profile", action="store_true", help="also cProfile one edgeml block and report where its time goes"
     )
-    args = parser.parse_args(argv)
+    args = smoke_sizes(cli.parse_args(argv), files=2, rows_per_file=2_000, repeat=1, keep_data=False)
     if args.files < 1 or args.rows_per_file < MACHINES or args.repeat < 1:
-        parser.error(f"--files and --repeat must be ≥ 1 and --rows-per-file ≥ {MACHINES}")
+        cli.error(f"--files and --repeat must be ≥ 1 and --rows-per-file ≥ {MACHINES}")
 
-    os.environ.pop("RAY_ADDRESS", None)  # a private Ray, whatever the caller's shell says
-    machine = describe_machine()
-    load_before = load_average()
+    report = Report(NAME, "CSV → Parquet ingest", args)
     folder, paths, rows, size = ensure_data(args.files, args.rows_per_file)
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=DATA_DIR))
-    spec_text = SPEC.format(pattern=str(folder / "*.csv"), faults=FAULTS)
+    spec = ingest_spec(folder)
     try:
         warm_page_cache(paths)
         print("starting Ray (num_cpus=2) and warming its workers up, not timed...")
@@ -443,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(1, args.repeat + 1):
             home = scratch / f"edgeml-{rep}"
             window_start = time.time()
-            seconds, facts = run_edgeml(spec_text, home, rows)
+            seconds, facts = run_edgeml(spec, home, rows)
             windows.append((window_start, time.time()))
             results["edgeml"].seconds.append(seconds)
             shutil.rmtree(home)
@@ -462,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         profile: tuple[list[tuple[str, float]], list[tuple[str, float]], str] | None = None
         if args.profile:
             print("profiling one edgeml block (one file, in-process)...")
-            profile = profile_block(spec_text, paths[0], scratch / "profile")
+            profile = profile_block(spec, paths[0], scratch / "profile")
     finally:
         try:
             import ray
@@ -476,11 +424,10 @@ def main(argv: list[str] | None = None) -> int:
             for empty in (CACHE, DATA_DIR):
                 if empty.is_dir() and not any(empty.iterdir()):
                     empty.rmdir()
-    load_after = load_average()
+    report.measured()
 
     edg, duck = results["edgeml"], results["duckdb"]
     ratio = edg.mb_per_s / duck.mb_per_s
-    result = verdict(ratio, TARGET)
     headers = ["contender", "best s", "median s", "MB/s", "rows/s", "x DuckDB"]
     table_rows = [
         [
@@ -493,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for m in results.values()
     ]
-    summary = f"edgeml / DuckDB throughput: {ratio:.3f}x   target ≥ {TARGET:.2f}x   {result}"
+    checks = [["edgeml / DuckDB throughput", f"{ratio:.3f}x", f"≥ {TARGET:.2f}x", verdict(ratio, TARGET)]]
     landed = (
         f"edgeml landed {facts['rows_clean']:,} of {rows:,} rows ({facts['rows_quarantined']} quarantined) "
         f"in {facts['parts']} parts, {facts['parquet_bytes'] / 1e6:.1f} MB of Parquet; "
@@ -502,21 +449,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     inputs = (
         f"{args.files} CSV files, {rows:,} rows, {size / 1e6:.1f} MB "
-        f"(simulated pump readings, {MACHINES} pumps, one day per file)"
+        f"(simulated pump readings, {MACHINES} pumps, one day per file), read with the schema of "
+        "`examples/pump-faults.yaml`"
     )
-
-    print()
-    print("\n".join(machine.lines()))
-    print(f"load average (1/5/15 min) before {load_before}, after {load_after}")
-    print(f"input: {inputs}; best of {args.repeat}, page cache warm, repetitions interleaved")
-    print()
-    print(text_table(headers, table_rows))
-    print()
-    print(landed)
-    tasks_line = describe_tasks(tasks, edg.best, 2)
-    print(tasks_line)
-    print(summary)
-    estimate = ""
+    parts: list[str | Table] = [
+        f"Input: {inputs}. Best of {args.repeat} wall-clock runs each, page cache warm, repetitions "
+        "interleaved (edgeml, DuckDB, pandas, edgeml, ...). edgeml runs `ingest()` on a Ray started "
+        "with `num_cpus=2` before the timer (its workers warmed up by one small untimed ingest), into a "
+        "fresh `EDGEML_HOME` each time; DuckDB uses its "
+        "defaults (all cores, type sniffing, which finds the same types edgeml enforces: VARCHAR, "
+        "TIMESTAMPTZ, DOUBLE, BOOLEAN; snappy) and writes one file; pandas is single-threaded.",
+        Table(headers, table_rows),
+        report.checks(checks),
+        landed + ".",
+        describe_tasks(tasks, edg.best, 2) + ".",
+    ]
     if profile is not None:
         stages, leaves, text = profile
         per_file = dict(stages)[READ_STAGE] + dict(stages)[BLOCK_STAGE]
@@ -529,54 +476,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{cores} cores = {per_file * args.files / cores:.2f} s if Ray added nothing, against "
             f"{edg.best:.2f} s measured; DuckDB needs {duck.best:.2f} s for everything. {estimate_top}."
         )
-        print("\none edgeml block (one file, as one Ray task would see it) in-process, warm, stage by stage:")
-        print(text_table(["stage", "seconds"], [[n, f"{s:.3f}"] for n, s in stages]))
-        print(estimate)
-        print("\ncProfile of land_batch on that block:")
-        print(_trim_profile(text))
-
-    if not args.no_write_results:
-        body = [
-            "## CSV → Parquet ingest (`bench/ingest_csv.py`)",
-            "",
-            f"Run {now_utc()}: `{' '.join(['.venv/bin/python', 'bench/ingest_csv.py', *sys.argv[1:]])}`",
-            "",
-            "Machine (shared 2-core machine, other jobs running): "
-            + "; ".join(machine.lines())
-            + f"; load average before {load_before}, after {load_after}.",
-            "",
-            f"Input: {inputs}. Best of {args.repeat} wall-clock runs each, page cache warm, repetitions "
-            "interleaved (edgeml, DuckDB, pandas, edgeml, ...). edgeml runs `ingest()` on a Ray started "
-            "with `num_cpus=2` before the timer (its workers warmed up by one small untimed ingest), into a "
-            "fresh `EDGEML_HOME` each time; DuckDB uses its "
-            "defaults (all cores, type sniffing, which finds the same types edgeml enforces: VARCHAR, "
-            "TIMESTAMPTZ, DOUBLE, BOOLEAN; snappy) and writes one file; pandas is single-threaded.",
-            "",
-            markdown_table(headers, table_rows),
-            "",
-            f"**{summary}**",
-            "",
-            landed + ".",
-            "",
-            tasks_line + ".",
+        print("\ncProfile of land_batch on one block (one file, as one Ray task would see it):")
+        print(trim_profile(text))
+        parts += [
+            "### Where edgeml's time goes (`--profile`)",
+            "One file (one day, "
+            f"{rows // args.files:,} rows) put through what one Ray task does, in-process and warm "
+            "(best of 3 per stage), handed over as Arrow like Ray Data does for file sources "
+            "(lines marked ↳ are parts of the 'whole' line below them):",
+            Table(["stage", "seconds"], [[n, f"{s:.3f}"] for n, s in stages]),
+            estimate,
         ]
-        if profile is not None:
-            stages = profile[0]
-            body += [
-                "",
-                "### Where edgeml's time goes (`--profile`)",
-                "",
-                "One file (one day, "
-                f"{rows // args.files:,} rows) put through what one Ray task does, in-process and warm "
-                "(best of 3 per stage), handed over as Arrow like Ray Data does for file sources "
-                "(lines marked ↳ are parts of the 'whole' line below them):",
-                "",
-                markdown_table(["stage", "seconds"], [[n, f"{s:.3f}"] for n, s in stages]),
-                "",
-                estimate,
-            ]
-        write_section(NAME, "\n".join(body))
-        print(f"\nwrote the {NAME} section of bench/RESULTS.md")
+    report.publish(parts)
     return 0
 
 

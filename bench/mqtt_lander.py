@@ -19,12 +19,11 @@ Reported: messages/s received during the publishing window by each; the ratio
 lander/bare (target ≥ 0.8); then, counted in the lake after the lander stopped,
 lost = published − landed unique ids and duplicated = landed rows − unique ids (target 0, 0).
 
-    .venv/bin/python bench/mqtt_lander.py [--seconds 60]
+    .venv/bin/python -m bench.mqtt_lander [--seconds 60]
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import json
@@ -33,7 +32,6 @@ import pstats
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -43,17 +41,18 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (
+from bench.common import (
     DATA_DIR,
-    describe_machine,
-    load_average,
-    markdown_table,
-    now_utc,
-    text_table,
+    Report,
+    Table,
+    check_listener,
+    example_spec,
+    free_port,
+    parser,
+    smoke_sizes,
     tool_version,
+    trim_profile,
     verdict,
-    write_section,
 )
 
 NAME = "mqtt_lander"
@@ -62,45 +61,23 @@ MACHINES = 10  # pumps in the publisher's fleet
 CHUNK = 2_000  # readings per pump generated at a time by the publisher
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
-SPEC = """
-name: bench-mqtt
-sources:
-  - name: live
-    kind: mqtt
-    broker: "{url}"
-    topics: ["{topic}"]
-    qos: 1
-    client_id: bench-lander
-    message_id: msg_id
-    batch: {{max_rows: 20000, max_seconds: 10}}
-schema:
-  timestamp: ts
-  entity: machine_id
-  columns:
-    msg_id: {{type: string, nullable: false}}
-    ts: {{type: timestamp, nullable: false}}
-    machine_id: {{type: string, nullable: false}}
-    temperature: {{type: float, unit: degC}}
-    vibration: {{type: float, unit: mm/s}}
-    pressure: {{type: float, unit: bar}}
-    rpm: {{type: float, unit: 1/min}}
-    power_kw: {{type: float, unit: kW}}
-    fault: {{type: category, values: [ok, bearing_wear, overheating, pressure_leak], nullable: false}}
-    is_anomaly: {{type: bool}}
-features: {{exclude: [msg_id, is_anomaly]}}
-target: fault
-task: classification
-search: {{families: [random_forest], trials: 1}}
-"""
+
+def lander_spec(url: str, topic: str, client_id: str = "bench-lander") -> Any:
+    """examples/pump-faults.yaml with its live MQTT source on this run's broker and topic."""
+    source = {
+        "name": "live",
+        "kind": "mqtt",
+        "broker": url,
+        "topics": [topic],
+        "qos": 1,
+        "client_id": client_id,
+        "message_id": "msg_id",
+        "batch": {"max_rows": 20000, "max_seconds": 10},
+    }
+    return example_spec("pump-faults", sources=[source])
 
 
 # ---------------------------------------------------------------------------- broker
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Broker:
@@ -133,6 +110,7 @@ class Broker:
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                check_listener(self.port, self.proc.pid, "mosquitto")
                 return
             except OSError:
                 if self.proc.poll() is not None:
@@ -167,7 +145,7 @@ def _records(prefix: str, seconds: float, started: Any) -> Any:
     """Simulated readings with unique msg_ids, until ``seconds`` after the first one."""
     import numpy as np
 
-    from edgeml.simulate.sensors import SensorSimulation, iter_records, simulate_sensors
+    from bench.common import SensorSimulation, iter_records, simulate_sensors
 
     base = datetime(2026, 1, 5, tzinfo=UTC)
     n, chunk, deadline = 0, 0, None
@@ -191,7 +169,7 @@ def _records(prefix: str, seconds: float, started: Any) -> Any:
 
 def _publisher(url: str, topic: str, prefix: str, seconds: float, started: Any, sent: Any, conn: Any) -> None:
     """Child process: publish for ``seconds``, wait for every acknowledgement, report."""
-    from edgeml.simulate.publish import publish_records
+    from bench.common import publish_records
 
     def progress(count: int) -> None:
         sent.value = count
@@ -219,7 +197,7 @@ class BareSubscriber:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from edgeml.mqtt import connect_client, parse_broker
+        from bench.common import connect_client, parse_broker
 
         self.received = 0
         self.subscribed = threading.Event()
@@ -338,12 +316,10 @@ def run_bare(broker: Broker, seconds: float, drain_timeout: float) -> Phase:
 
 
 def run_lander(broker: Broker, home: Path, seconds: float, drain_timeout: float) -> Phase:
-    from edgeml.ingest.mqtt import lander_for
-    from edgeml.settings import load_settings
-    from edgeml.spec import parse_spec
+    from bench.common import lander_for, load_settings
 
     topic = "lander/+/telemetry"
-    spec = parse_spec(SPEC.format(url=broker.url, topic=topic))
+    spec = lander_spec(broker.url, topic)
     settings = load_settings({"EDGEML_HOME": str(home)})
     lander = lander_for(spec, settings, None)
     lander.start()
@@ -375,8 +351,7 @@ def lake_check(spec: Any, settings: Any, prefix: str, published: int) -> dict[st
     """Count in the lake: rows, unique ids, lost, duplicated, ids that were never published."""
     import pyarrow.compute as pc
 
-    from edgeml.ingest.lake import read_parts, source_parts
-    from edgeml.store import store_from_settings
+    from bench.common import read_parts, source_parts, store_from_settings
 
     store = store_from_settings(settings)
     parts = source_parts(store, spec.name, "live")
@@ -416,7 +391,7 @@ class Capacity:
 def _publish_backlog(broker: Broker, topic: str, prefix: str, messages: int) -> None:
     from types import SimpleNamespace
 
-    from edgeml.simulate.publish import publish_records
+    from bench.common import publish_records
 
     records = _take(_records(prefix, 1e9, SimpleNamespace(value=0.0)), messages)
     publish_records(
@@ -450,14 +425,10 @@ def capacity_bare(broker: Broker, messages: int, timeout: float) -> Capacity:
 
 
 def capacity_lander(broker: Broker, home: Path, messages: int, timeout: float) -> Capacity:
-    from edgeml.ingest.mqtt import lander_for
-    from edgeml.settings import load_settings
-    from edgeml.spec import parse_spec
+    from bench.common import lander_for, load_settings
 
     topic = "lander-backlog/+/telemetry"
-    spec = parse_spec(
-        SPEC.format(url=broker.url, topic=topic).replace("bench-lander", "bench-lander-backlog")
-    )
+    spec = lander_spec(broker.url, topic, client_id="bench-lander-backlog")
     settings = load_settings({"EDGEML_HOME": str(home)})
     result = Capacity("lander", messages)
     first = lander_for(spec, settings, None)
@@ -489,11 +460,9 @@ def profile_lander(home: Path, messages: int = 40_000) -> tuple[list[tuple[str, 
     """The lander's two paths without a network, under cProfile: receive N messages, land them."""
     from types import SimpleNamespace
 
-    from edgeml.ingest.mqtt import lander_for
-    from edgeml.settings import load_settings
-    from edgeml.spec import parse_spec
+    from bench.common import lander_for, load_settings
 
-    spec = parse_spec(SPEC.format(url="mqtt://127.0.0.1:1", topic="x/+/y"))
+    spec = lander_spec("mqtt://127.0.0.1:1", "x/+/y")
     lander = lander_for(spec, load_settings({"EDGEML_HOME": str(home)}), None)
     lander.state_dir.mkdir(parents=True, exist_ok=True)
     lander._open_segment()
@@ -534,50 +503,42 @@ def _take(iterable: Any, n: int) -> list[Any]:
     return out
 
 
-def _trim_profile(text: str) -> str:
-    site = str(Path(sys.prefix)) + "/lib/python3.11/site-packages/"
-    root = str(Path(__file__).resolve().parents[1]) + "/"
-    lines = [ln.replace(site, "").replace(root, "") for ln in text.splitlines()]
-    return "\n".join(ln for ln in lines if ln.strip() and not ln.lstrip().startswith(("Ordered", "List")))
-
-
 # ---------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="MQTT → lake: edgeml MqttLander vs a bare paho subscriber (peer), same broker and load.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--seconds", type=float, default=60.0, help="publishing window per phase")
-    parser.add_argument(
+    cli = parser(__doc__)
+    cli.add_argument("--seconds", type=float, default=60.0, help="publishing window per phase")
+    cli.add_argument(
         "--drain-timeout",
         type=float,
         default=None,
         help="seconds to wait after the window for a consumer to receive everything (default 3 x --seconds)",
     )
-    parser.add_argument(
+    cli.add_argument(
         "--backlog",
         type=int,
         default=100_000,
         help="afterwards, also measure each consumer's capacity: messages queued while it was away, "
         "then drained as fast as it can (informational, not the target); 0 skips it",
     )
-    parser.add_argument("--no-write-results", action="store_true", help="do not update bench/RESULTS.md")
-    parser.add_argument(
+    cli.add_argument(
         "--profile", action="store_true", help="also cProfile the lander's receive and landing paths offline"
     )
-    args = parser.parse_args(argv)
+    args = smoke_sizes(cli.parse_args(argv), seconds=2.0, backlog=2_000)
     if args.seconds <= 0:
-        parser.error("--seconds must be positive")
+        cli.error("--seconds must be positive")
     drain_timeout = args.drain_timeout if args.drain_timeout is not None else max(30.0, 3 * args.seconds)
     if not Path(MOSQUITTO).exists():
         raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
 
-    machine = describe_machine(
-        ("edgeml", "paho-mqtt", "pyarrow", "pandas", "numpy"), mosquitto=tool_version([MOSQUITTO, "-h"])
+    report = Report(
+        NAME,
+        "MQTT lander",
+        args,
+        ("edgeml", "paho-mqtt", "pyarrow", "pandas", "numpy"),
+        mosquitto=tool_version([MOSQUITTO, "-h"]),
     )
-    load_before = load_average()
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="mqtt-", dir=DATA_DIR))
     (scratch / "broker").mkdir()
@@ -607,12 +568,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
         if DATA_DIR.is_dir() and not any(DATA_DIR.iterdir()):
             DATA_DIR.rmdir()
-    load_after = load_average()
+    report.measured()
 
     ratio = lander.received_rate / bare.received_rate
     ex = lander.extra
-    rate_verdict = verdict(ratio, TARGET_RATIO)
-    lake_verdict = "PASS" if ex["lost"] == 0 and ex["duplicated"] == 0 and ex["foreign_ids"] == 0 else "FAIL"
+    lake_ok = ex["lost"] == 0 and ex["duplicated"] == 0 and ex["foreign_ids"] == 0
 
     def drained(p: Phase) -> str:
         return f"{p.drained_after:.1f}" if p.drained_after is not None else f"> {drain_timeout:.0f} (gave up)"
@@ -647,12 +607,21 @@ def main(argv: list[str] | None = None) -> int:
         for label, p in (("bare paho subscriber (peer)", bare), ("edgeml MqttLander", lander))
     ]
     st = ex["stats"]
-    rate_line = f"lander / bare received msg/s: {ratio:.3f}x   target ≥ {TARGET_RATIO:.2f}x   {rate_verdict}"
-    lake_line = (
-        f"in the lake: published {lander.published:,}, landed rows {ex['landed_rows']:,}, unique ids "
-        f"{ex['unique_ids']:,} -> lost {ex['lost']:,}, duplicated {ex['duplicated']:,}, ids never published "
-        f"{ex['foreign_ids']:,}   target 0 / 0   {lake_verdict}"
-    )
+    checks = [
+        [
+            "lander / bare, received msg/s",
+            f"{ratio:.3f}x",
+            f"≥ {TARGET_RATIO:.2f}x",
+            verdict(ratio, TARGET_RATIO),
+        ],
+        [
+            "in the lake: lost / duplicated / ids never published",
+            f"{ex['lost']:,} / {ex['duplicated']:,} / {ex['foreign_ids']:,} (published "
+            f"{lander.published:,}, landed rows {ex['landed_rows']:,}, unique ids {ex['unique_ids']:,})",
+            "0 / 0 / 0",
+            "PASS" if lake_ok else "FAIL",
+        ],
+    ]
     lander_line = (
         f"lander stats: received {st.received:,}, duplicates dropped {st.duplicates:,}, "
         f"landed {st.landed:,}, quarantined {st.quarantined:,}, flushes {st.flushes}, parts {ex['parts']}; "
@@ -672,16 +641,12 @@ def main(argv: list[str] | None = None) -> int:
         "the start and the end of the window (other jobs included)."
     )
 
-    print()
-    print("\n".join(machine.lines()))
-    print(f"load average (1/5/15 min) before {load_before}, after {load_after}")
-    print()
-    print(text_table(headers, rows))
-    print()
-    print(rate_line)
-    print(lake_line)
-    print(lander_line)
-    cap_text, cap_md = "", ""
+    parts: list[str | Table] = [
+        method,
+        Table(headers, rows),
+        report.checks(checks),
+        lander_line + ".",
+    ]
     if capacity:
         cap_bare, cap_lander = capacity
         cap_ratio = cap_lander.rate / cap_bare.rate
@@ -698,71 +663,25 @@ def main(argv: list[str] | None = None) -> int:
             for label, c in (("bare paho subscriber (peer)", cap_bare), ("edgeml MqttLander", cap_lander))
         ]
         lk = cap_lander.lake
-        cap_line = (
-            f"capacity lander / bare: {cap_ratio:.3f}x (informational; against the same {TARGET_RATIO:.2f}x "
-            f"it would {verdict(cap_ratio, TARGET_RATIO)}); in the lake: lost {lk['lost']:,}, "
-            f"duplicated {lk['duplicated']:,}, ids never published {lk['foreign_ids']:,}"
-        )
-        cap_method = (
+        parts += [
+            "### Capacity: draining a queued backlog",
             "Capacity (not the target): the consumer subscribes with its persistent session and disconnects; "
             f"{args.backlog:,} messages are published and queued by the broker; the consumer reconnects and "
             "the time until it has received them all is measured. No publisher runs meanwhile, so this is "
-            "what the consumer itself can take on this machine."
-        )
-        cap_text = "\n".join(["", text_table(cap_headers, cap_rows), "", cap_line, "", cap_method])
-        cap_md = "\n".join(
-            [
-                "",
-                "### Capacity: draining a queued backlog",
-                "",
-                cap_method,
-                "",
-                markdown_table(cap_headers, cap_rows),
-                "",
-                f"**{cap_line}**",
-            ]
-        )
-        print(cap_text)
-    print()
-    print(method)
+            "what the consumer itself can take on this machine.",
+            Table(cap_headers, cap_rows),
+            f"Capacity lander / bare: {cap_ratio:.3f}x (informational); in the lake: lost {lk['lost']:,}, "
+            f"duplicated {lk['duplicated']:,}, ids never published {lk['foreign_ids']:,}.",
+        ]
     if profile is not None:
         stages, text = profile
         print("\nthe lander's paths offline (no network), under cProfile:")
-        print(text_table(["path", "seconds"], [[n, f"{s:.3f}"] for n, s in stages]))
-        print(_trim_profile(text))
-
-    if not args.no_write_results:
-        body = [
-            "## MQTT lander (`bench/mqtt_lander.py`)",
-            "",
-            f"Run {now_utc()}: `{' '.join(['.venv/bin/python', 'bench/mqtt_lander.py', *sys.argv[1:]])}`",
-            "",
-            "Machine (shared 2-core machine, other jobs running): "
-            + "; ".join(machine.lines())
-            + f"; load average before {load_before}, after {load_after}.",
-            "",
-            method,
-            "",
-            markdown_table(headers, rows),
-            "",
-            f"**{rate_line}**",
-            "",
-            f"**{lake_line}**",
-            "",
-            lander_line + ".",
+        print(trim_profile(text))
+        parts += [
+            "The lander's two paths offline (no network, `--profile`):",
+            Table(["path", "seconds"], [[n, f"{s:.3f}"] for n, s in stages]),
         ]
-        if cap_md:
-            body.append(cap_md)
-        if profile is not None:
-            stages, _ = profile
-            body += [
-                "",
-                "The lander's two paths offline (no network, `--profile`):",
-                "",
-                markdown_table(["path", "seconds"], [[n, f"{s:.3f}"] for n, s in stages]),
-            ]
-        write_section(NAME, "\n".join(body))
-        print(f"\nwrote the {NAME} section of bench/RESULTS.md")
+    report.publish(parts)
     return 0
 
 
