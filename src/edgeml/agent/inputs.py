@@ -8,7 +8,9 @@ Two request shapes, one result (:class:`Batch`: validated columns and the tensor
   ``null`` is missing too.
 - **Open Inference Protocol v2** inference request: ``{"inputs": [{"name", "shape",
   "datatype", "data"}], "outputs"?: [{"name"}], "id"?, "parameters"?}`` with one tensor per
-  model input, shape ``[N, 1]`` or ``[N]``, ``data`` flat (row-major) or nested as rows.
+  model input, shape ``[N, 1]`` or ``[N]``, ``data`` flat (row-major) or nested as rows, or a
+  flat numpy array where the tensor came as binary data (:mod:`edgeml.agent.oip` decodes REST's
+  binary extension and gRPC into this one form).
   Numeric inputs take FP16/FP32/FP64 and the INT/UINT types, string inputs take BYTES, time
   inputs take either. A nullable input's tensor may be left out.
 
@@ -219,7 +221,7 @@ class Schema:
         tensors = body.get("inputs")
         if not isinstance(tensors, list) or not tensors:
             raise InputError("inputs", "must be a non-empty list of tensors")
-        given: dict[str, list[Any]] = {}
+        given: dict[str, list[Any] | np.ndarray] = {}
         rows: int | None = None
         for i, tensor in enumerate(tensors):
             name, data, count = self._tensor(i, tensor)
@@ -240,7 +242,7 @@ class Schema:
         columns, feeds = self._columns(rows, given)
         return Batch(rows, columns, feeds, request_id, self._requested_outputs(body.get("outputs")))
 
-    def _tensor(self, i: int, tensor: Any) -> tuple[str, list[Any], int]:
+    def _tensor(self, i: int, tensor: Any) -> tuple[str, list[Any] | np.ndarray, int]:
         """(input name, flat values, rows) of one request tensor, its header checked."""
         where = f"inputs[{i}]"
         if not isinstance(tensor, dict):
@@ -268,9 +270,11 @@ class Schema:
         ):
             raise InputError(name, f"shape {shape!r}: expected [N, 1] or [N]")
         data = tensor.get("data")
-        if not isinstance(data, list):
+        if isinstance(data, np.ndarray):  # binary tensor data (see edgeml.agent.oip), flat
+            pass
+        elif not isinstance(data, list):
             raise InputError(name, "data must be a list")
-        if data and type(data[0]) is list:  # nested as rows: [[x0], [x1], ...]
+        elif data and type(data[0]) is list:  # nested as rows: [[x0], [x1], ...]
             if not all(type(row) is list and len(row) == 1 for row in data):
                 raise InputError(name, "nested data must hold one value per row")
             data = [row[0] for row in data]
@@ -305,7 +309,7 @@ class Schema:
         return ", ".join(f.name for f in self.fields)
 
     def _columns(
-        self, rows: int, values: dict[str, list[Any]]
+        self, rows: int, values: Mapping[str, list[Any] | np.ndarray]
     ) -> tuple[dict[str, np.ndarray | tuple[Any, ...]], dict[str, np.ndarray]]:
         """Columns and feeds from each input's values (every input present, ``rows`` values each)."""
         columns: dict[str, np.ndarray | tuple[Any, ...]] = {}
@@ -469,8 +473,10 @@ def _records_parser(schema: Schema) -> Callable[[Any], Batch]:
     return parse
 
 
-def _numbers(field: _Field, values: list[Any]) -> list[float]:
+def _numbers(field: _Field, values: list[Any] | np.ndarray) -> list[float] | np.ndarray:
     """Values as floats (NaN for missing); raises on anything the input does not take."""
+    if isinstance(values, np.ndarray):
+        return _number_array(field, values)
     out: list[float] = []
     append = out.append
     low, high, limit = field.low, field.high, field.limit
@@ -506,7 +512,25 @@ def _numbers(field: _Field, values: list[Any]) -> list[float]:
     return out
 
 
-def _strings(field: _Field, values: list[Any]) -> bool:
+def _number_array(field: _Field, values: np.ndarray) -> list[float] | np.ndarray:
+    """``_numbers`` of a numeric array (binary tensor data), checked in bulk.
+
+    An array that is not plainly valid (a value out of range, not finite, or NaN, which is
+    missing) goes through ``_numbers`` value by value, which names the first bad row or takes
+    the missing values of a nullable input.
+    """
+    numbers = values.astype(np.float64)
+    valid = np.abs(numbers) < field.limit  # False for NaN
+    if field.low is not None:
+        valid &= numbers >= field.low
+    if field.high is not None:
+        valid &= numbers <= field.high
+    if valid.all():
+        return numbers
+    return _numbers(field, numbers.tolist())
+
+
+def _strings(field: _Field, values: list[Any] | np.ndarray) -> bool:
     """Check string values; True when some are missing."""
     missing = False
     allowed = field.values
