@@ -107,7 +107,7 @@ class Agent:
             self.stream.start()
         if self.grpc is not None:
             self.grpc.start()
-            log.info("OIP v2 gRPC serving on %s:%d", self.config.grpc and self.config.grpc.host, self.grpc.port)
+            log.info("OIP v2 gRPC serving on %s", self.grpc.address)
 
     def _collect(self) -> None:
         while not self._stop.wait(1.0):

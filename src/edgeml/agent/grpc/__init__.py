@@ -46,31 +46,31 @@ def _abort(context: grpc.ServicerContext, answer: Answer) -> Any:
 
 
 class _Service:
-    """The RPCs, each a method named as in the protocol."""
+    """The RPCs, each a method named as in the protocol (hence not snake case)."""
 
     def __init__(self, serving: Serving) -> None:
         self.serving = serving
 
-    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 - the RPC's name
+    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
         return pb.ServerLiveResponse(live=True)
 
-    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
         return pb.ServerReadyResponse(ready=self.serving.ready().status == 200)
 
-    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
         answer = self.serving.model_ready(request.name, request.version or None)
         return pb.ModelReadyResponse(ready=answer.status == 200)
 
-    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         return pb.ServerMetadataResponse(**orjson.loads(self.serving.server_metadata().body))
 
-    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         answer = self.serving.model_metadata(request.name, request.version or None)
         if answer.status != 200:
             return _abort(context, answer)
         return pb.ModelMetadataResponse(**orjson.loads(answer.body))
 
-    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> bytes:  # noqa: N802
+    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> bytes:
         answer = self.serving.infer_grpc(request)
         if answer.status != 200:
             return _abort(context, answer)  # type: ignore[no-any-return]
@@ -94,19 +94,20 @@ class GrpcServer:
         workers: int = 4,
     ) -> None:
         service = _Service(serving)
+        messages: list[tuple[str, Any, Any]] = [
+            ("ServerLive", pb.ServerLiveRequest, pb.ServerLiveResponse),
+            ("ServerReady", pb.ServerReadyRequest, pb.ServerReadyResponse),
+            ("ModelReady", pb.ModelReadyRequest, pb.ModelReadyResponse),
+            ("ServerMetadata", pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+            ("ModelMetadata", pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+        ]
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
                 getattr(service, name),
                 request_deserializer=request.FromString,
                 response_serializer=response.SerializeToString,
             )
-            for name, request, response in [
-                ("ServerLive", pb.ServerLiveRequest, pb.ServerLiveResponse),
-                ("ServerReady", pb.ServerReadyRequest, pb.ServerReadyResponse),
-                ("ModelReady", pb.ModelReadyRequest, pb.ModelReadyResponse),
-                ("ServerMetadata", pb.ServerMetadataRequest, pb.ServerMetadataResponse),
-                ("ModelMetadata", pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-            ]
+            for name, request, response in messages
         }
         handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
             service.ModelInfer,
@@ -122,11 +123,13 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),  # a second agent on the same port fails to bind, as HTTP does
             ],
         )
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.port = self._server.add_insecure_port(address)
+            self.port = self._server.add_insecure_port(bind)
         except RuntimeError as exc:
-            raise OSError(f"cannot serve gRPC on {address}: {exc}") from exc
+            raise OSError(f"cannot serve gRPC on {bind}: {exc}") from exc
+        #: host:port it serves on (the port bound, when 0 was asked)
+        self.address = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     def start(self) -> None:
         self._server.start()
