@@ -23,6 +23,7 @@ from edgeml.agent.stream import StreamServing
 from edgeml.agent.sync import HealthWatch, Syncer
 from edgeml.agent.telemetry import TelemetryWindow
 from edgeml.bundle.keys import KeyRing
+from edgeml.errors import ConfigError
 from edgeml.profiles import get_profile
 from edgeml.store import open_store
 
@@ -70,7 +71,11 @@ class Agent:
         self.app.add_route("/agent/status", self._status, methods=["GET"])
         self.grpc: Any = None
         if config.grpc is not None:  # grpcio is imported only when gRPC is on
-            from edgeml.agent.grpc import GrpcServer
+            try:
+                from edgeml.agent.grpc import GrpcServer
+            except ImportError as exc:
+                hint = "pip install 'edgeml[edge-grpc]'"
+                raise ConfigError(f"agent.yaml sets grpc, but {exc}: {hint}") from exc
 
             g = config.grpc
             self.grpc = GrpcServer(
