@@ -555,6 +555,14 @@ BAD = [
         "a",
     ),
     (
+        "datatype not a string",
+        "POST",
+        V2,
+        {"json": {"inputs": [{"name": "a", "shape": [1, 1], "datatype": ["FP64"], "data": [1.0]}]}},
+        422,
+        "a",
+    ),
+    (
         "wrong shape",
         "POST",
         V2,
