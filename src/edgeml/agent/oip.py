@@ -286,7 +286,8 @@ def grpc_request(request: Any) -> dict[str, Any]:
             400,
         )
     inputs = []
-    for tensor, contents in zip(tensors, raw or [None] * len(tensors), strict=True):
+    contents_of: Sequence[bytes | None] = raw or [None] * len(tensors)
+    for tensor, contents in zip(tensors, contents_of, strict=True):
         name, kind = tensor.name, tensor.datatype
         if contents is not None:
             data: Any = from_bytes(name, kind, contents)
