@@ -223,3 +223,18 @@ def test_a_message_over_the_limit(client: grpcclient.InferenceServerClient) -> N
     error = refused(client, inputs([ROWS[0]] * 20_000))  # ~ 200 KiB; the agent takes 64 KiB
     assert error.status() == "StatusCode.RESOURCE_EXHAUSTED"
     assert "larger than max" in error.message()
+
+
+def test_a_port_already_taken_is_an_error_naming_it() -> None:
+    import socket
+
+    from edgeml.agent.grpc import GrpcServer
+    from edgeml.agent.model import ModelHolder
+    from edgeml.agent.server import Serving
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot serve gRPC on 127.0.0.1:{port}"):
+            GrpcServer(Serving(ModelHolder()), port=port)
