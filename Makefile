@@ -13,7 +13,7 @@ comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 # command:package pairs the integration tests need from the OS (apt-get).
-OS_DEPS ?= mosquitto:mosquitto wrk:wrk promtool:prometheus chromium:chromium
+OS_DEPS ?= mosquitto:mosquitto wrk:wrk promtool:prometheus chromium:chromium h2load:nghttp2-client
 
 .PHONY: all install os-deps lint typecheck test test-fast demo bench docs clean lock fresh-check grpc-gen
 all: test
