@@ -277,20 +277,23 @@ class Schema:
         record: dict[str, Any] = {}
         by_name = self._by_name
         for tensor in tensors:
-            if type(tensor) is not dict:
+            # name, datatype, shape and data, and beside them at most "parameters"
+            if type(tensor) is not dict or (
+                len(tensor) != 4 and (len(tensor) != 5 or "parameters" not in tensor)
+            ):
                 return None
-            name, kind, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
+            try:
+                name, kind, shape, data = tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"]
+            except KeyError:
+                return None
             if type(name) is not str or type(kind) is not str:
                 return None
             field = by_name.get(name)
             if field is None or name in record or kind not in field.datatypes:
                 return None
-            if not tensor.keys() <= _TENSOR_KEYS:
-                return None
             # [1.0, 1.0] and [True] equal [1, 1] and [1]; the general path refuses them
             if shape not in _ONE_ROW or type(shape[0]) is not int or type(shape[-1]) is not int:
                 return None
-            data = tensor.get("data")
             if type(data) is list and len(data) == 1 and type(data[0]) is not list:
                 record[name] = data[0]
             elif type(data) is np.ndarray and data.size == 1:
