@@ -13,9 +13,9 @@ comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 # command:package pairs the integration tests need from the OS (apt-get).
-OS_DEPS ?= mosquitto:mosquitto wrk:wrk promtool:prometheus chromium:chromium
+OS_DEPS ?= mosquitto:mosquitto wrk:wrk promtool:prometheus chromium:chromium h2load:nghttp2-client
 
-.PHONY: all install os-deps lint typecheck test test-fast demo bench bench-smoke docs clean lock fresh-check
+.PHONY: all install os-deps lint typecheck test test-fast demo bench bench-smoke docs clean lock fresh-check grpc-gen
 all: test
 
 $(BIN)/python:
@@ -97,6 +97,10 @@ bench-smoke: install os-deps
 
 docs: install
 	$(BIN)/edgeml spec docs --out docs/spec.md
+
+# The agent's gRPC modules, from the Open Inference Protocol's published .proto
+grpc-gen: install
+	PYTHON=$(BIN)/python scripts/gen_grpc.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -33,6 +33,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -558,6 +561,295 @@ def _in_process_table(blocks: dict[str, list[float]]) -> tuple[list[str], list[l
         over = "" if name == "bare" else f"{fastest / bare - 1:+.0%} ({(fastest - bare) * 1e6:+.1f} µs)"
         rows.append([label, f"{fastest * 1e6:.1f}", f"{median * 1e6:.1f}", over])
     return ["single row, in-process", "µs fastest", "µs median", "over bare (fastest)"], rows
+
+
+# ----------------------------------------------------------------------------- OIP v2 (issue #27)
+#
+# Open Inference Protocol v2 against the agent's own /predict, on the model above: one row as
+# JSON records (/predict), as OIP v2 JSON, as OIP v2 binary tensors (tritonclient's default
+# form) and over gRPC (raw contents, tritonclient's form); then 256 rows per request, JSON
+# against binary against gRPC, in rows/s. Every contender is driven by the same load
+# generator, h2load (nghttp2-client): HTTP/1.1 for REST (as wrk), HTTP/2 for gRPC, 8
+# connections with one request in flight each; p50/p99 from its per-request log. One agent
+# process serves REST and gRPC (as `edgeml agent run` with `grpc:`), pinned to SERVER_CPU;
+# h2load runs on LOAD_CPU. Contenders take turns within each round; the medians count.
+#
+# To wire into main() (left to the harness's owner): run `oip_serving(folder, row, seconds,
+# rounds)` after train(), print `oip_table(...)`, and add OS_DEPS h2load:nghttp2-client.
+# Standalone: .venv/bin/python -c "import sys; sys.path.insert(0, 'bench');
+#             import agent_serving as a; a.oip_main()" [--seconds 5] [--rounds 2]
+
+OIP_ROWS = 256
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def serve_agent_oip(folder: Path, port: int, grpc_port: int) -> None:
+    """The agent's HTTP app and gRPC service in one process, as ``edgeml agent run`` with ``grpc:``."""
+    import uvicorn
+
+    from edgeml.agent.grpc import GrpcServer
+    from edgeml.agent.model import LoadedModel, ModelHolder
+    from edgeml.agent.server import create_app
+    from edgeml.bundle.manifest import Manifest
+
+    manifest = Manifest.model_validate_json((folder / "manifest.json").read_bytes())
+    model = LoadedModel(folder, manifest)
+    model.warm_up()
+    holder = ModelHolder()
+    window = observed(holder)
+
+    def collect() -> None:
+        while True:
+            time.sleep(1.0)
+            window.collect()
+
+    threading.Thread(target=collect, daemon=True).start()
+    holder.swap(model)
+    app = create_app(holder, max_body_bytes=4 << 20)
+    grpc = GrpcServer(app.state.serving, port=grpc_port, max_message_bytes=4 << 20)
+    grpc.start()
+    try:
+        uvicorn.run(app, **_uvicorn(port))
+    finally:
+        grpc.stop()
+
+
+def oip_requests(row: dict[str, Any], rows: int) -> dict[str, tuple[str, bytes, dict[str, str]]]:
+    """Per contender: (path, body, headers) carrying ``rows`` copies of ``row``."""
+    import json
+
+    import numpy as np
+
+    from edgeml.agent import oip
+    from edgeml.agent.grpc import grpc_predict_v2_pb2 as pb
+
+    columns = [*NUMERIC, CATEGORY]
+    datatype = {c: "FP64" if c in NUMERIC else "BYTES" for c in columns}
+    raw = {
+        c: oip.tensor_bytes(
+            np.array([row[c]] * rows, dtype=np.float64 if c in NUMERIC else object), datatype[c]
+        )
+        for c in columns
+    }
+    infer = "/v2/models/pump-faults/infer"
+    as_json = {
+        "inputs": [
+            {"name": c, "shape": [rows, 1], "datatype": datatype[c], "data": [row[c]] * rows} for c in columns
+        ]
+    }
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": c,
+                    "shape": [rows, 1],
+                    "datatype": datatype[c],
+                    "parameters": {"binary_data_size": len(raw[c])},
+                }
+                for c in columns
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    message = pb.ModelInferRequest(model_name="pump-faults", raw_input_contents=[raw[c] for c in columns])
+    for c in columns:
+        message.inputs.add(name=c, datatype=datatype[c], shape=[rows, 1])
+    framed = message.SerializeToString()
+    grpc_body = b"\0" + len(framed).to_bytes(4, "big") + framed  # gRPC's length-prefixed message
+    json_type = {"content-type": "application/json"}
+    out = {
+        "v2 json": (infer, json.dumps(as_json).encode(), json_type),
+        "v2 binary": (
+            infer,
+            header + b"".join(raw[c] for c in columns),
+            {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))},
+        ),
+        "grpc": (GRPC_INFER, grpc_body, {"content-type": "application/grpc", "te": "trailers"}),
+    }
+    if rows == 1:
+        out["predict"] = ("/predict", json.dumps(row).encode(), json_type)
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def h2load(
+    name: str,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    seconds: int,
+    scratch: Path,
+    *,
+    h1: bool,
+    server_pid: int | None = None,
+) -> tuple[Load, float]:
+    """One h2load run: requests/s, p50/p99 from its per-request log; and the server's CPU µs per request.
+
+    The server's CPU time per request does not depend on what else shares its CPU: on a busy
+    machine it is the steadier measure of what each protocol costs the server.
+    """
+    import subprocess
+
+    data, log = scratch / "body.bin", scratch / "h2load.log"
+    data.write_bytes(body)
+    log.unlink(missing_ok=True)  # h2load appends to its log
+    argv = ["taskset", "-c", str(LOAD_CPU), "h2load", "-D", str(seconds), "-c", str(CONNECTIONS), "-m", "1"]
+    argv += ["-t", "1", "-d", str(data), "--log-file", str(log), *(["--h1"] if h1 else [])]
+    for key, value in headers.items():
+        argv += ["-H", f"{key}: {value}"]
+    cpu_before = _cpu_seconds(server_pid) if server_pid else 0.0
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    cpu = _cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
+    entries = [line.split("\t") for line in log.read_text().splitlines() if line]
+    durations = sorted(int(e[2]) / 1000 for e in entries)  # µs -> ms
+    errors = sum(1 for e in entries if not e[1].startswith("2"))
+    failed = re.search(r"(\d+) failed", out)
+    rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    assert rate, out
+    assert durations, out
+    load = Load(
+        name,
+        float(rate.group(1)),
+        durations[len(durations) // 2],
+        durations[min(len(durations) - 1, int(len(durations) * 0.99))],
+        len(durations),
+        errors + (int(failed.group(1)) if failed else 0),
+    )
+    return load, cpu / len(durations) * 1e6
+
+
+def _check_grpc(address: str, body: bytes) -> None:
+    """One gRPC call with the load's own message: h2load sees HTTP 200 even for a refused call."""
+    import grpc
+
+    from edgeml.agent.grpc import grpc_predict_v2_pb2 as pb
+    from edgeml.agent.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    with grpc.insecure_channel(address) as channel:
+        response = GRPCInferenceServiceStub(channel).ModelInfer(
+            pb.ModelInferRequest.FromString(body[5:]), timeout=30
+        )
+    assert response.outputs, response
+
+
+OipRound = dict[str, tuple[Load, float]]  # contender -> (its load, the server's CPU µs per request)
+
+
+def oip_serving(folder: Path, row: dict[str, Any], seconds: int, rounds: int) -> list[OipRound]:
+    """Rounds of every OIP contender (one row, then OIP_ROWS rows) against one agent process."""
+    import httpx
+    from common import free_port
+
+    port, grpc_port = free_port(), free_port()
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import agent_serving as a; "
+        f"a.serve_agent_oip(a.Path({str(folder / 'bundle')!r}), {port}, {grpc_port})"
+    )
+    contenders = {
+        **oip_requests(row, 1),
+        **{f"{k} {OIP_ROWS}": v for k, v in oip_requests(row, OIP_ROWS).items()},
+    }
+    out: list[OipRound] = []
+    url = f"http://127.0.0.1:{port}"
+    with server_process(
+        [sys.executable, "-c", code], url + "/v2/health/ready", cpu=SERVER_CPU, name="agent+grpc"
+    ) as server:
+        for name, (path, body, headers) in contenders.items():  # each answers 200 before it is timed
+            if path == GRPC_INFER:
+                _check_grpc(f"127.0.0.1:{grpc_port}", body)
+            else:
+                answer = httpx.post(url + path, content=body, headers=headers, timeout=30)
+                assert answer.status_code == 200, (name, answer.text[:300])
+        for _ in range(rounds):
+            this: OipRound = {}
+            for name, (path, body, headers) in contenders.items():
+                grpc = path == GRPC_INFER
+                target = f"http://127.0.0.1:{grpc_port if grpc else port}{path}"
+                h2load(f"{name} warm-up", target, body, headers, 1, folder, h1=not grpc)
+                this[name] = h2load(
+                    name, target, body, headers, seconds, folder, h1=not grpc, server_pid=server.pid
+                )
+            out.append(this)
+    return out
+
+
+def oip_table(rounds: list[OipRound]) -> tuple[list[str], list[list[str]], list[list[str]]]:
+    """The loads (median of rounds), and the targets of issue #27 as ratios taken within each round.
+
+    Each target is shown twice: as measured throughput (requests or rows per second), and as
+    server capacity (the inverse of the server's CPU per request or row), the steadier figure
+    on a shared machine.
+    """
+    names = list(rounds[0])
+    loads = {n: median_load([r[n][0] for r in rounds]) for n in names}
+    cpu = {n: statistics.median(r[n][1] for r in rounds) for n in names}
+    headers = [
+        "contender",
+        "requests/s",
+        "rows/s",
+        "p50 ms",
+        "p99 ms",
+        "server CPU µs/req",
+        "requests",
+        "errors",
+    ]
+    rows = []
+    for n in names:
+        load = loads[n]
+        per = OIP_ROWS if n.endswith(f" {OIP_ROWS}") else 1
+        rows.append(
+            [
+                n,
+                f"{load.requests_per_s:,.0f}",
+                f"{load.requests_per_s * per:,.0f}",
+                f"{load.p50_ms:.2f}",
+                f"{load.p99_ms:.2f}",
+                f"{cpu[n]:,.0f}",
+                f"{load.requests:,}",
+                f"{load.errors}",
+            ]
+        )
+
+    def ratio(a: str, b: str) -> tuple[float, float]:
+        throughput = statistics.median(r[a][0].requests_per_s / r[b][0].requests_per_s for r in rounds)
+        capacity = statistics.median(r[b][1] / r[a][1] for r in rounds)
+        return throughput, capacity
+
+    many = OIP_ROWS
+    targets = [
+        ("OIP v2 JSON, one row / /predict", ratio("v2 json", "predict"), 0.9),
+        ("OIP v2 binary, one row / /predict", ratio("v2 binary", "predict"), 0.9),
+        (f"OIP v2 binary / JSON, {many} rows (rows/s)", ratio(f"v2 binary {many}", f"v2 json {many}"), 3.0),
+        ("gRPC / REST binary, one row", ratio("grpc", "v2 binary"), 0.9),
+        ("gRPC / REST JSON, one row", ratio("grpc", "v2 json"), 0.9),
+        (f"gRPC / REST binary, {many} rows", ratio(f"grpc {many}", f"v2 binary {many}"), 0.9),
+    ]
+    checks = [
+        [what, f"{tp:.2f}x", verdict(tp, target), f"{cap:.2f}x", verdict(cap, target), f">= {target:g}x"]
+        for what, (tp, cap), target in targets
+    ]
+    return headers, rows, checks
+
+
+def oip_main() -> None:
+    parser = argparse.ArgumentParser(description="OIP v2 serving speed (issue #27)")
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if shutil.which("h2load") is None:
+        sys.exit("h2load is not installed: apt-get install nghttp2-client")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        row = train(folder)
+        rounds = oip_serving(folder, row, args.seconds, args.rounds)
+    headers, rows, checks = oip_table(rounds)
+    print(text_table(headers, rows))
+    print(text_table(["target", "throughput", "verdict", "server capacity", "verdict", "wanted"], checks))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -225,6 +226,58 @@ def test_the_fast_path_takes_and_refuses_exactly_what_the_general_path_does(
     schema = Schema(FIELDS, max_rows=4)
     body = {"records": [record]} if wrapped else record
     assert _outcome(schema.parse_records, body) == _outcome(schema._parse_records, body)
+
+
+DATATYPES = {
+    "temp": ["FP64", "FP32", "INT64", "BYTES"],
+    "vib": ["FP32", "FP64", "INT32"],
+    "machine": ["BYTES", "FP64"],
+    "note": ["BYTES"],
+    "ts": ["BYTES", "FP64", "INT64"],
+}
+
+
+@st.composite
+def _one_row_v2(draw: st.DrawFn) -> dict[str, Any]:
+    """A near-valid record as a one-row OIP v2 request: JSON data, or binary data (as decoded)."""
+    from edgeml.agent.oip import from_bytes
+
+    record = draw(EDGE_RECORDS)
+    tensors = []
+    for name, value in record.items():
+        kinds = DATATYPES.get(name, ["FP64"])
+        kind = draw(st.sampled_from(kinds))
+        data: Any = [value]
+        if kind == "FP64" and type(value) is float and draw(st.booleans()):
+            data = from_bytes(name, "FP64", np.float64(value).tobytes())  # as a binary tensor arrives
+        elif draw(st.integers(0, 9)) == 0:
+            data = [[value]]  # nested as rows
+        shape = draw(st.sampled_from([[1, 1], [1], [1, 1], [2, 1], [1, 2], [1.0, 1], [True], "1"]))
+        if draw(st.integers(0, 19)) == 0:
+            kind = draw(st.sampled_from([["FP64"], {"t": 1}, None]))
+        tensors.append({"name": name, "datatype": kind, "shape": shape, "data": data})
+    body: dict[str, Any] = {"inputs": tensors}
+    if draw(st.booleans()):
+        body["id"] = draw(st.sampled_from(["r1", 7, None]))
+    if draw(st.booleans()):
+        body["outputs"] = draw(st.sampled_from([[{"name": "y"}], [{"nom": "y"}], "y"]))
+    return body
+
+
+def _v2_outcome(parse: Any, body: Any) -> tuple[str, Any]:
+    outcome = _outcome(parse, copy.deepcopy(body))
+    if outcome[0] == "refused":
+        return outcome
+    batch = parse(copy.deepcopy(body))
+    Schema.release(batch)
+    return outcome[0], (outcome[1], batch.request_id, batch.outputs)
+
+
+@settings(max_examples=500, deadline=None)
+@given(body=_one_row_v2())
+def test_the_v2_one_row_shortcut_takes_and_refuses_exactly_what_the_general_path_does(body: Any) -> None:
+    schema = Schema(FIELDS, max_rows=4)
+    assert _v2_outcome(schema.parse_v2, body) == _v2_outcome(schema._parse_v2, body)
 
 
 def test_one_row_feeds_are_recycled_only_once_released(schema: Schema) -> None:

@@ -35,13 +35,10 @@ from edgeml.agent.server import (
     flush_metrics,
 )
 from edgeml.agent.telemetry import TelemetryWindow
-from edgeml.bundle.manifest import InputField, Outputs
 from edgeml.observability import REGISTRY
 
+from .classifier import LABELS, faults_classifier
 from .conftest import with_golden
-
-LABELS = ["bearing_wear", "ok", "overheating"]
-
 
 # --- models -------------------------------------------------------------------------------
 
@@ -60,60 +57,8 @@ def regressors(tmp_path_factory: pytest.TempPathFactory) -> dict[int, LoadedMode
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     """A trained scikit-learn pipeline (float32 numbers, a category, labels) exported by skl2onnx."""
-    import pandas as pd
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    rng = np.random.default_rng(0)
-    n = 300
-    frame = pd.DataFrame(
-        {
-            "temperature": rng.normal(60, 15, n).astype(np.float32),
-            "vibration": rng.gamma(2, 1, n).astype(np.float32),
-            "machine": rng.choice(["m1", "m2", "m3"], n),
-        }
-    )
-    target = np.where(
-        frame.temperature > 75, "overheating", np.where(frame.vibration > 3, "bearing_wear", "ok")
-    )
-    prepare = ColumnTransformer(
-        [
-            ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["temperature", "vibration"]),
-            ("cat", OneHotEncoder(handle_unknown="ignore"), ["machine"]),
-        ]
-    )
-    pipeline = make_pipeline(prepare, LogisticRegression(max_iter=500)).fit(frame, target)
-    onx = convert_sklearn(
-        pipeline,
-        initial_types=[
-            ("temperature", FloatTensorType([None, 1])),
-            ("vibration", FloatTensorType([None, 1])),
-            ("machine", StringTensorType([None, 1])),
-        ],
-        options={id(pipeline[-1]): {"zipmap": False}},
-        target_opset=17,
-    )
     folder = tmp_path_factory.mktemp("classifier")
-    (folder / "model.onnx").write_bytes(onx.SerializeToString())
-    manifest = make_manifest([folder / "model.onnx"], 3, model="faults").model_copy(
-        update={
-            "inputs": [
-                InputField(
-                    name="temperature", kind="numeric", dtype="float32", nullable=False, min=-50, max=200
-                ),
-                InputField(name="vibration", kind="numeric", dtype="float32"),
-                InputField(name="machine", kind="categorical", dtype="string", values=["m1", "m2", "m3"]),
-            ],
-            "outputs": Outputs(task="classification", names=["label", "probabilities"], labels=LABELS),
-        }
-    )
-    golden = [{"temperature": 90.0, "vibration": 1.0, "machine": "m1"}]
-    return LoadedModel(folder, with_golden(manifest, folder, golden))  # type: ignore[arg-type]
+    return LoadedModel(folder, faults_classifier(folder))
 
 
 def serving(model: LoadedModel | None, **limits: int) -> tuple[ModelHolder, Starlette]:
@@ -279,6 +224,67 @@ def test_v2_infer_answers_per_the_protocol(classifier: LoadedModel) -> None:
         app, "POST", "/v2/models/faults/infer", json={**request, "outputs": [{"name": "probabilities"}]}
     )
     assert [o["name"] for o in only.json()["outputs"]] == ["probabilities"]
+
+
+def test_json_binary_and_grpc_requests_share_answers_and_observers(classifier: LoadedModel) -> None:
+    """One decode per wire form, then the same validation, model run, telemetry and metrics."""
+    from edgeml.agent import oip
+    from edgeml.agent.grpc import grpc_predict_v2_pb2 as pb
+
+    holder, _ = serving(classifier)
+    recorder = Recorder()
+    holder.watch(recorder)
+    service = Serving(holder)
+    temperature, vibration, machine = [95.0, 50.0], [1.0, 6.0], ["m1", "m3"]
+    as_json = {
+        "inputs": [
+            {"name": "temperature", "shape": [2, 1], "datatype": "FP32", "data": temperature},
+            {"name": "vibration", "shape": [2, 1], "datatype": "FP32", "data": vibration},
+            {"name": "machine", "shape": [2, 1], "datatype": "BYTES", "data": machine},
+        ]
+    }
+    raws = [
+        np.array(temperature, dtype="<f4").tobytes(),
+        np.array(vibration, dtype="<f4").tobytes(),
+        oip.tensor_bytes(np.array(machine, dtype=object), "BYTES"),
+    ]
+    header = {
+        "inputs": [
+            {k: v for k, v in t.items() if k != "data"} | {"parameters": {"binary_data_size": len(raw)}}
+            for t, raw in zip(as_json["inputs"], raws, strict=True)
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    text = orjson.dumps(header)
+    grpc_request = pb.ModelInferRequest(model_name="faults", raw_input_contents=raws)
+    for t in as_json["inputs"]:
+        grpc_request.inputs.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+
+    plain = service.infer("faults", None, orjson.dumps(as_json))
+    binary = service.infer("faults", None, text + b"".join(raws), header_length=str(len(text)))
+    over_grpc = service.infer_grpc(grpc_request)
+    assert (plain.status, binary.status, over_grpc.status) == (200, 200, 200)
+
+    # the binary answer: JSON with binary_data_size per output, then the tensors' bytes
+    assert binary.header_length is not None
+    head = orjson.loads(binary.body[: binary.header_length])
+    sizes = [o["parameters"]["binary_data_size"] for o in head["outputs"]]
+    section = binary.body[binary.header_length :]
+    assert len(section) == sum(sizes)
+    labels = oip.from_bytes("label", "BYTES", section[: sizes[0]])
+    proba = np.frombuffer(section[sizes[0] :], dtype="<f4")
+    json_outputs = {o["name"]: o["data"] for o in orjson.loads(plain.body)["outputs"]}
+    assert labels == json_outputs["label"] == ["overheating", "bearing_wear"]
+    np.testing.assert_array_equal(proba, np.array(json_outputs["probabilities"], dtype=np.float32))
+
+    response = pb.ModelInferResponse.FromString(over_grpc.body)
+    assert oip.from_bytes("label", "BYTES", response.raw_output_contents[0]) == labels
+    assert response.raw_output_contents[1] == section[sizes[0] :]
+
+    assert len(recorder.seen) == 3
+    for _, columns, _, _ in recorder.seen:
+        assert list(columns["machine"]) == machine
+        np.testing.assert_array_equal(columns["temperature"], temperature)
 
 
 def test_a_regressor_answers_its_output_per_row(regressors: dict[int, LoadedModel]) -> None:
@@ -549,6 +555,14 @@ BAD = [
         "a",
     ),
     (
+        "datatype not a string",
+        "POST",
+        V2,
+        {"json": {"inputs": [{"name": "a", "shape": [1, 1], "datatype": ["FP64"], "data": [1.0]}]}},
+        422,
+        "a",
+    ),
+    (
         "wrong shape",
         "POST",
         V2,
@@ -714,6 +728,44 @@ def test_no_body_makes_a_server_error(regressors: dict[int, LoadedModel], body: 
         answer = service.infer("pump", "1" if route == "infer-version" else None, body)
     assert answer.status in (200, 400, 404, 413, 422), answer
     assert json.loads(answer.body)
+
+
+BINARY_TENSORS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.sampled_from(["a", "b", "c"]),
+            "shape": st.lists(st.integers(-1, 3), max_size=3),
+            "datatype": st.sampled_from(["FP64", "FP32", "FP16", "INT8", "UINT64", "BYTES", "BOOL", "X"]),
+            "parameters": st.fixed_dictionaries(
+                {"binary_data_size": st.integers(-2, 24) | st.text(max_size=2)}
+            ),
+        }
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    tensors=BINARY_TENSORS,
+    binary=st.binary(max_size=48),
+    skew=st.integers(-3, 3),
+    output=st.none() | st.booleans() | st.integers(),
+)
+def test_no_binary_body_makes_a_server_error(
+    regressors: dict[int, LoadedModel], tensors: list[dict[str, Any]], binary: bytes, skew: int, output: Any
+) -> None:
+    holder = ModelHolder()
+    holder.swap(regressors[1])
+    service = Serving(holder, max_rows=16)
+    request: dict[str, Any] = {"inputs": tensors}
+    if output is not None:
+        request["parameters"] = {"binary_data_output": output}
+    text = orjson.dumps(request)
+    answer = service.infer("pump", None, text + binary, header_length=str(max(0, len(text) + skew)))
+    assert answer.status in (200, 400, 404, 413, 422), answer
+    if answer.status != 200:
+        assert orjson.loads(answer.body)["error"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

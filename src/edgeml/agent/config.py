@@ -30,6 +30,17 @@ class HttpConfig(_Strict):
     max_rows: int = Field(1024, ge=1, description="most rows one request may carry")
 
 
+class GrpcConfig(_Strict):
+    """The Open Inference Protocol's gRPC service (``inference.GRPCInferenceService``)."""
+
+    host: str = Field("127.0.0.1", description="address to serve gRPC on (0.0.0.0 for every interface)")
+    port: int = Field(8501, ge=0, le=65535, description="port (0: any free port)")
+    max_message_bytes: ByteSize = Field(
+        ByteSize(1 << 20), description="larger request messages are refused (RESOURCE_EXHAUSTED)"
+    )
+    workers: int = Field(4, ge=1, le=64, description="threads answering calls")
+
+
 class MqttConfig(_Strict):
     broker: str = Field(description="mqtt://host:port (mqtts:// for TLS)")
     topic_in: str = Field(description="sensor readings to predict on (JSON per message)")
@@ -89,6 +100,7 @@ class AgentConfig(_Strict):
     keyring: Path = Field(description="folder of trusted <key id>.pub files")
     state_dir: Path = Field(description="bundles, blob cache, state and telemetry spool")
     http: HttpConfig = Field(default_factory=HttpConfig)
+    grpc: GrpcConfig | None = Field(None, description="OIP v2 over gRPC beside HTTP; none: off")
     mqtt: MqttConfig | None = None
     sync: SyncConfig = Field(default_factory=SyncConfig)
     central: CentralConfig | None = Field(None, description="where telemetry goes; none: kept in the spool")

@@ -8,7 +8,9 @@ Two request shapes, one result (:class:`Batch`: validated columns and the tensor
   ``null`` is missing too.
 - **Open Inference Protocol v2** inference request: ``{"inputs": [{"name", "shape",
   "datatype", "data"}], "outputs"?: [{"name"}], "id"?, "parameters"?}`` with one tensor per
-  model input, shape ``[N, 1]`` or ``[N]``, ``data`` flat (row-major) or nested as rows.
+  model input, shape ``[N, 1]`` or ``[N]``, ``data`` flat (row-major) or nested as rows, or a
+  flat numpy array where the tensor came as binary data (:mod:`edgeml.agent.oip` decodes REST's
+  binary extension and gRPC into this one form).
   Numeric inputs take FP16/FP32/FP64 and the INT/UINT types, string inputs take BYTES, time
   inputs take either. A nullable input's tensor may be left out.
 
@@ -47,6 +49,7 @@ _NUMERIC_TYPES = frozenset(
 )
 _V2_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
+_ONE_ROW = ([1, 1], [1])  # the shapes of a one-row tensor
 #: one-row feed buffers kept per schema for reuse (about the number of requests run at once)
 _POOL_SIZE = 16
 
@@ -208,6 +211,21 @@ class Schema:
 
     def parse_v2(self, body: Any) -> Batch:
         """Rows from a decoded OIP v2 inference request."""
+        row = self._v2_row(body)
+        if row is not None:
+            batch = self.parse_records(row)
+            request_id, outputs = body.get("id"), body.get("outputs")
+            if request_id is None and outputs is None:
+                return batch
+            try:
+                return batch._replace(request_id=request_id, outputs=self._requested_outputs(outputs))
+            except InputError:
+                self.release(batch)
+                raise
+        return self._parse_v2(body)
+
+    def _parse_v2(self, body: Any) -> Batch:
+        """:meth:`parse_v2` without its one-row shortcut: every request, and the errors' wording."""
         if not isinstance(body, dict):
             raise InputError("body", "an inference request is a JSON object with 'inputs'")
         extra = sorted(k for k in body if k not in _V2_KEYS)
@@ -219,7 +237,7 @@ class Schema:
         tensors = body.get("inputs")
         if not isinstance(tensors, list) or not tensors:
             raise InputError("inputs", "must be a non-empty list of tensors")
-        given: dict[str, list[Any]] = {}
+        given: dict[str, list[Any] | np.ndarray] = {}
         rows: int | None = None
         for i, tensor in enumerate(tensors):
             name, data, count = self._tensor(i, tensor)
@@ -240,7 +258,51 @@ class Schema:
         columns, feeds = self._columns(rows, given)
         return Batch(rows, columns, feeds, request_id, self._requested_outputs(body.get("outputs")))
 
-    def _tensor(self, i: int, tensor: Any) -> tuple[str, list[Any], int]:
+    def _v2_row(self, body: Any) -> dict[str, Any] | None:
+        """A one-row request as the record it carries, for the records fast path; else None.
+
+        Only a request whose every tensor header is plainly valid (a model input, once each,
+        every input present, a datatype it takes, shape [1, 1] or [1], one value) and whose id
+        is a string or absent; its values are then checked as a record's are, with the same
+        messages. Anything else goes the general way, which names what is wrong.
+        """
+        if type(body) is not dict or not body.keys() <= _V2_KEYS:
+            return None
+        tensors = body.get("inputs")
+        if type(tensors) is not list or len(tensors) != len(self.fields):
+            return None
+        request_id = body.get("id")
+        if request_id is not None and type(request_id) is not str:
+            return None
+        record: dict[str, Any] = {}
+        by_name = self._by_name
+        for tensor in tensors:
+            # name, datatype, shape and data, and beside them at most "parameters"
+            if type(tensor) is not dict or (
+                len(tensor) != 4 and (len(tensor) != 5 or "parameters" not in tensor)
+            ):
+                return None
+            try:
+                name, kind, shape, data = tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"]
+            except KeyError:
+                return None
+            if type(name) is not str or type(kind) is not str:
+                return None
+            field = by_name.get(name)
+            if field is None or name in record or kind not in field.datatypes:
+                return None
+            # [1.0, 1.0] and [True] equal [1, 1] and [1]; the general path refuses them
+            if shape not in _ONE_ROW or type(shape[0]) is not int or type(shape[-1]) is not int:
+                return None
+            if type(data) is list and len(data) == 1 and type(data[0]) is not list:
+                record[name] = data[0]
+            elif type(data) is np.ndarray and data.size == 1:
+                record[name] = data.item(0)  # a Python float, int or bool
+            else:
+                return None
+        return record
+
+    def _tensor(self, i: int, tensor: Any) -> tuple[str, list[Any] | np.ndarray, int]:
         """(input name, flat values, rows) of one request tensor, its header checked."""
         where = f"inputs[{i}]"
         if not isinstance(tensor, dict):
@@ -256,7 +318,7 @@ class Schema:
         if extra:
             raise InputError(name, f"unknown key {extra[0]!r} in the tensor")
         datatype = tensor.get("datatype")
-        if datatype not in field.datatypes:
+        if not isinstance(datatype, str) or datatype not in field.datatypes:
             want = "BYTES" if not field.numeric else "FP64, FP32 or an INT type"
             raise InputError(name, f"datatype {datatype!r} does not fit this input (send {want})")
         shape = tensor.get("shape")
@@ -268,9 +330,11 @@ class Schema:
         ):
             raise InputError(name, f"shape {shape!r}: expected [N, 1] or [N]")
         data = tensor.get("data")
-        if not isinstance(data, list):
+        if isinstance(data, np.ndarray):  # binary tensor data (see edgeml.agent.oip), flat
+            pass
+        elif not isinstance(data, list):
             raise InputError(name, "data must be a list")
-        if data and type(data[0]) is list:  # nested as rows: [[x0], [x1], ...]
+        elif data and type(data[0]) is list:  # nested as rows: [[x0], [x1], ...]
             if not all(type(row) is list and len(row) == 1 for row in data):
                 raise InputError(name, "nested data must hold one value per row")
             data = [row[0] for row in data]
@@ -305,7 +369,7 @@ class Schema:
         return ", ".join(f.name for f in self.fields)
 
     def _columns(
-        self, rows: int, values: dict[str, list[Any]]
+        self, rows: int, values: Mapping[str, list[Any] | np.ndarray]
     ) -> tuple[dict[str, np.ndarray | tuple[Any, ...]], dict[str, np.ndarray]]:
         """Columns and feeds from each input's values (every input present, ``rows`` values each)."""
         columns: dict[str, np.ndarray | tuple[Any, ...]] = {}
@@ -469,8 +533,10 @@ def _records_parser(schema: Schema) -> Callable[[Any], Batch]:
     return parse
 
 
-def _numbers(field: _Field, values: list[Any]) -> list[float]:
+def _numbers(field: _Field, values: list[Any] | np.ndarray) -> list[float] | np.ndarray:
     """Values as floats (NaN for missing); raises on anything the input does not take."""
+    if isinstance(values, np.ndarray):
+        return _number_array(field, values)
     out: list[float] = []
     append = out.append
     low, high, limit = field.low, field.high, field.limit
@@ -506,7 +572,27 @@ def _numbers(field: _Field, values: list[Any]) -> list[float]:
     return out
 
 
-def _strings(field: _Field, values: list[Any]) -> bool:
+def _number_array(field: _Field, values: np.ndarray) -> list[float] | np.ndarray:
+    """``_numbers`` of a numeric array (binary tensor data), checked in bulk.
+
+    An array that is not plainly valid (a value out of range, not finite, or NaN, which is
+    missing) goes through ``_numbers`` value by value, which names the first bad row or takes
+    the missing values of a nullable input.
+    """
+    if values.size <= 16:  # numpy's per-call cost outweighs a loop over a few values
+        return _numbers(field, values.tolist())
+    numbers = values.astype(np.float64)
+    valid = np.abs(numbers) < field.limit  # False for NaN
+    if field.low is not None:
+        valid &= numbers >= field.low
+    if field.high is not None:
+        valid &= numbers <= field.high
+    if valid.all():
+        return numbers
+    return _numbers(field, numbers.tolist())
+
+
+def _strings(field: _Field, values: list[Any] | np.ndarray) -> bool:
     """Check string values; True when some are missing."""
     missing = False
     allowed = field.values

@@ -23,6 +23,7 @@ from edgeml.agent.stream import StreamServing
 from edgeml.agent.sync import HealthWatch, Syncer
 from edgeml.agent.telemetry import TelemetryWindow
 from edgeml.bundle.keys import KeyRing
+from edgeml.errors import ConfigError
 from edgeml.profiles import get_profile
 from edgeml.store import open_store
 
@@ -68,6 +69,22 @@ class Agent:
             self.holder, max_body_bytes=int(config.http.max_body_bytes), max_rows=config.http.max_rows
         )
         self.app.add_route("/agent/status", self._status, methods=["GET"])
+        self.grpc: Any = None
+        if config.grpc is not None:  # grpcio is imported only when gRPC is on
+            try:
+                from edgeml.agent.grpc import GrpcServer
+            except ImportError as exc:
+                hint = "pip install 'edgeml[edge-grpc]'"
+                raise ConfigError(f"agent.yaml sets grpc, but {exc}: {hint}") from exc
+
+            g = config.grpc
+            self.grpc = GrpcServer(
+                self.app.state.serving,
+                host=g.host,
+                port=g.port,
+                max_message_bytes=int(g.max_message_bytes),
+                workers=g.workers,
+            )
         self._stop = threading.Event()
         self._collector: threading.Thread | None = None
 
@@ -93,6 +110,9 @@ class Agent:
             self.pusher.start()
         if self.stream is not None:
             self.stream.start()
+        if self.grpc is not None:
+            self.grpc.start()
+            log.info("OIP v2 gRPC serving on %s", self.grpc.address)
 
     def _collect(self) -> None:
         while not self._stop.wait(1.0):
@@ -107,6 +127,8 @@ class Agent:
     def stop(self) -> None:
         """Stop background work; keep every closed and open telemetry window in the spool."""
         self._stop.set()
+        if self.grpc is not None:
+            self.grpc.stop()
         if self.stream is not None:
             self.stream.stop()
         self.syncer.stop()

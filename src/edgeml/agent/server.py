@@ -6,19 +6,22 @@ Routes::
     GET  /v2/health/ready                     200 once a model is loaded, 503 before
     GET  /v2                                  server metadata
     GET  /v2/models/{name}[/versions/{v}]     model metadata (inputs, outputs)
-    GET  /v2/models/{name}/ready              200 when that model is served
-    POST /v2/models/{name}[/versions/{v}]/infer   OIP v2 inference
+    GET  /v2/models/{name}[/versions/{v}]/ready   200 when that model (and version) is served
+    POST /v2/models/{name}[/versions/{v}]/infer   OIP v2 inference, JSON or binary tensor data
     POST /predict                             JSON records -> {"model", "version", "predictions"}
     GET  /metrics                             Prometheus text
 
-Answers to bad requests are JSON ``{"error": message, "field": name}``: 400 for a body that
-is not JSON, 404 for a model or version not served here, 413 for a body over the limit, 422
-for input the schema refuses. A model that fails at run time is a 500, counted. Each
-request reads ``holder.current`` once and is answered wholly by that model, so a swap never
-mixes two versions.
+Answers to bad requests are JSON ``{"error": message, "field": name}`` (for OIP v2 the message
+names the field itself, as OIP clients show only ``error``): 400 for a body that is not JSON or
+whose binary tensor data does not add up, 404 for a model or version not served here, 413 for
+a body over the limit, 422 for input the schema refuses. A model that fails at run time is a
+500, counted. Each request reads ``holder.current`` once and is answered wholly by that model,
+so a swap never mixes two versions.
 
 :class:`Serving` holds the protocol logic with no web framework in it (bytes in, status and
-JSON bytes out), so Ray Serve answers exactly as the agent does; :func:`create_app` is the
+bytes out), so Ray Serve and the gRPC service (:mod:`edgeml.agent.grpc`) answer exactly as the
+agent's REST does: one decode per wire form (:mod:`edgeml.agent.oip`), then the same validation,
+model run, metrics and telemetry; :func:`create_app` is the
 thin Starlette layer over it that adds body limits. ``edgeml serve`` runs the same app in
 each Ray Serve replica, its inference requests going through :meth:`Serving.answer_batch`.
 
@@ -30,7 +33,6 @@ they happen.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -51,6 +53,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from edgeml.agent import oip
 from edgeml.agent.inputs import Batch, InputError, Schema
 from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.observability import INFERENCE_REQUESTS, INFERENCE_ROWS, INFERENCE_SECONDS, render_metrics
@@ -67,15 +70,21 @@ _INLINE_BYTES = 16 << 10
 _TALLY_EVERY = 256
 _clock = time.perf_counter  # a global: one lookup less on every request
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-_DATATYPES = {"f": {4: "FP32", 8: "FP64", 2: "FP16"}, "i": {8: "INT64", 4: "INT32", 2: "INT16", 1: "INT8"}}
+#: outputs of a REST answer that go as binary data: none (see oip.binary_outputs)
+_ALL_JSON: tuple[bool, dict[str, bool]] = (False, {})
 _INPUT_DATATYPES = {"float64": "FP64", "float32": "FP32", "string": "BYTES"}
 
 
 class Answer(NamedTuple):
-    """An HTTP status and its JSON body."""
+    """An HTTP status and its body: JSON, or for gRPC inference a serialized ``ModelInferResponse``.
+
+    ``header_length`` is the length of the body's JSON when binary tensor data follows it (the
+    ``Inference-Header-Content-Length`` header).
+    """
 
     status: int
     body: bytes
+    header_length: int | None = None
 
 
 class Call(NamedTuple):
@@ -85,6 +94,7 @@ class Call(NamedTuple):
     body: bytes
     name: str | None = None  # v2: the model and version the route names
     version: str | None = None
+    header_length: str | None = None  # v2: the Inference-Header-Content-Length header
 
 
 _answer = tuple.__new__  # Answer(status, body) without NamedTuple's Python-level __new__
@@ -92,36 +102,6 @@ _answer = tuple.__new__  # Answer(status, body) without NamedTuple's Python-leve
 
 def _error(status: int, message: str, field: str | None = None) -> Answer:
     return Answer(status, orjson.dumps({"error": message, "field": field} if field else {"error": message}))
-
-
-def _datatype(array: np.ndarray) -> str:
-    kind = array.dtype.kind
-    if kind == "b":
-        return "BOOL"
-    if kind in "OSU":
-        return "BYTES"
-    if kind == "u":
-        return f"UINT{array.dtype.itemsize * 8}"
-    return _DATATYPES.get(kind, {}).get(array.dtype.itemsize, "BYTES")
-
-
-def _tensor_data(array: np.ndarray) -> Any:
-    """Flat tensor data; numeric arrays go to orjson as numpy, which writes float32 at its precision."""
-    flat = np.ascontiguousarray(array).ravel()
-    return flat.tolist() if flat.dtype.kind in "OSU" else flat
-
-
-def _decode(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    # Python's json module writes NaN and Infinity by default; accept them here so that the
-    # schema can name the field (NaN is missing, Infinity is refused) instead of a bare 400.
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise InputError("body", f"malformed JSON ({exc})", 400) from None
 
 
 class _Metrics:
@@ -139,7 +119,7 @@ class _Metrics:
         self.seconds = INFERENCE_SECONDS.labels(model, version)
         self.rows = INFERENCE_ROWS.labels(model, version)
         self.ok: dict[str, Any] = {}  # protocol -> its "ok" request counter
-        self.tallies: dict[str, list[tuple[int, float]]] = {"predict": [], "v2": []}
+        self.tallies: dict[str, list[tuple[int, float]]] = {"predict": [], "v2": [], "grpc": []}
 
     def flush(self) -> None:
         """Count the tallied requests: requests by protocol, rows, latencies (under _tally_lock)."""
@@ -240,7 +220,7 @@ class _Served:
             if manifest.golden.inputs:
                 sample = model.runtime.predict_records(manifest.golden.inputs[:1])
                 outputs = [
-                    {"name": n, "datatype": _datatype(a), "shape": [-1, *a.shape[1:]]}
+                    {"name": n, "datatype": oip.datatype(a), "shape": [-1, *a.shape[1:]]}
                     for n, a in sample.items()
                 ]
             self._metadata = orjson.dumps(
@@ -284,22 +264,22 @@ class _Served:
         columns = {name: _per_row(array) for name, array in outputs.items()}
         return [{name: values[i] for name, values in columns.items()} for i in range(batch.rows)]
 
-    def v2_answer(self, batch: Batch, outputs: Mapping[str, np.ndarray]) -> bytes:
-        """The JSON of an OIP v2 inference answer."""
-        answer: dict[str, Any] = {"model_name": self.model.name, "model_version": self.version}
+    def v2_answer(
+        self, batch: Batch, outputs: Mapping[str, np.ndarray], binary: tuple[bool, Mapping[str, bool]]
+    ) -> tuple[bytes, int | None]:
+        """An OIP v2 REST inference answer: its body, and its JSON's length if binary data follows."""
+        head: dict[str, Any] = {"model_name": self.model.name, "model_version": self.version}
         if batch.request_id is not None:
-            answer["id"] = batch.request_id
+            head["id"] = batch.request_id
         names = batch.outputs if batch.outputs is not None else outputs.keys()
-        answer["outputs"] = [
-            {
-                "name": name,
-                "datatype": _datatype(outputs[name]),
-                "shape": list(outputs[name].shape),
-                "data": _tensor_data(outputs[name]),
-            }
-            for name in names
-        ]
-        return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+        return oip.rest_answer(head, ((name, outputs[name]) for name in names), binary)
+
+    def grpc_answer(self, batch: Batch, outputs: Mapping[str, np.ndarray]) -> bytes:
+        """An OIP v2 gRPC inference answer: a serialized ``ModelInferResponse``."""
+        names = batch.outputs if batch.outputs is not None else outputs.keys()
+        return oip.grpc_answer(
+            self.model.name, self.version, batch.request_id, ((name, outputs[name]) for name in names)
+        )
 
 
 Writer = Callable[[Batch, Mapping[str, np.ndarray]], bytes]
@@ -402,7 +382,7 @@ class Serving:
             served = self._state(model)
         try:
             if body is not None:
-                data = _decode(body)
+                data = oip.decode_json(body)
             start = _clock()
             batch = served.parse(data)
         except InputError as exc:
@@ -421,23 +401,71 @@ class Serving:
         tally.append((batch.rows, seconds))
         if len(tally) >= _TALLY_EVERY:
             flush_metrics()
-        return _answer(Answer, (200, payload))
+        return _answer(Answer, (200, payload, None))
 
-    def infer(self, name: str, version: str | None, body: bytes | None = None, *, data: Any = None) -> Answer:
-        """OIP v2 ``infer`` on model ``name`` (and ``version``, when the route names one)."""
+    def infer(
+        self,
+        name: str,
+        version: str | None,
+        body: bytes | None = None,
+        *,
+        data: Any = None,
+        header_length: str | None = None,
+    ) -> Answer:
+        """OIP v2 REST ``infer`` on model ``name`` (and ``version``, when the route names one).
+
+        ``body`` is the raw body (JSON, then binary tensor data when ``header_length``, the
+        ``Inference-Header-Content-Length`` header, is given); a caller that holds the request
+        decoded already passes ``data`` instead.
+        """
         model = self.holder.current
         if model is None:
             return self._not_ready("v2")
         served = self._state(model)
-        missing = self._not_served_here(served, name, version)
+        missing = self._not_served_here(served, "v2", name, version)
         if missing is not None:
             return missing
-        return self._infer(served, body, data)
+        try:
+            if body is not None:
+                data = oip.decode_rest(body, header_length)
+            start = _clock()
+            batch, binary = self._parse_v2(served, data)
+        except InputError as exc:
+            return self._refuse(served, "v2", exc)
+        outputs = self._run(served, "v2", batch)
+        if isinstance(outputs, Answer):
+            return outputs
+        payload, head = served.v2_answer(batch, outputs, binary)
+        return self._reply(served, "v2", batch, outputs, payload, start, head)
+
+    def infer_grpc(self, request: Any) -> Answer:
+        """OIP v2 gRPC ``ModelInfer`` of a ``ModelInferRequest``: the REST path's checks and answers.
+
+        A 200 answer's body is the serialized ``ModelInferResponse``; any other, the JSON error
+        the REST path would give (:mod:`edgeml.agent.grpc` maps its status to a gRPC code).
+        """
+        model = self.holder.current
+        if model is None:
+            return self._not_ready("grpc")
+        served = self._state(model)
+        missing = self._not_served_here(served, "grpc", request.model_name, request.model_version or None)
+        if missing is not None:
+            return missing
+        try:
+            data = oip.grpc_request(request)
+            start = _clock()
+            batch = self._parse(served, "v2", data)
+        except InputError as exc:
+            return self._refuse(served, "grpc", exc)
+        outputs = self._run(served, "grpc", batch)
+        if isinstance(outputs, Answer):
+            return outputs
+        return self._reply(served, "grpc", batch, outputs, served.grpc_answer(batch, outputs), start)
 
     def answer(self, call: Call) -> Answer:
         """One request, as :meth:`predict` or :meth:`infer` answers it."""
         if call.protocol == "v2":
-            return self.infer(call.name or "", call.version, call.body)
+            return self.infer(call.name or "", call.version, call.body, header_length=call.header_length)
         return self.predict(call.body)
 
     def answer_batch(self, calls: Sequence[Call]) -> list[Answer]:
@@ -452,20 +480,26 @@ class Serving:
             return [self._not_ready(call.protocol) for call in calls]
         served = self._state(model)
         answers: list[Answer | None] = [None] * len(calls)
-        parsed: list[tuple[int, Batch, float]] = []
+        parsed: list[tuple[int, Batch, float, tuple[bool, dict[str, bool]]]] = []
         for i, call in enumerate(calls):
             if call.protocol == "v2":
-                answers[i] = self._not_served_here(served, call.name or "", call.version)
+                answers[i] = self._not_served_here(served, "v2", call.name or "", call.version)
                 if answers[i] is not None:
                     continue
             try:
-                data = _decode(call.body)
-                start = _clock()
-                parsed.append((i, self._parse(served, call.protocol, data), start))
+                if call.protocol == "v2":
+                    data = oip.decode_rest(call.body, call.header_length)
+                    start = _clock()
+                    batch, binary = self._parse_v2(served, data)
+                else:
+                    data = oip.decode_json(call.body)
+                    start = _clock()
+                    batch, binary = served.parse(data), _ALL_JSON
+                parsed.append((i, batch, start, binary))
             except InputError as exc:
                 answers[i] = self._refuse(served, call.protocol, exc)
-        joint = _run_joint(model, [batch for _, batch, _ in parsed]) if len(parsed) > 1 else None
-        for n, (i, batch, start) in enumerate(parsed):
+        joint = _run_joint(model, [batch for _, batch, _, _ in parsed]) if len(parsed) > 1 else None
+        for n, (i, batch, start, binary) in enumerate(parsed):
             protocol = calls[i].protocol
             if joint is not None:
                 outputs = {name: parts[n] for name, parts in joint.items()}
@@ -475,9 +509,12 @@ class Serving:
                 except Exception as exc:  # the runtime's own error types differ per runtime and version
                     answers[i] = self._failed(served, protocol, batch, exc)
                     continue
-            write = served.v2_answer if protocol == "v2" else served.predict_answer
-            answers[i] = self._reply(served, protocol, batch, outputs, write(batch, outputs), start)
-        for _, batch, _ in parsed:
+            if protocol == "v2":
+                payload, head = served.v2_answer(batch, outputs, binary)
+            else:
+                payload, head = served.predict_answer(batch, outputs), None
+            answers[i] = self._reply(served, protocol, batch, outputs, payload, start, head)
+        for _, batch, _, _ in parsed:
             served.release(batch)
         assert all(answer is not None for answer in answers)
         return answers  # type: ignore[return-value]
@@ -505,11 +542,13 @@ class Serving:
         self.holder.observe_error(None, "not-ready")
         return _error(503, "no model is loaded yet")
 
-    def _not_served_here(self, served: _Served, name: str, version: str | None) -> Answer | None:
-        """A 404 (counted) when the route names another model or version, else None."""
+    def _not_served_here(
+        self, served: _Served, protocol: str, name: str, version: str | None
+    ) -> Answer | None:
+        """A 404 (counted) when the request names another model or version, else None."""
         missing = self._wrong_model(served, name, version)
         if missing is not None:
-            served.count("v2", "bad_input")
+            served.count(protocol, "bad_input")
             self.holder.observe_error(served.model, "bad-input")
         return missing
 
@@ -525,10 +564,29 @@ class Serving:
                 raise InputError("outputs", f"unknown output {unknown[0]!r} (the model gives {names})")
         return batch
 
+    def _parse_v2(self, served: _Served, data: Any) -> tuple[Batch, tuple[bool, dict[str, bool]]]:
+        """A REST request's rows, validated, and which outputs it wants as binary data."""
+        batch = self._parse(served, "v2", data)
+        try:
+            return batch, oip.binary_outputs(data)
+        except InputError:
+            served.release(batch)
+            raise
+
+    def _run(self, served: _Served, protocol: str, batch: Batch) -> Mapping[str, np.ndarray] | Answer:
+        """The model's outputs on a batch, or the 500 answer when it fails; the batch is released."""
+        try:
+            return served.run(batch.feeds)
+        except Exception as exc:  # the runtime's own error types differ per runtime and version
+            return self._failed(served, protocol, batch, exc)
+        finally:
+            served.release(batch)
+
     def _refuse(self, served: _Served, protocol: str, exc: InputError) -> Answer:
         served.count(protocol, "bad_input")
         self.holder.observe_error(served.model, "bad-input")
-        return _error(exc.status, exc.detail, exc.field)
+        # OIP clients show only "error": it names the field itself there
+        return _error(exc.status, exc.detail if protocol == "predict" else str(exc), exc.field)
 
     def _failed(self, served: _Served, protocol: str, batch: Batch, exc: Exception) -> Answer:
         model = served.model
@@ -536,23 +594,6 @@ class Serving:
         served.count(protocol, "error")
         self.holder.observe_error(model, "runtime")
         return _error(500, f"the model failed: {exc}")
-
-    def _infer(self, served: _Served, body: bytes | None, data: Any) -> Answer:
-        """OIP v2 inference, as :meth:`predict` answers ``/predict``."""
-        try:
-            if body is not None:
-                data = _decode(body)
-            start = _clock()
-            batch = self._parse(served, "v2", data)
-        except InputError as exc:
-            return self._refuse(served, "v2", exc)
-        try:
-            outputs = served.run(batch.feeds)
-        except Exception as exc:  # the runtime's own error types differ per runtime and version
-            return self._failed(served, "v2", batch, exc)
-        finally:
-            served.release(batch)
-        return self._reply(served, "v2", batch, outputs, served.v2_answer(batch, outputs), start)
 
     def _reply(
         self,
@@ -562,15 +603,16 @@ class Serving:
         outputs: Mapping[str, np.ndarray],
         payload: bytes,
         start: float,
+        header_length: int | None = None,
     ) -> Answer:
         """The answer to a request the model ran on, once its observers and metrics are told."""
-        seconds = _clock() - start  # validation, the model and the answer's JSON
+        seconds = _clock() - start  # validation, the model and the answer's body
         self.holder.observe(served.model, batch.columns, outputs, seconds)
         tally = served.tallies[protocol]
         tally.append((batch.rows, seconds))
         if len(tally) >= _TALLY_EVERY:
             flush_metrics()
-        return _answer(Answer, (200, payload))
+        return _answer(Answer, (200, payload, header_length))
 
     # --- metadata and health ------------------------------------------------------------
 
@@ -592,11 +634,11 @@ class Serving:
         served = self._state(model)
         return self._wrong_model(served, name, version) or Answer(200, served.metadata())
 
-    def model_ready(self, name: str) -> Answer:
+    def model_ready(self, name: str, version: str | None = None) -> Answer:
         model = self.holder.current
         if model is None:
             return _error(503, "no model is loaded yet")
-        return self._wrong_model(self._state(model), name, None) or Answer(
+        return self._wrong_model(self._state(model), name, version) or Answer(
             200, orjson.dumps({"name": name, "ready": True})
         )
 
@@ -609,7 +651,9 @@ class Serving:
     def server_metadata() -> Answer:
         from edgeml import __version__
 
-        return Answer(200, orjson.dumps({"name": "edgeml", "version": __version__, "extensions": []}))
+        return Answer(
+            200, orjson.dumps({"name": "edgeml", "version": __version__, "extensions": list(oip.EXTENSIONS)})
+        )
 
 
 # --- Starlette ------------------------------------------------------------------------------
@@ -638,7 +682,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _response(answer: Answer) -> Response:
-    return Response(answer.body, answer.status, media_type=JSON)
+    if answer.header_length is None:
+        return Response(answer.body, answer.status, media_type=JSON)
+    # JSON, then binary tensor data (Triton answers binary outputs with this media type)
+    headers = {"Inference-Header-Content-Length": str(answer.header_length)}
+    return Response(answer.body, answer.status, headers=headers, media_type="application/octet-stream")
 
 
 def create_app(
@@ -665,7 +713,7 @@ def create_app(
             return _response(serving.too_large(protocol, max_body_bytes))
         except InputError as exc:
             return _response(serving.bad_request(protocol, exc))
-        call = Call(protocol, body, name, version)
+        call = Call(protocol, body, name, version, request.headers.get(oip.HEADER_LENGTH))
         if batch is not None:
             return _response(await batch(call))
         if len(body) > _INLINE_BYTES:
@@ -693,7 +741,8 @@ def create_app(
         return _response(serving.model_metadata(params["name"], params.get("version")))
 
     async def model_ready(request: Request) -> Response:
-        return _response(serving.model_ready(request.path_params["name"]))
+        params = request.path_params
+        return _response(serving.model_ready(params["name"], params.get("version")))
 
     async def metrics(_: Request) -> Response:
         flush_metrics()
@@ -715,6 +764,7 @@ def create_app(
         Route("/v2/models/{name}", model_metadata, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}", model_metadata, methods=["GET"]),
         Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})

@@ -1,0 +1,348 @@
+"""Open Inference Protocol v2 on the wire: tensors in and out of REST bodies and gRPC messages.
+
+Each transport's request is decoded here into one form, the decoded JSON of a REST request
+(``{"id"?, "parameters"?, "inputs": [{"name", "datatype", "shape", "data"}], "outputs"?}``),
+which :meth:`edgeml.agent.inputs.Schema.parse_v2` validates whatever it came by. A tensor's
+``data`` is then a list (JSON, gRPC typed contents of BYTES) or a numpy array (binary data:
+REST's binary tensor extension, gRPC's ``raw_input_contents`` and typed numeric contents).
+
+Binary tensor data, as the protocol lays it out: elements flat, row-major, little-endian,
+no padding; a BYTES element is a 4-byte little-endian length followed by its bytes; BOOL is
+one byte. A REST request carries it after its JSON, whose length the
+``Inference-Header-Content-Length`` header gives; each binary input says its size in its
+``binary_data_size`` parameter, in the order of ``inputs``. Outputs go back as binary when
+the request asks (an output's ``binary_data`` parameter, else the request's
+``binary_data_output``), in the same layout after the answer's JSON.
+
+Numpy and the generated messages only: the agent and ``edgeml serve`` share this module.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from edgeml.agent.inputs import InputError
+
+__all__ = [
+    "EXTENSIONS",
+    "HEADER_LENGTH",
+    "binary_outputs",
+    "datatype",
+    "decode_json",
+    "decode_rest",
+    "from_bytes",
+    "tensor_bytes",
+]
+
+#: what server metadata advertises (Triton's name for the binary tensor data extension)
+EXTENSIONS = ("binary_tensor_data",)
+#: the HTTP header giving the length of a body's JSON when binary tensor data follows it
+HEADER_LENGTH = "inference-header-content-length"
+
+#: element types of binary tensor data by OIP datatype (BYTES is length-prefixed, apart)
+DTYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+_NAMES = {"f": {2: "FP16", 4: "FP32", 8: "FP64"}, "i": {1: "INT8", 2: "INT16", 4: "INT32", 8: "INT64"}}
+_LENGTH = struct.Struct("<I")
+#: tensors of up to this many elements are unpacked into Python numbers, not an array: for a
+#: row or a few, struct is several times cheaper than numpy's per-call cost
+_SMALL = 16
+_FORMATS = {
+    "BOOL": "?",
+    "UINT8": "B",
+    "UINT16": "H",
+    "UINT32": "I",
+    "UINT64": "Q",
+    "INT8": "b",
+    "INT16": "h",
+    "INT32": "i",
+    "INT64": "q",
+    "FP16": "e",
+    "FP32": "f",
+    "FP64": "d",
+}
+_UNPACK = {
+    (kind, n): struct.Struct(f"<{n}{code}").unpack
+    for kind, code in _FORMATS.items()
+    for n in range(_SMALL + 1)
+}
+
+
+def datatype(array: np.ndarray) -> str:
+    """The OIP datatype of an output array."""
+    kind = array.dtype.kind
+    if kind == "b":
+        return "BOOL"
+    if kind == "u":
+        return f"UINT{array.dtype.itemsize * 8}"
+    return _NAMES.get(kind, {}).get(array.dtype.itemsize, "BYTES")
+
+
+def decode_json(body: bytes | memoryview, *, binary_hint: bool = False) -> Any:
+    """A request's JSON; :class:`InputError` (400) when it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    # Python's json module writes NaN and Infinity by default; accept them here so that the
+    # schema can name the field (NaN is missing, Infinity is refused) instead of a bare 400.
+    try:
+        return json.loads(bytes(body))
+    except (ValueError, RecursionError) as exc:
+        hint = (
+            "; binary tensor data after the JSON needs the Inference-Header-Content-Length header"
+            if binary_hint
+            else ""
+        )
+        raise InputError("body", f"malformed JSON ({exc}){hint}", 400) from None
+
+
+def decode_rest(body: bytes, header_length: str | None) -> Any:
+    """A REST inference request: its JSON, each binary input's ``data`` filled from the binary section."""
+    if header_length is None:
+        return decode_json(body, binary_hint=True)
+    field = "Inference-Header-Content-Length"
+    if not header_length.isdigit():
+        raise InputError(field, f"{header_length[:40]!r} is not a byte count", 400)
+    size = int(header_length)
+    if size > len(body):
+        raise InputError(field, f"says the JSON is {size:,} bytes; the whole body is {len(body):,}", 400)
+    view = memoryview(body)
+    request = decode_json(view[:size])
+    binary = view[size:]
+    used = 0
+    inputs = request.get("inputs") if isinstance(request, dict) else None
+    for i, tensor in enumerate(inputs if isinstance(inputs, list) else ()):
+        parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
+        length = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if length is None:
+            continue
+        name = tensor.get("name")
+        name = name[:100] if isinstance(name, str) else f"inputs[{i}]"
+        if type(length) is not int or length < 0:
+            raise InputError(name, f"binary_data_size {length!r} is not a byte count")
+        if "data" in tensor:
+            raise InputError(name, "has both data and binary_data_size: send one")
+        if used + length > len(binary):
+            raise InputError(
+                name,
+                f"binary_data_size is {length:,} bytes, but the body has {len(binary) - used:,} "
+                "bytes of binary data left for it",
+                400,
+            )
+        tensor["data"] = from_bytes(name, tensor.get("datatype"), binary[used : used + length])
+        used += length
+    if used != len(binary):
+        raise InputError(
+            "body",
+            f"{len(binary) - used:,} bytes follow the binary data the inputs' binary_data_size "
+            f"parameters account for ({used:,} bytes)",
+            400,
+        )
+    return request
+
+
+def from_bytes(name: str, kind: Any, data: bytes | memoryview) -> np.ndarray | list[Any]:
+    """One tensor's elements from binary tensor data.
+
+    An array, or for a few elements a list of Python numbers; the strings of a BYTES tensor.
+    """
+    if kind == "BYTES":
+        return _strings(name, data)
+    dtype = DTYPES.get(kind) if isinstance(kind, str) else None
+    if dtype is None:
+        raise InputError(name, f"datatype {str(kind)[:20]!r} is not an Open Inference Protocol type")
+    count, ragged = divmod(len(data), dtype.itemsize)
+    if ragged:
+        raise InputError(
+            name,
+            f"{len(data):,} bytes of binary data are not a whole number of {kind} values "
+            f"({dtype.itemsize} bytes each)",
+            400,
+        )
+    if count <= _SMALL:
+        return list(_UNPACK[kind, count](data))
+    return np.frombuffer(data, dtype)
+
+
+def _strings(name: str, data: bytes | memoryview) -> list[str]:
+    out = []
+    at, end = 0, len(data)
+    while at < end:
+        if at + 4 > end:
+            raise InputError(name, f"BYTES data ends inside an element's 4-byte length (at byte {at})", 400)
+        (size,) = _LENGTH.unpack_from(data, at)
+        at += 4
+        if at + size > end:
+            raise InputError(name, f"a BYTES element of {size:,} bytes runs past the end of its data", 400)
+        try:
+            out.append(str(data[at : at + size], "utf-8"))
+        except UnicodeDecodeError:
+            raise InputError(name, f"element {len(out)} is not UTF-8 text") from None
+        at += size
+    return out
+
+
+def tensor_bytes(array: np.ndarray, kind: str) -> bytes:
+    """An output tensor as binary tensor data."""
+    if kind == "BYTES":
+        parts: list[bytes] = []
+        for value in array.ravel().tolist():
+            raw = value if isinstance(value, bytes) else str(value).encode()
+            parts += (_LENGTH.pack(len(raw)), raw)
+        return b"".join(parts)
+    return np.ascontiguousarray(array, dtype=DTYPES[kind]).tobytes()
+
+
+def binary_outputs(request: Mapping[str, Any]) -> tuple[bool, dict[str, bool]]:
+    """Which outputs a REST request wants as binary data: (the default, the outputs that say).
+
+    Its ``parameters`` must be an object; ``binary_data_output`` and each requested output's
+    ``binary_data`` parameter, when given, true or false.
+    """
+    default = False
+    parameters = request.get("parameters")
+    if parameters is not None:
+        if not isinstance(parameters, dict):
+            raise InputError("parameters", "must be a JSON object")
+        default = parameters.get("binary_data_output", False)
+        if type(default) is not bool:
+            raise InputError("parameters.binary_data_output", "must be true or false")
+    chosen: dict[str, bool] = {}
+    outputs = request.get("outputs")
+    for i, output in enumerate(outputs if isinstance(outputs, list) else ()):
+        parameters = output.get("parameters") if isinstance(output, dict) else None
+        if parameters is None:
+            continue
+        where = f"outputs[{i}].parameters"
+        if not isinstance(parameters, dict):
+            raise InputError(where, "must be a JSON object")
+        binary = parameters.get("binary_data")
+        if binary is not None:
+            if type(binary) is not bool:
+                raise InputError(f"{where}.binary_data", "must be true or false")
+            chosen[str(output.get("name"))] = binary
+    return default, chosen
+
+
+def rest_answer(
+    head: dict[str, Any],
+    outputs: Iterable[tuple[str, np.ndarray]],
+    binary: tuple[bool, Mapping[str, bool]],
+) -> tuple[bytes, int | None]:
+    """The body of a REST inference answer and, when binary data follows its JSON, the JSON's length."""
+    default, chosen = binary
+    tensors: list[dict[str, Any]] = []
+    section: list[bytes] = []
+    for name, array in outputs:
+        kind = datatype(array)
+        tensor: dict[str, Any] = {"name": name, "datatype": kind, "shape": list(array.shape)}
+        if chosen.get(name, default):
+            raw = tensor_bytes(array, kind)
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            section.append(raw)
+        else:
+            tensor["data"] = _json_data(array)
+        tensors.append(tensor)
+    head["outputs"] = tensors
+    text = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not section:
+        return text, None
+    return b"".join([text, *section]), len(text)
+
+
+def _json_data(array: np.ndarray) -> Any:
+    """Flat tensor data; numeric arrays go to orjson as numpy, which writes float32 at its precision."""
+    flat = np.ascontiguousarray(array).ravel()
+    return flat.tolist() if flat.dtype.kind in "OSU" else flat
+
+
+def grpc_request(request: Any) -> dict[str, Any]:
+    """A gRPC ``ModelInferRequest`` as the decoded REST request it is the same as."""
+    raw: Sequence[bytes] = request.raw_input_contents
+    tensors = request.inputs
+    if raw and len(raw) != len(tensors):
+        raise InputError(
+            "raw_input_contents",
+            f"holds {len(raw)} tensors for {len(tensors)} inputs: send one per input, in their order",
+            400,
+        )
+    inputs = []
+    contents_of: Sequence[bytes | None] = raw or [None] * len(tensors)
+    for tensor, contents in zip(tensors, contents_of, strict=True):
+        name, kind = tensor.name, tensor.datatype
+        if contents is not None:
+            data: Any = from_bytes(name, kind, contents)
+        else:
+            data = _contents(name, kind, tensor.contents)
+        inputs.append({"name": name, "datatype": kind, "shape": list(tensor.shape), "data": data})
+    decoded: dict[str, Any] = {"inputs": inputs}
+    if request.id:
+        decoded["id"] = request.id
+    if request.outputs:
+        decoded["outputs"] = [{"name": output.name} for output in request.outputs]
+    return decoded
+
+
+#: the InferTensorContents field that holds each datatype
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def _contents(name: str, kind: str, contents: Any) -> np.ndarray | list[str]:
+    field = _CONTENTS.get(kind)
+    if field is None:
+        # FP16 has no typed field: the protocol sends it as raw contents only
+        raise InputError(name, f"datatype {kind[:20]!r} cannot be sent in typed contents")
+    values = getattr(contents, field)
+    if kind != "BYTES":
+        return np.array(values, dtype=DTYPES[kind])
+    try:
+        return [value.decode() for value in values]
+    except UnicodeDecodeError:
+        raise InputError(name, "a BYTES element is not UTF-8 text") from None
+
+
+def grpc_answer(
+    model: str, version: str, request_id: str | None, outputs: Iterable[tuple[str, np.ndarray]]
+) -> bytes:
+    """A serialized ``ModelInferResponse``, its outputs as raw contents (as Triton answers)."""
+    from edgeml.agent.grpc.grpc_predict_v2_pb2 import ModelInferResponse
+
+    response = ModelInferResponse(model_name=model, model_version=version, id=request_id or "")
+    for name, array in outputs:
+        kind = datatype(array)
+        response.outputs.add(name=name, datatype=kind, shape=array.shape)
+        response.raw_output_contents.append(tensor_bytes(array, kind))
+    payload: bytes = response.SerializeToString()
+    return payload
