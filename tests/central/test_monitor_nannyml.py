@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 
 from agent.conftest import Publisher
-from edgeml.agent.telemetry import TelemetryBatch
 from edgeml.bundle.build import publish_bundle
 from edgeml.bundle.manifest import Manifest
 from edgeml.central.alerts import Alerter
@@ -24,6 +23,7 @@ from edgeml.central.performance import StoredReferenceRows, probability_column, 
 from edgeml.central.routes.pointers import TargetResolver
 from edgeml.errors import ConfigError
 from edgeml.observability import REGISTRY
+from edgeml.telemetry.schema import TelemetryBatch
 
 from .conftest import Central, make_config, running
 from .test_alerts import Webhook, webhook  # noqa: F401 (a fixture: a webhook receiver)

@@ -7,10 +7,11 @@ import signal
 from pathlib import Path
 
 from edgeml.central.config import CentralConfig
-from edgeml.central.store_process import StoreProcess
 from edgeml.observability import REGISTRY
+from edgeml.telemetry.process import StoreProcess
+from telemetry.batches import make_batch
 
-from .conftest import Central, bearer, make_batch, make_config, running
+from .conftest import Central, bearer, make_config, running
 
 
 def outcome(name: str) -> float:

@@ -24,8 +24,8 @@ from typing import Literal
 import httpx
 
 from edgeml.agent.spool import Spool
-from edgeml.agent.telemetry import TelemetryBatch
 from edgeml.observability import TELEMETRY_SENT
+from edgeml.telemetry.schema import TelemetryBatch
 
 __all__ = ["DrainResult", "TelemetryPusher", "parse_retry_after"]
 

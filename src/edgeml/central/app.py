@@ -30,7 +30,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgeml import __version__
 from edgeml.central.alerts import Alerter
 from edgeml.central.config import CentralConfig
-from edgeml.central.db import Overloaded, StoreClosed
 from edgeml.central.drift import DriftConfig
 from edgeml.central.gate import QualityGate
 from edgeml.central.intake import TelemetryIntake, replaying
@@ -39,10 +38,12 @@ from edgeml.central.performance import StoredReferenceRows
 from edgeml.central.routes import devices, drift, feedback, fleet, health, rollouts, targets, telemetry
 from edgeml.central.routes.deps import CentralState
 from edgeml.central.routes.pointers import TargetResolver
-from edgeml.central.store_process import Store, StoreProcess
+from edgeml.errors import Overloaded, StoreClosed
 from edgeml.observability import HTTP_REQUEST_SECONDS, TELEMETRY_BATCHES
 from edgeml.settings import Settings
 from edgeml.store.base import ObjectStore
+from edgeml.telemetry.process import StoreProcess
+from edgeml.telemetry.store import TelemetryStore
 
 __all__ = ["create_app"]
 
@@ -149,7 +150,7 @@ def _unavailable(config: CentralConfig) -> Any:
     return handler
 
 
-async def _compact_forever(store: Store, every_s: float) -> None:
+async def _compact_forever(store: TelemetryStore, every_s: float) -> None:
     while True:
         try:
             await run_in_threadpool(store.compact)
@@ -247,7 +248,7 @@ def create_app(config: CentralConfig) -> FastAPI:
 
 def _gate(
     config: CentralConfig,
-    db: Store,
+    db: TelemetryStore,
     object_store: ObjectStore | None,
     resolver: TargetResolver,
     alerter: Alerter | None,
@@ -284,8 +285,7 @@ def _retrainer(
     if spec is None or settings is None:
         return None
     from edgeml.central.retrain import current_retraining, submit_retraining
-    from edgeml.central.routes.pointers import TargetsUnavailable
-    from edgeml.errors import EdgemlError
+    from edgeml.errors import EdgemlError, TargetsUnavailable
 
     failed_at: dict[tuple[str, str], float] = {}  # (model, snapshot) -> when its job last failed
 

@@ -34,15 +34,15 @@ from edgeml.bundle.channels import ChannelPointer
 from edgeml.bundle.keys import Signer, timestamp
 from edgeml.bundle.rollout import promote, rollback
 from edgeml.central.alerts import Alerter
-from edgeml.central.db import FeedbackRecord
-from edgeml.central.drift import PooledWindow, pool_stored
+from edgeml.central.drift import pool_stored
 from edgeml.central.performance import realized_accuracy
 from edgeml.central.routes.pointers import TargetResolver
-from edgeml.central.store_process import Store
 from edgeml.errors import EdgemlError
 from edgeml.observability import CANARY_ACCURACY, CANARY_ACTIONS
 from edgeml.spec.models import CanaryGate
 from edgeml.store.base import ObjectStore
+from edgeml.telemetry.schema import FeedbackRecord, PooledWindow
+from edgeml.telemetry.store import TelemetryStore
 
 __all__ = ["ACTOR", "Evidence", "GateDecision", "QualityGate"]
 
@@ -125,7 +125,7 @@ class QualityGate:
 
     def __init__(
         self,
-        db: Store,
+        db: TelemetryStore,
         store: ObjectStore,
         resolver: TargetResolver,
         signer: Signer,

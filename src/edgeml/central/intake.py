@@ -20,10 +20,10 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edgeml.agent.telemetry import TelemetryBatch
 from edgeml.central.routes.deps import CentralState
 from edgeml.central.routes.telemetry import PATH, REPLAYED, ingest
 from edgeml.observability import HTTP_REQUEST_SECONDS
+from edgeml.telemetry.schema import TelemetryBatch
 
 __all__ = ["TelemetryIntake", "replaying"]
 

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edgeml.audit import AuditEntry
-    from edgeml.central.db import RowsPoint
     from edgeml.central.drift import DriftReport
     from edgeml.central.gate import Evidence, GateDecision
     from edgeml.central.monitor import GroupStatus
     from edgeml.central.performance import AccuracyEstimate, NannyMLReport, RealizedAccuracy
     from edgeml.central.routes.fleet import Fleet
+    from edgeml.telemetry.schema import RowsPoint
 
 __all__ = ["WindowHealth", "render_fleet_page"]
 

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from edgeml._thirdparty import import_nannyml
-from edgeml.agent.telemetry import SampleRow
 from edgeml.bundle.keys import KeyRing
 from edgeml.bundle.manifest import Manifest
 from edgeml.bundle.reference_rows import (
@@ -37,8 +36,7 @@ from edgeml.bundle.reference_rows import (
     probability_column,
     reference_rows_key,
 )
-from edgeml.central.drift import PooledWindow
-from edgeml.errors import EdgemlError
+from edgeml.errors import EdgemlError, NoReferenceRows
 from edgeml.observability import (
     ESTIMATED_ACCURACY,
     NANNYML_DRIFT_ALERT,
@@ -46,6 +44,7 @@ from edgeml.observability import (
     NANNYML_PERFORMANCE_ALERT,
     REALIZED_ACCURACY,
 )
+from edgeml.telemetry.schema import PooledWindow, SampleRow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,7 +59,6 @@ __all__ = [
     "NannyDrift",
     "NannyEstimate",
     "NannyMLReport",
-    "NoReferenceRows",
     "RealizedAccuracy",
     "StoredReferenceRows",
     "estimate_accuracy",
@@ -452,10 +450,6 @@ def publish_nannyml(model: str, version: int, group: str | None, report: NannyML
 
 
 # --- reference rows for NannyML ------------------------------------------------------------
-
-
-class NoReferenceRows(Exception):
-    """A version has no usable reference rows for NannyML; the message says why."""
 
 
 class StoredReferenceRows:

@@ -11,10 +11,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from edgeml.central.config import CentralConfig
-from edgeml.central.db import Device
 from edgeml.central.monitor import Monitor
 from edgeml.central.routes.pointers import TargetResolver
-from edgeml.central.store_process import Store
+from edgeml.telemetry.schema import Device
+from edgeml.telemetry.store import TelemetryStore
 
 __all__ = [
     "AdminDep",
@@ -34,7 +34,7 @@ class CentralState:
     """One running central node: its config, store, secrets and what the routes remember."""
 
     config: CentralConfig
-    store: Store
+    store: TelemetryStore
     admin_token: str
     bootstrap_token: str | None
     targets: TargetResolver

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeml.central.db import FeedbackItem
 from edgeml.central.routes.deps import DeviceOrAdminDep, StateDep, errors
+from edgeml.telemetry.schema import FeedbackItem
 
 __all__ = ["FeedbackAccepted", "FeedbackRequest", "router"]
 

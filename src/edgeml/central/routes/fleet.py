@@ -11,7 +11,6 @@ from fastapi.responses import HTMLResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
 from edgeml.audit import AuditEntry, AuditLog
-from edgeml.central.db import Device
 from edgeml.central.drift import ThresholdCache, compute_drift, pool_stored
 from edgeml.central.monitor import GroupStatus
 from edgeml.central.page import WindowHealth, render_fleet_page
@@ -19,6 +18,7 @@ from edgeml.central.performance import estimate_accuracy, realized_accuracy
 from edgeml.central.routes.deps import CentralState, FleetReaderDep, StateDep, errors
 from edgeml.errors import StoreError
 from edgeml.observability import DEVICE_LAST_SEEN, DEVICE_MODEL, FLEET_DEVICES, TELEMETRY_LAG
+from edgeml.telemetry.schema import Device
 
 __all__ = [
     "Fleet",

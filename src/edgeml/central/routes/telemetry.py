@@ -12,10 +12,9 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse
 
-from edgeml.agent.telemetry import TelemetryBatch
-from edgeml.central.db import BatchConflict, Device, Ingested, Overloaded, TelemetryAck
 from edgeml.central.routes.deps import CentralState, DeviceDep, StateDep, errors
 from edgeml.central.routes.fleet import set_serving
+from edgeml.errors import BatchConflict, Overloaded
 from edgeml.observability import (
     DEVICE_LAST_SEEN,
     DEVICE_SPOOL_DROPPED,
@@ -23,6 +22,7 @@ from edgeml.observability import (
     TELEMETRY_LAG,
     TELEMETRY_ROWS,
 )
+from edgeml.telemetry.schema import Device, Ingested, TelemetryAck, TelemetryBatch
 
 __all__ = ["PATH", "REPLAYED", "ingest", "router"]
 
