@@ -18,7 +18,7 @@ import pytest
 
 from agent.conftest import Publisher, with_golden
 from bundle.conftest import make_manifest, write_model
-from central.conftest import ADMIN, bearer, make_batch, make_config, running
+from central.conftest import ADMIN, bearer, make_config, running
 from central.test_alerts import Webhook
 from edgeml.audit import AuditLog
 from edgeml.bundle.build import publish_bundle
@@ -26,12 +26,13 @@ from edgeml.bundle.channels import pointer_key
 from edgeml.bundle.rollout import current, publish
 from edgeml.central.alerts import Alerter
 from edgeml.central.gate import ACTOR, QualityGate
-from edgeml.central.routes.pointers import TargetResolver
+from edgeml.central.services.targets import TargetResolver
 from edgeml.errors import ConfigError
 from edgeml.observability import REGISTRY
 from edgeml.spec.models import CanaryGate
 from edgeml.telemetry.db.store import DuckDBStore
 from edgeml.telemetry.schema import CalibratedSums, FeatureTelemetry, FeedbackItem
+from telemetry.batches import make_batch
 
 GATE = CanaryGate(soak_s=60, margin=0.02, min_rows=200, min_labels=100)
 

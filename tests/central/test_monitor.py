@@ -18,7 +18,7 @@ from edgeml.bundle.manifest import Reference
 from edgeml.bundle.reference import numeric_histogram
 from edgeml.bundle.verify import fetch_bundle
 from edgeml.central.monitor import GroupStatus, Monitor
-from edgeml.central.routes.pointers import TargetResolver
+from edgeml.central.services.targets import TargetResolver
 from edgeml.observability import REGISTRY
 from edgeml.telemetry.db.store import DuckDBStore
 

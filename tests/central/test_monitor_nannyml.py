@@ -20,7 +20,7 @@ from edgeml.central.alerts import Alerter
 from edgeml.central.config import CentralConfig, NannyMLConfig
 from edgeml.central.monitor import NANNYML_ALERT, GroupStatus, Monitor
 from edgeml.central.performance import StoredReferenceRows, probability_column, reference_rows_key
-from edgeml.central.routes.pointers import TargetResolver
+from edgeml.central.services.targets import TargetResolver
 from edgeml.errors import ConfigError
 from edgeml.observability import REGISTRY
 from edgeml.telemetry.schema import TelemetryBatch

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -33,14 +33,15 @@ from edgeml.central.config import CentralConfig
 from edgeml.central.drift import DriftConfig
 from edgeml.central.gate import QualityGate
 from edgeml.central.intake import TelemetryIntake, replaying
-from edgeml.central.monitor import GroupStatus, Monitor
+from edgeml.central.monitor import Monitor
 from edgeml.central.performance import StoredReferenceRows
 from edgeml.central.routes import devices, drift, feedback, fleet, health, rollouts, targets, telemetry
-from edgeml.central.routes.deps import CentralState
-from edgeml.central.routes.pointers import TargetResolver
+from edgeml.central.services.fleet import restore_gauges, write_prometheus_sd
+from edgeml.central.services.retraining import retrainer
+from edgeml.central.services.state import CentralState
+from edgeml.central.services.targets import TargetResolver
 from edgeml.errors import Overloaded, StoreClosed
 from edgeml.observability import HTTP_REQUEST_SECONDS, TELEMETRY_BATCHES
-from edgeml.settings import Settings
 from edgeml.store.base import ObjectStore
 from edgeml.telemetry.process import StoreProcess
 from edgeml.telemetry.store import TelemetryStore
@@ -175,8 +176,8 @@ def create_app(config: CentralConfig) -> FastAPI:
     state = CentralState(
         config=config, store=store, admin_token=admin, bootstrap_token=bootstrap, targets=resolver
     )
-    fleet.restore_gauges(state)
-    fleet.write_prometheus_sd(state)
+    restore_gauges(state)
+    write_prometheus_sd(state)
     alerter = (
         Alerter(config.alerts.webhook_url, repeat_after_s=config.alerts.repeat_after_s)
         if config.alerts.webhook_url
@@ -196,7 +197,7 @@ def create_app(config: CentralConfig) -> FastAPI:
             interval_s=config.monitor.interval_s,
             min_rows=config.monitor.min_rows,
             alerter=alerter,
-            on_drift=_retrainer(config, retrain_settings, resolver),
+            on_drift=retrainer(config, retrain_settings, resolver),
             drift=DriftConfig(min_js=config.monitor.min_js),
             gate=_gate(config, store, object_store, resolver, alerter),
             nannyml=config.monitor.nannyml,
@@ -267,73 +268,3 @@ def _gate(
         alerter=alerter,
         lookback=timedelta(seconds=config.gate.lookback_s),
     )
-
-
-#: after a retraining job failed, drift on the same data waits this long before another
-RETRAIN_COOLDOWN_S = 600.0
-
-
-def _retrainer(
-    config: CentralConfig, settings: Settings | None, resolver: TargetResolver
-) -> Callable[[GroupStatus], None] | None:
-    """On drift: the pipeline as a job, to the canary of the drifted group; once per served version.
-
-    Drift of a version older than the newest on any channel is left alone: a newer model is
-    already out (its own telemetry will say whether it drifts too).
-    """
-    spec = config.retrain.spec
-    if spec is None or settings is None:
-        return None
-    from edgeml.central.retrain import current_retraining, submit_retraining
-    from edgeml.errors import EdgemlError, TargetsUnavailable
-
-    failed_at: dict[tuple[str, str], float] = {}  # (model, snapshot) -> when its job last failed
-
-    def retrain(status: GroupStatus) -> None:
-        try:
-            published = [p.version for p in resolver.pointers(status.model).values()]
-        except TargetsUnavailable:
-            published = []
-        if published and status.version < max(published):
-            return
-        last = current_retraining(status.model, settings)
-        if last is not None and last.since_snapshot == status.snapshot:
-            if last.state != "failed":
-                return  # this version's data was retrained on already (or is being)
-            key = (status.model, status.snapshot)
-            failed_at.setdefault(key, time.monotonic())
-            if time.monotonic() - failed_at[key] < RETRAIN_COOLDOWN_S:
-                return  # a failed job is not retried every round: its log says why
-            del failed_at[key]
-        try:
-            submission = submit_retraining(
-                spec,
-                settings,
-                status.snapshot,
-                groups=[status.group] if status.group else [],
-                dashboard_address=config.retrain.dashboard,
-            )
-        except EdgemlError as exc:
-            log.error("retraining %s after drift in %s failed to start: %s", status.model, status.group, exc)
-            return
-        if not submission.submitted:
-            return  # one is running already
-        job = submission.job
-        if resolver.store is not None:
-            from edgeml.audit import AuditLog
-
-            AuditLog(resolver.store).append(
-                "central:auto",
-                "retrain.submit",
-                status.model,
-                after={"job": job.job_id, "since_snapshot": job.since_snapshot, "groups": [status.group]},
-                reason=f"v{status.version} drifted in {status.group}: {', '.join(status.drifted)}",
-            )
-        log.warning(
-            "drift in %s (%s): retraining job %s submitted",
-            status.group,
-            ", ".join(status.drifted),
-            job.job_id,
-        )
-
-    return retrain

@@ -28,15 +28,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from edgeml.bundle.channels import ChannelPointer
 from edgeml.bundle.keys import Signer, timestamp
+from edgeml.bundle.manifest import Manifest
 from edgeml.bundle.rollout import promote, rollback
 from edgeml.central.alerts import Alerter
 from edgeml.central.drift import pool_stored
 from edgeml.central.performance import realized_accuracy
-from edgeml.central.routes.pointers import TargetResolver
 from edgeml.errors import EdgemlError
 from edgeml.observability import CANARY_ACCURACY, CANARY_ACTIONS
 from edgeml.spec.models import CanaryGate
@@ -44,13 +44,25 @@ from edgeml.store.base import ObjectStore
 from edgeml.telemetry.schema import FeedbackRecord, PooledWindow
 from edgeml.telemetry.store import TelemetryStore
 
-__all__ = ["ACTOR", "Evidence", "GateDecision", "QualityGate"]
+__all__ = ["ACTOR", "Channels", "Evidence", "GateDecision", "QualityGate"]
 
 log = logging.getLogger("edgeml.central.gate")
 
 ACTOR = "central:quality-gate"
 
 Action = Literal["wait", "soak", "promote", "rollback"]
+
+
+class Channels(Protocol):
+    """Where the gate reads verified channel pointers and manifests (the node's target resolver)."""
+
+    def pointers(self, model: str) -> dict[str, ChannelPointer]: ...
+
+    def forget(self, model: str) -> None: ...
+
+    def manifest(self, model: str, version: int, profile: str) -> Manifest | None: ...
+
+
 Metric = Literal["realized", "estimated"]
 
 
@@ -127,7 +139,7 @@ class QualityGate:
         self,
         db: TelemetryStore,
         store: ObjectStore,
-        resolver: TargetResolver,
+        resolver: Channels,
         signer: Signer,
         *,
         alerter: Alerter | None = None,

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edgeml.central.routes.deps import CentralState
 from edgeml.central.routes.telemetry import PATH, REPLAYED, ingest
+from edgeml.central.services.state import CentralState
 from edgeml.observability import HTTP_REQUEST_SECONDS
 from edgeml.telemetry.schema import TelemetryBatch
 

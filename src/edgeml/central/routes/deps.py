@@ -1,24 +1,19 @@
-"""What every router shares: the service state, bearer-token auth, error bodies."""
+"""What every router shares: the node's state as a dependency, bearer-token auth, error bodies."""
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from edgeml.central.config import CentralConfig
-from edgeml.central.monitor import Monitor
-from edgeml.central.routes.pointers import TargetResolver
+from edgeml.central.services.state import CentralState
 from edgeml.telemetry.schema import Device
-from edgeml.telemetry.store import TelemetryStore
 
 __all__ = [
     "AdminDep",
-    "CentralState",
     "DeviceDep",
     "DeviceOrAdminDep",
     "ErrorBody",
@@ -27,20 +22,6 @@ __all__ = [
     "StateDep",
     "errors",
 ]
-
-
-@dataclass
-class CentralState:
-    """One running central node: its config, store, secrets and what the routes remember."""
-
-    config: CentralConfig
-    store: TelemetryStore
-    admin_token: str
-    bootstrap_token: str | None
-    targets: TargetResolver
-    # device id -> the DEVICE_MODEL labels set for it, so a version change removes the old series
-    serving_labels: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)
-    monitor: Monitor | None = None  # the watch over drift and accuracy (None: disabled)
 
 
 class ErrorBody(BaseModel):

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeml.central.routes.deps import AdminDep, RegistrarDep, StateDep, errors
-from edgeml.central.routes.fleet import forget_device_series, update_fleet_gauges, write_prometheus_sd
+from edgeml.central.services.fleet import forget_device_series, update_fleet_gauges, write_prometheus_sd
 from edgeml.errors import DeviceExists, UnknownDevice
 from edgeml.spec.types import Slug
 from edgeml.telemetry.schema import Device

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from edgeml.central.routes.deps import DeviceOrAdminDep, StateDep, errors
-from edgeml.central.routes.pointers import TargetAnswer
+from edgeml.central.services.targets import TargetAnswer
 from edgeml.errors import TargetsUnavailable
 
 __all__ = ["router"]

@@ -7,20 +7,15 @@ it, :class:`edgeml.central.intake.TelemetryIntake`, which shares :func:`ingest`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse
 
-from edgeml.central.routes.deps import CentralState, DeviceDep, StateDep, errors
-from edgeml.central.routes.fleet import set_serving
+from edgeml.central.routes.deps import DeviceDep, StateDep, errors
+from edgeml.central.services.fleet import observe_batch
+from edgeml.central.services.state import CentralState
 from edgeml.errors import BatchConflict, Overloaded
 from edgeml.observability import (
-    DEVICE_LAST_SEEN,
-    DEVICE_SPOOL_DROPPED,
     TELEMETRY_BATCHES,
-    TELEMETRY_LAG,
-    TELEMETRY_ROWS,
 )
 from edgeml.telemetry.schema import Device, Ingested, TelemetryAck, TelemetryBatch
 
@@ -85,20 +80,5 @@ async def ingest(state: CentralState, batch: TelemetryBatch, device: Device) -> 
         TELEMETRY_BATCHES.labels("duplicate").inc()
     else:
         TELEMETRY_BATCHES.labels("accepted").inc()
-        _observe(state, batch, device, result.ack.received_at)
+        observe_batch(state, batch, device, result.ack.received_at)
     return result
-
-
-def _observe(state: CentralState, batch: TelemetryBatch, device: Device, received: datetime) -> None:
-    """Fleet gauges after a new batch."""
-    group = device.group or ""
-    labels = (device.device_id, group)
-    DEVICE_LAST_SEEN.labels(*labels).set(received.timestamp())
-    TELEMETRY_ROWS.labels(batch.model, batch.group or group).inc(batch.rows)
-    if batch.dropped_before:
-        DEVICE_SPOOL_DROPPED.labels(*labels).inc(batch.dropped_before)
-    now = state.store.device(device.device_id)
-    if now is None or now.last_window_end != batch.window_end:
-        return  # an older window arriving late: the newest one's lag and version stand
-    TELEMETRY_LAG.labels(*labels).set(max(0.0, (datetime.now(UTC) - batch.window_end).total_seconds()))
-    set_serving(state, now)
