@@ -19,7 +19,8 @@
     │   ├── StoreClosed              the telemetry store is closed, or its writer died
     │   └── TargetsUnavailable       the channel pointers cannot be read now
     ├── NoReferenceRows              a model version has no usable reference rows for NannyML
-    └── (UserError) BatchConflict 422, DeviceExists 409, UnknownDevice 404: central requests
+    └── (UserError) requests to the central node: Unauthorized 401, Forbidden 403, UnknownDevice
+        404, DeviceExists 409, TooLarge 413, InvalidRequest 422, BatchConflict 422
 
 Every error carries the HTTP status it is answered with (``http_status``; 500 unless the
 class says otherwise); the central node maps them all in one exception handler.
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "BatchConflict",
@@ -40,7 +42,9 @@ __all__ = [
     "ConfigError",
     "DeviceExists",
     "EdgemlError",
+    "Forbidden",
     "InvalidKeyError",
+    "InvalidRequest",
     "NoReferenceRows",
     "ObjectNotFoundError",
     "Overloaded",
@@ -52,6 +56,8 @@ __all__ = [
     "StoreError",
     "StoreUnreachableError",
     "TargetsUnavailable",
+    "TooLarge",
+    "Unauthorized",
     "Unavailable",
     "UnknownDevice",
     "UserError",
@@ -219,3 +225,34 @@ class UnknownDevice(UserError):
     """No device has this id."""
 
     http_status = 404
+
+
+class Unauthorized(UserError):
+    """No credentials, or credentials that are not (or no longer) valid."""
+
+    http_status = 401
+
+
+class Forbidden(UserError):
+    """Valid credentials that may not do this."""
+
+    http_status = 403
+
+
+class TooLarge(UserError):
+    """A request body over the configured limit."""
+
+    http_status = 413
+
+
+class InvalidRequest(UserError):
+    """A request body that does not validate; ``errors`` name each bad field (``loc``, ``msg``, ``type``)."""
+
+    http_status = 422
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in errors))
+
+    def http_detail(self) -> object:
+        return self.errors

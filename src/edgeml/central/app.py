@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,16 +32,18 @@ from edgeml.central.alerts import Alerter
 from edgeml.central.config import CentralConfig
 from edgeml.central.drift import DriftConfig
 from edgeml.central.gate import QualityGate
-from edgeml.central.intake import TelemetryIntake, replaying
+from edgeml.central.intake import BodyLimitMiddleware, TelemetryIntake
 from edgeml.central.monitor import Monitor
 from edgeml.central.performance import StoredReferenceRows
 from edgeml.central.routes import devices, drift, feedback, fleet, health, rollouts, targets, telemetry
+from edgeml.central.routes.deps import error_response
+from edgeml.central.routes.telemetry import openapi_with_batch
 from edgeml.central.services.fleet import restore_gauges, write_prometheus_sd
 from edgeml.central.services.retraining import retrainer
 from edgeml.central.services.state import CentralState
 from edgeml.central.services.targets import TargetResolver
-from edgeml.errors import Overloaded, StoreClosed
-from edgeml.observability import HTTP_REQUEST_SECONDS, TELEMETRY_BATCHES
+from edgeml.errors import EdgemlError
+from edgeml.observability import track_http_request
 from edgeml.store.base import ObjectStore
 from edgeml.telemetry.process import StoreProcess
 from edgeml.telemetry.store import TelemetryStore
@@ -75,78 +77,20 @@ class TimingMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUEST_SECONDS.labels(template, scope["method"], str(status)).observe(
-                time.perf_counter() - start
-            )
-
-
-class BodyLimitMiddleware:
-    """413 for bodies over the limit: by Content-Length at once, or while a chunked body streams in."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await self._refuse(scope, send)
-            return
-        if length is not None or scope["method"] in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        # no length given (chunked): read it all, up to the limit, then hand it on
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body += message.get("body", b"")
-            if len(body) > self.limit:
-                await self._refuse(scope, send)
-                return
-            more = message.get("more_body", False)
-        await self.app(scope, replaying(bytes(body), receive), send)
-
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        if scope["path"] == telemetry.PATH:
-            TELEMETRY_BATCHES.labels("rejected").inc()
-        payload = json.dumps({"detail": f"the request body is over the {self.limit}-byte limit"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+            track_http_request(template, scope["method"], status, time.perf_counter() - start)
 
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """422 naming each bad field; the offending input is not echoed (a batch can be megabytes)."""
     assert isinstance(exc, RequestValidationError)
-    if request.url.path == telemetry.PATH:
-        TELEMETRY_BATCHES.labels("rejected").inc()
     detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def _unavailable(config: CentralConfig) -> Any:
+def _error(config: CentralConfig) -> Any:
     def handler(_: Request, exc: Exception) -> JSONResponse:
-        status = 429 if isinstance(exc, Overloaded) else 503
-        return JSONResponse(
-            {"detail": str(exc)},
-            status_code=status,
-            headers={"Retry-After": str(config.limits.retry_after_s)},
-        )
+        assert isinstance(exc, EdgemlError)
+        return error_response(exc, config.limits.retry_after_s)
 
     return handler
 
@@ -239,11 +183,12 @@ def create_app(config: CentralConfig) -> FastAPI:
     for module in (devices, targets, telemetry, feedback, fleet, drift, rollouts, health):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for error in (Overloaded, StoreClosed):
-        app.add_exception_handler(error, _unavailable(config))
-    app.add_middleware(BodyLimitMiddleware, limit=int(config.limits.max_body_bytes))
+    app.add_exception_handler(EdgemlError, _error(config))
+    app.openapi = partial(openapi_with_batch, app)  # type: ignore[method-assign]
+    limit = int(config.limits.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit=limit, retry_after_s=config.limits.retry_after_s)
     app.add_middleware(TimingMiddleware)  # 413s are timed too
-    app.add_middleware(TelemetryIntake, state=state, limit=int(config.limits.max_body_bytes))
+    app.add_middleware(TelemetryIntake, state=state, limit=limit)
     return app
 
 

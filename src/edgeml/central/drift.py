@@ -49,7 +49,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgeml.bundle.manifest import CategoryCounts, Histogram, Manifest
-from edgeml.observability import DRIFT_BREACH, DRIFT_SCORE
+from edgeml.observability import track_drift
 from edgeml.telemetry.schema import CalibratedSums, FeatureTelemetry, PooledWindow, TelemetryBatch
 
 if TYPE_CHECKING:
@@ -544,8 +544,6 @@ def compute_drift(
 
 def publish_drift(report: DriftReport) -> None:
     """Set DRIFT_SCORE (every method) and DRIFT_BREACH (the deciding method) from a report."""
-    version, group = str(report.version), report.group or ""
     for f in report.features:
-        for s in f.scores:
-            DRIFT_SCORE.labels(report.model, version, group, f.feature, s.method).set(s.value)
-        DRIFT_BREACH.labels(report.model, version, group, f.feature).set(1 if f.breached else 0)
+        scores: dict[str, float] = {s.method: s.value for s in f.scores}
+        track_drift(report.model, report.version, report.group, f.feature, scores, f.breached)

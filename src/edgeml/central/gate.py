@@ -38,7 +38,7 @@ from edgeml.central.alerts import Alerter
 from edgeml.central.drift import pool_stored
 from edgeml.central.performance import realized_accuracy
 from edgeml.errors import EdgemlError
-from edgeml.observability import CANARY_ACCURACY, CANARY_ACTIONS
+from edgeml.observability import track_canary_accuracy, track_canary_action
 from edgeml.spec.models import CanaryGate
 from edgeml.store.base import ObjectStore
 from edgeml.telemetry.schema import FeedbackRecord, PooledWindow
@@ -224,8 +224,8 @@ class QualityGate:
             )
         else:
             metric, new, old = compared
-            CANARY_ACCURACY.labels(model, str(canary.version), "canary", metric).set(new)
-            CANARY_ACCURACY.labels(model, str(stable.version), "champion", metric).set(old)
+            track_canary_accuracy(model, canary.version, "canary", metric, new)
+            track_canary_accuracy(model, stable.version, "champion", metric, old)
             figures = (
                 f"{metric} accuracy: canary v{canary.version} {new:.1%}, champion v{stable.version} {old:.1%}"
             )
@@ -278,7 +278,7 @@ class QualityGate:
             return
         finally:
             self.resolver.forget(decision.model)
-        CANARY_ACTIONS.labels(decision.model, decision.action).inc()
+        track_canary_action(decision.model, decision.action)
         self.actions.append(decision)
         log.warning("quality gate: %s %s (%s)", decision.action, where, decision.reason)
         if self.alerter is not None:

@@ -19,12 +19,13 @@ from edgeml.central.performance import (
 )
 from edgeml.central.services.state import CentralState
 from edgeml.observability import (
-    DEVICE_LAST_SEEN,
-    DEVICE_MODEL,
-    DEVICE_SPOOL_DROPPED,
-    FLEET_DEVICES,
-    TELEMETRY_LAG,
-    TELEMETRY_ROWS,
+    forget_device,
+    track_device_lag,
+    track_device_model,
+    track_device_seen,
+    track_device_spool_dropped,
+    track_fleet_devices,
+    track_telemetry_rows,
 )
 from edgeml.telemetry.schema import Device, TelemetryBatch
 
@@ -169,54 +170,46 @@ def write_prometheus_sd(state: CentralState) -> None:
 
 
 def update_fleet_gauges(state: CentralState) -> None:
-    """FLEET_DEVICES per state (a device goes offline by time passing: computed on each scrape)."""
+    """Devices per state (a device goes offline by time passing: computed on each scrape)."""
     for name, count in fleet_view(state).counts.items():
-        FLEET_DEVICES.labels(name).set(count)
+        track_fleet_devices(name, count)
 
 
 def set_serving(state: CentralState, device: Device) -> None:
-    """DEVICE_MODEL for the version a device serves; the series of its previous version goes."""
+    """The version a device serves, on its gauge; the series of its previous version goes."""
     if device.serving_model is None:
         return
-    labels = (device.device_id, device.group or "", device.serving_model, str(device.serving_version))
+    serving = (device.device_id, device.group or "", device.serving_model, str(device.serving_version))
     previous = state.serving_labels.get(device.device_id)
-    if previous == labels:
+    if previous == serving:
         return
-    if previous is not None:
-        DEVICE_MODEL.remove(*previous)
-    state.serving_labels[device.device_id] = labels
-    DEVICE_MODEL.labels(*labels).set(1)
+    state.serving_labels[device.device_id] = serving
+    track_device_model(serving, previous)
 
 
 def forget_device_series(state: CentralState, device: Device) -> None:
     """A decommissioned device leaves the per-device gauges."""
-    labels = (device.device_id, device.group or "")
-    for gauge in (DEVICE_LAST_SEEN, TELEMETRY_LAG):
-        gauge.remove(*labels)  # a series never set: nothing happens
-    previous = state.serving_labels.pop(device.device_id, None)
-    if previous is not None:
-        DEVICE_MODEL.remove(*previous)
+    forget_device(device.device_id, device.group, state.serving_labels.pop(device.device_id, None))
 
 
 def restore_gauges(state: CentralState) -> None:
     """After a restart: what the store remembers of active devices, back on the gauges."""
     for device in state.store.devices():
         if device.active and device.last_seen is not None:
-            DEVICE_LAST_SEEN.labels(device.device_id, device.group or "").set(device.last_seen.timestamp())
+            track_device_seen(device.device_id, device.group, device.last_seen.timestamp())
             set_serving(state, device)
     update_fleet_gauges(state)
 
 
 def observe_batch(state: CentralState, batch: TelemetryBatch, device: Device, received: datetime) -> None:
     """Fleet gauges after a new batch."""
-    group = device.group or ""
-    labels = (device.device_id, group)
-    DEVICE_LAST_SEEN.labels(*labels).set(received.timestamp())
-    TELEMETRY_ROWS.labels(batch.model, batch.group or group).inc(batch.rows)
+    track_device_seen(device.device_id, device.group, received.timestamp())
+    track_telemetry_rows(batch.model, batch.group or device.group, batch.rows)
     if batch.dropped_before:
-        DEVICE_SPOOL_DROPPED.labels(*labels).inc(batch.dropped_before)
+        track_device_spool_dropped(device.device_id, device.group, batch.dropped_before)
     now = state.store.device(device.device_id)
     if now is None or now.last_window_end != batch.window_end:
         return  # an older window arriving late: the newest one's lag and version stand
-    TELEMETRY_LAG.labels(*labels).set(max(0.0, (datetime.now(UTC) - batch.window_end).total_seconds()))
+    lag = max(0.0, (datetime.now(UTC) - batch.window_end).total_seconds())
+    track_device_lag(device.device_id, device.group, lag)
     set_serving(state, now)

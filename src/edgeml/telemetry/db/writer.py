@@ -73,7 +73,7 @@ _STOP = object()
 
 
 def encode(batch: TelemetryBatch) -> tuple[str, str]:
-    """The batch's stored payload (:func:`~edgeml.central.batch_group.payload_of`) and the sha256
+    """The batch's stored payload (:func:`~edgeml.telemetry.db.batch_group.payload_of`) and the sha256
     of its canonical JSON (what a repeat is compared by)."""
     canonical = batch.model_dump_json()
     return payload_of(batch), hashlib.sha256(canonical.encode()).hexdigest()
