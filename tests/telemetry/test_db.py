@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from edgeml.bundle.manifest import Histogram
 from edgeml.errors import BatchConflict, StoreClosed
 from edgeml.telemetry.db.batch_group import BatchGroup
-from edgeml.telemetry.db.schema import ROW_GROUP_ROWS
 from edgeml.telemetry.db.store import DuckDBStore
+from edgeml.telemetry.db.tables import ROW_GROUP_ROWS
 from edgeml.telemetry.db.writer import encode
 from edgeml.telemetry.schema import (
     CompactResult,

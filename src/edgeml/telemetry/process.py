@@ -51,8 +51,8 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 from edgeml.errors import Overloaded, StoreClosed
 from edgeml.telemetry.db.batch_group import BatchGroup
 from edgeml.telemetry.db.devices import DeviceDirectory, hash_token
-from edgeml.telemetry.db.schema import DEFAULT_MEMORY_LIMIT
 from edgeml.telemetry.db.store import DuckDBStore
+from edgeml.telemetry.db.tables import DEFAULT_MEMORY_LIMIT
 from edgeml.telemetry.db.writer import MAX_GROUP, encode
 from edgeml.telemetry.schema import Device, Ingested, Outcomes, TelemetryBatch
 

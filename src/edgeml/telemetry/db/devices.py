@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from edgeml.telemetry.db.batch_group import STAMP
-from edgeml.telemetry.db.schema import from_us
+from edgeml.telemetry.db.tables import from_us
 from edgeml.telemetry.schema import Device
 
 __all__ = [

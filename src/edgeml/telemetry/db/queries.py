@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from edgeml.bundle.manifest import Histogram
 from edgeml.telemetry.db.batch_group import rebuilt
-from edgeml.telemetry.db.schema import EPOCH, from_us
+from edgeml.telemetry.db.tables import EPOCH, from_us
 from edgeml.telemetry.schema import (
     CalibratedSums,
     FeatureTelemetry,

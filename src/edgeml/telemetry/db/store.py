@@ -1,7 +1,7 @@
 """The telemetry store on DuckDB: one file, one writer thread, readers on their own cursors.
 
 :class:`DuckDBStore` is the :class:`~edgeml.telemetry.store.TelemetryStore` of one DuckDB file
-(:mod:`.schema`): writes go through its :class:`~edgeml.telemetry.db.writer.Writer`, reads
+(:mod:`.tables`): writes go through its :class:`~edgeml.telemetry.db.writer.Writer`, reads
 (:mod:`.queries`) run on cursors of their own, with all of DuckDB's threads while they run
 (the writer runs on ``WRITE_THREADS``). The device registry (:mod:`.devices`) is kept in
 memory. The central node runs this store in a process of its own
@@ -37,7 +37,7 @@ from edgeml.telemetry.db.devices import (
     recover_devices,
     save_devices,
 )
-from edgeml.telemetry.db.schema import CATALOG, DEFAULT_MEMORY_LIMIT, connect, create, insert
+from edgeml.telemetry.db.tables import CATALOG, DEFAULT_MEMORY_LIMIT, connect, create, insert
 from edgeml.telemetry.db.writer import Writer
 from edgeml.telemetry.schema import (
     CompactResult,

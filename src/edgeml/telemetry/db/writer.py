@@ -34,7 +34,7 @@ import pyarrow as pa
 from edgeml.errors import BatchConflict, Overloaded, StoreClosed
 from edgeml.telemetry.db.batch_group import BatchGroup, Head, payload_of
 from edgeml.telemetry.db.devices import DEVICE_STATE_S, UPDATE_DEVICES, DeviceDirectory, device_table
-from edgeml.telemetry.db.schema import EPOCH, select_list
+from edgeml.telemetry.db.tables import EPOCH, select_list
 from edgeml.telemetry.schema import Device, Ingested, Outcomes, Stored, TelemetryBatch
 
 __all__ = ["MAX_GROUP", "Writer", "encode"]
