@@ -66,6 +66,38 @@ def test_invalid_batches_are_422_naming_the_field(central: Central) -> None:
     assert central.store.batches() == []
 
 
+def test_bodies_that_are_no_batch_get_the_answers_of_a_json_api(central: Central) -> None:
+    token = central.register()
+    rejected = outcome("rejected")
+
+    def post(content: bytes, content_type: str | None, auth: dict[str, str]) -> tuple[int, object]:
+        headers = auth | ({"Content-Type": content_type} if content_type else {})
+        answer = central.client.post("/v1/telemetry", content=content, headers=headers)
+        return answer.status_code, answer.json()["detail"]
+
+    body = make_batch().model_dump_json().encode()
+    assert post(b"", "application/json", bearer(token)) == (
+        422,
+        [{"loc": ["body"], "msg": "Field required", "type": "missing"}],
+    )
+    status, detail = post(body, "text/plain", bearer(token))  # JSON only when the type says so
+    assert (status, [e["loc"] for e in detail]) == (422, [["body"]])
+    status, detail = post(body, None, bearer(token))  # no type: no JSON either
+    assert (status, [e["loc"] for e in detail]) == (422, [["body"]])
+    assert post(b'{"rows": "\xf9"}', "application/json", bearer(token)) == (
+        400,
+        "There was an error parsing the body",
+    )
+    assert post(b"{not json", "application/json", {})[0] == 422  # not JSON: before the token
+    assert post(body, "application/json", {}) == (
+        401,
+        "this needs a bearer token (Authorization: Bearer <token>)",
+    )
+    assert post(b"", "application/json", {})[0] == 401  # a missing body: after the token
+    assert outcome("rejected") == rejected + 4
+    assert central.store.batches() == []
+
+
 def test_oversized_bodies_are_413_with_or_without_a_length(tmp_path: Path) -> None:
     with running(make_config(tmp_path, limits={"max_body_bytes": 2000})) as central:
         token = central.register()

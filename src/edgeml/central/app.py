@@ -2,11 +2,12 @@
 
 Routers (``edgeml.central.routes``): devices, targets, telemetry, feedback, fleet (JSON and
 the page at ``/``), drift, rollouts (the quality gate), health (``/healthz``, ``/readyz``,
-``/metrics``). Three ASGI middlewares wrap them: the telemetry fast path
-(:mod:`edgeml.central.intake`), request timing (:data:`HTTP_REQUEST_SECONDS`, by route
-template) and the body limit (413 before a byte of an oversized body is parsed).
-The telemetry store is opened here and closed when the server shuts down; run one process
-per database file.
+``/metrics``). Three ASGI middlewares wrap them: the telemetry intake, which answers every
+telemetry post with the function the route calls (:mod:`edgeml.central.intake`), request
+timing (by route template) and the body limit (413 before more than the limit is read).
+Every :class:`~edgeml.errors.EdgemlError` a route raises is answered by one handler
+(:func:`~edgeml.central.routes.deps.error_response`). The telemetry store is opened here and
+closed when the server shuts down; run one process per database file.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class TimingMiddleware:
             track_http_request(template, scope["method"], status, time.perf_counter() - start)
 
 
-def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     """422 naming each bad field; the offending input is not echoed (a batch can be megabytes)."""
     assert isinstance(exc, RequestValidationError)
     detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]

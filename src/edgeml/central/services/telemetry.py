@@ -76,13 +76,19 @@ async def receive_batch(
     return result
 
 
+#: an empty body, refused as FastAPI refuses a missing one (after the token)
+_MISSING = object()
+
+
 def _parse(body: bytes, content_type: str | None) -> TelemetryBatch | Any:
     """The batch, when the body is one; else what to validate for the errors (see :func:`_validated`).
 
     Valid batches, nearly all of them, are parsed and validated in one pass by pydantic's JSON
     parser. Anything else is looked at again the way FastAPI reads a body: as JSON when the
-    content type says so (or none is given; not JSON then is refused at once), else as bytes.
+    content type says so (not JSON then is refused at once), else as bytes.
     """
+    if not body:
+        return _MISSING
     if not _is_json(content_type):
         return body
     try:
@@ -99,6 +105,8 @@ def _parse(body: bytes, content_type: str | None) -> TelemetryBatch | Any:
 
 
 def _validated(data: Any) -> TelemetryBatch:
+    if data is _MISSING:
+        raise InvalidRequest([{"loc": ["body"], "msg": "Field required", "type": "missing"}])
     try:
         return TelemetryBatch.model_validate(data, from_attributes=True)
     except ValidationError as exc:
@@ -109,8 +117,10 @@ def _validated(data: Any) -> TelemetryBatch:
 
 
 def _is_json(content_type: str | None) -> bool:
-    """As FastAPI decides whether to read a body as JSON."""
-    if not content_type or content_type.partition(";")[0].strip().lower() == "application/json":
+    """As FastAPI decides whether to read a body as JSON (strictly: a type must say so)."""
+    if not content_type:
+        return False
+    if content_type.partition(";")[0].strip().lower() == "application/json":
         return True
     message = Message()
     message["content-type"] = content_type
