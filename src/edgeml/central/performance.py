@@ -476,7 +476,9 @@ class StoredReferenceRows:
                 raise NoReferenceRows(f"no reference rows published at {key}")
             data = self.store.get(key)
             KeyRing.from_dir(self.keyring).verify(data, self.store.get(key + ".sig"))
-        except EdgemlError as exc:
+        except NoReferenceRows:
+            raise
+        except EdgemlError as exc:  # the store's or the signature's
             raise NoReferenceRows(f"reference rows {key} refused: {exc.message}") from exc
         frame = pd.read_parquet(io.BytesIO(data))
         self._found[key] = frame
