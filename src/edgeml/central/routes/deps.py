@@ -80,6 +80,7 @@ Credentials = HTTPAuthorizationCredentials | None
 
 
 def _token(credentials: Credentials) -> str:
+    """The token FastAPI's HTTPBearer found, checked as the telemetry intake checks a header."""
     return bearer_token(None if credentials is None else f"Bearer {credentials.credentials}")
 
 
