@@ -13,7 +13,17 @@
     │       └── BucketNotFoundError      the bucket does not exist
     ├── StoreError                   an object-store operation failed
     │   └── ObjectNotFoundError      the key does not exist
-    └── BundleRejected               a bundle or channel pointer failed verification
+    ├── BundleRejected               a bundle or channel pointer failed verification
+    ├── Unavailable                  the central node cannot serve this now (503, Retry-After)
+    │   ├── Overloaded               too much telemetry waits to be written (429)
+    │   ├── StoreClosed              the telemetry store is closed, or its writer died
+    │   └── TargetsUnavailable       the channel pointers cannot be read now
+    ├── NoReferenceRows              a model version has no usable reference rows for NannyML
+    └── (UserError) requests to the central node: Unauthorized 401, Forbidden 403, UnknownDevice
+        404, DeviceExists 409, TooLarge 413, InvalidRequest 422, BatchConflict 422
+
+Every error carries the HTTP status it is answered with (``http_status``; 500 unless the
+class says otherwise); the central node maps them all in one exception handler.
 
 Errors that wrap a foreign exception keep it as ``__cause__`` (``raise ... from exc``),
 so ``--debug`` shows the whole chain.
@@ -23,20 +33,33 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
+    "BatchConflict",
     "BucketNotFoundError",
     "BundleRejected",
     "ConfigError",
+    "DeviceExists",
     "EdgemlError",
+    "Forbidden",
     "InvalidKeyError",
+    "InvalidRequest",
+    "NoReferenceRows",
     "ObjectNotFoundError",
+    "Overloaded",
     "SpecError",
     "SpecIssue",
     "StoreAccessDeniedError",
+    "StoreClosed",
     "StoreConfigError",
     "StoreError",
     "StoreUnreachableError",
+    "TargetsUnavailable",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
+    "UnknownDevice",
     "UserError",
 ]
 
@@ -44,10 +67,12 @@ __all__ = [
 class EdgemlError(Exception):
     """Base of every error edgeml raises on purpose.
 
-    ``exit_code`` is what the CLI exits with; ``hint`` is one line on what to do next.
+    ``exit_code`` is what the CLI exits with; ``http_status`` what the central node answers
+    with; ``hint`` is one line on what to do next.
     """
 
     exit_code: int = 1
+    http_status: int = 500
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -57,11 +82,16 @@ class EdgemlError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
+    def http_detail(self) -> object:
+        """The ``detail`` of the HTTP answer's JSON body."""
+        return str(self)
+
 
 class UserError(EdgemlError):
     """Something the user can fix: a bad input, spec, setting or request."""
 
     exit_code = 2
+    http_status = 400
 
 
 class ConfigError(UserError):
@@ -147,3 +177,82 @@ class BundleRejected(EdgemlError):
     def __init__(self, reason: str, message: str, *, hint: str | None = None) -> None:
         super().__init__(f"{message} [{reason}]", hint=hint)
         self.reason = reason
+
+
+# --- the central node -----------------------------------------------------------------------
+
+
+class Unavailable(EdgemlError):
+    """The central node cannot serve this now; the caller should retry after a while."""
+
+    http_status = 503
+
+
+class Overloaded(Unavailable):
+    """Too many batches wait for the writer: the caller should come back later."""
+
+    http_status = 429
+
+
+class StoreClosed(Unavailable):
+    """The telemetry store is closed (or its writer died): nothing can be written."""
+
+
+class TargetsUnavailable(Unavailable):
+    """The object store or the key ring cannot be read now."""
+
+
+class NoReferenceRows(EdgemlError):
+    """A version has no usable reference rows for NannyML; the message says why."""
+
+
+class BatchConflict(UserError):
+    """A batch id this device already used, with a different body."""
+
+    http_status = 422
+
+    def http_detail(self) -> object:
+        return [{"loc": ["body", "batch_id"], "msg": self.message, "type": "batch_id_reused"}]
+
+
+class DeviceExists(UserError):
+    """A device with this id is already registered."""
+
+    http_status = 409
+
+
+class UnknownDevice(UserError):
+    """No device has this id."""
+
+    http_status = 404
+
+
+class Unauthorized(UserError):
+    """No credentials, or credentials that are not (or no longer) valid."""
+
+    http_status = 401
+
+
+class Forbidden(UserError):
+    """Valid credentials that may not do this."""
+
+    http_status = 403
+
+
+class TooLarge(UserError):
+    """A request body over the configured limit."""
+
+    http_status = 413
+
+
+class InvalidRequest(UserError):
+    """A request body that does not validate; ``errors`` name each bad field (``loc``, ``msg``, ``type``)."""
+
+    http_status = 422
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in errors))
+
+    def http_detail(self) -> object:
+        return self.errors

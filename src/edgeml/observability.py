@@ -9,8 +9,9 @@ apart and tests can read ours without interference.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -365,3 +366,141 @@ def get_tracer(name: str = "edgeml") -> Tracer:
     from opentelemetry import trace
 
     return trace.get_tracer(name)
+
+
+# --- central node and telemetry helpers (appended; call sites never touch labels) --------------
+
+
+@functools.cache
+def _http_timer(route: str, method: str, status: int) -> Histogram:
+    return HTTP_REQUEST_SECONDS.labels(route, method, str(status))
+
+
+def track_http_request(route: str, method: str, status: int, seconds: float) -> None:
+    """One central-node request, by route template (never the raw path: ids would explode it)."""
+    _http_timer(route, method, status).observe(seconds)
+
+
+def track_telemetry_batch(outcome: str, count: int = 1) -> None:
+    """A batch the central node received: accepted, duplicate, conflict, rejected or throttled."""
+    TELEMETRY_BATCHES.labels(outcome).inc(count)
+
+
+def track_telemetry_rows(model: str, group: str | None, rows: int) -> None:
+    """Rows predicted on devices, as an accepted batch reports them."""
+    TELEMETRY_ROWS.labels(model, group or "").inc(rows)
+
+
+def track_fleet_devices(state: str, count: int) -> None:
+    """How many registered devices are online, offline or decommissioned."""
+    FLEET_DEVICES.labels(state).set(count)
+
+
+def track_device_seen(device: str, group: str | None, at: float) -> None:
+    """A device's latest telemetry arrived at ``at`` (Unix time)."""
+    DEVICE_LAST_SEEN.labels(device, group or "").set(at)
+
+
+def track_device_lag(device: str, group: str | None, seconds: float) -> None:
+    """How far behind now a device's newest telemetry window ends."""
+    TELEMETRY_LAG.labels(device, group or "").set(seconds)
+
+
+def track_device_spool_dropped(device: str, group: str | None, count: int) -> None:
+    """Batches a device reported dropping (its spool was full)."""
+    DEVICE_SPOOL_DROPPED.labels(device, group or "").inc(count)
+
+
+#: a device's DEVICE_MODEL series: device, group, model, version
+DeviceModel = tuple[str, str, str, str]
+
+
+def track_device_model(serving: DeviceModel, previous: DeviceModel | None) -> None:
+    """The model version a device serves; the series of the one it served before goes."""
+    if previous is not None:
+        DEVICE_MODEL.remove(*previous)
+    DEVICE_MODEL.labels(*serving).set(1)
+
+
+def forget_device(device: str, group: str | None, serving: DeviceModel | None) -> None:
+    """A decommissioned device leaves the per-device gauges (a series never set: nothing happens)."""
+    for gauge in (DEVICE_LAST_SEEN, TELEMETRY_LAG):
+        gauge.remove(device, group or "")
+    if serving is not None:
+        DEVICE_MODEL.remove(*serving)
+
+
+def track_drift(
+    model: str, version: int, group: str | None, feature: str, scores: Mapping[str, float], breached: bool
+) -> None:
+    """One feature's drift: every method's score, and whether the deciding one breached."""
+    labels = (model, str(version), group or "", feature)
+    for method, value in scores.items():
+        DRIFT_SCORE.labels(*labels, method).set(value)
+    DRIFT_BREACH.labels(*labels).set(1 if breached else 0)
+
+
+def track_accuracy(
+    model: str,
+    version: int,
+    group: str | None,
+    *,
+    estimated: float | None = None,
+    realized: float | None = None,
+) -> None:
+    """A version's accuracy on a group: the label-free estimate, and what feedback labels showed."""
+    labels = (model, str(version), group or "")
+    if estimated is not None:
+        ESTIMATED_ACCURACY.labels(*labels).set(estimated)
+    if realized is not None:
+        REALIZED_ACCURACY.labels(*labels).set(realized)
+
+
+def track_nannyml_drift(model: str, version: int, group: str | None, feature: str, alert: bool) -> None:
+    NANNYML_DRIFT_ALERT.labels(model, str(version), group or "", feature).set(1 if alert else 0)
+
+
+def track_nannyml_performance(
+    model: str,
+    version: int,
+    group: str | None,
+    estimator: str,
+    metric: str,
+    alert: bool,
+    bounds: dict[str, float | None],
+) -> None:
+    """NannyML's estimate: its alert, and (for accuracy) the estimate with its band."""
+    labels = (model, str(version), group or "")
+    NANNYML_PERFORMANCE_ALERT.labels(*labels, estimator, metric).set(1 if alert else 0)
+    for bound, value in bounds.items():
+        if value is not None:
+            NANNYML_ESTIMATED_ACCURACY.labels(*labels, bound).set(value)
+
+
+def track_canary_accuracy(model: str, version: int, side: str, metric: str, value: float) -> None:
+    """The quality gate's figure for one side (canary or champion)."""
+    CANARY_ACCURACY.labels(model, str(version), side, metric).set(value)
+
+
+def track_canary_action(model: str, action: str) -> None:
+    CANARY_ACTIONS.labels(model, action).inc()
+
+
+def track_retrain_job(outcome: str) -> None:
+    """A retraining job submitted, succeeded or failed."""
+    RETRAIN_JOBS.labels(outcome).inc()
+
+
+def track_alert_sent(status: str, outcome: str) -> None:
+    """An alert webhook call (firing or resolved): ok or failed."""
+    ALERTS_SENT.labels(status, outcome).inc()
+
+
+def track_telemetry_sent(outcome: str) -> None:
+    """A delivery attempt of the agent's telemetry: ok, retry or rejected."""
+    TELEMETRY_SENT.labels(outcome).inc()
+
+
+def track_inference(model: str, version: int | str, protocol: str, outcome: str) -> None:
+    """One inference request by protocol and outcome."""
+    INFERENCE_REQUESTS.labels(model, str(version), protocol, outcome).inc()

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pydantic import ValidationError
 
-from edgeml.agent.telemetry import TelemetryBatch
+from edgeml.telemetry.schema import TelemetryBatch
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from bundle.conftest import make_manifest, write_model
 from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.agent.push import TelemetryPusher, parse_retry_after
 from edgeml.agent.spool import Spool
-from edgeml.agent.telemetry import TelemetryBatch, TelemetryWindow
+from edgeml.agent.telemetry import TelemetryWindow
 from edgeml.observability import REGISTRY
+from edgeml.telemetry.schema import TelemetryBatch
 
 from .receiver import Receiver, Reply, unused_port
 from .test_spool import make_batch

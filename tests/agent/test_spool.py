@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from edgeml.agent.spool import Spool
-from edgeml.agent.telemetry import LATENCY_EDGES, TelemetryBatch
 from edgeml.bundle.manifest import Histogram
 from edgeml.observability import REGISTRY
+from edgeml.telemetry.schema import LATENCY_EDGES, TelemetryBatch
 
 
 def make_batch(rows: int = 10) -> TelemetryBatch:
@@ -142,7 +142,7 @@ CHILD = textwrap.dedent(
     from datetime import UTC, datetime
     from pathlib import Path
     from edgeml.agent.spool import Spool
-    from edgeml.agent.telemetry import LATENCY_EDGES, TelemetryBatch
+    from edgeml.telemetry.schema import LATENCY_EDGES, TelemetryBatch
     from edgeml.bundle.manifest import Histogram
 
     spool = Spool(Path(sys.argv[1]))

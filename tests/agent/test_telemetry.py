@@ -17,10 +17,11 @@ from edgeml.agent import model as model_module
 from edgeml.agent import telemetry
 from edgeml.agent.inputs import InputError, RowColumns, Schema
 from edgeml.agent.model import LoadedModel, ModelHolder
-from edgeml.agent.telemetry import LATENCY_EDGES, TelemetryBatch, TelemetryWindow
+from edgeml.agent.telemetry import TelemetryWindow
 from edgeml.bundle.build import _entry
 from edgeml.bundle.manifest import Calibration, CategoryCounts, Histogram, InputField, Manifest, Outputs
 from edgeml.bundle.reference import PROBABILITY_EDGES, bin_counts, category_counts
+from edgeml.telemetry.schema import LATENCY_EDGES, TelemetryBatch
 
 LABELS = ["idle", "run", "fault"]
 GRID = [0.0, 0.25, 0.5, 0.75, 1.0]

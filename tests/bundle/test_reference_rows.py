@@ -19,7 +19,8 @@ from edgeml.bundle.keys import KeyRing, Signer, export_public, init_keys, load_s
 from edgeml.bundle.manifest import Manifest
 from edgeml.bundle.reference_rows import publish_reference_rows, reference_frame, reference_rows_key
 from edgeml.bundle.verify import fetch_bundle
-from edgeml.central.performance import NoReferenceRows, StoredReferenceRows, nannyml_analysis
+from edgeml.central.performance import StoredReferenceRows, nannyml_analysis
+from edgeml.errors import NoReferenceRows
 from edgeml.settings import Settings, load_settings
 from edgeml.store import store_from_settings
 from edgeml.store.base import ObjectStore

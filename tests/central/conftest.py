@@ -6,11 +6,9 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +17,10 @@ import pytest
 from fastapi import FastAPI
 
 from agent.conftest import publisher  # noqa: F401 (a fixture: a signing publisher on a local store)
-from edgeml.agent.telemetry import LATENCY_EDGES, CalibratedSums, FeatureTelemetry, TelemetryBatch
-from edgeml.bundle.manifest import Histogram
 from edgeml.central.app import create_app
 from edgeml.central.config import CentralConfig
-from edgeml.central.store_process import Store
+from edgeml.telemetry.schema import TelemetryBatch
+from edgeml.telemetry.store import TelemetryStore
 
 ADMIN = "admin-token-0123456789"
 BOOTSTRAP = "bootstrap-token-0123456789"
@@ -52,44 +49,6 @@ def make_config(folder: Path, **overrides: Any) -> CentralConfig:
     return CentralConfig.model_validate(data)
 
 
-def make_batch(
-    device_id: str = "dev-1",
-    *,
-    group: str | None = None,
-    model: str = "pump",
-    version: int = 1,
-    window_end: datetime | None = None,
-    rows: int = 10,
-    dropped_before: int = 0,
-) -> TelemetryBatch:
-    """A batch with two features, predictions and calibrated sums, as an agent sends them."""
-    end = window_end or datetime.now(UTC)
-    return TelemetryBatch(
-        device_id=device_id,
-        batch_id=uuid.uuid4().hex,
-        model=model,
-        version=version,
-        profile="x86-64-generic",
-        group=group,
-        window_start=end - timedelta(minutes=1),
-        window_end=end,
-        rows=rows,
-        requests=rows,
-        errors={"bad_input": 1},
-        features={
-            "a": FeatureTelemetry(edges=[0.0, 1.0], counts=[1, rows - 2, 1], missing=0, out_of_range=1),
-            "machine": FeatureTelemetry(values=["m1", "m2"], counts=[rows - 1, 1, 0]),
-        },
-        predictions={"ok": rows - 2, "fault": 2},
-        scores={"probability:ok": Histogram(edges=[0.5], counts=[2, rows - 2])},
-        calibration=CalibratedSums(
-            sums={"ok": rows * 0.7, "fault": rows * 0.3}, expected_correct=rows * 0.8, rows=rows
-        ),
-        latency=Histogram(edges=LATENCY_EDGES, counts=[rows] + [0] * len(LATENCY_EDGES)),
-        dropped_before=dropped_before,
-    )
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -103,8 +62,8 @@ class Central:
     config: CentralConfig
 
     @property
-    def store(self) -> Store:
-        store: Store = self.app.state.central.store
+    def store(self) -> TelemetryStore:
+        store: TelemetryStore = self.app.state.central.store
         return store
 
     def register(self, device_id: str = "dev-1", group: str | None = None, model: str = "pump") -> str:

@@ -373,16 +373,16 @@ def test_drift_of_a_version_already_superseded_does_not_retrain(
     from types import SimpleNamespace
 
     from central.conftest import make_config
-    from edgeml.central.app import _retrainer
     from edgeml.central.retrain import stop_local_jobs
-    from edgeml.central.routes.pointers import TargetResolver
+    from edgeml.central.services.retraining import retrainer
+    from edgeml.central.services.targets import TargetResolver
 
     settings, spec_path, snapshot = appliance
     publisher.model = "pump-faults"
     publisher.release(1)
     publisher.release(2, "canary", percent=100, groups=["line-b"])
     config = make_config(tmp_path / "central", retrain={"spec": str(spec_path)})
-    retrain = _retrainer(config, settings, TargetResolver(publisher.store, publisher.ring, 0))
+    retrain = retrainer(config, settings, TargetResolver(publisher.store, publisher.ring, 0))
     assert retrain is not None
 
     def drifted(version: int) -> Any:

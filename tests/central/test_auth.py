@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from edgeml.central.db import hash_token
+from edgeml.telemetry.db.devices import hash_token
+from telemetry.batches import make_batch
 
-from .conftest import ADMIN, BOOTSTRAP, Central, bearer, make_batch
+from .conftest import ADMIN, BOOTSTRAP, Central, bearer
 
 
 def test_registration_needs_the_bootstrap_or_admin_token(central: Central) -> None:

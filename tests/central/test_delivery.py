@@ -15,12 +15,13 @@ import yaml
 
 from edgeml.agent.push import TelemetryPusher
 from edgeml.agent.spool import Spool
-from edgeml.agent.telemetry import TelemetryBatch
 from edgeml.central.app import create_app
-from edgeml.central.db import TelemetryStore
 from edgeml.observability import REGISTRY
+from edgeml.telemetry.db.store import DuckDBStore
+from edgeml.telemetry.schema import TelemetryBatch
+from telemetry.batches import make_batch
 
-from .conftest import BOOTSTRAP, bearer, make_batch, make_config, uvicorn_server
+from .conftest import BOOTSTRAP, bearer, make_config, uvicorn_server
 
 DEVICES = 4
 BATCHES = 30
@@ -67,7 +68,7 @@ def test_agent_pushers_deliver_every_batch_exactly_once(tmp_path: Path) -> None:
             thread.start()
         for thread in threads:
             thread.join()
-        store: TelemetryStore = app.state.central.store
+        store: DuckDBStore = app.state.central.store
         received = store.batches()
         assert len(received) == DEVICES * BATCHES
         assert _throttled() > throttled  # some were refused with 429, and came again
@@ -138,7 +139,7 @@ def test_nothing_acknowledged_is_lost_when_the_server_is_killed(tmp_path: Path) 
             proc.kill()
             proc.wait(10)
         log.close()
-    with TelemetryStore(config.db_path) as store:
+    with DuckDBStore(config.db_path) as store:
         stored = {b.batch_id for b in store.batches()}
     assert set(acked) <= stored
     assert len(stored) - len(acked) <= 4  # at most the ones in flight were stored unacknowledged

@@ -21,7 +21,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeml._thirdparty import import_nannyml
-from edgeml.agent.telemetry import LATENCY_EDGES, CalibratedSums, FeatureTelemetry, SampleRow, TelemetryBatch
 from edgeml.bundle.manifest import Golden, Histogram, InputField, Manifest, Outputs, Reference
 from edgeml.bundle.reference import (
     PROBABILITY_EDGES,
@@ -41,6 +40,7 @@ from edgeml.central.drift import (
     publish_drift,
 )
 from edgeml.observability import REGISTRY
+from edgeml.telemetry.schema import LATENCY_EDGES, CalibratedSums, FeatureTelemetry, SampleRow, TelemetryBatch
 
 NUMERIC = ["car_value", "debt_to_income_ratio", "loan_length", "driver_tenure"]
 CATEGORICAL = ["salary_range", "size_of_downpayment", "repaid_loan_on_prev_car"]

@@ -9,9 +9,10 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.conftest import Publisher
-from edgeml.agent.telemetry import FeatureTelemetry
+from edgeml.telemetry.schema import FeatureTelemetry
+from telemetry.batches import make_batch
 
-from .conftest import ADMIN, Central, bearer, make_batch, make_config, running
+from .conftest import ADMIN, Central, bearer, make_config, running
 
 
 def scrape(central: Central) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

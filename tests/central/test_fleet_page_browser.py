@@ -20,11 +20,12 @@ from playwright.sync_api import ConsoleMessage, Page, Request, Response, sync_pl
 
 from agent.conftest import Publisher, with_golden
 from bundle.conftest import make_manifest, write_model
-from edgeml.agent.telemetry import CalibratedSums, FeatureTelemetry
 from edgeml.bundle.build import publish_bundle
 from edgeml.bundle.manifest import Histogram
+from edgeml.telemetry.schema import CalibratedSums, FeatureTelemetry
+from telemetry.batches import make_batch
 
-from .conftest import ADMIN, Central, bearer, make_batch, make_config, running
+from .conftest import ADMIN, Central, bearer, make_config, running
 
 CHROMIUM = shutil.which("chromium")
 

@@ -18,20 +18,21 @@ import pytest
 
 from agent.conftest import Publisher, with_golden
 from bundle.conftest import make_manifest, write_model
-from central.conftest import ADMIN, bearer, make_batch, make_config, running
+from central.conftest import ADMIN, bearer, make_config, running
 from central.test_alerts import Webhook
-from edgeml.agent.telemetry import CalibratedSums, FeatureTelemetry
 from edgeml.audit import AuditLog
 from edgeml.bundle.build import publish_bundle
 from edgeml.bundle.channels import pointer_key
 from edgeml.bundle.rollout import current, publish
 from edgeml.central.alerts import Alerter
-from edgeml.central.db import FeedbackItem, TelemetryStore
 from edgeml.central.gate import ACTOR, QualityGate
-from edgeml.central.routes.pointers import TargetResolver
+from edgeml.central.services.targets import TargetResolver
 from edgeml.errors import ConfigError
 from edgeml.observability import REGISTRY
 from edgeml.spec.models import CanaryGate
+from edgeml.telemetry.db.store import DuckDBStore
+from edgeml.telemetry.schema import CalibratedSums, FeatureTelemetry, FeedbackItem
+from telemetry.batches import make_batch
 
 GATE = CanaryGate(soak_s=60, margin=0.02, min_rows=200, min_labels=100)
 
@@ -50,12 +51,12 @@ def _release(publisher: Publisher, version: int, gate: CanaryGate | None = GATE)
 
 
 @pytest.fixture
-def fleet(publisher: Publisher, tmp_path: Path) -> Iterator[TelemetryStore]:
+def fleet(publisher: Publisher, tmp_path: Path) -> Iterator[DuckDBStore]:
     """v1 on stable, v2 built; devices d-a (line-a) and d-b1, d-b2 (line-b) registered."""
     _release(publisher, 1)
     _release(publisher, 2)
     publish(publisher.store, publisher.signer, "pump", 1, "stable")
-    with TelemetryStore(tmp_path / "telemetry.duckdb") as db:
+    with DuckDBStore(tmp_path / "telemetry.duckdb") as db:
         for device, group in (("d-a", "line-a"), ("d-b1", "line-b"), ("d-b2", "line-b")):
             db.register_device(group=group, profile="x86-64-generic", model="pump", device_id=device)
         yield db
@@ -70,7 +71,7 @@ def _canary(publisher: Publisher, percent: float = 100.0, groups: tuple[str, ...
 
 
 def _telemetry(
-    db: TelemetryStore, device: str, group: str, version: int, accuracy: float, rows: int, at: datetime
+    db: DuckDBStore, device: str, group: str, version: int, accuracy: float, rows: int, at: datetime
 ) -> None:
     """Batches of 50 rows whose calibrated sums expect ``accuracy``."""
     for i in range(rows // 50):
@@ -81,7 +82,7 @@ def _telemetry(
         db.ingest(batch.model_copy(update={"calibration": sums}))
 
 
-def _labels(db: TelemetryStore, device: str, version: int, accuracy: float, count: int) -> None:
+def _labels(db: DuckDBStore, device: str, version: int, accuracy: float, count: int) -> None:
     right = round(count * accuracy)
     db.add_feedback(
         [
@@ -99,7 +100,7 @@ def _labels(db: TelemetryStore, device: str, version: int, accuracy: float, coun
     )
 
 
-def _gate(publisher: Publisher, db: TelemetryStore, alerter: Alerter | None = None) -> QualityGate:
+def _gate(publisher: Publisher, db: DuckDBStore, alerter: Alerter | None = None) -> QualityGate:
     resolver = TargetResolver(publisher.store, publisher.ring, 60)
     return QualityGate(db, publisher.store, resolver, publisher.signer, alerter=alerter)
 
@@ -109,7 +110,7 @@ def _versions(publisher: Publisher) -> dict[str, int]:
 
 
 def test_a_canary_below_the_champion_on_realized_accuracy_is_rolled_back(
-    publisher: Publisher, fleet: TelemetryStore, receiver: Webhook
+    publisher: Publisher, fleet: DuckDBStore, receiver: Webhook
 ) -> None:
     _labels(fleet, "d-b1", 1, 0.90, 100)  # the champion on line-b before the canary took it over
     _canary(publisher)
@@ -142,9 +143,7 @@ def test_a_canary_below_the_champion_on_realized_accuracy_is_rolled_back(
     assert _gate(publisher, fleet).evaluate(datetime.now(UTC) + timedelta(seconds=2)) == []
 
 
-def test_a_canary_that_holds_through_the_soak_is_promoted(
-    publisher: Publisher, fleet: TelemetryStore
-) -> None:
+def test_a_canary_that_holds_through_the_soak_is_promoted(publisher: Publisher, fleet: DuckDBStore) -> None:
     _labels(fleet, "d-b1", 1, 0.90, 100)
     started = _canary(publisher)
     _labels(fleet, "d-b2", 2, 0.89, 150)  # within the margin
@@ -167,7 +166,7 @@ def test_a_canary_that_holds_through_the_soak_is_promoted(
     assert gate.evaluate(started + timedelta(seconds=GATE.soak_s + 2)) == []
 
 
-def test_without_labels_the_label_free_estimate_decides(publisher: Publisher, fleet: TelemetryStore) -> None:
+def test_without_labels_the_label_free_estimate_decides(publisher: Publisher, fleet: DuckDBStore) -> None:
     now = datetime.now(UTC)
     _telemetry(fleet, "d-b1", "line-b", 1, 0.85, 300, now - timedelta(minutes=5))
     _canary(publisher)
@@ -179,7 +178,7 @@ def test_without_labels_the_label_free_estimate_decides(publisher: Publisher, fl
 
 
 def test_realized_accuracy_overrides_the_estimate_once_labels_suffice(
-    publisher: Publisher, fleet: TelemetryStore
+    publisher: Publisher, fleet: DuckDBStore
 ) -> None:
     now = datetime.now(UTC)
     _telemetry(fleet, "d-b1", "line-b", 1, 0.95, 300, now - timedelta(minutes=5))
@@ -192,7 +191,7 @@ def test_realized_accuracy_overrides_the_estimate_once_labels_suffice(
     assert decision.action == "soak"  # the estimate alone would have rolled it back
 
 
-def test_too_little_evidence_waits_even_past_the_soak(publisher: Publisher, fleet: TelemetryStore) -> None:
+def test_too_little_evidence_waits_even_past_the_soak(publisher: Publisher, fleet: DuckDBStore) -> None:
     _labels(fleet, "d-b1", 1, 0.90, 100)
     started = _canary(publisher)
     _labels(fleet, "d-b1", 2, 0.10, 20)  # terrible, but 20 labels prove nothing yet
@@ -204,7 +203,7 @@ def test_too_little_evidence_waits_even_past_the_soak(publisher: Publisher, flee
 
 
 def test_the_champion_is_judged_on_the_canary_groups_and_concurrently_when_it_can_be(
-    publisher: Publisher, fleet: TelemetryStore
+    publisher: Publisher, fleet: DuckDBStore
 ) -> None:
     _labels(fleet, "d-b1", 1, 0.50, 150)  # line-b before the canary: a bad hour
     _labels(fleet, "d-a", 1, 0.99, 400)  # line-a: not the canary's group
@@ -218,7 +217,7 @@ def test_the_champion_is_judged_on_the_canary_groups_and_concurrently_when_it_ca
     assert decision.action == "rollback"
 
 
-def test_the_rule_comes_from_the_canary_manifest(publisher: Publisher, fleet: TelemetryStore) -> None:
+def test_the_rule_comes_from_the_canary_manifest(publisher: Publisher, fleet: DuckDBStore) -> None:
     _release(publisher, 3, CanaryGate(soak_s=0, margin=0.5, min_rows=10, min_labels=10))
     _labels(fleet, "d-b1", 1, 0.90, 100)
     publish(publisher.store, publisher.signer, "pump", 3, "canary", percent=100, groups=["line-b"])
@@ -230,7 +229,7 @@ def test_the_rule_comes_from_the_canary_manifest(publisher: Publisher, fleet: Te
 
 
 def test_no_canary_a_withdrawn_one_or_no_champion_is_left_alone(
-    publisher: Publisher, fleet: TelemetryStore
+    publisher: Publisher, fleet: DuckDBStore
 ) -> None:
     gate = _gate(publisher, fleet)
     assert gate.evaluate() == []  # stable only
@@ -241,7 +240,7 @@ def test_no_canary_a_withdrawn_one_or_no_champion_is_left_alone(
     assert gate.evaluate() == []  # nothing to compare with
 
 
-def test_a_tampered_canary_pointer_is_not_acted_on(publisher: Publisher, fleet: TelemetryStore) -> None:
+def test_a_tampered_canary_pointer_is_not_acted_on(publisher: Publisher, fleet: DuckDBStore) -> None:
     _labels(fleet, "d-b1", 1, 0.90, 100)
     _canary(publisher)
     _labels(fleet, "d-b1", 2, 0.20, 150)

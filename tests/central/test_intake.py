@@ -9,13 +9,14 @@ from typing import Any
 
 import httpx
 
-from edgeml.agent.telemetry import TelemetryBatch
 from edgeml.central.app import create_app
 from edgeml.central.config import CentralConfig
 from edgeml.central.intake import TelemetryIntake
 from edgeml.observability import REGISTRY
+from edgeml.telemetry.schema import TelemetryBatch
+from telemetry.batches import make_batch
 
-from .conftest import ADMIN, Central, bearer, make_batch, make_config, uvicorn_server
+from .conftest import ADMIN, Central, bearer, make_config, uvicorn_server
 
 LIMIT = 64 * 1024
 

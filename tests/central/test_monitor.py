@@ -17,10 +17,10 @@ from edgeml.bundle.keys import KeyRing
 from edgeml.bundle.manifest import Reference
 from edgeml.bundle.reference import numeric_histogram
 from edgeml.bundle.verify import fetch_bundle
-from edgeml.central.db import TelemetryStore
 from edgeml.central.monitor import GroupStatus, Monitor
-from edgeml.central.routes.pointers import TargetResolver
+from edgeml.central.services.targets import TargetResolver
 from edgeml.observability import REGISTRY
+from edgeml.telemetry.db.store import DuckDBStore
 
 
 def _published(publisher: Publisher, tmp_path: Path) -> LoadedModel:
@@ -59,7 +59,7 @@ def test_only_the_drifted_group_is_flagged_and_handed_to_retraining(
 ) -> None:
     model = _published(publisher, tmp_path)
     triggered: list[GroupStatus] = []
-    with TelemetryStore(tmp_path / "telemetry.duckdb") as db:
+    with DuckDBStore(tmp_path / "telemetry.duckdb") as db:
         for device, group, shift, seed in (("d1", "line-a", 0.0, 1), ("d2", "line-b", 1.5, 2)):
             db.register_device(group=group, profile="x86-64-generic", model="pump", device_id=device)
             for batch in _telemetry(model, device, group, shift, seed):
@@ -91,7 +91,7 @@ def test_only_the_drifted_group_is_flagged_and_handed_to_retraining(
 
 def test_too_few_rows_are_not_judged(publisher: Publisher, tmp_path: Path) -> None:
     model = _published(publisher, tmp_path)
-    with TelemetryStore(tmp_path / "telemetry.duckdb") as db:
+    with DuckDBStore(tmp_path / "telemetry.duckdb") as db:
         db.register_device(group="line-a", profile="x86-64-generic", model="pump", device_id="d1")
         for batch in _telemetry(model, "d1", "line-a", 5.0, 1):
             db.ingest(batch)

@@ -14,16 +14,16 @@ import pandas as pd
 import pytest
 
 from agent.conftest import Publisher
-from edgeml.agent.telemetry import TelemetryBatch
 from edgeml.bundle.build import publish_bundle
 from edgeml.bundle.manifest import Manifest
 from edgeml.central.alerts import Alerter
 from edgeml.central.config import CentralConfig, NannyMLConfig
 from edgeml.central.monitor import NANNYML_ALERT, GroupStatus, Monitor
 from edgeml.central.performance import StoredReferenceRows, probability_column, reference_rows_key
-from edgeml.central.routes.pointers import TargetResolver
+from edgeml.central.services.targets import TargetResolver
 from edgeml.errors import ConfigError
 from edgeml.observability import REGISTRY
+from edgeml.telemetry.schema import TelemetryBatch
 
 from .conftest import Central, make_config, running
 from .test_alerts import Webhook, webhook  # noqa: F401 (a fixture: a webhook receiver)

@@ -10,7 +10,7 @@ import pytest
 
 from edgeml._thirdparty import import_nannyml
 from edgeml.bundle.manifest import Golden, InputField, Manifest, Outputs, Reference
-from edgeml.central.drift import PooledWindow, pool_window
+from edgeml.central.drift import pool_window
 from edgeml.central.performance import (
     estimate_accuracy,
     nannyml_analysis,
@@ -20,6 +20,7 @@ from edgeml.central.performance import (
     sample_frame,
 )
 from edgeml.observability import REGISTRY
+from edgeml.telemetry.schema import PooledWindow
 
 from .test_drift import (
     CATEGORICAL,

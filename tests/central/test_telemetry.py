@@ -7,10 +7,11 @@ import signal
 from pathlib import Path
 
 from edgeml.central.config import CentralConfig
-from edgeml.central.store_process import StoreProcess
 from edgeml.observability import REGISTRY
+from edgeml.telemetry.process import StoreProcess
+from telemetry.batches import make_batch
 
-from .conftest import Central, bearer, make_batch, make_config, running
+from .conftest import Central, bearer, make_config, running
 
 
 def outcome(name: str) -> float:
@@ -62,6 +63,38 @@ def test_invalid_batches_are_422_naming_the_field(central: Central) -> None:
         assert "input" not in answer.json()["detail"][0]  # a big batch is not echoed back
     broken = central.client.post("/v1/telemetry", content=b"{not json", headers=bearer(token))
     assert broken.status_code == 422
+    assert central.store.batches() == []
+
+
+def test_bodies_that_are_no_batch_get_the_answers_of_a_json_api(central: Central) -> None:
+    token = central.register()
+    rejected = outcome("rejected")
+
+    def post(content: bytes, content_type: str | None, auth: dict[str, str]) -> tuple[int, object]:
+        headers = auth | ({"Content-Type": content_type} if content_type else {})
+        answer = central.client.post("/v1/telemetry", content=content, headers=headers)
+        return answer.status_code, answer.json()["detail"]
+
+    body = make_batch().model_dump_json().encode()
+    assert post(b"", "application/json", bearer(token)) == (
+        422,
+        [{"loc": ["body"], "msg": "Field required", "type": "missing"}],
+    )
+    status, detail = post(body, "text/plain", bearer(token))  # JSON only when the type says so
+    assert (status, [e["loc"] for e in detail]) == (422, [["body"]])
+    status, detail = post(body, None, bearer(token))  # no type: no JSON either
+    assert (status, [e["loc"] for e in detail]) == (422, [["body"]])
+    assert post(b'{"rows": "\xf9"}', "application/json", bearer(token)) == (
+        400,
+        "There was an error parsing the body",
+    )
+    assert post(b"{not json", "application/json", {})[0] == 422  # not JSON: before the token
+    assert post(body, "application/json", {}) == (
+        401,
+        "this needs a bearer token (Authorization: Bearer <token>)",
+    )
+    assert post(b"", "application/json", {})[0] == 401  # a missing body: after the token
+    assert outcome("rejected") == rejected + 4
     assert central.store.batches() == []
 
 

@@ -25,8 +25,8 @@ import yaml
 
 from agent.conftest import DeviceConfig, Publisher
 from conftest import free_port
-from edgeml.central.db import Device
 from edgeml.ops.prometheus_sd import write_sd_file
+from edgeml.telemetry.schema import Device
 
 from .dashboard import expressions, promql, variable_queries
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeml.central.db import Device
 from edgeml.ops.prometheus_sd import write_sd_file
+from edgeml.telemetry.schema import Device
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 

@@ -24,8 +24,8 @@ from typing import Literal
 import httpx
 
 from edgeml.agent.spool import Spool
-from edgeml.agent.telemetry import TelemetryBatch
-from edgeml.observability import TELEMETRY_SENT
+from edgeml.observability import track_telemetry_sent
+from edgeml.telemetry.schema import TelemetryBatch
 
 __all__ = ["DrainResult", "TelemetryPusher", "parse_retry_after"]
 
@@ -118,7 +118,7 @@ class TelemetryPusher:
         status = response.status_code
         if 200 <= status < 300:
             self.spool.ack(batch.batch_id)
-            TELEMETRY_SENT.labels("ok").inc()
+            track_telemetry_sent("ok")
             self._failures = 0
             return "ok"
         if status in (401, 403):
@@ -136,14 +136,14 @@ class TelemetryPusher:
                 response.text[:500],
             )
             self.spool.ack(batch.batch_id)
-            TELEMETRY_SENT.labels("rejected").inc()
+            track_telemetry_sent("rejected")
             return "rejected"
         log.info("telemetry: central answered HTTP %d; will retry", status)
         return self._retry(parse_retry_after(response.headers.get("Retry-After")))
 
     def _retry(self, retry_after: float | None, floor: float = 0.0) -> float:
         """Seconds until the next attempt: the server's Retry-After, or exponential backoff with jitter."""
-        TELEMETRY_SENT.labels("retry").inc()
+        track_telemetry_sent("retry")
         self._failures += 1
         if retry_after is not None:
             return min(retry_after, MAX_RETRY_AFTER_S)

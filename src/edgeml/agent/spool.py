@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from edgeml.agent.telemetry import TelemetryBatch
 from edgeml.observability import SPOOL_BATCHES, SPOOL_BYTES, TELEMETRY_DROPPED
+from edgeml.telemetry.schema import TelemetryBatch
 
 __all__ = ["Spool"]
 

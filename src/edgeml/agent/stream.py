@@ -23,7 +23,7 @@ from edgeml.agent.inputs import InputError, Schema
 from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.features.window import OnlineWindows
 from edgeml.mqtt import connect_client, parse_broker
-from edgeml.observability import INFERENCE_REQUESTS
+from edgeml.observability import track_inference
 
 __all__ = ["StreamServing"]
 
@@ -71,7 +71,7 @@ class StreamServing:
         """One reading to one prediction message (None when the reading is refused)."""
         model = self.holder.current
         if model is None:
-            INFERENCE_REQUESTS.labels("", "", "mqtt", "not_ready").inc()
+            track_inference("", "", "mqtt", "not_ready")
             return None
         schema, windows = self._prepare(model)
         start = time.perf_counter()
@@ -91,19 +91,19 @@ class StreamServing:
             names = {f.name for f in model.manifest.inputs}
             batch = schema.parse_records({k: v for k, v in reading.items() if k in names})
         except (InputError, ValueError) as exc:
-            INFERENCE_REQUESTS.labels(model.name, str(model.version), "mqtt", "bad_input").inc()
+            track_inference(model.name, model.version, "mqtt", "bad_input")
             self.holder.observe_error(model, "bad-input")
             log.warning("reading refused: %s", exc)
             return None
         try:
             outputs = model.runtime.run(batch.feeds)
         except Exception:  # the runtime's error types differ per runtime
-            INFERENCE_REQUESTS.labels(model.name, str(model.version), "mqtt", "error").inc()
+            track_inference(model.name, model.version, "mqtt", "error")
             self.holder.observe_error(model, "runtime")
             log.exception("model %s v%s failed on a reading", model.name, model.version)
             return None
         self.holder.observe(model, batch.columns, outputs, time.perf_counter() - start)
-        INFERENCE_REQUESTS.labels(model.name, str(model.version), "mqtt", "ok").inc()
+        track_inference(model.name, model.version, "mqtt", "ok")
         message: dict[str, Any] = {
             "device_id": self.device_id,
             "model": model.name,

@@ -14,7 +14,8 @@ moment two windows can be open. :meth:`TelemetryWindow.collect` hands over the c
 (call it every second or so: it also closes windows whose time is up, when no request
 comes to do it); :meth:`TelemetryWindow.flush` closes everything first. The batches then go
 to the on-disk :class:`~edgeml.agent.spool.Spool`, which
-:class:`~edgeml.agent.push.TelemetryPusher` drains to the central node.
+:class:`~edgeml.agent.push.TelemetryPusher` drains to the central node. What a batch holds
+is the wire contract, :mod:`edgeml.telemetry.schema`.
 """
 
 from __future__ import annotations
@@ -30,108 +31,29 @@ from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from edgeml.agent.inputs import RowColumns
-from edgeml.bundle.manifest import CategoryCounts, Count, Histogram, InputField, Manifest
+from edgeml.bundle.manifest import CategoryCounts, Histogram, InputField, Manifest
 from edgeml.bundle.reference import PROBABILITY_EDGES, bin_counts, category_counts
 from edgeml.observability import TELEMETRY_DROPPED
+from edgeml.telemetry.schema import LATENCY_EDGES, CalibratedSums, FeatureTelemetry, SampleRow, TelemetryBatch
 
 if TYPE_CHECKING:
     from edgeml.agent.model import Answered, Columns, Failed, LoadedModel
 
-__all__ = [
-    "BUFFER_ROWS",
-    "COUNT_INTERVAL_S",
-    "LATENCY_EDGES",
-    "MAX_PENDING",
-    "CalibratedSums",
-    "FeatureTelemetry",
-    "SampleRow",
-    "TelemetryBatch",
-    "TelemetryWindow",
-]
+__all__ = ["BUFFER_ROWS", "COUNT_INTERVAL_S", "MAX_PENDING", "TelemetryWindow"]
 
 log = logging.getLogger("edgeml.agent.telemetry")
 
 #: rows kept as references before they are counted in bulk
 BUFFER_ROWS = 512
-#: request latency bins, seconds (open-ended on both sides, like every histogram here)
-LATENCY_EDGES = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
 #: closed batches held for :meth:`TelemetryWindow.collect`; beyond, the oldest is dropped
 MAX_CLOSED = 1000
 #: a sampled text value is cut to this many characters
 SAMPLE_TEXT_CHARS = 1000
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FeatureTelemetry(_Wire):
-    """One input over a window, on its reference bins."""
-
-    edges: list[float] | None = Field(None, description="histogram cut points (numeric; text: length)")
-    values: list[str] | None = Field(None, description="reference categories; counts ends with 'other'")
-    counts: list[Count] = Field(
-        default_factory=list, description="per bin or category; empty when the manifest has no reference"
-    )
-    missing: Count = Field(
-        0,
-        description="None or NaN: not in counts, except text's (length 0, as the reference counts them)",
-    )
-    out_of_range: Count = Field(0, description="below the input's min, above its max, or not in its values")
-
-
-class CalibratedSums(_Wire):
-    """What confidence-based performance estimation (CBPE) needs, without labels."""
-
-    sums: dict[str, float] = Field(description="per class: sum over rows of its calibrated probability")
-    expected_correct: float = Field(
-        description="sum over rows of the predicted class's calibrated probability (/ rows: accuracy)"
-    )
-    rows: Count = Field(description="rows summed: those with finite probabilities")
-
-
-class SampleRow(_Wire):
-    inputs: dict[str, Any] = Field(description="non-pii inputs of one row")
-    prediction: str | float | None
-    probabilities: dict[str, float] | None = Field(
-        None, description="per class, for classifiers: what CBPE needs on the central node"
-    )
-
-
-class TelemetryBatch(_Wire):
-    """One closed window of one model version on one device: the agent -> central contract."""
-
-    format: Literal[1] = 1
-    device_id: str
-    batch_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="uuid4 hex: the idempotency key")
-    model: str
-    version: int = Field(ge=1, le=2**31 - 1)
-    profile: str
-    group: str | None = None
-    window_start: AwareDatetime
-    window_end: AwareDatetime
-    rows: Count = Field(description="rows predicted")
-    requests: Count = Field(description="requests answered")
-    errors: dict[str, Count] = Field(default_factory=dict, description="failed requests by kind")
-    features: dict[str, FeatureTelemetry]
-    predictions: dict[str, Count] = Field(
-        description="predicted label counts (classifiers, clusters, anomaly)"
-    )
-    scores: dict[str, Histogram] = Field(description="same keys and edges as the manifest's reference scores")
-    calibration: CalibratedSums | None = None
-    latency: Histogram = Field(description="request latency, seconds, on LATENCY_EDGES")
-    sample: list[SampleRow] = Field(
-        default_factory=list, description="reservoir sample of rows; only under compliance 'none'"
-    )
-    dropped_before: Count = Field(
-        0, description="batches this device dropped (spool full) since the last one it kept"
-    )
 
 
 def _is_missing(value: Any) -> bool:

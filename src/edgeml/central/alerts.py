@@ -36,7 +36,7 @@ import httpx
 
 from edgeml.central.drift import DriftReport
 from edgeml.central.performance import AccuracyEstimate
-from edgeml.observability import ALERTS_SENT
+from edgeml.observability import track_alert_sent
 
 __all__ = [
     "ACCURACY_ALERT",
@@ -244,7 +244,7 @@ class Alerter:
                 error = f"{type(exc).__name__}: {exc}"
             else:
                 if response.is_success:
-                    ALERTS_SENT.labels(status, "ok").inc()
+                    track_alert_sent(status, "ok")
                     return Delivery(payload["fingerprint"], status, True, attempt)
                 error = f"HTTP {response.status_code}"
                 if response.status_code != 429 and response.status_code < 500:
@@ -252,7 +252,7 @@ class Alerter:
                 wait = max(wait, _retry_after(response))
             if attempt <= self.retries:
                 self._sleep(wait)
-        ALERTS_SENT.labels(status, "failed").inc()
+        track_alert_sent(status, "failed")
         return Delivery(payload["fingerprint"], status, False, attempt, error)
 
 

@@ -2,23 +2,24 @@
 
 Routers (``edgeml.central.routes``): devices, targets, telemetry, feedback, fleet (JSON and
 the page at ``/``), drift, rollouts (the quality gate), health (``/healthz``, ``/readyz``,
-``/metrics``). Three ASGI middlewares wrap them: the telemetry fast path
-(:mod:`edgeml.central.intake`), request timing (:data:`HTTP_REQUEST_SECONDS`, by route
-template) and the body limit (413 before a byte of an oversized body is parsed).
-The telemetry store is opened here and closed when the server shuts down; run one process
-per database file.
+``/metrics``). Three ASGI middlewares wrap them: the telemetry intake, which answers every
+telemetry post with the function the route calls (:mod:`edgeml.central.intake`), request
+timing (by route template) and the body limit (413 before more than the limit is read).
+Every :class:`~edgeml.errors.EdgemlError` a route raises is answered by one handler
+(:func:`~edgeml.central.routes.deps.error_response`). The telemetry store is opened here and
+closed when the server shuts down; run one process per database file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,19 +31,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgeml import __version__
 from edgeml.central.alerts import Alerter
 from edgeml.central.config import CentralConfig
-from edgeml.central.db import Overloaded, StoreClosed
 from edgeml.central.drift import DriftConfig
 from edgeml.central.gate import QualityGate
-from edgeml.central.intake import TelemetryIntake, replaying
-from edgeml.central.monitor import GroupStatus, Monitor
+from edgeml.central.intake import BodyLimitMiddleware, TelemetryIntake
+from edgeml.central.monitor import Monitor
 from edgeml.central.performance import StoredReferenceRows
 from edgeml.central.routes import devices, drift, feedback, fleet, health, rollouts, targets, telemetry
-from edgeml.central.routes.deps import CentralState
-from edgeml.central.routes.pointers import TargetResolver
-from edgeml.central.store_process import Store, StoreProcess
-from edgeml.observability import HTTP_REQUEST_SECONDS, TELEMETRY_BATCHES
-from edgeml.settings import Settings
+from edgeml.central.routes.deps import error_response
+from edgeml.central.routes.telemetry import openapi_with_batch
+from edgeml.central.services.fleet import restore_gauges, write_prometheus_sd
+from edgeml.central.services.retraining import retrainer
+from edgeml.central.services.state import CentralState
+from edgeml.central.services.targets import TargetResolver
+from edgeml.errors import EdgemlError
+from edgeml.observability import track_http_request
 from edgeml.store.base import ObjectStore
+from edgeml.telemetry.process import StoreProcess
+from edgeml.telemetry.store import TelemetryStore
 
 __all__ = ["create_app"]
 
@@ -73,83 +78,25 @@ class TimingMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUEST_SECONDS.labels(template, scope["method"], str(status)).observe(
-                time.perf_counter() - start
-            )
+            track_http_request(template, scope["method"], status, time.perf_counter() - start)
 
 
-class BodyLimitMiddleware:
-    """413 for bodies over the limit: by Content-Length at once, or while a chunked body streams in."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await self._refuse(scope, send)
-            return
-        if length is not None or scope["method"] in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        # no length given (chunked): read it all, up to the limit, then hand it on
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body += message.get("body", b"")
-            if len(body) > self.limit:
-                await self._refuse(scope, send)
-                return
-            more = message.get("more_body", False)
-        await self.app(scope, replaying(bytes(body), receive), send)
-
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        if scope["path"] == telemetry.PATH:
-            TELEMETRY_BATCHES.labels("rejected").inc()
-        payload = json.dumps({"detail": f"the request body is over the {self.limit}-byte limit"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
-
-
-def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     """422 naming each bad field; the offending input is not echoed (a batch can be megabytes)."""
     assert isinstance(exc, RequestValidationError)
-    if request.url.path == telemetry.PATH:
-        TELEMETRY_BATCHES.labels("rejected").inc()
     detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def _unavailable(config: CentralConfig) -> Any:
+def _error(config: CentralConfig) -> Any:
     def handler(_: Request, exc: Exception) -> JSONResponse:
-        status = 429 if isinstance(exc, Overloaded) else 503
-        return JSONResponse(
-            {"detail": str(exc)},
-            status_code=status,
-            headers={"Retry-After": str(config.limits.retry_after_s)},
-        )
+        assert isinstance(exc, EdgemlError)
+        return error_response(exc, config.limits.retry_after_s)
 
     return handler
 
 
-async def _compact_forever(store: Store, every_s: float) -> None:
+async def _compact_forever(store: TelemetryStore, every_s: float) -> None:
     while True:
         try:
             await run_in_threadpool(store.compact)
@@ -174,8 +121,8 @@ def create_app(config: CentralConfig) -> FastAPI:
     state = CentralState(
         config=config, store=store, admin_token=admin, bootstrap_token=bootstrap, targets=resolver
     )
-    fleet.restore_gauges(state)
-    fleet.write_prometheus_sd(state)
+    restore_gauges(state)
+    write_prometheus_sd(state)
     alerter = (
         Alerter(config.alerts.webhook_url, repeat_after_s=config.alerts.repeat_after_s)
         if config.alerts.webhook_url
@@ -195,7 +142,7 @@ def create_app(config: CentralConfig) -> FastAPI:
             interval_s=config.monitor.interval_s,
             min_rows=config.monitor.min_rows,
             alerter=alerter,
-            on_drift=_retrainer(config, retrain_settings, resolver),
+            on_drift=retrainer(config, retrain_settings, resolver),
             drift=DriftConfig(min_js=config.monitor.min_js),
             gate=_gate(config, store, object_store, resolver, alerter),
             nannyml=config.monitor.nannyml,
@@ -237,17 +184,18 @@ def create_app(config: CentralConfig) -> FastAPI:
     for module in (devices, targets, telemetry, feedback, fleet, drift, rollouts, health):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for error in (Overloaded, StoreClosed):
-        app.add_exception_handler(error, _unavailable(config))
-    app.add_middleware(BodyLimitMiddleware, limit=int(config.limits.max_body_bytes))
+    app.add_exception_handler(EdgemlError, _error(config))
+    app.openapi = partial(openapi_with_batch, app)  # type: ignore[method-assign]
+    limit = int(config.limits.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit=limit, retry_after_s=config.limits.retry_after_s)
     app.add_middleware(TimingMiddleware)  # 413s are timed too
-    app.add_middleware(TelemetryIntake, state=state, limit=int(config.limits.max_body_bytes))
+    app.add_middleware(TelemetryIntake, state=state, limit=limit)
     return app
 
 
 def _gate(
     config: CentralConfig,
-    db: Store,
+    db: TelemetryStore,
     object_store: ObjectStore | None,
     resolver: TargetResolver,
     alerter: Alerter | None,
@@ -266,74 +214,3 @@ def _gate(
         alerter=alerter,
         lookback=timedelta(seconds=config.gate.lookback_s),
     )
-
-
-#: after a retraining job failed, drift on the same data waits this long before another
-RETRAIN_COOLDOWN_S = 600.0
-
-
-def _retrainer(
-    config: CentralConfig, settings: Settings | None, resolver: TargetResolver
-) -> Callable[[GroupStatus], None] | None:
-    """On drift: the pipeline as a job, to the canary of the drifted group; once per served version.
-
-    Drift of a version older than the newest on any channel is left alone: a newer model is
-    already out (its own telemetry will say whether it drifts too).
-    """
-    spec = config.retrain.spec
-    if spec is None or settings is None:
-        return None
-    from edgeml.central.retrain import current_retraining, submit_retraining
-    from edgeml.central.routes.pointers import TargetsUnavailable
-    from edgeml.errors import EdgemlError
-
-    failed_at: dict[tuple[str, str], float] = {}  # (model, snapshot) -> when its job last failed
-
-    def retrain(status: GroupStatus) -> None:
-        try:
-            published = [p.version for p in resolver.pointers(status.model).values()]
-        except TargetsUnavailable:
-            published = []
-        if published and status.version < max(published):
-            return
-        last = current_retraining(status.model, settings)
-        if last is not None and last.since_snapshot == status.snapshot:
-            if last.state != "failed":
-                return  # this version's data was retrained on already (or is being)
-            key = (status.model, status.snapshot)
-            failed_at.setdefault(key, time.monotonic())
-            if time.monotonic() - failed_at[key] < RETRAIN_COOLDOWN_S:
-                return  # a failed job is not retried every round: its log says why
-            del failed_at[key]
-        try:
-            submission = submit_retraining(
-                spec,
-                settings,
-                status.snapshot,
-                groups=[status.group] if status.group else [],
-                dashboard_address=config.retrain.dashboard,
-            )
-        except EdgemlError as exc:
-            log.error("retraining %s after drift in %s failed to start: %s", status.model, status.group, exc)
-            return
-        if not submission.submitted:
-            return  # one is running already
-        job = submission.job
-        if resolver.store is not None:
-            from edgeml.audit import AuditLog
-
-            AuditLog(resolver.store).append(
-                "central:auto",
-                "retrain.submit",
-                status.model,
-                after={"job": job.job_id, "since_snapshot": job.since_snapshot, "groups": [status.group]},
-                reason=f"v{status.version} drifted in {status.group}: {', '.join(status.drifted)}",
-            )
-        log.warning(
-            "drift in %s (%s): retraining job %s submitted",
-            status.group,
-            ", ".join(status.drifted),
-            job.job_id,
-        )
-
-    return retrain

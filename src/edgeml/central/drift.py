@@ -41,19 +41,19 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from edgeml.agent.telemetry import CalibratedSums, FeatureTelemetry, SampleRow, TelemetryBatch
 from edgeml.bundle.manifest import CategoryCounts, Histogram, Manifest
-from edgeml.observability import DRIFT_BREACH, DRIFT_SCORE
+from edgeml.observability import track_drift
+from edgeml.telemetry.schema import CalibratedSums, FeatureTelemetry, PooledWindow, TelemetryBatch
 
 if TYPE_CHECKING:
-    from edgeml.central.store_process import Store
+    from edgeml.telemetry.store import TelemetryStore
 
 __all__ = [
     "DISTANCES",
@@ -63,7 +63,6 @@ __all__ = [
     "FeatureDrift",
     "Method",
     "MethodScore",
-    "PooledWindow",
     "ThresholdCache",
     "chi2_statistic",
     "compute_drift",
@@ -218,25 +217,6 @@ class ThresholdCache:
         return {m: float(np.quantile(DISTANCES[m](ref_draws, cur_draws), cfg.quantile)) for m in methods}
 
 
-@dataclass
-class PooledWindow:
-    """The summed telemetry of one (model, version, group, window)."""
-
-    model: str
-    version: int
-    group: str | None
-    start: datetime
-    end: datetime
-    batches: int = 0
-    rows: int = 0
-    features: dict[str, FeatureTelemetry] = field(default_factory=dict)
-    scores: dict[str, Histogram] = field(default_factory=dict)
-    predictions: dict[str, int] = field(default_factory=dict)
-    calibration: CalibratedSums | None = None
-    sample: list[SampleRow] = field(default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)
-
-
 def _add_counts(name: str, old: list[int], new: list[int]) -> list[int]:
     if not old:
         return list(new)
@@ -336,7 +316,7 @@ def pool(batches: Iterable[TelemetryBatch], window: timedelta) -> list[PooledWin
 
 
 def pool_stored(
-    store: Store,
+    store: TelemetryStore,
     window: timedelta | None,
     *,
     since: datetime | None = None,
@@ -349,7 +329,7 @@ def pool_stored(
 
     With ``window``: :func:`pool` of them; None: :func:`pool_window` per model, version and group
     (ordered by model, version, then group, no group last). The database adds them up when it
-    can (:meth:`~edgeml.central.db.TelemetryStore.pooled_windows`: no payload is read, so a day
+    can (:meth:`~edgeml.telemetry.store.TelemetryStore.pooled_windows`: no payload is read, so a day
     of a large fleet takes seconds rather than minutes and gigabytes); the batches are read and
     pooled here when it cannot. Windows carry no row ``sample`` on the first path.
     """
@@ -564,8 +544,6 @@ def compute_drift(
 
 def publish_drift(report: DriftReport) -> None:
     """Set DRIFT_SCORE (every method) and DRIFT_BREACH (the deciding method) from a report."""
-    version, group = str(report.version), report.group or ""
     for f in report.features:
-        for s in f.scores:
-            DRIFT_SCORE.labels(report.model, version, group, f.feature, s.method).set(s.value)
-        DRIFT_BREACH.labels(report.model, version, group, f.feature).set(1 if f.breached else 0)
+        scores: dict[str, float] = {s.method: s.value for s in f.scores}
+        track_drift(report.model, report.version, report.group, f.feature, scores, f.breached)

@@ -28,29 +28,41 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from edgeml.bundle.channels import ChannelPointer
 from edgeml.bundle.keys import Signer, timestamp
+from edgeml.bundle.manifest import Manifest
 from edgeml.bundle.rollout import promote, rollback
 from edgeml.central.alerts import Alerter
-from edgeml.central.db import FeedbackRecord
-from edgeml.central.drift import PooledWindow, pool_stored
+from edgeml.central.drift import pool_stored
 from edgeml.central.performance import realized_accuracy
-from edgeml.central.routes.pointers import TargetResolver
-from edgeml.central.store_process import Store
 from edgeml.errors import EdgemlError
-from edgeml.observability import CANARY_ACCURACY, CANARY_ACTIONS
+from edgeml.observability import track_canary_accuracy, track_canary_action
 from edgeml.spec.models import CanaryGate
 from edgeml.store.base import ObjectStore
+from edgeml.telemetry.schema import FeedbackRecord, PooledWindow
+from edgeml.telemetry.store import TelemetryStore
 
-__all__ = ["ACTOR", "Evidence", "GateDecision", "QualityGate"]
+__all__ = ["ACTOR", "Channels", "Evidence", "GateDecision", "QualityGate"]
 
 log = logging.getLogger("edgeml.central.gate")
 
 ACTOR = "central:quality-gate"
 
 Action = Literal["wait", "soak", "promote", "rollback"]
+
+
+class Channels(Protocol):
+    """Where the gate reads verified channel pointers and manifests (the node's target resolver)."""
+
+    def pointers(self, model: str) -> dict[str, ChannelPointer]: ...
+
+    def forget(self, model: str) -> None: ...
+
+    def manifest(self, model: str, version: int, profile: str) -> Manifest | None: ...
+
+
 Metric = Literal["realized", "estimated"]
 
 
@@ -125,9 +137,9 @@ class QualityGate:
 
     def __init__(
         self,
-        db: Store,
+        db: TelemetryStore,
         store: ObjectStore,
-        resolver: TargetResolver,
+        resolver: Channels,
         signer: Signer,
         *,
         alerter: Alerter | None = None,
@@ -212,8 +224,8 @@ class QualityGate:
             )
         else:
             metric, new, old = compared
-            CANARY_ACCURACY.labels(model, str(canary.version), "canary", metric).set(new)
-            CANARY_ACCURACY.labels(model, str(stable.version), "champion", metric).set(old)
+            track_canary_accuracy(model, canary.version, "canary", metric, new)
+            track_canary_accuracy(model, stable.version, "champion", metric, old)
             figures = (
                 f"{metric} accuracy: canary v{canary.version} {new:.1%}, champion v{stable.version} {old:.1%}"
             )
@@ -266,7 +278,7 @@ class QualityGate:
             return
         finally:
             self.resolver.forget(decision.model)
-        CANARY_ACTIONS.labels(decision.model, decision.action).inc()
+        track_canary_action(decision.model, decision.action)
         self.actions.append(decision)
         log.warning("quality gate: %s %s (%s)", decision.action, where, decision.reason)
         if self.alerter is not None:

@@ -1,117 +1,123 @@
-"""The fast path of telemetry intake: a valid JSON batch, posted by its own device.
+"""The telemetry intake in front of the application, and the one body limit.
 
 Telemetry is most of what the central node receives, thousands of batches a second from a
 fleet. FastAPI's generic path costs about as much CPU as storing a batch: the middleware
-chain, route matching, the auth dependency and answer validation. :class:`TelemetryIntake`
-sits in front of the application and answers the common case itself, with the same token
-check, validation, store and answer as the route in :mod:`edgeml.central.routes.telemetry`.
+chain, route matching, dependencies and answer validation. :class:`TelemetryIntake` answers
+``POST /v1/telemetry`` itself, earlier and cheaper, by calling the function the route calls
+(:func:`~edgeml.central.services.telemetry.receive_batch`) and answering as the route does
+(:func:`~edgeml.central.routes.telemetry.accepted`, or the error through
+:func:`~edgeml.central.routes.deps.error_response`). Without it, the route answers the same.
 
-Anything else (another content type, no Content-Length, an oversized or invalid body, no or a
-bad token, a token of another device) goes on to the application with the body replayed,
-so every error answer is the one the route gives and the OpenAPI documents. The fast path
-has no side effect before it decides.
+:func:`read_body` is the body limit, for the intake and for every other route
+(:class:`BodyLimitMiddleware`): 413 before more than the limit is read, by Content-Length at
+once or while a chunked body streams in.
 """
 
 from __future__ import annotations
 
 import time
 
-from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edgeml.agent.telemetry import TelemetryBatch
-from edgeml.central.routes.deps import CentralState
-from edgeml.central.routes.telemetry import PATH, REPLAYED, ingest
-from edgeml.observability import HTTP_REQUEST_SECONDS
+from edgeml.central.routes.deps import error_response
+from edgeml.central.routes.telemetry import PATH, accepted
+from edgeml.central.services.state import CentralState
+from edgeml.central.services.telemetry import receive_batch
+from edgeml.errors import EdgemlError, TooLarge
+from edgeml.observability import track_http_request, track_telemetry_batch
 
-__all__ = ["TelemetryIntake", "replaying"]
-
-_JSON = b"application/json"
-_REPLAYED = REPLAYED.lower().encode()
+__all__ = ["BodyLimitMiddleware", "TelemetryIntake", "read_body", "replaying"]
 
 
 class TelemetryIntake:
-    """ASGI middleware: ingest a valid batch from its own device; hand anything else on."""
+    """ASGI middleware: every telemetry post, answered here; anything else handed on."""
 
     def __init__(self, app: ASGIApp, state: CentralState, limit: int) -> None:
         self.app = app
         self.state = state
         self.limit = limit
-        self._ok = HTTP_REQUEST_SECONDS.labels(PATH, "POST", "200")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        token, length = _token_and_length(scope)
-        if token is None or length is None or length > self.limit:
+        headers = _headers(scope)
+        state = self.state
+        try:
+            body = await read_body(scope, receive, self.limit)
+            result = await receive_batch(
+                state, headers.get("authorization"), headers.get("content-type"), body
+            )
+        except EdgemlError as exc:
+            response: Response = error_response(exc, state.config.limits.retry_after_s)
+        else:
+            response = accepted(result)
+        await response(scope, receive, send)
+        track_http_request(PATH, "POST", response.status_code, time.perf_counter() - start)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's Authorization and Content-Type headers."""
+    found = {}
+    for name, value in scope["headers"]:
+        if name in (b"authorization", b"content-type"):
+            found[name.decode()] = value.decode("latin-1")
+    return found
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The request's body; :class:`~edgeml.errors.TooLarge` once it is over ``limit`` bytes.
+
+    A refused telemetry batch is counted as rejected.
+    """
+    length = None
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            length = int(value) if value.isdigit() else None
+    if length is not None and length > limit:
+        _refuse(scope, limit)
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            _refuse(scope, limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _refuse(scope: Scope, limit: int) -> None:
+    if scope["path"] == PATH:
+        track_telemetry_batch("rejected")
+    raise TooLarge(f"the request body is over the {limit}-byte limit")
+
+
+class BodyLimitMiddleware:
+    """:func:`read_body` in front of every route (GET and HEAD carry no body)."""
+
+    def __init__(self, app: ASGIApp, limit: int, retry_after_s: float) -> None:
+        self.app = app
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        body = await _read(receive)
-        status = await self._answer(scope, body, token, send)
-        if status is None:
-            await self.app(scope, replaying(body, receive), send)
-            return
-        timer = self._ok if status == 200 else HTTP_REQUEST_SECONDS.labels(PATH, "POST", str(status))
-        timer.observe(time.perf_counter() - start)
-
-    async def _answer(self, scope: Scope, body: bytes, token: str, send: Send) -> int | None:
-        """The status answered to a valid batch from the token's device; None: the route decides."""
-        state = self.state
-        device = state.store.authenticate(token)
-        if device is None:
-            return None
         try:
-            batch = TelemetryBatch.model_validate_json(body)
-        except ValidationError:
-            return None
-        if batch.device_id != device.device_id:
-            return None
-        result = await ingest(state, batch, device)
-        if isinstance(result, Response):  # 429 or a reused batch id: submitted, so answered here
-            await result(scope, _nothing_more, send)
-            return result.status_code
-        payload = result.ack.model_dump_json().encode()
-        headers = [(b"content-type", _JSON), (b"content-length", str(len(payload)).encode())]
-        if result.duplicate:
-            headers.append((_REPLAYED, b"true"))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-        return 200
-
-
-async def _nothing_more() -> Message:
-    return {"type": "http.disconnect"}
-
-
-def _token_and_length(scope: Scope) -> tuple[str | None, int | None]:
-    """The bearer token of a JSON request with a Content-Length, and that length (else None)."""
-    token = length = None
-    json = False
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and credentials.strip():
-                token = credentials.strip()
-        elif name == b"content-length":
-            length = int(value) if value.isdigit() else None
-        elif name == b"content-type":
-            json = value.partition(b";")[0].strip().lower() == _JSON
-    return (token, length) if json else (None, None)
-
-
-async def _read(receive: Receive) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
-    while message.get("more_body", False):
-        message = await receive()
-        chunks.append(message.get("body", b""))
-    return b"".join(chunks)
+            body = await read_body(scope, receive, self.limit)
+        except TooLarge as exc:
+            await error_response(exc, self.retry_after_s)(scope, receive, send)
+            return
+        await self.app(scope, replaying(body, receive), send)
 
 
 def replaying(body: bytes, receive: Receive) -> Receive:

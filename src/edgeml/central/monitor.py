@@ -26,14 +26,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from edgeml.agent.telemetry import SampleRow
 from edgeml.bundle.manifest import Manifest
 from edgeml.central.alerts import Alerter, Signal, accuracy_signal, drift_signals
 from edgeml.central.config import NannyMLConfig
 from edgeml.central.drift import (
     DriftConfig,
     DriftReport,
-    PooledWindow,
     ThresholdCache,
     compute_drift,
     pool_stored,
@@ -43,7 +41,6 @@ from edgeml.central.gate import QualityGate
 from edgeml.central.performance import (
     AccuracyEstimate,
     NannyMLReport,
-    NoReferenceRows,
     RealizedAccuracy,
     estimate_accuracy,
     nannyml_analysis,
@@ -52,7 +49,9 @@ from edgeml.central.performance import (
     realized_accuracy,
     sample_frame,
 )
-from edgeml.central.store_process import Store
+from edgeml.errors import NoReferenceRows
+from edgeml.telemetry.schema import PooledWindow, SampleRow
+from edgeml.telemetry.store import TelemetryStore
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,7 +102,7 @@ class Monitor:
 
     def __init__(
         self,
-        db: Store,
+        db: TelemetryStore,
         manifests: ManifestFor,
         *,
         window: timedelta = timedelta(minutes=10),

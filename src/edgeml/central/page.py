@@ -6,36 +6,19 @@ It works on an appliance with no internet, and its charts need no JavaScript to 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edgeml.audit import AuditEntry
-    from edgeml.central.db import RowsPoint
-    from edgeml.central.drift import DriftReport
     from edgeml.central.gate import Evidence, GateDecision
     from edgeml.central.monitor import GroupStatus
-    from edgeml.central.performance import AccuracyEstimate, NannyMLReport, RealizedAccuracy
-    from edgeml.central.routes.fleet import Fleet
+    from edgeml.central.performance import NannyMLReport
+    from edgeml.central.services.fleet import Fleet, WindowHealth
+    from edgeml.telemetry.schema import RowsPoint
 
-__all__ = ["WindowHealth", "render_fleet_page"]
-
-
-@dataclass(frozen=True)
-class WindowHealth:
-    """One model version on one device group over one window (feedback: by when it arrived)."""
-
-    model: str
-    version: int
-    group: str | None
-    start: datetime
-    end: datetime
-    rows: int
-    drift: DriftReport | None  # None: the version's manifest could not be read
-    estimated: AccuracyEstimate | None
-    realized: RealizedAccuracy | None
+__all__ = ["render_fleet_page"]
 
 
 CHART_W, CHART_H, PAD = 360, 90, 4

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from edgeml._thirdparty import import_nannyml
-from edgeml.agent.telemetry import SampleRow
 from edgeml.bundle.keys import KeyRing
 from edgeml.bundle.manifest import Manifest
 from edgeml.bundle.reference_rows import (
@@ -37,15 +36,9 @@ from edgeml.bundle.reference_rows import (
     probability_column,
     reference_rows_key,
 )
-from edgeml.central.drift import PooledWindow
-from edgeml.errors import EdgemlError
-from edgeml.observability import (
-    ESTIMATED_ACCURACY,
-    NANNYML_DRIFT_ALERT,
-    NANNYML_ESTIMATED_ACCURACY,
-    NANNYML_PERFORMANCE_ALERT,
-    REALIZED_ACCURACY,
-)
+from edgeml.errors import EdgemlError, NoReferenceRows
+from edgeml.observability import track_accuracy, track_nannyml_drift, track_nannyml_performance
+from edgeml.telemetry.schema import PooledWindow, SampleRow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,7 +53,6 @@ __all__ = [
     "NannyDrift",
     "NannyEstimate",
     "NannyMLReport",
-    "NoReferenceRows",
     "RealizedAccuracy",
     "StoredReferenceRows",
     "estimate_accuracy",
@@ -209,11 +201,13 @@ def publish_accuracy(
     realized: RealizedAccuracy | None = None,
 ) -> None:
     """Set ESTIMATED_ACCURACY and REALIZED_ACCURACY for what is given."""
-    labels = (model, str(version), group or "")
-    if estimate is not None:
-        ESTIMATED_ACCURACY.labels(*labels).set(estimate.estimated)
-    if realized is not None:
-        REALIZED_ACCURACY.labels(*labels).set(realized.accuracy)
+    track_accuracy(
+        model,
+        version,
+        group,
+        estimated=None if estimate is None else estimate.estimated,
+        realized=None if realized is None else realized.accuracy,
+    )
 
 
 # --- NannyML on row samples ----------------------------------------------------------------
@@ -438,24 +432,16 @@ def _estimate(
 
 def publish_nannyml(model: str, version: int, group: str | None, report: NannyMLReport) -> None:
     """Set the NannyML gauges: drift alert per feature, the estimate's alert, CBPE's accuracy band."""
-    labels = (model, str(version), group or "")
     for d in report.drift:
-        NANNYML_DRIFT_ALERT.labels(*labels, d.feature).set(1 if d.alert else 0)
+        track_nannyml_drift(model, version, group, d.feature, d.alert)
     p = report.performance
     if p is None:
         return
-    NANNYML_PERFORMANCE_ALERT.labels(*labels, p.estimator, p.metric).set(1 if p.alert else 0)
-    if p.metric == "accuracy":
-        for bound, value in (("estimate", p.value), ("lower", p.lower), ("upper", p.upper)):
-            if value is not None:
-                NANNYML_ESTIMATED_ACCURACY.labels(*labels, bound).set(value)
+    bounds = {"estimate": p.value, "lower": p.lower, "upper": p.upper} if p.metric == "accuracy" else {}
+    track_nannyml_performance(model, version, group, p.estimator, p.metric, p.alert, bounds)
 
 
 # --- reference rows for NannyML ------------------------------------------------------------
-
-
-class NoReferenceRows(Exception):
-    """A version has no usable reference rows for NannyML; the message says why."""
 
 
 class StoredReferenceRows:
@@ -490,7 +476,9 @@ class StoredReferenceRows:
                 raise NoReferenceRows(f"no reference rows published at {key}")
             data = self.store.get(key)
             KeyRing.from_dir(self.keyring).verify(data, self.store.get(key + ".sig"))
-        except EdgemlError as exc:
+        except NoReferenceRows:
+            raise
+        except EdgemlError as exc:  # the store's or the signature's
             raise NoReferenceRows(f"reference rows {key} refused: {exc.message}") from exc
         frame = pd.read_parquet(io.BytesIO(data))
         self._found[key] = frame

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict
 
 from edgeml.audit import ACTOR_ENV
-from edgeml.observability import RETRAIN_JOBS
+from edgeml.observability import track_retrain_job
 from edgeml.settings import Settings
 
 __all__ = [
@@ -137,7 +137,7 @@ def current_retraining(spec_name: str, settings: Settings) -> RetrainJob | None:
         job = job.model_copy(update={"state": state})
         path.write_text(job.model_dump_json(indent=2), encoding="utf-8")
         if state not in _ACTIVE:
-            RETRAIN_JOBS.labels("succeeded" if state == "succeeded" else "failed").inc()
+            track_retrain_job("succeeded" if state == "succeeded" else "failed")
     return job
 
 
@@ -220,7 +220,7 @@ def submit_retraining(
             pid=pid,
             log=None if log is None else str(log),
         )
-        RETRAIN_JOBS.labels("submitted").inc()
+        track_retrain_job("submitted")
         path = _state_file(settings, spec.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(job.model_dump_json(indent=2), encoding="utf-8")
@@ -245,5 +245,5 @@ def stop_local_jobs(settings: Settings, timeout_s: float = 10.0) -> list[str]:
             job = RetrainJob.model_validate_json(path.read_text(encoding="utf-8"))
             if job.job_id in stopped and job.state in _ACTIVE:
                 path.write_text(job.model_copy(update={"state": "stopped"}).model_dump_json(indent=2))
-                RETRAIN_JOBS.labels("failed").inc()
+                track_retrain_job("failed")
     return stopped

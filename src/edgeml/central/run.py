@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import secrets
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import yaml
 
 from edgeml.central.config import CentralConfig
 from edgeml.errors import UserError
+from edgeml.telemetry.process import tune_runtime
 
 __all__ = ["InitResult", "init_central", "serve"]
 
@@ -22,7 +21,7 @@ def serve(config: CentralConfig) -> None:
     """Run the service until SIGINT/SIGTERM; shutdown drains the write queue and checkpoints.
 
     One process serves HTTP (no uvicorn workers: they would each need the registry and the
-    store) and the telemetry store runs in a second one (:mod:`edgeml.central.store_process`).
+    store) and the telemetry store runs in a second one (:mod:`edgeml.telemetry.process`).
     """
     import uvicorn
 
@@ -32,31 +31,6 @@ def serve(config: CentralConfig) -> None:
     app = create_app(config)
     tune_runtime()
     uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False)
-
-
-#: young-generation threshold of the cyclic GC while serving (CPython's default is 700)
-GC_THRESHOLD = 20_000
-#: seconds a thread holds the GIL while another waits for it (CPython's default is 0.005)
-SWITCH_INTERVAL_S = 0.0005
-
-
-def tune_runtime() -> None:
-    """The interpreter set for telemetry: the serving process's and the store process's.
-
-    Garbage collection: a batch allocates hundreds of container objects, and batches live
-    until their commit, so at CPython's defaults a collection ran every few batches and a full
-    one every few seconds, walking every long-lived object of the application (~15% of the
-    event loop's time under load). Objects alive at start-up are frozen out of collections;
-    young collections run after ``GC_THRESHOLD`` allocations.
-
-    Switch interval: DuckDB's Python client takes the GIL back after every task of a query;
-    a thread that waits for it while another one is busy waits up to the switch interval. In
-    the store process the thread reading requests is the busy one.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 @dataclass(frozen=True)

@@ -1,46 +1,31 @@
-"""What every router shares: the service state, bearer-token auth, error bodies."""
+"""What every router shares: the node's state as a dependency, bearer-token auth, error bodies."""
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from edgeml.central.config import CentralConfig
-from edgeml.central.db import Device
-from edgeml.central.monitor import Monitor
-from edgeml.central.routes.pointers import TargetResolver
-from edgeml.central.store_process import Store
+from edgeml.central.services.state import CentralState
+from edgeml.central.services.telemetry import bearer_token
+from edgeml.errors import EdgemlError, Unauthorized, Unavailable
+from edgeml.telemetry.schema import Device
 
 __all__ = [
     "AdminDep",
-    "CentralState",
     "DeviceDep",
     "DeviceOrAdminDep",
     "ErrorBody",
     "FleetReaderDep",
     "RegistrarDep",
     "StateDep",
+    "error_response",
     "errors",
 ]
-
-
-@dataclass
-class CentralState:
-    """One running central node: its config, store, secrets and what the routes remember."""
-
-    config: CentralConfig
-    store: Store
-    admin_token: str
-    bootstrap_token: str | None
-    targets: TargetResolver
-    # device id -> the DEVICE_MODEL labels set for it, so a version change removes the old series
-    serving_labels: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)
-    monitor: Monitor | None = None  # the watch over drift and accuracy (None: disabled)
 
 
 class ErrorBody(BaseModel):
@@ -58,6 +43,16 @@ _DESCRIPTIONS = {
 }
 
 
+def error_response(exc: EdgemlError, retry_after_s: float) -> JSONResponse:
+    """The HTTP answer to ``exc``: the one mapping of errors to answers, for every route and the intake."""
+    headers = {}
+    if isinstance(exc, Unavailable):
+        headers["Retry-After"] = str(retry_after_s)
+    elif isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"detail": exc.http_detail()}, exc.http_status, headers=headers)
+
+
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for these error codes, each with an :class:`ErrorBody`."""
     return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
@@ -71,16 +66,12 @@ def _state(request: Request) -> CentralState:
 StateDep = Annotated[CentralState, Depends(_state)]
 
 
-def unauthorized(detail: str) -> HTTPException:
-    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
-
-
 def _bearer(name: str, description: str) -> HTTPBearer:
     return HTTPBearer(scheme_name=name, description=description, auto_error=False)
 
 
 _admin_scheme = _bearer("admin", "The admin token (central.yaml: admin_token_file)")
-_device_scheme = _bearer("device", "A device token, as registration returned it")
+device_scheme = _bearer("device", "A device token, as registration returned it")
 _device_or_admin_scheme = _bearer("deviceOrAdmin", "A device token or the admin token")
 _registrar_scheme = _bearer("bootstrapOrAdmin", "The bootstrap token or the admin token")
 _fleet_scheme = _bearer("fleetReader", "The admin token, when central.yaml sets fleet_auth: admin")
@@ -89,9 +80,8 @@ Credentials = HTTPAuthorizationCredentials | None
 
 
 def _token(credentials: Credentials) -> str:
-    if credentials is None or not credentials.credentials:
-        raise unauthorized("this needs a bearer token (Authorization: Bearer <token>)")
-    return credentials.credentials
+    """The token FastAPI's HTTPBearer found, checked as the telemetry intake checks a header."""
+    return bearer_token(None if credentials is None else f"Bearer {credentials.credentials}")
 
 
 def _same(presented: str, secret: str | None) -> bool:
@@ -100,13 +90,13 @@ def _same(presented: str, secret: str | None) -> bool:
 
 def _admin(state: StateDep, credentials: Annotated[Credentials, Depends(_admin_scheme)]) -> None:
     if not _same(_token(credentials), state.admin_token):
-        raise unauthorized("not the admin token")
+        raise Unauthorized("not the admin token")
 
 
-def _device(state: StateDep, credentials: Annotated[Credentials, Depends(_device_scheme)]) -> Device:
+def _device(state: StateDep, credentials: Annotated[Credentials, Depends(device_scheme)]) -> Device:
     device = state.store.authenticate(_token(credentials))
     if device is None:
-        raise unauthorized("unknown or decommissioned device token")
+        raise Unauthorized("unknown or decommissioned device token")
     return device
 
 
@@ -118,19 +108,19 @@ def _device_or_admin(
         return None
     device = state.store.authenticate(token)
     if device is None:
-        raise unauthorized("neither a valid device token nor the admin token")
+        raise Unauthorized("neither a valid device token nor the admin token")
     return device
 
 
 def _registrar(state: StateDep, credentials: Annotated[Credentials, Depends(_registrar_scheme)]) -> None:
     token = _token(credentials)
     if not (_same(token, state.admin_token) or _same(token, state.bootstrap_token)):
-        raise unauthorized("neither the bootstrap token nor the admin token")
+        raise Unauthorized("neither the bootstrap token nor the admin token")
 
 
 def _fleet_reader(state: StateDep, credentials: Annotated[Credentials, Depends(_fleet_scheme)]) -> None:
     if state.config.fleet_auth == "admin" and not _same(_token(credentials), state.admin_token):
-        raise unauthorized("the fleet views need the admin token here (fleet_auth: admin)")
+        raise Unauthorized("the fleet views need the admin token here (fleet_auth: admin)")
 
 
 AdminDep = Annotated[None, Depends(_admin)]

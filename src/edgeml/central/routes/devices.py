@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeml.central.db import Device, DeviceExists, UnknownDevice
 from edgeml.central.routes.deps import AdminDep, RegistrarDep, StateDep, errors
-from edgeml.central.routes.fleet import forget_device_series, update_fleet_gauges, write_prometheus_sd
+from edgeml.central.services.fleet import forget_device_series, update_fleet_gauges, write_prometheus_sd
 from edgeml.spec.types import Slug
+from edgeml.telemetry.schema import Device
 
 __all__ = ["RegisterRequest", "Registered", "router"]
 
@@ -32,12 +32,9 @@ class Registered(BaseModel):
 @router.post("", status_code=201, response_model=Registered, responses=errors(401, 409, 413))
 def register(body: RegisterRequest, state: StateDep, _: RegistrarDep) -> Registered:
     """Register a device (bootstrap or admin token); the answer holds its token, shown once."""
-    try:
-        device, token = state.store.register_device(
-            device_id=body.device_id, group=body.group, profile=body.profile, model=body.model
-        )
-    except DeviceExists as exc:
-        raise HTTPException(409, str(exc)) from exc
+    device, token = state.store.register_device(  # an id taken: DeviceExists, 409
+        device_id=body.device_id, group=body.group, profile=body.profile, model=body.model
+    )
     update_fleet_gauges(state)
     write_prometheus_sd(state)
     _audit(
@@ -55,10 +52,7 @@ def list_devices(state: StateDep, _: AdminDep) -> list[Device]:
 @router.post("/{device_id}/decommission", response_model=Device, responses=errors(401, 404))
 def decommission(device_id: str, state: StateDep, _: AdminDep) -> Device:
     """Retire a device (admin): its token stops working at once. Repeating it changes nothing."""
-    try:
-        device = state.store.decommission(device_id)
-    except UnknownDevice as exc:
-        raise HTTPException(404, str(exc)) from exc
+    device = state.store.decommission(device_id)  # an unknown id: UnknownDevice, 404
     forget_device_series(state, device)
     update_fleet_gauges(state)
     write_prometheus_sd(state)

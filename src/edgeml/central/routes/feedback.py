@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeml.central.db import FeedbackItem
 from edgeml.central.routes.deps import DeviceOrAdminDep, StateDep, errors
+from edgeml.errors import Forbidden
+from edgeml.telemetry.schema import FeedbackItem
 
 __all__ = ["FeedbackAccepted", "FeedbackRequest", "router"]
 
@@ -29,7 +30,7 @@ def post_feedback(body: FeedbackRequest, state: StateDep, caller: DeviceOrAdminD
     items = body.labels
     if caller is not None:
         if any(i.device_id not in (None, caller.device_id) for i in items):
-            raise HTTPException(403, "a device may only send labels for its own predictions")
+            raise Forbidden("a device may only send labels for its own predictions")
         items = [i.model_copy(update={"device_id": caller.device_id}) for i in items]
     return FeedbackAccepted(
         accepted=state.store.add_feedback(items, source="admin" if caller is None else caller.device_id)

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from edgeml.central.routes.deps import StateDep, errors
-from edgeml.central.routes.fleet import update_fleet_gauges
+from edgeml.central.services.fleet import update_fleet_gauges
 from edgeml.observability import render_metrics
 
 __all__ = ["router"]

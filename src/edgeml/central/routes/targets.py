@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
 from edgeml.central.routes.deps import DeviceOrAdminDep, StateDep, errors
-from edgeml.central.routes.pointers import TargetAnswer, TargetsUnavailable
+from edgeml.central.services.targets import TargetAnswer
+from edgeml.errors import Forbidden, UnknownDevice
 
 __all__ = ["router"]
 
@@ -19,12 +20,9 @@ def target(device_id: str, state: StateDep, caller: DeviceOrAdminDep) -> TargetA
     The same choice the agent makes from the pointers when the central node is out of reach.
     """
     if caller is not None and caller.device_id != device_id:
-        raise HTTPException(403, "a device may only ask for its own target")
+        raise Forbidden("a device may only ask for its own target")
     device = caller or state.store.device(device_id)
     if device is None or not device.active:
-        raise HTTPException(404, f"no active device {device_id}")
-    try:
-        return state.targets.answer(device.device_id, device.model, device.profile, device.group)
-    except TargetsUnavailable as exc:
-        retry = str(state.config.limits.retry_after_s)
-        raise HTTPException(503, str(exc), headers={"Retry-After": retry}) from exc
+        raise UnknownDevice(f"no active device {device_id}")
+    # pointers not readable now: TargetsUnavailable, 503 with Retry-After
+    return state.targets.answer(device.device_id, device.model, device.profile, device.group)

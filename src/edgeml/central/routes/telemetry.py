@@ -1,30 +1,22 @@
 """Telemetry intake: idempotent on (device, batch id), acknowledged only once committed.
 
-The route here is FastAPI's generic path: it gives every error answer and documents the
-contract in the OpenAPI. Valid batches from their own device take a fast path in front of
-it, :class:`edgeml.central.intake.TelemetryIntake`, which shares :func:`ingest`.
+The route documents the contract in the OpenAPI and answers through
+:func:`~edgeml.central.services.telemetry.receive_batch`; the intake in front of the
+application (:class:`edgeml.central.intake.TelemetryIntake`) calls the same function earlier,
+so the route answers only when the intake is left out.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI, Request, Response, Security
 
-from edgeml.agent.telemetry import TelemetryBatch
-from edgeml.central.db import BatchConflict, Device, Ingested, Overloaded, TelemetryAck
-from edgeml.central.routes.deps import CentralState, DeviceDep, StateDep, errors
-from edgeml.central.routes.fleet import set_serving
-from edgeml.observability import (
-    DEVICE_LAST_SEEN,
-    DEVICE_SPOOL_DROPPED,
-    TELEMETRY_BATCHES,
-    TELEMETRY_LAG,
-    TELEMETRY_ROWS,
-)
+from edgeml.central.routes.deps import StateDep, device_scheme, errors
+from edgeml.central.services.telemetry import receive_batch
+from edgeml.telemetry.schema import Ingested, TelemetryAck, TelemetryBatch
 
-__all__ = ["PATH", "REPLAYED", "ingest", "router"]
+__all__ = ["PATH", "REPLAYED", "accepted", "openapi_with_batch", "router"]
 
 PATH = "/v1/telemetry"
 #: set on the answer to a batch that was already stored (the answer is the stored one)
@@ -33,10 +25,20 @@ REPLAYED = "Idempotent-Replayed"
 
 router = APIRouter(tags=["telemetry"])
 
+#: the body is read by :func:`receive_batch`, not by FastAPI: the OpenAPI names it here
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TelemetryBatch"}}},
+    }
+}
+
 
 @router.post(
     PATH,
     response_model=TelemetryAck,
+    dependencies=[Security(device_scheme)],
+    openapi_extra=_BODY,
     responses={
         **errors(401, 403, 413, 429, 503),
         200: {
@@ -48,57 +50,27 @@ router = APIRouter(tags=["telemetry"])
         },
     },
 )
-async def post_telemetry(
-    batch: TelemetryBatch, response: Response, state: StateDep, device: DeviceDep
-) -> Response | TelemetryAck:
+async def post_telemetry(request: Request, state: StateDep) -> Response:
     """Ingest one batch (device token). The answer comes once the batch is committed to disk."""
-    if batch.device_id != device.device_id:
-        TELEMETRY_BATCHES.labels("rejected").inc()
-        raise HTTPException(403, f"this token belongs to {device.device_id}, not {batch.device_id}")
-    result = await ingest(state, batch, device)
-    if isinstance(result, Response):
-        return result
-    if result.duplicate:
-        response.headers[REPLAYED] = "true"
-    return result.ack
+    headers = request.headers
+    body = await request.body()
+    return accepted(
+        await receive_batch(state, headers.get("authorization"), headers.get("content-type"), body)
+    )
 
 
-async def ingest(state: CentralState, batch: TelemetryBatch, device: Device) -> Ingested | JSONResponse:
-    """Submit ``batch`` and wait for its commit.
-
-    The result, or the answer to a full queue (429) or to a reused batch id (422).
-    """
-    try:
-        answer = state.store.submit_async(batch)
-    except Overloaded as exc:
-        TELEMETRY_BATCHES.labels("throttled").inc()
-        retry = {"Retry-After": str(state.config.limits.retry_after_s)}
-        return JSONResponse({"detail": f"busy: {exc}"}, 429, headers=retry)
-    try:
-        result = await answer
-    except BatchConflict as exc:
-        TELEMETRY_BATCHES.labels("conflict").inc()
-        return JSONResponse(
-            {"detail": [{"loc": ["body", "batch_id"], "msg": str(exc), "type": "batch_id_reused"}]}, 422
-        )
-    if result.duplicate:
-        TELEMETRY_BATCHES.labels("duplicate").inc()
-    else:
-        TELEMETRY_BATCHES.labels("accepted").inc()
-        _observe(state, batch, device, result.ack.received_at)
-    return result
+def accepted(result: Ingested) -> Response:
+    """The answer to a stored batch (a repeat: the stored answer, marked as replayed)."""
+    headers = {REPLAYED: "true"} if result.duplicate else None
+    return Response(result.ack.model_dump_json(), 200, headers, media_type="application/json")
 
 
-def _observe(state: CentralState, batch: TelemetryBatch, device: Device, received: datetime) -> None:
-    """Fleet gauges after a new batch."""
-    group = device.group or ""
-    labels = (device.device_id, group)
-    DEVICE_LAST_SEEN.labels(*labels).set(received.timestamp())
-    TELEMETRY_ROWS.labels(batch.model, batch.group or group).inc(batch.rows)
-    if batch.dropped_before:
-        DEVICE_SPOOL_DROPPED.labels(*labels).inc(batch.dropped_before)
-    now = state.store.device(device.device_id)
-    if now is None or now.last_window_end != batch.window_end:
-        return  # an older window arriving late: the newest one's lag and version stand
-    TELEMETRY_LAG.labels(*labels).set(max(0.0, (datetime.now(UTC) - batch.window_end).total_seconds()))
-    set_serving(state, now)
+def openapi_with_batch(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI, with the :class:`TelemetryBatch` schema the route's body names."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        found = TelemetryBatch.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(found.pop("$defs", {}))
+        components[TelemetryBatch.__name__] = found
+    return app.openapi_schema or {}

@@ -6,7 +6,7 @@ batches, with ``seq`` numbered from 0 within the group (the store offsets it as 
 
 The central node builds groups in the process that serves HTTP, which has every batch parsed
 already, and hands them to the store process, which then only inserts them: any Python work
-in the store's process costs DuckDB time there (see :mod:`edgeml.central.store_process`).
+in the store's process costs DuckDB time there (see :mod:`edgeml.telemetry.process`).
 A group pickles as Arrow buffers, so handing one over costs a copy, not a parse.
 
 A batch's ``payload`` (:func:`payload_of`) is its JSON without the histograms that
@@ -27,8 +27,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from edgeml.agent.telemetry import FeatureTelemetry, TelemetryBatch
 from edgeml.bundle.manifest import Histogram
+from edgeml.telemetry.schema import FeatureTelemetry, TelemetryBatch
 
 __all__ = [
     "BATCH_TYPES",

@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeml.bundle.channels import CHANNELS, ChannelPointer, choose, pointer_key, verify_pointer
 from edgeml.bundle.keys import KeyRing, open_signed
 from edgeml.bundle.manifest import Manifest, manifest_key
-from edgeml.errors import BundleRejected, ObjectNotFoundError, StoreError, UserError
+from edgeml.errors import BundleRejected, ObjectNotFoundError, StoreError, TargetsUnavailable, UserError
 from edgeml.store.base import ObjectStore
 
-__all__ = ["Target", "TargetAnswer", "TargetResolver", "TargetsUnavailable"]
+__all__ = ["Target", "TargetAnswer", "TargetResolver"]
 
 log = logging.getLogger("edgeml.central.targets")
 
@@ -49,10 +49,6 @@ class TargetAnswer(BaseModel):
     group: str | None
     target: Target | None = Field(description="none: no channel names a bundle for this device")
     reason: str | None = Field(None, description="why there is no target")
-
-
-class TargetsUnavailable(Exception):
-    """The store or the key ring cannot be read now."""
 
 
 class TargetResolver:

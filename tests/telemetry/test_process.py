@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import socket
@@ -14,21 +15,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from edgeml.central.db import (
-    WRITE_THREADS,
-    BatchConflict,
-    DeviceExists,
-    FeedbackItem,
-    Ingested,
-    Outcomes,
-    Overloaded,
-    StoreClosed,
-    TelemetryStore,
-    UnknownDevice,
-)
-from edgeml.central.store_process import PIPE_BUFFER, PREPARE_CHUNK, StoreProcess, _widen
+from edgeml.errors import BatchConflict, DeviceExists, Overloaded, StoreClosed, UnknownDevice
+from edgeml.telemetry.db.store import WRITE_THREADS, DuckDBStore
+from edgeml.telemetry.process import _SERVED, PIPE_BUFFER, PREPARE_CHUNK, Group, StoreProcess, _Remote, _widen
+from edgeml.telemetry.schema import FeedbackItem, Ingested, Outcomes
+from edgeml.telemetry.store import TelemetryStore
 
-from .conftest import make_batch
+from .batches import make_batch
 
 
 def test_devices_telemetry_and_errors_answer_as_in_process(tmp_path: Path) -> None:
@@ -64,7 +57,7 @@ def test_devices_telemetry_and_errors_answer_as_in_process(tmp_path: Path) -> No
         assert not retired.active
         assert store.authenticate(token) is None  # the token stops working when decommission returns
 
-    with TelemetryStore(tmp_path / "t.duckdb") as reopened:  # what the child wrote is on disk
+    with DuckDBStore(tmp_path / "t.duckdb") as reopened:  # what the child wrote is on disk
         assert reopened.batch_count() == 1
         assert reopened.device("d1") == retired
 
@@ -135,12 +128,37 @@ def test_the_store_waits_for_a_previous_process_to_let_go(tmp_path: Path) -> Non
         closing.join()
 
 
-def test_every_call_the_child_serves_is_a_store_method_on_both_sides() -> None:
-    from edgeml.central.store_process import _CALLS
+def _members(cls: type) -> dict[str, str]:
+    """Public members of a class: name -> 'property' or 'method'."""
+    return {
+        name: "property" if isinstance(value, property) else "method"
+        for name, value in vars(cls).items()
+        if not name.startswith("_")
+    }
 
-    for name in _CALLS:
-        assert callable(getattr(TelemetryStore, name)), name
-        assert callable(getattr(StoreProcess, name)), name
+
+def test_the_proxy_exposes_exactly_the_store_interface() -> None:
+    interface = _members(TelemetryStore)
+    proxy = _members(StoreProcess)
+    assert proxy.pop("pid") == "property"  # the child's id: for tests and tools that watch it
+    assert proxy == interface
+    assert _members(DuckDBStore).items() >= interface.items()
+    # the proxy's remote methods take the store's signatures: they must be the interface's
+    for name, kind in interface.items():
+        if kind == "method":
+            assert inspect.signature(getattr(DuckDBStore, name)) == inspect.signature(
+                getattr(TelemetryStore, name)
+            ), name
+
+
+def test_the_child_serves_the_remote_methods_and_no_other(tmp_path: Path) -> None:
+    remote = {name for name, value in vars(StoreProcess).items() if isinstance(value, _Remote)}
+    assert remote == _SERVED
+    assert {"submit", "authenticate", "close"}.isdisjoint(_SERVED)  # answered in this process
+    with StoreProcess(tmp_path / "t.duckdb") as store:
+        with pytest.raises(AttributeError, match="does not serve 'close'"):
+            store._call("close", (), {}, 10)
+        assert store.batch_count() == 0  # the store goes on
 
 
 def test_batches_submitted_on_an_event_loop_while_the_store_writes_share_commits(tmp_path: Path) -> None:
@@ -238,7 +256,7 @@ def test_closing_writes_the_parts_already_sent_ahead(tmp_path: Path, monkeypatch
         os.kill(store.pid, signal.SIGCONT)
     store.close()  # the first group may still be out; the parts ahead are not in a group yet
     answers = [f.result(10) for f in futures]
-    with TelemetryStore(tmp_path / "t.duckdb") as reopened:
+    with DuckDBStore(tmp_path / "t.duckdb") as reopened:
         assert sorted(b.batch_id for b in reopened.batches()) == sorted(a.ack.batch_id for a in answers)
 
 
@@ -248,7 +266,7 @@ def test_a_group_missing_a_part_sent_ahead_fails_alone(tmp_path: Path) -> None:
         with store._lock:
             call_id = store._new_id()
             store._calls[call_id] = lost
-        store._send(("group", call_id, 1, 0), call_id)  # says one part went ahead; none did
+        store._send(Group(call_id, 1, 0), call_id)  # says one part went ahead; none did
         with pytest.raises(StoreClosed, match="1 parts of the group were sent ahead, 0 came"):
             lost.result(10)
         store.ingest(make_batch())  # the store goes on
@@ -258,9 +276,9 @@ def test_a_group_missing_a_part_sent_ahead_fails_alone(tmp_path: Path) -> None:
 def test_closing_a_stalled_store_with_a_full_pipe_ends(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edgeml.central import store_process
+    from edgeml.telemetry import process
 
-    monkeypatch.setattr(store_process, "_STOP_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(process, "_STOP_TIMEOUT_S", 1.0)
     store = StoreProcess(tmp_path / "t.duckdb", max_queued_batches=1_000_000)
     assert store.pid is not None
     os.kill(store.pid, signal.SIGSTOP)  # hung: it reads nothing more
@@ -281,7 +299,7 @@ def test_closing_a_stalled_store_with_a_full_pipe_ends(
 
 
 def test_reads_get_every_duckdb_thread_and_writes_one(tmp_path: Path) -> None:
-    with TelemetryStore(tmp_path / "t.duckdb") as store:
+    with DuckDBStore(tmp_path / "t.duckdb") as store:
         setting = "SELECT current_setting('threads')"
         reading = store.fetch(setting)[0][0]
         writing = store.write(lambda con: con.execute(setting).fetchall()[0][0]).result()

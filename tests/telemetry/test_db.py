@@ -14,35 +14,36 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeml.agent.telemetry import FeatureTelemetry, SampleRow, TelemetryBatch
 from edgeml.bundle.manifest import Histogram
-from edgeml.central.batch_group import BatchGroup
-from edgeml.central.db import (
-    ROW_GROUP_ROWS,
-    BatchConflict,
+from edgeml.errors import BatchConflict, StoreClosed
+from edgeml.telemetry.db.batch_group import BatchGroup
+from edgeml.telemetry.db.store import DuckDBStore
+from edgeml.telemetry.db.tables import ROW_GROUP_ROWS
+from edgeml.telemetry.db.writer import encode
+from edgeml.telemetry.schema import (
     CompactResult,
+    FeatureTelemetry,
     FeedbackItem,
-    StoreClosed,
+    SampleRow,
     Stored,
-    TelemetryStore,
-    encode,
+    TelemetryBatch,
 )
 
-from .conftest import make_batch
+from .batches import make_batch
 
 
-def count(store: TelemetryStore, table: str) -> int:
+def count(store: DuckDBStore, table: str) -> int:
     rows = store.write(lambda con: con.execute(f"SELECT count(*) FROM {table}").fetchall()).result()
     return int(rows[0][0])
 
 
 def test_acknowledged_batches_and_devices_survive_closing_and_reopening(tmp_path: Path) -> None:
     path = tmp_path / "t.duckdb"
-    with TelemetryStore(path) as store:
+    with DuckDBStore(path) as store:
         _, token = store.register_device(device_id="dev-1", group="g", profile="x86-64-generic", model="pump")
         acked = [store.ingest(make_batch(group="g", dropped_before=i % 2)) for i in range(50)]
         sent = store.batches()
-    with TelemetryStore(path) as store:
+    with DuckDBStore(path) as store:
         assert store.batches() == sent
         assert {b.batch_id for b in sent} == {a.ack.batch_id for a in acked}
         assert count(store, "batch_features") == 100  # two features per batch
@@ -59,7 +60,7 @@ def test_acknowledged_batches_and_devices_survive_closing_and_reopening(tmp_path
 
 def test_queries_filter_by_model_version_group_and_window(tmp_path: Path) -> None:
     t0 = datetime(2030, 1, 1, tzinfo=UTC)
-    with TelemetryStore(tmp_path / "t.duckdb") as store:
+    with DuckDBStore(tmp_path / "t.duckdb") as store:
         batches = [
             make_batch(group=group, version=version, window_end=t0 + timedelta(minutes=minute))
             for minute, (group, version) in enumerate([("a", 1), ("b", 1), ("a", 2), (None, 2), ("a", 1)])
@@ -79,7 +80,7 @@ def test_queries_filter_by_model_version_group_and_window(tmp_path: Path) -> Non
 
 
 def test_feedback_latest_label_per_prediction_with_the_device_group(tmp_path: Path) -> None:
-    with TelemetryStore(tmp_path / "t.duckdb") as store:
+    with DuckDBStore(tmp_path / "t.duckdb") as store:
         store.register_device(device_id="dev-1", group="line-a", profile="p", model="pump")
         store.add_feedback(
             [
@@ -104,7 +105,7 @@ def test_feedback_latest_label_per_prediction_with_the_device_group(tmp_path: Pa
 
 def test_retention_deletes_old_telemetry_and_feedback_and_keeps_the_rest(tmp_path: Path) -> None:
     now = datetime.now(UTC)
-    with TelemetryStore(tmp_path / "t.duckdb", retention_days=7) as store:
+    with DuckDBStore(tmp_path / "t.duckdb", retention_days=7) as store:
         for _ in range(3):
             store.ingest(make_batch(window_end=now - timedelta(days=8)))
         fresh = store.ingest(make_batch(window_end=now - timedelta(days=6)))
@@ -114,7 +115,7 @@ def test_retention_deletes_old_telemetry_and_feedback_and_keeps_the_rest(tmp_pat
         assert count(store, "batch_features") == 2
         assert count(store, "batch_labels") == 2
         assert len(store.feedback()) == 1
-    with TelemetryStore(tmp_path / "t.duckdb", retention_days=7) as store:  # committed, checkpointed
+    with DuckDBStore(tmp_path / "t.duckdb", retention_days=7) as store:  # committed, checkpointed
         assert [b.batch_id for b in store.batches()] == [fresh.ack.batch_id]
         # a week on, the rest is past it too; labels count from when they arrived
         assert store.compact(now + timedelta(days=7, seconds=1)) == CompactResult(batches=1, feedback=1)
@@ -124,7 +125,7 @@ def test_retention_deletes_old_telemetry_and_feedback_and_keeps_the_rest(tmp_pat
 
 
 def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
-    store = TelemetryStore(tmp_path / "t.duckdb")
+    store = DuckDBStore(tmp_path / "t.duckdb")
     store.close()
     store.close()  # twice is fine
     with pytest.raises(StoreClosed):
@@ -137,11 +138,11 @@ _CRASH = """
 import os, sys
 from datetime import datetime, timedelta, UTC
 sys.path.insert(0, {tests!r})
-from central.conftest import make_batch
+from telemetry.batches import make_batch
 from pathlib import Path
-from edgeml.central.db import TelemetryStore
+from edgeml.telemetry.db.store import DuckDBStore
 
-store = TelemetryStore(Path({path!r}))
+store = DuckDBStore(Path({path!r}))
 for name in ("d1", "d2"):
     store.register_device(group="g", profile="x86-64-generic", model="pump", device_id=name)
 now = datetime.now(UTC)
@@ -162,7 +163,7 @@ def test_device_state_lost_in_a_crash_is_rebuilt_from_the_batches(tmp_path: Path
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     last_received = datetime.fromisoformat(out.stdout.strip())
-    with TelemetryStore(path) as store:
+    with DuckDBStore(path) as store:
         d1, d2 = store.device("d1"), store.device("d2")
         assert d1 is not None
         assert d2 is not None
@@ -174,14 +175,14 @@ def test_device_state_lost_in_a_crash_is_rebuilt_from_the_batches(tmp_path: Path
         )  # the newest window, not the last to arrive
         assert d2.last_seen is None  # nothing arrived from it
         assert store.batch_count() == 3
-    with TelemetryStore(path) as again:  # saved at close: nothing is counted twice
+    with DuckDBStore(path) as again:  # saved at close: nothing is counted twice
         assert again.device("d1") == d1
 
 
 def test_a_group_handed_over_stores_its_new_batches_and_answers_repeats_in_order(tmp_path: Path) -> None:
     first, stored, fresh = make_batch("d1"), make_batch("d1", dropped_before=2), make_batch("d2")
     conflicting = stored.model_copy(update={"rows": stored.rows + 1})
-    with TelemetryStore(tmp_path / "t.duckdb") as store:
+    with DuckDBStore(tmp_path / "t.duckdb") as store:
         store.register_device(device_id="d1", group="g", profile="x86-64-generic", model="pump")
         before = store.ingest(stored)
         items = [first, stored, conflicting, fresh, first]  # a stored id, a reused one, one twice
@@ -208,7 +209,7 @@ def test_a_group_handed_over_stores_its_new_batches_and_answers_repeats_in_order
 
 
 def test_payloads_keep_histogram_names_only_and_batches_come_back_whole(tmp_path: Path) -> None:
-    with TelemetryStore(tmp_path / "t.duckdb") as store:
+    with DuckDBStore(tmp_path / "t.duckdb") as store:
         sent = [make_batch(rows=10 + i) for i in range(3)]
         for batch in sent:
             store.ingest(batch)
@@ -224,7 +225,7 @@ def test_payloads_keep_histogram_names_only_and_batches_come_back_whole(tmp_path
 
 
 def test_payloads_written_whole_by_an_earlier_version_still_read_back(tmp_path: Path) -> None:
-    with TelemetryStore(tmp_path / "t.duckdb") as store:
+    with DuckDBStore(tmp_path / "t.duckdb") as store:
         old, new = make_batch(), make_batch()
         store.ingest(old)
         store.ingest(new)
@@ -262,7 +263,7 @@ def batches(draw: st.DrawFn) -> TelemetryBatch:
 @given(st.lists(batches(), min_size=1, max_size=4))
 def test_any_batch_reads_back_exactly_as_it_was_sent(tmp_path: Path, sent: list[TelemetryBatch]) -> None:
     path = tmp_path / f"{uuid.uuid4().hex}.duckdb"
-    with TelemetryStore(path) as store:
+    with DuckDBStore(path) as store:
         for batch in sent:
             store.ingest(batch)
         back = store.batches()
@@ -271,7 +272,7 @@ def test_any_batch_reads_back_exactly_as_it_was_sent(tmp_path: Path, sent: list[
 
 def test_the_file_is_written_in_row_groups_of_the_configured_size(tmp_path: Path) -> None:
     path = tmp_path / "t.duckdb"
-    with TelemetryStore(path) as store:
+    with DuckDBStore(path) as store:
         rows = 3 * ROW_GROUP_ROWS
         insert = f"INSERT INTO batch_labels SELECT range, 'ok', 1, NULL FROM range({rows})"
         store.write(lambda con: con.execute(insert)).result()
@@ -284,13 +285,13 @@ def test_the_file_is_written_in_row_groups_of_the_configured_size(tmp_path: Path
 
 def test_a_path_with_a_quote_opens(tmp_path: Path) -> None:
     path = tmp_path / "it's" / "t.duckdb"
-    with TelemetryStore(path) as store:
+    with DuckDBStore(path) as store:
         store.ingest(make_batch())
-    with TelemetryStore(path) as store:
+    with DuckDBStore(path) as store:
         assert store.batch_count() == 1
 
 
 def test_duckdb_spills_beside_the_file_not_into_the_working_directory(tmp_path: Path) -> None:
     path = tmp_path / "t.duckdb"
-    with TelemetryStore(path) as store:
+    with DuckDBStore(path) as store:
         assert store.fetch("SELECT current_setting('temp_directory')") == [(f"{path}.tmp",)]

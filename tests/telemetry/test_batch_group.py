@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeml.central.batch_group import BatchGroup
-from edgeml.central.db import encode
+from edgeml.telemetry.db.batch_group import BatchGroup
+from edgeml.telemetry.db.writer import encode
 
-from .conftest import make_batch
+from .batches import make_batch
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
 

@@ -8,10 +8,11 @@ telemetry writer spent most of its time waiting, capping ingest at about one cor
 process of its own, the store's threads only share the GIL with each other, and DuckDB works
 on the second core while the first serves HTTP.
 
-:class:`StoreProcess` has the methods the central node uses of
-:class:`~edgeml.central.db.TelemetryStore`. The child runs a ``TelemetryStore``; requests go
-over a pipe, pickled. Telemetry goes in groups, laid out in this process as the store's
-tables (:class:`~edgeml.central.batch_group.BatchGroup`, from the batches the serving path
+:class:`StoreProcess` is a :class:`~edgeml.telemetry.store.DuckDBStore`: the child runs a
+:class:`~edgeml.telemetry.db.store.DuckDBStore`, and each store method the parent cannot answer
+itself is a :class:`_Remote`: one typed message (:class:`Call`) over a pipe, pickled, and its
+:class:`Reply`. Telemetry goes in groups, laid out in this process as the store's
+tables (:class:`~edgeml.telemetry.db.batch_group.BatchGroup`, from the batches the serving path
 has parsed already), so the store process only inserts them. One group is out at a time
 (``GROUPS_IN_FLIGHT``); the batches arriving while it is written are laid out in parts as
 they come and sent ahead, and become the next group when its answer arrives: a commit costs
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -34,58 +36,33 @@ import pickle
 import queue
 import signal
 import socket
+import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from edgeml.agent.telemetry import TelemetryBatch
-from edgeml.central.batch_group import BatchGroup
-from edgeml.central.db import (
-    DEFAULT_MEMORY_LIMIT,
-    MAX_GROUP,
-    CompactResult,
-    Device,
-    DeviceDirectory,
-    FeedbackItem,
-    FeedbackRecord,
-    Ingested,
-    Outcomes,
-    Overloaded,
-    RowsPoint,
-    StoreClosed,
-    TelemetryStore,
-    encode,
-    hash_token,
-)
-from edgeml.central.drift import PooledWindow
-from edgeml.central.run import tune_runtime
+from edgeml.errors import Overloaded, StoreClosed
+from edgeml.telemetry.db.batch_group import BatchGroup
+from edgeml.telemetry.db.devices import DeviceDirectory, hash_token
+from edgeml.telemetry.db.store import DuckDBStore
+from edgeml.telemetry.db.tables import DEFAULT_MEMORY_LIMIT
+from edgeml.telemetry.db.writer import MAX_GROUP, encode
+from edgeml.telemetry.schema import Device, Ingested, Outcomes, TelemetryBatch
 
-__all__ = ["Store", "StoreProcess"]
+__all__ = ["StoreProcess", "tune_runtime"]
 
 log = logging.getLogger("edgeml.central.store")
 
-#: the store methods a client may call in the child (besides telemetry)
-_CALLS = frozenset(
-    {
-        "register_device",
-        "decommission",
-        "add_feedback",
-        "compact",
-        "probe_write",
-        "batches",
-        "pooled_windows",
-        "profiles",
-        "batch_count",
-        "rows_over_time",
-        "feedback",
-        "fetch",
-    }
-)
+P = ParamSpec("P")
+R = TypeVar("R")
+
 #: reads and admin writes the child runs at once (telemetry has the writer's own thread)
 _CALL_THREADS = 4
 #: telemetry groups handed over and not answered yet. One: what arrives while the store writes
@@ -100,7 +77,71 @@ PIPE_BUFFER = 4 << 20
 #: seconds the child gets to write what is queued, checkpoint and exit
 _STOP_TIMEOUT_S = 120.0
 
-_Reply = tuple[int, bool, Any, list[Device]]  # call id, succeeded, result or exception, devices now
+# --- the messages ----------------------------------------------------------------------------
+# Parent -> child: Call, Group, Part (a frame follows), Stop. Child -> parent: Ready or Failed
+# once, then Replies. Each is pickled into one frame of the pipe.
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Run the store method ``name`` in the child; its :class:`Reply` answers ``call_id``."""
+
+    call_id: int
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A group of telemetry: the ``sent_ahead`` parts that came before it, then ``frames`` more."""
+
+    call_id: int
+    sent_ahead: int
+    frames: int
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A part of the next group, sent ahead while the store writes; it follows as a frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Write what is queued and stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The store is open: every device with its token's hash, for the parent's copy."""
+
+    devices: list[tuple[Device, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The store could not be opened."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to a call or a group: its result or its exception, and the devices it changed."""
+
+    call_id: int
+    ok: bool
+    value: Any
+    devices: list[Device]
+
+
+@dataclass(frozen=True, slots=True)
+class Replies:
+    """Every answer ready when the child's sender woke (a group commit answers many at once)."""
+
+    replies: list[Reply]
+
+
 #: who waits for a batch's answer: a thread, or a coroutine on an event loop
 _Waiter = Future[Ingested] | asyncio.Future[Ingested]
 #: a batch waiting to be handed over, and who waits for its answer
@@ -111,8 +152,12 @@ def _dumps(message: object) -> bytes:
     return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-#: the message before a part of the next group sent ahead (the part follows, a frame)
-_PART = _dumps(("part",))
+def _loads(conn: Connection) -> Any:
+    return pickle.loads(conn.recv_bytes())  # noqa: S301 (the other end is our own process)
+
+
+#: the message before a part of the next group sent ahead
+_PART = _dumps(Part())
 
 
 def _widen(conn: Connection) -> None:
@@ -135,56 +180,76 @@ def _portable(exc: BaseException) -> BaseException:
     return exc
 
 
+#: young-generation threshold of the cyclic GC while serving (CPython's default is 700)
+GC_THRESHOLD = 20_000
+#: seconds a thread holds the GIL while another waits for it (CPython's default is 0.005)
+SWITCH_INTERVAL_S = 0.0005
+
+
+def tune_runtime() -> None:
+    """The interpreter set for telemetry: the serving process's and the store process's.
+
+    Garbage collection: a batch allocates hundreds of container objects, and batches live
+    until their commit, so at CPython's defaults a collection ran every few batches and a full
+    one every few seconds, walking every long-lived object of the application (~15% of the
+    event loop's time under load). Objects alive at start-up are frozen out of collections;
+    young collections run after ``GC_THRESHOLD`` allocations.
+
+    Switch interval: DuckDB's Python client takes the GIL back after every task of a query;
+    a thread that waits for it while another one is busy waits up to the switch interval. In
+    the store process the thread reading requests is the busy one.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
 # --- the child --------------------------------------------------------------------------------
 
 
 def _serve(conn: Connection, path: str, options: dict[str, Any]) -> None:
-    """The child's main: a TelemetryStore answering the parent until it says stop or goes away."""
+    """The child's main: a DuckDBStore answering the parent until it says stop or goes away."""
     # Ctrl-C and a service manager's SIGTERM reach the whole group: the parent decides when the
     # store stops (it says so, or its end of the pipe closes), so queued writes are not cut off
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        store = TelemetryStore(Path(path), **options)
+        store = DuckDBStore(Path(path), **options)
         tune_runtime()
     except BaseException as exc:
-        conn.send_bytes(_dumps(("failed", _portable(exc))))
+        conn.send_bytes(_dumps(Failed(_portable(exc))))
         return
-    replies: queue.SimpleQueue[_Reply | None] = queue.SimpleQueue()
+    replies: queue.SimpleQueue[Reply | None] = queue.SimpleQueue()
     sender = threading.Thread(target=_send_replies, args=(conn, replies), name="edgeml-store-replies")
     sender.start()
     calls = ThreadPoolExecutor(_CALL_THREADS, thread_name_prefix="edgeml-store-call")
-    conn.send_bytes(_dumps(("ready", store.directory.snapshot())))
+    conn.send_bytes(_dumps(Ready(store.directory.snapshot())))
     ahead: list[BatchGroup] = []  # parts of the next group, sent ahead
     try:
         while True:
             try:
-                message = pickle.loads(conn.recv_bytes())  # noqa: S301 (from our parent, over a pipe)
+                message = _loads(conn)
+                match message:
+                    case Part():  # of the next group, sent ahead while the store writes
+                        ahead.append(_loads(conn))
+                    case Group(call_id, sent_ahead, frames):  # its last parts follow, a frame each
+                        parts = ahead + [_loads(conn) for _ in range(frames)]
+                        if len(ahead) != sent_ahead:  # answers go by position: never to the wrong batches
+                            lost = StoreClosed(
+                                f"{sent_ahead} parts of the group were sent ahead, {len(ahead)} came"
+                            )
+                            replies.put(Reply(call_id, False, lost, []))
+                        else:
+                            _ingest(store, replies, call_id, parts)
+                        ahead = []
+                    case Call():
+                        calls.submit(_call, store, replies, message)
+                    case _:
+                        break
             except (EOFError, OSError):
-                break  # the parent is gone: write what is queued and stop
-            if message[0] == "part":  # of the next group, sent ahead while the store writes
-                try:
-                    ahead.append(pickle.loads(conn.recv_bytes()))  # noqa: S301 (our parent)
-                except (EOFError, OSError):
-                    break
-            elif message[0] == "group":  # how many parts went ahead; its last ones follow, a frame each
-                _, call_id, sent_ahead, count = message
-                try:
-                    parts = ahead + [pickle.loads(conn.recv_bytes()) for _ in range(count)]  # noqa: S301 (our parent)
-                except (EOFError, OSError):
-                    break  # the parent went away while sending: nobody waits for this group
-                if len(ahead) != sent_ahead:  # answers go by position: never to the wrong batches
-                    lost = StoreClosed(f"{sent_ahead} parts of the group were sent ahead, {len(ahead)} came")
-                    replies.put((call_id, False, lost, []))
-                else:
-                    _ingest(store, replies, call_id, parts)
-                ahead = []
-            elif message[0] == "call":
-                _, call_id, name, args, kwargs = message
-                calls.submit(_call, store, replies, call_id, name, args, kwargs)
-            else:
-                break
+                break  # the parent is gone (perhaps while sending): write what is queued and stop
     finally:
         calls.shutdown(wait=True)
         store.close()  # writes everything queued; its futures answer through ``replies``
@@ -193,52 +258,45 @@ def _serve(conn: Connection, path: str, options: dict[str, Any]) -> None:
 
 
 def _ingest(
-    store: TelemetryStore, replies: queue.SimpleQueue[_Reply | None], call_id: int, parts: list[BatchGroup]
+    store: DuckDBStore, replies: queue.SimpleQueue[Reply | None], call_id: int, parts: list[BatchGroup]
 ) -> None:
     try:  # a group that cannot be joined or queued fails alone; the store goes on
         group = BatchGroup.joined(parts)
         future = store.submit_group(group)
     except Exception as exc:
-        replies.put((call_id, False, _portable(exc), []))
+        replies.put(Reply(call_id, False, _portable(exc), []))
         return
     future.add_done_callback(partial(_ingested, store, replies, call_id, group))
 
 
 def _ingested(
-    store: TelemetryStore,
-    replies: queue.SimpleQueue[_Reply | None],
+    store: DuckDBStore,
+    replies: queue.SimpleQueue[Reply | None],
     call_id: int,
     group: BatchGroup,
     future: Future[Outcomes],
 ) -> None:
     exc = future.exception()
     if exc is not None:
-        replies.put((call_id, False, _portable(exc), []))
+        replies.put(Reply(call_id, False, _portable(exc), []))
         return
     seen = dict.fromkeys(device_id for device_id, _ in group.ids())
     devices = [device for device_id in seen if (device := store.device(device_id)) is not None]
-    replies.put((call_id, True, future.result(), devices))
+    replies.put(Reply(call_id, True, future.result(), devices))
 
 
-def _call(
-    store: TelemetryStore,
-    replies: queue.SimpleQueue[_Reply | None],
-    call_id: int,
-    name: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> None:
+def _call(store: DuckDBStore, replies: queue.SimpleQueue[Reply | None], call: Call) -> None:
     try:
-        if name not in _CALLS:
-            raise AttributeError(f"the store process does not serve {name!r}")
-        result = getattr(store, name)(*args, **kwargs)
+        if call.name not in _SERVED:
+            raise AttributeError(f"the store process does not serve {call.name!r}")
+        result = getattr(store, call.name)(*call.args, **call.kwargs)
     except Exception as exc:
-        replies.put((call_id, False, _portable(exc), []))
+        replies.put(Reply(call.call_id, False, _portable(exc), []))
     else:
-        replies.put((call_id, True, result, []))
+        replies.put(Reply(call.call_id, True, result, []))
 
 
-def _send_replies(conn: Connection, replies: queue.SimpleQueue[_Reply | None]) -> None:
+def _send_replies(conn: Connection, replies: queue.SimpleQueue[Reply | None]) -> None:
     """Send answers as they come, all those waiting in one message (a group commit answers many)."""
     done = False
     while not done:
@@ -250,7 +308,7 @@ def _send_replies(conn: Connection, replies: queue.SimpleQueue[_Reply | None]) -
                 break
         done = None in batch
         try:
-            conn.send_bytes(_dumps(("replies", [r for r in batch if r is not None])))
+            conn.send_bytes(_dumps(Replies([r for r in batch if r is not None])))
         except OSError:
             return  # the parent is gone
 
@@ -258,8 +316,63 @@ def _send_replies(conn: Connection, replies: queue.SimpleQueue[_Reply | None]) -
 # --- the parent -------------------------------------------------------------------------------
 
 
+class _Remote(Generic[P, R]):
+    """A store method run in the child: on a :class:`StoreProcess`, the method of the same
+    signature that sends a :class:`Call` and waits for its :class:`Reply`.
+
+    ``after`` runs in the parent with the result (keeping the device copy in step); ``wait``
+    says how long to wait for the answer, from the call's arguments (None: as long as it takes).
+    """
+
+    def __init__(
+        self,
+        method: Callable[Concatenate[DuckDBStore, P], R],
+        *,
+        after: Callable[[StoreProcess, R], None] | None = None,
+        wait: Callable[P, float] | None = None,
+    ) -> None:
+        self.name = method.__name__
+        self.after = after
+        self.wait = wait
+
+    @overload
+    def __get__(self, proxy: None, owner: type) -> _Remote[P, R]: ...
+    @overload
+    def __get__(self, proxy: StoreProcess, owner: type) -> Callable[P, R]: ...
+    def __get__(self, proxy: StoreProcess | None, owner: type) -> _Remote[P, R] | Callable[P, R]:
+        if proxy is None:
+            return self
+        remote = self
+
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            wait = None if remote.wait is None else remote.wait(*args, **kwargs)
+            result: R = proxy._call(remote.name, args, kwargs, wait)
+            if remote.after is not None:
+                remote.after(proxy, result)
+            return result
+
+        return call
+
+
+def _registered(proxy: StoreProcess, result: tuple[Device, str]) -> None:
+    device, token = result
+    proxy.directory.remember(device, hash_token(token))
+
+
+def _decommissioned(proxy: StoreProcess, device: Device) -> None:
+    proxy.directory.remember(device, proxy.directory.token_hash(device.device_id))
+
+
+def _probe_wait(timeout: float = 5.0) -> float:
+    return timeout + 5.0
+
+
 class StoreProcess:
-    """A :class:`~edgeml.central.db.TelemetryStore` in a child process; a context manager, or ``close()``."""
+    """A :class:`~edgeml.telemetry.db.store.DuckDBStore` in a child process; a context manager.
+
+    Telemetry and the device registry are answered here (see the module docstring); every
+    other method of :class:`~edgeml.telemetry.store.DuckDBStore` is a :class:`_Remote`.
+    """
 
     def __init__(
         self,
@@ -288,18 +401,18 @@ class StoreProcess:
         self._process.start()
         child.close()
         try:
-            kind, value = pickle.loads(self._conn.recv_bytes())  # noqa: S301 (our child, over a pipe)
+            started = _loads(self._conn)
         except (EOFError, OSError) as exc:
             self._process.join(10)
             raise StoreClosed(
                 f"the store process ended at start-up (exit code {self._process.exitcode}); "
                 "its log lines above say why"
             ) from exc
-        if kind == "failed":
+        if isinstance(started, Failed):
             self._process.join(10)
-            raise value
+            raise started.error
         self.directory = DeviceDirectory()
-        for device, token_hash in value:
+        for device, token_hash in started.devices:
             self.directory.remember(device, token_hash)
         self._lock = threading.Condition()  # the fields below
         self._calls: dict[int, Future[Any]] = {}  # call id -> its answer
@@ -333,7 +446,7 @@ class StoreProcess:
         if self._pipe_lock.acquire(timeout=_STOP_TIMEOUT_S):
             try:
                 with contextlib.suppress(OSError):
-                    self._conn.send_bytes(_dumps(("stop",)))
+                    self._conn.send_bytes(_dumps(Stop()))
             finally:
                 self._pipe_lock.release()
         self._reader.join(_STOP_TIMEOUT_S)
@@ -367,7 +480,7 @@ class StoreProcess:
     # --- telemetry ------------------------------------------------------------------------------
 
     def submit(self, batch: TelemetryBatch) -> Future[Ingested]:
-        """As :meth:`TelemetryStore.submit <edgeml.central.db.TelemetryStore.submit>`."""
+        """As :meth:`DuckDBStore.submit <edgeml.telemetry.db.store.DuckDBStore.submit>`."""
         future: Future[Ingested] = Future()
         self._queue(batch, future)
         return future
@@ -396,21 +509,7 @@ class StoreProcess:
         """:meth:`submit` and wait for the commit."""
         return self.submit(batch).result(timeout)
 
-    # --- devices --------------------------------------------------------------------------------
-
-    def register_device(
-        self, *, group: str | None, profile: str, model: str, device_id: str | None = None
-    ) -> tuple[Device, str]:
-        device, token = self._call(
-            "register_device", group=group, profile=profile, model=model, device_id=device_id
-        )
-        self.directory.remember(device, hash_token(token))
-        return device, token
-
-    def decommission(self, device_id: str) -> Device:
-        device: Device = self._call("decommission", device_id)
-        self.directory.remember(device, self.directory.token_hash(device_id))
-        return device
+    # --- devices, from the copy -------------------------------------------------------------------
 
     def authenticate(self, token: str) -> Device | None:
         return self.directory.authenticate(token)
@@ -423,86 +522,29 @@ class StoreProcess:
 
     # --- everything else, in the child ------------------------------------------------------------
 
-    def add_feedback(self, items: list[FeedbackItem], source: str) -> int:
-        count: int = self._call("add_feedback", items, source)
-        return count
-
-    def compact(self, now: datetime | None = None) -> CompactResult:
-        result: CompactResult = self._call("compact", now)
-        return result
-
-    def probe_write(self, timeout: float = 5.0) -> None:
-        self._call("probe_write", timeout, wait=timeout + 5.0)
-
-    def batches(
-        self,
-        model: str | None = None,
-        version: int | None = None,
-        group: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        *,
-        device: str | None = None,
-    ) -> list[TelemetryBatch]:
-        found: list[TelemetryBatch] = self._call(
-            "batches", model, version, group, since, until, device=device
-        )
-        return found
-
-    def pooled_windows(
-        self,
-        window: timedelta | None,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        model: str | None = None,
-        version: int | None = None,
-        group: str | None = None,
-    ) -> list[PooledWindow] | None:
-        found: list[PooledWindow] | None = self._call(
-            "pooled_windows", window, since=since, until=until, model=model, version=version, group=group
-        )
-        return found
-
-    def profiles(
-        self, since: datetime | None = None, until: datetime | None = None
-    ) -> dict[tuple[str, int], str]:
-        found: dict[tuple[str, int], str] = self._call("profiles", since, until)
-        return found
-
-    def batch_count(self) -> int:
-        count: int = self._call("batch_count")
-        return count
-
-    def rows_over_time(self, since: datetime, bucket: timedelta) -> list[RowsPoint]:
-        found: list[RowsPoint] = self._call("rows_over_time", since, bucket)
-        return found
-
-    def feedback(
-        self,
-        model: str | None = None,
-        version: int | None = None,
-        group: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[FeedbackRecord]:
-        found: list[FeedbackRecord] = self._call("feedback", model, version, group, since, until)
-        return found
-
-    def fetch(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        found: list[tuple[Any, ...]] = self._call("fetch", sql, params)
-        return found
+    register_device = _Remote(DuckDBStore.register_device, after=_registered)
+    decommission = _Remote(DuckDBStore.decommission, after=_decommissioned)
+    add_feedback = _Remote(DuckDBStore.add_feedback)
+    compact = _Remote(DuckDBStore.compact)
+    probe_write = _Remote(DuckDBStore.probe_write, wait=_probe_wait)
+    batches = _Remote(DuckDBStore.batches)
+    pooled_windows = _Remote(DuckDBStore.pooled_windows)
+    profiles = _Remote(DuckDBStore.profiles)
+    fetch = _Remote(DuckDBStore.fetch)
+    batch_count = _Remote(DuckDBStore.batch_count)
+    rows_over_time = _Remote(DuckDBStore.rows_over_time)
+    feedback = _Remote(DuckDBStore.feedback)
 
     # --- the pipe -------------------------------------------------------------------------------
 
-    def _call(self, name: str, *args: Any, wait: float | None = None, **kwargs: Any) -> Any:
+    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], wait: float | None) -> Any:
         future: Future[Any] = Future()
         with self._lock:
             if self._closed or not self._reader.is_alive():
                 raise StoreClosed("the telemetry store is closed")
             call_id = self._new_id()
             self._calls[call_id] = future
-        self._send(("call", call_id, name, args, kwargs), call_id)
+        self._send(Call(call_id, name, args, kwargs), call_id)
         return future.result(wait)
 
     def _new_id(self) -> int:
@@ -510,7 +552,7 @@ class StoreProcess:
         self._next_id += 1
         return call_id
 
-    def _send(self, message: tuple[Any, ...], call_id: int, *frames: bytes) -> None:
+    def _send(self, message: Call | Group, call_id: int, *frames: bytes) -> None:
         """Send ``message``, then ``frames``; if the pipe is broken, fail what waits on ``call_id``."""
         try:
             data = _dumps(message)
@@ -556,7 +598,7 @@ class StoreProcess:
                     self._groups[call_id] = ahead + items
             if ready:
                 frames = [frame] if frame is not None else []
-                self._send(("group", call_id, parts_ahead, len(frames)), call_id, *frames)
+                self._send(Group(call_id, parts_ahead, len(frames)), call_id, *frames)
                 ahead, parts_ahead = [], 0
             elif frame is not None:
                 if self._send_ahead(frame):
@@ -587,8 +629,7 @@ class StoreProcess:
     def _read_replies(self) -> None:
         try:
             while True:
-                _, replies = pickle.loads(self._conn.recv_bytes())  # noqa: S301 (our child)
-                self._settle(replies)
+                self._settle(_loads(self._conn).replies)
         except (EOFError, OSError):
             pass  # the child stopped (or died)
         finally:
@@ -596,36 +637,35 @@ class StoreProcess:
                 ids = [*self._calls, *self._groups]
             self._fail(ids, StoreClosed("the store process ended before answering"))
 
-    def _settle(self, replies: list[_Reply]) -> None:
-        self.directory.update([device for *_, devices in replies for device in devices])
-        for call_id, ok, value, _ in replies:
-            with self._lock:
-                call = self._calls.pop(call_id, None)
-                items = self._groups.pop(call_id, None)
-                if items is not None:
-                    self._pending -= len(items)
-                    self._lock.notify_all()  # a group may go out
-            if call is not None:
-                if ok:
-                    call.set_result(value)
-                else:
-                    call.set_exception(value)
-            elif items is not None:
-                _answer(items, value)
+    def _settle(self, replies: list[Reply]) -> None:
+        self.directory.update([device for reply in replies for device in reply.devices])
+        for reply in replies:
+            self._resolve(reply.call_id, reply.ok, reply.value)
 
     def _fail(self, call_ids: list[int], exc: BaseException) -> None:
         """Fail the calls and groups ``call_ids`` (those still waiting) with ``exc``."""
         for call_id in call_ids:
-            with self._lock:
-                call = self._calls.pop(call_id, None)
-                items = self._groups.pop(call_id, None)
-                if items is not None:
-                    self._pending -= len(items)
-                    self._lock.notify_all()
-            if call is not None:
-                call.set_exception(exc)
-            elif items is not None:
-                _answer(items, exc)
+            self._resolve(call_id, False, exc)
+
+    def _resolve(self, call_id: int, ok: bool, value: Any) -> None:
+        """Settle the call or group ``call_id``, if it still waits, with its result or exception."""
+        with self._lock:
+            call = self._calls.pop(call_id, None)
+            items = self._groups.pop(call_id, None)
+            if items is not None:
+                self._pending -= len(items)
+                self._lock.notify_all()  # a group may go out
+        if call is not None:
+            if ok:
+                call.set_result(value)
+            else:
+                call.set_exception(value)
+        elif items is not None:
+            _answer(items, value)
+
+
+#: the store methods the child runs for the parent: the remote ones, and no other
+_SERVED = frozenset(name for name, value in vars(StoreProcess).items() if isinstance(value, _Remote))
 
 
 def _answer(items: list[_Waiting], result: Outcomes | BaseException) -> None:
@@ -651,7 +691,3 @@ def _deliver(answers: list[tuple[_Waiter, Ingested | BaseException]]) -> None:
             waiter.set_exception(answer)
         else:
             waiter.set_result(answer)
-
-
-#: either store: in this process (tools, tests of the store itself) or in its own (the node)
-Store = TelemetryStore | StoreProcess

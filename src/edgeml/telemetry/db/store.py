@@ -1,0 +1,379 @@
+"""The telemetry store on DuckDB: one file, one writer thread, readers on their own cursors.
+
+:class:`DuckDBStore` is the :class:`~edgeml.telemetry.store.TelemetryStore` of one DuckDB file
+(:mod:`.tables`): writes go through its :class:`~edgeml.telemetry.db.writer.Writer`, reads
+(:mod:`.queries`) run on cursors of their own, with all of DuckDB's threads while they run
+(the writer runs on ``WRITE_THREADS``). The device registry (:mod:`.devices`) is kept in
+memory. The central node runs this store in a process of its own
+(:mod:`edgeml.telemetry.process`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import duckdb
+import pyarrow as pa
+
+from edgeml.errors import DeviceExists, StoreClosed, UnknownDevice
+from edgeml.telemetry.db import queries
+from edgeml.telemetry.db.batch_group import STAMP, BatchGroup
+from edgeml.telemetry.db.devices import (
+    DEVICE_COLUMNS,
+    DeviceDirectory,
+    device_row,
+    hash_token,
+    recover_devices,
+    save_devices,
+)
+from edgeml.telemetry.db.tables import CATALOG, DEFAULT_MEMORY_LIMIT, connect, create, insert
+from edgeml.telemetry.db.writer import Writer
+from edgeml.telemetry.schema import (
+    CompactResult,
+    Device,
+    FeedbackItem,
+    FeedbackRecord,
+    Ingested,
+    Outcomes,
+    PooledWindow,
+    RowsPoint,
+    TelemetryBatch,
+)
+
+__all__ = ["WRITE_THREADS", "DuckDBStore"]
+
+log = logging.getLogger("edgeml.telemetry.db")
+
+T = TypeVar("T")
+
+#: DuckDB threads while only telemetry is written. A group's insert is a few small pipelines:
+#: with two threads DuckDB handed their tasks to its pool and waited for them, and a commit of
+#: 64 batches took ~15% longer (more beside a busy serving process); reads that scan a fleet's
+#: day, and compaction, get every thread while they run (``_parallel``).
+WRITE_THREADS = 1
+
+
+class DuckDBStore:
+    """The central node's database; see the module docstring. Use as a context manager or ``close()``."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_queued_batches: int = 2000,
+        retention_days: int = 30,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_queued_batches = max_queued_batches
+        self.retention_days = retention_days
+        self._db = connect(path, memory_limit)
+        self._cursor_lock = threading.Lock()
+        self._threads_con = self._cursor()  # sets DuckDB's threads (under _threads_lock)
+        self._threads_lock = threading.Lock()
+        self._threads = int(self._threads_con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+        self._threads_con.execute(f"SET threads = {WRITE_THREADS}")
+        self._parallel_users = 0
+        self._writer_con = self._cursor()
+        create(self._writer_con)
+        recover_devices(self._writer_con)
+        self.directory = DeviceDirectory()
+        devices = f"SELECT {DEVICE_COLUMNS} FROM devices"  # noqa: S608 (a constant)
+        for row in self._writer_con.execute(devices).fetchall():
+            self.directory.remember(*device_row(row))
+        self._writer = Writer(self._writer_con, self.directory, max_queued_batches)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Write everything queued, checkpoint, close. Safe to call twice."""
+        if not self._writer.stop():
+            return
+        try:
+            if self._writer.unsaved:
+                with self._writer.transaction() as con:
+                    save_devices(con, list(self._writer.unsaved.values()))
+            with self._parallel():
+                self._writer_con.execute("CHECKPOINT")
+        finally:
+            self._threads_con.close()
+            self._writer_con.close()
+            self._db.close()
+
+    def __enter__(self) -> DuckDBStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def queued_batches(self) -> int:
+        return self._writer.pending
+
+    def writer_alive(self) -> bool:
+        return not self._writer.closed and self._writer.running()
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def submit(self, batch: TelemetryBatch) -> Future[Ingested]:
+        """Queue ``batch``; the future resolves after it is committed (or was already stored).
+
+        Raises :class:`~edgeml.errors.Overloaded` when ``max_queued_batches`` wait already. The
+        future fails with :class:`~edgeml.errors.BatchConflict` when the id was used with a
+        different body.
+        """
+        return self._writer.submit(batch)
+
+    def submit_group(self, group: BatchGroup) -> Future[Outcomes]:
+        """Queue a group built elsewhere; it is committed with the telemetry waiting beside it.
+
+        The future holds each batch's outcome, in order, once committed, or fails (the group
+        was not stored). Not refused for overload: the caller bounds what it hands over (the
+        serving process of the central node counts its batches against ``max_queued_batches``).
+        """
+        return self._writer.submit_group(group)
+
+    def submit_async(self, batch: TelemetryBatch) -> asyncio.Future[Ingested]:
+        """:meth:`submit` for the running event loop: the answer as a future of that loop."""
+        return asyncio.wrap_future(self.submit(batch))
+
+    def ingest(self, batch: TelemetryBatch, timeout: float = 30.0) -> Ingested:
+        """:meth:`submit` and wait for the commit."""
+        return self.submit(batch).result(timeout)
+
+    def write(
+        self,
+        fn: Callable[[duckdb.DuckDBPyConnection], T],
+        *,
+        after: Callable[[duckdb.DuckDBPyConnection, T], None] | None = None,
+    ) -> Future[T]:
+        """:meth:`Writer.write <edgeml.telemetry.db.writer.Writer.write>`: ``fn`` in the writer's queue."""
+        return self._writer.write(fn, after=after)
+
+    def register_device(
+        self, *, group: str | None, profile: str, model: str, device_id: str | None = None
+    ) -> tuple[Device, str]:
+        """A new device and its token; the token is shown here once and kept only as a hash."""
+        token = secrets.token_urlsafe(32)
+        token_hash = hash_token(token)
+        device = Device(
+            device_id=device_id or f"dev-{secrets.token_hex(6)}",
+            group=group,
+            profile=profile,
+            model=model,
+            registered_at=datetime.now(UTC),
+        )
+
+        def insert(con: duckdb.DuckDBPyConnection) -> Device:
+            if self.directory.device(device.device_id) is not None:
+                raise DeviceExists(f"device {device.device_id} is already registered")
+            con.execute(
+                "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, 0)",
+                [device.device_id, group, profile, model, token_hash, device.registered_at],
+            )
+            return device
+
+        self.write(insert, after=lambda _con, d: self.directory.remember(d, token_hash)).result()
+        return device, token
+
+    def decommission(self, device_id: str) -> Device:
+        """Retire a device: its token stops working when this returns. Repeating it changes nothing."""
+
+        def retire(con: duckdb.DuckDBPyConnection) -> Device:
+            device = self.directory.device(device_id)
+            if device is None:
+                raise UnknownDevice(f"no device {device_id}")
+            if not device.active:
+                return device
+            now = datetime.now(UTC)
+            con.execute("UPDATE devices SET decommissioned_at = ? WHERE device_id = ?", [now, device_id])
+            return device.model_copy(update={"decommissioned_at": now})
+
+        def forget(_con: duckdb.DuckDBPyConnection, device: Device) -> None:
+            self.directory.remember(device, self.directory.token_hash(device_id))
+
+        result: Device = self.write(retire, after=forget).result()
+        return result
+
+    def add_feedback(self, items: list[FeedbackItem], source: str) -> int:
+        """Store labels; ``source`` is 'admin' or the device that sent them."""
+        now = datetime.now(UTC)
+        table = pa.table(
+            {
+                "prediction_id": [i.prediction_id for i in items],
+                "label": [json.dumps(i.label) for i in items],
+                "predicted": [None if i.predicted is None else json.dumps(i.predicted) for i in items],
+                "model": [i.model for i in items],
+                "version": pa.array([i.version for i in items], pa.int32()),
+                "device_id": [i.device_id for i in items],
+                "received_at": pa.array([now] * len(items), STAMP),
+                "source": [source] * len(items),
+            }
+        )
+
+        def append(con: duckdb.DuckDBPyConnection) -> int:
+            insert(con, "feedback", table)
+            return len(items)
+
+        count: int = self.write(append).result()
+        return count
+
+    def compact(self, now: datetime | None = None) -> CompactResult:
+        """Delete telemetry whose window ended, and feedback received, over ``retention_days`` ago.
+
+        A CHECKPOINT follows, so the freed blocks are reused by new data.
+        """
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.retention_days)
+        writer = self._writer
+
+        def delete(con: duckdb.DuckDBPyConnection) -> CompactResult:
+            # first the devices' unsaved state, which recovery would rebuild from batches deleted here
+            if writer.unsaved:
+                save_devices(con, list(writer.unsaved.values()))
+            for child in ("batch_features", "batch_scores", "batch_labels"):
+                con.execute(
+                    f"DELETE FROM {child} WHERE seq IN (SELECT seq FROM batches WHERE window_end < ?)",  # noqa: S608 (a constant)
+                    [cutoff],
+                )
+            batches = con.execute("DELETE FROM batches WHERE window_end < ?", [cutoff]).fetchall()[0][0]
+            feedback = con.execute("DELETE FROM feedback WHERE received_at < ?", [cutoff]).fetchall()[0][0]
+            return CompactResult(int(batches), int(feedback))
+
+        def checkpoint(con: duckdb.DuckDBPyConnection, result: CompactResult) -> None:
+            writer.mark_saved()
+            if result.batches or result.feedback:
+                con.execute("CHECKPOINT")
+
+        with self._parallel():
+            result: CompactResult = self.write(delete, after=checkpoint).result()
+        log.info("compaction: %d batches and %d labels deleted", result.batches, result.feedback)
+        return result
+
+    def probe_write(self, timeout: float = 5.0) -> None:
+        """Commit a tiny write: raises unless the database accepts writes within ``timeout``."""
+
+        def touch(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute("DELETE FROM meta WHERE key = 'probe'")
+            con.execute("INSERT INTO meta VALUES ('probe', ?)", [datetime.now(UTC).isoformat()])
+
+        self.write(touch).result(timeout)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def authenticate(self, token: str) -> Device | None:
+        """The active device holding ``token``, or None."""
+        return self.directory.authenticate(token)
+
+    def device(self, device_id: str) -> Device | None:
+        return self.directory.device(device_id)
+
+    def devices(self) -> list[Device]:
+        """Every device ever registered, decommissioned ones included, by id."""
+        return self.directory.devices()
+
+    def batches(
+        self,
+        model: str | None = None,
+        version: int | None = None,
+        group: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        device: str | None = None,
+    ) -> list[TelemetryBatch]:
+        """:func:`queries.batches <edgeml.telemetry.db.queries.batches>`."""
+        return queries.batches(self._reader, model, version, group, since, until, device=device)
+
+    def pooled_windows(
+        self,
+        window: timedelta | None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model: str | None = None,
+        version: int | None = None,
+        group: str | None = None,
+    ) -> list[PooledWindow] | None:
+        """:func:`queries.pooled_windows <edgeml.telemetry.db.queries.pooled_windows>`."""
+        return queries.pooled_windows(
+            self._reader, window, since=since, until=until, model=model, version=version, group=group
+        )
+
+    def profiles(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[tuple[str, int], str]:
+        """:func:`queries.profiles <edgeml.telemetry.db.queries.profiles>`."""
+        return queries.profiles(self._reader, since, until)
+
+    def fetch(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """The rows of a read-only query (diagnostics, tests); it sees what is committed."""
+        with self._reader() as cur:
+            return cur.execute(sql, params or []).fetchall()
+
+    def batch_count(self) -> int:
+        with self._reader() as cur:
+            return int(cur.execute("SELECT count(*) FROM batches").fetchall()[0][0])
+
+    def rows_over_time(self, since: datetime, bucket: timedelta) -> list[RowsPoint]:
+        """:func:`queries.rows_over_time <edgeml.telemetry.db.queries.rows_over_time>`."""
+        return queries.rows_over_time(self._reader, since, bucket)
+
+    def feedback(
+        self,
+        model: str | None = None,
+        version: int | None = None,
+        group: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[FeedbackRecord]:
+        """:func:`queries.feedback <edgeml.telemetry.db.queries.feedback>`."""
+        return queries.feedback(self._reader, model, version, group, since, until)
+
+    # --- cursors ------------------------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own to the store's database (a cursor starts in DuckDB's default one)."""
+        cursor = self._db.cursor()
+        cursor.execute(f"USE {CATALOG}")
+        return cursor
+
+    @contextmanager
+    def _reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._cursor_lock:
+            if self._writer.closed and not self._writer.running():
+                raise StoreClosed("the telemetry store is closed")
+            cursor = self._cursor()
+        try:
+            with self._parallel():
+                yield cursor
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def _parallel(self) -> Iterator[None]:
+        """DuckDB on all its threads while this runs (else ``WRITE_THREADS``)."""
+        with self._threads_lock:
+            if self._parallel_users == 0:
+                self._threads_con.execute(f"SET threads = {self._threads}")
+            self._parallel_users += 1
+        try:
+            yield
+        finally:
+            with self._threads_lock:
+                self._parallel_users -= 1
+                if self._parallel_users == 0:
+                    self._threads_con.execute(f"SET threads = {WRITE_THREADS}")
