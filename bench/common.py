@@ -75,14 +75,14 @@ _names("edgeml.agent.model", "LoadedModel", "ModelHolder")
 _names("edgeml.agent.runtime", "ModelRuntime")
 _names("edgeml.agent.server", "create_app", AgentServing="Serving")
 _names("edgeml.agent.sync", "HealthWatch")
+_names("edgeml.agent.telemetry", "TelemetryWindow")
 _names(
-    "edgeml.agent.telemetry",
+    "edgeml.telemetry.schema",
     "LATENCY_EDGES",
     "CalibratedSums",
     "FeatureTelemetry",
     "SampleRow",
     "TelemetryBatch",
-    "TelemetryWindow",
 )
 _names("edgeml.bundle.build", "build_bundle", "publish_bundle")
 _names("edgeml.bundle.keys", "KeyRing", "canonical_json", "export_public", "init_keys", "load_signer")
@@ -107,8 +107,9 @@ _names(
 )
 _names("edgeml.bundle.rollout", publish_channel="publish")
 _names("edgeml.bundle.verify", "fetch_bundle")
-_names("edgeml.central.db", "DEFAULT_MEMORY_LIMIT", "TelemetryStore")
-_names("edgeml.central.db", FEATURE_BINS_SQL="_FEATURE_BINS", SCORE_BINS_SQL="_SCORE_BINS")
+_names("edgeml.telemetry.db.tables", "DEFAULT_MEMORY_LIMIT")
+_names("edgeml.telemetry.db.store", TelemetryStore="DuckDBStore")
+_names("edgeml.telemetry.db.tables", FEATURE_BINS_SQL="_FEATURE_BINS", SCORE_BINS_SQL="_SCORE_BINS")
 _names("edgeml.central.drift", "ThresholdCache", "compute_drift", "pool_stored", "pool_window")
 _names("edgeml.export.run", "OPENVINO_FAMILIES", "feeds")
 _names("edgeml.export.run", export_build="_build", export_convert="_convert", ExportRunner="_Runner")
