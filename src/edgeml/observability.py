@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from edgeml.settings import TracingSettings
 
 __all__ = [
+    "AGENT_THREAD_FAILURES",
+    "AGENT_THREAD_UP",
     "ALERTS_SENT",
     "BUILD_INFO",
     "BUNDLE_DOWNLOAD_BYTES",
@@ -65,6 +67,7 @@ __all__ = [
     "track_spec_check",
     "track_store_bytes",
     "track_store_operation",
+    "track_thread_round",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -365,3 +368,25 @@ def get_tracer(name: str = "edgeml") -> Tracer:
     from opentelemetry import trace
 
     return trace.get_tracer(name)
+
+
+# --- the agent's supervised background threads (sync, MQTT, telemetry) ------------------
+AGENT_THREAD_FAILURES = Counter(
+    "edgeml_agent_thread_failures_total",
+    "Unexpected exceptions in an agent background thread's rounds, by thread; the thread goes on",
+    ["thread"],
+    registry=REGISTRY,
+)
+AGENT_THREAD_UP = Gauge(
+    "edgeml_agent_thread_up",
+    "1 while an agent background thread's last round succeeded, 0 while it fails",
+    ["thread"],
+    registry=REGISTRY,
+)
+
+
+def track_thread_round(thread: str, ok: bool) -> None:
+    """One round of a supervised thread: counted as a failure unless ``ok``; the up gauge follows."""
+    if not ok:
+        AGENT_THREAD_FAILURES.labels(thread).inc()
+    AGENT_THREAD_UP.labels(thread).set(1 if ok else 0)

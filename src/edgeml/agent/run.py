@@ -12,19 +12,26 @@ import logging
 import signal
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from starlette.routing import Route
 
 from edgeml.agent.config import AgentConfig
+from edgeml.agent.httpguard import BodyGuard
 from edgeml.agent.model import ModelHolder
 from edgeml.agent.push import TelemetryPusher
 from edgeml.agent.server import create_app
 from edgeml.agent.spool import Spool
 from edgeml.agent.stream import StreamServing
+from edgeml.agent.supervise import Supervisor
 from edgeml.agent.sync import HealthWatch, Syncer
 from edgeml.agent.telemetry import TelemetryWindow
 from edgeml.bundle.keys import KeyRing
 from edgeml.profiles import get_profile
 from edgeml.store import open_store
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["Agent"]
 
@@ -68,8 +75,30 @@ class Agent:
             self.holder, max_body_bytes=int(config.http.max_body_bytes), max_rows=config.http.max_rows
         )
         self.app.add_route("/agent/status", self._status, methods=["GET"])
+        # readiness also says whether every background thread is up; this route is tried first
+        self.app.router.routes.insert(0, Route("/v2/health/ready", self._ready, methods=["GET"]))
         self._stop = threading.Event()
-        self._collector: threading.Thread | None = None
+        self.collector = Supervisor("telemetry-collect")
+
+    def supervisors(self) -> list[Supervisor]:
+        """The supervised background threads this agent runs."""
+        found = [self.syncer.supervisor, self.collector]
+        found += [p.supervisor for p in (self.pusher, self.stream) if p is not None]
+        return found
+
+    def _threads(self) -> dict[str, Any]:
+        return {s.name: s.status() for s in self.supervisors()}
+
+    async def _ready(self, request: Any) -> Any:
+        """Ready once a model is loaded and while no background thread is down (503 naming it)."""
+        from starlette.responses import JSONResponse
+
+        down = {s.name: s.last_error for s in self.supervisors() if not s.up}
+        if self.holder.current is None:
+            return JSONResponse({"ready": False, "reason": "no model is loaded yet"}, 503)
+        if down:
+            return JSONResponse({"ready": False, "reason": "background threads are down", "down": down}, 503)
+        return JSONResponse({"ready": True})
 
     async def _status(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
@@ -81,22 +110,23 @@ class Agent:
             "profile": self.profile.name,
         }
         status |= {"spool_batches": len(self.spool), "spool_dropped": self.spool.dropped_total}
+        status["threads"] = self._threads()
         return JSONResponse(status)
 
     def start(self) -> None:
         model = self.syncer.load_installed()
         log.info("installed bundle: %s", f"{model.name} v{model.version}" if model else "none yet")
         self.syncer.start()
-        self._collector = threading.Thread(target=self._collect, name="edgeml-telemetry", daemon=True)
-        self._collector.start()
+        self.collector.start(self._collect, self._stop)
         if self.pusher is not None:
             self.pusher.start()
         if self.stream is not None:
             self.stream.start()
 
-    def _collect(self) -> None:
-        while not self._stop.wait(1.0):
-            self._spool(self.telemetry.collect())
+    def _collect(self) -> float:
+        """Move closed telemetry windows into the spool; again in a second."""
+        self._spool(self.telemetry.collect())
+        return 1.0
 
     def _spool(self, batches: list[Any]) -> None:
         for batch in batches:
@@ -110,8 +140,7 @@ class Agent:
         if self.stream is not None:
             self.stream.stop()
         self.syncer.stop()
-        if self._collector is not None:
-            self._collector.join(timeout=5)
+        self.collector.join(timeout=5)
         self._spool(self.telemetry.flush())
         if self.pusher is not None:
             self.pusher.stop()
@@ -127,18 +156,26 @@ class Agent:
         sock.listen(2048)  # connections queue from here on, before uvicorn starts accepting
         return sock
 
-    def serve(self, sock: socket.socket) -> None:
-        """Serve HTTP until SIGINT/SIGTERM (uvicorn handles both)."""
+    def server(self) -> uvicorn.Server:
+        """The HTTP server: the app behind the body guard (stalled uploads are closed)."""
         import uvicorn
 
-        config = uvicorn.Config(
-            self.app, log_level="warning", access_log=False, http="httptools", lifespan="off"
+        http = self.config.http
+        guarded = BodyGuard(
+            self.app, body_timeout_s=http.body_timeout_s, max_slow_bodies=http.max_slow_uploads
         )
+        config = uvicorn.Config(
+            guarded, log_level="warning", access_log=False, http="httptools", lifespan="off"
+        )
+        return uvicorn.Server(config)
+
+    def serve(self, sock: socket.socket) -> None:
+        """Serve HTTP until SIGINT/SIGTERM (uvicorn handles both)."""
         # uvicorn re-raises a captured SIGTERM once it has shut down; let it unwind the stack
         # (so the caller's clean-up runs) instead of ending the process on the spot.
         previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
-            uvicorn.Server(config).run(sockets=[sock])
+            self.server().run(sockets=[sock])
         finally:
             signal.signal(signal.SIGTERM, previous)
 

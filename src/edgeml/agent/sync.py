@@ -27,6 +27,7 @@ import numpy as np
 from edgeml.agent.config import AgentConfig
 from edgeml.agent.install import DeviceState, Installation
 from edgeml.agent.model import Answered, Failed, GoldenMismatch, LoadedModel, ModelHolder
+from edgeml.agent.supervise import Supervisor
 from edgeml.bundle.channels import ChannelPointer, choose, pointer_key, verify_pointer
 from edgeml.bundle.keys import KeyRing
 from edgeml.bundle.verify import Context, fetch_bundle
@@ -140,7 +141,8 @@ class Syncer:
         self._previous: LoadedModel | None = None
         self._probation_since: float | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.supervisor = Supervisor("sync")
+        self._next_sync = 0.0
         self.last_outcome = "not started"
         self.last_rejection: dict[str, Any] | None = None  # reason, message, at (unix time)
 
@@ -337,23 +339,22 @@ class Syncer:
     # thread ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="edgeml-sync", daemon=True)
-        self._thread.start()
+        """Run rounds on a supervised thread: a bug in one is logged, counted, and retried later."""
+        self._next_sync = 0.0
+        self.supervisor.start(self._round, self._stop)
 
-    def _loop(self) -> None:
-        next_sync = 0.0
-        while not self._stop.is_set():
-            if time.monotonic() >= next_sync:
-                self.run_once()
-                next_sync = time.monotonic() + self.config.sync.interval_s
-            else:
-                self._check_probation()
-            self._stop.wait(min(1.0, self.config.sync.interval_s))
+    def _round(self) -> float:
+        """A sync when one is due, else a probation check; seconds until the next round."""
+        if time.monotonic() >= self._next_sync:
+            self.run_once()
+            self._next_sync = time.monotonic() + self.config.sync.interval_s
+        else:
+            self._check_probation()
+        return min(1.0, self.config.sync.interval_s)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self.supervisor.join(timeout=10)
 
     def status(self) -> Mapping[str, Any]:
         current = self.holder.current
