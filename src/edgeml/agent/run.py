@@ -161,11 +161,11 @@ class Agent:
         import uvicorn
 
         http = self.config.http
-        guarded = BodyGuard(
+        self.server_guard = BodyGuard(
             self.app, body_timeout_s=http.body_timeout_s, max_slow_bodies=http.max_slow_uploads
         )
         config = uvicorn.Config(
-            guarded, log_level="warning", access_log=False, http="httptools", lifespan="off"
+            self.server_guard, log_level="warning", access_log=False, http="httptools", lifespan="off"
         )
         return uvicorn.Server(config)
 
