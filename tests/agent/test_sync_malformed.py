@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,14 +35,14 @@ MANIFEST = manifest_key("pump", 2, "x86-64-generic")
 
 
 @pytest.fixture
-def device(publisher: Publisher, device_config: DeviceConfig) -> Iterator[tuple[Publisher, Syncer]]:
+def device(publisher: Publisher, device_config: DeviceConfig) -> tuple[Publisher, Syncer]:
     """A device serving v1; v2 is built (not published) for manifest changes."""
     publisher.release(1)
     syncer = make_syncer(publisher, device_config())
     assert syncer.run_once() == "installed v1 from stable"
     syncer.run_once()  # probation (0 s) over: v1 is the floor
     publisher.bundle(2)
-    yield publisher, syncer
+    return publisher, syncer
 
 
 def sign(publisher: Publisher, key: str, document: Any) -> bytes:
@@ -98,9 +97,10 @@ def check_round(syncer: Syncer, *, pointer_changed: bool = True) -> None:
     after = counts()
     if outcome.startswith("rejected: "):
         reason = syncer.status()["last_rejection"]["reason"]
-        assert after[f"edgeml_bundle_verifications_total:{reason}"] == before.get(
-            f"edgeml_bundle_verifications_total:{reason}", 0
-        ) + 1
+        assert (
+            after[f"edgeml_bundle_verifications_total:{reason}"]
+            == before.get(f"edgeml_bundle_verifications_total:{reason}", 0) + 1
+        )
         assert serving(syncer) == 1
         if pointer_changed:
             assert syncer.state.serials == state.serials  # a refused pointer never moves the floor
