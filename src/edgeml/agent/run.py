@@ -1,9 +1,12 @@
 """``edgeml agent run``: one device's agent, wired together.
 
-Threads: uvicorn serves HTTP (the main thread); the syncer checks the channel and swaps
-bundles; a collector moves closed telemetry windows into the on-disk spool every second;
-the pusher drains the spool to the central node; paho runs MQTT mode when configured.
-The agent serves the installed bundle from the first second, before any network call.
+Threads: uvicorn serves HTTP (the main thread), behind a guard against stalled uploads
+(:mod:`edgeml.agent.httpguard`); the syncer checks the channel and swaps bundles; a
+collector moves closed telemetry windows into the on-disk spool every second; the pusher
+drains the spool to the central node; paho's network loop runs MQTT mode when configured.
+Each background thread is supervised (:mod:`edgeml.agent.supervise`): its failures show in
+``/agent/status`` and readiness. The agent serves the installed bundle from the first
+second, before any network call.
 """
 
 from __future__ import annotations
