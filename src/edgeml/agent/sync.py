@@ -1,12 +1,14 @@
 """Keeping a device on the bundle its channel names, and off one that misbehaves.
 
-Each round: read and verify the channel pointers (signature, expiry, serial), choose the
-one this device follows (cohort by device id, group, profile), and when it names another
-version: fetch and verify the bundle into staging (only missing blobs are downloaded),
-load it, run its golden samples, warm it up, install it and swap it in. The new model is
-then on probation: :class:`HealthWatch` counts its runtime errors and latency, and when
-the error rate or p99 is out of bounds the agent swaps the previous model back and
-refuses that version until a newer one (or an explicit rollback) comes.
+Each round: read and verify the channel pointers (signature, this device's model and the
+channel of the path, expiry, serial), choose the one this device follows (cohort by device
+id, group, profile), and when it names another version: fetch and verify the bundle into
+staging (its model, version and profile must be the pointer's and the device's; only
+missing blobs are downloaded), load it, run its golden samples, warm it up, install it
+and swap it in. The new model is then on probation: :class:`HealthWatch` counts its
+runtime errors and latency, and when the error rate or p99 is out of bounds the agent
+swaps the previous model back and refuses that version until a newer one (or an explicit
+rollback) comes.
 """
 
 from __future__ import annotations
