@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from edgeml.settings import TracingSettings
 
 __all__ = [
+    "AGENT_THREAD_DOWN_SINCE",
     "AGENT_THREAD_FAILURES",
-    "AGENT_THREAD_UP",
     "ALERTS_SENT",
     "BUILD_INFO",
     "BUNDLE_DOWNLOAD_BYTES",
@@ -377,16 +377,17 @@ AGENT_THREAD_FAILURES = Counter(
     ["thread"],
     registry=REGISTRY,
 )
-AGENT_THREAD_UP = Gauge(
-    "edgeml_agent_thread_up",
-    "1 while an agent background thread's last round succeeded, 0 while it fails",
+AGENT_THREAD_DOWN_SINCE = Gauge(
+    "edgeml_agent_thread_down_since_timestamp_seconds",
+    "Unix time of the first failure in a row of an agent background thread; 0 while it is up",
     ["thread"],
     registry=REGISTRY,
 )
 
 
-def track_thread_round(thread: str, ok: bool) -> None:
-    """One round of a supervised thread: counted as a failure unless ``ok``; the up gauge follows."""
-    if not ok:
+def track_thread_round(thread: str, down_since: float | None) -> None:
+    """One round of a supervised thread: a failure (``down_since``: when the failing began) is
+    counted; the gauge says since when the thread is down, 0 once a round succeeds."""
+    if down_since is not None:
         AGENT_THREAD_FAILURES.labels(thread).inc()
-    AGENT_THREAD_UP.labels(thread).set(1 if ok else 0)
+    AGENT_THREAD_DOWN_SINCE.labels(thread).set(down_since or 0)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from edgeml.agent.supervise import Supervisor
-from edgeml.observability import AGENT_THREAD_FAILURES, AGENT_THREAD_UP
+from edgeml.observability import AGENT_THREAD_DOWN_SINCE, AGENT_THREAD_FAILURES
 
 from .conftest import DeviceConfig, Publisher
 from .live import live_agent
@@ -37,14 +37,14 @@ def test_a_failure_is_logged_once_counted_and_backs_off(caplog: pytest.LogCaptur
     assert errors[0].exc_info is not None
     assert sum(1 for r in caplog.records if r.levelno == logging.DEBUG) == 4
     assert failures("unit-test") == before + 5
-    assert AGENT_THREAD_UP.labels("unit-test")._value.get() == 0
+    assert AGENT_THREAD_DOWN_SINCE.labels("unit-test")._value.get() == supervisor.down_since > 0
     status = supervisor.status()
     assert (status["up"], status["failures_in_a_row"]) == (False, 5)
     assert status["last_error"] == "KeyError: 'state'"
     assert 2 <= supervisor.backoff() <= 4  # 0.5 * 2**4 = 8, capped at 4, jittered down to half
     assert supervisor.call(lambda: 7) == 7
     assert supervisor.up
-    assert AGENT_THREAD_UP.labels("unit-test")._value.get() == 1
+    assert AGENT_THREAD_DOWN_SINCE.labels("unit-test")._value.get() == 0
 
 
 def test_a_loop_goes_on_after_failures() -> None:
@@ -100,7 +100,8 @@ def test_a_sync_thread_that_fails_shows_in_status_readiness_and_metrics_then_rec
         wait_for(lambda: failures("sync") >= before + 2)  # the loop goes on
         metrics = http.get("/metrics").text
         assert 'edgeml_agent_thread_failures_total{thread="sync"}' in metrics
-        assert 'edgeml_agent_thread_up{thread="sync"} 0.0' in metrics
+        down = 'edgeml_agent_thread_down_since_timestamp_seconds{thread="sync"} '
+        assert float(metrics.split(down)[1].split()[0]) > 0
 
         shutil.rmtree(state)
         wait_for(lambda: http.get("/agent/status").json()["threads"]["sync"]["up"])

@@ -2,7 +2,8 @@
 
 The sync, MQTT and telemetry threads each run their rounds through a :class:`Supervisor`. An
 unexpected exception is logged once with its traceback (the same failure again is one line at
-debug), counted (``edgeml_agent_thread_failures_total``), kept for ``/agent/status`` and
+debug), counted (``edgeml_agent_thread_failures_total``, and
+``edgeml_agent_thread_down_since_timestamp_seconds`` while it lasts), kept for ``/agent/status`` and
 readiness (the thread is *down* until a round succeeds), and the loop goes on after an
 exponential backoff with jitter. Expected failures (a rejected bundle, the store or central
 unreachable) are handled inside the rounds and are not this module's business.
@@ -72,7 +73,7 @@ class Supervisor:
             if first:
                 self.down_since = time.time()
             self._reported = True
-        track_thread_round(self.name, ok=False)
+        track_thread_round(self.name, self.down_since)
         if again:
             log.debug("%s thread: the same failure again (%d in a row): %s", self.name, self.failures, error)
         else:
@@ -84,7 +85,7 @@ class Supervisor:
             self.failures = 0
             self.down_since = None
             self._reported = True
-        track_thread_round(self.name, ok=True)
+        track_thread_round(self.name, None)
         if was_down:
             log.warning("%s thread: recovered (last failure: %s)", self.name, self.last_error)
 
