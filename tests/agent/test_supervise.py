@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -107,3 +109,38 @@ def test_a_sync_thread_that_fails_shows_in_status_readiness_and_metrics_then_rec
         wait_for(lambda: http.get("/agent/status").json()["threads"]["sync"]["up"])
         assert http.get("/v2/health/ready").status_code == 200
         assert set(http.get("/agent/status").json()["threads"]) == {"sync", "telemetry-collect"}
+
+
+@pytest.mark.slow
+def test_a_failing_mqtt_handler_is_counted_and_the_network_loop_goes_on(
+    publisher: Publisher, device_config: DeviceConfig, mosquitto: Any
+) -> None:
+    """A publish that raises inside paho's callback (here: a topic_out with a wildcard) used to
+    end paho's network thread at the first reading; supervised, every reading is still handled."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    publisher.release(1)
+    mqtt_config = {"broker": mosquitto.url, "topic_in": "sensors/in", "topic_out": "predictions/#"}
+    config = device_config(mqtt=mqtt_config)
+    before = failures("mqtt")
+    with live_agent(config) as (agent, http):
+        wait_for(lambda: http.get("/agent/status").json()["version"] == 1)
+        sender = mqtt.Client(CallbackAPIVersion.VERSION2)
+        sender.connect("127.0.0.1", mosquitto.port)
+        sender.loop_start()
+        try:
+            wait_for(lambda: agent.stream is not None and agent.stream._client.is_connected())
+            time.sleep(0.3)  # the agent's subscription is made on connect
+            for _ in range(3):
+                sender.publish("sensors/in", json.dumps({"a": 1.0, "b": 2.0}), qos=1).wait_for_publish(5)
+            wait_for(lambda: failures("mqtt") >= before + 3)
+        finally:
+            sender.loop_stop()
+            sender.disconnect()
+        mqtt_status = http.get("/agent/status").json()["threads"]["mqtt"]
+        assert not mqtt_status["up"]
+        assert "wildcards" in mqtt_status["last_error"]
+        ready = http.get("/v2/health/ready")
+        assert ready.status_code == 503
+        assert "mqtt" in ready.json()["down"]

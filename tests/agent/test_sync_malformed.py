@@ -119,6 +119,7 @@ def check_round(syncer: Syncer, *, pointer_changed: bool = True) -> None:
     syncer._probation_since = None
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_any_value_in_any_field_of_the_pointers_signature(
@@ -135,6 +136,7 @@ def test_any_value_in_any_field_of_the_pointers_signature(
         publisher.store.put(POINTER + ".sig", saved)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_any_value_in_any_pointer_field(device: tuple[Publisher, Syncer], data: st.DataObject) -> None:
@@ -150,6 +152,7 @@ def test_any_value_in_any_pointer_field(device: tuple[Publisher, Syncer], data: 
         publisher.store.put(POINTER + ".sig", saved[1])
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_any_value_in_any_manifest_field(device: tuple[Publisher, Syncer], data: st.DataObject) -> None:

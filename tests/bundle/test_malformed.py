@@ -174,6 +174,7 @@ def _pointer_paths(store: LocalStore) -> list[tuple[str | int, ...]]:
     return paths(json.loads(store.get(POINTER_KEY)), depth=3)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_any_value_in_any_pointer_field_is_rejected_or_valid(
@@ -200,6 +201,7 @@ def _manifest_paths(store: LocalStore) -> list[tuple[str | int, ...]]:
     return paths(json.loads(store.get(MANIFEST_KEY)), depth=3)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_any_value_in_any_manifest_field_is_rejected_or_valid(
@@ -268,6 +270,7 @@ def cli_world(
     return world
 
 
+@pytest.mark.slow
 @CLI_FUZZ
 @given(data=st.data())
 def test_bundle_verify_exits_3_for_any_malformed_signature_or_manifest(
@@ -295,6 +298,7 @@ def test_bundle_verify_exits_3_for_any_malformed_signature_or_manifest(
         restore()
 
 
+@pytest.mark.slow
 @CLI_FUZZ
 @given(data=st.data())
 def test_rollout_verify_exits_3_for_any_malformed_pointer(
