@@ -22,6 +22,8 @@ from starlette.requests import ClientDisconnect
 
 __all__ = ["BodyGuard"]
 
+current_task = asyncio.current_task  # a global: one attribute lookup less per request
+
 log = logging.getLogger("edgeml.agent.http")
 
 Scope = dict[str, Any]
@@ -49,52 +51,16 @@ def _client(scope: Scope) -> str:
     return f"{client[0]}:{client[1]}" if client else "a client"
 
 
-class _Upload:
-    """One request's body on its way in."""
-
-    __slots__ = ("counted", "guard", "outcome", "started", "task", "timer", "whole")
-
-    def __init__(self, guard: BodyGuard, task: asyncio.Task[Any] | None) -> None:
-        self.guard = guard
-        self.task = task
-        self.whole = self.counted = self.started = False
-        self.outcome: int | None = None  # 408 or 503 once the guard cut the request short
-        self.timer: asyncio.TimerHandle | None = None
-
-    def arrived(self) -> None:
-        if not self.whole:
-            self.whole = True
-            if self.counted:
-                self.guard.waiting -= 1
-            if self.timer is not None:
-                self.timer.cancel()
-
-    def slow(self) -> None:
-        """The grace is over and the body is not whole: count it, or cut it (503) over the cap."""
-        if self.whole:
-            return
-        guard = self.guard
-        if guard.waiting >= guard.max_slow_bodies:
-            self._cut(503)
-            return
-        guard.waiting += 1
-        self.counted = True
-        rest = guard.body_timeout_s - guard.grace_s
-        self.timer = asyncio.get_running_loop().call_later(rest, self._cut, 408)
-
-    def _cut(self, status: int) -> None:
-        if not self.whole and self.task is not None:
-            self.outcome = status
-            self.task.cancel()
-
-
 class BodyGuard:
     """ASGI middleware; see the module docstring.
 
-    A request is timed by one timer (no task per read: the hot path stays cheap). A body not
-    whole after a short grace counts as a slow upload (over the cap: cut with 503); one not
-    whole by the deadline is cut with 408. Cutting cancels the request's task where it waits
-    for body bytes. Requests whose bodies arrive within the grace are never counted.
+    A request with a body waits in ``uploads`` (its task -> when it began, oldest first) until
+    the body is whole; a sweeper task looks at the oldest a few times a second. So a request
+    pays a dict insert and delete, not a timer or a task of its own. A body not whole after
+    the grace is a slow upload (``slow``; over the cap: cut with 503); one not whole by the
+    deadline is cut with 408. Cutting cancels the request's task where it waits for body
+    bytes. The agent's routes read the body before they answer, so a cut request has not
+    begun its response.
     """
 
     def __init__(self, app: Any, *, body_timeout_s: float, max_slow_bodies: int) -> None:
@@ -102,43 +68,76 @@ class BodyGuard:
         self.body_timeout_s = body_timeout_s
         self.grace_s = min(1.0, body_timeout_s / 4)
         self.max_slow_bodies = max_slow_bodies
-        self.waiting = 0  # slow uploads: bodies still not whole after the grace
+        self.uploads: dict[asyncio.Task[Any], float] = {}
+        self.slow: set[asyncio.Task[Any]] = set()
+        self._cut: dict[asyncio.Task[Any], int] = {}  # task -> 408 or 503
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Slow uploads held now."""
+        return len(self.slow)
+
+    def _sweep_once(self, now: float) -> None:
+        for task, began in list(self.uploads.items()):
+            age = now - began
+            if age < self.grace_s:
+                return  # the rest are younger
+            if task not in self.slow:
+                if len(self.slow) >= self.max_slow_bodies:
+                    self._cut_short(task, 503)
+                    continue
+                self.slow.add(task)
+            if age >= self.body_timeout_s:
+                self._cut_short(task, 408)
+
+    def _cut_short(self, task: asyncio.Task[Any], status: int) -> None:
+        del self.uploads[task]
+        self.slow.discard(task)
+        self._cut[task] = status
+        task.cancel()
+
+    async def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            await asyncio.sleep(self.grace_s / 4)
+            self._sweep_once(loop.time())
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not _has_body(scope):
+        task = current_task()
+        if scope["type"] != "http" or task is None or not _has_body(scope):
             await self.app(scope, receive, send)
             return
-        task = asyncio.current_task()
-        upload = _Upload(self, task)
-        upload.timer = asyncio.get_running_loop().call_later(self.grace_s, upload.slow)
+        loop = self._loop
+        if loop is None:  # the first request: the server's loop, for good
+            loop = self._loop = asyncio.get_running_loop()
+            self._sweeper = loop.create_task(self._sweep(loop))
+        uploads, slow = self.uploads, self.slow
+        uploads[task] = loop.time()
 
         async def guarded_receive() -> Message:
             message: Message = await receive()
-            if not upload.whole and (message["type"] != "http.request" or not message.get("more_body")):
-                upload.arrived()
+            if task in uploads and (message["type"] != "http.request" or not message.get("more_body")):
+                del uploads[task]
+                slow.discard(task)
             return message
 
-        async def guarded_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                upload.started = True
-            await send(message)
-
         try:
-            await self.app(scope, guarded_receive, guarded_send)
+            await self.app(scope, guarded_receive, send)
         except asyncio.CancelledError:
-            if upload.outcome is None or task is None:
+            if task not in self._cut:
                 raise
             task.uncancel()  # the guard's own cut, not a shutdown: answered below
         except ClientDisconnect:
             log.debug("%s went away before its request body arrived", _client(scope))
         finally:
-            upload.arrived()
-        if upload.outcome is None or upload.started:
-            return
-        if upload.outcome == 503:
-            log.warning("refused an upload from %s: %d slow ones in progress", _client(scope), self.waiting)
+            uploads.pop(task, None)
+            slow.discard(task)
+        status = self._cut.pop(task, None)
+        if status == 503:
+            log.warning("refused an upload from %s: %d slow ones in progress", _client(scope), len(slow))
             await _answer(send, 503, b'{"error":"too many slow uploads in progress; retry"}', _RETRY)
-        else:
+        elif status == 408:
             log.info(
                 "closed a request from %s: its body did not arrive within %g s",
                 _client(scope),

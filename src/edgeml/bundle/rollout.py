@@ -277,8 +277,8 @@ def publish(
             hint=f"to go back on purpose: `edgeml rollout rollback {model} --channel {channel} "
             f"--to {version}`",
         )
-    if channel == "canary":
-        stable = inspect(store, ring, model, "stable").usable(False)
+    if channel == "canary":  # a consistency check: a stable pointer that fails is not built on here
+        stable = inspect(store, ring, model, "stable").pointer
         if stable and version < stable.version:
             raise UserError(f"canary v{version} would be older than stable v{stable.version}")
     default_percent = 10.0 if channel == "canary" else 100.0
