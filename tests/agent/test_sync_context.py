@@ -125,3 +125,20 @@ def test_a_manifest_of_another_model_version_or_profile_is_refused(
     assert f"(field {field})" in outcome
     assert serving(syncer) == 1
     assert not list(syncer.install.staging.glob(".stage-*"))
+
+
+def test_an_installed_bundle_of_another_model_or_profile_is_not_served(
+    publisher: Publisher, device_config: DeviceConfig
+) -> None:
+    """A device reconfigured (or a state folder copied from another device) does not serve a
+    bundle that is not for its model and profile, though the bundle verifies."""
+    publisher.release(1)
+    first = make_syncer(publisher, device_config())
+    first.run_once()
+    first.run_once()
+    assert first.install.folder("current") is not None
+    for overrides in ({"model": "valve"}, {"profile": "arm64-rpi4"}):
+        again = make_syncer(publisher, device_config(**overrides))
+        assert again.load_installed() is None
+        assert again.holder.current is None
+    assert make_syncer(publisher, device_config()).load_installed() is not None
