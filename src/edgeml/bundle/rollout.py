@@ -81,12 +81,17 @@ def _audited(store: ObjectStore, model: str, channel: str) -> dict[str, Any] | N
     from edgeml.audit import AuditLog
 
     subject = f"{model}/{channel}"
-    for entry in AuditLog(store).latest(AUDIT_LOOKBACK):
-        after = entry.after
-        if entry.subject == subject and entry.action.startswith("rollout.") and isinstance(after, dict):
-            serial = after.get("serial")
-            if isinstance(serial, int) and not isinstance(serial, bool):
-                return after
+    log = AuditLog(store)
+    for count in (16, 128, AUDIT_LOOKBACK):  # the last change is usually recent: read little first
+        entries = log.latest(count)
+        for entry in entries:
+            after = entry.after
+            if entry.subject == subject and entry.action.startswith("rollout.") and isinstance(after, dict):
+                serial = after.get("serial")
+                if isinstance(serial, int) and not isinstance(serial, bool):
+                    return after
+        if len(entries) < count:
+            return None  # read the whole trail
     return None
 
 
