@@ -332,13 +332,13 @@ def rollout_status(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Registered model name.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the pointers as JSON.")] = False,
+    keyring: KeyringOpt = None,
 ) -> None:
     """Where each channel points; a pointer that does not verify is named (exit 3)."""
     from edgeml.bundle.channels import CHANNELS
-    from edgeml.bundle.keys import KeyRing
     from edgeml.bundle.rollout import inspect
 
-    store, ring = _store(ctx), KeyRing.from_home(_home(ctx))
+    store, ring = _store(ctx), _ring(ctx, keyring)
     states = [inspect(store, ring, model, channel) for channel in CHANNELS]
     pointers = {s.channel: s.pointer for s in states if s.pointer is not None}
     if as_json:
