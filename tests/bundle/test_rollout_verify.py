@@ -153,3 +153,22 @@ def test_status_names_a_pointer_that_does_not_verify(
     code, _, err = run(capsys, "rollout", "status", "pump")
     assert code == 3
     assert "pump stable does not verify" in err
+
+
+def test_a_publication_cut_between_its_writes_is_carried_on(store: LocalStore, signer: Signer) -> None:
+    """The publisher died after the new signature was written but before the pointer: the
+    stored pair does not verify, but the signed publication in flight beside it does."""
+    publish(store, signer, "pump", 4, "stable")
+    after = store.get(STABLE), store.get(STABLE + ".sig")
+    store.put(STABLE + ".next", after[0])
+    store.put(STABLE + ".next.sig", after[1])
+    old = json.loads(after[0]) | {"serial": 3, "version": 3}  # what was there before: now unsigned
+    store.put(STABLE, json.dumps(old).encode())
+    pointer = publish(store, signer, "pump", 4, "stable")  # no --recover needed
+    assert pointer.serial == 5
+    assert not store.exists(STABLE + ".next")
+    assert device_accepts(store, signer, last_serial=4) == 5
+    store.put(STABLE + ".next", b"{}")  # a planted one that does not verify helps nothing
+    store.put(STABLE, json.dumps(old).encode())
+    with pytest.raises(UserError, match="does not verify"):
+        publish(store, signer, "pump", 4, "stable")

@@ -134,12 +134,41 @@ def inspect(store: ObjectStore, ring: KeyRing, model: str, channel: str) -> Chan
             last_serial=audited_serial or None,
             check_expiry=False,
         )
-    except ObjectNotFoundError:
-        problem = BundleRejected("missing", f"{key} has no signature ({key}.sig is missing)")
+    except (ObjectNotFoundError, BundleRejected) as exc:
+        problem = (
+            exc
+            if isinstance(exc, BundleRejected)
+            else BundleRejected("missing", f"{key} has no signature ({key}.sig is missing)")
+        )
+        interrupted = _in_flight(store, ring, model, channel, audited_serial)
+        if interrupted is not None:  # our own publication, cut between its writes: carry on from it
+            return ChannelState(model, channel, interrupted, None, max(floor, interrupted.serial), audited)
         return ChannelState(model, channel, None, problem, floor, audited)
-    except BundleRejected as exc:
-        return ChannelState(model, channel, None, exc, floor, audited)
     return ChannelState(model, channel, pointer, None, max(floor, pointer.serial), audited)
+
+
+#: suffix of the publication in flight, written whole before the pointer and its signature
+_NEXT = ".next"
+
+
+def _in_flight(
+    store: ObjectStore, ring: KeyRing, model: str, channel: str, audited_serial: int
+) -> ChannelPointer | None:
+    """The publication a publisher wrote in full beside the pointer but died before finishing,
+    when it verifies as the pointer itself would (signed, in context, no replay)."""
+    key = pointer_key(model, channel) + _NEXT
+    try:
+        return verify_pointer(
+            store.get(key),
+            store.get(key + ".sig"),
+            ring,
+            model=model,
+            channel=channel,
+            last_serial=audited_serial or None,
+            check_expiry=False,
+        )
+    except (ObjectNotFoundError, BundleRejected):
+        return None
 
 
 def current(
@@ -216,10 +245,17 @@ def _write(
         rollback=rollback,
     )
     data = canonical_json(pointer.model_dump(mode="json"))
+    signature = signer.sign(data)
     key = pointer_key(model, channel)
+    # The publication in flight first, whole and signed: if the process dies between the two
+    # writes below, the next publisher finds it there and carries on (see inspect).
+    store.put(key + _NEXT + ".sig", signature, content_type="application/json")
+    store.put(key + _NEXT, data, content_type="application/json")
     # Signature first: a device that sees the new pointer finds its signature already there.
-    store.put(key + ".sig", signer.sign(data), content_type="application/json")
+    store.put(key + ".sig", signature, content_type="application/json")
     store.put(key, data, content_type="application/json")
+    for leftover in (key + _NEXT, key + _NEXT + ".sig"):
+        store.delete(leftover)
     before: dict[str, object] | None = _summary(state.pointer)
     if state.problem is not None:  # --recover: say what was replaced, and why it was not built on
         before = {"recovered": state.problem.message, "reason": state.problem.reason, "floor": state.floor}
