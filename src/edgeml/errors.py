@@ -169,7 +169,9 @@ class BundleRejected(EdgemlError):
     """A bundle, blob or channel pointer failed verification; nothing from it may be used.
 
     ``reason`` is a stable code (``bad-signature``, ``unknown-key``, ``expired``, ``replay``,
-    ``digest-mismatch``, ``too-long``, ``unsafe-path``, ``file-type``, ...) for logs and metrics.
+    ``digest-mismatch``, ``too-long``, ``unsafe-path``, ``file-type``, ``malformed``,
+    ``context-mismatch``: signed, but for another model, channel, version or profile, ...) for
+    logs and metrics.
     """
 
     exit_code = 3

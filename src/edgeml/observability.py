@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from edgeml.settings import TracingSettings
 
 __all__ = [
+    "AGENT_THREAD_DOWN_SINCE",
+    "AGENT_THREAD_FAILURES",
     "ALERTS_SENT",
     "BUILD_INFO",
     "BUNDLE_DOWNLOAD_BYTES",
@@ -66,6 +68,7 @@ __all__ = [
     "track_spec_check",
     "track_store_bytes",
     "track_store_operation",
+    "track_thread_round",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -504,3 +507,26 @@ def track_telemetry_sent(outcome: str) -> None:
 def track_inference(model: str, version: int | str, protocol: str, outcome: str) -> None:
     """One inference request by protocol and outcome."""
     INFERENCE_REQUESTS.labels(model, str(version), protocol, outcome).inc()
+
+
+# --- the agent's supervised background threads (sync, MQTT, telemetry) ------------------
+AGENT_THREAD_FAILURES = Counter(
+    "edgeml_agent_thread_failures_total",
+    "Unexpected exceptions in an agent background thread's rounds, by thread; the thread goes on",
+    ["thread"],
+    registry=REGISTRY,
+)
+AGENT_THREAD_DOWN_SINCE = Gauge(
+    "edgeml_agent_thread_down_since_timestamp_seconds",
+    "Unix time of the first failure in a row of an agent background thread; 0 while it is up",
+    ["thread"],
+    registry=REGISTRY,
+)
+
+
+def track_thread_round(thread: str, down_since: float | None) -> None:
+    """One round of a supervised thread: a failure (``down_since``: when the failing began) is
+    counted; the gauge says since when the thread is down, 0 once a round succeeds."""
+    if down_since is not None:
+        AGENT_THREAD_FAILURES.labels(thread).inc()
+    AGENT_THREAD_DOWN_SINCE.labels(thread).set(down_since or 0)

@@ -28,6 +28,12 @@ class HttpConfig(_Strict):
     port: int = Field(8500, ge=0, le=65535, description="port (0: any free port)")
     max_body_bytes: ByteSize = Field(ByteSize(1 << 20), description="larger request bodies get 413")
     max_rows: int = Field(1024, ge=1, description="most rows one request may carry")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request body not whole this long after the request began: 408, closed"
+    )
+    max_slow_uploads: int = Field(
+        32, ge=1, description="requests waiting for body bytes at once; one more gets 503 at once"
+    )
 
 
 class GrpcConfig(_Strict):

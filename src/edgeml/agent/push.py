@@ -24,6 +24,7 @@ from typing import Literal
 import httpx
 
 from edgeml.agent.spool import Spool
+from edgeml.agent.supervise import Supervisor
 from edgeml.observability import track_telemetry_sent
 from edgeml.telemetry.schema import TelemetryBatch
 
@@ -85,6 +86,7 @@ class TelemetryPusher:
             follow_redirects=False,
         )
         self._failures = 0  # consecutive failed attempts: the backoff exponent
+        self.supervisor = Supervisor("telemetry-push", backoff_s=backoff_s, max_backoff_s=max_backoff_s)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -185,11 +187,8 @@ class TelemetryPusher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                result = self.drain_once()
-            except Exception:  # the spool or a bug: log, wait, try again; never end the thread
-                log.exception("telemetry: push round failed")
-                result = DrainResult(retry_in=self.interval_s)
+            # the spool or a bug: logged once, counted, retried after a backoff; never ends the thread
+            result = self.supervisor.call(self.drain_once) or DrainResult(retry_in=self.supervisor.backoff())
             if result.retry_in is not None:
                 self._stop.wait(result.retry_in)  # backoff: only stop() cuts it short
             else:

@@ -1,9 +1,12 @@
 """``edgeml agent run``: one device's agent, wired together.
 
-Threads: uvicorn serves HTTP (the main thread); the syncer checks the channel and swaps
-bundles; a collector moves closed telemetry windows into the on-disk spool every second;
-the pusher drains the spool to the central node; paho runs MQTT mode when configured.
-The agent serves the installed bundle from the first second, before any network call.
+Threads: uvicorn serves HTTP (the main thread), behind a guard against stalled uploads
+(:mod:`edgeml.agent.httpguard`); the syncer checks the channel and swaps bundles; a
+collector moves closed telemetry windows into the on-disk spool every second; the pusher
+drains the spool to the central node; paho's network loop runs MQTT mode when configured.
+Each background thread is supervised (:mod:`edgeml.agent.supervise`): its failures show in
+``/agent/status`` and readiness. The agent serves the installed bundle from the first
+second, before any network call.
 """
 
 from __future__ import annotations
@@ -12,20 +15,27 @@ import logging
 import signal
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from starlette.routing import Route
 
 from edgeml.agent.config import AgentConfig
+from edgeml.agent.httpguard import BodyGuard
 from edgeml.agent.model import ModelHolder
 from edgeml.agent.push import TelemetryPusher
 from edgeml.agent.server import create_app
 from edgeml.agent.spool import Spool
 from edgeml.agent.stream import StreamServing
+from edgeml.agent.supervise import Supervisor
 from edgeml.agent.sync import HealthWatch, Syncer
 from edgeml.agent.telemetry import TelemetryWindow
 from edgeml.bundle.keys import KeyRing
 from edgeml.errors import ConfigError
 from edgeml.profiles import get_profile
 from edgeml.store import open_store
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["Agent"]
 
@@ -85,8 +95,30 @@ class Agent:
                 max_message_bytes=int(g.max_message_bytes),
                 workers=g.workers,
             )
+        # readiness also says whether every background thread is up; this route is tried first
+        self.app.router.routes.insert(0, Route("/v2/health/ready", self._ready, methods=["GET"]))
         self._stop = threading.Event()
-        self._collector: threading.Thread | None = None
+        self.collector = Supervisor("telemetry-collect")
+
+    def supervisors(self) -> list[Supervisor]:
+        """The supervised background threads this agent runs."""
+        found = [self.syncer.supervisor, self.collector]
+        found += [p.supervisor for p in (self.pusher, self.stream) if p is not None]
+        return found
+
+    def _threads(self) -> dict[str, Any]:
+        return {s.name: s.status() for s in self.supervisors()}
+
+    async def _ready(self, request: Any) -> Any:
+        """Ready once a model is loaded and while no background thread is down (503 naming it)."""
+        from starlette.responses import JSONResponse
+
+        down = {s.name: s.last_error for s in self.supervisors() if not s.up}
+        if self.holder.current is None:
+            return JSONResponse({"ready": False, "reason": "no model is loaded yet"}, 503)
+        if down:
+            return JSONResponse({"ready": False, "reason": "background threads are down", "down": down}, 503)
+        return JSONResponse({"ready": True})
 
     async def _status(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
@@ -98,14 +130,14 @@ class Agent:
             "profile": self.profile.name,
         }
         status |= {"spool_batches": len(self.spool), "spool_dropped": self.spool.dropped_total}
+        status["threads"] = self._threads()
         return JSONResponse(status)
 
     def start(self) -> None:
         model = self.syncer.load_installed()
         log.info("installed bundle: %s", f"{model.name} v{model.version}" if model else "none yet")
         self.syncer.start()
-        self._collector = threading.Thread(target=self._collect, name="edgeml-telemetry", daemon=True)
-        self._collector.start()
+        self.collector.start(self._collect, self._stop)
         if self.pusher is not None:
             self.pusher.start()
         if self.stream is not None:
@@ -114,9 +146,10 @@ class Agent:
             self.grpc.start()
             log.info("OIP v2 gRPC serving on %s", self.grpc.address)
 
-    def _collect(self) -> None:
-        while not self._stop.wait(1.0):
-            self._spool(self.telemetry.collect())
+    def _collect(self) -> float:
+        """Move closed telemetry windows into the spool; again in a second."""
+        self._spool(self.telemetry.collect())
+        return 1.0
 
     def _spool(self, batches: list[Any]) -> None:
         for batch in batches:
@@ -132,8 +165,7 @@ class Agent:
         if self.stream is not None:
             self.stream.stop()
         self.syncer.stop()
-        if self._collector is not None:
-            self._collector.join(timeout=5)
+        self.collector.join(timeout=5)
         self._spool(self.telemetry.flush())
         if self.pusher is not None:
             self.pusher.stop()
@@ -149,18 +181,26 @@ class Agent:
         sock.listen(2048)  # connections queue from here on, before uvicorn starts accepting
         return sock
 
-    def serve(self, sock: socket.socket) -> None:
-        """Serve HTTP until SIGINT/SIGTERM (uvicorn handles both)."""
+    def server(self) -> uvicorn.Server:
+        """The HTTP server: the app behind the body guard (stalled uploads are closed)."""
         import uvicorn
 
-        config = uvicorn.Config(
-            self.app, log_level="warning", access_log=False, http="httptools", lifespan="off"
+        http = self.config.http
+        self.server_guard = BodyGuard(
+            self.app, body_timeout_s=http.body_timeout_s, max_slow_bodies=http.max_slow_uploads
         )
+        config = uvicorn.Config(
+            self.server_guard, log_level="warning", access_log=False, http="httptools", lifespan="off"
+        )
+        return uvicorn.Server(config)
+
+    def serve(self, sock: socket.socket) -> None:
+        """Serve HTTP until SIGINT/SIGTERM (uvicorn handles both)."""
         # uvicorn re-raises a captured SIGTERM once it has shut down; let it unwind the stack
         # (so the caller's clean-up runs) instead of ending the process on the spot.
         previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
-            uvicorn.Server(config).run(sockets=[sock])
+            self.server().run(sockets=[sock])
         finally:
             signal.signal(signal.SIGTERM, previous)
 

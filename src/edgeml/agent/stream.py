@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 from edgeml.agent.config import MqttConfig
 from edgeml.agent.inputs import InputError, Schema
 from edgeml.agent.model import LoadedModel, ModelHolder
+from edgeml.agent.supervise import Supervisor
 from edgeml.features.window import OnlineWindows
 from edgeml.mqtt import connect_client, parse_broker
 from edgeml.observability import track_inference
@@ -51,6 +53,8 @@ class StreamServing:
         self._windows: OnlineWindows | None = None
         self._client: Any = None
         self.published = 0
+        self.supervisor = Supervisor("mqtt")
+        self._stop = threading.Event()
 
     def _prepare(self, model: LoadedModel) -> tuple[Schema, OnlineWindows | None]:
         if model is not self._model:
@@ -90,7 +94,7 @@ class StreamServing:
                 reading = {**reading, **windows.update(entity, stamp, values)}
             names = {f.name for f in model.manifest.inputs}
             batch = schema.parse_records({k: v for k, v in reading.items() if k in names})
-        except (InputError, ValueError) as exc:
+        except (InputError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             track_inference(model.name, model.version, "mqtt", "bad_input")
             self.holder.observe_error(model, "bad-input")
             log.warning("reading refused: %s", exc)
@@ -122,10 +126,19 @@ class StreamServing:
         return message
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        message = self.handle(msg.payload)
+        # supervised: an exception escaping a paho callback would end its network loop
+        self.supervisor.call(lambda: self._answer(client, msg.payload))
+
+    def _answer(self, client: Any, payload: bytes) -> None:
+        message = self.handle(payload)
         if message is not None:
             client.publish(self.config.topic_out, json.dumps(message), qos=1)
             self.published += 1
+
+    def _network(self) -> float:
+        """paho's network loop (it reconnects by itself); returns once stop() disconnects."""
+        self._client.loop_forever(retry_first_connection=True)
+        return 1.0
 
     def start(self) -> None:
         import paho.mqtt.client as mqtt
@@ -135,11 +148,13 @@ class StreamServing:
         client.on_message = self._on_message
         client.on_connect = lambda c, *_: c.subscribe(self.config.topic_in, qos=1)
         connect_client(client, parse_broker(self.config.broker))
-        client.loop_start()
         self._client = client
+        self._stop.clear()
+        self.supervisor.start(self._network, self._stop)  # a failing loop is re-entered after a backoff
 
     def stop(self) -> None:
         if self._client is not None:
-            self._client.loop_stop()
+            self._stop.set()
             self._client.disconnect()
+            self.supervisor.join(timeout=10)
             self._client = None

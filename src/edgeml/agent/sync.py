@@ -1,17 +1,18 @@
 """Keeping a device on the bundle its channel names, and off one that misbehaves.
 
-Each round: read and verify the channel pointers (signature, expiry, serial), choose the
-one this device follows (cohort by device id, group, profile), and when it names another
-version: fetch and verify the bundle into staging (only missing blobs are downloaded),
-load it, run its golden samples, warm it up, install it and swap it in. The new model is
-then on probation: :class:`HealthWatch` counts its runtime errors and latency, and when
-the error rate or p99 is out of bounds the agent swaps the previous model back and
-refuses that version until a newer one (or an explicit rollback) comes.
+Each round: read and verify the channel pointers (signature, this device's model and the
+channel of the path, expiry, serial), choose the one this device follows (cohort by device
+id, group, profile), and when it names another version: fetch and verify the bundle into
+staging (its model, version and profile must be the pointer's and the device's; only
+missing blobs are downloaded), load it, run its golden samples, warm it up, install it
+and swap it in. The new model is then on probation: :class:`HealthWatch` counts its
+runtime errors and latency, and when the error rate or p99 is out of bounds the agent
+swaps the previous model back and refuses that version until a newer one (or an explicit
+rollback) comes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import threading
@@ -28,9 +29,10 @@ import numpy as np
 from edgeml.agent.config import AgentConfig
 from edgeml.agent.install import DeviceState, Installation
 from edgeml.agent.model import Answered, Failed, GoldenMismatch, LoadedModel, ModelHolder
+from edgeml.agent.supervise import Supervisor
 from edgeml.bundle.channels import ChannelPointer, choose, pointer_key, verify_pointer
 from edgeml.bundle.keys import KeyRing
-from edgeml.bundle.verify import fetch_bundle
+from edgeml.bundle.verify import Context, fetch_bundle
 from edgeml.errors import BundleRejected, ObjectNotFoundError, StoreError
 from edgeml.observability import (
     BUNDLE_DOWNLOAD_BYTES,
@@ -141,8 +143,10 @@ class Syncer:
         self._previous: LoadedModel | None = None
         self._probation_since: float | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.supervisor = Supervisor("sync")
+        self._next_sync = 0.0
         self.last_outcome = "not started"
+        self.last_rejection: dict[str, Any] | None = None  # reason, message, at (unix time)
 
     # start-up ------------------------------------------------------------------------
 
@@ -160,6 +164,7 @@ class Syncer:
                 continue
             try:
                 model = self._open(folder)
+                self._context(None, "the installed bundle").check(model.manifest)
                 model.warm_up()
             except (BundleRejected, OSError, RuntimeError) as exc:  # tampered or broken on disk
                 log.warning("installed bundle %s is unusable: %s", folder, exc)
@@ -180,7 +185,16 @@ class Syncer:
 
     # one round -------------------------------------------------------------------------
 
+    def _context(self, version: int | None, source: str) -> Context:
+        """What a manifest must be on this device: its model and profile (and the pointer's version)."""
+        return Context(self.config.model, version, self.profile.name, source=f"{source} on this device")
+
     def _pointers(self) -> dict[str, ChannelPointer]:
+        """Every channel's pointer, verified for this device's model and that channel.
+
+        A serial is remembered only once its pointer verified, so a pointer that fails (another
+        model's, say, copied here) never raises the floor the genuine ones must clear.
+        """
         pointers = {}
         for channel in self.config.sync.channels:
             key = pointer_key(self.config.model, channel)
@@ -188,7 +202,14 @@ class Syncer:
                 data, signature = self.store.get(key), self.store.get(key + ".sig")
             except ObjectNotFoundError:
                 continue
-            pointer = verify_pointer(data, signature, self.ring, last_serial=self.state.serials.get(channel))
+            pointer = verify_pointer(
+                data,
+                signature,
+                self.ring,
+                last_serial=self.state.serials.get(channel),
+                model=self.config.model,
+                channel=channel,
+            )
             self.state.serials[channel] = pointer.serial
             pointers[channel] = pointer
         return pointers
@@ -201,6 +222,7 @@ class Syncer:
         except BundleRejected as exc:
             BUNDLE_VERIFICATIONS.labels(exc.reason).inc()
             outcome = f"rejected: {exc.message}"
+            self.last_rejection = {"reason": exc.reason, "message": exc.message, "at": time.time()}
             log.error("bundle rejected: %s", exc.message)
         except StoreError as exc:
             outcome = f"store unavailable: {exc.message}"
@@ -224,10 +246,6 @@ class Syncer:
         if self._probation_since is not None:
             return "a new model is on probation; the next change waits"
         ref = pointer.manifests[self.profile.name]
-        if hashlib.sha256(self.store.get(ref.key)).hexdigest() != ref.sha256:
-            raise BundleRejected(
-                "digest-mismatch", f"{ref.key} is not the manifest the channel pointer signed"
-            )
         staged = fetch_bundle(
             self.store,
             ref.key,
@@ -236,6 +254,8 @@ class Syncer:
             cache=self.install.blobs,
             min_version=self.state.last_version,
             rollback_to=rollback_to,
+            context=self._context(pointer.version, f"the {pointer.channel} pointer"),
+            sha256=ref.sha256,  # of the bytes fetch_bundle reads, not of an earlier read
         )
         BUNDLE_VERIFICATIONS.labels("ok").inc()
         BUNDLE_DOWNLOAD_BYTES.inc(staged.downloaded_bytes)
@@ -243,8 +263,10 @@ class Syncer:
             model = self._open(staged.path)
             model.smoke_test()
             model.warm_up()
-        except (GoldenMismatch, BundleRejected, RuntimeError, OSError) as exc:
+        except Exception as exc:  # any failure to load a signed bundle refuses that version
             shutil.rmtree(staged.path, ignore_errors=True)
+            if not isinstance(exc, GoldenMismatch | BundleRejected | RuntimeError | OSError):
+                log.error("v%s cannot be loaded", staged.manifest.version, exc_info=exc)
             BUNDLE_SWAPS.labels("smoke_test_failed").inc()
             self.state.refused.append(staged.manifest.version)
             self.install.save_state(self.state)
@@ -319,23 +341,22 @@ class Syncer:
     # thread ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="edgeml-sync", daemon=True)
-        self._thread.start()
+        """Run rounds on a supervised thread: a bug in one is logged, counted, and retried later."""
+        self._next_sync = 0.0
+        self.supervisor.start(self._round, self._stop)
 
-    def _loop(self) -> None:
-        next_sync = 0.0
-        while not self._stop.is_set():
-            if time.monotonic() >= next_sync:
-                self.run_once()
-                next_sync = time.monotonic() + self.config.sync.interval_s
-            else:
-                self._check_probation()
-            self._stop.wait(min(1.0, self.config.sync.interval_s))
+    def _round(self) -> float:
+        """A sync when one is due, else a probation check; seconds until the next round."""
+        if time.monotonic() >= self._next_sync:
+            self.run_once()
+            self._next_sync = time.monotonic() + self.config.sync.interval_s
+        else:
+            self._check_probation()
+        return min(1.0, self.config.sync.interval_s)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self.supervisor.join(timeout=10)
 
     def status(self) -> Mapping[str, Any]:
         current = self.holder.current
@@ -344,5 +365,6 @@ class Syncer:
             "version": current.version if current else None,
             "on_probation": self._probation_since is not None,
             "last_outcome": self.last_outcome,
+            "last_rejection": self.last_rejection,
             "refused": sorted(set(self.state.refused)),
         }

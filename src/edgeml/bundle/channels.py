@@ -18,8 +18,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeml.bundle.keys import KeyRing, open_signed, timestamp
+from edgeml.bundle.keys import KeyRing, check_context, open_signed, timestamp
+from edgeml.bundle.manifest import manifest_key
 from edgeml.errors import BundleRejected
+from edgeml.spec.types import Slug
 
 __all__ = [
     "CHANNELS",
@@ -52,11 +54,11 @@ class Rollback(_Model):
 
 class ChannelPointer(_Model):
     format: Literal[1] = 1
-    model: str
-    channel: str
+    model: Slug
+    channel: Slug
     serial: int = Field(ge=1, description="grows by one with each publication on this channel")
-    version: int = Field(ge=1)
-    manifests: dict[str, ManifestRef] = Field(description="profile -> its manifest")
+    version: int = Field(ge=1, le=2**31 - 1)
+    manifests: dict[Slug, ManifestRef] = Field(description="profile -> its manifest")
     canary_percent: float = Field(100.0, ge=0, le=100, description="share of matching devices that follow")
     groups: list[str] = Field(default_factory=list, description="device groups that follow; empty: all")
     created: str
@@ -76,10 +78,41 @@ def verify_pointer(
     *,
     now: datetime | None = None,
     last_serial: int | None = None,
+    model: str | None = None,
+    channel: str | None = None,
+    check_expiry: bool = True,
 ) -> ChannelPointer:
-    """The pointer, once its signature, expiry and serial (against the last one seen) are good."""
+    """The pointer, once its signature, context, expiry and serial are good.
+
+    ``model`` and ``channel`` are the context: the path it was read from and what the reader
+    serves. Context comes before the serial, so another channel's pointer is a mismatch
+    (and never moves this channel's replay floor). ``last_serial`` is the last one seen
+    here; ``check_expiry=False`` is for the publisher, whose next pointer replaces an
+    expired one.
+    """
     pointer = open_signed(data, signature, ring, ChannelPointer, "channel pointer")
-    if timestamp(pointer.expires, "channel pointer expires") <= (now or datetime.now(UTC)):
+    where = f"channels/{model}/{channel}.json" if model and channel else "the reader"
+    check_context(
+        "channel pointer",
+        {"model": (pointer.model, model, where), "channel": (pointer.channel, channel, where)},
+    )
+    for profile, ref in pointer.manifests.items():
+        check_context(
+            "channel pointer",
+            {
+                f"manifests.{profile}.key": (
+                    ref.key,
+                    manifest_key(pointer.model, pointer.version, profile),
+                    f"its own model, version and profile {profile}",
+                )
+            },
+        )
+    if pointer.rollback is not None:
+        check_context(
+            "channel pointer",
+            {"rollback.to_version": (pointer.rollback.to_version, pointer.version, "its version")},
+        )
+    if check_expiry and timestamp(pointer.expires, "channel pointer expires") <= (now or datetime.now(UTC)):
         raise BundleRejected(
             "expired",
             f"channel {pointer.channel} of {pointer.model} expired at {pointer.expires}",
@@ -89,7 +122,7 @@ def verify_pointer(
         raise BundleRejected(
             "replay",
             f"channel {pointer.channel} of {pointer.model}: serial {pointer.serial} is older than "
-            f"{last_serial}, the last this device saw",
+            f"{last_serial}, the last seen here",
         )
     return pointer
 

@@ -20,12 +20,12 @@ import hashlib
 import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
@@ -37,6 +37,7 @@ __all__ = [
     "KeyRing",
     "Signer",
     "canonical_json",
+    "check_context",
     "export_public",
     "init_keys",
     "key_id",
@@ -65,13 +66,44 @@ def open_signed(data: bytes, signature: bytes, ring: KeyRing, model: type[Signed
     """Check the signature over the exact bytes, then parse; the document must name its signer."""
     kid = ring.verify(data, signature)
     try:
-        document = model.model_validate(json.loads(data))
-    except (ValueError, ValidationError) as exc:
-        raise BundleRejected("malformed", f"the signed {what} does not parse: {exc}") from exc
+        document = model.model_validate(json.loads(data, parse_constant=_no_constant))
+    except (ValueError, ValidationError, RecursionError) as exc:
+        raise BundleRejected("malformed", f"the signed {what} does not parse: {_first_error(exc)}") from exc
     named = getattr(document, "key_id", None)
     if named != kid:
         raise BundleRejected("key-mismatch", f"the {what} names key {named} but key {kid} signed it")
     return document
+
+
+def check_context(what: str, expected: dict[str, tuple[object, object | None, str]]) -> None:
+    """Each field of a verified document against what its context says it must be.
+
+    ``expected`` maps a field to ``(value in the document, value wanted or None to skip, who
+    wants it)``. A signed document is valid only where it was meant to be used (TUF's
+    "wrong software" and "mix-and-match" attacks): another model's pointer copied over this
+    one, or an arm64 manifest at the x86 path, carries a good signature and must still fail.
+    """
+    for name, (got, wanted, source) in expected.items():
+        if wanted is not None and got != wanted:
+            raise BundleRejected(
+                "context-mismatch",
+                f"the {what} has {name} {_show(got)}, but {source} says {_show(wanted)} (field {name})",
+            )
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON; canonical JSON never holds them."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _first_error(exc: BaseException) -> str:
+    """A validation error in one line, naming the field (pydantic lists every error on many lines)."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors()
+        where = ".".join(str(p) for p in errors[0]["loc"]) or "(top)"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"field {where}: {errors[0]['msg']}{more}"
+    return str(exc) or type(exc).__name__
 
 
 def timestamp(value: str, what: str) -> datetime:
@@ -102,10 +134,16 @@ class KeyInfo:
 
 @dataclass(frozen=True)
 class Signer:
-    """The active private key: signs documents."""
+    """The active private key: signs documents. ``known`` holds every public key of its home
+    (older ones too), so the publisher can verify what it published before a rotation."""
 
     key_id: str
     private: Ed25519PrivateKey
+    known: dict[str, Ed25519PublicKey] = field(default_factory=dict)
+
+    def ring(self) -> KeyRing:
+        """The keys this publisher's own documents may carry."""
+        return KeyRing(self.known or {self.key_id: self.private.public_key()})
 
     def sign(self, data: bytes) -> bytes:
         """The detached signature document for ``data``."""
@@ -129,8 +167,8 @@ class KeyRing:
         for path in sorted(folder.glob("*.pub")):
             try:
                 public = serialization.load_pem_public_key(path.read_bytes())
-            except ValueError as exc:
-                raise UserError(f"{path} is not a PEM public key: {exc}") from exc
+            except (ValueError, UnsupportedAlgorithm, OSError) as exc:
+                raise UserError(f"key ring file {path} is not a PEM public key: {exc}") from exc
             if not isinstance(public, Ed25519PublicKey):
                 raise UserError(f"{path} is not an Ed25519 public key")
             if key_id(public) != path.stem:
@@ -155,30 +193,66 @@ class KeyRing:
         return cls(keys)
 
     def verify(self, data: bytes, signature_document: bytes) -> str:
-        """The key id that signed ``data``; :class:`BundleRejected` unless a trusted key did."""
-        try:
-            doc = json.loads(signature_document)
-            algorithm, kid, signature = (
-                doc["algorithm"],
-                doc["key_id"],
-                base64.b64decode(doc["signature"], validate=True),
-            )
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-            raise BundleRejected("bad-signature", f"the signature document is malformed: {exc}") from exc
+        """The key id that signed ``data``; :class:`BundleRejected` unless a trusted key did.
+
+        The signature document is untrusted input: anything but ``{"algorithm": str,
+        "key_id": str, "signature": base64 str}`` is a rejection, never an exception of its own.
+        """
+        doc = _signature_document(signature_document)
+        algorithm, kid = doc["algorithm"], doc["key_id"]
         if algorithm != ALGORITHM:
-            raise BundleRejected("bad-signature", f"signature algorithm {algorithm!r} is not {ALGORITHM}")
+            raise BundleRejected(
+                "bad-signature",
+                f"signature algorithm {_show(algorithm)} is not {ALGORITHM} (field algorithm)",
+            )
         public = self.keys.get(kid)
         if public is None:
             raise BundleRejected(
                 "unknown-key",
-                f"signed by key {kid!r}, which is not in the key ring ({', '.join(sorted(self.keys))})",
+                f"signed by key {_show(kid)}, which is not in the key ring ({', '.join(sorted(self.keys))})",
                 hint="after `edgeml keys rotate`, give devices the new public key",
             )
         try:
+            signature = base64.b64decode(doc["signature"], validate=True)
             public.verify(signature, data)
-        except InvalidSignature as exc:
+        except (InvalidSignature, ValueError, binascii.Error) as exc:
             raise BundleRejected("bad-signature", f"the signature does not match key {kid}") from exc
-        return str(kid)
+        return kid
+
+
+#: a signature document is ~150 bytes; anything far bigger is not one
+MAX_SIGNATURE_BYTES = 4096
+
+
+def _show(value: object) -> str:
+    """An untrusted value for a message: repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _signature_document(raw: bytes) -> dict[str, str]:
+    """The parsed detached signature, each field a string; BundleRejected naming the bad field."""
+    if len(raw) > MAX_SIGNATURE_BYTES:
+        raise BundleRejected(
+            "bad-signature", f"the signature document is {len(raw):,} bytes; at most {MAX_SIGNATURE_BYTES:,}"
+        )
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise BundleRejected("bad-signature", f"the signature document is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise BundleRejected(
+            "bad-signature", f"the signature document is a JSON {type(doc).__name__}, not an object"
+        )
+    for name in ("algorithm", "key_id", "signature"):
+        if name not in doc:
+            raise BundleRejected("bad-signature", f"the signature document has no field {name}")
+        if not isinstance(doc[name], str):
+            raise BundleRejected(
+                "bad-signature",
+                f"field {name} of the signature document is {_show(doc[name])}, not a string",
+            )
+    return doc
 
 
 def _keys_dir(home: Path) -> Path:
@@ -254,7 +328,7 @@ def load_signer(home: Path) -> Signer:
     private = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(private, Ed25519PrivateKey) or key_id(private.public_key()) != kid:
         raise UserError(f"{path} is not the Ed25519 key {kid}")
-    return Signer(kid, private)
+    return Signer(kid, private, KeyRing.from_home(home).keys)
 
 
 def export_public(home: Path, out: Path) -> list[Path]:

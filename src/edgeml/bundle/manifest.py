@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeml.spec.models import CanaryGate, WindowFeature
+from edgeml.spec.types import Slug
 
 __all__ = [
     "FORMAT",
@@ -127,9 +128,9 @@ class Windows(_Model):
 
 class Manifest(_Model):
     format: Literal[1] = 1
-    model: str
+    model: Slug = Field(description="registered model; a slug, as it names store keys and folders")
     version: int = Field(ge=1, le=2**31 - 1, description="monotonic: the registered model version")
-    profile: str
+    profile: Slug
     runtime: Literal["onnxruntime", "openvino"]
     precision: str
     created: str

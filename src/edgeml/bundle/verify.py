@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edgeml.bundle.keys import KeyRing, open_signed, timestamp
+from edgeml.bundle.keys import KeyRing, check_context, open_signed, timestamp
 from edgeml.bundle.manifest import MODEL_FILES, FileEntry, Manifest, blob_key
 from edgeml.bundle.onnx_refs import OnnxFormatError, external_locations
 from edgeml.errors import BundleRejected, ObjectNotFoundError, StoreError
 from edgeml.store.base import ObjectStore
 
-__all__ = ["StagedBundle", "fetch_bundle", "verify_folder", "verify_manifest"]
+__all__ = ["Context", "StagedBundle", "fetch_bundle", "verify_folder", "verify_manifest"]
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 #: clocks on devices drift; a manifest created this far in the future is still accepted
@@ -72,15 +72,20 @@ def verify_manifest(
     now: datetime | None = None,
     min_version: int | None = None,
     rollback_to: int | None = None,
+    context: Context | None = None,
 ) -> Manifest:
-    """The manifest, once signature, expiry, version and file list are good.
+    """The manifest, once signature, context, expiry, version and file list are good.
 
-    ``min_version`` is the device's last accepted version: an older manifest is a replay
-    unless ``rollback_to`` (from a verified channel pointer) names exactly its version.
+    ``context`` is what the manifest must be (model, version, profile), as the path it was
+    read from, the pointer that named it and the device say. ``min_version`` is the
+    device's last accepted version: an older manifest is a replay unless ``rollback_to``
+    (from a verified channel pointer) names exactly its version.
     """
     if len(data) > MAX_MANIFEST_BYTES:
         raise BundleRejected("malformed", f"manifest is {len(data):,} bytes; at most {MAX_MANIFEST_BYTES:,}")
     manifest = open_signed(data, signature, ring, Manifest, "manifest")
+    if context is not None:
+        context.check(manifest)
     now = now or datetime.now(UTC)
     if timestamp(manifest.expires, "manifest expires") <= now:
         raise BundleRejected(
@@ -100,6 +105,43 @@ def verify_manifest(
         )
     _check_files(manifest)
     return manifest
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a manifest must be where it is used; ``None`` fields are not checked.
+
+    ``source`` says who expects it, for the message (``bundles/pump/3/x86/manifest.json``,
+    ``the stable pointer``, ``this device``).
+    """
+
+    model: str | None = None
+    version: int | None = None
+    profile: str | None = None
+    source: str = "its context"
+
+    @classmethod
+    def of_key(cls, key: str) -> Context | None:
+        """The context a canonical manifest key names (``bundles/M/V/P/manifest.json``), if it is one."""
+        match = _MANIFEST_KEY.fullmatch(key)
+        if match is None:
+            return None
+        return cls(match["model"], int(match["version"]), match["profile"], source=f"the path {key}")
+
+    def check(self, manifest: Manifest) -> None:
+        check_context(
+            "manifest",
+            {
+                "model": (manifest.model, self.model, self.source),
+                "version": (manifest.version, self.version, self.source),
+                "profile": (manifest.profile, self.profile, self.source),
+            },
+        )
+
+
+_MANIFEST_KEY = re.compile(
+    r"bundles/(?P<model>[^/]+)/(?P<version>[0-9]{1,10})/(?P<profile>[^/]+)/manifest\.json"
+)
 
 
 @dataclass(frozen=True)
@@ -223,21 +265,38 @@ def fetch_bundle(
     now: datetime | None = None,
     min_version: int | None = None,
     rollback_to: int | None = None,
+    context: Context | None = None,
+    sha256: str | None = None,
     attempts: int = 4,
 ) -> StagedBundle:
     """Verify a published bundle and stage its files under ``staging`` (same filesystem as the target).
 
-    Blobs already in ``cache`` (a content-addressed folder) are linked, not downloaded; an
-    interrupted download resumes from its partial file. On any failure the stage is removed.
+    The manifest must be the one its key names (model, version, profile) and what
+    ``context`` asks for; ``sha256`` (from a channel pointer) must be the digest of the very
+    bytes read here, not of an earlier read. Blobs already in ``cache`` (a content-addressed
+    folder) are linked, not downloaded; an interrupted download resumes from its partial
+    file. On any failure the stage is removed.
     """
+    at_key = Context.of_key(manifest_key)
+    if at_key is None:
+        raise BundleRejected(
+            "context-mismatch",
+            f"{manifest_key!r} is not where manifests are published "
+            "(bundles/MODEL/VERSION/PROFILE/manifest.json)",
+        )
     try:
         data = b"".join(store.stream(manifest_key, length=MAX_MANIFEST_BYTES + 1))
         signature = store.get(manifest_key + ".sig")
     except ObjectNotFoundError as exc:
         raise BundleRejected("missing", f"no bundle at {manifest_key} (or its signature)") from exc
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise BundleRejected(
+            "digest-mismatch", f"{manifest_key} is not the manifest the channel pointer signed"
+        )
     manifest = verify_manifest(
-        data, signature, ring, now=now, min_version=min_version, rollback_to=rollback_to
+        data, signature, ring, now=now, min_version=min_version, rollback_to=rollback_to, context=context
     )
+    at_key.check(manifest)
     staging.mkdir(parents=True, exist_ok=True)
     cache = cache or staging / ".blobs"
     cache.mkdir(parents=True, exist_ok=True)
@@ -257,14 +316,16 @@ def fetch_bundle(
     return StagedBundle(manifest, stage, downloaded, reused)
 
 
-def verify_folder(folder: Path, ring: KeyRing, *, now: datetime | None = None) -> Manifest:
-    """Re-check a staged or installed bundle folder: signature, expiry, and every file's bytes."""
+def verify_folder(
+    folder: Path, ring: KeyRing, *, now: datetime | None = None, context: Context | None = None
+) -> Manifest:
+    """Re-check a staged or installed bundle folder: signature, context, expiry, and every file's bytes."""
     try:
         data = (folder / "manifest.json").read_bytes()
         signature = (folder / "manifest.json.sig").read_bytes()
     except FileNotFoundError as exc:
         raise BundleRejected("missing", f"{folder} holds no manifest.json with its .sig") from exc
-    manifest = verify_manifest(data, signature, ring, now=now)
+    manifest = verify_manifest(data, signature, ring, now=now, context=context)
     listed = {f.path for f in manifest.files} | {"manifest.json", "manifest.json.sig"}
     extra = sorted(p.name for p in folder.iterdir() if p.name not in listed)
     if extra:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from edgeml.cli._context import CliState, console, err_console
 from edgeml.cli.train import TrackingOpt
@@ -16,6 +17,7 @@ from edgeml.cli.train import TrackingOpt
 if TYPE_CHECKING:
     from edgeml.bundle.channels import ChannelPointer
     from edgeml.bundle.keys import KeyRing
+    from edgeml.bundle.rollout import ChannelState
     from edgeml.store import ObjectStore
 
 keys_app = typer.Typer(
@@ -32,6 +34,15 @@ KeyringOpt = Annotated[
         file_okay=False,
     ),
 ]
+RecoverOpt = Annotated[
+    bool,
+    typer.Option(
+        "--recover",
+        help="Re-establish a channel whose stored pointer does not verify (planted, unsigned, another "
+        "model's, an old one replayed): sign a new one at a serial above any seen. Audited; give --reason.",
+    ),
+]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why; recorded in the audit trail.")]
 TtlOpt = Annotated[
     int, typer.Option("--ttl-days", min=1, help="Days until devices refuse this pointer unless re-published.")
 ]
@@ -182,7 +193,7 @@ def bundle_verify(
             f"signed by {manifest.key_id}"
         )
         return
-    key = uri if uri.endswith("manifest.json") else f"bundles/{uri.strip('/')}/manifest.json"
+    key = _manifest_key(uri)
     staging = Path(tempfile.mkdtemp(prefix="edgeml-verify-"))
     try:
         staged = fetch_bundle(_store(ctx), key, ring, staging, min_version=min_version)
@@ -193,6 +204,22 @@ def bundle_verify(
         f"OK {m.model} v{m.version} ({m.profile}): signed by {m.key_id}, expires {m.expires}, "
         f"{len(m.files)} file(s), {staged.downloaded_bytes:,} bytes checked"
     )
+
+
+def _manifest_key(uri: str) -> str:
+    """The store key of MODEL/VERSION/PROFILE (or a manifest key as given); the manifest read
+    there must name exactly that model, version and profile (fetch_bundle checks)."""
+    from edgeml.errors import UserError
+
+    if uri.endswith("manifest.json"):
+        return uri
+    parts = uri.strip("/").split("/")
+    if len(parts) != 3 or not parts[1].isdigit() or not all(parts):
+        raise UserError(
+            f"{uri!r} is not MODEL/VERSION/PROFILE (e.g. pump-faults/3/x86-64-generic), a manifest key "
+            "or a bundle folder"
+        )
+    return f"bundles/{parts[0]}/{int(parts[1])}/{parts[2]}/manifest.json"
 
 
 @bundle_app.command("show")
@@ -237,8 +264,14 @@ def rollout_publish(
         list[str] | None, typer.Option("--group", help="Device group that follows (repeat; default: all).")
     ] = None,
     ttl_days: TtlOpt = 30,
+    reason: ReasonOpt = "",
+    recover: RecoverOpt = False,
 ) -> None:
-    """Point a channel at a version. Versions only move forward; going back is `rollout rollback`."""
+    """Point a channel at a version. Versions only move forward; going back is `rollout rollback`.
+
+    The stored pointer must verify first (signature, model and channel, serial); exits 2 naming
+    the problem when it does not, unless --recover.
+    """
     from edgeml.bundle.keys import load_signer
     from edgeml.bundle.rollout import publish
 
@@ -251,6 +284,8 @@ def rollout_publish(
         percent=percent,
         groups=group,
         ttl_days=ttl_days,
+        reason=reason,
+        recover=recover,
     )
     _print_pointer(pointer)
 
@@ -260,12 +295,15 @@ def rollout_promote(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Registered model name.")],
     ttl_days: TtlOpt = 30,
+    reason: ReasonOpt = "",
+    recover: RecoverOpt = False,
 ) -> None:
-    """Make the canary's version stable for every device."""
+    """Make the canary's version stable for every device (both pointers must verify first)."""
     from edgeml.bundle.keys import load_signer
     from edgeml.bundle.rollout import promote
 
-    _print_pointer(promote(_store(ctx), load_signer(_home(ctx)), model, ttl_days=ttl_days))
+    signer = load_signer(_home(ctx))
+    _print_pointer(promote(_store(ctx), signer, model, ttl_days=ttl_days, reason=reason, recover=recover))
 
 
 @rollout_app.command("rollback")
@@ -276,13 +314,15 @@ def rollout_rollback(
     channel: Annotated[str, typer.Option("--channel", help="stable or canary.")] = "stable",
     reason: Annotated[str, typer.Option("--reason", help="Why; recorded in the signed pointer.")] = "",
     ttl_days: TtlOpt = 30,
+    recover: RecoverOpt = False,
 ) -> None:
     """Send a channel back to an older version, explicitly: the signed pointer records the rollback."""
     from edgeml.bundle.keys import load_signer
     from edgeml.bundle.rollout import rollback
 
+    signer = load_signer(_home(ctx))
     for pointer in rollback(
-        _store(ctx), load_signer(_home(ctx)), model, channel, to, reason=reason, ttl_days=ttl_days
+        _store(ctx), signer, model, channel, to, reason=reason, ttl_days=ttl_days, recover=recover
     ):
         _print_pointer(pointer)
 
@@ -292,18 +332,81 @@ def rollout_status(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Registered model name.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the pointers as JSON.")] = False,
+    keyring: KeyringOpt = None,
 ) -> None:
-    """Where each channel points."""
-    from edgeml.bundle.rollout import status
+    """Where each channel points; a pointer that does not verify is named (exit 3)."""
+    from edgeml.bundle.channels import CHANNELS
+    from edgeml.bundle.rollout import inspect
 
-    pointers = status(_store(ctx), model)
+    store, ring = _store(ctx), _ring(ctx, keyring)
+    states = [inspect(store, ring, model, channel) for channel in CHANNELS]
+    pointers = {s.channel: s.pointer for s in states if s.pointer is not None}
     if as_json:
         console.print_json(json.dumps({c: p.model_dump(mode="json") for c, p in pointers.items()}))
-        return
-    if not pointers:
-        console.print(f"{model} has no channels yet: `edgeml rollout publish {model} VERSION`")
-    for pointer in pointers.values():
-        _print_pointer(pointer)
+    else:
+        if not pointers and not any(s.problem for s in states):
+            console.print(f"{model} has no channels yet: `edgeml rollout publish {model} VERSION`")
+        for pointer in pointers.values():
+            _print_pointer(pointer)
+    _report_problems(model, states)
+
+
+def _report_problems(model: str, states: list[ChannelState]) -> None:
+    problems = [s for s in states if s.problem is not None]
+    for state in problems:
+        assert state.problem is not None
+        err_console.print(
+            f"[bold red]{model} {state.channel} does not verify:[/] {escape(str(state.problem))}"
+        )
+    if problems:
+        err_console.print(
+            f"[yellow]hint:[/] `edgeml rollout publish {model} VERSION --recover` re-establishes it"
+        )
+        raise typer.Exit(3)
+
+
+@rollout_app.command("verify")
+def rollout_verify(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    keyring: KeyringOpt = None,
+) -> None:
+    """Check each channel as a device does: the pointer (signature, model, channel, expiry) and every
+    bundle it names (digest, model, version, profile, files). Exits 3 naming what fails."""
+    from edgeml.bundle.channels import CHANNELS, pointer_key, verify_pointer
+    from edgeml.bundle.verify import Context, fetch_bundle
+    from edgeml.errors import BundleRejected, ObjectNotFoundError
+
+    store, ring = _store(ctx), _ring(ctx, keyring)
+    failed = found = 0
+    for channel in CHANNELS:
+        key = pointer_key(model, channel)
+        try:
+            data, signature = store.get(key), store.get(key + ".sig")
+        except ObjectNotFoundError:
+            continue
+        found += 1
+        try:
+            pointer = verify_pointer(data, signature, ring, model=model, channel=channel)
+            staging = Path(tempfile.mkdtemp(prefix="edgeml-verify-"))
+            try:
+                for profile, ref in sorted(pointer.manifests.items()):
+                    context = Context(model, pointer.version, profile, source=f"the {channel} pointer")
+                    fetch_bundle(store, ref.key, ring, staging, context=context, sha256=ref.sha256)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        except BundleRejected as exc:
+            failed += 1
+            err_console.print(f"[bold red]{model} {channel} rejected:[/] {escape(str(exc))}")
+            continue
+        console.print(
+            f"OK {model} {channel}: v{pointer.version} (serial {pointer.serial}), "
+            f"{len(pointer.manifests)} bundle(s) verified"
+        )
+    if not found:
+        console.print(f"{model} has no channels yet")
+    if failed:
+        raise typer.Exit(3)
 
 
 # ----------------------------------------------------------------------------- audit

@@ -110,7 +110,7 @@ class TargetResolver:
             except StoreError as exc:  # unreachable, credentials refused, ...
                 raise TargetsUnavailable(f"cannot read {key} from {self.store.url}: {exc}") from exc
             try:
-                pointers[channel] = verify_pointer(data, signature, ring)
+                pointers[channel] = verify_pointer(data, signature, ring, model=model, channel=channel)
             except BundleRejected as exc:  # devices refuse it too: it names no target
                 log.warning("channel %s of %s is not usable: %s", channel, model, exc.message)
         with self._lock:
