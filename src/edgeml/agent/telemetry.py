@@ -53,6 +53,7 @@ __all__ = [
     "SampleRow",
     "TelemetryBatch",
     "TelemetryWindow",
+    "count_values",
 ]
 
 log = logging.getLogger("edgeml.agent.telemetry")
@@ -258,6 +259,15 @@ class _FeatureCounts:
             missing=self.missing,
             out_of_range=self.out_of_range,
         )
+
+
+def count_values(
+    field: InputField, reference: Histogram | CategoryCounts | None, values: list[Any] | np.ndarray
+) -> FeatureTelemetry:
+    """``values`` of one input counted as a window counts them (``edgeml drift run`` backtests with it)."""
+    counts = _FeatureCounts(field, reference)
+    counts.add(values)
+    return counts.result()
 
 
 class _Window:

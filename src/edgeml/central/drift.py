@@ -49,7 +49,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgeml.agent.telemetry import CalibratedSums, FeatureTelemetry, SampleRow, TelemetryBatch
-from edgeml.bundle.manifest import CategoryCounts, Histogram, Manifest
+from edgeml.bundle.manifest import CategoryCounts, DriftThresholds, Histogram, Manifest
+from edgeml.drift.judge import judge
 from edgeml.observability import DRIFT_BREACH, DRIFT_SCORE
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ __all__ = [
     "publish_drift",
 ]
 
-Method = Literal["js", "psi", "hellinger", "chi2"]
+Method = Literal["js", "psi", "hellinger", "chi2", "wasserstein"]
 Kind = Literal["feature", "score", "prediction"]
 
 #: floor for proportions in PSI, so an empty bin gives a large but finite term
@@ -166,10 +167,10 @@ class DriftConfig:
     numeric_method: Method = "js"  # decides a numeric histogram's breach
     categorical_method: Method = "chi2"  # decides a category / predicted-label breach
     seed: int = 0
-    # Significance is not enough: the bootstrap assumes independent rows, and sensor readings are
-    # not (a pump's readings follow each other), so large windows would flag harmless shifts. A
-    # breach also needs a Jensen-Shannon distance of at least this much (0.1: clearly visible).
-    min_js: float = 0.1
+    # An optional effect-size floor, off by default: a breach also needs a Jensen-Shannon distance
+    # of at least this much. Manifests with thresholds (edgeml.drift) take their band from reference
+    # chunks, which already holds the rows' dependence; the floor is for what remains.
+    min_js: float = 0.0
 
 
 def _size_bucket(rows: int) -> int:
@@ -394,6 +395,7 @@ class FeatureDrift(BaseModel):
     value: float
     threshold: float
     breached: bool
+    lower: float | None = None  # judged by the manifest's band (edgeml.drift): its lower bound
     rows: int
     reference_rows: int
     missing: int
@@ -470,6 +472,50 @@ def _compare(
     )
 
 
+def _judged(
+    name: str,
+    feature: FeatureTelemetry,
+    expected: Histogram | CategoryCounts,
+    thresholds: DriftThresholds,
+    cfg: DriftConfig,
+) -> FeatureDrift | None:
+    """One input judged by the manifest's method and band (:func:`edgeml.drift.judge`)."""
+    if len(feature.counts) != len(expected.counts):
+        raise ValueError(
+            f"telemetry of {name!r} has {len(feature.counts)} bins, the reference {len(expected.counts)}"
+        )
+    if sum(feature.counts) < cfg.min_rows:
+        return None
+    v = judge(
+        name,
+        thresholds.features[name],
+        expected,
+        feature.counts,
+        thresholds.chunk_size,
+        missing=feature.missing,
+        min_js=cfg.min_js,
+    )
+    if v.value is None or v.upper is None:  # an empty chunk, or one category only: nothing to judge
+        return None
+    upper = v.upper
+    return FeatureDrift(
+        feature=name,
+        kind="feature",
+        method=v.method,
+        value=v.value,
+        threshold=upper,
+        lower=v.lower,
+        breached=v.alert,
+        rows=v.rows,
+        reference_rows=sum(expected.counts),
+        missing=feature.missing,
+        out_of_range=feature.out_of_range,
+        counts=list(feature.counts),
+        reference_counts=list(expected.counts),
+        scores=[MethodScore(method=v.method, value=v.value, threshold=upper, breached=v.alert)],
+    )
+
+
 def compute_drift(
     window: PooledWindow,
     manifest: Manifest,
@@ -494,6 +540,9 @@ def compute_drift(
     for name, feature in window.features.items():
         expected = ref.features.get(name)
         if expected is None or not feature.counts:
+            continue
+        if ref.drift is not None and name in ref.drift.features:
+            results.append(_judged(name, feature, expected, ref.drift, cfg))
             continue
         categorical = isinstance(expected, CategoryCounts)
         with_missing = kinds.get(name) != "text"
