@@ -7,6 +7,7 @@ from functools import cache
 
 import pandas as pd
 
+from agent.conftest import publisher  # noqa: F401 (a fixture: a signing publisher on a local store)
 from edgeml._thirdparty import import_nannyml
 
 nml = import_nannyml()
