@@ -20,6 +20,7 @@ import pytest
 from agent.conftest import Publisher, with_golden
 from bundle.conftest import make_manifest, write_model
 from central.conftest import ADMIN, Central, bearer, make_config, running
+from conftest import free_port
 from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.agent.telemetry import TelemetryBatch, TelemetryWindow
 from edgeml.bundle.build import publish_bundle
@@ -29,10 +30,17 @@ from edgeml.bundle.verify import fetch_bundle
 from edgeml.central.db import TelemetryStore
 from edgeml.central.monitor import Monitor
 from edgeml.central.routes.pointers import TargetResolver
+from edgeml.cli import main
 from edgeml.drift.reference import build_reference, chunk_bounds
 from edgeml.drift.run import drift_run
 
 CHUNK = 500
+
+
+def _show(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["drift", "show", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def _frames() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -83,7 +91,10 @@ def _post_chunks(central: Central, model: LoadedModel, analysis: pd.DataFrame) -
 
 
 @pytest.mark.slow
-def test_the_live_path_gives_the_verdicts_of_drift_run(publisher: Publisher, tmp_path: Path) -> None:
+def test_the_live_path_gives_the_verdicts_of_drift_run(
+    publisher: Publisher, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # the table's cells whole, not wrapped
     reference, analysis = _frames()
     model = _published(publisher, tmp_path, reference)
     config = make_config(
@@ -100,6 +111,17 @@ def test_the_live_path_gives_the_verdicts_of_drift_run(publisher: Publisher, tmp
         central.app.state.central.monitor = monitor  # what /v1/drift reads
         monitor.evaluate(datetime.now(UTC) + timedelta(seconds=1))
         view = central.client.get("/v1/drift", headers=bearer(ADMIN)).json()
+        url = str(central.client.base_url)
+        shown = _show(capsys, "pump", "--central", url, "--token", ADMIN, "--group", "chunk-3")
+        everything = _show(capsys, "pump", "--central", url, "--since", "1h")
+        other = _show(capsys, "other-model", "--central", url)
+    assert other[:2] == (0, "no drift verdicts for other-model\n")
+    assert shown[0] == 0
+    assert "chunk-3" in shown[1]
+    assert "chunk-2" not in shown[1]
+    assert "ALERT" in shown[1]
+    assert everything[0] == 0
+    assert all(f"chunk-{i}" in everything[1] for i in range(5))
     live = {s["group"]: {f["feature"]: f for f in s["features"]} for s in view["latest"]}
     offline = drift_run(reference, analysis, CHUNK)
     assert len(live) == len(offline.chunks) == 5
@@ -155,3 +177,21 @@ def test_a_batch_landing_mid_round_is_judged_and_a_failing_pool_is_reported_alon
         statuses = monitor.evaluate(datetime.now(UTC) + timedelta(seconds=1))
     assert sorted((s.version, s.group) for s in statuses) == [(1, "line-d1"), (2, "line-d2")]
     assert monitor.failures == {("pump", 3, "line-d3"): "OSError: store unreachable"}
+
+
+def test_drift_show_says_what_went_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _show(capsys, "pump", "--central", f"http://127.0.0.1:{free_port()}")
+    assert code == 2
+    assert "is not reachable" in err
+    code, _, err = _show(capsys, "pump", "--since", "yesterday")
+    assert code == 2
+    assert "--since 'yesterday' is neither an ISO 8601 time nor a time ago" in err
+    config = make_config(tmp_path / "central", fleet_auth="admin", monitor={"enabled": False})
+    with running(config) as central:
+        url = str(central.client.base_url)
+        code, _, err = _show(capsys, "pump", "--central", url, "--token", "wrong")
+        assert code == 2
+        assert "refused the token" in err
+        code, _, err = _show(capsys, "pump", "--central", url, "--token", ADMIN)
+        assert code == 2
+        assert "does not watch drift" in err

@@ -1,11 +1,13 @@
-"""``edgeml drift``: backtest drift on files with the live monitor's code."""
+"""``edgeml drift``: backtest on files with the live monitor's code; show the central node's verdicts."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgeml.cli._context import console
@@ -113,3 +115,110 @@ def run(
     if json_out is not None:
         json_out.write_text(result.model_dump_json(indent=2) + "\n")
         console.print(f"wrote {json_out}")
+
+
+def _since(text: str | None) -> datetime | None:
+    """An ISO 8601 time (UTC when it names no zone), or a time ago: 30m, 2h, 1d."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"--since {text!r} is neither an ISO 8601 time nor a time ago like 30m, 2h or 1d"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _fetch_drift(central: str, token: str | None) -> dict[str, Any]:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = httpx.get(central.rstrip("/") + "/v1/drift", headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        raise UserError(f"the central node at {central} is not reachable: {exc}") from exc
+    if answer.status_code == 401:
+        raise UserError(f"the central node at {central} refused the token: {answer.json().get('detail', '')}")
+    if answer.status_code != 200:
+        raise UserError(f"the central node at {central} answered {answer.status_code}: {answer.text[:200]}")
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+@app.command("show")
+def show(
+    model: Annotated[str, typer.Argument(help="The model whose drift to show.")],
+    central: Annotated[
+        str, typer.Option("--central", envvar="EDGEML_CENTRAL_URL", help="The central node's URL.")
+    ] = "http://127.0.0.1:8080",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="EDGEML_CENTRAL_TOKEN", help="Token for the fleet views (admin token)."
+        ),
+    ] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Only this device group.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Every round kept since this time (ISO 8601, or 30m, 2h, 1d ago); default: the last.",
+        ),
+    ] = None,
+) -> None:
+    """The central node's drift verdicts for MODEL: per round, version, group and feature, value and band."""
+    start = _since(since)
+    view = _fetch_drift(central, token)
+    if not view.get("enabled", False):
+        raise UserError(f"the central node at {central} does not watch drift (monitor.enabled is false)")
+    statuses = view["history"] if start is not None else view["latest"]
+    shown = [
+        s
+        for s in statuses
+        if s["model"] == model
+        and (group is None or s["group"] == group)
+        and (start is None or datetime.fromisoformat(s["at"]) >= start)
+    ]
+    if not shown:
+        console.print(f"no drift verdicts for {model}" + (f" in group {group}" if group else ""))
+        return
+    table = Table(title=f"drift of {model} on {central}")
+    for header in (
+        "round",
+        "version",
+        "group",
+        "rows",
+        "feature",
+        "method",
+        "value",
+        "lower",
+        "upper",
+        "alert",
+    ):
+        table.add_column(
+            header, justify="right" if header in ("version", "rows", "value", "lower", "upper") else "left"
+        )
+    for s in shown:
+        for f in s["features"]:
+            table.add_row(
+                s["at"][:19].replace("T", " "),
+                str(s["version"]),
+                s["group"] or "-",
+                f"{f['rows']:,}",
+                f["feature"],
+                f["method"],
+                _number(f["value"]),
+                _number(f["lower"]),
+                _number(f["upper"]),
+                "[bold red]ALERT[/]" if f["alert"] else "",
+            )
+        table.add_section()
+    console.print(table)
+    for failure in view.get("failures", []):
+        if failure["model"] == model and (group is None or failure["group"] == group):
+            where = f"v{failure['version']} in {failure['group'] or '-'}"
+            console.print(f"[yellow]not judged:[/] {where}: {escape(failure['error'])}")
