@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from edgeml.bundle.manifest import CategoryCounts, FeatureThreshold, Histogram
-from edgeml.drift.judge import judge
+from edgeml.bundle.manifest import CategoryCounts, ChunkBands, DriftThresholds, FeatureThreshold, Histogram
+from edgeml.drift.judge import band_for, judge
 from edgeml.drift.methods import js
 
 REFERENCE = Histogram(edges=[0.0, 1.0, 2.0, 3.0], counts=[0, 300, 400, 300, 0], missing=5)
@@ -63,3 +63,24 @@ def test_chi2_alerts_on_its_critical_value_whatever_the_chunk_size() -> None:
 def test_counts_on_other_bins_are_refused() -> None:
     with pytest.raises(ValueError, match="3 counts on a reference of 5 bins"):
         judge("x", BAND, REFERENCE, [1, 2, 3], 100)
+
+
+def _bands(upper: float) -> dict[str, FeatureThreshold]:
+    return {"x": FeatureThreshold(method="js", upper=upper, chunks=10)}
+
+
+def test_a_window_is_judged_by_the_band_of_the_largest_chunk_size_it_fills() -> None:
+    thresholds = DriftThresholds(
+        chunk_size=2000,
+        features=_bands(0.02),
+        smaller=[
+            ChunkBands(chunk_size=100, features=_bands(0.09)),
+            ChunkBands(chunk_size=500, features=_bands(0.04)),
+        ],
+    )
+    assert band_for(thresholds, "x", 5000) == (thresholds.features["x"], 2000)
+    assert band_for(thresholds, "x", 2000) == (thresholds.features["x"], 2000)
+    assert band_for(thresholds, "x", 1999)[1] == 500  # type: ignore[index]
+    assert band_for(thresholds, "x", 150)[1] == 100  # type: ignore[index]
+    assert band_for(thresholds, "x", 40)[1] == 100  # type: ignore[index]  # then widened by the judge
+    assert band_for(thresholds, "y", 5000) is None

@@ -137,3 +137,14 @@ def test_model_inputs_count_text_by_length_and_categories_over_their_allowed_val
     assert bin_counts(note.edges, np.array([2.0, 0, 11, 0] * 25))[0] == note.counts
     assert thresholds.chunk_size == 50
     assert set(thresholds.features) == {"temp", "mode", "note"}
+
+
+def test_a_bundle_also_signs_bands_for_smaller_chunks_wider_as_they_shrink() -> None:
+    rng = np.random.default_rng(5)
+    inputs = pd.DataFrame({"temp": rng.normal(20, 2, 20_000)})
+    _, thresholds = model_inputs_reference(inputs, numeric=["temp"], categorical=[], text=[], allowed={})
+    assert thresholds.chunk_size == 2000
+    assert [b.chunk_size for b in thresholds.smaller] == [100, 200, 500, 1000]
+    uppers = [b.features["temp"].upper for b in thresholds.smaller] + [thresholds.features["temp"].upper]
+    assert uppers == sorted(uppers, reverse=True)
+    assert [b.features["temp"].chunks for b in thresholds.smaller] == [200, 100, 40, 20]

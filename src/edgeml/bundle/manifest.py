@@ -18,6 +18,7 @@ __all__ = [
     "MODEL_FILES",
     "Calibration",
     "CategoryCounts",
+    "ChunkBands",
     "Count",
     "DriftThresholds",
     "FeatureThreshold",
@@ -118,12 +119,23 @@ class FeatureThreshold(_Model):
     chunks: int = Field(ge=0, description="reference chunks the band comes from")
 
 
+class ChunkBands(_Model):
+    """Bands for chunks of a smaller size: for windows with fewer rows than the main chunk size."""
+
+    chunk_size: int = Field(ge=1)
+    features: dict[str, FeatureThreshold]
+
+
 class DriftThresholds(_Model):
     """Per input, the method and band drift is judged by (see :mod:`edgeml.drift`)."""
 
     chunk_size: int = Field(ge=1, description="rows per reference chunk; the band is for chunks this size")
     std_multiplier: float = Field(3.0, gt=0, description="how many standard deviations the band spans")
     features: dict[str, FeatureThreshold]
+    smaller: list[ChunkBands] = Field(
+        default_factory=list,
+        description="bands of smaller chunk sizes, ascending; a window uses the largest it fills",
+    )
 
 
 class Reference(_Model):

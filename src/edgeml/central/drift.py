@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgeml.agent.telemetry import CalibratedSums, FeatureTelemetry, SampleRow, TelemetryBatch
 from edgeml.bundle.manifest import CategoryCounts, DriftThresholds, Histogram, Manifest
-from edgeml.drift.judge import judge
+from edgeml.drift.judge import band_for, judge
 from edgeml.observability import DRIFT_BREACH, DRIFT_SCORE
 
 if TYPE_CHECKING:
@@ -484,14 +484,15 @@ def _judged(
         raise ValueError(
             f"telemetry of {name!r} has {len(feature.counts)} bins, the reference {len(expected.counts)}"
         )
-    if sum(feature.counts) < cfg.min_rows:
+    band = band_for(thresholds, name, sum(feature.counts))
+    if band is None or sum(feature.counts) < cfg.min_rows:
         return None
     v = judge(
         name,
-        thresholds.features[name],
+        band[0],
         expected,
         feature.counts,
-        thresholds.chunk_size,
+        band[1],
         missing=feature.missing,
         min_js=cfg.min_js,
     )
@@ -541,7 +542,7 @@ def compute_drift(
         expected = ref.features.get(name)
         if expected is None or not feature.counts:
             continue
-        if ref.drift is not None and name in ref.drift.features:
+        if ref.drift is not None and band_for(ref.drift, name, sum(feature.counts)) is not None:
             results.append(_judged(name, feature, expected, ref.drift, cfg))
             continue
         categorical = isinstance(expected, CategoryCounts)

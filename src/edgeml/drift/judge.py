@@ -3,7 +3,9 @@
 The live monitor (a pooled window of device telemetry) and ``edgeml drift run`` (a chunk of
 a file) both end here, so a backtest judges exactly as production does.
 
-The band in the manifest is for chunks of :attr:`DriftThresholds.chunk_size` rows. A
+A manifest signs bands for its main chunk size and a ladder of smaller ones
+(:attr:`DriftThresholds.smaller`); :func:`band_for` picks the largest a window fills. A band is
+for chunks of one size. A
 distance's sampling noise grows as 1/√rows, so a smaller chunk (a quiet window, a file's last
 chunk) is judged against the band widened by √(chunk_size / rows). A larger one keeps the
 band as it is: the reference chunks' spread holds more than sampling noise (rows that follow
@@ -23,10 +25,10 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeml.bundle.manifest import CategoryCounts, FeatureThreshold, Histogram
+from edgeml.bundle.manifest import CategoryCounts, DriftThresholds, FeatureThreshold, Histogram
 from edgeml.drift.methods import Method, chi2, distance, js
 
-__all__ = ["Verdict", "judge"]
+__all__ = ["Verdict", "band_for", "judge"]
 
 
 class Verdict(BaseModel):
@@ -46,6 +48,19 @@ class Verdict(BaseModel):
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def band_for(thresholds: DriftThresholds, feature: str, rows: int) -> tuple[FeatureThreshold, int] | None:
+    """The band of ``feature`` for a chunk of ``rows`` and its chunk size: of the signed chunk sizes,
+    the largest the chunk fills, else the smallest (None: the feature has no band)."""
+    sizes = [(b.chunk_size, b.features) for b in thresholds.smaller]
+    sizes.append((thresholds.chunk_size, thresholds.features))
+    sizes = [(size, bands) for size, bands in sizes if feature in bands]
+    if not sizes:
+        return None
+    filled = [(size, bands) for size, bands in sizes if size <= rows]
+    size, bands = max(filled, key=lambda x: x[0]) if filled else min(sizes, key=lambda x: x[0])
+    return bands[feature], size
 
 
 def judge(

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from edgeml.bundle.manifest import CategoryCounts, DriftThresholds, FeatureThreshold, Histogram
+from edgeml.bundle.manifest import CategoryCounts, ChunkBands, DriftThresholds, FeatureThreshold, Histogram
 from edgeml.bundle.reference import bin_counts, category_counts
 from edgeml.drift.methods import (
     CATEGORICAL_METHODS,
@@ -188,11 +188,13 @@ def build_reference(
     methods: Mapping[str, Method] | None = None,
     allowed: Mapping[str, Sequence[str] | None] | None = None,
     multiplier: float = STD_MULTIPLIER,
+    smaller: Sequence[int] = (),
 ) -> tuple[dict[str, Histogram | CategoryCounts], DriftThresholds]:
     """Reference histograms and thresholds of ``frame``'s columns, rows in the order given.
 
     ``kinds`` overrides NannyML's dtype rule; ``methods`` picks a method per column (default:
-    Jensen-Shannon); ``allowed`` fixes a categorical column's categories (the spec's values).
+    Jensen-Shannon); ``allowed`` fixes a categorical column's categories (the spec's values);
+    ``smaller`` chunk sizes get bands of their own, for windows with fewer rows.
     """
     kinds, methods, allowed = kinds or {}, methods or {}, allowed or {}
     histograms: dict[str, Histogram | CategoryCounts] = {}
@@ -212,11 +214,27 @@ def build_reference(
         histograms[name] = hist
         if sum(hist.counts):
             thresholds[name] = feature_threshold(hist, column, method, chunk_size, multiplier=multiplier)
-    return histograms, DriftThresholds(chunk_size=chunk_size, std_multiplier=multiplier, features=thresholds)
+    bands = [
+        ChunkBands(
+            chunk_size=size,
+            features={
+                name: feature_threshold(histograms[name], frame[name], t.method, size, multiplier=multiplier)
+                for name, t in thresholds.items()
+            },
+        )
+        for size in sorted(set(smaller))
+        if size < chunk_size
+    ]
+    return histograms, DriftThresholds(
+        chunk_size=chunk_size, std_multiplier=multiplier, features=thresholds, smaller=bands
+    )
 
 
 #: a bundle's reference chunks: a tenth of its rows, within these bounds
 CHUNK_ROWS = (50, 5000)
+#: smaller chunk sizes a bundle also signs bands for, so a quiet window is judged by a band of
+#: chunks it fills rather than by a widened one
+LADDER = (100, 200, 500, 1000, 2000)
 
 
 def default_chunk_size(rows: int) -> int:
@@ -247,4 +265,4 @@ def model_inputs_reference(
     kinds.update(dict.fromkeys((*numeric, *text), "continuous"))
     kinds.update(dict.fromkeys(categorical, "categorical"))
     size = chunk_size or default_chunk_size(len(frame))
-    return build_reference(frame, size, kinds=kinds, allowed=dict(allowed))
+    return build_reference(frame, size, kinds=kinds, allowed=dict(allowed), smaller=LADDER)
