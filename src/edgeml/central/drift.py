@@ -4,6 +4,11 @@ Telemetry batches are pooled per (model, version, device group, window) by summi
 counts (:func:`pool`); then every input, every score histogram and the predicted-label
 distribution is compared with the reference the bundle carries (:func:`compute_drift`).
 
+An input with a band in the manifest (``reference.drift``, signed by ``bundle build`` since
+issue #22) is judged by :mod:`edgeml.drift`, the code ``edgeml drift run`` backtests with:
+NannyML's method and a band from the reference's own chunks. What follows describes the
+bootstrap, which judges the rest (older manifests, score histograms, predicted labels).
+
 Distances, on count vectors turned into proportions:
 
 - ``js``: Jensen–Shannon *distance* with base-2 logarithms (the square root of the
