@@ -44,7 +44,7 @@ from edgeml.telemetry.schema import LATENCY_EDGES, CalibratedSums, FeatureTeleme
 if TYPE_CHECKING:
     from edgeml.agent.model import Answered, Columns, Failed, LoadedModel
 
-__all__ = ["BUFFER_ROWS", "COUNT_INTERVAL_S", "MAX_PENDING", "TelemetryWindow"]
+__all__ = ["BUFFER_ROWS", "COUNT_INTERVAL_S", "MAX_PENDING", "TelemetryWindow", "count_values"]
 
 log = logging.getLogger("edgeml.agent.telemetry")
 
@@ -180,6 +180,15 @@ class _FeatureCounts:
             missing=self.missing,
             out_of_range=self.out_of_range,
         )
+
+
+def count_values(
+    field: InputField, reference: Histogram | CategoryCounts | None, values: list[Any] | np.ndarray
+) -> FeatureTelemetry:
+    """``values`` of one input counted as a window counts them (``edgeml drift run`` backtests with it)."""
+    counts = _FeatureCounts(field, reference)
+    counts.add(values)
+    return counts.result()
 
 
 class _Window:

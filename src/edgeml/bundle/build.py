@@ -38,8 +38,9 @@ from edgeml.bundle.manifest import (
     blob_key,
     manifest_key,
 )
-from edgeml.bundle.reference import PROBABILITY_EDGES, category_histogram, numeric_histogram
+from edgeml.bundle.reference import PROBABILITY_EDGES, numeric_histogram
 from edgeml.bundle.reference_rows import publish_reference_rows, reference_frame
+from edgeml.drift.reference import model_inputs_reference
 from edgeml.errors import EdgemlError, UserError
 from edgeml.export.run import (
     ExportReport,
@@ -110,7 +111,7 @@ def _graph_dtypes(folder: Path, runtime: str) -> dict[str, str]:
 
 
 #: training rows the input histograms are drawn from, at most
-REFERENCE_ROWS = 20_000
+REFERENCE_ROWS = 200_000
 
 
 def _training_rows(spec: Spec, settings: Settings, snapshot: str, layout: InputLayout) -> pd.DataFrame | None:
@@ -132,15 +133,13 @@ def _reference(
     and calibration from the holdout rows, which the model did not see (as on a device)."""
     X = rows[layout.columns]
     inputs = training if training is not None else X
-    features: dict[str, Any] = {}
-    for name in layout.numeric:
-        features[name] = numeric_histogram(inputs[name].to_numpy(dtype=np.float64))
-    for name in layout.categorical:
-        features[name] = category_histogram(inputs[name].tolist(), spec.schema_.columns[name].values)
-    for name in layout.text:
-        features[name] = numeric_histogram(
-            inputs[name].fillna("").astype(str).str.len().to_numpy(dtype=np.float64)
-        )
+    features, drift = model_inputs_reference(
+        inputs,
+        numeric=layout.numeric,
+        categorical=layout.categorical,
+        text=layout.text,
+        allowed={name: spec.schema_.columns[name].values for name in layout.categorical},
+    )
     scores: dict[str, Any] = {}
     calibration = None
     if hasattr(model[-1], "predict_proba"):
@@ -171,6 +170,7 @@ def _reference(
         scores=scores,
         predictions=counts,
         calibration=calibration,
+        drift=drift,
     )
 
 

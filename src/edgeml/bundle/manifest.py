@@ -19,7 +19,10 @@ __all__ = [
     "MODEL_FILES",
     "Calibration",
     "CategoryCounts",
+    "ChunkBands",
     "Count",
+    "DriftThresholds",
+    "FeatureThreshold",
     "FileEntry",
     "Golden",
     "Histogram",
@@ -99,6 +102,43 @@ class Calibration(_Model):
     values: dict[str, list[float]]
 
 
+class FeatureThreshold(_Model):
+    """How one input's drift is judged: a method, and the band its values keep on reference chunks.
+
+    ``lower``/``upper`` are mean ∓/± ``std_multiplier`` standard deviations of the method's value
+    on the reference's own chunks of :attr:`DriftThresholds.chunk_size` rows (as NannyML's
+    ``StandardDeviationThreshold``); None: no bound on that side. chi2 has no band: its alert is
+    a p-value under ``alpha``, so its upper bound is the critical value of each chunk's table.
+    """
+
+    method: Literal["js", "hellinger", "wasserstein", "chi2"]
+    lower: float | None = None
+    upper: float | None = None
+    alpha: float | None = Field(None, gt=0, lt=1, description="chi2: alert when the p-value is below")
+    mean: float | None = Field(None, description="the method's mean over the reference chunks")
+    std: float | None = Field(None, description="its standard deviation over the reference chunks")
+    chunks: int = Field(ge=0, description="reference chunks the band comes from")
+
+
+class ChunkBands(_Model):
+    """Bands for chunks of a smaller size: for windows with fewer rows than the main chunk size."""
+
+    chunk_size: int = Field(ge=1)
+    features: dict[str, FeatureThreshold]
+
+
+class DriftThresholds(_Model):
+    """Per input, the method and band drift is judged by (see :mod:`edgeml.drift`)."""
+
+    chunk_size: int = Field(ge=1, description="rows per reference chunk; the band is for chunks this size")
+    std_multiplier: float = Field(3.0, gt=0, description="how many standard deviations the band spans")
+    features: dict[str, FeatureThreshold]
+    smaller: list[ChunkBands] = Field(
+        default_factory=list,
+        description="bands of smaller chunk sizes, ascending; a window uses the largest it fills",
+    )
+
+
 class Reference(_Model):
     """What the model saw on its holdout rows, as telemetry will report it."""
 
@@ -108,6 +148,9 @@ class Reference(_Model):
     scores: dict[str, Histogram] = Field(description="per output score: probability per class, or the value")
     predictions: dict[str, int] = Field(default_factory=dict, description="predicted label counts")
     calibration: Calibration | None = None
+    drift: DriftThresholds | None = Field(
+        None, description="per-input thresholds from reference chunks; none (older bundles): bootstrap"
+    )
 
 
 class Golden(_Model):

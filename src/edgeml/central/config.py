@@ -114,7 +114,11 @@ class MonitorConfig(_Strict):
     window_s: float = Field(600.0, gt=0, description="each round judges telemetry from this far back")
     min_rows: int = Field(200, ge=1, description="a group with fewer rows in the window is not judged")
     min_js: float = Field(
-        0.1, ge=0, le=1, description="a drift alarm also needs this Jensen-Shannon distance (effect size)"
+        0.0,
+        ge=0,
+        le=1,
+        description="optional effect-size floor: a drift alarm also needs this Jensen-Shannon distance "
+        "(0: off; the band from reference chunks decides, as NannyML's does)",
     )
     nannyml: NannyMLConfig = Field(default_factory=NannyMLConfig)
 

@@ -4,6 +4,11 @@ Telemetry batches are pooled per (model, version, device group, window) by summi
 counts (:func:`pool`); then every input, every score histogram and the predicted-label
 distribution is compared with the reference the bundle carries (:func:`compute_drift`).
 
+An input with a band in the manifest (``reference.drift``, signed by ``bundle build`` since
+issue #22) is judged by :mod:`edgeml.drift`, the code ``edgeml drift run`` backtests with:
+NannyML's method and a band from the reference's own chunks. What follows describes the
+bootstrap, which judges the rest (older manifests, score histograms, predicted labels).
+
 Distances, on count vectors turned into proportions:
 
 - ``js``: Jensen–Shannon *distance* with base-2 logarithms (the square root of the
@@ -48,7 +53,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from edgeml.bundle.manifest import CategoryCounts, Histogram, Manifest
+from edgeml.bundle.manifest import CategoryCounts, DriftThresholds, Histogram, Manifest
+from edgeml.drift.judge import band_for, judge
 from edgeml.observability import track_drift
 from edgeml.telemetry.schema import CalibratedSums, FeatureTelemetry, PooledWindow, TelemetryBatch
 
@@ -75,7 +81,7 @@ __all__ = [
     "publish_drift",
 ]
 
-Method = Literal["js", "psi", "hellinger", "chi2"]
+Method = Literal["js", "psi", "hellinger", "chi2", "wasserstein"]
 Kind = Literal["feature", "score", "prediction"]
 
 #: floor for proportions in PSI, so an empty bin gives a large but finite term
@@ -165,10 +171,10 @@ class DriftConfig:
     numeric_method: Method = "js"  # decides a numeric histogram's breach
     categorical_method: Method = "chi2"  # decides a category / predicted-label breach
     seed: int = 0
-    # Significance is not enough: the bootstrap assumes independent rows, and sensor readings are
-    # not (a pump's readings follow each other), so large windows would flag harmless shifts. A
-    # breach also needs a Jensen-Shannon distance of at least this much (0.1: clearly visible).
-    min_js: float = 0.1
+    # An optional effect-size floor, off by default: a breach also needs a Jensen-Shannon distance
+    # of at least this much. Manifests with thresholds (edgeml.drift) take their band from reference
+    # chunks, which already holds the rows' dependence; the floor is for what remains.
+    min_js: float = 0.0
 
 
 def _size_bucket(rows: int) -> int:
@@ -374,6 +380,7 @@ class FeatureDrift(BaseModel):
     value: float
     threshold: float
     breached: bool
+    lower: float | None = None  # judged by the manifest's band (edgeml.drift): its lower bound
     rows: int
     reference_rows: int
     missing: int
@@ -450,6 +457,51 @@ def _compare(
     )
 
 
+def _judged(
+    name: str,
+    feature: FeatureTelemetry,
+    expected: Histogram | CategoryCounts,
+    thresholds: DriftThresholds,
+    cfg: DriftConfig,
+) -> FeatureDrift | None:
+    """One input judged by the manifest's method and band (:func:`edgeml.drift.judge`)."""
+    if len(feature.counts) != len(expected.counts):
+        raise ValueError(
+            f"telemetry of {name!r} has {len(feature.counts)} bins, the reference {len(expected.counts)}"
+        )
+    band = band_for(thresholds, name, sum(feature.counts))
+    if band is None or sum(feature.counts) < cfg.min_rows:
+        return None
+    v = judge(
+        name,
+        band[0],
+        expected,
+        feature.counts,
+        band[1],
+        missing=feature.missing,
+        min_js=cfg.min_js,
+    )
+    if v.value is None or v.upper is None:  # an empty chunk, or one category only: nothing to judge
+        return None
+    upper = v.upper
+    return FeatureDrift(
+        feature=name,
+        kind="feature",
+        method=v.method,
+        value=v.value,
+        threshold=upper,
+        lower=v.lower,
+        breached=v.alert,
+        rows=v.rows,
+        reference_rows=sum(expected.counts),
+        missing=feature.missing,
+        out_of_range=feature.out_of_range,
+        counts=list(feature.counts),
+        reference_counts=list(expected.counts),
+        scores=[MethodScore(method=v.method, value=v.value, threshold=upper, breached=v.alert)],
+    )
+
+
 def compute_drift(
     window: PooledWindow,
     manifest: Manifest,
@@ -474,6 +526,9 @@ def compute_drift(
     for name, feature in window.features.items():
         expected = ref.features.get(name)
         if expected is None or not feature.counts:
+            continue
+        if ref.drift is not None and band_for(ref.drift, name, sum(feature.counts)) is not None:
+            results.append(_judged(name, feature, expected, ref.drift, cfg))
             continue
         categorical = isinstance(expected, CategoryCounts)
         with_missing = kinds.get(name) != "text"

@@ -127,6 +127,8 @@ class Monitor:
         self.references = references
         self.cache = ThresholdCache(drift)
         self.latest: list[GroupStatus] = []
+        #: the last round's groups whose judging failed, and why
+        self.failures: dict[tuple[str, int, str | None], str] = {}
         self.history: list[tuple[datetime, list[GroupStatus]]] = []  # the last rounds, for the page
         self.keep_rounds = 500
         self._nannyml_runs: dict[tuple[str, int, str | None], NannyMLRun] = {}
@@ -137,18 +139,24 @@ class Monitor:
     def evaluate(self, now: datetime | None = None) -> list[GroupStatus]:
         now = now or datetime.now(UTC)
         since = now - self.window
-        profiles = self.db.profiles(since, now)
         judged: list[tuple[GroupStatus, Manifest]] = []
+        failures: dict[tuple[str, int, str | None], str] = {}
         # summed by the database (no payload is read) per model, version and group
-        for pooled in pool_stored(self.db, None, since=since, until=now):
+        pools = pool_stored(self.db, None, since=since, until=now)
+        # read after the pools, on the same bounds: every pooled version has sent a batch in it
+        profiles = self.db.profiles(since, now)
+        for pooled in pools:
             if pooled.rows < self.min_rows:
                 continue  # too few rows to tell drift from noise
-            manifest = self.manifests(pooled.model, pooled.version, profiles[pooled.model, pooled.version])
-            if manifest is None:
+            try:
+                found = self._judge_pool(pooled, profiles, since, now)
+            except Exception as exc:  # this group's failure, reported alone: the round goes on
+                log.exception("drift of %s v%s in %s not judged", pooled.model, pooled.version, pooled.group)
+                failures[pooled.model, pooled.version, pooled.group] = f"{type(exc).__name__}: {exc}"
                 continue
-            status = self._judge(pooled, manifest, since, now)
-            if status is not None:
-                judged.append((status, manifest))
+            if found is not None:
+                judged.append(found)
+        self.failures = failures
         signals = [
             signal
             for status, _ in judged
@@ -175,16 +183,21 @@ class Monitor:
                 log.exception("quality gate round failed")
         return statuses
 
-    def _judge(
-        self, pooled: PooledWindow, manifest: Manifest, since: datetime, now: datetime
-    ) -> GroupStatus | None:
-        """Drift and accuracy of one pooled group, gauges set; None when its drift cannot be computed."""
+    def _judge_pool(
+        self, pooled: PooledWindow, profiles: dict[tuple[str, int], str], since: datetime, now: datetime
+    ) -> tuple[GroupStatus, Manifest] | None:
+        """One pool judged against its version's manifest; None when the manifest cannot be read."""
+        profile = profiles.get((pooled.model, pooled.version))
+        if profile is None:
+            raise LookupError(f"no firmware profile seen for {pooled.model} v{pooled.version} in the window")
+        manifest = self.manifests(pooled.model, pooled.version, profile)
+        return None if manifest is None else (self._judge(pooled, manifest, since, now), manifest)
+
+    def _judge(self, pooled: PooledWindow, manifest: Manifest, since: datetime, now: datetime) -> GroupStatus:
+        """Drift and accuracy of one pooled group, gauges set; ValueError for telemetry binned unlike
+        its manifest."""
         model, version, group = pooled.model, pooled.version, pooled.group
-        try:
-            report = compute_drift(pooled, manifest, cache=self.cache)
-        except ValueError as exc:  # telemetry binned unlike its manifest: this group only
-            log.error("drift of %s v%s in %s not computed: %s", model, version, group, exc)
-            return None
+        report = compute_drift(pooled, manifest, cache=self.cache)
         publish_drift(report)
         estimate = estimate_accuracy(pooled, manifest)
         pairs = [

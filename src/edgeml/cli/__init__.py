@@ -112,6 +112,10 @@ def _register() -> None:
     app.command(name="down")(ops.down)
     app.command(name="status")(ops.status)
 
+    from edgeml.cli import drift
+
+    app.add_typer(drift.app, name="drift")
+
 
 _register()
 

@@ -11,7 +11,7 @@ from edgeml.central.monitor import GroupStatus, NannyMLRun
 from edgeml.central.performance import NannyDrift, NannyEstimate
 from edgeml.central.routes.deps import FleetReaderDep, StateDep, errors
 
-__all__ = ["DriftStatus", "DriftView", "NannyMLView", "router"]
+__all__ = ["DriftFailure", "DriftStatus", "DriftView", "FeatureView", "NannyMLView", "router"]
 
 router = APIRouter(prefix="/v1/drift", tags=["drift"])
 
@@ -30,12 +30,26 @@ class NannyMLView(BaseModel):
     performance_skipped: str | None = Field(description="why there is no performance estimate")
 
 
+class FeatureView(BaseModel):
+    feature: str = Field(description="an input, a score histogram (score:...) or predicted_label")
+    kind: str = Field(description="feature, score or prediction")
+    method: str = Field(description="the method that decides: js, hellinger, wasserstein, chi2 (or psi)")
+    value: float
+    lower: float | None = Field(description="alert below this; null: no lower bound")
+    upper: float = Field(description="alert above this")
+    alert: bool
+    rows: int = Field(description="values compared")
+
+
 class DriftStatus(BaseModel):
     at: AwareDatetime = Field(description="when the round ran")
     model: str
     version: int
     group: str | None
+    window_start: AwareDatetime = Field(description="the telemetry judged: windows that ended after this")
+    window_end: AwareDatetime
     rows: int = Field(description="rows predicted in the round's window")
+    features: list[FeatureView] = Field(description="every input, score and the labels: value, band, alert")
     drifted: list[str] = Field(description="features, scores or labels over their threshold")
     max_js: float | None = Field(description="largest Jensen-Shannon distance of any input to its reference")
     estimated_accuracy: float | None = Field(description="from calibrated probabilities, without labels")
@@ -46,10 +60,18 @@ class DriftStatus(BaseModel):
     )
 
 
+class DriftFailure(BaseModel):
+    model: str
+    version: int
+    group: str | None
+    error: str = Field(description="why this group was not judged in the last round (the others were)")
+
+
 class DriftView(BaseModel):
     enabled: bool
     latest: list[DriftStatus]
     history: list[DriftStatus] = Field(description="every round kept, oldest first")
+    failures: list[DriftFailure] = Field(default_factory=list, description="groups the last round failed")
 
 
 def _status(at: datetime, s: GroupStatus) -> DriftStatus:
@@ -59,7 +81,22 @@ def _status(at: datetime, s: GroupStatus) -> DriftStatus:
         model=s.model,
         version=s.version,
         group=s.group,
+        window_start=s.drift.start,
+        window_end=s.drift.end,
         rows=s.rows,
+        features=[
+            FeatureView(
+                feature=f.feature,
+                kind=f.kind,
+                method=f.method,
+                value=f.value,
+                lower=f.lower,
+                upper=f.threshold,
+                alert=f.breached,
+                rows=f.rows,
+            )
+            for f in s.drift.features
+        ],
         drifted=s.drifted,
         max_js=max(js) if js else None,
         estimated_accuracy=s.estimate.estimated if s.estimate else None,
@@ -90,6 +127,12 @@ def drift(state: StateDep, _: FleetReaderDep) -> DriftView:
         return DriftView(enabled=False, latest=[], history=[])
     history = list(monitor.history)
     latest = [_status(history[-1][0], s) for s in history[-1][1]] if history else []
+    failures = [
+        DriftFailure(model=m, version=v, group=g, error=e) for (m, v, g), e in monitor.failures.items()
+    ]
     return DriftView(
-        enabled=True, latest=latest, history=[_status(at, s) for at, round_ in history for s in round_]
+        enabled=True,
+        latest=latest,
+        history=[_status(at, s) for at, round_ in history for s in round_],
+        failures=failures,
     )
