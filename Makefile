@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 
 # One lock for the whole stack (this machine's platform, torch's CPU build from /opt/wheels)
 # and one for what a device may install, the edge and openvino extras (every platform: devices
-# are x86-64 and arm64), held to the same versions; devices use it as constraints, so a
+# are x86-64 and arm64; gRPC for those that serve it), held to the same versions; devices use it as constraints, so a
 # device that asks for [edge] alone gets no OpenVINO. tests/test_lock.py fails when pyproject.toml asks for what a lock lacks.
 # `make lock` keeps every pin it can and resolves only what changed; `make lock UPGRADE=1`
 # moves everything to the newest releases (then run the suite before landing it).
@@ -46,7 +46,7 @@ lock: $(UV)
 	$(UV) pip compile pyproject.toml --all-extras -c constraints.txt --find-links /opt/wheels \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
 	  --emit-find-links --no-header $(UV_UPGRADE) -o requirements.lock
-	$(UV) pip compile pyproject.toml --extra edge --extra openvino -c constraints.txt -c requirements.lock \
+	$(UV) pip compile pyproject.toml --extra edge --extra edge-grpc --extra openvino -c constraints.txt -c requirements.lock \
 	  --universal --python-version 3.11 --generate-hashes --no-header $(UV_UPGRADE) -o requirements-edge.lock
 
 # make test in a fresh clone of this checkout's HEAD, with a new venv installed from the lock:

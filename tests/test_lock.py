@@ -62,7 +62,7 @@ def test_the_stack_lock_satisfies_every_extra() -> None:
 
 def test_the_edge_lock_satisfies_the_device_extras_with_the_stack_versions() -> None:
     edge, stack = _pins("requirements-edge.lock"), _pins("requirements.lock")
-    problems = _unsatisfied(_requirements("edge", "openvino"), edge)
+    problems = _unsatisfied(_requirements("edge", "edge-grpc", "openvino"), edge)
     problems += [
         f"{name}: edge lock {version}, stack lock {stack[name]}"
         for name, version in edge.items()
