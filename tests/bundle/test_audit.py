@@ -235,4 +235,3 @@ def test_an_export_with_a_bad_time_says_which_option(
     err = capsys.readouterr().err
     assert "--since 'last tuesday' is not a date or time" in err
     assert not (tmp_path / "x.jsonl").exists()
-
