@@ -376,3 +376,30 @@ def audit_verify_export(
     if problems:
         raise typer.Exit(3)
     console.print(f"export intact: {len(lines)} entries, hash chain verified")
+
+
+@rollout_app.command("approve")
+def rollout_approve(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int, typer.Argument(help="The version on canary to approve for stable.", min=1)],
+    keys: Annotated[
+        Path,
+        typer.Option(
+            "--keys",
+            help="Your own key home (`edgeml --home DIR keys init`), not the publisher's.",
+            file_okay=False,
+        ),
+    ],
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the audit trail.")] = "",
+) -> None:
+    """Approve the canary's version for stable with a second key (sox: separation of duties)."""
+    from edgeml.audit import cli_actor
+    from edgeml.bundle.approval import approve
+    from edgeml.bundle.keys import load_signer
+
+    approval = approve(_store(ctx), load_signer(keys), model, version, actor=cli_actor(), reason=reason)
+    console.print(
+        f"{model} v{version} approved for stable by key {approval.key_id} "
+        f"(published by {approval.publisher_key_id}); valid until {approval.expires}"
+    )
