@@ -54,7 +54,7 @@ def test_a_second_key_approves_and_the_device_check_passes(
 
 def test_the_publishers_key_cannot_approve(publish: Publish, store: ObjectStore, signer: Signer) -> None:
     _canary(publish, store, signer)
-    with pytest.raises(UserError, match="separation of duties: key .* published pump v2's canary"):
+    with pytest.raises(UserError, match=r"separation of duties: key \w+ published pump v2's canary"):
         approve(store, signer, "pump", 2, actor="cli:alice")
     assert not store.exists(approval_key("pump", 2))
 
