@@ -104,7 +104,10 @@ def compliance_lines(spec: Spec) -> list[str]:
     retention = f"{spec.retention_days} days" if spec.retention_days else "none set (retention_days)"
     lines.append(f"lake retention: {retention}; `edgeml data retain SPEC` enforces it")
     if mode == "hipaa":
-        lines.append("store encryption at rest: set store.s3.server_side_encryption (S3/MinIO)")
+        lines.append(
+            "store encryption at rest: `edgeml store seal` (local folder) or "
+            "store.s3.server_side_encryption (S3/MinIO)"
+        )
     if mode == "sox":
         lines.append(
             "every build, spec change, key, alias move and rollout is audited; stable needs "
