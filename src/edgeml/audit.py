@@ -21,14 +21,25 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeml.bundle.keys import canonical_json
-from edgeml.errors import ObjectExistsError, ObjectNotFoundError
+from edgeml.errors import ObjectExistsError, ObjectNotFoundError, UserError
 from edgeml.store.base import ObjectStore
 
-__all__ = ["PREFIX", "AuditEntry", "AuditLog", "cli_actor"]
+__all__ = [
+    "PREFIX",
+    "RETENTION_DAYS",
+    "AuditEntry",
+    "AuditLog",
+    "cli_actor",
+    "export_lines",
+    "parse_when",
+    "verify_lines",
+]
 
 PREFIX = "audit/"
 _HEAD = PREFIX + "head.json"
 _GENESIS = "0" * 64
+#: the audit trail is kept at least this long (SOX: seven years); nothing in edgeml deletes entries
+RETENTION_DAYS = 7 * 366
 _LOCK = threading.Lock()  # one appender at a time in a process; between processes, see append()
 
 
@@ -201,3 +212,53 @@ class AuditLog:
                 f"the head names entry {seq}, the log ends at entry {expected - 1}: entries were removed"
             )
         return problems
+
+
+def export_lines(entries: list[AuditEntry], since: datetime | None, until: datetime | None) -> list[bytes]:
+    """The entries with ``since <= at < until``, one canonical JSON line each, hashes included.
+
+    An auditor checks the lines offline with :func:`verify_lines` (or the ten lines of Python in
+    docs/compliance.md): each entry's hash is the sha256 of its canonical JSON without ``hash``,
+    and each ``prev_hash`` is the line before's ``hash``; the first line's ``prev_hash`` links to
+    the last line of the export before it.
+    """
+    out = []
+    for entry in entries:
+        at = datetime.fromisoformat(entry.at)
+        if (since is None or at >= since) and (until is None or at < until):
+            out.append(canonical_json(entry.model_dump()))
+    return out
+
+
+def verify_lines(lines: list[bytes]) -> list[str]:
+    """Every problem with exported lines (none: each entry intact and chained to the one before)."""
+    problems = []
+    prev: AuditEntry | None = None
+    for n, line in enumerate(lines, 1):
+        try:
+            entry = AuditEntry.model_validate_json(line)
+        except ValidationError:
+            problems.append(f"line {n} is not an audit entry")
+            prev = None
+            continue
+        if entry.hash != entry.digest():
+            problems.append(f"line {n} (entry {entry.seq}) was edited: its hash does not match its content")
+        if prev is not None and (entry.seq != prev.seq + 1 or entry.prev_hash != prev.hash):
+            problems.append(
+                f"line {n} (entry {entry.seq}) does not follow entry {prev.seq}: the chain is broken"
+            )
+        prev = entry
+    return problems
+
+
+def parse_when(option: str, text: str | None) -> datetime | None:
+    """An ISO date or time given as ``option``; without a zone, UTC."""
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"{option} {text!r} is not a date or time", hint="e.g. 2026-01-31 or 2026-01-31T12:00:00+00:00"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -45,6 +45,11 @@ class S3Settings(_Strict):
     ca_file: Path | None = Field(None, description="CA bundle for a private certificate authority")
     timeout_s: float = Field(10.0, gt=0, description="connect and read timeout per request")
     retries: int = Field(2, ge=0, description="retries of a failed request before giving up")
+    server_side_encryption: Literal["none", "AES256", "aws:kms"] = Field(
+        "none",
+        description="ask the server to encrypt every object written (SSE-S3 or SSE-KMS); hipaa: set it",
+    )
+    kms_key_id: str | None = Field(None, description="KMS key for `aws:kms` (default: the server's)")
 
 
 class StoreSettings(_Strict):

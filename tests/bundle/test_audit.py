@@ -170,3 +170,68 @@ def test_appenders_in_two_processes_at_once_keep_one_chain(store: ObjectStore) -
     for actor in ("central:quality-gate", "cli:alice"):
         assert [e.subject for e in entries if e.actor == actor] == [f"dev-{n}" for n in range(each)]
     assert log.latest(1)[0] == entries[-1]
+
+
+# --- export for auditors ----------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "compliance.md"
+
+
+def _offline_check() -> str:
+    """The standard-library-only checker docs/compliance.md gives auditors."""
+    text = DOCS.read_text(encoding="utf-8")
+    return text.split("```python audit-check\n", 1)[1].split("```", 1)[0]
+
+
+def _export(args: list[str], out: Path) -> list[dict[str, object]]:
+    assert main(["audit", "export", "--out", str(out), *args]) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_an_export_is_a_time_range_an_auditor_verifies_offline(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from edgeml.store import LocalStore
+
+    log = AuditLog(LocalStore(clean_env / "store"))
+    for n in range(6):
+        log.append("cli:alice", "rollout.publish", f"pump/{n}", after={"version": n})
+    entries = log.entries()
+    everything = _export([], tmp_path / "all.jsonl")
+    assert [e["seq"] for e in everything] == [1, 2, 3, 4, 5, 6]
+    middle = _export(["--since", entries[2].at, "--until", entries[5].at], tmp_path / "mid.jsonl")
+    assert [e["seq"] for e in middle] == [3, 4, 5]
+    assert middle[0]["prev_hash"] == entries[1].hash  # links to the entry before the range
+    assert main(["audit", "verify-export", str(tmp_path / "mid.jsonl")]) == 0
+
+    check = [sys.executable, "-I", "-c", _offline_check()]  # -I: no edgeml on the path
+    ok = subprocess.run([*check, str(tmp_path / "mid.jsonl")], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert "3 entries intact" in ok.stdout
+
+    # an auditor's copy edited, or with an entry taken out, fails both checks
+    lines = (tmp_path / "all.jsonl").read_text().splitlines()
+    edited = json.loads(lines[3])
+    edited["actor"] = "cli:nobody"
+    (tmp_path / "edited.jsonl").write_text("\n".join([*lines[:3], json.dumps(edited), *lines[4:]]) + "\n")
+    (tmp_path / "gap.jsonl").write_text("\n".join([*lines[:2], *lines[3:]]) + "\n")
+    capsys.readouterr()
+    assert main(["audit", "verify-export", str(tmp_path / "edited.jsonl")]) == 3
+    assert "line 4 (entry 4) was edited" in capsys.readouterr().err
+    assert main(["audit", "verify-export", str(tmp_path / "gap.jsonl")]) == 3
+    assert "line 3 (entry 4) does not follow entry 2" in capsys.readouterr().err
+    for bad in ("edited.jsonl", "gap.jsonl"):
+        run = subprocess.run([*check, str(tmp_path / bad)], capture_output=True, text=True, check=False)
+        assert run.returncode == 1, bad
+
+
+def test_an_export_with_a_bad_time_says_which_option(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["audit", "export", "--out", str(tmp_path / "x.jsonl"), "--since", "last tuesday"]) == 2
+    err = capsys.readouterr().err
+    assert "--since 'last tuesday' is not a date or time" in err
+    assert not (tmp_path / "x.jsonl").exists()

@@ -101,3 +101,21 @@ def test_summary_renders_every_example(path: Path) -> None:
     if spec.target:
         assert f"target {spec.target}" in text
     assert max(len(line) for line in text.splitlines()) <= 100
+
+
+@pytest.mark.parametrize("mode", ["none", "gdpr", "hipaa", "sox"])
+def test_spec_check_says_what_the_compliance_mode_will_do(mode: str) -> None:
+    from edgeml.spec.summary import compliance_lines
+
+    faults = next(p for p in EXAMPLES if p.stem == "pump-faults")
+    spec = load_spec(faults).model_copy(update={"compliance": mode, "retention_days": 90})
+    text = "\n".join(compliance_lines(spec))
+    assert "pii never leaves the lake raw: operator" in text
+    assert ("row samples of non-pii inputs" in text) == (mode == "none")
+    assert ("edgeml data erase" in text) == (mode in ("gdpr", "hipaa"))
+    assert ("server_side_encryption" in text) == (mode == "hipaa")
+    assert ("edgeml rollout approve" in text) == (mode == "sox")
+    assert "lake retention: 90 days" in text
+    console = Console(record=True, width=200, color_system=None)
+    console.print(render_summary(spec))
+    assert f"compliance {mode}" in console.export_text()

@@ -25,7 +25,7 @@ from edgeml.store.base import CHUNK_SIZE, TEMP_PREFIX
 
 MiB = 1024 * 1024
 
-BACKENDS = ["local", "memory", pytest.param("s3", marks=pytest.mark.integration)]
+BACKENDS = ["local", "local-sealed", "memory", pytest.param("s3", marks=pytest.mark.integration)]
 
 FIXTURE_SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -43,6 +43,11 @@ def payload(size: int, seed: int = 0) -> bytes:
 def make_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> ObjectStore:
     if kind == "local":
         return LocalStore(tmp_path / "store")
+    if kind == "local-sealed":  # encrypted at rest: the same contract, on ciphertext
+        from edgeml.store.sealed import enable_sealing
+
+        enable_sealing(tmp_path / "store", tmp_path / "home")
+        return LocalStore(tmp_path / "store")
     if kind == "memory":
         return MemoryStore("contract")
     from edgeml.store.s3 import S3Store
@@ -56,7 +61,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     return make_store(request.param, tmp_path, request)
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "local-sealed", "memory"])
 def fast_store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     """The backends cheap enough for property tests."""
     return make_store(request.param, tmp_path, request)

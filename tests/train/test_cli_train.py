@@ -50,6 +50,24 @@ def test_train_prints_the_gates_and_models_lists_the_version(
     assert "cannot promote faults-cli 7" in err
     assert "Traceback" not in err
 
+    # every alias move is on the audit trail: the challenger by training, the champion by promote
+    code, out, err = run(capsys, "models", "promote", "faults-cli", "--reason", "CAB-42 approved")
+    assert code == 0, err
+    assert "faults-cli@champion → v1" in out
+    from edgeml.audit import AuditLog
+    from edgeml.store import store_from_settings
+
+    log = AuditLog(store_from_settings(train_env.settings))
+    moves = [e for e in log.entries() if e.action == "registry.alias" and e.subject.startswith("faults-cli@")]
+    assert [(e.subject, e.before, e.after) for e in moves] == [
+        ("faults-cli@challenger", None, {"version": "1"}),
+        ("faults-cli@champion", None, {"version": "1"}),
+    ]
+    assert "f1_macro threshold" in moves[0].reason
+    assert moves[1].reason == "CAB-42 approved"
+    assert moves[1].actor.startswith("cli:")
+    assert log.verify() == []
+
 
 def test_train_on_one_class_exits_2_with_the_message(
     capsys: pytest.CaptureFixture[str], clean_env: Path, settings: Settings, tmp_path: Path

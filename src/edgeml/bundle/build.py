@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from edgeml.agent.runtime import ModelRuntime
+from edgeml.audit import AuditLog, cli_actor
 from edgeml.bundle.keys import Signer, canonical_json
 from edgeml.bundle.manifest import (
     Calibration,
@@ -38,8 +39,10 @@ from edgeml.bundle.manifest import (
     blob_key,
     manifest_key,
 )
+from edgeml.bundle.pii import pii_inputs, synthesise_golden
 from edgeml.bundle.reference import PROBABILITY_EDGES, numeric_histogram
 from edgeml.bundle.reference_rows import publish_reference_rows, reference_frame
+from edgeml.bundle.trail import audit_build
 from edgeml.drift.reference import model_inputs_reference
 from edgeml.errors import EdgemlError, UserError
 from edgeml.export.run import (
@@ -74,6 +77,7 @@ class BuildResult:
 
 def _input_fields(spec: Spec, layout: InputLayout, dtypes: dict[str, str]) -> list[InputField]:
     columns = spec.schema_.columns
+    pii = pii_inputs(spec, layout.columns)
     kinds = dict.fromkeys(layout.numeric, "numeric") | dict.fromkeys(layout.categorical, "categorical")
     kinds |= dict.fromkeys(layout.text, "text") | dict.fromkeys(layout.time, "time")
     fields = []
@@ -89,7 +93,7 @@ def _input_fields(spec: Spec, layout: InputLayout, dtypes: dict[str, str]) -> li
                 max=col.max if col else None,
                 values=col.values if col else None,
                 unit=col.unit if col else None,
-                pii=col.pii if col else False,
+                pii=name in pii,
             )
         )
     return fields
@@ -133,12 +137,13 @@ def _reference(
     and calibration from the holdout rows, which the model did not see (as on a device)."""
     X = rows[layout.columns]
     inputs = training if training is not None else X
+    pii = pii_inputs(spec, layout.columns)  # no histogram: its edges would be values from the data
     features, drift = model_inputs_reference(
         inputs,
-        numeric=layout.numeric,
-        categorical=layout.categorical,
-        text=layout.text,
-        allowed={name: spec.schema_.columns[name].values for name in layout.categorical},
+        numeric=[n for n in layout.numeric if n not in pii],
+        categorical=[n for n in layout.categorical if n not in pii],
+        text=[n for n in layout.text if n not in pii],
+        allowed={name: spec.schema_.columns[name].values for name in layout.categorical if name not in pii},
     )
     scores: dict[str, Any] = {}
     calibration = None
@@ -198,11 +203,21 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _golden_rows(rows: pd.DataFrame, layout: InputLayout) -> list[dict[str, Any]]:
-    """A few rows, one per target class first so the smoke test sees every class it can."""
+def _golden_rows(
+    spec: Spec, rows: pd.DataFrame, training: pd.DataFrame | None, layout: InputLayout
+) -> list[dict[str, Any]]:
+    """A few rows, one per target class first so the smoke test sees every class it can; pii
+    inputs synthesised (:mod:`edgeml.bundle.pii`), never a value from the data."""
     picked = rows.groupby(TARGET_COLUMN, sort=True).head(1) if TARGET_COLUMN in rows else rows.head(0)
     picked = pd.concat([picked, rows.drop(picked.index)]).head(GOLDEN_ROWS)
-    return [{c: _jsonable(v) for c, v in rec.items()} for rec in picked[layout.columns].to_dict("records")]
+    records = [{c: _jsonable(v) for c, v in rec.items()} for rec in picked[layout.columns].to_dict("records")]
+    pii = pii_inputs(spec, layout.columns)
+    if not pii:
+        return records
+    seen = pd.concat([rows[layout.columns], training], ignore_index=True) if training is not None else rows
+    columns = spec.schema_.columns
+    bounds = {n: (columns[n].min, columns[n].max) for n in pii if n in columns}
+    return synthesise_golden(records, pii, seen, bounds)
 
 
 def _split_weights(source: Path, folder: Path) -> list[FileEntry]:
@@ -309,7 +324,9 @@ def _manifest(
         else None,
         reference=_reference(model, spec, layout, rows, training),
         golden=Golden(
-            inputs=_golden_rows(rows, layout), outputs={}, tolerance=profile.tolerance.max_abs_diff
+            inputs=_golden_rows(spec, rows, training, layout),
+            outputs={},
+            tolerance=profile.tolerance.max_abs_diff,
         ),
         metrics={
             k: float(v)
@@ -382,6 +399,8 @@ def build_bundle(
         manifest = Manifest.model_validate(manifest.model_dump())
         # NannyML's reference rows: the holdout rows through the same runtime as the golden samples
         reference = reference_frame(runtime, manifest, rows, rows.get(TARGET_COLUMN))
-        return publish_bundle(store, signer, manifest, bundle, reference)
+        result = publish_bundle(store, signer, manifest, bundle, reference)
+        audit_build(AuditLog(store), result.manifest, spec.fingerprint(), cli_actor())
+        return result
     finally:
         shutil.rmtree(bundle, ignore_errors=True)

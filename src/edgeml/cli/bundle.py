@@ -445,3 +445,64 @@ def audit_verify(ctx: typer.Context) -> None:
             err_console.print(f"[bold red]tampered:[/] {problem}")
         raise typer.Exit(3)
     console.print(f"audit trail intact: {len(log.entries())} entries, hash chain verified")
+
+
+@audit_app.command("export")
+def audit_export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="JSON Lines file to write.", dir_okay=False)],
+    since: Annotated[str | None, typer.Option("--since", help="First time included (ISO, UTC).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="First time left out (ISO, UTC).")] = None,
+) -> None:
+    """Entries in a time range, with their hash chain, for auditors to verify offline."""
+    from edgeml.audit import AuditLog, export_lines, parse_when
+
+    start, end = parse_when("--since", since), parse_when("--until", until)
+    lines = export_lines(AuditLog(_store(ctx)).entries(), start, end)
+    out.write_bytes(b"".join(line + b"\n" for line in lines))
+    console.print(f"{len(lines)} audit entries written to {out}")
+
+
+@audit_app.command("verify-export")
+def audit_verify_export(
+    path: Annotated[
+        Path, typer.Argument(help="A file `edgeml audit export` wrote.", exists=True, dir_okay=False)
+    ],
+) -> None:
+    """Check an export offline: every entry's hash and the chain between them; exit 3 when broken."""
+    from edgeml.audit import verify_lines
+
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    problems = verify_lines(lines)
+    for problem in problems:
+        err_console.print(f"[bold red]tampered:[/] {problem}")
+    if problems:
+        raise typer.Exit(3)
+    console.print(f"export intact: {len(lines)} entries, hash chain verified")
+
+
+@rollout_app.command("approve")
+def rollout_approve(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int, typer.Argument(help="The version on canary to approve for stable.", min=1)],
+    keys: Annotated[
+        Path,
+        typer.Option(
+            "--keys",
+            help="Your own key home (`edgeml --home DIR keys init`), not the publisher's.",
+            file_okay=False,
+        ),
+    ],
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the audit trail.")] = "",
+) -> None:
+    """Approve the canary's version for stable with a second key (sox: separation of duties)."""
+    from edgeml.audit import cli_actor
+    from edgeml.bundle.approval import approve
+    from edgeml.bundle.keys import load_signer
+
+    approval = approve(_store(ctx), load_signer(keys), model, version, actor=cli_actor(), reason=reason)
+    console.print(
+        f"{model} v{version} approved for stable by key {approval.key_id} "
+        f"(published by {approval.publisher_key_id}); valid until {approval.expires}"
+    )

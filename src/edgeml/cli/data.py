@@ -244,3 +244,9 @@ def stream(
         console.print(f"  [yellow]quarantined[/] {count:,}: {escape(problem)}")
     snap = take_snapshot(store_from_settings(settings), spec)
     console.print(f"snapshot [bold cyan]{snap.id}[/]: {snap.rows:,} rows in {len(snap.parts)} parts")
+
+
+from edgeml.cli import privacy  # noqa: E402  (registered here: `edgeml data erase | retain`)
+
+app.command(name="erase")(privacy.erase)
+app.command(name="retain")(privacy.retain)

@@ -114,3 +114,27 @@ def policy(
         raise typer.BadParameter("say which policy: --device", param_hint="--device")
     state: CliState = ctx.obj
     print(json.dumps(device_policy(state.settings().store_url), indent=2))
+
+
+@app.command("seal")
+def seal(ctx: typer.Context) -> None:
+    """Encrypt the local folder store at rest from now on (AES-256-GCM, key in the appliance home).
+
+    Only an empty store can be sealed: objects written before would stay in clear.
+    """
+    from edgeml.store.local import LocalStore
+    from edgeml.store.sealed import enable_sealing
+
+    state: CliState = ctx.obj
+    store = _store(ctx)
+    if not isinstance(store, LocalStore):
+        err_console.print(
+            "error: only a local folder store is sealed here; for S3/MinIO set "
+            "store.s3.server_side_encryption"
+        )
+        raise typer.Exit(2)
+    if store.keys():
+        err_console.print(f"error: {store.url} already holds objects; seal a new, empty store")
+        raise typer.Exit(2)
+    key = enable_sealing(store.root, state.settings().home)
+    console.print(f"{store.url} is sealed from now on; its key is {key} (back it up: lost, the data is lost)")

@@ -115,13 +115,17 @@ def promote(
         str | None, typer.Argument(help="Version to promote; default: the challenger.")
     ] = None,
     alias: Annotated[str, typer.Option(help="Alias to set.")] = "champion",
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the audit trail.")] = "",
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Point an alias (default `champion`) at a version (default: the current challenger)."""
+    """Point an alias (default `champion`) at a version (default: the current challenger); audited."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from edgeml.audit import cli_actor
     from edgeml.errors import UserError
+    from edgeml.store import store_from_settings
+    from edgeml.train.registry import move_alias
     from edgeml.train.tracking import tracking_uri as default_uri
 
     state: CliState = ctx.obj
@@ -130,7 +134,8 @@ def promote(
     try:
         target = version or str(client.get_model_version_by_alias(name, "challenger").version)
         client.get_model_version(name, target)
-        client.set_registered_model_alias(name, alias, target)
+        store = store_from_settings(state.settings())
+        move_alias(client, store, name, alias, target, actor=cli_actor(), reason=reason)
     except MlflowException as exc:
         raise UserError(f"cannot promote {name} {version or '@challenger'}: {exc.message}") from exc
     console.print(f"{name}@{alias} → v{target}")

@@ -657,6 +657,9 @@ class Spec(_Model):
     compliance: Literal["none", "gdpr", "hipaa", "sox"] = Field(
         "none", description="`none` allows row samples in telemetry; gdpr/hipaa bar pii inputs"
     )
+    retention_days: int | None = Field(
+        None, ge=1, description="days lake rows are kept (event time); `edgeml data retain` removes the rest"
+    )
     rollout: Rollout = Field(default_factory=Rollout, description="rollout to devices")
     serving: Serving = Field(
         default_factory=Serving, description="serving on the Ray cluster (`edgeml serve`)"

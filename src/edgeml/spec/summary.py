@@ -70,7 +70,47 @@ def render_summary(spec: Spec) -> Group:
     r = spec.rollout
     table.add_row(
         "rollout",
-        f"channel {r.channel}, canary {r.canary_percent:g}%, groups "
-        f"{', '.join(r.groups) or 'all'}; compliance {spec.compliance}",
+        f"channel {r.channel}, canary {r.canary_percent:g}%, groups {', '.join(r.groups) or 'all'}",
     )
+    for n, line in enumerate(compliance_lines(spec)):
+        table.add_row(f"compliance {spec.compliance}" if n == 0 else "", line)
     return Group(Text("✓ spec is valid", style="bold green"), table)
+
+
+def compliance_lines(spec: Spec) -> list[str]:
+    """What the spec's compliance mode will do with this spec (docs/compliance.md has the why)."""
+    from edgeml.features.expr import parse_expression
+
+    pii = sorted(n for n, c in spec.schema_.columns.items() if c.pii)
+    derived = sorted(
+        [f.name for f in spec.features.row if parse_expression(f.expr).columns & set(pii)]
+        + [w.name for w in spec.features.window if w.column in pii]
+    )
+    mode = spec.compliance
+    lines = []
+    if pii:
+        lines.append(
+            f"pii never leaves the lake raw: {', '.join(pii)}"
+            + (f" (and derived: {', '.join(derived)})" if derived else "")
+            + " — no reference histogram, golden values synthesised, never in samples or reference rows"
+        )
+    if mode == "none":
+        lines.append("devices send row samples of non-pii inputs; reference rows published for NannyML")
+    else:
+        lines.append("no row samples from devices and no reference rows: drift from histograms only")
+    if mode in ("gdpr", "hipaa"):
+        lines.append("pii columns barred from model inputs, directly or through features")
+        lines.append('erasure: `edgeml data erase SPEC --where "<column> = <value>"` (audited)')
+    retention = f"{spec.retention_days} days" if spec.retention_days else "none set (retention_days)"
+    lines.append(f"lake retention: {retention}; `edgeml data retain SPEC` enforces it")
+    if mode == "hipaa":
+        lines.append(
+            "store encryption at rest: `edgeml store seal` (local folder) or "
+            "store.s3.server_side_encryption (S3/MinIO)"
+        )
+    if mode == "sox":
+        lines.append(
+            "every build, spec change, key, alias move and rollout is audited; stable needs "
+            "`edgeml rollout approve` by a second key; audit kept ≥ 7 years (`edgeml audit export`)"
+        )
+    return lines

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from edgeml.errors import (
     InvalidKeyError,
@@ -25,6 +25,7 @@ from edgeml.errors import (
     StoreError,
 )
 from edgeml.store.base import CHUNK_SIZE, TEMP_PREFIX, ObjectInfo, ObjectStore
+from edgeml.store.sealed import Sealer, sealer_for
 
 __all__ = ["LocalStore"]
 
@@ -48,6 +49,18 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _Hashing:
+    """A stream read through, hashing what passes."""
+
+    def __init__(self, stream: BinaryIO, digest: Any) -> None:
+        self.stream, self.digest = stream, digest
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.digest.update(data)
+        return data
+
+
 class LocalStore(ObjectStore):
     """Objects as files under ``root``; the key is the relative path."""
 
@@ -65,6 +78,7 @@ class LocalStore(ObjectStore):
                 ) from exc
         elif not self.root.is_dir():
             raise StoreConfigError(f"store folder {self.root} does not exist")
+        self._sealer: Sealer | None = sealer_for(self.root)  # encrypted at rest (store/sealed.py)
 
     @property
     def url(self) -> str:
@@ -77,7 +91,7 @@ class LocalStore(ObjectStore):
         st = path.stat()
         return ObjectInfo(
             key=key,
-            size=st.st_size,
+            size=st.st_size if self._sealer is None else self._sealer.plain_size(st.st_size),
             sha256=sha256,
             etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
             modified=datetime.fromtimestamp(st.st_mtime, UTC),
@@ -157,7 +171,9 @@ class LocalStore(ObjectStore):
         digest = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(CHUNK_SIZE):
+                if self._sealer is not None:
+                    self._sealer.seal(key, _Hashing(stream, digest), out)
+                while self._sealer is None and (chunk := stream.read(CHUNK_SIZE)):
                     digest.update(chunk)
                     out.write(chunk)
                 out.flush()
@@ -175,7 +191,18 @@ class LocalStore(ObjectStore):
             fh = path.open("rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectNotFoundError(key, where=self.url) from exc
+        if self._sealer is not None:
+            return self._unseal(self._sealer, key, fh, offset, length, chunk_size)
         return self._read(fh, offset, length, chunk_size)
+
+    @staticmethod
+    def _unseal(
+        sealer: Sealer, key: str, fh: BinaryIO, offset: int, length: int | None, chunk_size: int
+    ) -> Iterator[bytes]:
+        with fh:
+            for plain in sealer.open(key, fh, os.fstat(fh.fileno()).st_size, offset, length):
+                for at in range(0, len(plain), chunk_size):
+                    yield plain[at : at + chunk_size]
 
     @staticmethod
     def _read(fh: BinaryIO, offset: int, length: int | None, chunk_size: int) -> Iterator[bytes]:
@@ -195,7 +222,12 @@ class LocalStore(ObjectStore):
         path = self._path(key)
         if not path.is_file():
             raise ObjectNotFoundError(key, where=self.url)
-        return self._info(key, path, _sha256_file(path))
+        if self._sealer is None:
+            return self._info(key, path, _sha256_file(path))
+        digest = hashlib.sha256()
+        for chunk in self._open(key, 0, None, CHUNK_SIZE):
+            digest.update(chunk)
+        return self._info(key, path, digest.hexdigest())
 
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Walk only the folder the prefix points into, not the whole store.

@@ -20,6 +20,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import check_bucket_name
+from minio.sse import Sse, SseKMS, SseS3
 
 from edgeml.errors import (
     BucketNotFoundError,
@@ -62,6 +63,20 @@ def parse_endpoint(raw: str, secure: bool) -> tuple[str, bool]:
     return parts.netloc, parts.scheme == "https"
 
 
+def _server_side_encryption(s: S3Settings) -> Sse | None:
+    """What every write asks the server to encrypt with (``server_side_encryption``)."""
+    if s.server_side_encryption == "AES256":
+        return SseS3()
+    if s.server_side_encryption == "aws:kms":
+        if not s.kms_key_id:
+            raise StoreConfigError(
+                "store.s3.server_side_encryption is aws:kms but no kms_key_id names the key",
+                hint="set store.s3.kms_key_id, or use AES256 (the server's own keys)",
+            )
+        return SseKMS(s.kms_key_id, {})
+    return None
+
+
 class S3Store(ObjectStore):
     """Objects in ``bucket`` under an optional key ``prefix``."""
 
@@ -87,6 +102,7 @@ class S3Store(ObjectStore):
         self._secure = secure
         self._bucket_checked = False
         self._lock = threading.Lock()
+        self._sse = _server_side_encryption(settings)
 
     def _make_client(self, s: S3Settings, secure: bool) -> Minio:
         # Our own pool: bounded timeouts and retries, so a dead endpoint fails in seconds.
@@ -219,6 +235,7 @@ class S3Store(ObjectStore):
                 content_type=content_type or "application/octet-stream",
                 metadata={_SHA_META: sha},
                 part_size=_PART_SIZE,
+                sse=self._sse,
             )
         return ObjectInfo(key=key, size=size, sha256=sha, etag=result.etag, modified=None)
 
@@ -230,6 +247,7 @@ class S3Store(ObjectStore):
             "Content-Type": content_type or "application/octet-stream",
             f"x-amz-meta-{_SHA_META}": sha,
             "If-None-Match": "*",
+            **(self._sse.headers() if self._sse else {}),
         }
         try:
             result = self._call(key, Minio._put_object, self.bucket, self.prefix + key, data, headers)

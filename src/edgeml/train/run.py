@@ -14,13 +14,16 @@ from typing import Any
 
 import pandas as pd
 
+from edgeml.audit import cli_actor
 from edgeml.settings import Settings
 from edgeml.spec.models import Spec
+from edgeml.store import store_from_settings
 from edgeml.train.data import TrainingData, load_training_data
 from edgeml.train.families import FAMILIES
 from edgeml.train.gates import Verdict, judge
 from edgeml.train.metrics import evaluate
 from edgeml.train.pipeline import build_pipeline
+from edgeml.train.registry import move_alias
 from edgeml.train.search import SearchResult, family_params, fit_trial, run_search, trial_seed
 
 __all__ = ["HOLDOUT_SAMPLE", "TARGET_COLUMN", "TrainReport", "train"]
@@ -202,7 +205,11 @@ def train(
         client.set_model_version_tag(spec.name, version, key, value)
     aliases = []
     if verdict.passed:
-        client.set_registered_model_alias(spec.name, "challenger", version)
+        gates = ", ".join(r.name for r in verdict.results) or "none set"
+        store = store_from_settings(settings)
+        move_alias(
+            client, store, spec.name, "challenger", version, actor=cli_actor(), reason=f"passed {gates}"
+        )
         aliases.append("challenger")
     return TrainReport(
         model=spec.name,

@@ -1,0 +1,154 @@
+"""``edgeml data erase``: a data subject's rows out of every stage of a dataset (GDPR art. 17).
+
+``--where "<column> = <value>"`` names the rows: a column, ``=``, and a value — a number, or text,
+quoted ('…' or "…") when it holds spaces or could read as a number. Nothing else is accepted: an
+erasure that matched more or less than meant cannot be undone, so a clause it cannot read is
+refused before anything is touched. Rows rejected at ingestion or validation (kept as JSON text)
+are matched on the same column. The audit trail records the column and the sha256 of the value,
+never the value: the log must not keep what was erased.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from edgeml.audit import AuditLog
+from edgeml.errors import UserError
+from edgeml.privacy.rewrite import RewriteResult, rewrite_dataset
+from edgeml.store.base import ObjectStore
+
+__all__ = ["Where", "erase", "lake_columns", "parse_where"]
+
+_CLAUSE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$", re.DOTALL)
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+@dataclass(frozen=True)
+class Where:
+    """``column = value``; ``value`` a string when quoted or not a number."""
+
+    column: str
+    value: str | int | float
+
+    @property
+    def value_sha256(self) -> str:
+        return hashlib.sha256(str(self.value).encode()).hexdigest()
+
+
+def parse_where(text: str) -> Where:
+    """``<column> = <value>``, or a UserError saying what form is expected."""
+    hint = 'the form is --where "<column> = <value>", e.g. --where "email = \'ana@example.org\'"'
+    match = _CLAUSE.match(text)
+    if not match or not match.group(2):
+        raise UserError(f"cannot read --where {text!r}", hint=hint)
+    column, raw = match.group(1), match.group(2)
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        inner = raw[1:-1]
+        if raw[0] in inner:
+            raise UserError(f"cannot read --where {text!r}: the value holds its own quote", hint=hint)
+        return Where(column, inner)
+    if _NUMBER.match(raw):
+        return Where(column, float(raw) if any(c in raw for c in ".eE") else int(raw))
+    if re.search(r"\s|['\"=<>!]|\b(and|or)\b", raw, re.IGNORECASE):
+        raise UserError(
+            f"cannot read --where {text!r}: one column and one value only (quote text with spaces)",
+            hint=hint,
+        )
+    return Where(column, raw)
+
+
+def _matches(where: Where, column: pa.ChunkedArray) -> pa.Array:
+    """Rows whose ``column`` equals the value, compared in the column's type (missing: no match)."""
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind):
+        target: Any = pa.scalar(str(where.value))
+        values = column.cast(pa.string()) if pa.types.is_dictionary(kind) else column
+    elif pa.types.is_timestamp(kind):
+        try:
+            target = pa.scalar(str(where.value)).cast(kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise UserError(f"--where {where.column}: {where.value!r} is not a time") from None
+        values = column
+    else:
+        if isinstance(where.value, str):
+            raise UserError(f"--where {where.column} is a {kind} column; {where.value!r} is not a number")
+        target, values = pa.scalar(where.value), column
+    return pc.fill_null(pc.equal(values, target), False).combine_chunks()
+
+
+def _rejected_matches(where: Where, rows: pa.ChunkedArray) -> pa.Array:
+    """Rejected rows (JSON text, as written before they were coerced) whose column equals the value."""
+    out = []
+    for text in rows.to_pylist():
+        try:
+            value = json.loads(text).get(where.column) if text else None
+        except (ValueError, AttributeError):
+            value = None
+        out.append(value is not None and (value == where.value or str(value) == str(where.value)))
+    return pa.array(out, pa.bool_())
+
+
+def lake_columns(store: ObjectStore, dataset: str) -> set[str]:
+    """The columns of the dataset's lake parts (the first one found), for a dataset named without its spec."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    key = next((k for k in store.keys(f"lake/{dataset}/") if k.endswith(".parquet")), None)
+    if key is None:
+        raise UserError(
+            f"dataset {dataset!r} has nothing in the lake", hint="check the name: the spec's `name`"
+        )
+    return set(pq.read_schema(io.BytesIO(store.get(key))).names)
+
+
+def erase(
+    store: ObjectStore,
+    dataset: str,
+    where: Where,
+    *,
+    actor: str,
+    reason: str,
+    columns: set[str] | None = None,
+) -> RewriteResult:
+    """Remove every row of ``dataset`` matching ``where`` from the lake, quarantine, validated parts and
+    feature tables; new snapshots replace the ones that held them; audited.
+
+    ``columns`` (the spec's schema, when known) lets a misspelt column be refused before any work.
+    """
+    if columns is None:
+        columns = lake_columns(store, dataset)
+    if where.column not in columns:
+        known = ", ".join(sorted(columns))
+        raise UserError(f"--where names column {where.column!r}, which {dataset} does not have ({known})")
+
+    def select(stage: str, key: str, table: pa.Table) -> pa.Array:
+        if where.column in table.column_names:
+            return _matches(where, table[where.column])
+        if "row" in table.column_names and stage == "quarantine":
+            return _rejected_matches(where, table["row"])
+        return pa.array([False] * table.num_rows, pa.bool_())
+
+    summary = {"column": where.column, "value_sha256": where.value_sha256, "reason": reason, "actor": actor}
+    result = rewrite_dataset(store, dataset, select, action="erase", summary=summary)
+    AuditLog(store).append(
+        actor,
+        "data.erase",
+        dataset,
+        after={
+            "column": where.column,
+            "value_sha256": where.value_sha256,
+            "rows": result.rows,
+            "snapshots": result.snapshots,
+            "record": result.record,
+        },
+        reason=reason,
+    )
+    return result

@@ -1,0 +1,238 @@
+"""``edgeml data erase``: a data subject's rows leave the lake, quarantine, validated parts and feature
+tables; new snapshots replace the old; training data of the new snapshot loads; audited without the
+value. ``edgeml data retain``: rows past the retention period leave the same places."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from edgeml.audit import AuditLog
+from edgeml.cli import main
+from edgeml.ingest.lake import Part, list_snapshots, load_snapshot, read_parts
+from edgeml.privacy.erase import Where, parse_where
+from edgeml.settings import Settings
+from edgeml.spec import Spec
+from edgeml.store import store_from_settings
+from edgeml.store.base import ObjectStore
+from edgeml.validate.run import load_validated
+from train.helpers import faults_spec, make_snapshot, simulate_frame, spec_from_dict
+
+ANA = "badge-ana"
+STAGES = ("lake/", "quarantine/", "validated/", "features/")
+
+
+def _spec(folder: Path, **extra: Any) -> Spec:
+    data = faults_spec("erase-pumps")
+    for e in data["expectations"]:  # quarantined, not fatal: the rejected rows are kept
+        if e["kind"] in ("regex", "row_count"):
+            e["severity"] = "warn"
+    data.update(extra)
+    return spec_from_dict(data, folder)
+
+
+def _frame(days_back: int = 0) -> pd.DataFrame:
+    frame = simulate_frame(machines=3, readings=300)
+    frame["operator"] = [f"badge-{n}" for n in ("ana", "bo", "cy", "di")] * (len(frame) // 4) + [
+        "badge-bo"
+    ] * (len(frame) % 4)
+    frame.loc[frame.index[5:8], "machine_id"] = "not-a-pump"  # validation quarantines these (Ana's is #5)
+    frame["temperature"] = frame["temperature"].astype(object)
+    frame.loc[frame.index[[9, 12]], "temperature"] = "hot"  # ingestion rejects these (#12 is Ana's)
+    if days_back:  # the newest reading an hour ago, the older half ``days_back`` days before
+        frame["ts"] += pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1) - frame["ts"].max()
+        frame.loc[frame.index[: len(frame) // 2], "ts"] -= pd.Timedelta(days=days_back)
+    return frame.sort_values("ts", kind="stable").reset_index(drop=True)
+
+
+def _tables(store: ObjectStore) -> dict[str, pd.DataFrame]:
+    return {
+        key: pq.read_table(io.BytesIO(store.get(key))).to_pandas()
+        for prefix in STAGES
+        for key in store.keys(prefix)
+        if key.endswith(".parquet")
+    }
+
+
+def _holds(table: pd.DataFrame, value: str) -> int:
+    if "operator" in table:
+        return int((table["operator"] == value).sum())
+    if "row" in table:
+        return int(sum(json.loads(r).get("operator") == value for r in table["row"]))
+    return 0
+
+
+def _downstream(store: ObjectStore, spec: Spec, snapshot: str) -> int:
+    """Rows of the snapshot's validated part and feature table, read as training reads them
+    (sha256 checked): the same number in both."""
+    _, validated = load_validated(store, spec, snapshot)
+    doc = json.loads(store.get(f"catalog/{spec.name}/features/{snapshot}.json"))
+    assert doc["snapshot"] == snapshot
+    features = read_parts(store, [Part(**doc["part"])])
+    assert features.num_rows == validated.num_rows == doc["rows"]
+    return int(features.num_rows)
+
+
+@pytest.fixture
+def lake(clean_env: Path, settings: Settings, tmp_path: Path) -> tuple[Spec, str]:
+    spec = _spec(tmp_path)
+    return spec, make_snapshot(spec, settings, _frame())
+
+
+def test_erase_takes_the_rows_out_of_every_stage_and_audits_without_the_value(
+    lake: tuple[Spec, str], settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec, old = lake
+    store = store_from_settings(settings)
+    before = _tables(store)
+    assert all(sum(_holds(t, ANA) for k, t in before.items() if k.startswith(p)) for p in STAGES)
+    lake_rows = sum(len(t) for k, t in before.items() if k.startswith("lake/"))
+    ana_rows = sum(_holds(t, ANA) for k, t in before.items() if k.startswith("lake/"))
+
+    code = main(
+        [
+            "data",
+            "erase",
+            str(tmp_path / "erase-pumps.yaml"),
+            "--where",
+            f"operator = '{ANA}'",
+            "--reason",
+            "DSR-7",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    after = _tables(store)
+    assert {k: _holds(t, ANA) for k, t in after.items() if _holds(t, ANA)} == {}
+    assert sum(len(t) for k, t in after.items() if k.startswith("lake/")) == lake_rows - ana_rows
+    # no one else's rows went with them
+    for who in ("badge-bo", "badge-cy", "badge-di"):
+        assert sum(_holds(t, who) for t in after.values()) == sum(_holds(t, who) for t in before.values())
+
+    # a new snapshot replaced the old, and everything downstream follows it
+    new = load_snapshot(store, spec.name)
+    assert new.id != old
+    assert [s.id for s in list_snapshots(store, spec.name)] == [new.id]
+    assert f"snapshot {old} → {new.id}" in out
+    assert new.rows == lake_rows - ana_rows
+    report = json.loads(store.get(f"catalog/{spec.name}/validation/{new.id}.json"))
+    assert report["rows"] == new.rows
+    assert _downstream(store, spec, new.id) == report["rows_valid"] < new.rows  # the rest: quarantined
+
+    # audited: who, why, how many, which snapshots; the value itself is nowhere in the catalog or log
+    entry = next(e for e in AuditLog(store).entries() if e.action == "data.erase")
+    assert entry.subject == spec.name
+    assert entry.reason == "DSR-7"
+    assert entry.after["value_sha256"] == Where("operator", ANA).value_sha256
+    assert entry.after["snapshots"] == {old: new.id}
+    assert entry.after["rows"]["lake"] == ana_rows
+    for key in store.keys("catalog/") + store.keys("audit/"):
+        assert ANA.encode() not in store.get(key), key
+    assert AuditLog(store).verify() == []
+
+
+def test_erasing_a_dataset_by_name_and_erasing_nothing(
+    lake: tuple[Spec, str], settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec, old = lake
+    assert main(["data", "erase", spec.name, "--where", "operator = badge-nobody"]) == 0
+    assert "erase-pumps: rows erased: none" in capsys.readouterr().out
+    store = store_from_settings(settings)
+    assert load_snapshot(store, spec.name).id == old  # nothing changed, nothing renamed
+    assert store.keys(f"catalog/{spec.name}/rewrites/") == []
+    assert (
+        main(["data", "erase", spec.name, "--where", "temperature = 1e9"]) == 0
+    )  # numbers compare as numbers
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("operator", "cannot read --where 'operator'"),
+        ("operator = ", "cannot read --where 'operator = '"),
+        ("operator = ana OR 1=1", "one column and one value only"),
+        ("operator = 'it's'", "the value holds its own quote"),
+        ("operator > 3", "cannot read --where 'operator > 3'"),
+        ("badge = 7", "--where names column 'badge', which erase-pumps does not have"),
+        ("temperature = hot", "--where temperature is a double column; 'hot' is not a number"),
+    ],
+)
+def test_a_where_it_cannot_use_is_refused_before_anything_changes(
+    lake: tuple[Spec, str],
+    settings: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+    message: str,
+) -> None:
+    store = store_from_settings(settings)
+    keys = store.keys()
+    assert main(["data", "erase", str(tmp_path / "erase-pumps.yaml"), "--where", where]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert store.keys() == keys
+
+
+def test_an_unknown_dataset_is_refused(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "erase", "no-such-data", "--where", "a = 1"]) == 2
+    assert "dataset 'no-such-data' has nothing in the lake" in capsys.readouterr().err
+
+
+def test_where_values() -> None:
+    assert parse_where("email = 'a b@x.org'") == Where("email", "a b@x.org")
+    assert parse_where('id="42"') == Where("id", "42")  # quoted: text
+    assert parse_where("id = 42") == Where("id", 42)
+    assert parse_where("t = -1.5e3") == Where("t", -1500.0)
+    assert parse_where("badge = b-17") == Where("badge", "b-17")
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+def test_retain_removes_rows_past_the_period_everywhere_and_is_idempotent(
+    clean_env: Path, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _spec(tmp_path, retention_days=30)
+    frame = _frame(days_back=100)
+    make_snapshot(spec, settings, frame)
+    store = store_from_settings(settings)
+    AuditLog(store).append("cli:alice", "keys.init", "k1")
+    audit = store.keys("audit/")
+    cutoff = datetime.now(UTC) - timedelta(days=30)
+    old_rows = int((frame["ts"] < cutoff).sum())
+
+    assert main(["data", "retain", str(tmp_path / "erase-pumps.yaml")]) == 0
+    # two of the old rows were rejected at ingestion: they leave the quarantine with validation's three
+    assert f"rows older than 30 days removed: {old_rows - 2:,} lake, 5 quarantine" in capsys.readouterr().out
+    for key, table in _tables(store).items():
+        if "ts" in table:
+            assert (pd.to_datetime(table["ts"], utc=True) >= cutoff).all(), key
+    assert not [
+        k
+        for k in store.keys("lake/")
+        if "date=" in k and k.split("date=")[1][:10] < cutoff.date().isoformat()
+    ]
+    snap = load_snapshot(store, spec.name)
+    assert snap.rows == len(frame) - old_rows
+    assert _downstream(store, spec, snap.id) <= snap.rows
+    assert set(audit) <= set(store.keys("audit/"))  # the audit trail is never aged out with the data
+    assert [e.action for e in AuditLog(store).entries()][-1] == "data.retain"
+
+    records = store.keys(f"catalog/{spec.name}/rewrites/")
+    assert main(["data", "retain", str(tmp_path / "erase-pumps.yaml"), "--days", "30"]) == 0
+    assert "rows older than 30 days removed: none" in capsys.readouterr().out
+    assert store.keys(f"catalog/{spec.name}/rewrites/") == records
+
+
+def test_retain_needs_a_period(clean_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _spec(tmp_path)
+    assert main(["data", "retain", str(tmp_path / "erase-pumps.yaml")]) == 2
+    assert "sets no retention_days" in capsys.readouterr().err
