@@ -275,12 +275,11 @@ def running(kind: str, folder: Path) -> Iterator[Server]:
         argv += ["--port", str(port), *(["--grpc-port", str(grpc_port)] if grpc_port else [])]
     url = f"http://127.0.0.1:{port}"
     env = {"MLFLOW_TRACKING_URI": f"file:{folder / 'mlruns'}"}
-    name = f"{kind} server"
+    name = f"{kind} server"  # MLflow's uvicorn worker inherits the CPU pinning
     with server_process(argv, url + HEALTH[kind], cpu=SERVER_CPU, env=env, name=name) as proc:
         if grpc_port:  # bound before the HTTP port answers: it must be ours too
             check_listener(grpc_port, proc.pid, f"{name} (gRPC)")
         yield Server(url, proc.pid, f"127.0.0.1:{grpc_port}" if grpc_port else "")
-        # MLflow's uvicorn worker inherits the CPU pinning
 
 
 JSON = {"content-type": "application/json"}
@@ -744,7 +743,8 @@ def main() -> None:
         f"CPU {SERVER_CPU} (uvicorn, 1 worker, httptools, no access log; MLflow its own uvicorn, 1 worker, "
         f"`--env-manager local`, its defaults otherwise); the agent with the observers `edgeml agent run` "
         f"puts on every answer (health watch, telemetry window collected every second, Prometheus "
-        f"metrics). Agent, minimal server and MLflow take turns for {args.rounds} rounds: the server table "
+        f"metrics). Agent, minimal server, MLflow and the OIP contenders below take turns for {args.rounds} "
+        "rounds, each server fresh in each round: the server table "
         "shows the median round (requests and errors summed), each ratio is the median of the ratios "
         "within a round"
     )
@@ -817,7 +817,8 @@ def _oip_parts(
         f"{LOAD_CPU}, {args.seconds} s per run after a checked request (gRPC: a call by grpcio's client, "
         f"since h2load sees HTTP 200 for a refused call) and a {args.warm_up} s warm-up; p50/p99 from its "
         "per-request log. The server's CPU per request is its CPU time (user + system, from /proc) over "
-        "the run divided by the requests answered: it does not depend on what else shares the CPU"
+        "the run divided by the requests answered: it does not depend on what else shares the CPU. "
+        "Figures are medians of the rounds; each ratio is the median of the ratios within a round"
     )
     headers = [
         "contender",
