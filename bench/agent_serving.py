@@ -33,9 +33,10 @@ subprocess pinned to CPU 0 (uvicorn, 1 worker, httptools, no access log; MLflow 
 uvicorn, 1 worker); wrk and h2load run pinned to CPU 1. Agent, minimal server, MLflow and
 the OIP contenders (the cases of ``CASES``) take turns for ``--rounds`` rounds; the median
 round counts, and the ratios are taken within each round (same machine state) before their
-median. In-process, the contenders take turns in blocks of
-200 calls for ``--in-process-seconds``; each is timed by its fastest block (timeit's rule:
-the slower ones met interference from the shared machine), the median block shown beside.
+median (10 cases of 2 + 10 s by default: about 2 minutes of load per round). In-process, the
+contenders take turns in blocks of 200 calls for ``--in-process-seconds``; each is timed by
+its fastest block (timeit's rule: the slower ones met interference from the shared machine),
+the median block shown beside.
 
     .venv/bin/python -m bench.agent_serving [--seconds 10] [--rounds 5] [--in-process-only]
         [--in-process-seconds 30] [--no-write-results]
@@ -88,9 +89,10 @@ from bench.common import (
 
 SERVER_CPU, LOAD_CPU = 0, 1
 CONNECTIONS = 8
+AGENT_GRPC = "agent+grpc"  # the agent serving REST and gRPC in one process, as with `grpc:` in agent.yaml
 HEALTH = {
     "agent": "/v2/health/ready",
-    "agent+grpc": "/v2/health/ready",
+    AGENT_GRPC: "/v2/health/ready",
     "minimal": "/ping",
     "mlflow": "/ping",
 }
@@ -319,6 +321,12 @@ def rest_h2load(
     answer = httpx.post(url, content=payload.body, headers=dict(payload.headers), timeout=60)
     if answer.status_code != 200:
         raise RuntimeError(f"{case.name}: {url} answered {answer.status_code}: {answer.text[:500]}")
+    if case.path == INFER:  # every row answered (binary data, when asked, follows the JSON head)
+        length = answer.headers.get("inference-header-content-length")
+        head = json.loads(answer.content[: int(length)] if length else answer.content)
+        shapes = {o["name"]: o["shape"][0] for o in head["outputs"]}
+        if shapes != {"label": case.rows, "probabilities": case.rows}:
+            raise RuntimeError(f"{case.name}: {url} answered {shapes} rows per output, not {case.rows}")
     return _h2load_runs(case, url, payload, args, scratch, server.pid, h1=True)
 
 
@@ -471,7 +479,6 @@ def oip_grpc(row: dict[str, Any], rows: int = 1) -> Payload:
 
 
 MODEL = "pump-faults"
-AGENT_GRPC = "agent+grpc"  # the agent serving REST and gRPC in one process, as with `grpc:` in agent.yaml
 INFER = f"/v2/models/{MODEL}/infer"
 GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 OIP_ROWS = 256
