@@ -1,4 +1,4 @@
-"""Serving speed: the edge agent against a minimal Starlette + ONNX Runtime server and MLflow.
+"""Serving speed: the edge agent against a minimal Starlette + ONNX Runtime server and MLflow; its protocols.
 
 Targets (issue #7), measured in ONE run on the same trained model with the same load
 generator (wrk, one row per request):
@@ -14,16 +14,29 @@ generator (wrk, one row per request):
   the Prometheus metrics). The peer is ONNX Runtime's public ``run`` on a session with the
   agent's options (one thread, no spinning), fed arrays built beforehand.
 
+And the Open Inference Protocol v2 against the agent's own ``/predict`` (issue #27), all on
+one agent process serving REST and gRPC, all driven by h2load (HTTP/1.1 for REST, HTTP/2 for
+gRPC), in the same rounds:
+
+- OIP v2 infer, JSON and binary tensors, one row: ≥ 0.9× the throughput of ``/predict``;
+- OIP v2 binary, 256 rows per request: ≥ 3× the rows/s of OIP v2 JSON with 256 rows;
+- gRPC ``ModelInfer``, one row (and 256 rows): ≥ 0.9× REST's throughput.
+
+Each of these is also shown as server capacity: the inverse of the server's CPU time per
+request, which does not depend on what else shares its CPU.
+
 The model is a random forest (100 trees) on simulated pump readings: five sensors (float64)
 and the machine id (a category), exported by skl2onnx, with the reference statistics
 ``edgeml bundle build`` puts in a manifest (input histograms, score histograms, predicted
 labels, calibration), so that telemetry counts as on a device. Each server runs in its own
 subprocess pinned to CPU 0 (uvicorn, 1 worker, httptools, no access log; MLflow its own
-uvicorn, 1 worker); wrk runs pinned to CPU 1. Agent, minimal server and MLflow take turns
-for ``--rounds`` rounds; the median round counts, and the ratios are taken within each round
-(same machine state) before their median. In-process, the contenders take turns in blocks of
-200 calls for ``--in-process-seconds``; each is timed by its fastest block (timeit's rule:
-the slower ones met interference from the shared machine), the median block shown beside.
+uvicorn, 1 worker); wrk and h2load run pinned to CPU 1. Agent, minimal server, MLflow and
+the OIP contenders (the cases of ``CASES``) take turns for ``--rounds`` rounds; the median
+round counts, and the ratios are taken within each round (same machine state) before their
+median (10 cases of 2 + 10 s by default: about 2 minutes of load per round). In-process, the
+contenders take turns in blocks of 200 calls for ``--in-process-seconds``; each is timed by
+its fastest block (timeit's rule: the slower ones met interference from the shared machine),
+the median block shown beside.
 
     .venv/bin/python -m bench.agent_serving [--seconds 10] [--rounds 5] [--in-process-only]
         [--in-process-seconds 30] [--no-write-results]
@@ -32,18 +45,21 @@ the slower ones met interference from the shared machine), the median block show
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import os
 import re
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +72,7 @@ from bench.common import (
     Report,
     Table,
     bench_argv,
+    check_listener,
     free_port,
     load_rows,
     median_load,
@@ -66,12 +83,19 @@ from bench.common import (
     server_process,
     smoke_sizes,
     tool_version,
+    tree_cpu_s,
     verdict,
 )
 
 SERVER_CPU, LOAD_CPU = 0, 1
 CONNECTIONS = 8
-HEALTH = {"agent": "/v2/health/ready", "minimal": "/ping", "mlflow": "/ping"}
+AGENT_GRPC = "agent+grpc"  # the agent serving REST and gRPC in one process, as with `grpc:` in agent.yaml
+HEALTH = {
+    "agent": "/v2/health/ready",
+    AGENT_GRPC: "/v2/health/ready",
+    "minimal": "/ping",
+    "mlflow": "/ping",
+}
 BLOCK = 200  # in-process calls per timed block
 
 
@@ -157,10 +181,11 @@ def observed(holder: Any) -> Any:
     return window
 
 
-def serve_agent(folder: Path, port: int) -> None:
+def serve_agent(folder: Path, port: int, grpc_port: int = 0) -> None:
+    """The agent's HTTP app; with ``grpc_port`` its gRPC service too (``edgeml agent run`` with ``grpc:``)."""
     import uvicorn
 
-    from bench.common import LoadedModel, Manifest, ModelHolder, create_app
+    from bench.common import GrpcServer, LoadedModel, Manifest, ModelHolder, create_app
 
     manifest = Manifest.model_validate_json((folder / "manifest.json").read_bytes())
     model = LoadedModel(folder, manifest)
@@ -175,7 +200,15 @@ def serve_agent(folder: Path, port: int) -> None:
 
     threading.Thread(target=collect, daemon=True).start()
     holder.swap(model)
-    uvicorn.run(create_app(holder), **_uvicorn(port))
+    app = create_app(holder)  # the agent's defaults: 1 MiB bodies, 1,024 rows
+    grpc = GrpcServer(app.state.serving, port=grpc_port) if grpc_port else None
+    if grpc is not None:
+        grpc.start()
+    try:
+        uvicorn.run(app, **_uvicorn(port))
+    finally:
+        if grpc is not None:
+            grpc.stop()
 
 
 def serve_minimal(folder: Path, port: int) -> None:
@@ -219,29 +252,57 @@ def _uvicorn(port: int) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Server:
+    """A server under test, checked to be the process started: its HTTP base URL, its gRPC address."""
+
+    url: str
+    pid: int
+    grpc: str = ""  # host:port of its gRPC service, when it has one
+
+
 @contextmanager
-def running(kind: str, folder: Path) -> Iterator[str]:
-    """A server subprocess pinned to SERVER_CPU on a free port; its base URL once it answers from there."""
+def running(kind: str, folder: Path) -> Iterator[Server]:
+    """A server subprocess pinned to SERVER_CPU on free ports, once it answers from them."""
     port = free_port()
+    grpc_port = 0
+    while kind == AGENT_GRPC and grpc_port in (0, port):
+        grpc_port = free_port()
     if kind == "mlflow":
         mlflow = str(Path(sys.executable).with_name("mlflow"))
         argv = [mlflow, "models", "serve", "-m", str(folder / "mlflow"), "--env-manager", "local"]
         argv += ["-h", "127.0.0.1", "-p", str(port), "-w", "1"]
     else:
         argv = bench_argv("agent_serving", "--serve", kind, "--folder", str(folder / "bundle"))
-        argv += ["--port", str(port)]
+        argv += ["--port", str(port), *(["--grpc-port", str(grpc_port)] if grpc_port else [])]
     url = f"http://127.0.0.1:{port}"
     env = {"MLFLOW_TRACKING_URI": f"file:{folder / 'mlruns'}"}
-    with server_process(argv, url + HEALTH[kind], cpu=SERVER_CPU, env=env, name=f"{kind} server"):
-        yield url  # MLflow's uvicorn worker inherits the CPU pinning
+    name = f"{kind} server"  # MLflow's uvicorn worker inherits the CPU pinning
+    with server_process(argv, url + HEALTH[kind], cpu=SERVER_CPU, env=env, name=name) as proc:
+        if grpc_port:  # bound before the HTTP port answers: it must be ours too
+            check_listener(grpc_port, proc.pid, f"{name} (gRPC)")
+        yield Server(url, proc.pid, f"127.0.0.1:{grpc_port}" if grpc_port else "")
 
 
-def http_load(case: Case, url: str, body: str, args: argparse.Namespace, scratch: Path) -> Load:
-    """wrk POSTing ``body`` to the case's route, pinned to LOAD_CPU, after a checked request and a warm-up."""
+JSON = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One request's body and headers, as the load generator sends it over and over."""
+
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=lambda: JSON)
+
+
+def http_load(case: Case, server: Server, payload: Payload, args: argparse.Namespace, scratch: Path) -> Load:
+    """wrk POSTing the JSON body to the case's route, pinned to LOAD_CPU, after a check and a warm-up."""
+    if dict(payload.headers) != JSON:
+        raise ValueError(f"{case.name}: the wrk load posts JSON only; measure this case with h2load")
     return post_load(
         case.name,
-        url + case.path,
-        body,
+        server.url + case.path,
+        payload.body.decode(),
         args.seconds,
         scratch,
         warm_up_s=args.warm_up,
@@ -250,64 +311,237 @@ def http_load(case: Case, url: str, body: str, args: argparse.Namespace, scratch
     )
 
 
+def rest_h2load(
+    case: Case, server: Server, payload: Payload, args: argparse.Namespace, scratch: Path
+) -> Load:
+    """h2load over HTTP/1.1 (as wrk) after one checked request and a warm-up; the server's CPU beside."""
+    import httpx
+
+    url = server.url + case.path
+    answer = httpx.post(url, content=payload.body, headers=dict(payload.headers), timeout=60)
+    if answer.status_code != 200:
+        raise RuntimeError(f"{case.name}: {url} answered {answer.status_code}: {answer.text[:500]}")
+    if case.path == INFER:  # every row answered (binary data, when asked, follows the JSON head)
+        length = answer.headers.get("inference-header-content-length")
+        head = json.loads(answer.content[: int(length)] if length else answer.content)
+        shapes = {o["name"]: o["shape"][0] for o in head["outputs"]}
+        if shapes != {"label": case.rows, "probabilities": case.rows}:
+            raise RuntimeError(f"{case.name}: {url} answered {shapes} rows per output, not {case.rows}")
+    return _h2load_runs(case, url, payload, args, scratch, server.pid, h1=True)
+
+
+def grpc_h2load(
+    case: Case, server: Server, payload: Payload, args: argparse.Namespace, scratch: Path
+) -> Load:
+    """h2load over HTTP/2 sending the gRPC call's frame, after one call by a gRPC client that must succeed.
+
+    (h2load sees HTTP 200 even for a refused call: the gRPC status travels in the trailers.)
+    """
+    import grpc
+
+    from bench.common import GRPCInferenceServiceStub, ModelInferRequest
+
+    with grpc.insecure_channel(server.grpc) as channel:
+        call = GRPCInferenceServiceStub(channel).ModelInfer
+        try:
+            answer = call(ModelInferRequest.FromString(payload.body[5:]), timeout=60)
+        except grpc.RpcError as exc:
+            raise RuntimeError(f"{case.name}: {server.grpc} refused the call: {exc}") from exc
+    if [o.name for o in answer.outputs] != ["label", "probabilities"]:
+        raise RuntimeError(f"{case.name}: {server.grpc} answered without the model's outputs: {answer}")
+    return _h2load_runs(
+        case, f"http://{server.grpc}{case.path}", payload, args, scratch, server.pid, h1=False
+    )
+
+
+def _h2load_runs(
+    case: Case, url: str, payload: Payload, args: argparse.Namespace, scratch: Path, pid: int, *, h1: bool
+) -> Load:
+    if args.warm_up:
+        h2load(f"{case.name} warm-up", url, payload, args.warm_up, scratch, h1=h1, server_pid=pid)
+    return h2load(case.name, url, payload, args.seconds, scratch, h1=h1, server_pid=pid)
+
+
+def h2load(
+    name: str, url: str, payload: Payload, seconds: int, scratch: Path, *, h1: bool, server_pid: int
+) -> Load:
+    """One h2load run pinned to LOAD_CPU: requests/s, p50/p99 from its per-request log, the server's CPU.
+
+    CONNECTIONS connections, one request in flight on each (as wrk). The server's CPU time per
+    request (its process tree, from /proc, around the run) does not depend on what else shares
+    its CPU: on a busy machine it is the steadier measure of what each protocol costs the server.
+    """
+    data, log = scratch / "h2load.body", scratch / "h2load.log"
+    data.write_bytes(payload.body)
+    log.unlink(missing_ok=True)  # h2load appends to its log
+    argv = ["taskset", "-c", str(LOAD_CPU), "h2load", "-D", str(seconds), "-c", str(CONNECTIONS), "-m", "1"]
+    argv += ["-t", "1", "-d", str(data), "--log-file", str(log), *(["--h1"] if h1 else [])]
+    for key, value in payload.headers.items():
+        argv += ["-H", f"{key}: {value}"]
+    cpu_before, usage = tree_cpu_s(server_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    server_cpu = tree_cpu_s(server_pid) - cpu_before
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime
+    entries = [line.split("\t") for line in log.read_text(encoding="utf-8").splitlines() if line]
+    rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    failed = re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    if rate is None or failed is None or not entries:
+        raise RuntimeError(f"{name}: h2load measured nothing against {url}:\n{out[-2000:]}")
+    durations = sorted(int(e[2]) / 1000 for e in entries)  # µs -> ms
+    errors = sum(1 for e in entries if not e[1].startswith("2")) + sum(int(g) for g in failed.groups())
+    return Load(
+        name,
+        float(rate.group(1)),
+        durations[len(durations) // 2],
+        durations[min(len(durations) - 1, int(len(durations) * 0.99))],
+        len(durations),
+        errors,
+        client_cpu / seconds,
+        server_cpu / len(durations) * 1e6,
+    )
+
+
 @dataclass(frozen=True)
 class Case:
-    """One measured server case: which server, which request, measured how.
+    """One measured case: which server, which request, measured how.
 
-    ``measure`` loads the case's server (wrk POSTing the body over HTTP by default); a case over
-    another protocol (gRPC, say) brings its own load generator returning a :class:`Load`.
+    ``measure`` loads the case's server: wrk POSTing JSON by default, h2load for the OIP
+    contenders (REST over HTTP/1.1, gRPC over HTTP/2). Consecutive cases of one server kind
+    take turns on one server process.
     """
 
     name: str
     label: str  # as the tables show it
-    server: str  # agent, minimal or mlflow (see :func:`running`)
+    server: str  # agent, minimal, mlflow or agent+grpc (see :func:`running`)
     path: str
-    body: Callable[[dict[str, Any]], str]  # the request, from the sample row
-    every_round: bool = True  # in each round (ratios are taken within rounds), or once after them
-    measure: Callable[[Case, str, str, argparse.Namespace, Path], Load] = http_load
+    payload: Callable[[dict[str, Any]], Payload]  # the request, from the sample row
+    rows: int = 1  # rows per request
+    measure: Callable[[Case, Server, Payload, argparse.Namespace, Path], Load] = http_load
 
 
-def record(row: dict[str, Any]) -> str:
-    return json.dumps(row)
+def record(row: dict[str, Any]) -> Payload:
+    return Payload(json.dumps(row).encode())
 
 
-def oip_v2(row: dict[str, Any]) -> str:
-    datatype = {c: "FP64" if c in SENSORS else "BYTES" for c in [*SENSORS, MACHINE]}
-    inputs = [{"name": c, "shape": [1, 1], "datatype": t, "data": [row[c]]} for c, t in datatype.items()]
-    return json.dumps({"inputs": inputs})
+def dataframe_records(row: dict[str, Any]) -> Payload:
+    return Payload(json.dumps({"dataframe_records": [row]}).encode())
 
 
-def dataframe_records(row: dict[str, Any]) -> str:
-    return json.dumps({"dataframe_records": [row]})
+def _tensors(row: dict[str, Any], rows: int) -> dict[str, tuple[str, list[Any], bytes]]:
+    """Per input: its OIP datatype, ``rows`` copies of the row's value, and those as binary tensor data."""
+    import numpy as np
+
+    from bench.common import tensor_bytes
+
+    out = {}
+    for c in [*SENSORS, MACHINE]:
+        kind, dtype = ("FP64", np.float64) if c in SENSORS else ("BYTES", object)
+        values = [row[c]] * rows
+        out[c] = (kind, values, tensor_bytes(np.array(values, dtype=dtype), kind))
+    return out
 
 
-CASES = [
+def oip_json(row: dict[str, Any], rows: int = 1) -> Payload:
+    inputs = [
+        {"name": c, "shape": [rows, 1], "datatype": kind, "data": values}
+        for c, (kind, values, _) in _tensors(row, rows).items()
+    ]
+    return Payload(json.dumps({"inputs": inputs}).encode())
+
+
+def oip_binary(row: dict[str, Any], rows: int = 1) -> Payload:
+    """The binary tensor extension, as tritonclient sends by default: a JSON header, then the raw tensors."""
+    tensors = _tensors(row, rows)
+    inputs = [
+        {"name": c, "shape": [rows, 1], "datatype": kind, "parameters": {"binary_data_size": len(raw)}}
+        for c, (kind, _, raw) in tensors.items()
+    ]
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    headers = {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(header)),
+    }
+    return Payload(header + b"".join(raw for _, _, raw in tensors.values()), headers)
+
+
+def oip_grpc(row: dict[str, Any], rows: int = 1) -> Payload:
+    """``ModelInfer`` with raw input contents (tritonclient's form), framed as gRPC sends it over HTTP/2."""
+    from bench.common import ModelInferRequest
+
+    tensors = _tensors(row, rows)
+    message = ModelInferRequest(model_name=MODEL, raw_input_contents=[raw for _, _, raw in tensors.values()])
+    for c, (kind, _, _) in tensors.items():
+        message.inputs.add(name=c, datatype=kind, shape=[rows, 1])
+    framed = message.SerializeToString()
+    body = b"\0" + len(framed).to_bytes(4, "big") + framed  # uncompressed, length-prefixed
+    return Payload(body, {"content-type": "application/grpc", "te": "trailers"})
+
+
+MODEL = "pump-faults"
+INFER = f"/v2/models/{MODEL}/infer"
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+OIP_ROWS = 256
+
+SERVER_CASES = [
     Case("agent", "edgeml agent, POST /predict", "agent", "/predict", record),
     Case("minimal", "minimal Starlette + ONNX Runtime (peer)", "minimal", "/predict", record),
     Case(
         "mlflow", "mlflow models serve, sklearn pipeline (peer)", "mlflow", "/invocations", dataframe_records
     ),
-    Case(
-        "agent v2",
-        "edgeml agent, OIP v2 infer",
-        "agent",
-        "/v2/models/pump-faults/infer",
-        oip_v2,
-        every_round=False,
-    ),
 ]
 
+
+def _oip_cases() -> list[Case]:
+    out = [Case("predict", "POST /predict, JSON record", AGENT_GRPC, "/predict", record, measure=rest_h2load)]
+    for rows in (1, OIP_ROWS):
+        suffix, many = ("", "one row") if rows == 1 else (f" {rows}", f"{rows} rows")
+        out += [
+            Case(
+                f"v2 json{suffix}",
+                f"OIP v2 infer, JSON, {many}",
+                AGENT_GRPC,
+                INFER,
+                partial(oip_json, rows=rows),
+                rows,
+                rest_h2load,
+            ),
+            Case(
+                f"v2 binary{suffix}",
+                f"OIP v2 infer, binary tensors, {many}",
+                AGENT_GRPC,
+                INFER,
+                partial(oip_binary, rows=rows),
+                rows,
+                rest_h2load,
+            ),
+            Case(
+                f"grpc{suffix}",
+                f"OIP v2 gRPC ModelInfer, {many}",
+                AGENT_GRPC,
+                GRPC_INFER,
+                partial(oip_grpc, rows=rows),
+                rows,
+                grpc_h2load,
+            ),
+        ]
+    return out
+
+
+OIP_CASES = _oip_cases()  # issue #27: the protocols against /predict, on one agent process, all by h2load
+CASES = [*SERVER_CASES, *OIP_CASES]
 CASE_SERVER = {c.name: c.server for c in CASES}
 
 
 def measure_cases(
     cases: list[Case], folder: Path, row: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Load]:
-    """Each case against a fresh server of its kind."""
+    """Each case, in order; consecutive cases of one server kind against one fresh server of that kind."""
     out = {}
-    for case in cases:
-        with running(case.server, folder) as url:
-            out[case.name] = case.measure(case, url, case.body(row), args, folder)
+    for kind, group in itertools.groupby(cases, key=lambda c: c.server):
+        with running(kind, folder) as server:
+            for case in group:
+                out[case.name] = case.measure(case, server, case.payload(row), args, folder)
     return out
 
 
@@ -389,23 +623,29 @@ def in_process(folder: Path, row: dict[str, Any], seconds: float) -> dict[str, l
 def main() -> None:
     cli = parser(__doc__)
     cli.formatter_class = argparse.RawDescriptionHelpFormatter
-    cli.add_argument("--seconds", type=int, default=10, help="wrk duration per run (default 10)")
-    cli.add_argument("--rounds", type=int, default=5, help="rounds of the three servers (default 5)")
+    cli.add_argument("--seconds", type=int, default=10, help="wrk or h2load duration per run (default 10)")
+    cli.add_argument("--rounds", type=int, default=5, help="rounds of every server case (default 5)")
     cli.add_argument(
         "--in-process-seconds", type=float, default=30, help="in-process timing, all contenders (default 30)"
     )
     cli.add_argument("--in-process-only", action="store_true", help="no servers; prints, writes nothing")
-    cli.add_argument("--serve", choices=["agent", "minimal"], help=argparse.SUPPRESS)
+    cli.add_argument("--serve", choices=["agent", AGENT_GRPC, "minimal"], help=argparse.SUPPRESS)
     cli.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     cli.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    cli.add_argument("--grpc-port", type=int, default=0, help=argparse.SUPPRESS)
     args = cli.parse_args()
+    if args.serve == "minimal":
+        serve_minimal(args.folder, args.port)
+        return
     if args.serve:
-        (serve_agent if args.serve == "agent" else serve_minimal)(args.folder, args.port)
+        serve_agent(args.folder, args.port, args.grpc_port)
         return
     args.warm_up, args.trees, args.readings = 2, 100, 2000
     smoke_sizes(args, seconds=1, rounds=1, in_process_seconds=0.5, warm_up=0, trees=5, readings=200)
     if not args.in_process_only:
         need_wrk()
+        if shutil.which("h2load") is None:
+            sys.exit("h2load is not installed: apt-get install nghttp2-client (make os-deps does)")
     report = Report(
         "agent_serving",
         "Edge agent serving: throughput, p99, predict-path overhead",
@@ -420,8 +660,10 @@ def main() -> None:
             "prometheus-client",
             "mlflow",
             "scikit-learn",
+            "grpcio",
         ),
         wrk=tool_version(["wrk", "--version"]),
+        h2load=tool_version(["h2load", "--version"]),
     )
     rounds: list[dict[str, Load]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -433,8 +675,7 @@ def main() -> None:
             report.publish([Table(*_in_process_table(blocks))])
             return
         for _ in range(args.rounds):  # the servers take turns: each round sees the same machine state
-            rounds.append(measure_cases([c for c in CASES if c.every_round], folder, row, args))
-        once = measure_cases([c for c in CASES if not c.every_round], folder, row, args)
+            rounds.append(measure_cases(CASES, folder, row, args))
     report.measured()
 
     def per_round(kind: str, figure: Callable[[Load], float]) -> list[float]:
@@ -444,9 +685,8 @@ def main() -> None:
     p99 = per_round("minimal", lambda r: r.p99_ms)
     over_mlflow = per_round("mlflow", lambda r: r.requests_per_s)
     names = {c.name: c.label for c in CASES}
-    medians = {c.name: median_load([r[c.name] for r in rounds]) for c in CASES if c.every_round}
-    loads = {**medians, **once}
-    rows = load_rows(list(loads.values()), names)
+    loads = {c.name: median_load([r[c.name] for r in rounds]) for c in CASES}
+    rows = load_rows([loads[c.name] for c in SERVER_CASES], names)
     round_rows = [
         [
             f"{i + 1}",
@@ -468,13 +708,9 @@ def main() -> None:
     ]
     bare_s, agent_s = min(blocks["bare"]), min(blocks["agent"])
     overhead = agent_s / bare_s - 1
-    failed = sum(load.errors for name, load in loads.items() if CASE_SERVER[name] == "agent")
+    failed = sum(load.errors for name, load in loads.items() if CASE_SERVER[name].startswith("agent"))
 
-    def ratio(values: list[float], unit: str = "×", digits: int = 2) -> str:
-        mid = statistics.median(values)
-        spread = f" (rounds {min(values):.{digits}f}–{max(values):.{digits}f})" if len(values) > 1 else ""
-        return f"{mid:.{digits}f}{unit}{spread}"
-
+    oip_note, oip_table, oip_ratios, oip_checks = _oip_parts(rounds, loads, args)
     checks = [
         [
             "throughput vs minimal server",
@@ -500,6 +736,7 @@ def main() -> None:
             "≤ +20%",
             verdict(overhead, 0.2, higher_is_better=False),
         ],
+        *oip_checks,
         ["agent requests failed", str(failed), "0", "PASS" if failed == 0 else "FAIL"],
     ]
     setup = (
@@ -513,7 +750,8 @@ def main() -> None:
         f"CPU {SERVER_CPU} (uvicorn, 1 worker, httptools, no access log; MLflow its own uvicorn, 1 worker, "
         f"`--env-manager local`, its defaults otherwise); the agent with the observers `edgeml agent run` "
         f"puts on every answer (health watch, telemetry window collected every second, Prometheus "
-        f"metrics). Agent, minimal server and MLflow take turns for {args.rounds} rounds: the server table "
+        f"metrics). Agent, minimal server, MLflow and the OIP contenders below take turns for {args.rounds} "
+        "rounds, each server fresh in each round: the server table "
         "shows the median round (requests and errors summed), each ratio is the median of the ratios "
         "within a round"
     )
@@ -540,9 +778,110 @@ def main() -> None:
             Table(round_headers, round_rows),
             f"{in_process_note}.",
             Table(proc_headers, proc_rows),
+            f"{oip_note}.",
+            oip_table,
+            oip_ratios,
             report.checks(checks),
         ]
     )
+
+
+def ratio(values: list[float], unit: str = "×", digits: int = 2) -> str:
+    """The median of per-round ratios, with their spread."""
+    mid = statistics.median(values)
+    spread = f" (rounds {min(values):.{digits}f}–{max(values):.{digits}f})" if len(values) > 1 else ""
+    return f"{mid:.{digits}f}{unit}{spread}"
+
+
+# issue #27: (what, contender, against it, at least this ratio)
+OIP_TARGETS = [
+    ("OIP v2 JSON / /predict, one row", "v2 json", "predict", 0.9),
+    ("OIP v2 binary / /predict, one row", "v2 binary", "predict", 0.9),
+    (f"OIP v2 binary / JSON, {OIP_ROWS} rows (rows/s)", f"v2 binary {OIP_ROWS}", f"v2 json {OIP_ROWS}", 3.0),
+    ("gRPC / REST binary, one row", "grpc", "v2 binary", 0.9),
+    ("gRPC / REST JSON, one row", "grpc", "v2 json", 0.9),
+    (f"gRPC / REST binary, {OIP_ROWS} rows", f"grpc {OIP_ROWS}", f"v2 binary {OIP_ROWS}", 0.9),
+]
+
+
+def _oip_parts(
+    rounds: list[dict[str, Load]], loads: dict[str, Load], args: argparse.Namespace
+) -> tuple[str, Table, Table, list[list[str]]]:
+    """The OIP cases: setup note, their loads, the ratios of issue #27 with p50/p99, and its checks.
+
+    Each ratio is taken within each round and shown twice: as measured throughput, and as server
+    capacity (the inverse of the server's CPU per request), the steadier figure on a shared machine.
+    """
+    note = (
+        f"Open Inference Protocol v2 (issue #27), on the same model: one agent process pinned to CPU "
+        f"{SERVER_CPU} serves REST and gRPC (as `edgeml agent run` with `grpc:` in agent.yaml, its default "
+        "limits: 1 MiB bodies and messages, 4 gRPC threads), and the contenders take turns on it within "
+        f"each round: `/predict` with a JSON record, OIP v2 infer with JSON tensors, with binary tensors "
+        "(the binary tensor extension, tritonclient's default form; outputs asked as binary too) and "
+        f"gRPC `ModelInfer` with raw input contents (tritonclient's form), one row and {OIP_ROWS} rows per "
+        f"request. One load generator for all, h2load (nghttp2-client): HTTP/1.1 for REST (as wrk), "
+        f"HTTP/2 for gRPC, {CONNECTIONS} connections with one request in flight each, -t1 pinned to CPU "
+        f"{LOAD_CPU}, {args.seconds} s per run after a checked request (gRPC: a call by grpcio's client, "
+        f"since h2load sees HTTP 200 for a refused call) and a {args.warm_up} s warm-up; p50/p99 from its "
+        "per-request log. The server's CPU per request is its CPU time (user + system, from /proc) over "
+        "the run divided by the requests answered: it does not depend on what else shares the CPU. "
+        "Figures are medians of the rounds; each ratio is the median of the ratios within a round"
+    )
+    headers = [
+        "contender",
+        "requests/s",
+        "rows/s",
+        "p50 ms",
+        "p99 ms",
+        "server CPU µs/req",
+        "server CPU µs/row",
+        "requests",
+        "errors",
+    ]
+    table = [
+        [
+            c.label,
+            f"{loads[c.name].requests_per_s:,.0f}",
+            f"{loads[c.name].requests_per_s * c.rows:,.0f}",
+            f"{loads[c.name].p50_ms:.2f}",
+            f"{loads[c.name].p99_ms:.2f}",
+            f"{loads[c.name].server_cpu_us:,.0f}",
+            f"{loads[c.name].server_cpu_us / c.rows:,.1f}",
+            f"{loads[c.name].requests:,}",
+            f"{loads[c.name].errors}",
+        ]
+        for c in OIP_CASES
+    ]
+    ratios, checks = [], []
+    for what, a, b, target in OIP_TARGETS:
+        throughput = [r[a].requests_per_s / r[b].requests_per_s for r in rounds]
+        capacity = [r[b].server_cpu_us / r[a].server_cpu_us for r in rounds]
+        ratios.append(
+            [
+                what,
+                ratio(throughput),
+                ratio(capacity),
+                f"{loads[a].p50_ms:.2f} / {loads[b].p50_ms:.2f}",
+                f"{loads[a].p99_ms:.2f} / {loads[b].p99_ms:.2f}",
+                f"≥ {target:g}×",
+            ]
+        )
+        checks += [
+            [
+                f"{what}: throughput",
+                ratio(throughput),
+                f"≥ {target:g}×",
+                verdict(statistics.median(throughput), target),
+            ],
+            [
+                f"{what}: server capacity (1 / CPU per request)",
+                ratio(capacity),
+                f"≥ {target:g}×",
+                verdict(statistics.median(capacity), target),
+            ],
+        ]
+    ratio_headers = ["OIP ratio", "throughput", "server capacity", "p50 ms (a / b)", "p99 ms (a / b)", "goal"]
+    return note, Table(headers, table), Table(ratio_headers, ratios), checks
 
 
 def _in_process_table(blocks: dict[str, list[float]]) -> tuple[list[str], list[list[str]]]:
@@ -561,295 +900,6 @@ def _in_process_table(blocks: dict[str, list[float]]) -> tuple[list[str], list[l
         over = "" if name == "bare" else f"{fastest / bare - 1:+.0%} ({(fastest - bare) * 1e6:+.1f} µs)"
         rows.append([label, f"{fastest * 1e6:.1f}", f"{median * 1e6:.1f}", over])
     return ["single row, in-process", "µs fastest", "µs median", "over bare (fastest)"], rows
-
-
-# ----------------------------------------------------------------------------- OIP v2 (issue #27)
-#
-# Open Inference Protocol v2 against the agent's own /predict, on the model above: one row as
-# JSON records (/predict), as OIP v2 JSON, as OIP v2 binary tensors (tritonclient's default
-# form) and over gRPC (raw contents, tritonclient's form); then 256 rows per request, JSON
-# against binary against gRPC, in rows/s. Every contender is driven by the same load
-# generator, h2load (nghttp2-client): HTTP/1.1 for REST (as wrk), HTTP/2 for gRPC, 8
-# connections with one request in flight each; p50/p99 from its per-request log. One agent
-# process serves REST and gRPC (as `edgeml agent run` with `grpc:`), pinned to SERVER_CPU;
-# h2load runs on LOAD_CPU. Contenders take turns within each round; the medians count.
-#
-# To wire into main() (left to the harness's owner): run `oip_serving(folder, row, seconds,
-# rounds)` after train(), print `oip_table(...)`, and add OS_DEPS h2load:nghttp2-client.
-# Standalone: .venv/bin/python -c "import sys; sys.path.insert(0, 'bench');
-#             import agent_serving as a; a.oip_main()" [--seconds 5] [--rounds 2]
-
-OIP_ROWS = 256
-GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
-
-
-def serve_agent_oip(folder: Path, port: int, grpc_port: int) -> None:
-    """The agent's HTTP app and gRPC service in one process, as ``edgeml agent run`` with ``grpc:``."""
-    import uvicorn
-
-    from edgeml.agent.grpc import GrpcServer
-    from edgeml.agent.model import LoadedModel, ModelHolder
-    from edgeml.agent.server import create_app
-    from edgeml.bundle.manifest import Manifest
-
-    manifest = Manifest.model_validate_json((folder / "manifest.json").read_bytes())
-    model = LoadedModel(folder, manifest)
-    model.warm_up()
-    holder = ModelHolder()
-    window = observed(holder)
-
-    def collect() -> None:
-        while True:
-            time.sleep(1.0)
-            window.collect()
-
-    threading.Thread(target=collect, daemon=True).start()
-    holder.swap(model)
-    app = create_app(holder, max_body_bytes=4 << 20)
-    grpc = GrpcServer(app.state.serving, port=grpc_port, max_message_bytes=4 << 20)
-    grpc.start()
-    try:
-        uvicorn.run(app, **_uvicorn(port))
-    finally:
-        grpc.stop()
-
-
-def oip_requests(row: dict[str, Any], rows: int) -> dict[str, tuple[str, bytes, dict[str, str]]]:
-    """Per contender: (path, body, headers) carrying ``rows`` copies of ``row``."""
-    import json
-
-    import numpy as np
-
-    from edgeml.agent import oip
-    from edgeml.agent.grpc import grpc_predict_v2_pb2 as pb
-
-    columns = [*NUMERIC, CATEGORY]
-    datatype = {c: "FP64" if c in NUMERIC else "BYTES" for c in columns}
-    raw = {
-        c: oip.tensor_bytes(
-            np.array([row[c]] * rows, dtype=np.float64 if c in NUMERIC else object), datatype[c]
-        )
-        for c in columns
-    }
-    infer = "/v2/models/pump-faults/infer"
-    as_json = {
-        "inputs": [
-            {"name": c, "shape": [rows, 1], "datatype": datatype[c], "data": [row[c]] * rows} for c in columns
-        ]
-    }
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": c,
-                    "shape": [rows, 1],
-                    "datatype": datatype[c],
-                    "parameters": {"binary_data_size": len(raw[c])},
-                }
-                for c in columns
-            ],
-            "parameters": {"binary_data_output": True},
-        }
-    ).encode()
-    message = pb.ModelInferRequest(model_name="pump-faults", raw_input_contents=[raw[c] for c in columns])
-    for c in columns:
-        message.inputs.add(name=c, datatype=datatype[c], shape=[rows, 1])
-    framed = message.SerializeToString()
-    grpc_body = b"\0" + len(framed).to_bytes(4, "big") + framed  # gRPC's length-prefixed message
-    json_type = {"content-type": "application/json"}
-    out = {
-        "v2 json": (infer, json.dumps(as_json).encode(), json_type),
-        "v2 binary": (
-            infer,
-            header + b"".join(raw[c] for c in columns),
-            {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))},
-        ),
-        "grpc": (GRPC_INFER, grpc_body, {"content-type": "application/grpc", "te": "trailers"}),
-    }
-    if rows == 1:
-        out["predict"] = ("/predict", json.dumps(row).encode(), json_type)
-    return out
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, every thread) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def h2load(
-    name: str,
-    url: str,
-    body: bytes,
-    headers: dict[str, str],
-    seconds: int,
-    scratch: Path,
-    *,
-    h1: bool,
-    server_pid: int | None = None,
-) -> tuple[Load, float]:
-    """One h2load run: requests/s, p50/p99 from its per-request log; and the server's CPU µs per request.
-
-    The server's CPU time per request does not depend on what else shares its CPU: on a busy
-    machine it is the steadier measure of what each protocol costs the server.
-    """
-    import subprocess
-
-    data, log = scratch / "body.bin", scratch / "h2load.log"
-    data.write_bytes(body)
-    log.unlink(missing_ok=True)  # h2load appends to its log
-    argv = ["taskset", "-c", str(LOAD_CPU), "h2load", "-D", str(seconds), "-c", str(CONNECTIONS), "-m", "1"]
-    argv += ["-t", "1", "-d", str(data), "--log-file", str(log), *(["--h1"] if h1 else [])]
-    for key, value in headers.items():
-        argv += ["-H", f"{key}: {value}"]
-    cpu_before = _cpu_seconds(server_pid) if server_pid else 0.0
-    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
-    cpu = _cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
-    entries = [line.split("\t") for line in log.read_text().splitlines() if line]
-    durations = sorted(int(e[2]) / 1000 for e in entries)  # µs -> ms
-    errors = sum(1 for e in entries if not e[1].startswith("2"))
-    failed = re.search(r"(\d+) failed", out)
-    rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
-    assert rate, out
-    assert durations, out
-    load = Load(
-        name,
-        float(rate.group(1)),
-        durations[len(durations) // 2],
-        durations[min(len(durations) - 1, int(len(durations) * 0.99))],
-        len(durations),
-        errors + (int(failed.group(1)) if failed else 0),
-    )
-    return load, cpu / len(durations) * 1e6
-
-
-def _check_grpc(address: str, body: bytes) -> None:
-    """One gRPC call with the load's own message: h2load sees HTTP 200 even for a refused call."""
-    import grpc
-
-    from edgeml.agent.grpc import grpc_predict_v2_pb2 as pb
-    from edgeml.agent.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
-
-    with grpc.insecure_channel(address) as channel:
-        response = GRPCInferenceServiceStub(channel).ModelInfer(
-            pb.ModelInferRequest.FromString(body[5:]), timeout=30
-        )
-    assert response.outputs, response
-
-
-OipRound = dict[str, tuple[Load, float]]  # contender -> (its load, the server's CPU µs per request)
-
-
-def oip_serving(folder: Path, row: dict[str, Any], seconds: int, rounds: int) -> list[OipRound]:
-    """Rounds of every OIP contender (one row, then OIP_ROWS rows) against one agent process."""
-    import httpx
-    from common import free_port
-
-    port, grpc_port = free_port(), free_port()
-    code = (
-        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import agent_serving as a; "
-        f"a.serve_agent_oip(a.Path({str(folder / 'bundle')!r}), {port}, {grpc_port})"
-    )
-    contenders = {
-        **oip_requests(row, 1),
-        **{f"{k} {OIP_ROWS}": v for k, v in oip_requests(row, OIP_ROWS).items()},
-    }
-    out: list[OipRound] = []
-    url = f"http://127.0.0.1:{port}"
-    with server_process(
-        [sys.executable, "-c", code], url + "/v2/health/ready", cpu=SERVER_CPU, name="agent+grpc"
-    ) as server:
-        for name, (path, body, headers) in contenders.items():  # each answers 200 before it is timed
-            if path == GRPC_INFER:
-                _check_grpc(f"127.0.0.1:{grpc_port}", body)
-            else:
-                answer = httpx.post(url + path, content=body, headers=headers, timeout=30)
-                assert answer.status_code == 200, (name, answer.text[:300])
-        for _ in range(rounds):
-            this: OipRound = {}
-            for name, (path, body, headers) in contenders.items():
-                grpc = path == GRPC_INFER
-                target = f"http://127.0.0.1:{grpc_port if grpc else port}{path}"
-                h2load(f"{name} warm-up", target, body, headers, 1, folder, h1=not grpc)
-                this[name] = h2load(
-                    name, target, body, headers, seconds, folder, h1=not grpc, server_pid=server.pid
-                )
-            out.append(this)
-    return out
-
-
-def oip_table(rounds: list[OipRound]) -> tuple[list[str], list[list[str]], list[list[str]]]:
-    """The loads (median of rounds), and the targets of issue #27 as ratios taken within each round.
-
-    Each target is shown twice: as measured throughput (requests or rows per second), and as
-    server capacity (the inverse of the server's CPU per request or row), the steadier figure
-    on a shared machine.
-    """
-    names = list(rounds[0])
-    loads = {n: median_load([r[n][0] for r in rounds]) for n in names}
-    cpu = {n: statistics.median(r[n][1] for r in rounds) for n in names}
-    headers = [
-        "contender",
-        "requests/s",
-        "rows/s",
-        "p50 ms",
-        "p99 ms",
-        "server CPU µs/req",
-        "requests",
-        "errors",
-    ]
-    rows = []
-    for n in names:
-        load = loads[n]
-        per = OIP_ROWS if n.endswith(f" {OIP_ROWS}") else 1
-        rows.append(
-            [
-                n,
-                f"{load.requests_per_s:,.0f}",
-                f"{load.requests_per_s * per:,.0f}",
-                f"{load.p50_ms:.2f}",
-                f"{load.p99_ms:.2f}",
-                f"{cpu[n]:,.0f}",
-                f"{load.requests:,}",
-                f"{load.errors}",
-            ]
-        )
-
-    def ratio(a: str, b: str) -> tuple[float, float]:
-        throughput = statistics.median(r[a][0].requests_per_s / r[b][0].requests_per_s for r in rounds)
-        capacity = statistics.median(r[b][1] / r[a][1] for r in rounds)
-        return throughput, capacity
-
-    many = OIP_ROWS
-    targets = [
-        ("OIP v2 JSON, one row / /predict", ratio("v2 json", "predict"), 0.9),
-        ("OIP v2 binary, one row / /predict", ratio("v2 binary", "predict"), 0.9),
-        (f"OIP v2 binary / JSON, {many} rows (rows/s)", ratio(f"v2 binary {many}", f"v2 json {many}"), 3.0),
-        ("gRPC / REST binary, one row", ratio("grpc", "v2 binary"), 0.9),
-        ("gRPC / REST JSON, one row", ratio("grpc", "v2 json"), 0.9),
-        (f"gRPC / REST binary, {many} rows", ratio(f"grpc {many}", f"v2 binary {many}"), 0.9),
-    ]
-    checks = [
-        [what, f"{tp:.2f}x", verdict(tp, target), f"{cap:.2f}x", verdict(cap, target), f">= {target:g}x"]
-        for what, (tp, cap), target in targets
-    ]
-    return headers, rows, checks
-
-
-def oip_main() -> None:
-    parser = argparse.ArgumentParser(description="OIP v2 serving speed (issue #27)")
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
-    if shutil.which("h2load") is None:
-        sys.exit("h2load is not installed: apt-get install nghttp2-client")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        row = train(folder)
-        rounds = oip_serving(folder, row, args.seconds, args.rounds)
-    headers, rows, checks = oip_table(rounds)
-    print(text_table(headers, rows))
-    print(text_table(["target", "throughput", "verdict", "server capacity", "verdict", "wanted"], checks))
 
 
 if __name__ == "__main__":

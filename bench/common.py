@@ -71,7 +71,11 @@ def _names(module: str, *names: str, **aliases: str) -> None:
 
 _names("edgeml._thirdparty", "import_nannyml")
 _names("edgeml.agent.config", "TelemetryConfig")
+_names("edgeml.agent.grpc", "GrpcServer")
+_names("edgeml.agent.grpc.grpc_predict_v2_pb2", "ModelInferRequest")
+_names("edgeml.agent.grpc.grpc_predict_v2_pb2_grpc", "GRPCInferenceServiceStub")
 _names("edgeml.agent.model", "LoadedModel", "ModelHolder")
+_names("edgeml.agent.oip", "tensor_bytes")
 _names("edgeml.agent.runtime", "ModelRuntime")
 _names("edgeml.agent.server", "create_app", AgentServing="Serving")
 _names("edgeml.agent.sync", "HealthWatch")
@@ -671,6 +675,7 @@ class Load:
     requests: int
     errors: int  # non-2xx answers and socket errors (connect, read, write, timeout)
     client_cpu: float = 0.0  # CPU wrk used, in CPUs (1.0: one whole CPU): near 1, wrk is the limit
+    server_cpu_us: float = 0.0  # the server's CPU µs per request over the run, where measured
 
 
 LOAD_HEADERS = ["server", "requests/s", "p50 ms", "p99 ms", "requests", "errors"]
@@ -779,6 +784,7 @@ def median_load(runs: Sequence[Load]) -> Load:
         sum(r.requests for r in runs),
         sum(r.errors for r in runs),
         statistics.median(r.client_cpu for r in runs),
+        statistics.median(r.server_cpu_us for r in runs),
     )
 
 

@@ -7,6 +7,7 @@ spec it cannot load) fails here, in CI, not on the day someone runs ``make bench
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -116,6 +117,9 @@ def test_agent_serving_measures_its_own_servers_with_a_stranger_on_the_old_port(
     assert_smoke_ran(proc, before)
     assert server is None or server.hits == 0
     assert "edgeml agent, POST /predict" in proc.stdout
+    for label in ("OIP v2 infer, binary tensors, one row", "OIP v2 gRPC ModelInfer, 256 rows"):
+        assert label in proc.stdout  # the protocols' cases (issue #27) ran in the same run
+    assert re.search(r"agent requests failed\s+0\s", proc.stdout)
 
 
 def test_a_server_that_does_not_answer_from_its_port_is_refused(decoy: Decoy) -> None:
