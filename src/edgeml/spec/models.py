@@ -284,8 +284,12 @@ class Column(_Model):
         False, description="personal data: never sent in telemetry; barred from model inputs under gdpr/hipaa"
     )
     nullable: bool = Field(True, description="whether missing values are allowed")
-    min: float | None = Field(None, description="lowest valid value (numeric columns)")
-    max: float | None = Field(None, description="highest valid value (numeric columns)")
+    min: float | None = Field(
+        None, description="lowest valid value (numeric columns); rows below it are quarantined at ingest"
+    )
+    max: float | None = Field(
+        None, description="highest valid value (numeric columns); rows above it are quarantined at ingest"
+    )
     values: list[str] | None = Field(None, min_length=1, description="allowed values (category columns)")
 
     @model_validator(mode="after")
