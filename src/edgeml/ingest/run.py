@@ -9,6 +9,7 @@ each source's parts in the catalog and takes a snapshot.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -19,6 +20,7 @@ import pandas as pd
 
 from edgeml.errors import UserError
 from edgeml.ingest.coerce import coerce_batch
+from edgeml.ingest.errors import SourceUnavailableError
 from edgeml.ingest.lake import (
     Part,
     Snapshot,
@@ -179,7 +181,7 @@ def _check_query(source: SqlSource, factory: Callable[[], Any]) -> None:
     try:
         conn = factory()
     except Exception as exc:
-        raise UserError(f"source {source.name!r}: cannot open {source.url}: {exc}") from exc
+        raise SourceUnavailableError(f"source {source.name!r}: cannot open {source.url}: {exc}") from exc
     try:
         cursor = conn.cursor()
         cursor.execute(f"SELECT * FROM ({source.query}) AS edgeml_probe LIMIT 0")  # noqa: S608
@@ -266,6 +268,39 @@ def _ingest_source(source: Source, spec: Spec, settings: Settings, cpus: int) ->
     return report
 
 
+def _transient(exc: BaseException) -> bool:
+    """Whether a failed source read may succeed when tried again (network, disk, database down)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SourceUnavailableError | OSError):
+            return True
+        seen = getattr(seen, "cause", None) or seen.__cause__  # a Ray task error carries its cause
+    return False
+
+
+def _ingest_with_retries(
+    source: Source,
+    spec: Spec,
+    settings: Settings,
+    cpus: int,
+    progress: Progress | None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SourceReport:
+    """Read one source; retry a transient failure ``pipeline.retries`` times with doubling backoff."""
+    retries, delay = spec.pipeline.retries, spec.pipeline.backoff_s
+    for attempt in range(retries + 1):
+        try:
+            return _ingest_source(source, spec, settings, cpus)
+        except Exception as exc:
+            if attempt == retries or not _transient(exc):
+                raise
+            if progress:
+                progress(f"source {source.name}: {exc}; retry {attempt + 1} of {retries} in {delay:g} s")
+            sleep(delay * random.uniform(1.0, 1.25))  # noqa: S311 - jitter, not a secret
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
 def ingest(
     spec: Spec,
     settings: Settings,
@@ -298,7 +333,7 @@ def ingest(
                 continue
             if progress:
                 progress(f"reading {source.kind} source {source.name}")
-            report = _ingest_source(source, spec, settings, cpus)
+            report = _ingest_with_retries(source, spec, settings, cpus, progress)
             record_source_parts(store, spec.name, source.name, report.parts, append=False)
             reports.append(report)
     snapshot = take_snapshot(store, spec)
