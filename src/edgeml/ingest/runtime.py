@@ -15,13 +15,22 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from edgeml.errors import UserError
 
-__all__ = ["LOOPBACK", "check_cluster_address", "cluster_cpus", "init_ray", "ray_session"]
+__all__ = [
+    "LOOPBACK",
+    "check_cluster_address",
+    "cluster_cpus",
+    "init_ray",
+    "ray_session",
+    "run_tasks",
+]
+
+T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
 _CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -135,3 +144,38 @@ def cluster_cpus() -> int:
 
     resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     return max(1, int(resources.get("CPU", 1)))
+
+
+def run_tasks(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], **shared: Any) -> list[T]:
+    """``[fn(*args, **shared) for args in calls]``: as Ray tasks spread over the nodes when Ray runs.
+
+    At most two tasks per CPU are in flight, so the driver never holds more than that many
+    results it has not collected. Without Ray (a library call, a unit test) the calls run here.
+    A :class:`UserError` raised in a task is raised as itself.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return [fn(*args, **shared) for args in calls]
+    remote = ray.remote(fn).options(scheduling_strategy="SPREAD", num_cpus=1)
+    shared_refs = {k: ray.put(v) for k, v in shared.items()}
+    limit = 2 * cluster_cpus()
+    results: dict[int, T] = {}
+    pending: dict[Any, int] = {}
+
+    def collect(refs: list[Any]) -> None:
+        for ref in refs:
+            try:
+                results[pending.pop(ref)] = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, UserError):
+                    raise exc.cause from None
+                raise
+
+    for i, args in enumerate(calls):
+        if len(pending) >= limit:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            collect(done)
+        pending[remote.remote(*args, **shared_refs)] = i
+    collect(list(pending))
+    return [results[i] for i in range(len(calls))]
