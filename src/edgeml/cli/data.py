@@ -162,7 +162,7 @@ def features(ctx: typer.Context, spec_path: SpecArg, snapshot: SnapshotOpt = Non
             f"{st['max']:.4g}",
         )
     console.print(table)
-    console.print(f"feature table: {report.part.key}")
+    console.print(f"feature table: {len(report.parts)} part(s) under {report.prefix}")
 
 
 @app.command()

@@ -48,7 +48,8 @@ def _feature_table(
 
         build_features(spec, settings, snapshot.id)  # needs a passed validation; says so if not
     doc: dict[str, Any] = json.loads(store.get(key))
-    table = read_parts(store, [Part(**doc["part"])])
+    parts = [Part(**p) for p in doc["parts"]] if "parts" in doc else [Part(**doc["part"])]
+    table = read_parts(store, parts)
     return snapshot.id, table.to_pandas()
 
 
