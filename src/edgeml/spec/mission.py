@@ -15,7 +15,6 @@ from edgeml.spec.models import HttpSource, MqttSource, Pipeline, Spec
 
 __all__ = [
     "EFFECTS",
-    "INCREMENTAL_FAMILIES",
     "pipeline_issues",
     "pipeline_warnings",
     "run_time_issues",
@@ -23,8 +22,6 @@ __all__ = [
     "wants_every_bundle",
 ]
 
-#: families trained incrementally over batches of the whole training split (SGD, partial_fit)
-INCREMENTAL_FAMILIES = frozenset({"logistic", "linear"})
 #: built-in profiles `edgeml serve` can run on the Ray cluster's x86-64 nodes
 _CLUSTER_PROFILES = frozenset({"x86-64-generic", "intel-nuc-openvino", "intel-nuc-openvino-int8"})
 _DEVICE_PROFILES = frozenset({"arm64-rpi4", "jetson-orin"})
@@ -52,9 +49,10 @@ EFFECTS: Mapping[str, Mapping[str, str]] = {
     "data_volume": {
         "small": "under 1 GB: training holds the whole training split in memory",
         "medium": "1 GB to 1 TB: validation and features stream over the snapshot's parts (always); "
-        "training fits in-memory families on a stratified sample of `pipeline.sample_rows` rows and "
-        "logistic/linear incrementally over every row; `spec check` warns about anything that "
-        "would still load everything",
+        "training never loads the feature table: the train/validation/holdout split is made over "
+        "every row, then each split is sampled (stratified by class, seeded) to at most "
+        "`pipeline.sample_rows` rows; `spec check` warns about anything that would still load "
+        "everything",
         "large": "over 1 TB: as medium; `spec check` also refuses window features without "
         "`schema.entity` (one task would hold every row)",
     },
@@ -127,12 +125,10 @@ def pipeline_warnings(spec: Spec) -> list[str]:
             "features.window: without schema.entity every window feature is computed in one task "
             "over the whole snapshot"
         )
-    sampled = [f for f in spec.search.families if f not in INCREMENTAL_FAMILIES]
-    if sampled:
-        warnings.append(
-            f"search.families: {', '.join(sampled)} fit in memory: they train on a stratified sample "
-            f"of at most {pipeline.sample_rows:,} rows (pipeline.sample_rows), not on every row"
-        )
+    warnings.append(
+        f"search.families: {', '.join(spec.search.families)} fit in memory: they train on a stratified "
+        f"sample of at most {pipeline.sample_rows:,} rows (pipeline.sample_rows), not on every row"
+    )
     return warnings
 
 
