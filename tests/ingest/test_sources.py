@@ -451,3 +451,25 @@ def test_retries_give_up_and_a_broken_query_is_not_retried(
     with pytest.raises(UserError, match="the query failed"):
         _ingest_with_retries(spec.sources[0], spec, settings, 2, None, delays.append)
     assert delays == []
+
+
+def test_sql_rows_land_chunk_by_chunk(
+    tmp_path: Path, settings: Settings, make_spec: SpecFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edgeml.ingest.run as ingest_run
+
+    monkeypatch.setattr(ingest_run, "CHUNK_ROWS", 100)
+    frame = sensor_frame()
+    frame["ts"] = frame["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    (tmp_path / "db").mkdir()
+    with sqlite3.connect(tmp_path / "db" / "plant.sqlite") as con:
+        frame.to_sql("readings", con, index=False)
+    con.close()
+    spec = make_spec(
+        tmp_path,
+        "{name: plant-db, kind: sql, url: 'sqlite:///db/plant.sqlite', query: 'SELECT * FROM readings'}",
+    )
+    report = run(spec, settings)
+    table = assert_landed(report, settings, spec, len(frame))
+    assert len(only_source(report).parts) >= -(-len(frame) // 100)  # one part (or more) per chunk
+    assert sorted(table.column("msg_id").to_pylist()) == sorted(frame["msg_id"])

@@ -147,7 +147,7 @@ def cluster_cpus() -> int:
 
 
 def run_tasks(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], **shared: Any) -> list[T]:
-    """``[fn(*args, **shared) for args in calls]``: as Ray tasks spread over the nodes when Ray runs.
+    """``[fn(*args, **shared) for args in calls]``: as Ray tasks, round-robin over the nodes, when Ray runs.
 
     At most two tasks per CPU are in flight, so the driver never holds more than that many
     results it has not collected. Without Ray (a library call, a unit test) the calls run here.
@@ -157,7 +157,13 @@ def run_tasks(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], **shared: 
 
     if not ray.is_initialized():
         return [fn(*args, **shared) for args in calls]
-    remote = ray.remote(fn).options(scheduling_strategy="SPREAD", num_cpus=1)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # Round-robin over the nodes that have CPUs (soft: a busy or lost node's task goes elsewhere).
+    # SPREAD alone left every task of a short stage on one node in the two-node test.
+    alive = ray.nodes()  # type: ignore[no-untyped-call]
+    nodes = [n["NodeID"] for n in alive if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+    remote = ray.remote(fn)
     shared_refs = {k: ray.put(v) for k, v in shared.items()}
     limit = 2 * cluster_cpus()
     results: dict[int, T] = {}
@@ -176,6 +182,12 @@ def run_tasks(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], **shared: 
         if len(pending) >= limit:
             done, _ = ray.wait(list(pending), num_returns=1)
             collect(done)
-        pending[remote.remote(*args, **shared_refs)] = i
+        placed = remote.options(
+            num_cpus=1,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True)
+            if nodes
+            else "SPREAD",
+        )
+        pending[placed.remote(*args, **shared_refs)] = i
     collect(list(pending))
     return [results[i] for i in range(len(calls))]
