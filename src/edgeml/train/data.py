@@ -108,10 +108,20 @@ def _feature_parts(
     return snapshot.id, [Part(**p) for p in doc["parts"]] if "parts" in doc else [Part(**doc["part"])]
 
 
-def _strata(spec: Spec, target: pd.Series) -> np.ndarray | None:
-    if spec.target is None or spec.task not in ("classification", "text-classification", "anomaly"):
-        return None
-    return np.asarray(target.astype(str).to_numpy())
+class _Classes:
+    """Target values as small integer codes shared by every part (4 bytes a row, not a string)."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+
+    def encode(self, target: pd.Series) -> np.ndarray:
+        local = pd.Categorical(target.astype(str))
+        mapping = np.array([self.codes.setdefault(str(c), len(self.codes)) for c in local.categories])
+        return mapping[local.codes].astype(np.int32) if len(mapping) else np.zeros(len(target), np.int32)
+
+
+def _stratified(spec: Spec) -> bool:
+    return spec.target is not None and spec.task in ("classification", "text-classification", "anomaly")
 
 
 def sample_features(
@@ -134,13 +144,16 @@ def sample_features(
     s, cap = spec.search, spec.pipeline.sample_rows
     ts_name = spec.schema_.timestamp
     needed = [c for c in (ts_name, spec.target) if c is not None]
-    stamps, strata_parts, sizes = [], [], []
+    stamps: list[np.ndarray] = []
+    strata_parts: list[np.ndarray | None] = []
+    sizes: list[int] = []
+    classes = _Classes()
     for part in parts:  # pass 1: only the timestamp and the target
         table = read_parts(store, [part]).select(needed)
         sizes.append(table.num_rows)
         if ts_name is not None:
             stamps.append(table[ts_name].cast("int64").to_numpy(zero_copy_only=False))
-        strata = _strata(spec, table[spec.target].to_pandas()) if spec.target else None
+        strata = classes.encode(table[spec.target].to_pandas()) if _stratified(spec) else None
         strata_parts.append(strata)
     total = sum(sizes)
     cuts: tuple[float, float] | None = None
@@ -159,18 +172,18 @@ def sample_features(
         hold, val = s.holdout_fraction, s.holdout_fraction + s.validation_fraction
         return np.where(u < hold, HOLDOUT, np.where(u < val, VALIDATION, TRAIN))
 
-    splits = [assign(i) for i in range(len(parts))]
-    keep_p: dict[tuple[int, str], float] = {}  # (split, class) -> probability a row is kept
+    splits = [assign(i).astype(np.int8) for i in range(len(parts))]  # 1 byte a row
+    keep_p: dict[tuple[int, int], float] = {}  # (split, class code) -> probability a row is kept
     for split in (TRAIN, VALIDATION, HOLDOUT):
-        counts: dict[str, int] = {}
+        counts: dict[int, int] = {}
         for sp, strata in zip(splits, strata_parts, strict=True):
             mine = sp == split
             if strata is None:
-                values, n = np.array([""]), np.array([int(mine.sum())])
+                values, n = np.array([0]), np.array([int(mine.sum())])
             else:
                 values, n = np.unique(strata[mine], return_counts=True)
             for v, c in zip(values, n, strict=True):
-                counts[str(v)] = counts.get(str(v), 0) + int(c)
+                counts[int(v)] = counts.get(int(v), 0) + int(c)
         rows = sum(counts.values())
         floor = min(MIN_ROWS_PER_CLASS, cap // (10 * max(1, len(counts))))
         for value, count in counts.items():
