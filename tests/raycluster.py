@@ -50,6 +50,7 @@ def free_port() -> int:
 class Cluster:
     address: str
     env: dict[str, str]
+    dashboard: str | None = None  # http://127.0.0.1:PORT when started with the dashboard (state API)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
@@ -99,8 +100,15 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 @contextlib.contextmanager
-def two_node_cluster(tmp_path: Path) -> Iterator[Cluster]:
+def two_node_cluster(tmp_path: Path, *, dashboard: bool = False) -> Iterator[Cluster]:
+    """``dashboard``: run the head's dashboard on 127.0.0.1, for Ray's state API (task records)."""
     port = free_port()
+    dashboard_port = free_port()
+    board = (
+        ["--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port)]
+        if dashboard
+        else ["--include-dashboard=false"]
+    )
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"  # nothing to drain: no 30 s wait on SIGTERM
@@ -114,7 +122,7 @@ def two_node_cluster(tmp_path: Path) -> Iterator[Cluster]:
             "--head",
             "--port",
             str(port),
-            "--include-dashboard=false",
+            *board,
             "--ray-client-server-port",
             str(free_port()),
             "--temp-dir",
@@ -150,7 +158,7 @@ def two_node_cluster(tmp_path: Path) -> Iterator[Cluster]:
             )
             procs.append(proc)
             _wait_ready(proc, log_path)
-        yield Cluster(f"127.0.0.1:{port}", env)
+        yield Cluster(f"127.0.0.1:{port}", env, f"http://127.0.0.1:{dashboard_port}" if dashboard else None)
     finally:
         _stop(procs)
         for handle in logs:

@@ -228,7 +228,7 @@ def _print_summary(console: Console, result: DemoResult) -> None:
         )
     if result.features is not None:
         console.print(
-            f"  • built features {', '.join(result.features.stats)} → [cyan]{result.features.part.key}[/]"
+            f"  • built features {', '.join(result.features.stats)} → [cyan]{result.features.prefix}[/]"
         )
     if result.training is not None:
         t = result.training

@@ -73,6 +73,11 @@ def run_pipeline(
     stage: Stage = quiet,
 ) -> PipelineResult:
     """Run every stage; stop early (and say why in ``stopped``) on no new data or a failed gate."""
+    from edgeml.spec.mission import run_time_issues, wants_every_bundle
+
+    problems = run_time_issues(spec, settings)
+    if problems:
+        raise UserError("; ".join(problems), hint="see pipeline.deployment_target in docs/spec.md")
     result = PipelineResult()
     store = store_from_settings(settings)
     with stage("ingesting with Ray Data") as say:
@@ -108,6 +113,12 @@ def run_pipeline(
                 continue
             result.bundles.append(built)
             say(f"signed bundle {built.key} ({built.uploaded_bytes:,} bytes uploaded)")
+    if result.refused and wants_every_bundle(spec.pipeline):
+        result.stopped = (
+            f"a {spec.pipeline.type} pipeline needs every profile's bundle; refused: "
+            + ", ".join(result.refused)
+        )
+        return result
     if publication is None:
         return result
     if not result.bundles:

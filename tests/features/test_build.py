@@ -230,11 +230,12 @@ def test_build_features_after_validate(spec: Spec, settings: Settings) -> None:
     report = build_features(spec, settings)
     assert isinstance(report, FeatureReport)
     assert (report.dataset, report.snapshot, report.rows) == ("pumps", snap.id, 9)
-    assert report.part.key.startswith(f"features/pumps/{snap.id}/part-")
-    assert report.part.rows == 9
+    (part,) = report.parts  # one validated part in, one feature part out
+    assert part.key.startswith(f"features/pumps/{snap.id}/part-")
+    assert part.rows == 9
 
     store = store_from_settings(settings)
-    table = pq.read_table(io.BytesIO(store.get(report.part.key)))
+    table = pq.read_table(io.BytesIO(store.get(part.key)))
     assert table.column_names == [
         "ts",
         "machine",
@@ -269,7 +270,7 @@ def test_build_features_after_validate(spec: Spec, settings: Settings) -> None:
     assert doc["snapshot"] == snap.id
     assert doc["rows"] == 9
     assert doc["features"] == names
-    assert doc["part"]["key"] == report.part.key
+    assert [p["key"] for p in doc["parts"]] == [part.key]
     assert set(doc["stats"]) == set(names) == set(report.stats)
     prev = frame["power_prev"].to_numpy()
     present = prev[~np.isnan(prev)]
@@ -336,7 +337,7 @@ def test_cli_features(
     assert f"features of pumps snapshot {snap.id} (9 rows)" in out
     for name in ("temp_mean_3", "temp_max_2m", "power_prev", "log_power", "hot", "hot_hour"):
         assert name in out
-    assert f"feature table: features/pumps/{snap.id}/part-" in out
+    assert f"feature table: 1 part(s) under features/pumps/{snap.id}/" in out
     assert store_from_settings(settings).exists(f"catalog/pumps/features/{snap.id}.json")
 
 
@@ -349,3 +350,43 @@ def test_cli_features_on_an_unvalidated_snapshot(
     assert f"snapshot {snap.id} of pumps has not been validated" in err
     assert f"hint: run `edgeml validate SPEC --snapshot {snap.id}` first" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_windows_are_exact_across_part_boundaries(spec: Spec, settings: Settings) -> None:
+    from edgeml.features.window import compute_batch
+    from edgeml.ingest.lake import read_parts
+    from edgeml.validate.run import validated_parts
+
+    rng = np.random.default_rng(7)
+    stamps = pd.date_range("2024-03-01T20:00:00Z", periods=60, freq="50min")  # crosses two midnights
+    frame = pd.DataFrame(
+        [
+            {"ts": t.isoformat(), "machine": f"m{k}", "temp": float(rng.integers(0, 60)), "power": float(i)}
+            for i, t in enumerate(stamps)
+            for k in range(5)
+        ]
+    )
+    snap = ingest(spec, settings, frame)
+    assert len(snap.parts) == 3  # one part per event date
+    validate(spec, settings)
+    report = build_features(spec, settings)
+    assert report.rows == len(frame)
+    assert len(report.parts) > 1  # bucketed by machine: output in parts
+
+    store = store_from_settings(settings)
+    got = read_parts(store, report.parts).to_pandas()
+    _, parts = validated_parts(store, spec)
+    whole = compute_batch(
+        read_parts(store, parts, spec.schema_), spec.features.window, entity="machine", timestamp="ts"
+    )
+    expected = apply_row_features(whole, spec.features.row).to_pandas()
+    order = ["machine", "ts"]
+    got = got.sort_values(order, ignore_index=True)
+    expected = expected.sort_values(order, ignore_index=True)
+    pd.testing.assert_frame_equal(got, expected)
+    per_machine = got[got["machine"] == "m3"]
+    assert per_machine["power_prev"].iloc[1:].tolist() == per_machine["power"].iloc[:-1].tolist()
+    assert report.stats["temp_mean_3"]["mean"] == pytest.approx(got["temp_mean_3"].mean())
+    assert report.stats["temp_mean_3"]["std"] == pytest.approx(got["temp_mean_3"].std(ddof=0))
+    assert not store.keys(f"features/pumps/{snap.id}/shuffle/")

@@ -13,13 +13,13 @@ and pandas 3.1 (both are DeprecationWarnings, which users never see by default):
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from edgeml.ingest.runtime import init_ray
 from edgeml.simulate.sensors import SensorSimulation, simulate_sensors, write_csv
 from edgeml.spec import Spec, parse_spec
 
@@ -61,7 +61,7 @@ def ray_local() -> Iterator[None]:
     if ray.is_initialized():  # pragma: no cover - another fixture started it
         yield
         return
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    init_ray(None, num_cpus=2)  # on loopback, as the appliance starts it
     try:
         from ray.data import DataContext
 

@@ -119,3 +119,23 @@ def test_an_unknown_source_exits_2(
     assert code == 2
     assert "no source named nope in spec 'pumps'; it has history" in err
     assert "Traceback" not in out + err
+
+
+@pytest.mark.slow
+def test_pipeline_schedule_runs_again_after_a_failed_run(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    sensor_csvs: Callable[..., tuple[list[Path], int]],
+    write_spec_file: Callable[..., Path],
+) -> None:
+    sensor_csvs(tmp_path / "data", files=1, machines=2, readings=50)
+    spec = write_spec_file(tmp_path, HISTORY)
+    with spec.open("a", encoding="utf-8") as fh:
+        fh.write("expectations:\n  - {kind: row_count, min: 1000000}\n")
+        fh.write("pipeline: {type: batch-training, schedule: 1s}\n")
+    code, out, err = run(capsys, "pipeline", "schedule", str(spec), "--runs", "2")
+    assert code == 1, err
+    assert "run 1\n" in out
+    assert "run 2\n" in out
+    assert out.count("failed: validation of pumps snapshot") == 2, out
+    assert "row_count: 100 rows, expected 1000000..∞" in out

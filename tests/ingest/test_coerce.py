@@ -235,6 +235,34 @@ def test_quarantine_rows_carry_the_raw_row_as_json_and_a_precise_reason() -> Non
     )
 
 
+def test_values_outside_min_max_are_quarantined_with_the_range() -> None:
+    result = one_column("float", ["-40", "21.5", "150", "999", "-41", None, "hot"], min=-40, max=150)
+    assert clean_values(result) == [-40.0, 21.5, 150.0, None]
+    assert reasons(result) == [
+        "x: outside [-40, 150] (999)",
+        "x: outside [-40, 150] (-41)",
+        "x: not a number (hot)",
+    ]
+    assert result.problems == {"x: outside [-40, 150]": 2, "x: not a number": 1}
+
+
+def test_a_one_sided_range_and_an_int_column() -> None:
+    result = one_column("int", ["0", "3", "-1", "2.5"], min=0)
+    assert clean_values(result) == [0, 3]
+    assert reasons(result) == ["x: outside [0, ∞] (-1)", "x: not an integer (2.5)"]
+    result = one_column("float", ["1e9", "inf", "5"], max=1000)
+    assert clean_values(result) == [5.0]
+    assert result.problems == {"x: outside [-∞, 1000]": 2}
+
+
+def test_the_arrow_path_quarantines_out_of_range_values_too() -> None:
+    schema = schema_of(x={"type": "float", "min": 0, "max": 10}, y={"type": "int", "max": 5})
+    table = pa.table({"x": pa.array([1.0, 12.0, 3.0]), "y": pa.array([1, 2, 9])})
+    result = coerce_batch(table, schema, source="plant")
+    assert result.clean.to_pylist() == [{"x": 1.0, "y": 1}]
+    assert reasons(result) == ["x: outside [0, 10] (12.0)", "y: outside [-∞, 5] (9)"]
+
+
 def test_a_long_bad_value_is_shortened_in_the_reason_but_kept_in_the_row() -> None:
     value = "z" * 500
     result = one_column("float", [value])

@@ -392,3 +392,84 @@ def test_a_spec_of_only_streams_is_all_skipped(
     )
     report = run(spec, settings)
     assert (report.sources, report.skipped, report.snapshot.rows) == ([], ["plant-sensors"], 0)
+
+
+# ------------------------------------------------------------------------------ retries
+
+
+def test_an_unreachable_source_is_retried_with_backoff_then_read(
+    tmp_path: Path, settings: Settings, make_spec: SpecFactory
+) -> None:
+    from edgeml.ingest.run import _ingest_with_retries
+
+    frame = sensor_frame()
+    frame["ts"] = frame["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    spec = make_spec(
+        tmp_path,
+        "{name: plant-db, kind: sql, url: 'sqlite:///db/plant.sqlite', query: 'SELECT * FROM readings'}",
+    )
+    delays: list[float] = []
+    said: list[str] = []
+
+    def sleep(delay: float) -> None:  # the database comes up during the second wait
+        delays.append(delay)
+        if len(delays) == 2:
+            (tmp_path / "db").mkdir()
+            with sqlite3.connect(tmp_path / "db" / "plant.sqlite") as con:
+                frame.to_sql("readings", con, index=False)
+            con.close()
+
+    report = _ingest_with_retries(spec.sources[0], spec, settings, 2, said.append, sleep)
+    assert report.rows_clean == len(frame)
+    assert len(delays) == 2
+    assert 1.0 <= delays[0] <= 1.25
+    assert 2.0 <= delays[1] <= 2.5  # doubling, with jitter
+    assert said[0].startswith("source plant-db: source 'plant-db': cannot open sqlite:///")
+    assert "retry 1 of 2 in 1 s" in said[0]
+
+
+def test_retries_give_up_and_a_broken_query_is_not_retried(
+    tmp_path: Path, settings: Settings, make_spec: SpecFactory
+) -> None:
+    from edgeml.ingest.errors import SourceUnavailableError
+    from edgeml.ingest.run import _ingest_with_retries
+
+    spec = make_spec(
+        tmp_path, "{name: plant-db, kind: sql, url: 'sqlite:///nowhere/x.sqlite', query: 'SELECT 1'}"
+    )
+    delays: list[float] = []
+    with pytest.raises(SourceUnavailableError, match="cannot open"):
+        _ingest_with_retries(spec.sources[0], spec, settings, 2, None, delays.append)
+    assert len(delays) == spec.pipeline.retries == 2
+    import duckdb
+
+    duckdb.connect(str(tmp_path / "plant.duckdb")).close()
+    spec = make_spec(
+        tmp_path, "{name: plant-db, kind: sql, url: 'duckdb:///plant.duckdb', query: 'SELECT * FROM nowhere'}"
+    )
+    delays.clear()
+    with pytest.raises(UserError, match="the query failed"):
+        _ingest_with_retries(spec.sources[0], spec, settings, 2, None, delays.append)
+    assert delays == []
+
+
+def test_sql_rows_land_chunk_by_chunk(
+    tmp_path: Path, settings: Settings, make_spec: SpecFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edgeml.ingest.run as ingest_run
+
+    monkeypatch.setattr(ingest_run, "CHUNK_ROWS", 100)
+    frame = sensor_frame()
+    frame["ts"] = frame["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    (tmp_path / "db").mkdir()
+    with sqlite3.connect(tmp_path / "db" / "plant.sqlite") as con:
+        frame.to_sql("readings", con, index=False)
+    con.close()
+    spec = make_spec(
+        tmp_path,
+        "{name: plant-db, kind: sql, url: 'sqlite:///db/plant.sqlite', query: 'SELECT * FROM readings'}",
+    )
+    report = run(spec, settings)
+    table = assert_landed(report, settings, spec, len(frame))
+    assert len(only_source(report).parts) >= -(-len(frame) // 100)  # one part (or more) per chunk
+    assert sorted(table.column("msg_id").to_pylist()) == sorted(frame["msg_id"])

@@ -256,3 +256,55 @@ def test_anomaly_target_becomes_zero_one(task_data: Callable[[str], TaskData]) -
         assert y is not None
         assert y.dtype == np.int64
         assert set(np.unique(y)) == {0, 1}
+
+
+# ------------------------------------------------------------- medium and large data: samples
+
+
+def _medium(data: dict[str, Any], sample_rows: int = 1000) -> dict[str, Any]:
+    data["pipeline"] = {"data_volume": "medium", "sample_rows": sample_rows}
+    return data
+
+
+def test_medium_data_samples_each_split_of_the_whole_snapshot_by_time(
+    tmp_path: Path, settings: Settings
+) -> None:
+    spec = spec_from_dict(_medium(faults_spec()), tmp_path)
+    frame = simulate_frame(machines=4, readings=1500)
+    make_snapshot(spec, settings, frame)
+    data = load_training_data(spec, settings)
+    assert data.rows_total == len(frame) == 6000
+    assert data.split == "time"
+    sizes = data.sizes()
+    # each split is a bounded sample: train holds about 1,000 of its 3,600 rows
+    assert 850 <= sizes["train"] <= 1150
+    assert all(n <= 1150 for n in sizes.values())
+    # the holdout is still the newest part of the whole snapshot, not of the sample
+    cut_hold = frame["ts"].sort_values().iloc[6000 - 1200]
+    cut_hold_s = (cut_hold - pd.Timestamp(0, tz="UTC")).total_seconds()
+    assert data.X_hold["ts"].min() >= cut_hold_s > data.X_val["ts"].max()
+    assert data.X_train["ts"].max() <= data.X_val["ts"].min()
+    # stratified: the classes keep their shares in the training sample
+    population = frame.loc[frame["ts"] < frame["ts"].sort_values().iloc[3600], "fault"]
+    share = pd.Series(data.y_train).value_counts(normalize=True)
+    expected = population.value_counts(normalize=True)
+    assert share.reindex(expected.index).fillna(0).to_numpy() == pytest.approx(expected.to_numpy(), abs=0.04)
+    again = load_training_data(spec, settings)  # reproducible
+    assert again.X_train.equals(data.X_train)
+
+
+def test_medium_data_without_a_timestamp_splits_every_row_by_a_seeded_draw(
+    tmp_path: Path, settings: Settings
+) -> None:
+    spec = spec_from_dict(_medium(notes_spec(), sample_rows=1000), tmp_path)
+    frame = with_notes(simulate_frame(machines=4, readings=1000))
+    make_snapshot(spec, settings, frame)
+    data = load_training_data(spec, settings)
+    assert data.split == "stratified"
+    assert data.rows_total == 4000
+    sizes = data.sizes()
+    assert 850 <= sizes["train"] <= 1150  # sampled from ~2,400 training rows
+    assert 700 <= sizes["holdout"] <= 900  # ~20% of 4,000: under the cap, kept whole
+    assert data.labels is not None
+    assert data.y_hold is not None
+    assert set(data.y_hold) == set(NOTES)

@@ -330,3 +330,36 @@ def test_cli_validate_without_a_snapshot(
     assert "dataset 'pumps' has no snapshot yet" in err
     assert "edgeml ingest" in err
     assert "Traceback" not in err
+
+
+def test_validation_streams_over_parts_and_finds_duplicates_across_them(
+    make_spec: Any, lake: Any, settings: Settings
+) -> None:
+    spec = make_spec(
+        "  - {kind: unique, columns: [machine, ts], severity: warn}\n"
+        "  - {kind: between, column: temp, max: 100, severity: warn}\n"
+        "  - {kind: row_count, min: 20}\n"
+    )
+    history = readings(n=6)
+    live = readings(n=8)  # its first six readings per machine repeat history's
+    live.loc[15, "temp"] = 500.0  # a new reading, too hot
+    lake.land(spec, history, "history")
+    lake.land(spec, live, "live")
+    snap = lake.snapshot(spec)
+    assert len(snap.parts) == 2
+    report = validate(spec, settings)
+    assert report.rows == 28
+    unique, between, count = report.outcomes
+    assert (unique.failing, unique.detail) == (12, "12 duplicate rows")
+    assert (between.failing, between.detail) == (1, "1 outside [None, 100.0]")
+    assert count.passed
+    assert count.detail == "28 rows, expected 20..∞"
+    assert report.rows_valid == 28 - 12 - 1
+    # output in parts, one per lake part; of each duplicate pair the first in lake order is kept
+    assert len(report.validated) == 2
+    assert sum(p.rows for p in report.validated) == report.rows_valid
+    from edgeml.validate.run import load_validated
+
+    _, table = load_validated(lake.store, spec)
+    assert table.num_rows == 15
+    assert len(quarantined(lake, snap.id)) == 13

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -96,17 +97,30 @@ def ingest(
     console.print(f"snapshot [bold cyan]{snap.id}[/]: {snap.rows:,} rows in {len(snap.parts)} parts")
 
 
-def validate(ctx: typer.Context, spec_path: SpecArg, snapshot: SnapshotOpt = None) -> None:
+def _stage_session(spec: Spec, settings: Settings) -> AbstractContextManager[None]:
+    """Ray for a stage's tasks when the data is not small or a cluster is named; else in-process."""
+    from edgeml.ingest.runtime import ray_session
+
+    if spec.pipeline.data_volume == "small" and not settings.ray_address:
+        return nullcontext()
+    return ray_session(settings.ray_address, progress_bars=False)
+
+
+def validate(
+    ctx: typer.Context, spec_path: SpecArg, snapshot: SnapshotOpt = None, ray_address: RayOpt = None
+) -> None:
     """Check a snapshot against the spec's expectations; write the report and quarantine.
 
-    Exits 2 when an expectation of severity error fails.
+    One task per lake part: on Ray when pipeline.data_volume is medium/large or a cluster is
+    named, in this process otherwise. Exits 2 when an expectation of severity error fails.
     """
     from edgeml.validate import ValidationFailedError, ValidationReport
     from edgeml.validate import validate as run_validate
 
-    spec, settings = _load(ctx, spec_path)
+    spec, settings = _load(ctx, spec_path, ray_address)
     try:
-        report: ValidationReport = run_validate(spec, settings, snapshot)
+        with _stage_session(spec, settings):
+            report: ValidationReport = run_validate(spec, settings, snapshot)
     except ValidationFailedError as exc:
         _print_validation(exc.report)
         raise
@@ -136,12 +150,14 @@ def _print_validation(report: object) -> None:
     )
 
 
-def features(ctx: typer.Context, spec_path: SpecArg, snapshot: SnapshotOpt = None) -> None:
-    """Compute window and row features for a validated snapshot and store the feature table."""
+def features(
+    ctx: typer.Context, spec_path: SpecArg, snapshot: SnapshotOpt = None, ray_address: RayOpt = None
+) -> None:
+    """Compute window and row features for a validated snapshot and store the feature table, in parts."""
     from edgeml.features.build import build_features
 
-    spec, settings = _load(ctx, spec_path)
-    with console.status("computing features"):
+    spec, settings = _load(ctx, spec_path, ray_address)
+    with console.status("computing features"), _stage_session(spec, settings):
         report = build_features(spec, settings, snapshot)
     table = Table(
         "feature",
@@ -162,7 +178,7 @@ def features(ctx: typer.Context, spec_path: SpecArg, snapshot: SnapshotOpt = Non
             f"{st['max']:.4g}",
         )
     console.print(table)
-    console.print(f"feature table: {report.part.key}")
+    console.print(f"feature table: {len(report.parts)} part(s) under {report.prefix}")
 
 
 @app.command()

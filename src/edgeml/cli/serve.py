@@ -129,7 +129,9 @@ def serve(
     address = ray_address or settings.ray_address
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True)
+        from edgeml.ingest.runtime import init_ray
+
+        init_ray(address, configure_logging=True)  # a local Ray listens on 127.0.0.1 only
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -39,6 +39,7 @@ def check(
     Exits 0 when every file is valid, 2 otherwise.
     """
     from edgeml.spec import load_spec
+    from edgeml.spec.mission import pipeline_warnings
     from edgeml.spec.summary import render_summary
 
     fmt = output.value
@@ -79,12 +80,21 @@ def check(
                 err_console.print(f"[bold red]✗ {escape(str(path))}[/]: {escape(exc.message)}")
             continue
         track_spec_check(valid=True)
+        warnings = pipeline_warnings(spec)
         reports.append(
-            {"file": str(path), "valid": True, "name": spec.name, "fingerprint": spec.fingerprint()}
+            {
+                "file": str(path),
+                "valid": True,
+                "name": spec.name,
+                "fingerprint": spec.fingerprint(),
+                "warnings": warnings,
+            }
         )
         if fmt == "text":
             console.print(f"[bold]{path}[/]")
             console.print(render_summary(spec))
+            for warning in warnings:
+                console.print(f"  [yellow]warning[/] {escape(warning)}")
     if fmt == "json":
         console.print_json(json.dumps(reports))
     if failed:

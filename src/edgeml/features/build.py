@@ -6,20 +6,23 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from edgeml.features.expr import parse_expression
 from edgeml.features.window import compute_batch
-from edgeml.ingest.lake import Part, _put_part
-from edgeml.settings import Settings
+from edgeml.ingest.lake import Part, _put_part, read_parts
+from edgeml.settings import S3Settings, Settings
 from edgeml.spec.models import RowFeature, Spec
-from edgeml.store import store_from_settings
-from edgeml.validate.run import load_validated
+from edgeml.store import open_store, store_from_settings
+from edgeml.validate.run import validated_parts
 
 __all__ = ["FeatureReport", "apply_row_features", "build_features"]
+
+
+#: most buckets the rows are hash-partitioned into by entity (one feature task each)
+MAX_BUCKETS = 256
 
 
 @dataclass
@@ -27,8 +30,13 @@ class FeatureReport:
     dataset: str
     snapshot: str
     rows: int
-    part: Part
+    parts: list[Part]
     stats: dict[str, dict[str, float]]
+
+    @property
+    def prefix(self) -> str:
+        """The store prefix under which the feature parts live."""
+        return f"features/{self.dataset}/{self.snapshot}/"
 
 
 def _as_array(column: pa.ChunkedArray) -> np.ndarray:
@@ -48,32 +56,136 @@ def apply_row_features(table: pa.Table, features: Sequence[RowFeature]) -> pa.Ta
     return table
 
 
-def _stats(table: pa.Table, names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for name in names:
-        values = _as_array(table[name])
+@dataclass
+class _Moments:
+    """Running statistics of one feature, mergeable across parts (Chan et al.'s parallel variance)."""
+
+    rows: int = 0
+    finite: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    low: float = math.inf
+    high: float = -math.inf
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> _Moments:
         finite = values[np.isfinite(values)]
-        out[name] = {
-            "missing": float(np.mean(~np.isfinite(values))) if len(values) else 0.0,
-            "mean": float(finite.mean()) if len(finite) else float("nan"),
-            "std": float(finite.std()) if len(finite) else float("nan"),
-            "min": float(finite.min()) if len(finite) else float("nan"),
-            "max": float(finite.max()) if len(finite) else float("nan"),
+        if not len(finite):
+            return cls(len(values))
+        mean = float(finite.mean())
+        return cls(
+            len(values),
+            len(finite),
+            mean,
+            float(((finite - mean) ** 2).sum()),
+            float(finite.min()),
+            float(finite.max()),
+        )
+
+    def merge(self, other: _Moments) -> _Moments:
+        n = self.finite + other.finite
+        if not n:
+            return _Moments(self.rows + other.rows)
+        delta = other.mean - self.mean
+        return _Moments(
+            self.rows + other.rows,
+            n,
+            self.mean + delta * other.finite / n,
+            self.m2 + other.m2 + delta**2 * self.finite * other.finite / n,
+            min(self.low, other.low),
+            max(self.high, other.high),
+        )
+
+    def summary(self) -> dict[str, float]:
+        nan = float("nan")
+        some = self.finite > 0
+        return {
+            "missing": 1 - self.finite / self.rows if self.rows else 0.0,
+            "mean": self.mean if some else nan,
+            "std": math.sqrt(self.m2 / self.finite) if some else nan,
+            "min": self.low if some else nan,
+            "max": self.high if some else nan,
         }
+
+
+def _bucket_of(table: pa.Table, entity: str, buckets: int) -> np.ndarray:
+    import pandas as pd
+
+    values = table[entity].to_pandas()
+    hashed = pd.util.hash_pandas_object(values, index=False).to_numpy()  # the same in every process
+    return np.asarray(hashed % np.uint64(buckets), dtype=np.int64)
+
+
+def _split_part(
+    index: int, part: Part, spec: Spec, store_url: str, s3: S3Settings, prefix: str, buckets: int
+) -> list[Part | None]:
+    """Task: split one validated part by entity into ``buckets`` parts (a shuffle through the store)."""
+    store = open_store(store_url, s3)
+    table = read_parts(store, [part], spec.schema_)
+    assert spec.schema_.entity is not None
+    bucket = _bucket_of(table, spec.schema_.entity, buckets)
+    out: list[Part | None] = []
+    for b in range(buckets):
+        rows = table.filter(pa.array(bucket == b))
+        out.append(
+            _put_part(store, f"{prefix}shuffle/b={b}", rows, f"{index}", "") if rows.num_rows else None
+        )
     return out
 
 
-def build_features(spec: Spec, settings: Settings, snapshot_id: str | None = None) -> FeatureReport:
-    """Compute features for a validated snapshot and store them next to it."""
-    store = store_from_settings(settings)
-    snapshot, table = load_validated(store, spec, snapshot_id)
+def _feature_task(
+    parts: list[Part], spec: Spec, store_url: str, s3: S3Settings, prefix: str
+) -> tuple[Part | None, dict[str, _Moments]]:
+    """Task: window then row features over ``parts`` (every reading of their entities), one part out."""
+    store = open_store(store_url, s3)
+    table = read_parts(store, parts, spec.schema_)
     table = compute_batch(
         table, spec.features.window, entity=spec.schema_.entity, timestamp=spec.schema_.timestamp
     )
     table = apply_row_features(table, spec.features.row)
-    part = _put_part(store, f"features/{spec.name}/{snapshot.id}", table, "features", "")
     names = [f.name for f in spec.features.window] + [f.name for f in spec.features.row]
-    report = FeatureReport(spec.name, snapshot.id, table.num_rows, part, _stats(table, names))
+    moments = {name: _Moments.of(_as_array(table[name])) for name in names}
+    if not table.num_rows:
+        return None, moments
+    return _put_part(store, prefix.rstrip("/"), table, "features", ""), moments
+
+
+def build_features(spec: Spec, settings: Settings, snapshot_id: str | None = None) -> FeatureReport:
+    """Compute features for a validated snapshot and store them next to it, in parts.
+
+    Streams: each task holds a bounded share of the rows. Without window features, one task per
+    validated part. With them, rows are first hash-partitioned by entity (one task per part
+    writes a sub-part per bucket), then one task per bucket computes the windows: every reading
+    of an entity is in its bucket, in lake order, so windows are exact across part boundaries.
+    Without an entity, the windows span the whole snapshot and one task computes them.
+    """
+    from edgeml.ingest.runtime import run_tasks
+
+    store = store_from_settings(settings)
+    snapshot, parts = validated_parts(store, spec, snapshot_id)
+    prefix = f"features/{spec.name}/{snapshot.id}/"
+    shared = {"spec": spec, "store_url": settings.store_url, "s3": settings.store.s3, "prefix": prefix}
+    groups: list[list[Part]]
+    if not spec.features.window:
+        groups = [[part] for part in parts]
+    elif spec.schema_.entity is None or len(parts) < 2:
+        groups = [parts]
+    else:
+        buckets = min(len(parts), MAX_BUCKETS)
+        split = run_tasks(_split_part, [(i, p) for i, p in enumerate(parts)], buckets=buckets, **shared)
+        groups = [[s[b] for s in split if s[b] is not None] for b in range(buckets)]  # type: ignore[misc]
+        groups = [g for g in groups if g]
+    results = run_tasks(_feature_task, [(g,) for g in groups], **shared)
+    for info in store.list(f"{prefix}shuffle/"):  # the shuffle's sub-parts served their purpose
+        store.delete(info.key)
+    names = [f.name for f in spec.features.window] + [f.name for f in spec.features.row]
+    totals = {name: _Moments() for name in names}
+    for _, moments in results:
+        for name in names:
+            totals[name] = totals[name].merge(moments[name])
+    out = [part for part, _ in results if part is not None]
+    rows = sum(p.rows for p in out)
+    report = FeatureReport(spec.name, snapshot.id, rows, out, {n: m.summary() for n, m in totals.items()})
     # an undefined statistic (a feature missing everywhere) is null: NaN is not JSON
     stats = {
         name: {k: v if math.isfinite(v) else None for k, v in st.items()} for name, st in report.stats.items()
@@ -81,8 +193,8 @@ def build_features(spec: Spec, settings: Settings, snapshot_id: str | None = Non
     doc = {
         "dataset": spec.name,
         "snapshot": snapshot.id,
-        "rows": table.num_rows,
-        "part": vars(part),
+        "rows": rows,
+        "parts": [vars(p) for p in out],
         "features": names,
         "stats": stats,
     }

@@ -128,7 +128,8 @@ def _all_clean(table: pa.Table, schema: Schema) -> pa.Table | None:
     """The batch typed per the schema if every cell converts cleanly, in Arrow; else None.
 
     The common case (a healthy source) costs one vectorised cast per column. Any doubt —
-    a cell Arrow cannot cast, a value outside a category, a missing required value — sends
+    a cell Arrow cannot cast, a value outside a category or the column's min/max, a missing
+    required value — sends
     the whole batch down the pandas path, which finds and explains each bad row.
     """
     target = arrow_schema(schema)
@@ -153,6 +154,8 @@ def _all_clean(table: pa.Table, schema: Schema) -> pa.Table | None:
             return None
         if pa.types.is_floating(target_field.type) and pc.any(pc.is_inf(values)).as_py():
             return None
+        if _out_of_range(values, col):
+            return None
         if not col.nullable and values.null_count:
             return None
         if col.type == "category" and col.values is not None:
@@ -161,6 +164,30 @@ def _all_clean(table: pa.Table, schema: Schema) -> pa.Table | None:
                 return None
         columns.append(values)
     return pa.Table.from_arrays(columns, schema=target)
+
+
+def _out_of_range(values: pa.ChunkedArray | pa.Array, col: Column) -> bool:
+    if col.min is not None and pc.any(pc.less(values, col.min)).as_py():
+        return True
+    return col.max is not None and bool(pc.any(pc.greater(values, col.max)).as_py())
+
+
+def _range_problem(col: Column) -> str:
+    low = "-∞" if col.min is None else f"{col.min:g}"
+    high = "∞" if col.max is None else f"{col.max:g}"
+    return f"outside [{low}, {high}]"
+
+
+def _outside(values: pd.Series, col: Column) -> np.ndarray:
+    """Mask of present values below the column's ``min`` or above its ``max``."""
+    number = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+    mask = np.zeros(len(number), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        if col.min is not None:
+            mask |= number < col.min
+        if col.max is not None:
+            mask |= number > col.max
+    return mask
 
 
 def coerce_batch(batch: pa.Table | pd.DataFrame, schema: Schema, *, source: str) -> Coerced:
@@ -196,6 +223,15 @@ def coerce_batch(batch: pa.Table | pd.DataFrame, schema: Schema, *, source: str)
             if null.any():
                 problems[f"{name}: missing (column is required)"] += int(null.sum())
                 reasons[null] = reasons[null] + f"{name}: missing; "
+        if col.min is not None or col.max is not None:
+            outside = _outside(values, col) & ~fail
+            if outside.any():
+                ranged = _range_problem(col)
+                problems[f"{name}: {ranged}"] += int(outside.sum())
+                shown = raw[outside].astype(str).str.slice(0, 60).to_numpy()
+                reasons[outside] = (
+                    reasons[outside] + np.char.add(f"{name}: {ranged} (", shown.astype(str)) + "); "
+                )
         if fail.any():
             problems[f"{name}: {problem}"] += int(fail.sum())
             shown = raw[fail].astype(str).str.slice(0, 60).to_numpy()

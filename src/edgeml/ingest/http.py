@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from edgeml.errors import UserError
+from edgeml.ingest.errors import SourceUnavailableError
 from edgeml.settings import read_secret
 from edgeml.spec.models import HttpSource
 
@@ -64,7 +65,7 @@ def _get(
             response = client.get(target)
         except httpx.TransportError as exc:
             if attempt == source.retries:
-                raise UserError(
+                raise SourceUnavailableError(
                     f"{what}: cannot reach {url} after {attempt + 1} attempt(s): {type(exc).__name__}"
                 ) from exc
             delay = None
@@ -82,7 +83,7 @@ def _get(
                     )
                 return response
             if attempt == source.retries:
-                raise UserError(
+                raise SourceUnavailableError(
                     f"{what}: {url} still answered HTTP {response.status_code} after {attempt + 1} attempt(s)"
                 )
             retry_after = response.headers.get("Retry-After", "")

@@ -1,17 +1,20 @@
-"""Bounded ingestion: read each source with Ray Data, enforce the schema, land the lake.
+"""Bounded ingestion: read each source, enforce the schema, land the lake part by part.
 
-Every source becomes a Ray dataset of raw rows; one ``map_batches`` step coerces each
-block, writes its clean rows (by date) and rejected rows (with reasons) to the object
-store as Parquet, and returns only the metadata of what it wrote. The driver records
-each source's parts in the catalog and takes a snapshot.
+Files become a Ray dataset of raw rows; one ``map_batches`` step coerces each block, writes
+its clean rows (by date) and rejected rows (with reasons) to the object store as Parquet,
+and returns only the metadata of what it wrote. SQL and HTTP sources are read in bounded
+chunks (``fetchmany`` on a server-side cursor where the driver has one; pages gathered up to
+a chunk) and each chunk is landed the same way as it arrives. The driver records each
+source's parts in the catalog and takes a snapshot.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +22,7 @@ import pandas as pd
 
 from edgeml.errors import UserError
 from edgeml.ingest.coerce import coerce_batch
+from edgeml.ingest.errors import SourceUnavailableError
 from edgeml.ingest.lake import (
     Part,
     Snapshot,
@@ -179,7 +183,7 @@ def _check_query(source: SqlSource, factory: Callable[[], Any]) -> None:
     try:
         conn = factory()
     except Exception as exc:
-        raise UserError(f"source {source.name!r}: cannot open {source.url}: {exc}") from exc
+        raise SourceUnavailableError(f"source {source.name!r}: cannot open {source.url}: {exc}") from exc
     try:
         cursor = conn.cursor()
         cursor.execute(f"SELECT * FROM ({source.query}) AS edgeml_probe LIMIT 0")  # noqa: S608
@@ -190,7 +194,7 @@ def _check_query(source: SqlSource, factory: Callable[[], Any]) -> None:
 
 
 def _dataset(source: Source, spec: Spec, settings: Settings, cpus: int) -> tuple[Any, bool]:
-    """The raw Ray dataset of a bounded source, and whether its rows are JSON lines."""
+    """The raw Ray dataset of a file source, and whether its rows are JSON lines."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import ray.data
@@ -214,40 +218,48 @@ def _dataset(source: Source, spec: Spec, settings: Settings, cpus: int) -> tuple
                 files.paths, filesystem=files.filesystem, override_num_blocks=blocks
             ), False
         return ray.data.read_text(files.paths, filesystem=files.filesystem, override_num_blocks=blocks), True
-    if isinstance(source, SqlSource):
-        factory = _sql_factory(source, spec)
-        _check_query(source, factory)
-        return ray.data.read_sql(source.query, factory, override_num_blocks=1), False
-    assert isinstance(source, HttpSource)
+    raise AssertionError(f"{source.kind} sources are read in chunks, not as a dataset")
+
+
+#: rows an SQL or HTTP source lands at a time: the driver holds at most one chunk
+CHUNK_ROWS = 50_000
+#: rows of a file block landed by one task (a whole 128 MB block peaked near 900 MB in a worker)
+LAND_ROWS = 200_000
+
+
+def _sql_chunks(source: SqlSource, spec: Spec) -> Iterator[pd.DataFrame]:
+    """The query's rows, ``CHUNK_ROWS`` at a time (a server-side cursor where the driver has one)."""
+    factory = _sql_factory(source, spec)
+    _check_query(source, factory)
+    conn = factory()
+    try:
+        try:
+            cursor = conn.cursor(name="edgeml_ingest")  # psycopg: rows stay on the server until fetched
+        except TypeError:
+            cursor = conn.cursor()  # sqlite3, DuckDB: fetchmany streams already
+        cursor.execute(source.query)
+        columns = [d[0] for d in cursor.description]
+        while rows := cursor.fetchmany(CHUNK_ROWS):
+            yield pd.DataFrame.from_records(rows, columns=columns)
+    finally:
+        conn.close()
+
+
+def _http_chunks(source: HttpSource) -> Iterator[pd.DataFrame]:
+    """The API's records, pages gathered up to ``CHUNK_ROWS`` at a time."""
     from edgeml.ingest.http import fetch_records
 
-    records = [r for page in fetch_records(source) for r in page]
-    if not records:
-        return ray.data.from_items([{"text": "{}"}]).limit(0), True
-    return ray.data.from_pandas(pd.DataFrame.from_records(records)), False
+    buffer: list[dict[str, Any]] = []
+    for page in fetch_records(source):
+        buffer.extend(page)
+        if len(buffer) >= CHUNK_ROWS:
+            yield pd.DataFrame.from_records(buffer)
+            buffer = []
+    if buffer:
+        yield pd.DataFrame.from_records(buffer)
 
 
-def _ingest_source(source: Source, spec: Spec, settings: Settings, cpus: int) -> SourceReport:
-    report = SourceReport(source.name, source.kind)
-    start = time.perf_counter()
-    ds, jsonl = _dataset(source, spec, settings, cpus)
-    # Files arrive as Arrow and usually convert in Arrow; rows from SQL/HTTP may mix types per column.
-    batch_format = "pyarrow" if isinstance(source, FileSource) else "pandas"
-    meta = ds.map_batches(
-        land_batch,
-        batch_format=batch_format,
-        batch_size=None,
-        zero_copy_batch=False,
-        fn_kwargs={
-            "schema": spec.schema_,
-            "dataset": spec.name,
-            "source": source.name,
-            "timestamp": spec.schema_.timestamp,
-            "store_url": settings.store_url,
-            "s3": settings.store.s3,
-            "jsonl": jsonl,
-        },
-    ).to_pandas()
+def _collect(report: SourceReport, meta: pd.DataFrame, source: Source) -> None:
     for row in meta.itertuples(index=False):
         report.nodes.add(str(row.node))
         if row.kind == "batch":
@@ -262,8 +274,70 @@ def _ingest_source(source: Source, spec: Spec, settings: Settings, cpus: int) ->
         else:
             report.quarantine.append(part)
             report.rows_quarantined += part.rows
+
+
+def _ingest_source(source: Source, spec: Spec, settings: Settings, cpus: int) -> SourceReport:
+    report = SourceReport(source.name, source.kind)
+    start = time.perf_counter()
+    options: dict[str, Any] = {
+        "schema": spec.schema_,
+        "dataset": spec.name,
+        "source": source.name,
+        "timestamp": spec.schema_.timestamp,
+        "store_url": settings.store_url,
+        "s3": settings.store.s3,
+    }
+    if isinstance(source, SqlSource | HttpSource):  # landed chunk by chunk, part by part
+        chunks = _sql_chunks(source, spec) if isinstance(source, SqlSource) else _http_chunks(source)
+        for chunk in chunks:
+            _collect(report, land_batch(chunk, **options), source)
+        report.seconds = time.perf_counter() - start
+        return report
+    ds, jsonl = _dataset(source, spec, settings, cpus)
+    # Files arrive as Arrow and usually convert in Arrow (the pandas path explains bad rows).
+    meta = ds.map_batches(
+        land_batch,
+        batch_format="pyarrow",
+        batch_size=LAND_ROWS,  # bounds a task's memory and the size of the parts later stages read
+        zero_copy_batch=False,
+        fn_kwargs={**options, "jsonl": jsonl},
+    ).to_pandas()
+    _collect(report, meta, source)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a failed source read may succeed when tried again (network, disk, database down)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SourceUnavailableError | OSError):
+            return True
+        seen = getattr(seen, "cause", None) or seen.__cause__  # a Ray task error carries its cause
+    return False
+
+
+def _ingest_with_retries(
+    source: Source,
+    spec: Spec,
+    settings: Settings,
+    cpus: int,
+    progress: Progress | None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SourceReport:
+    """Read one source; retry a transient failure ``pipeline.retries`` times with doubling backoff."""
+    retries, delay = spec.pipeline.retries, spec.pipeline.backoff_s
+    for attempt in range(retries + 1):
+        try:
+            return _ingest_source(source, spec, settings, cpus)
+        except Exception as exc:
+            if attempt == retries or not _transient(exc):
+                raise
+            if progress:
+                progress(f"source {source.name}: {exc}; retry {attempt + 1} of {retries} in {delay:g} s")
+            sleep(delay * random.uniform(1.0, 1.25))  # noqa: S311 - jitter, not a secret
+            delay *= 2
+    raise AssertionError("unreachable")
 
 
 def ingest(
@@ -298,7 +372,7 @@ def ingest(
                 continue
             if progress:
                 progress(f"reading {source.kind} source {source.name}")
-            report = _ingest_source(source, spec, settings, cpus)
+            report = _ingest_with_retries(source, spec, settings, cpus, progress)
             record_source_parts(store, spec.name, source.name, report.parts, append=False)
             reports.append(report)
     snapshot = take_snapshot(store, spec)

@@ -333,3 +333,9 @@ def semantic_issues(parts: Parts) -> list[SpecIssue]:
     ``None``; ``spec`` is the whole :class:`~edgeml.spec.models.Spec` when all of it parsed.
     """
     return [issue for check in CHECKS for issue in check(parts)]
+
+
+# The mission's parameters (pipeline.type, deployment_target, data_volume) have rules of their own.
+from edgeml.spec.mission import pipeline_issues  # noqa: E402
+
+CHECKS += (pipeline_issues,)

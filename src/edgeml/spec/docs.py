@@ -43,6 +43,7 @@ _SECTIONS: list[tuple[str, list[type[BaseModel]]]] = [
     ("search", [m.Search, m.ParamRange]),
     ("gates and rollout", [m.Gates, m.Threshold, m.Rollout, m.CanaryGate]),
     ("serving", [m.Serving]),
+    ("pipeline", [m.Pipeline]),
 ]
 
 _INTRO = """\
@@ -115,12 +116,29 @@ def _table(model: type[BaseModel]) -> str:
     return "\n".join(lines)
 
 
+def _effects() -> str:
+    from edgeml.spec.mission import EFFECTS
+
+    lines = [
+        "## Pipeline parameters\n",
+        "What each value of `pipeline.type`, `pipeline.deployment_target` and `pipeline.data_volume` "
+        "changes. `spec check` refuses a spec that does not meet a requirement (with its YAML path) "
+        "and prints warnings; the pipeline enforces the rest when it runs.\n",
+        "| parameter | value | effect |",
+        "|---|---|---|",
+    ]
+    for parameter, values in EFFECTS.items():
+        lines.extend(f"| `pipeline.{parameter}` | `{value}` | {effect} |" for value, effect in values.items())
+    return "\n".join(lines) + "\n"
+
+
 def render_reference() -> str:
     """The whole of docs/spec.md."""
     parts = [_INTRO]
     for title, models in _SECTIONS:
         parts.append(f"## {title}\n")
         parts.extend(_table(model) + "\n" for model in models)
+    parts.append(_effects())
     parts.append("## Row-feature expressions\n")
     parts.append(
         "Numbers, column names, earlier row features, `+ - * / ** %`, unary minus, and these "

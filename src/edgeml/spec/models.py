@@ -34,6 +34,7 @@ __all__ = [
     "MqttSource",
     "Pagination",
     "ParamRange",
+    "Pipeline",
     "Rollout",
     "RowFeature",
     "Schema",
@@ -284,8 +285,12 @@ class Column(_Model):
         False, description="personal data: never sent in telemetry; barred from model inputs under gdpr/hipaa"
     )
     nullable: bool = Field(True, description="whether missing values are allowed")
-    min: float | None = Field(None, description="lowest valid value (numeric columns)")
-    max: float | None = Field(None, description="highest valid value (numeric columns)")
+    min: float | None = Field(
+        None, description="lowest valid value (numeric columns); rows below it are quarantined at ingest"
+    )
+    max: float | None = Field(
+        None, description="highest valid value (numeric columns); rows above it are quarantined at ingest"
+    )
     values: list[str] | None = Field(None, min_length=1, description="allowed values (category columns)")
 
     @model_validator(mode="after")
@@ -630,6 +635,43 @@ class Serving(_Model):
         return self
 
 
+# --------------------------------------------------------------------------- pipeline
+
+PipelineType = Literal["batch-training", "real-time-inference", "streaming", "hybrid"]
+DeploymentTarget = Literal["cloud", "on-premise", "edge", "hybrid"]
+DataVolume = Literal["small", "medium", "large"]
+
+
+class Pipeline(_Model):
+    """What kind of pipeline this is, where its models run and how much data it handles.
+
+    Each value changes what `spec check` requires and what the pipeline does: see
+    "Pipeline parameters" below.
+    """
+
+    type: PipelineType = Field(
+        "batch-training", description="batch-training, real-time-inference, streaming or hybrid"
+    )
+    deployment_target: DeploymentTarget = Field(
+        "edge", description="where models serve: cloud, on-premise (the Ray cluster), edge devices or hybrid"
+    )
+    data_volume: DataVolume = Field(
+        "small", description="small (< 1 GB), medium (1 GB - 1 TB) or large (> 1 TB)"
+    )
+    schedule: Duration | None = Field(
+        None, description="interval of `edgeml pipeline schedule` runs (batch-training and hybrid)"
+    )
+    retries: int = Field(
+        2, ge=0, le=20, description="retries of a failed source read (every kind), with doubling backoff"
+    )
+    backoff_s: float = Field(1.0, gt=0, le=3600, description="first retry delay of a source read, in seconds")
+    sample_rows: int = Field(
+        1_000_000,
+        ge=1_000,
+        description="medium/large: most training rows an in-memory family fits on (a stratified sample)",
+    )
+
+
 # ------------------------------------------------------------------------------- spec
 
 
@@ -663,6 +705,9 @@ class Spec(_Model):
     rollout: Rollout = Field(default_factory=Rollout, description="rollout to devices")
     serving: Serving = Field(
         default_factory=Serving, description="serving on the Ray cluster (`edgeml serve`)"
+    )
+    pipeline: Pipeline = Field(
+        default_factory=Pipeline, description="pipeline type, deployment target and data volume"
     )
 
     _base_dir: Path | None = PrivateAttr(default=None)

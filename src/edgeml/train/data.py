@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from edgeml.errors import UserError
 from edgeml.ingest.lake import Part, load_snapshot, read_parts
@@ -33,6 +34,7 @@ class TrainingData:
     y_hold: np.ndarray | None
     split: str  # "time" or "stratified" or "random"
     labels: list[str] | None = None
+    rows_total: int = 0  # rows of the whole feature table, when the splits are samples of it
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.X_train), "validation": len(self.X_val), "holdout": len(self.X_hold)}
@@ -48,7 +50,8 @@ def _feature_table(
 
         build_features(spec, settings, snapshot.id)  # needs a passed validation; says so if not
     doc: dict[str, Any] = json.loads(store.get(key))
-    table = read_parts(store, [Part(**doc["part"])])
+    parts = [Part(**p) for p in doc["parts"]] if "parts" in doc else [Part(**doc["part"])]
+    table = read_parts(store, parts)
     return snapshot.id, table.to_pandas()
 
 
@@ -71,13 +74,141 @@ def data_split_note(split: str) -> str:
 
 
 def load_training_data(spec: Spec, settings: Settings, snapshot_id: str | None = None) -> TrainingData:
-    """Load a snapshot's feature table, check it and split it (see :func:`split_features`)."""
+    """Load a snapshot's feature table, check it and split it (see :func:`split_features`).
+
+    With ``pipeline.data_volume`` medium or large, the whole table is never loaded: see
+    :func:`sample_features`.
+    """
     store = store_from_settings(settings)
+    if spec.pipeline.data_volume != "small":
+        snapshot, parts = _feature_parts(store, spec, settings, snapshot_id)
+        frame, assigned, total = sample_features(store, spec, parts)
+        data = split_features(spec, frame, snapshot, assigned)
+        data.rows_total = total
+        return data
     snapshot, frame = _feature_table(store, spec, settings, snapshot_id)
     return split_features(spec, frame, snapshot)
 
 
-def split_features(spec: Spec, frame: pd.DataFrame, snapshot: str) -> TrainingData:
+#: a class keeps at least this many rows (or all it has) in a sampled split
+MIN_ROWS_PER_CLASS = 1_000
+TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
+
+
+def _feature_parts(
+    store: ObjectStore, spec: Spec, settings: Settings, snapshot_id: str | None
+) -> tuple[str, list[Part]]:
+    snapshot = load_snapshot(store, spec.name, snapshot_id)
+    key = f"catalog/{spec.name}/features/{snapshot.id}.json"
+    if not store.exists(key):
+        from edgeml.features.build import build_features
+
+        build_features(spec, settings, snapshot.id)
+    doc: dict[str, Any] = json.loads(store.get(key))
+    return snapshot.id, [Part(**p) for p in doc["parts"]] if "parts" in doc else [Part(**doc["part"])]
+
+
+class _Classes:
+    """Target values as small integer codes shared by every part (4 bytes a row, not a string)."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+
+    def encode(self, target: pd.Series) -> np.ndarray:
+        local = pd.Categorical(target.astype(str))
+        mapping = np.array([self.codes.setdefault(str(c), len(self.codes)) for c in local.categories])
+        return mapping[local.codes].astype(np.int32) if len(mapping) else np.zeros(len(target), np.int32)
+
+
+def _stratified(spec: Spec) -> bool:
+    return spec.target is not None and spec.task in ("classification", "text-classification", "anomaly")
+
+
+def sample_features(
+    store: ObjectStore, spec: Spec, parts: list[Part]
+) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """A split of the whole feature table and a bounded, stratified sample of each split.
+
+    Two passes over the parts, one part in memory at a time:
+
+    1. Split every row of the snapshot. With a timestamp, by time: the cut points are the
+       (1 - holdout - validation) and (1 - holdout) quantiles of all timestamps (the newest rows
+       are held out). Without, each row draws a uniform number from a generator seeded by
+       ``search.seed`` and the part's position: reproducible, and every row is in exactly one split.
+    2. Sample each split down to ``pipeline.sample_rows`` rows: per class (the target's values,
+       for classification and anomaly), proportional allocation, every class keeping at least
+       min(its rows, 1,000, sample_rows / (10 × classes)); kept by a second seeded draw per row.
+
+    Returns the sampled rows, their split (0 train, 1 validation, 2 holdout) and the total rows.
+    """
+    s, cap = spec.search, spec.pipeline.sample_rows
+    ts_name = spec.schema_.timestamp
+    needed = [c for c in (ts_name, spec.target) if c is not None]
+    stamps: list[np.ndarray] = []
+    strata_parts: list[np.ndarray | None] = []
+    sizes: list[int] = []
+    classes = _Classes()
+    for part in parts:  # pass 1: only the timestamp and the target
+        table = read_parts(store, [part]).select(needed)
+        sizes.append(table.num_rows)
+        if ts_name is not None:
+            stamps.append(table[ts_name].cast("int64").to_numpy(zero_copy_only=False))
+        strata = classes.encode(table[spec.target].to_pandas()) if _stratified(spec) else None
+        strata_parts.append(strata)
+    total = sum(sizes)
+    cuts: tuple[float, float] | None = None
+    if ts_name is not None and total:
+        every = np.concatenate(stamps)
+        n_hold, n_val = int(total * s.holdout_fraction), int(total * s.validation_fraction)
+        ordered = np.sort(every, kind="stable")
+        cuts = (float(ordered[total - n_hold - n_val]), float(ordered[total - n_hold]))
+        del every, ordered
+
+    def assign(i: int) -> np.ndarray:
+        if cuts is not None:
+            t = stamps[i]
+            return np.where(t >= cuts[1], HOLDOUT, np.where(t >= cuts[0], VALIDATION, TRAIN))
+        u = np.random.default_rng([s.seed, i, 0]).random(sizes[i])
+        hold, val = s.holdout_fraction, s.holdout_fraction + s.validation_fraction
+        return np.where(u < hold, HOLDOUT, np.where(u < val, VALIDATION, TRAIN))
+
+    splits = [assign(i).astype(np.int8) for i in range(len(parts))]  # 1 byte a row
+    keep_p: dict[tuple[int, int], float] = {}  # (split, class code) -> probability a row is kept
+    for split in (TRAIN, VALIDATION, HOLDOUT):
+        counts: dict[int, int] = {}
+        for sp, strata in zip(splits, strata_parts, strict=True):
+            mine = sp == split
+            if strata is None:
+                values, n = np.array([0]), np.array([int(mine.sum())])
+            else:
+                values, n = np.unique(strata[mine], return_counts=True)
+            for v, c in zip(values, n, strict=True):
+                counts[int(v)] = counts.get(int(v), 0) + int(c)
+        rows = sum(counts.values())
+        floor = min(MIN_ROWS_PER_CLASS, cap // (10 * max(1, len(counts))))
+        for value, count in counts.items():
+            quota = max(min(count, floor), round(cap * count / rows)) if rows > cap else count
+            keep_p[(split, value)] = min(1.0, quota / count) if count else 0.0
+    frames, assigned = [], []
+    for i, part in enumerate(parts):  # pass 2: the sampled rows, every column
+        u = np.random.default_rng([s.seed, i, 1]).random(sizes[i])
+        strata = strata_parts[i]
+        p = np.zeros(sizes[i])
+        for (split, value), prob in keep_p.items():
+            p[(splits[i] == split) & (strata == value if strata is not None else True)] = prob
+        keep = u < p
+        if keep.any():
+            table = read_parts(store, [part])
+            frames.append(table.filter(pa.array(keep)).to_pandas())
+            assigned.append(splits[i][keep])
+    frame = pd.concat(frames, ignore_index=True) if frames else read_parts(store, parts[:1]).to_pandas()
+    split_of = np.concatenate(assigned) if assigned else np.empty(0, dtype=np.int64)
+    return frame, split_of, total
+
+
+def split_features(
+    spec: Spec, frame: pd.DataFrame, snapshot: str, assigned: np.ndarray | None = None
+) -> TrainingData:
     """Check a feature table and split it. Every problem the user can fix is a UserError here,
     before any trial starts."""
     from sklearn.model_selection import train_test_split
@@ -117,7 +248,20 @@ def split_features(spec: Spec, frame: pd.DataFrame, snapshot: str) -> TrainingDa
     needed = max(MIN_ROWS, int(np.ceil(3 / min(s.holdout_fraction, s.validation_fraction))))
     if len(frame) < needed:
         raise UserError(f"snapshot {snapshot} has {len(frame):,} rows; the split needs at least {needed}")
-    if spec.schema_.timestamp is not None:
+    if assigned is not None:  # split over the whole snapshot already (see sample_features)
+        index = frame.index.to_numpy()
+        train_idx, val_idx, hold_idx = (index[assigned == k] for k in (TRAIN, VALIDATION, HOLDOUT))
+        if spec.schema_.timestamp is not None:
+            order = frame[spec.schema_.timestamp].to_numpy().argsort(kind="stable")
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(len(order))
+            train_idx, val_idx, hold_idx = (
+                idx[np.argsort(rank[idx], kind="stable")] for idx in (train_idx, val_idx, hold_idx)
+            )
+            split = "time"
+        else:
+            split = "stratified" if labels is not None else "random"
+    elif spec.schema_.timestamp is not None:
         frame = frame.sort_values(spec.schema_.timestamp, kind="stable")
         order = frame.index.to_numpy()
         n = len(order)

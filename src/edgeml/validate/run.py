@@ -15,18 +15,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from edgeml.errors import UserError
 from edgeml.ingest.coerce import QUARANTINE_SCHEMA
 from edgeml.ingest.lake import Part, Snapshot, load_snapshot, read_parts, write_quarantine_part
 from edgeml.ingest.lake import _put_part as put_part
-from edgeml.settings import Settings
+from edgeml.settings import S3Settings, Settings
 from edgeml.spec.models import Spec
-from edgeml.store import ObjectStore, store_from_settings
-from edgeml.validate.expectations import PART_COLUMN, Outcome, evaluate
+from edgeml.store import ObjectStore, open_store, store_from_settings
+from edgeml.validate.expectations import CHECKS, PART_COLUMN, Outcome, evaluate, expectation_name
 
-__all__ = ["ValidationFailedError", "ValidationReport", "load_validated", "validate"]
+__all__ = ["ValidationFailedError", "ValidationReport", "load_validated", "validate", "validated_parts"]
 
 
 @dataclass
@@ -90,25 +91,98 @@ def _report_key(dataset: str, snapshot: str) -> str:
     return f"catalog/{dataset}/validation/{snapshot}.json"
 
 
-def validate(
-    spec: Spec, settings: Settings, snapshot_id: str | None = None, *, now: datetime | None = None
-) -> ValidationReport:
-    """Validate a snapshot (the newest by default); raise :class:`ValidationFailedError` on errors."""
-    store = store_from_settings(settings)
-    snapshot = load_snapshot(store, spec.name, snapshot_id)
-    tables = [read_parts(store, [part], spec.schema_) for part in snapshot.parts]
-    table = pa.concat_tables(tables) if tables else read_parts(store, [], spec.schema_)
+_AGGREGATE = frozenset({"row_count", "freshness", "max_missing_fraction"})
+
+
+@dataclass
+class _PartResult:
+    """What one part's validation task sends back: counts and examples, never rows."""
+
+    rows: int
+    failing: dict[int, int]  # expectation index -> failing rows
+    details: dict[int, str]  # row-level: the part's own detail line, its count first
+    examples: dict[int, list[Any]]
+    missing: dict[int, int]  # max_missing_fraction: missing values
+    newest: dict[int, Any]  # freshness: newest timestamp
+    validated: Part | None
+    quarantine: Part | None
+
+
+def _key_hashes(
+    index: int, part: Part, spec: Spec, store_url: str, s3: S3Settings, columns: list[list[str]]
+) -> list[np.ndarray]:
+    """Task: a 64-bit hash of each row's key, per ``unique`` expectation (8 bytes a row go back)."""
+    table = read_parts(open_store(store_url, s3), [part], spec.schema_)
+    frame = table.select(sorted({c for cols in columns for c in cols})).to_pandas()
+    return [pd.util.hash_pandas_object(frame[cols], index=False).to_numpy() for cols in columns]
+
+
+def _duplicates(hashes: list[list[np.ndarray]], parts: int) -> list[list[np.ndarray]]:
+    """Per part, per ``unique`` expectation: the rows whose key an earlier row (in lake order) has.
+
+    Keys are compared by their 64-bit hashes: two different keys collide with a chance of about
+    n²/2⁶⁵ (1 in 90,000 for 20 million rows).
+    """
+    out: list[list[np.ndarray]] = [[] for _ in range(parts)]
+    for e in range(len(hashes[0]) if hashes else 0):
+        sizes = [len(h[e]) for h in hashes]
+        keys = np.concatenate([h[e] for h in hashes])
+        _, first = np.unique(keys, return_index=True)  # the first occurrence, in lake order
+        later = np.ones(len(keys), dtype=bool)
+        later[first] = False
+        offsets = np.cumsum([0, *sizes])
+        for p in range(parts):
+            out[p].append(np.flatnonzero(later[offsets[p] : offsets[p + 1]]))
+    return out
+
+
+def _validate_part(
+    index: int,
+    part: Part,
+    duplicates: list[np.ndarray],
+    spec: Spec,
+    snapshot_id: str,
+    store_url: str,
+    s3: S3Settings,
+    now: datetime,
+) -> _PartResult:
+    """Task: check one lake part, write its valid rows and its quarantine; return the counts."""
+    store = open_store(store_url, s3)
+    table = read_parts(store, [part], spec.schema_)
     frame = table.to_pandas()
-    # Rows arrive in order within a part (a file block, a stream micro-batch), not across parts.
-    frame[PART_COLUMN] = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
-    outcomes = evaluate(frame, list(spec.expectations), spec.schema_, now)
+    frame[PART_COLUMN] = index  # arrival order is known within a part (monotonic_timestamp)
+    expectations = list(spec.expectations)
+    row_level = [(i, e) for i, e in enumerate(expectations) if e.kind not in _AGGREGATE | {"unique"}]
+    outcomes = evaluate(frame, [e for _, e in row_level], spec.schema_, now)
     failing = np.zeros(len(frame), dtype=bool)
     reasons = np.full(len(frame), "", dtype=object)
-    for o in outcomes:
-        if o.rows is not None and o.rows.any():
-            failing |= o.rows
-            reasons[o.rows] = reasons[o.rows] + f"{o.name}; "
-    report = ValidationReport(spec.name, snapshot.id, len(frame), int((~failing).sum()), outcomes)
+    result = _PartResult(len(frame), {}, {}, {}, {}, {}, None, None)
+
+    def record(i: int, name: str, mask: np.ndarray, detail: str, examples: list[Any]) -> None:
+        nonlocal failing
+        result.failing[i] = int(mask.sum())
+        result.details[i] = detail
+        result.examples[i] = examples
+        if mask.any():
+            failing |= mask
+            reasons[mask] = reasons[mask] + f"{name}; "
+
+    for (i, _), o in zip(row_level, outcomes, strict=True):
+        assert o.rows is not None
+        record(i, o.name, o.rows, o.detail, o.examples)
+    uniques = [(i, e) for i, e in enumerate(expectations) if e.kind == "unique"]
+    for (i, exp), rows in zip(uniques, duplicates, strict=True):
+        mask = np.zeros(len(frame), dtype=bool)
+        mask[rows] = True
+        cols = list(exp.columns)
+        examples = frame.loc[mask, cols].head(5).to_dict(orient="records")
+        record(i, expectation_name(exp), mask, f"{int(mask.sum()):,} duplicate rows", examples)
+    for i, check in enumerate(expectations):
+        if check.kind == "max_missing_fraction":
+            result.missing[i] = int(frame[check.column].isna().sum())
+        elif check.kind == "freshness":
+            newest = frame[check.column or spec.schema_.timestamp].max()
+            result.newest[i] = None if pd.isna(newest) else newest.to_pydatetime()
     if failing.any():
         bad = frame[failing].drop(columns=[PART_COLUMN])
         records = bad.astype(object).where(bad.notna(), None).to_dict(orient="records")
@@ -120,20 +194,99 @@ def validate(
             },
             schema=QUARANTINE_SCHEMA,
         )
-        part = write_quarantine_part(store, spec.name, f"validation/{snapshot.id}", quarantine)
-        report.quarantine = [part] if part else []
+        result.quarantine = write_quarantine_part(store, spec.name, f"validation/{snapshot_id}", quarantine)
     clean = table.filter(pa.array(~failing))
-    report.validated = [put_part(store, f"validated/{spec.name}/{snapshot.id}", clean, "validated", "")]
+    if clean.num_rows:
+        result.validated = put_part(store, f"validated/{spec.name}/{snapshot_id}", clean, "validated", "")
+    return result
+
+
+def _aggregate_outcome(exp: Any, i: int, results: list[_PartResult], schema: Any, now: datetime) -> Outcome:
+    """row_count, freshness and max_missing_fraction from the parts' partial counts."""
+    n = sum(r.rows for r in results)
+    if exp.kind == "row_count":
+        _, ok, detail, examples = CHECKS["row_count"](pd.DataFrame(index=pd.RangeIndex(n)), exp, schema, now)
+    elif exp.kind == "freshness":
+        newest = [r.newest[i] for r in results if r.newest.get(i) is not None]
+        column = exp.column or schema.timestamp
+        frame = pd.DataFrame({column: pd.to_datetime([max(newest)] if newest else [pd.NaT], utc=True)})
+        _, ok, detail, examples = CHECKS["freshness"](frame, exp, schema, now)
+    else:
+        fraction = sum(r.missing[i] for r in results) / n if n else 0.0
+        ok, detail, examples = fraction <= exp.max, f"{fraction:.2%} missing (allowed {exp.max:.2%})", []
+    column = (exp.column or schema.timestamp) if exp.kind == "freshness" else getattr(exp, "column", None)
+    return Outcome(expectation_name(exp), exp.kind, column, exp.severity, bool(ok), 0, detail, examples)
+
+
+def _row_outcome(exp: Any, i: int, results: list[_PartResult], schema: Any) -> Outcome:
+    failing = sum(r.failing.get(i, 0) for r in results)
+    sample = next((r for r in results if i in r.details), None)
+    detail = ""
+    if sample is not None:  # every row-level detail starts with its count: put the total there
+        count = f"{sample.failing[i]:,}"
+        detail = f"{failing:,}{sample.details[i][len(count) :]}"
+    examples = [e for r in results for e in r.examples.get(i, [])][:5]
+    if exp.kind in ("monotonic_timestamp",):
+        column = exp.column or schema.timestamp
+    else:
+        column = ",".join(exp.columns) if getattr(exp, "columns", None) else getattr(exp, "column", None)
+    return Outcome(
+        expectation_name(exp), exp.kind, column, exp.severity, failing == 0, failing, detail, examples
+    )
+
+
+def validate(
+    spec: Spec, settings: Settings, snapshot_id: str | None = None, *, now: datetime | None = None
+) -> ValidationReport:
+    """Validate a snapshot (the newest by default); raise :class:`ValidationFailedError` on errors.
+
+    Streams over the snapshot's parts: one task per part (a Ray task on the cluster when Ray
+    runs) checks it and writes its valid rows and quarantine; only counts and examples come
+    back. ``unique`` takes a first pass that sends back a 64-bit hash per row, so duplicates
+    are found across parts (the first row in lake order is kept).
+    """
+    from edgeml.ingest.runtime import run_tasks
+
+    store = store_from_settings(settings)
+    snapshot = load_snapshot(store, spec.name, snapshot_id)
+    now = now or datetime.now(UTC)
+    parts = list(snapshot.parts)
+    shared = {"spec": spec, "store_url": settings.store_url, "s3": settings.store.s3}
+    keys = [list(e.columns) for e in spec.expectations if e.kind == "unique"]
+    if keys:
+        hashes = run_tasks(_key_hashes, [(i, p) for i, p in enumerate(parts)], columns=keys, **shared)
+        duplicates = _duplicates(hashes, len(parts))
+        del hashes
+    else:
+        duplicates = [[] for _ in parts]
+    results = run_tasks(
+        _validate_part,
+        [(i, p, duplicates[i]) for i, p in enumerate(parts)],
+        snapshot_id=snapshot.id,
+        now=now,
+        **shared,
+    )
+    outcomes = [
+        _aggregate_outcome(e, i, results, spec.schema_, now)
+        if e.kind in _AGGREGATE
+        else _row_outcome(e, i, results, spec.schema_)
+        for i, e in enumerate(spec.expectations)
+    ]
+    rows = sum(r.rows for r in results)
+    valid = sum(r.validated.rows for r in results if r.validated is not None)
+    report = ValidationReport(spec.name, snapshot.id, rows, valid, outcomes)
+    report.validated = [r.validated for r in results if r.validated is not None]
+    report.quarantine = [r.quarantine for r in results if r.quarantine is not None]
     store.put(_report_key(spec.name, snapshot.id), report.to_json().encode(), content_type="application/json")
     if not report.passed:
         raise ValidationFailedError(report)
     return report
 
 
-def load_validated(
+def validated_parts(
     store: ObjectStore, spec: Spec, snapshot_id: str | None = None
-) -> tuple[Snapshot, pa.Table]:
-    """The validated rows of a snapshot that passed validation."""
+) -> tuple[Snapshot, list[Part]]:
+    """The parts holding the validated rows of a snapshot that passed validation."""
     snapshot = load_snapshot(store, spec.name, snapshot_id)
     key = _report_key(spec.name, snapshot.id)
     if not store.exists(key):
@@ -144,5 +297,12 @@ def load_validated(
     doc: dict[str, Any] = json.loads(store.get(key))
     if not doc["passed"]:
         raise UserError(f"snapshot {snapshot.id} of {spec.name} failed validation; fix the data first")
-    parts = [Part(**p) for p in doc["validated"]]
+    return snapshot, [Part(**p) for p in doc["validated"]]
+
+
+def load_validated(
+    store: ObjectStore, spec: Spec, snapshot_id: str | None = None
+) -> tuple[Snapshot, pa.Table]:
+    """The validated rows of a snapshot that passed validation, in one table (small data only)."""
+    snapshot, parts = validated_parts(store, spec, snapshot_id)
     return snapshot, read_parts(store, parts, spec.schema_)
