@@ -75,7 +75,7 @@ def _downstream(store: ObjectStore, spec: Spec, snapshot: str) -> int:
     _, validated = load_validated(store, spec, snapshot)
     doc = json.loads(store.get(f"catalog/{spec.name}/features/{snapshot}.json"))
     assert doc["snapshot"] == snapshot
-    features = read_parts(store, [Part(**doc["part"])])
+    features = read_parts(store, [Part(**p) for p in doc["parts"]])
     assert features.num_rows == validated.num_rows == doc["rows"]
     return int(features.num_rows)
 

@@ -108,6 +108,15 @@ class _Moments:
         }
 
 
+def feature_moments(tables: list[pa.Table], names: list[str]) -> dict[str, dict[str, float]]:
+    """Each feature's summary (missing share, mean, std, min, max) over the rows of ``tables``."""
+    totals = {name: _Moments() for name in names}
+    for table in tables:
+        for name in names:
+            totals[name] = totals[name].merge(_Moments.of(_as_array(table[name])))
+    return {name: m.summary() for name, m in totals.items()}
+
+
 def _bucket_of(table: pa.Table, entity: str, buckets: int) -> np.ndarray:
     import pandas as pd
 

@@ -64,7 +64,7 @@ def check_cluster_address(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> N
     except OSError as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise UserError(f"cannot reach the Ray cluster at {address}: {reason}", hint=_HINT) from exc
-    import grpc  # type: ignore[import-untyped]  # ships with Ray
+    import grpc  # ships with Ray
 
     channel = grpc.insecure_channel(f"{host}:{port}")
     try:

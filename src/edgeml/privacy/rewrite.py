@@ -178,21 +178,23 @@ class _Rewriter:
         self._replace_doc(key, f"catalog/{self.dataset}/validation/{new}.json", doc)
 
     def _features(self, old: str, new: str) -> None:
-        from edgeml.features.build import _stats
+        from edgeml.features.build import feature_moments
 
         key = f"catalog/{self.dataset}/features/{old}.json"
         try:
             doc = json.loads(self.store.get(key))
         except ObjectNotFoundError:
             return
-        moved = self._moved("features", [doc["part"]], old, new)
+        parts = doc["parts"] if "parts" in doc else [doc["part"]]  # older tables were one part
+        moved = self._moved("features", parts, old, new)
         if not moved:  # no row left: no table (training rebuilds it, and says the data is too small)
             self.doomed.append(key)
             return
+        doc.pop("part", None)
         doc["snapshot"] = new
-        doc["part"] = asdict(moved[0])
-        doc["rows"] = moved[0].rows
-        stats = _stats(_read(self.store, moved[0].key), doc["features"])  # of the rows that remain
+        doc["parts"] = [asdict(p) for p in moved]
+        doc["rows"] = sum(p.rows for p in moved)
+        stats = feature_moments([_read(self.store, p.key) for p in moved], doc["features"])  # what remains
         doc["stats"] = {
             n: {k: v if math.isfinite(v) else None for k, v in s.items()} for n, s in stats.items()
         }
