@@ -18,6 +18,7 @@ How the cluster is run, and why:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -34,10 +35,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["Cluster", "last_json", "run_python", "two_node_cluster"]
+__all__ = ["Cluster", "last_json", "run_python", "start_local_ray", "two_node_cluster"]
 
 RAY = Path(sys.executable).with_name("ray")
 READY = "will now block"
+
+
+_LOCAL_TEMP: list[str] = []
+
+
+def start_local_ray(num_cpus: int = 2) -> None:
+    """The test session's local Ray: on loopback (as the appliance starts it), its state in a
+    folder of its own that goes when the session ends, never the system temp folder's ``ray/``.
+
+    The folder is created once per process (Ray keeps one session folder per start in it); a short
+    path under /tmp, because Ray's socket paths must fit in 107 characters.
+    """
+    from edgeml.ingest.runtime import init_ray
+
+    if not _LOCAL_TEMP:
+        _LOCAL_TEMP.append(tempfile.mkdtemp(prefix="edgeml-ray-", dir="/tmp"))
+        atexit.register(shutil.rmtree, _LOCAL_TEMP[0], ignore_errors=True)
+    init_ray(None, num_cpus=num_cpus, _temp_dir=_LOCAL_TEMP[0])
 
 
 def free_port() -> int:

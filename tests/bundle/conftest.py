@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from edgeml.bundle.manifest import Golden, Histogram, InputField, Manifest, Outp
 from edgeml.store.base import ObjectStore
 from edgeml.store.local import LocalStore
 from edgeml.store.s3 import S3Store
+from raycluster import start_local_ray
 
 
 def write_model(folder: Path, seed: int, *, external: bool = True) -> list[Path]:
@@ -140,7 +140,7 @@ def local_ray() -> Iterator[None]:
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        start_local_ray()
     try:
         yield
     finally:

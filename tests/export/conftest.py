@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import pytest
 
 from edgeml.settings import Settings, load_settings
 from edgeml.train.run import train
+from raycluster import start_local_ray
 from train.helpers import faults_spec, make_snapshot, spec_from_dict, task_frame
 
 
@@ -25,7 +25,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        start_local_ray()
     home = tmp_path_factory.mktemp("export-home")
     (home / "specs").mkdir()
     settings = load_settings({"EDGEML_HOME": str(home)})

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeml.ingest.runtime import init_ray
 from edgeml.simulate.sensors import SensorSimulation, simulate_sensors, write_csv
 from edgeml.spec import Spec, parse_spec
+from raycluster import start_local_ray
 
 RAY_WARNINGS = (
     "ignore:The inplace keyword in DataFrame.reset_index is deprecated:DeprecationWarning",
@@ -61,7 +61,7 @@ def ray_local() -> Iterator[None]:
     if ray.is_initialized():  # pragma: no cover - another fixture started it
         yield
         return
-    init_ray(None, num_cpus=2)  # on loopback, as the appliance starts it
+    start_local_ray()  # on loopback, as the appliance starts it
     try:
         from ray.data import DataContext
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from edgeml.serve import Deployed, ServeConfig, deploy, public_keys
 from edgeml.settings import StoreSettings
 from edgeml.spec.models import Serving
 from edgeml.store.local import LocalStore
+from raycluster import start_local_ray
 
 MAX_BODY = 4096
 MAX_ROWS = 8
@@ -79,7 +79,7 @@ def served(publisher: Publisher, tmp_path_factory: pytest.TempPathFactory) -> It
     )
     if ray.is_initialized():  # another module's Ray, still up in this process: Serve needs its own
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    start_local_ray()
     try:
         yield Served(publisher, config, deploy(config, host="127.0.0.1", port=free_port(), num_cpus=1))
     finally:

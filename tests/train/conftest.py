@@ -6,7 +6,6 @@ Ray is started per session and every ``ray_session`` reuses it.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import pytest
 
 from edgeml.settings import Settings, load_settings
 from edgeml.train.data import load_training_data
+from raycluster import start_local_ray
 
 from .helpers import SPECS, TaskData, make_snapshot, spec_from_dict, task_frame
 
@@ -40,7 +40,7 @@ def ray_cluster() -> Iterator[None]:
 
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        start_local_ray()
         started = True
     try:
         yield
