@@ -9,30 +9,20 @@ thresholds. Time: both tools' fit on the reference plus judgment of the analysis
 ``--repeat`` runs, per million rows (reference + analysis) — edgeml's includes counting every
 chunk with the agent's counter, as the live path does.
 
-    .venv/bin/python bench/drift_agreement.py [--repeat 3] [--no-write-results]
+    .venv/bin/python -m bench.drift_agreement [--repeat 3] [--datasets california-housing ...]
+        [--chunks N] [--no-write-results]
+
+``--smoke`` judges the first 3 chunks of the California housing set once with each method pair.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (
-    describe_machine,
-    load_average,
-    markdown_table,
-    section_head,
-    text_table,
-    timed,
-    write_section,
-)
+from bench.common import Report, Table, parser, smoke_sizes, timed, verdict
 
 NAME = "drift_agreement"
 TARGET = 0.95
@@ -86,13 +76,16 @@ def _fmt(x: Any) -> str:
     return "-" if x is None or not math.isfinite(float(x)) else f"{float(x):.4f}"
 
 
-def compare(nml: Any, dataset: str, continuous: str, categorical: str, repeat: int) -> Outcome:
-    from edgeml.drift.run import drift_run
+def compare(nml: Any, dataset: str, continuous: str, categorical: str, repeat: int, chunks: int) -> Outcome:
+    """Both tools on one data set with one method pair; ``chunks`` > 0 keeps that many analysis chunks."""
+    from bench.common import drift_run
 
     loader, columns, size = DATASETS[dataset]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference, analysis, _ = getattr(nml, loader)()
+    if chunks:
+        analysis = analysis.head(chunks * size)
 
     def ours() -> Any:
         return drift_run(
@@ -100,8 +93,8 @@ def compare(nml: Any, dataset: str, continuous: str, categorical: str, repeat: i
             analysis,
             size,
             columns=columns,
-            continuous_method=continuous,  # type: ignore[arg-type]
-            categorical_method=categorical,  # type: ignore[arg-type]
+            continuous_method=continuous,
+            categorical_method=categorical,
         )
 
     def theirs() -> Any:
@@ -148,20 +141,42 @@ def compare(nml: Any, dataset: str, continuous: str, categorical: str, repeat: i
     return out
 
 
+def slug(dataset: str) -> str:
+    """A data set's name on the command line (``california-housing``)."""
+    return dataset.replace(" ", "-")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per tool; the best counts")
-    parser.add_argument("--no-write-results", action="store_true", help="print only; leave RESULTS.md alone")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--repeat", type=int, default=3, help="timed runs per tool; the best counts")
+    cli.add_argument(
+        "--datasets",
+        nargs="+",
+        choices=[slug(d) for d in DATASETS],
+        default=[slug(d) for d in DATASETS],
+        help="NannyML's data sets to judge",
+    )
+    cli.add_argument(
+        "--chunks", type=int, default=0, help="judge only the first N chunks of each analysis period (0: all)"
+    )
+    args = smoke_sizes(cli.parse_args(), repeat=1, datasets=[slug("california housing")], chunks=3)
+    if args.repeat < 1 or args.chunks < 0:
+        cli.error("--repeat must be ≥ 1 and --chunks ≥ 0")
 
-    from edgeml._thirdparty import import_nannyml
+    from bench.common import import_nannyml
 
+    report = Report(
+        NAME, "Drift agreement with NannyML", args, ("edgeml", "nannyml", "pandas", "numpy", "scipy")
+    )
     nml = import_nannyml()
-    machine = describe_machine(("edgeml", "nannyml", "pandas", "numpy", "scipy"))
-    load_before = load_average()
-    outcomes = [compare(nml, d, c, k, args.repeat) for c, k in PAIRS for d in DATASETS]
-    load_after = load_average()
+    datasets = [d for d in DATASETS if slug(d) in args.datasets]
+    outcomes = [compare(nml, d, c, k, args.repeat, args.chunks) for c, k in PAIRS for d in datasets]
+    report.measured()
+    publish(report, outcomes)
 
+
+def publish(report: Report, outcomes: list[Outcome]) -> None:
+    args = report.args
     headers = [
         "data set", "methods (cont. / cat.)", "cells", "agree", "agreement", "alerts edgeml / NannyML",
         "edgeml s per M rows", "NannyML s per M rows", "edgeml / NannyML time",
@@ -185,11 +200,10 @@ def main() -> None:
     lowest = min(o.agree / o.cells for o in outcomes)
     checks = [
         ["agreement, every data set and method pair", f"lowest {lowest:.1%}", f"≥ {TARGET:.0%}",
-         "pass" if lowest >= TARGET else "FAIL"],
+         verdict(lowest, TARGET)],
         ["agreement, all cells", f"{agree / cells:.1%} ({agree} of {cells})", f"≥ {TARGET:.0%}",
-         "pass" if agree / cells >= TARGET else "FAIL"],
+         verdict(agree / cells, TARGET)],
     ]  # fmt: skip
-    feature_headers = ["data set", "methods", "feature", "agreement"]
     feature_rows = [
         [o.dataset, f"{o.continuous} / {o.categorical}", f, f"{a}/{n}"]
         for o in outcomes
@@ -200,15 +214,6 @@ def main() -> None:
         "NannyML value", "NannyML upper", "NannyML",
     ]  # fmt: skip
     disagreements = [d for o in outcomes for d in o.disagreements]
-    print("\n".join(machine.lines()))
-    print(f"load average before {load_before}, after {load_after}")
-    print(text_table(headers, rows))
-    print()
-    print(text_table(["check", "measured", "goal", "result"], checks))
-    print()
-    print(text_table(diff_headers, disagreements) if disagreements else "no disagreement")
-    if args.no_write_results:
-        return
     why = (
         "Why they differ: every disagreement is a data set's last, incomplete chunk. edgeml widens "
         "the band of a chunk smaller than the reference chunks by √(chunk size / rows), because a "
@@ -217,46 +222,27 @@ def main() -> None:
         "digits: the bins, distances and bands are NannyML's (doane bins, mean + 3σ of the "
         "reference chunks, chi2's p < 0.05)."
         if disagreements and all(_last_chunk(d) for d in disagreements)
-        else "Disagreements are listed below with both values."
+        else ""
     )
-    write_section(
-        NAME,
-        "\n".join(
-            [
-                section_head(
-                    "Drift agreement with NannyML",
-                    "drift_agreement.py",
-                    machine,
-                    load_before,
-                    load_after,
-                    sys.argv[1:],
-                ),
-                "",
-                "Setup: NannyML's bundled data sets, reference and analysis periods; `edgeml drift run`'s "
-                "code (`edgeml.drift.run.drift_run`: reference statistics as `bundle build` makes them, "
-                "chunks counted by the agent's counter, judged by the monitor's judge) against NannyML "
-                "0.13's `UnivariateDriftCalculator` with the same chunk size and methods. A cell is one "
-                "(feature, chunk) of the analysis period; it agrees when both alert or neither does. Time: "
-                "fit on the reference plus the analysis judged, best of "
-                f"{args.repeat}, per million rows (reference + analysis).",
-                "",
-                markdown_table(headers, rows),
-                "",
-                markdown_table(["check", "measured", "goal", "result"], checks),
-                "",
-                "Agreement per feature:",
-                "",
-                markdown_table(feature_headers, feature_rows),
-                "",
-                "Disagreements, with both tools' values and upper thresholds:",
-                "",
-                markdown_table(diff_headers, disagreements) if disagreements else "None.",
-                "",
-                why,
-            ]
-        ),
+    cut = f", the first {args.chunks} chunks of each analysis period" if args.chunks else ""
+    report.publish(
+        [
+            "Setup: NannyML's bundled data sets, reference and analysis periods"
+            f"{cut}; `edgeml drift run`'s code (`edgeml.drift.run.drift_run`: reference statistics as "
+            "`bundle build` makes them, chunks counted by the agent's counter, judged by the monitor's "
+            "judge) against NannyML's `UnivariateDriftCalculator` with the same chunk size and methods. "
+            "A cell is one (feature, chunk) of the analysis period; it agrees when both alert or neither "
+            "does. Time: fit on the reference plus the analysis judged, best of "
+            f"{args.repeat}, per million rows (reference + analysis).",
+            Table(headers, rows),
+            report.checks(checks),
+            "Agreement per feature:",
+            Table(["data set", "methods", "feature", "agreement"], feature_rows),
+            "Disagreements, with both tools' values and upper thresholds:",
+            Table(diff_headers, disagreements) if disagreements else "None.",
+            *([why] if why else []),
+        ]
     )
-    print(f"\nwrote the {NAME} section of bench/RESULTS.md")
 
 
 def _last_chunk(row: list[str]) -> bool:
