@@ -19,6 +19,7 @@ table :data:`_EDGEML` says where each one lives, so a module that moves is repoi
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import importlib
 import os
@@ -30,6 +31,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -1071,19 +1073,14 @@ def central_node(folder: Path, *, db_memory: str | None = None) -> Iterator[Cent
 
 
 def start_ray(num_cpus: int = 2) -> None:
-    """A private local Ray for this process (never a cluster another job left running)."""
-    import logging
-
-    import ray
+    """A private local Ray for this process on loopback, as the appliance starts it (never a
+    cluster another job left running), its state in a folder of its own removed at exit."""
+    from edgeml.ingest.runtime import init_ray
 
     os.environ.pop("RAY_ADDRESS", None)
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
+    temp = tempfile.mkdtemp(prefix="edgeml-bench-ray-", dir="/tmp")  # short: Ray's socket paths
+    atexit.register(shutil.rmtree, temp, ignore_errors=True)
+    init_ray(None, num_cpus=num_cpus, _temp_dir=temp)
 
 
 def trim_profile(text: str) -> str:
