@@ -15,69 +15,27 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from edgeml.bundle.build import BuildResult
-from edgeml.bundle.channels import ChannelPointer
 from edgeml.bundle.keys import KeyRing, export_public
 from edgeml.bundle.verify import fetch_bundle
-from edgeml.features.build import FeatureReport
-from edgeml.ingest.run import IngestReport
+from edgeml.demo.common import DAILY_SWING, DemoOptions, DemoResult, FleetOptions, FleetResult
 from edgeml.ingest.runtime import ray_session
 from edgeml.pipeline import run_pipeline
 from edgeml.settings import Settings
 from edgeml.simulate.sensors import SensorSimulation, simulate_sensors, write_csv
-from edgeml.spec import Spec, load_spec
+from edgeml.spec import load_spec
 from edgeml.store import store_from_settings
 from edgeml.store.base import ObjectStore
-from edgeml.train.run import TrainReport
-from edgeml.validate import ValidationReport
 
-if TYPE_CHECKING:
-    from edgeml.demo_fleet import FleetResult
-
-__all__ = ["DemoOptions", "DemoResult", "example_specs", "run_demo"]
+__all__ = ["example_specs", "run_demo"]
 
 LANDING_KEY = "landing/pumps/demo-{seed}.csv"
-#: the pumps run at a steady load, so the field's readings resemble training's unless drift is injected
-DAILY_SWING = 0.02
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    machines: int = 6
-    readings: int = 1_500
-    seed: int = 0
-    trials: int = 8
-    fleet: bool = True  # stages 3-5: central node, agents, drift, retraining, canary, promotion
-    fleet_readings: int = 1200  # per machine and phase in the field
-    keep_running: bool = False
-
-
-@dataclass
-class DemoResult:
-    specs: list[Spec] = field(default_factory=list)
-    store_url: str = ""
-    landed_key: str = ""
-    rows: int = 0
-    faults: dict[str, int] = field(default_factory=dict)
-    ingest: IngestReport | None = None
-    validation: ValidationReport | None = None
-    features: FeatureReport | None = None
-    training: TrainReport | None = None
-    bundles: list[BuildResult] = field(default_factory=list)
-    refused: dict[str, str] = field(default_factory=dict)  # profile -> why its export was refused
-    channel: ChannelPointer | None = None
-    keyring: Path | None = None
-    fleet: FleetResult | None = None
-    report: Path | None = None
 
 
 def example_specs() -> list[Path]:
@@ -86,8 +44,9 @@ def example_specs() -> list[Path]:
     return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOptions()) -> DemoResult:
+def run_demo(settings: Settings, console: Console, options: DemoOptions | None = None) -> DemoResult:
     """Run every stage built so far and print what happened and where to look."""
+    options = options or DemoOptions()
     result = DemoResult()
     store = store_from_settings(settings)
     result.store_url = store.url
@@ -98,7 +57,7 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
         with ray_session(settings.ray_address, progress_bars=False):
             _data_to_channel(settings, store, progress, options, spec_path, result)
         if options.fleet and result.channel is not None:
-            from edgeml.demo_fleet import FleetOptions, run_fleet
+            from edgeml.demo.fleet import run_fleet
 
             result.fleet = run_fleet(
                 settings,
@@ -108,7 +67,7 @@ def run_demo(settings: Settings, console: Console, options: DemoOptions = DemoOp
             )
 
         with _stage(progress, "writing the report page") as say:
-            from edgeml.report import write_report
+            from edgeml.demo.report import write_report
 
             result.report = write_report(result, settings.home)
             say(f"report: {result.report}")

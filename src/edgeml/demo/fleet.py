@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,14 +35,14 @@ import yaml
 
 from edgeml.bundle.keys import KeyRing
 from edgeml.bundle.manifest import Manifest
-from edgeml.demo import DAILY_SWING
+from edgeml.demo.common import DAILY_SWING, FleetOptions, FleetResult
 from edgeml.errors import EdgemlError
 from edgeml.settings import Settings
 from edgeml.simulate.sensors import Drift, SensorSimulation, simulate_sensors, write_csv
 from edgeml.simulate.traffic import TrafficResult, readings_to_records, send
 from edgeml.store import store_from_settings
 
-__all__ = ["DEVICES", "FleetOptions", "FleetResult", "run_fleet"]
+__all__ = ["DEVICES", "run_fleet"]
 
 Stage = Callable[[str], AbstractContextManager[Callable[[str], None]]]
 
@@ -57,32 +56,6 @@ DRIFTED_GROUP = "line-b"
 
 #: the drift injected into that group: a sensor fault on the temperature line and worn mounts
 DRIFT = (Drift("temperature", "offset", 15.0, start=0.0), Drift("vibration", "scale", 1.8, start=0.0))
-
-
-@dataclass(frozen=True)
-class FleetOptions:
-    machines: int = 6  # per group: a line of pumps like the one training saw
-    readings: int = 1200  # per machine and phase
-    timeout_s: float = 600.0
-    keep_running: bool = False  # leave the central node and agents up until Ctrl-C
-
-
-@dataclass
-class FleetResult:
-    central_url: str = ""
-    agents: dict[str, str] = field(default_factory=dict)  # device id -> URL
-    traffic: dict[str, TrafficResult] = field(default_factory=dict)  # phase/group -> result
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-    drifted_features: list[str] = field(default_factory=list)
-    retrain_log: str = ""
-    new_version: int | None = None
-    accuracy: dict[str, float] = field(default_factory=dict)  # what -> realized accuracy
-    promoted: bool = False
-    gate: dict[str, Any] = field(default_factory=dict)  # the central node's promote/rollback decision
-    timeline: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, event)
-    versions: dict[str, int] = field(default_factory=dict)  # device id -> version at the end
-    failed_requests: int = 0
-    drift_rounds: list[dict[str, Any]] = field(default_factory=list)  # /v1/drift answers over time
 
 
 class _Webhook:
@@ -421,9 +394,10 @@ class _Loop:
 
 
 def run_fleet(
-    settings: Settings, spec_path: Path, stage: Stage, options: FleetOptions = FleetOptions()
+    settings: Settings, spec_path: Path, stage: Stage, options: FleetOptions | None = None
 ) -> FleetResult:
     """Stages 3 to 5 of the demo; see the module docstring."""
+    options = options or FleetOptions()
     result = FleetResult()
     began = time.monotonic()
     webhook = _Webhook()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgeml.demo import DemoResult
+    from edgeml.demo.common import DemoResult
 
 __all__ = ["write_report"]
 
