@@ -258,3 +258,53 @@ class InvalidRequest(UserError):
 
     def http_detail(self) -> object:
         return self.errors
+
+
+# --- raised outside the central node (moved here so every error lives in one tree) -----------
+
+
+class InputError(UserError):
+    """A request the model cannot take: ``field`` names what is wrong, ``status`` is the HTTP answer."""
+
+    def __init__(self, field: str, message: str, status: int = 422) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.detail = message
+        self.status = status
+        self.http_status = status
+
+
+class GoldenMismatch(EdgemlError):
+    """The staged model does not reproduce its golden outputs: it must not serve."""
+
+
+class OnnxFormatError(EdgemlError, ValueError):
+    """The bytes are not a well-formed ONNX protobuf."""
+
+
+class ExpressionError(UserError, ValueError):
+    """The expression is outside the language; the message says where and why."""
+
+
+class SourceUnavailableError(UserError):
+    """A source could not be reached (its database, server or files): worth trying again later."""
+
+
+class ValidationFailedError(UserError):
+    """An ``error``-severity expectation failed; the report and quarantine are written.
+
+    ``report`` is the stage's ``ValidationReport`` (typed loosely: errors import nothing of the stages).
+    """
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+        lines = [f"validation of {report.dataset} snapshot {report.snapshot} failed:"]
+        for o in report.errors:
+            where = f" on column {o.column}" if o.column else ""
+            examples = f"; e.g. {', '.join(map(str, o.examples[:3]))}" if o.examples else ""
+            lines.append(f"  - {o.name}{where}: {o.detail}{examples}")
+        super().__init__(
+            "\n".join(lines),
+            hint=f"see catalog/{report.dataset}/validation/"
+            f"{report.snapshot}.json and quarantine/{report.dataset}/validation/",
+        )

@@ -431,7 +431,7 @@ def test_an_unreachable_source_is_retried_with_backoff_then_read(
 def test_retries_give_up_and_a_broken_query_is_not_retried(
     tmp_path: Path, settings: Settings, make_spec: SpecFactory
 ) -> None:
-    from edgeml.ingest.errors import SourceUnavailableError
+    from edgeml.errors import SourceUnavailableError
     from edgeml.ingest.run import _ingest_with_retries
 
     spec = make_spec(

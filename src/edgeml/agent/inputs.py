@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edgeml.bundle.manifest import InputField
-from edgeml.errors import EdgemlError
+from edgeml.errors import InputError
 
 __all__ = ["Batch", "InputError", "RowColumns", "Schema"]
 
@@ -52,16 +52,6 @@ _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
 _ONE_ROW = ([1, 1], [1])  # the shapes of a one-row tensor
 #: one-row feed buffers kept per schema for reuse (about the number of requests run at once)
 _POOL_SIZE = 16
-
-
-class InputError(EdgemlError):
-    """A request the model cannot take: ``field`` names what is wrong, ``status`` is the HTTP answer."""
-
-    def __init__(self, field: str, message: str, status: int = 422) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.detail = message
-        self.status = status
 
 
 class RowColumns(Mapping[str, tuple[Any]]):

@@ -26,6 +26,7 @@ from edgeml.agent.runtime import ModelRuntime
 from edgeml.bundle.keys import KeyRing
 from edgeml.bundle.manifest import Manifest
 from edgeml.bundle.verify import verify_folder
+from edgeml.errors import GoldenMismatch
 
 __all__ = [
     "POLL_EVERY",
@@ -45,10 +46,6 @@ Answered = tuple["LoadedModel", Columns, Mapping[str, np.ndarray], float, float]
 Failed = tuple["LoadedModel | None", str]
 #: entries handed over between two polls of the observers
 POLL_EVERY = 64
-
-
-class GoldenMismatch(Exception):
-    """The staged model does not reproduce its golden outputs: it must not serve."""
 
 
 class LoadedModel:

@@ -56,6 +56,7 @@ from starlette.routing import Route
 from edgeml.agent import oip
 from edgeml.agent.inputs import Batch, InputError, Schema
 from edgeml.agent.model import LoadedModel, ModelHolder
+from edgeml.errors import TooLarge
 from edgeml.observability import INFERENCE_REQUESTS, INFERENCE_ROWS, INFERENCE_SECONDS, render_metrics
 
 __all__ = ["Answer", "Call", "Serving", "create_app", "flush_metrics"]
@@ -659,10 +660,6 @@ class Serving:
 # --- Starlette ------------------------------------------------------------------------------
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused as soon as it is known to exceed ``limit`` (by header, or while streaming)."""
     length = request.headers.get("content-length")
@@ -670,13 +667,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if not length.isdigit():
             raise InputError("Content-Length", f"{length[:40]!r} is not a byte count", 400)
         if int(length) > limit:
-            raise _TooLarge
+            raise TooLarge(f"body over {limit} bytes")
     chunks = []
     size = 0
     async for chunk in request.stream():  # chunked bodies have no length up front
         size += len(chunk)
         if size > limit:
-            raise _TooLarge
+            raise TooLarge(f"body over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -709,7 +706,7 @@ def create_app(
     ) -> Response:
         try:
             body = await _read_body(request, max_body_bytes)
-        except _TooLarge:
+        except TooLarge:
             return _response(serving.too_large(protocol, max_body_bytes))
         except InputError as exc:
             return _response(serving.bad_request(protocol, exc))

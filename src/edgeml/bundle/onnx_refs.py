@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from edgeml.errors import OnnxFormatError
+
 __all__ = ["OnnxFormatError", "external_locations"]
 
 # protobuf field numbers, from onnx.proto
@@ -23,10 +25,6 @@ _ATTRIBUTE = {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 
 _SPARSE = {1: "tensor", 2: "tensor"}
 _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
 _MAX_DEPTH = 64
-
-
-class OnnxFormatError(ValueError):
-    """The bytes are not a well-formed ONNX protobuf."""
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:

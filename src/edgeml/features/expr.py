@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edgeml.errors import ExpressionError
+
 __all__ = [
     "FUNCTIONS",
     "TIME_FUNCTIONS",
@@ -60,10 +62,6 @@ _BINOPS: Mapping[type[ast.operator], Callable[[Any, Any], Any]] = {
 }
 
 Array = npt.NDArray[Any]
-
-
-class ExpressionError(ValueError):
-    """The expression is outside the language; the message says where and why."""
 
 
 @dataclass(frozen=True)

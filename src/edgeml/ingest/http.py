@@ -14,8 +14,7 @@ from typing import Any
 
 import httpx
 
-from edgeml.errors import UserError
-from edgeml.ingest.errors import SourceUnavailableError
+from edgeml.errors import SourceUnavailableError, UserError
 from edgeml.settings import read_secret
 from edgeml.spec.models import HttpSource
 

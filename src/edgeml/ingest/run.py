@@ -20,9 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from edgeml.errors import UserError
+from edgeml.errors import SourceUnavailableError, UserError
 from edgeml.ingest.coerce import coerce_batch
-from edgeml.ingest.errors import SourceUnavailableError
 from edgeml.ingest.lake import (
     Part,
     Snapshot,

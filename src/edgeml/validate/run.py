@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from edgeml.errors import UserError
+from edgeml.errors import UserError, ValidationFailedError
 from edgeml.ingest.coerce import QUARANTINE_SCHEMA
 from edgeml.ingest.lake import Part, Snapshot, load_snapshot, read_parts, write_quarantine_part
 from edgeml.ingest.lake import _put_part as put_part
@@ -67,23 +67,6 @@ class ValidationReport:
                 "quarantine": [vars(p) for p in self.quarantine],
             },
             indent=2,
-        )
-
-
-class ValidationFailedError(UserError):
-    """An ``error``-severity expectation failed; the report and quarantine are written."""
-
-    def __init__(self, report: ValidationReport) -> None:
-        self.report = report
-        lines = [f"validation of {report.dataset} snapshot {report.snapshot} failed:"]
-        for o in report.errors:
-            where = f" on column {o.column}" if o.column else ""
-            examples = f"; e.g. {', '.join(map(str, o.examples[:3]))}" if o.examples else ""
-            lines.append(f"  - {o.name}{where}: {o.detail}{examples}")
-        super().__init__(
-            "\n".join(lines),
-            hint=f"see catalog/{report.dataset}/validation/"
-            f"{report.snapshot}.json and quarantine/{report.dataset}/validation/",
         )
 
 
