@@ -152,12 +152,10 @@ def _native(home: Path, name: str) -> Any:
     return resolve_model_version(f"models:/{name}/1", tracking_uri(settings, None))[-1]
 
 
-def _check(
-    cell: Cell, model: Any, X: pd.DataFrame, answers: list[dict[str, Any]], target: str | None
-) -> None:
+def _check(task: str, model: Any, X: pd.DataFrame, answers: list[dict[str, Any]], target: str | None) -> None:
     """Each answer (one per row, as /predict shapes them) is the native model's."""
     assert len(answers) == len(X)
-    if cell.task in ("classification", "text-classification"):
+    if task in ("classification", "text-classification"):
         labels = model.predict(X).astype(str)
         proba = model.predict_proba(X)
         classes = [str(c) for c in model[-1].classes_]
@@ -165,12 +163,12 @@ def _check(
             assert answer["label"] == labels[i]
             got = [answer["probabilities"][c] for c in classes]
             np.testing.assert_allclose(got, proba[i], atol=1e-4)
-    elif cell.task == "regression":
+    elif task == "regression":
         expected = model.predict(X)
         scale = max(1.0, float(np.abs(expected).max()))
         got = np.array([a[target] for a in answers], dtype=np.float64)
         assert np.abs(got - expected).max() / scale <= 1e-4
-    elif cell.task == "clustering":
+    elif task == "clustering":
         assert [a["cluster"] for a in answers] == model.predict(X).tolist()
     else:
         assert [a[target] for a in answers] == model.predict(X).tolist()
@@ -248,11 +246,6 @@ def test_a_runnable_cell_reaches_the_device_and_answers_as_the_model(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from agent.test_agent_run import AgentProcess
-    from edgeml.agent.config import AgentConfig
-    from edgeml.bundle.keys import export_public
-    from edgeml.spec.loader import load_spec
-    from edgeml.train.pipeline import input_layout
 
     name = cell.id.replace("_", "-").replace("text-classification", "text")
     landing = clean_env / "store" / "landing" / name
@@ -266,14 +259,32 @@ def test_a_runnable_cell_reaches_the_device_and_answers_as_the_model(
     assert code == 0, out.out + out.err
     assert f"stable → {name} v1" in out.out
 
+    answers_as_the_model(
+        clean_env, tmp_path, mosquitto, spec_path, PROFILE[cell.runtime], rows(12, 7, unseen=True)
+    )
+
+
+def answers_as_the_model(
+    home: Path, tmp_path: Path, mosquitto: Any, spec_path: Path, profile: str, fresh: pd.DataFrame
+) -> None:
+    """An agent pulls the published v1 of the spec's model for ``profile`` and answers ``fresh``
+    over /predict, OIP v2 and MQTT as the registered model does; a wrong type is a 422 naming the input."""
+    from agent.test_agent_run import AgentProcess
+    from edgeml.agent.config import AgentConfig
+    from edgeml.bundle.keys import export_public
+    from edgeml.spec.loader import load_spec
+    from edgeml.train.pipeline import input_layout
+
+    spec = load_spec(spec_path)
+    name = spec.name
     ring = tmp_path / "keyring"
-    export_public(clean_env, ring)
+    export_public(home, ring)
     config = AgentConfig.model_validate(
         {
             "device_id": "dev-1",
-            "profile": PROFILE[cell.runtime],
+            "profile": profile,
             "model": name,
-            "store": {"url": (clean_env / "store").as_uri()},
+            "store": {"url": (home / "store").as_uri()},
             "keyring": str(ring),
             "state_dir": str(tmp_path / "device"),
             "sync": {"interval_s": 0.2, "health_window_s": 0},
@@ -284,27 +295,25 @@ def test_a_runnable_cell_reaches_the_device_and_answers_as_the_model(
     agent = AgentProcess(config, tmp_path / "agent.yaml")
     try:
         agent.wait_for_version(1)
-        spec = load_spec(spec_path)
         layout = input_layout(spec)
-        fresh = rows(12, 7, unseen="categorical" in cell.inputs)
         records = _records(fresh, layout.columns)
         X = fresh[layout.columns].copy()
         for column in layout.time:
-            X[column] = X[column].map(lambda t: t.timestamp())
+            X[column] = pd.to_datetime(X[column], utc=True).map(lambda t: t.timestamp())
         for column in layout.text:
             X[column] = X[column].fillna("")
         for column in layout.numeric:
             X[column] = X[column].astype(np.float64)
-        model = _native(clean_env, name)
+        model = _native(home, name)
 
         predicted = agent.client.post("/predict", json={"records": records})
         assert predicted.status_code == 200, predicted.text
-        _check(cell, model, X, predicted.json()["predictions"], spec.target)
+        _check(spec.task, model, X, predicted.json()["predictions"], spec.target)
 
         labels = [str(c) for c in getattr(model[-1], "classes_", [])]
-        _check(cell, model, X, _v2_answers(agent, name, records, layout, labels), spec.target)
+        _check(spec.task, model, X, _v2_answers(agent, name, records, layout, labels), spec.target)
 
-        _check(cell, model, X, _mqtt_answers(mosquitto, records, name), spec.target)
+        _check(spec.task, model, X, _mqtt_answers(mosquitto, records, name), spec.target)
 
         wrong = dict(records[0])
         wrong[layout.columns[0]] = [1, 2]  # a list where a value belongs: refused, naming the input
