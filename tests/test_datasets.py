@@ -100,8 +100,11 @@ def test_an_example_runs_to_a_signed_bundle_and_an_agent_answers_it(
     code = main(["pipeline", "run", str(spec_path)])
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
-    for profile in data["profiles"]:
-        assert f"signed bundle bundles/{example}/1/{profile}/manifest.json" in out.out
+    first, *others = data["profiles"]
+    assert f"signed bundle bundles/{example}/1/{first}/manifest.json" in out.out
+    for profile in others:  # an int8 profile may refuse a model its accuracy gate rejects, saying why
+        signed = f"signed bundle bundles/{example}/1/{profile}/manifest.json" in out.out
+        assert signed or f"export for {profile} refused" in out.out
     answers_as_the_model(
         clean_env, tmp_path, mosquitto, spec_path, data["profiles"][0], fresh.reset_index(drop=True)
     )
