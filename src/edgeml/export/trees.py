@@ -1,15 +1,20 @@
-"""Tree ensembles as standard ONNX operators (tree traversal), for runtimes without ONNX-ML.
+"""Tree ensembles and isolation forests as standard ONNX operators (tree traversal).
+
+Used on every runtime: exact where ONNX-ML's TreeEnsemble operators (and skl2onnx's converters
+for them) are not; an isolation forest's leaves hold their normalised path lengths, summed
+into scikit-learn's ``score_samples`` and compared with the calibrated threshold.
 
 Every tree walks all rows at once: one Gather/GatherElements/LessOrEqual/Where step per
 level (Hummingbird's "tree traversal" strategy), so memory stays linear in the node count
 where the GEMM strategy needs one dense matrix per tree. Leaves point to themselves, so
 shallow trees simply stay put while deeper ones finish.
 
-Splits follow scikit-learn exactly. Random forests compare ``float32(x) <= threshold``;
+Splits follow scikit-learn exactly. Forests compare ``float32(x) <= threshold``;
 a float32 ``x`` is ``<=`` a double threshold iff it is ``<=`` the largest float32 not above
 it, so thresholds are rounded *down* to float32 and the walk is exact in float32 (which is
 all OpenVINO's CPU plugin computes in). HistGradientBoosting compares doubles: exact where
-the runtime runs double (ONNX Runtime), float32 on OpenVINO, which parity then judges.
+the runtime runs double (ONNX Runtime); OpenVINO's float32 preprocessing is why edgeml.support
+refuses tree ensembles there.
 """
 
 from __future__ import annotations
