@@ -188,8 +188,8 @@ def test_json_schema_rejects_an_unknown_key(
 ) -> None:
     data = raw(path)
     node: Any = data
-    for part in where:
-        node = node[part]
+    for part in where:  # "ts": the example's first column (not every example has a timestamp)
+        node = node[next(iter(node)) if part == "ts" else part]
     node["colour"] = "red"
     errors = list(validator.iter_errors(data))
     assert errors, f"an unknown key at {where} passed the schema"

@@ -41,6 +41,14 @@ def _epoch_seconds(value: Any) -> float:
     raise ValueError(f"timestamp {value!r} is neither epoch seconds nor ISO-8601")
 
 
+def _first(array: Any) -> Any:
+    """The one row's value (or row of values) as plain JSON: a string label stays a string."""
+    value = np.asarray(array)[0]
+    if isinstance(value, np.ndarray):
+        return value.item() if value.size == 1 else value.tolist()
+    return value.item() if isinstance(value, np.generic) else value
+
+
 class StreamServing:
     """Subscribes, predicts, publishes; ``start``/``stop`` around paho's network thread."""
 
@@ -117,12 +125,14 @@ class StreamServing:
         }
         labels = model.manifest.outputs.labels
         if "label" in outputs:
-            message["label"] = np.asarray(outputs["label"]).ravel()[0].item()
+            message["label"] = _first(outputs["label"])
         if "probabilities" in outputs and labels:
             row = np.asarray(outputs["probabilities"])[0]
             message["probabilities"] = {lb: float(p) for lb, p in zip(labels, row, strict=True)}
         if "label" not in outputs and outputs:
-            message["prediction"] = float(np.asarray(next(iter(outputs.values()))).ravel()[0])
+            # the first output is the answer (value, cluster, anomaly decision); /predict gives them all
+            message["prediction"] = _first(next(iter(outputs.values())))
+            message["outputs"] = {name: _first(array) for name, array in outputs.items()}
         return message
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:

@@ -262,6 +262,23 @@ def stream(
     console.print(f"snapshot [bold cyan]{snap.id}[/]: {snap.rows:,} rows in {len(snap.parts)} parts")
 
 
+@app.command()
+def example(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="titanic, housing, maintenance-notes, iris, wine, ...")],
+    key: Annotated[
+        str | None, typer.Option("--store-key", help="Where in the store; default: landing/NAME/NAME.csv.")
+    ] = None,
+) -> None:
+    """Write an example data set (shipped inside packages, never downloaded) to the store as CSV."""
+    from edgeml.datasets import write_dataset
+    from edgeml.store import store_from_settings
+
+    state: CliState = ctx.obj
+    written, rows = write_dataset(name, store_from_settings(state.settings()), key)
+    console.print(f"wrote {rows:,} rows of {escape(name)} to {escape(written)}")
+
+
 from edgeml.cli import privacy  # noqa: E402  (registered here: `edgeml data erase | retain`)
 
 app.command(name="erase")(privacy.erase)

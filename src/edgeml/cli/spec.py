@@ -135,3 +135,21 @@ def docs(
     else:
         out.write_text(text, encoding="utf-8")
         err_console.print(f"wrote {out}")
+
+
+@app.command()
+def matrix(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write to this file instead of stdout.", dir_okay=False)
+    ] = None,
+) -> None:
+    """Print the support matrix in Markdown (the source of docs/support-matrix.md)."""
+    from edgeml.profiles import load_profiles
+    from edgeml.support import render_markdown
+
+    text = render_markdown((p.name, p.runtime) for p in load_profiles().values())
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        err_console.print(f"wrote {out}")

@@ -1,6 +1,7 @@
-"""Export: trained pipelines to ONNX (and OpenVINO) per firmware profile.
+"""Export: trained pipelines to ONNX (and OpenVINO IR) per firmware profile.
 
-Built so far: the skl2onnx converters for edgeml's own pipeline parts
-(:mod:`edgeml.export.converters`). The ``edgeml export`` command, parity reports,
-latency measurement, OpenVINO and INT8/FP16 come next (issue #5).
+``converters`` (skl2onnx converters for edgeml's own parts), ``trees`` (tree ensembles and
+isolation forests as standard tensor operations), ``quantize`` (fp16, int8) and ``run``
+(``edgeml export``: convert, run on the profile's runtime, parity, latency, report). What each
+runtime can run is :mod:`edgeml.support`.
 """

@@ -23,7 +23,7 @@ from edgeml.features.expr import bucket_edges, parse_expression
 __all__ = ["register"]
 
 _REGISTERED = False
-DOUBLE, FLOAT = 11, 1  # ONNX TensorProto element types
+DOUBLE, FLOAT, BOOL = 11, 1, 9  # ONNX TensorProto element types
 
 
 def _c(value: float) -> np.ndarray:
@@ -234,7 +234,15 @@ def _imputer(scope: Any, operator: Any, container: Any) -> None:
     x = parts[0] if len(parts) == 1 else ops.OnnxConcat(*parts, axis=1, op_version=opv)
     if isinstance(operator.inputs[0].type, StringTensorType):  # a missing string arrives as ""
         fill = np.asarray(model.statistics_, dtype=object).astype(str).reshape(1, -1)
-        missing = ops.OnnxEqual(x, np.array([""], dtype=object), op_version=opv)
+        # ONNX Equal takes strings only from opset 19; ONNX-ML's LabelEncoder flags "" on any opset.
+        flag = ops.OnnxLabelEncoder(
+            x,
+            keys_strings=[""],
+            values_int64s=[1],
+            default_int64=0,
+            op_version=int(container.target_opset_any_domain("ai.onnx.ml")),
+        )
+        missing = ops.OnnxCast(flag, to=BOOL, op_version=opv)
     else:
         dtype = np.float64 if isinstance(operator.inputs[0].type, DoubleTensorType) else np.float32
         fill = np.asarray(model.statistics_, dtype=dtype).reshape(1, -1)

@@ -24,7 +24,8 @@ import pandas as pd
 from edgeml.errors import UserError
 from edgeml.profiles import FirmwareProfile, get_profile, load_profiles
 from edgeml.settings import Settings
-from edgeml.spec.models import Spec
+from edgeml.spec.models import FAMILIES, Spec
+from edgeml.support import family_refusal, input_refusal
 from edgeml.train.pipeline import InputLayout, input_layout
 
 __all__ = [
@@ -35,9 +36,10 @@ __all__ = [
     "resolve_model_version",
 ]
 
-#: families OpenVINO can run: neural networks, and tree ensembles as tensor operations (the
-#: others need ONNX-ML operators it lacks)
-OPENVINO_FAMILIES = ("mlp", "random_forest", "hist_gradient_boosting")
+#: families OpenVINO runs (edgeml.support says why the others cannot)
+OPENVINO_FAMILIES = tuple(
+    sorted({f for fams in FAMILIES.values() for f in fams if family_refusal("openvino", f) is None})
+)
 #: OpenVINO's CPU plugin defaults to bf16 on CPUs that have it (AMX, AVX512-BF16), which moves
 #: MLP probabilities by up to 0.5; exports are proven in f32 and the agent must compile them so
 OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -142,69 +144,96 @@ def feeds(frame: pd.DataFrame, layout: InputLayout) -> dict[str, np.ndarray]:
     return out
 
 
-def _round_tree_inputs(model: Any) -> Any:
-    """Round what tree ensembles read to float32 first, as scikit-learn's trees do.
+def _text_options(model: Any) -> dict[int, dict[str, Any]]:
+    """The TF-IDF vectorizers' tokenisation, host-independent: the C locale and the training pattern."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
-    scikit-learn compares ``float32(x)`` with its thresholds; a tree fed double values would
-    split differently wherever a value lies between ``x`` and ``float32(x)``.
-    """
-    from onnx import helper
+    from edgeml.train.pipeline import TOKEN_PATTERN
 
+    options: dict[int, dict[str, Any]] = {}
+    for _, step, _ in getattr(model[0], "transformers_", []):
+        if isinstance(step, TfidfVectorizer):
+            if step.token_pattern != TOKEN_PATTERN:
+                raise UserError(
+                    f"this text model tokenises with {step.token_pattern!r}, which the device's graph "
+                    "cannot reproduce on every host",
+                    hint="retrain it with this edgeml version",
+                )
+            # StringNormalizer's default locale (en_US.UTF-8) is missing on many hosts, this one too.
+            options[id(step)] = {"tokenexp": TOKEN_PATTERN, "locale": "C"}
+    return options
+
+
+def output_names(task: str, target: str | None) -> list[str]:
+    """The exported model's outputs, primary first: classifiers keep ``label`` and ``probabilities``
+    (what telemetry reads); a regressor's value and an anomaly decision are named after the target."""
+    if task in ("classification", "text-classification"):
+        return ["label", "probabilities"]
+    if task == "regression":
+        return [target or "prediction"]
+    if task == "anomaly":
+        return [target or "anomaly", "anomaly_score"]
+    return ["cluster", "distances"]
+
+
+def _rename_outputs(model: Any, names: list[str]) -> Any:
     graph = model.graph
-    nodes = list(graph.node)
-    out = []
-    for node in nodes:
-        if node.op_type.startswith("TreeEnsemble"):
-            source = node.input[0]
-            as_float, rounded = f"{source}_f32", f"{source}_f32_rounded"
-            out.append(helper.make_node("Cast", [source], [as_float], to=1, name=f"{node.name}_to_f32"))
-            out.append(helper.make_node("CastLike", [as_float, source], [rounded], name=f"{node.name}_back"))
-            node.input[0] = rounded
-        out.append(node)
-    del graph.node[:]
-    graph.node.extend(out)
+    old = [o.name for o in graph.output]
+    if len(old) != len(names):
+        raise AssertionError(f"expected outputs {names}, the graph gives {old}")
+    taken = {n for node in graph.node for n in (*node.input, *node.output)} | {i.name for i in graph.input}
+    mapping = {}
+    for before, wanted in zip(old, names, strict=True):
+        clash = before != wanted and wanted in taken - set(old)
+        mapping[before] = f"{wanted}_out" if clash else wanted  # an inner tensor may have the name
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+    for out in graph.output:
+        out.name = mapping[out.name]
     return model
 
 
-def _convert(model: Any, layout: InputLayout, profile: FirmwareProfile, family: str) -> Any:
+def _convert(model: Any, layout: InputLayout, profile: FirmwareProfile, family: str, names: list[str]) -> Any:
     from skl2onnx import convert_sklearn
 
     from edgeml.export.converters import register
     from edgeml.export.trees import append_trees, is_tree_ensemble
 
     register()
-    options = {id(model[-1]): {"zipmap": False}} if hasattr(model[-1], "predict_proba") else None
+    options: dict[int, dict[str, Any]] = _text_options(model)
+    if hasattr(model[-1], "predict_proba"):
+        options[id(model[-1])] = {"zipmap": False}
     opsets = {"": profile.opset, "ai.onnx.ml": 3}
-    # skl2onnx 1.20 cannot convert scikit-learn 1.9's HistGradientBoosting (a boolean attribute), and
-    # OpenVINO has no TreeEnsemble operator: both get trees as standard tensor operations.
-    tensor_trees = is_tree_ensemble(model[-1]) and (
-        profile.runtime == "openvino" or family == "hist_gradient_boosting"
-    )
+    # Tree ensembles become standard tensor operations (trees.py), not ONNX-ML TreeEnsemble: skl2onnx
+    # 1.20 cannot convert scikit-learn 1.9's HistGradientBoosting, ONNX Runtime's TreeEnsembleRegressor
+    # answers float where skl2onnx declares double, its classifier breaks scikit-learn's ties between
+    # equal votes differently, and skl2onnx's isolation forest fails on double inputs.
     try:
-        if tensor_trees:
-            features = convert_sklearn(model[:-1], initial_types=_initial_types(layout), target_opset=opsets)
-            return append_trees(
+        if is_tree_ensemble(model[-1]):
+            features = convert_sklearn(
+                model[:-1], initial_types=_initial_types(layout), options=options or None, target_opset=opsets
+            )
+            converted = append_trees(
                 features,
                 features.graph.output[0].name,
                 model[-1],
                 profile.runtime == "openvino",
                 profile.opset,
             )
-        converted = convert_sklearn(
-            model,
-            initial_types=_initial_types(layout),
-            options=options,
-            target_opset=opsets,
-        )
+        else:
+            converted = convert_sklearn(
+                model, initial_types=_initial_types(layout), options=options or None, target_opset=opsets
+            )
     except UserError:
         raise
     except Exception as exc:  # skl2onnx raises many kinds; the user needs the family and the cause
         raise UserError(
             f"the {family} model cannot be converted to ONNX: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:200]}",
-            hint="train with another family (search.families), e.g. logistic or mlp",
+            hint="see docs/support-matrix.md for the families each profile runs",
         ) from exc
-    return _round_tree_inputs(converted)
+    return _rename_outputs(converted, names)
 
 
 class _Runner:
@@ -247,25 +276,39 @@ class _Runner:
 
 
 def _parity(model: Any, outputs: dict[str, np.ndarray], X: pd.DataFrame) -> dict[str, float]:
-    if hasattr(model[-1], "predict_proba"):
-        labels, proba = outputs["label"].ravel(), outputs["probabilities"]
+    """How far the export's outputs are from the native model's, on the same rows.
+
+    Classifiers: probabilities and labels. Anomaly: the score (``score_samples``) and the decision
+    (``predict``). Clustering: the distances to each centre (``transform``) and the cluster.
+    Regression: the value, relative to the largest magnitude (at least 1).
+    """
+    est, primary = model[-1], next(iter(outputs.values()))
+    rows = float(len(X))
+    if hasattr(est, "predict_proba"):
         native = model.predict_proba(X)
+        labels = outputs["label"].ravel()
         return {
-            "rows": float(len(X)),
-            "max_abs_diff": float(np.abs(proba - native).max()),
+            "rows": rows,
+            "max_abs_diff": float(np.abs(outputs["probabilities"] - native).max()),
             "label_agreement": float(np.mean(labels.astype(str) == model.predict(X).astype(str))),
         }
-    values = next(iter(outputs.values())).ravel()
-    native = np.asarray(model.predict(X), dtype=np.float64)
-    if values.dtype.kind in "iu" or native.dtype.kind in "iu":
+    if hasattr(est, "threshold_") or hasattr(est, "cluster_centers_"):
+        second = list(outputs.values())[1]
+        if hasattr(est, "threshold_"):
+            native_values = est.score_samples(model[:-1].transform(X)).reshape(-1, 1)
+        else:
+            native_values = model.transform(X)
+        scale = max(1.0, float(np.abs(native_values).max()))
         return {
-            "rows": float(len(X)),
-            "max_abs_diff": 0.0,
-            "label_agreement": float(np.mean(values == native)),
+            "rows": rows,
+            "max_abs_diff": float(np.abs(second - native_values).max() / scale),
+            "label_agreement": float(np.mean(primary.ravel() == np.asarray(model.predict(X)).ravel())),
         }
+    values = primary.ravel()
+    native = np.asarray(model.predict(X), dtype=np.float64)
     scale = max(1.0, float(np.abs(native).max()))
     return {
-        "rows": float(len(X)),
+        "rows": rows,
         "max_abs_diff": float(np.abs(values - native).max() / scale),
         "label_agreement": 1.0,
     }
@@ -308,29 +351,28 @@ def default_export_dir(settings: Settings, model_uri: str, profile: str) -> Path
 
 
 def _refuse_family(profile: FirmwareProfile, family: str, home: Path) -> None:
-    if profile.runtime == "openvino" and family not in OPENVINO_FAMILIES:
-        able = [p.name for p in load_profiles(home).values() if p.runtime == "onnxruntime"]
+    why = family_refusal(profile.runtime, family)
+    if why is not None:
+        able = [p.name for p in load_profiles(home).values() if family_refusal(p.runtime, family) is None]
         raise UserError(
-            f"OpenVINO cannot run {family} models (their ONNX graph needs ONNX-ML operators, which "
-            f"OpenVINO does not implement); OpenVINO runs {', '.join(OPENVINO_FAMILIES)}",
-            hint=f"export it for an ONNX Runtime profile: {', '.join(able)}",
+            f"{profile.name} ({profile.runtime}) cannot run {family} models: {why}",
+            hint=f"export it for a profile that runs {family}: {', '.join(able)}",
         )
 
 
 def _refuse_inputs(profile: FirmwareProfile, layout: InputLayout) -> None:
-    if profile.runtime != "openvino":
-        return
-    if layout.categorical or layout.text:
-        raise UserError(
-            "OpenVINO takes no string inputs; this model has categorical or text inputs",
-            hint="export it for an ONNX Runtime profile",
-        )
-    if layout.time:
-        raise UserError(
-            f"this model computes row features from timestamps ({', '.join(layout.time)}); OpenVINO's "
-            "CPU plugin runs double as float32, which cannot hold epoch seconds to the second",
-            hint="export it for an ONNX Runtime profile, or drop time functions from features.row",
-        )
+    kinds = {
+        "categorical": bool(layout.categorical),
+        "text": bool(layout.text),
+        "timestamp": bool(layout.time),
+    }
+    for kind, present in kinds.items():
+        why = input_refusal(profile.runtime, kind) if present else None
+        if why is not None:
+            raise UserError(
+                f"this model has {kind} inputs, which {profile.name} cannot take: {why}",
+                hint="export it for an ONNX Runtime profile (see docs/support-matrix.md)",
+            )
 
 
 def _calibration(
@@ -424,7 +466,7 @@ def export_model(
         layout = input_layout(spec)
         _refuse_inputs(profile, layout)
         X = holdout[layout.columns]
-        onnx_model = _convert(model, layout, profile, family)
+        onnx_model = _convert(model, layout, profile, family, output_names(spec.task, spec.target))
         stage = work / "export"
         stage.mkdir()
         calibration: dict[str, Any] = {}
@@ -459,16 +501,6 @@ def export_model(
         parity = _parity(model, outputs, X)
         tol = profile.tolerance
         if parity["max_abs_diff"] > tol.max_abs_diff or parity["label_agreement"] < tol.label_agreement:
-            if profile.runtime == "openvino" and family != "mlp":
-                able = [p.name for p in load_profiles(settings.home).values() if p.runtime == "onnxruntime"]
-                raise UserError(
-                    f"the {family} model as tensor operations on OpenVINO does not match the model: max abs "
-                    f"diff {parity['max_abs_diff']:.2e} (allowed {tol.max_abs_diff:.0e}), labels agree on "
-                    f"{parity['label_agreement']:.4%}; OpenVINO computes the preprocessing in float32, so "
-                    f"values near a split threshold go the other way; nothing was written. Profiles that run "
-                    f"{family} exactly: {', '.join(able)}",
-                    hint="export it for one of those (ONNX Runtime runs the trees as TreeEnsemble operators)",
-                )
             raise UserError(
                 f"the {profile.runtime} {precision} export of {name} v{version} does not match the model: "
                 f"max abs diff {parity['max_abs_diff']:.2e} (allowed {tol.max_abs_diff:.0e}), labels agree "

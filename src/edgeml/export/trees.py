@@ -1,15 +1,20 @@
-"""Tree ensembles as standard ONNX operators (tree traversal), for runtimes without ONNX-ML.
+"""Tree ensembles and isolation forests as standard ONNX operators (tree traversal).
+
+Used on every runtime: exact where ONNX-ML's TreeEnsemble operators (and skl2onnx's converters
+for them) are not; an isolation forest's leaves hold their normalised path lengths, summed
+into scikit-learn's ``score_samples`` and compared with the calibrated threshold.
 
 Every tree walks all rows at once: one Gather/GatherElements/LessOrEqual/Where step per
 level (Hummingbird's "tree traversal" strategy), so memory stays linear in the node count
 where the GEMM strategy needs one dense matrix per tree. Leaves point to themselves, so
 shallow trees simply stay put while deeper ones finish.
 
-Splits follow scikit-learn exactly. Random forests compare ``float32(x) <= threshold``;
+Splits follow scikit-learn exactly. Forests compare ``float32(x) <= threshold``;
 a float32 ``x`` is ``<=`` a double threshold iff it is ``<=`` the largest float32 not above
 it, so thresholds are rounded *down* to float32 and the walk is exact in float32 (which is
 all OpenVINO's CPU plugin computes in). HistGradientBoosting compares doubles: exact where
-the runtime runs double (ONNX Runtime), float32 on OpenVINO, which parity then judges.
+the runtime runs double (ONNX Runtime); OpenVINO's float32 preprocessing is why edgeml.support
+refuses tree ensembles there.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ _FOREST = ("RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassif
 _HGB = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
 
 
+_IFOREST = ("IsolationForestThreshold",)
+
+
 def is_tree_ensemble(estimator: Any) -> bool:
-    return type(estimator).__name__ in _FOREST + _HGB
+    return type(estimator).__name__ in _FOREST + _HGB + _IFOREST
 
 
 @dataclass
@@ -83,10 +91,40 @@ def _forest(est: Any) -> _Nodes:
                 "right": t.children_right,
                 "leaf": t.children_left == -1,
                 "missing_left": np.asarray(missing, dtype=bool),
-                "value": value / len(est.estimators_),
+                "value": value,
             }
         )
     return _stack(trees, max(int(m.tree_.max_depth) for m in est.estimators_))
+
+
+def _iforest(est: Any) -> _Nodes:
+    """Each leaf holds its share of the mean path length, normalised: their sum over the trees is
+    the exponent of scikit-learn's score, ``2 ** -sum`` (``IsolationForest._compute_score_samples``)."""
+    from sklearn.ensemble._iforest import _average_path_length
+
+    forest = est.forest_
+    subsample = forest._max_features != forest.n_features_in_
+    denominator = len(forest.estimators_) * float(_average_path_length([forest._max_samples])[0])
+    trees = []
+    for k, member in enumerate(forest.estimators_):
+        t = member.tree_
+        depth = forest._decision_path_lengths[k] + forest._average_path_length_per_tree[k] - 1.0
+        feature = t.feature
+        if subsample:  # the tree indexes its own subset of the columns
+            used = np.asarray(forest.estimators_features_[k])
+            feature = np.where(feature >= 0, used[np.clip(feature, 0, None)], feature)
+        trees.append(
+            {
+                "feature": feature,
+                "threshold": t.threshold,
+                "left": t.children_left,
+                "right": t.children_right,
+                "leaf": t.children_left == -1,
+                "missing_left": np.zeros(t.node_count, dtype=bool),
+                "value": (depth / denominator if denominator else np.ones(t.node_count)).reshape(-1, 1),
+            }
+        )
+    return _stack(trees, max(int(m.tree_.max_depth) for m in forest.estimators_))
 
 
 def _hgb(est: Any) -> _Nodes:
@@ -129,14 +167,14 @@ def _floor_f32(values: np.ndarray) -> np.ndarray:
 def append_trees(model: Any, features: str, estimator: Any, float32: bool, opset: int) -> Any:
     """Append ``estimator`` to ``model`` (an ONNX graph whose output ``features`` is its input matrix).
 
-    Outputs are named as skl2onnx names them: ``label`` and ``probabilities`` for a
-    classifier, ``variable`` for a regressor.
+    Outputs: ``label`` and ``probabilities`` for a classifier (as skl2onnx names them),
+    ``trees_output`` for a regressor (the export names it after the target).
     """
     from onnx import TensorProto, helper, numpy_helper
 
     kind = type(estimator).__name__
     hgb = kind in _HGB
-    nodes = _hgb(estimator) if hgb else _forest(estimator)
+    nodes = _iforest(estimator) if kind in _IFOREST else _hgb(estimator) if hgb else _forest(estimator)
     if hgb and kind.endswith("Regressor") and estimator.loss != "squared_error":
         raise UserError(f"hist_gradient_boosting with loss {estimator.loss!r} has no tensor conversion yet")
     # Forests split on float32 values (exact in float32); boosting on doubles where the runtime can.
@@ -189,8 +227,24 @@ def append_trees(model: Any, features: str, estimator: Any, float32: bool, opset
     if hgb:
         baseline = np.asarray(estimator._baseline_prediction, dtype=value_dtype).reshape(1, -1)
         total = node("Add", [total, const("baseline", baseline)], "raw")
+    elif kind in _FOREST:  # summed, then divided, as scikit-learn averages (ties stay ties)
+        total = node("Div", [total, const("n_trees_f", np.asarray([len(nodes.roots)], value_dtype))], "mean")
     outputs: list[Any] = []
-    if kind.endswith("Classifier"):
+    if kind in _IFOREST:  # score = 2 ** -mean path share; decision = score > calibrated threshold
+        score = node(
+            "Pow", [const("two", np.asarray([2.0], value_dtype)), node("Neg", [total], "neg")], "pow"
+        )
+        above = node("Greater", [score, const("cut", np.asarray([estimator.threshold_], value_dtype))], "gt")
+        flat = node("Reshape", [above, const("flat_shape", [-1])], "flat")
+        made.append(
+            helper.make_node("Cast", [flat], ["trees_output"], name="trees_out", to=TensorProto.INT64)
+        )
+        made.append(helper.make_node("Cast", [score], ["trees_score"], name="trees_sc", to=TensorProto.FLOAT))
+        outputs = [
+            helper.make_tensor_value_info("trees_output", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("trees_score", TensorProto.FLOAT, [None, 1]),
+        ]
+    elif kind.endswith("Classifier"):
         if hgb and nodes.value.shape[1] == 1:  # binary: one logit
             p = node("Sigmoid", [total], "p")
             proba = node(
@@ -222,8 +276,10 @@ def append_trees(model: Any, features: str, estimator: Any, float32: bool, opset
             helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, len(classes)]),
         ]
     else:
-        made.append(helper.make_node("Cast", [total], ["variable"], name="trees_out", to=TensorProto.FLOAT))
-        outputs = [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])]
+        made.append(
+            helper.make_node("Cast", [total], ["trees_output"], name="trees_out", to=TensorProto.FLOAT)
+        )
+        outputs = [helper.make_tensor_value_info("trees_output", TensorProto.FLOAT, [None, 1])]
     graph.node.extend(made)
     graph.initializer.extend(consts)
     del graph.output[:]

@@ -313,6 +313,54 @@ def _check_profiles(p: Parts) -> Iterator[SpecIssue]:
             yield SpecIssue(f"profiles[{i}]", f"profile {name!r} is listed twice")
 
 
+def _check_support(p: Parts) -> Iterator[SpecIssue]:
+    """Families and input kinds each listed profile's runtime cannot run (see edgeml.support)."""
+    from edgeml.profiles import load_profiles
+    from edgeml.support import family_refusal, input_kind, input_refusal, task_alternatives
+
+    spec = p["spec"]
+    if spec is None:
+        return
+    shipped = load_profiles()  # an operator's own profiles are checked when the export loads them
+    kinds = {input_kind(spec.schema_.columns[c].type) for c in spec.input_columns()}
+    if any(
+        spec.schema_.columns.get(n) is not None and spec.schema_.columns[n].type == "timestamp"
+        for f in spec.features.row
+        for n in parse_expression(f.expr).time_columns
+    ):
+        kinds.add("timestamp")
+    for i, name in enumerate(spec.profiles):
+        profile = shipped.get(name)
+        if profile is None:
+            continue
+        runtime = profile.runtime
+        for family in spec.search.families:
+            why = family_refusal(runtime, family)
+            if why is None:
+                continue
+            able = [n for n, pr in shipped.items() if family_refusal(pr.runtime, family) is None]
+            others = [f for f in task_alternatives(spec.task, runtime) if f != family]
+            instead = (
+                f"; on {name}, {_a(spec.task)} task can use {', '.join(others)}"
+                if others
+                else f"; {name} runs no {spec.task} family"
+            )
+            yield SpecIssue(
+                f"profiles[{i}]",
+                f"{name} ({runtime}) cannot run {family}: {why}. Profiles that run {family}: "
+                f"{', '.join(able)}{instead}",
+            )
+        for kind in sorted(kinds):
+            why = input_refusal(runtime, kind)
+            if why is not None:
+                able = [n for n, pr in shipped.items() if input_refusal(pr.runtime, kind) is None]
+                yield SpecIssue(
+                    f"profiles[{i}]",
+                    f"{name} ({runtime}) cannot take this spec's {kind} inputs: {why}. Profiles that "
+                    f"take them: {', '.join(able)}",
+                )
+
+
 CHECKS: tuple[Callable[[Parts], Iterator[SpecIssue]], ...] = (
     _check_schema,
     _check_sources,
@@ -323,6 +371,7 @@ CHECKS: tuple[Callable[[Parts], Iterator[SpecIssue]], ...] = (
     _check_search,
     _check_gates,
     _check_profiles,
+    _check_support,
 )
 
 

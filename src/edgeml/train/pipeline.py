@@ -17,7 +17,12 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from edgeml.features.expr import parse_expression
 from edgeml.spec.models import Spec
 
-__all__ = ["InputLayout", "RowFeatures", "build_pipeline", "input_layout"]
+__all__ = ["TOKEN_PATTERN", "InputLayout", "RowFeatures", "build_pipeline", "input_layout"]
+
+#: Words of text inputs: runs of two or more ASCII letters or digits, after lowercasing. ASCII,
+#: because the exported graph lowercases in the C locale (the one locale every host has, ASCII
+#: case only): scikit-learn's Unicode lowercasing then yields the same tokens as the device.
+TOKEN_PATTERN = r"[a-z0-9]{2,}"  # noqa: S105 - a regular expression, not a secret
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,7 @@ def build_pipeline(
             (
                 f"text_{name}",
                 TfidfVectorizer(
+                    token_pattern=TOKEN_PATTERN,
                     ngram_range=(1, int(params.get("ngram_max", 1))),
                     min_df=int(params.get("min_df", 1)),
                     max_features=params.get("max_features"),
