@@ -14,7 +14,7 @@ from bundle.conftest import make_manifest, write_model
 from edgeml.bundle.approval import Approval, approval_key, approve
 from edgeml.bundle.build import publish_bundle
 from edgeml.bundle.keys import KeyRing, Signer, canonical_json, export_public, init_keys, load_signer
-from edgeml.bundle.rollout import promote
+from edgeml.bundle.rollout import promote, rollback
 from edgeml.bundle.rollout import publish as publish_channel
 from edgeml.observability import BUNDLE_VERIFICATIONS
 
@@ -102,6 +102,22 @@ def test_a_sox_canary_needs_no_approval_and_other_stable_pointers_none_either(
     assert on_stable.run_once() == "installed v1 from stable"  # compliance none: no approval asked
 
 
+def short_approval(publisher: Publisher, approver: Signer, version: int, seconds: int = 2) -> datetime:
+    """An approval of the canary's ``version`` that runs out in ``seconds``; returns when."""
+    approval = approve(publisher.store, approver, "pump", version, actor="cli:carol")
+    expires = datetime.now(UTC) + timedelta(seconds=seconds)
+    short = approval.model_copy(update={"expires": expires.isoformat(timespec="seconds")})
+    data = canonical_json(short.model_dump(mode="json"))
+    key = approval_key("pump", version)
+    publisher.store.put(key + ".sig", approver.sign(data))
+    publisher.store.put(key, data)
+    return datetime.fromisoformat(short.expires)
+
+
+def wait_past(moment: datetime) -> None:
+    time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()) + 0.1)
+
+
 def test_an_approval_counts_as_of_the_promotion_not_of_the_device_s_first_sync(
     publisher: Publisher, approver: Signer, device_config: DeviceConfig
 ) -> None:
@@ -110,15 +126,30 @@ def test_an_approval_counts_as_of_the_promotion_not_of_the_device_s_first_sync(
     publisher.release(1)
     sox_bundle(publisher, 2)
     publish_channel(publisher.store, publisher.signer, "pump", 2, "canary", percent=100, groups=["lab"])
-    approval = approve(publisher.store, approver, "pump", 2, actor="cli:carol")
-    short = approval.model_copy(
-        update={"expires": (datetime.now(UTC) + timedelta(seconds=2)).isoformat(timespec="seconds")}
-    )
-    data = canonical_json(short.model_dump(mode="json"))
-    key = approval_key("pump", 2)
-    publisher.store.put(key + ".sig", approver.sign(data))
-    publisher.store.put(key, data)
+    expires = short_approval(publisher, approver, 2)
     promote(publisher.store, publisher.signer, "pump", approvers=KeyRing.from_dir(publisher.ring))
-    time.sleep(max(0.0, (datetime.fromisoformat(short.expires) - datetime.now(UTC)).total_seconds()) + 0.1)
+    wait_past(expires)
     late = make_syncer(publisher, device_config("dev-late"))
     assert late.run_once() == "installed v2 from stable"
+
+
+def test_a_rollback_goes_back_to_an_approved_version_only(
+    publisher: Publisher, approver: Signer, device_config: DeviceConfig
+) -> None:
+    """A rollback returns to a version approved before, however long ago; never to one no second
+    key approved."""
+    sox_bundle(publisher, 1)
+    publish_channel(publisher.store, publisher.signer, "pump", 1, "canary", percent=100, groups=["lab"])
+    expires = short_approval(publisher, approver, 1)
+    promote(publisher.store, publisher.signer, "pump", approvers=KeyRing.from_dir(publisher.ring))
+    approved_stable(publisher, approver, 2)
+    syncer = make_syncer(publisher, device_config())
+    assert syncer.run_once() == "installed v2 from stable"
+    wait_past(expires)
+    rollback(publisher.store, publisher.signer, "pump", "stable", 1, reason="INC-4")
+    assert syncer.run_once() == "installed v1 from stable"
+    for name in (approval_key("pump", 1), approval_key("pump", 1) + ".sig"):
+        publisher.store.delete(name)
+    fresh = make_syncer(publisher, device_config("dev-fresh"))
+    assert fresh.run_once().startswith("rejected: pump v1 on stable has no approval")
+    assert serving(fresh) is None
