@@ -57,9 +57,15 @@ class PipelineResult:
 
 
 def ensure_signer(settings: Settings) -> Signer:
-    """The appliance's signing key, created on first use (the embedded default has no operator)."""
+    """The appliance's signing key, created on first use (the embedded default has no operator)
+    and audited as created then (``keys.create``), as ``edgeml keys init`` audits its own."""
     if not list_keys(settings.home):
-        init_keys(settings.home)
+        from edgeml.audit import AuditLog, cli_actor
+        from edgeml.bundle.trail import audit_key_created
+
+        created = init_keys(settings.home)
+        log = AuditLog(store_from_settings(settings))
+        audit_key_created(log, created.key_id, cli_actor(), "created by `pipeline run` on first use")
     return load_signer(settings.home)
 
 

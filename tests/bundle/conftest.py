@@ -64,6 +64,7 @@ def make_manifest(
     profile: str = "x86-64-generic",
     expires: datetime | None = None,
     created: datetime | None = None,
+    compliance: str = "none",
 ) -> Manifest:
     created = created or datetime.now(UTC)
     expires = expires or created + timedelta(days=30)
@@ -93,6 +94,7 @@ def make_manifest(
         mlflow_run_id="run",
         snapshot="snap",
         key_id="",
+        compliance=compliance,
     )
 
 

@@ -13,7 +13,7 @@ from edgeml.audit import AuditLog
 from edgeml.bundle.approval import Approval, approval_key, approve, fetch_approval, verify_approval
 from edgeml.bundle.channels import ChannelPointer
 from edgeml.bundle.keys import KeyRing, Signer, canonical_json, init_keys, load_signer
-from edgeml.bundle.rollout import promote
+from edgeml.bundle.rollout import current, promote
 from edgeml.bundle.rollout import publish as publish_channel
 from edgeml.cli import main
 from edgeml.errors import BundleRejected, UserError
@@ -133,3 +133,75 @@ def test_cli_rollout_approve(clean_env: Path, tmp_path: Path, capsys: pytest.Cap
     assert code == 0
     assert "pump v2 approved for stable by key" in capsys.readouterr().out
     assert store.exists(approval_key("pump", 2))
+
+
+def test_promote_of_a_sox_version_needs_a_second_keys_approval(
+    publish: Publish, store: ObjectStore, signer: Signer, approver: Signer
+) -> None:
+    publish(2, seed=2, compliance="sox")
+    canary = publish_channel(store, signer, "pump", 2, "canary", percent=10)
+    approvers = _both(signer, approver)  # the devices' ring: the publisher's key is in it too
+    with pytest.raises(UserError, match="no approvers' key ring was given") as caught:
+        promote(store, signer, "pump")
+    assert caught.value.hint is not None
+    assert "edgeml rollout approve" in caught.value.hint
+    for move in (
+        lambda: promote(store, signer, "pump", approvers=approvers),
+        lambda: publish_channel(store, signer, "pump", 2, "stable", approvers=approvers),
+    ):
+        with pytest.raises(UserError, match=r"pump v2 is under compliance: sox .* has no approval"):
+            move()
+    # an approval signed by the publisher's own key is no approval, whatever ring is given
+    forged = Approval(
+        model="pump",
+        version=2,
+        manifests={p: ref.sha256 for p, ref in canary.manifests.items()},
+        publisher_key_id=canary.key_id,
+        key_id=signer.key_id,
+        approved_by="cli:alice",
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        expires=(datetime.now(UTC) + timedelta(days=1)).isoformat(timespec="seconds"),
+    )
+    data = canonical_json(forged.model_dump(mode="json"))
+    store.put(approval_key("pump", 2) + ".sig", signer.sign(data))
+    store.put(approval_key("pump", 2), data)
+    with pytest.raises(UserError, match="pump v2 is under compliance: sox"):
+        promote(store, signer, "pump", approvers=approvers)
+    assert current(store, "pump", "stable") is None
+    approve(store, approver, "pump", 2, actor="cli:carol", reason="CAB-9")
+    assert promote(store, signer, "pump", approvers=approvers).version == 2
+    entry = AuditLog(store).entries()[-1]
+    assert (entry.action, entry.subject) == ("rollout.promote", "pump/stable")
+
+
+def test_cli_promote_of_a_sox_version_exits_2_until_approved(
+    clean_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeml.bundle.build import publish_bundle
+    from edgeml.bundle.keys import export_public
+    from edgeml.store import LocalStore
+
+    from .conftest import make_manifest, write_model
+
+    assert main(["keys", "init"]) == 0
+    signer = load_signer(clean_env)
+    store = LocalStore(clean_env / "store")
+    folder = tmp_path / "m2"
+    publish_bundle(store, signer, make_manifest(write_model(folder, 2), 2, compliance="sox"), folder)
+    publish_channel(store, signer, "pump", 2, "canary")
+    assert main(["--home", str(tmp_path / "carol"), "keys", "init"]) == 0
+    ring = tmp_path / "devices-ring"
+    export_public(clean_env, ring)
+    export_public(tmp_path / "carol", ring)
+    capsys.readouterr()
+    assert main(["rollout", "promote", "pump"]) == 2
+    assert "no approvers' key ring" in capsys.readouterr().err
+    assert main(["rollout", "promote", "pump", "--approvers", str(ring)]) == 2
+    err = capsys.readouterr().err
+    assert "pump v2 is under compliance: sox" in err
+    assert "edgeml rollout approve pump 2" in err
+    assert main(["rollout", "approve", "pump", "2", "--keys", str(tmp_path / "carol")]) == 0
+    assert main(["rollout", "promote", "pump", "--approvers", str(ring)]) == 0
+    stable = current(store, "pump", "stable")
+    assert stable is not None
+    assert stable.version == 2

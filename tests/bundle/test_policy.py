@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from edgeml.bundle.approval import approval_key
 from edgeml.bundle.manifest import manifest_key
 from edgeml.bundle.reference_rows import reference_rows_key
 from edgeml.cli import main
@@ -81,6 +82,20 @@ def test_a_device_reads_bundles_and_writes_nothing(device_store: tuple[S3Store, 
         device.get("lake/sensors/part-0.parquet")
     with pytest.raises(StoreAccessDeniedError):
         device.put("lake/sensors/part-1.parquet", b"injected")
+
+
+def test_a_device_reads_approvals_but_not_the_audit_trail(device_store: tuple[S3Store, S3Store]) -> None:
+    publisher, device = device_store
+    key = approval_key("pump", 3)
+    for name in (key, key + ".sig"):
+        publisher.put(name, b"signed approval")
+        assert device.get(name) == b"signed approval"
+        with pytest.raises(StoreAccessDeniedError):
+            device.put(name, b"forged approval")
+    assert device.keys("approvals/pump/") == [key, key + ".sig"]
+    publisher.put("audit/00000001.json", b"entry")
+    with pytest.raises(StoreAccessDeniedError):
+        device.get("audit/00000001.json")
 
 
 def test_a_device_cannot_read_the_reference_rows(device_store: tuple[S3Store, S3Store]) -> None:

@@ -342,3 +342,36 @@ def test_the_running_node_promotes_a_canary_and_shows_it_on_v1_rollouts(
             'edgeml_canary_accuracy_ratio{metric="realized",model="pump",side="canary",version="2"} 0.9'
             in metrics
         )
+
+
+def test_a_sox_canary_that_holds_is_not_promoted_without_an_approval(
+    publisher: Publisher, fleet: DuckDBStore, tmp_path: Path
+) -> None:
+    from edgeml.bundle.approval import approve
+    from edgeml.bundle.keys import KeyRing, export_public, init_keys, load_signer
+
+    folder = publisher.work / "build-3"
+    manifest = with_golden(make_manifest(write_model(folder, 3), 3, compliance="sox"), folder)
+    publish_bundle(publisher.store, publisher.signer, manifest.model_copy(update={"gate": GATE}), folder)
+    pointer = publish(publisher.store, publisher.signer, "pump", 3, "canary", percent=100, groups=["line-b"])
+    started = datetime.fromisoformat(pointer.created)
+    _labels(fleet, "d-b1", 1, 0.90, 100)
+    _labels(fleet, "d-b2", 3, 0.90, 150)
+    init_keys(tmp_path / "carol")
+    export_public(tmp_path / "carol", publisher.ring)  # the node's ring, as the devices hold it
+    resolver = TargetResolver(publisher.store, publisher.ring, 60)
+    gate = QualityGate(
+        fleet, publisher.store, resolver, publisher.signer, approvers=KeyRing.from_dir(publisher.ring)
+    )
+    [held] = gate.evaluate(started + timedelta(seconds=GATE.soak_s + 1))
+    assert held.action == "wait"
+    assert "held for" in held.reason
+    assert "could not promote: pump v3 is under compliance: sox" in held.reason
+    assert "has no approval" in held.reason
+    assert gate.latest == [held]
+    assert gate.actions == []
+    assert _versions(publisher) == {"stable": 1, "canary": 3}
+    approve(publisher.store, load_signer(tmp_path / "carol"), "pump", 3, actor="cli:carol")
+    [promoted] = gate.evaluate(started + timedelta(seconds=GATE.soak_s + 2))
+    assert promoted.action == "promote"
+    assert _versions(publisher) == {"stable": 3, "canary": 3}

@@ -5,10 +5,13 @@ channel of the path, expiry, serial), choose the one this device follows (cohort
 id, group, profile), and when it names another version: fetch and verify the bundle into
 staging (its model, version and profile must be the pointer's and the device's; only
 missing blobs are downloaded), load it, run its golden samples, warm it up, install it
-and swap it in. The new model is then on probation: :class:`HealthWatch` counts its
-runtime errors and latency, and when the error rate or p99 is out of bounds the agent
-swaps the previous model back and refuses that version until a newer one (or an explicit
-rollback) comes.
+and swap it in. A ``stable`` pointer to a bundle whose manifest says ``compliance: sox`` is
+followed only with a second key's signed approval (:mod:`edgeml.bundle.approval`); without one
+the pointer is refused like any other (reason ``unapproved``) and retried each round.
+
+The new model is then on probation: :class:`HealthWatch` counts its runtime errors and
+latency, and when the error rate or p99 is out of bounds the agent swaps the previous model
+back and refuses that version until a newer one (or an explicit rollback) comes.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from edgeml.agent.config import AgentConfig
 from edgeml.agent.install import DeviceState, Installation
 from edgeml.agent.model import Answered, Failed, GoldenMismatch, LoadedModel, ModelHolder
 from edgeml.agent.supervise import Supervisor
+from edgeml.bundle.approval import fetch_approval
 from edgeml.bundle.channels import ChannelPointer, choose, pointer_key, verify_pointer
-from edgeml.bundle.keys import KeyRing
+from edgeml.bundle.keys import KeyRing, timestamp
 from edgeml.bundle.verify import Context, fetch_bundle
 from edgeml.errors import BundleRejected, ObjectNotFoundError, StoreError
 from edgeml.observability import (
@@ -257,6 +261,8 @@ class Syncer:
             context=self._context(pointer.version, f"the {pointer.channel} pointer"),
             sha256=ref.sha256,  # of the bytes fetch_bundle reads, not of an earlier read
         )
+        if pointer.channel == "stable" and staged.manifest.compliance == "sox":
+            self._check_approval(pointer, staged.path)
         BUNDLE_VERIFICATIONS.labels("ok").inc()
         BUNDLE_DOWNLOAD_BYTES.inc(staged.downloaded_bytes)
         try:
@@ -273,6 +279,20 @@ class Syncer:
             return f"v{staged.manifest.version} failed its smoke test: {exc}"
         self._swap_in(model, staged.path, explicit_rollback=rollback_to == pointer.version)
         return f"installed v{model.version} from {pointer.channel}"
+
+    def _check_approval(self, pointer: ChannelPointer, stage: Any) -> None:
+        """Separation of duties: a second key approved exactly these bundles, else BundleRejected.
+
+        The approval must have been unexpired when the publisher acted on it (the pointer's signed
+        time), so a device that joins later still follows; a rollback returns to a version
+        approved before and checks everything but the expiry.
+        """
+        at = None if pointer.rollback else timestamp(pointer.created, "pointer created")
+        try:
+            fetch_approval(self.store, self.ring, pointer, now=at, check_expiry=pointer.rollback is None)
+        except BundleRejected:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
 
     def _swap_in(self, model: LoadedModel, stage: Any, *, explicit_rollback: bool) -> None:
         previous = self.install.folder("current")

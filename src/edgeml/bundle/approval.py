@@ -16,10 +16,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeml.audit import AuditLog
-from edgeml.bundle.channels import ChannelPointer
+from edgeml.bundle.channels import ChannelPointer, pointer_key
 from edgeml.bundle.keys import KeyRing, Signer, canonical_json, open_signed, timestamp
 from edgeml.errors import BundleRejected, ObjectNotFoundError, UserError
 from edgeml.store.base import ObjectStore
@@ -49,6 +49,16 @@ def approval_key(model: str, version: int) -> str:
     return f"approvals/{model}/{version}.json"
 
 
+def _canary(store: ObjectStore, model: str) -> ChannelPointer | None:
+    """The canary pointer as stored (what it names is checked by the device against the approval)."""
+    try:
+        return ChannelPointer.model_validate_json(store.get(pointer_key(model, "canary")))
+    except ObjectNotFoundError:
+        return None
+    except ValidationError as exc:
+        raise UserError(f"the canary pointer of {model} does not parse: {exc}") from exc
+
+
 def approve(
     store: ObjectStore,
     approver: Signer,
@@ -61,9 +71,7 @@ def approve(
 ) -> Approval:
     """Sign an approval of the canary's ``version`` with ``approver``'s key; refused for the key
     that published the canary, and for a version the canary does not run."""
-    from edgeml.bundle.rollout import current
-
-    canary = current(store, model, "canary")
+    canary = _canary(store, model)
     if canary is None or canary.version != version:
         running = f"runs v{canary.version}" if canary else "has no canary"
         raise UserError(
@@ -103,10 +111,17 @@ def approve(
 
 
 def verify_approval(
-    data: bytes, signature: bytes, ring: KeyRing, pointer: ChannelPointer, *, now: datetime | None = None
+    data: bytes,
+    signature: bytes,
+    ring: KeyRing,
+    pointer: ChannelPointer,
+    *,
+    now: datetime | None = None,
+    check_expiry: bool = True,
 ) -> Approval:
     """The approval of ``pointer``'s version, once it is signed by a trusted key other than the
-    pointer's, unexpired, and names exactly the manifests the pointer names; else BundleRejected."""
+    pointer's, unexpired at ``now`` (unless not ``check_expiry``), and names exactly the manifests
+    the pointer names; else BundleRejected."""
     try:
         approval = open_signed(data, signature, ring, Approval, "approval")
     except BundleRejected as exc:
@@ -121,13 +136,21 @@ def verify_approval(
     named = {profile: ref.sha256 for profile, ref in pointer.manifests.items()}
     if any(approval.manifests.get(profile) != sha for profile, sha in named.items()):
         raise BundleRejected("unapproved", f"{where}: the pointer names bundles the approval does not")
-    if timestamp(approval.expires, "approval expires") <= (now or datetime.now(UTC)):
+    if check_expiry and timestamp(approval.expires, "approval expires") <= (now or datetime.now(UTC)):
         raise BundleRejected("unapproved", f"{where}: the approval expired at {approval.expires}")
     return approval
 
 
-def fetch_approval(store: ObjectStore, ring: KeyRing, pointer: ChannelPointer) -> Approval:
-    """Read and verify the approval of ``pointer`` from ``store``; a missing one is BundleRejected."""
+def fetch_approval(
+    store: ObjectStore,
+    ring: KeyRing,
+    pointer: ChannelPointer,
+    *,
+    now: datetime | None = None,
+    check_expiry: bool = True,
+) -> Approval:
+    """Read and verify (see :func:`verify_approval`) the approval of ``pointer`` from ``store``; a
+    missing one is BundleRejected."""
     key = approval_key(pointer.model, pointer.version)
     try:
         data, signature = store.get(key), store.get(key + ".sig")
@@ -137,4 +160,4 @@ def fetch_approval(store: ObjectStore, ring: KeyRing, pointer: ChannelPointer) -
             f"{pointer.model} v{pointer.version} on {pointer.channel} has no approval ({key})",
             hint=f"a second person approves it: `edgeml rollout approve {pointer.model} {pointer.version}`",
         ) from None
-    return verify_approval(data, signature, ring, pointer)
+    return verify_approval(data, signature, ring, pointer, now=now, check_expiry=check_expiry)

@@ -5,6 +5,10 @@ would check it (signature, the model and channel of its path, a serial not below
 audit trail records) and every manifest a new pointer names must verify at its path. Anything
 else is refused with the reason; ``recover=True`` (``--recover``) re-establishes the channel
 on purpose, at a serial above any seen, and the audit trail records what was replaced.
+
+Under ``compliance: sox`` no version reaches ``stable`` (``publish --channel stable`` or
+``promote``) without an approval signed by a key other than the publisher's, checked against the
+approvers' key ring exactly as a device checks it (:mod:`edgeml.bundle.approval`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edgeml.bundle.approval import fetch_approval
 from edgeml.bundle.channels import (
     CHANNELS,
     ChannelPointer,
@@ -226,6 +231,7 @@ def _write(
     action: str = "publish",
     actor: str | None = None,
     reason: str = "",
+    approvers: KeyRing | None = None,
 ) -> ChannelPointer:
     from edgeml.audit import AuditLog, cli_actor
 
@@ -244,6 +250,8 @@ def _write(
         key_id=signer.key_id,
         rollback=rollback,
     )
+    if channel == "stable" and rollback is None:
+        _require_approval(store, signer, pointer, approvers)
     data = canonical_json(pointer.model_dump(mode="json"))
     signature = signer.sign(data)
     key = pointer_key(model, channel)
@@ -269,6 +277,34 @@ def _write(
         reason=reason,
     )
     return pointer
+
+
+def _require_approval(
+    store: ObjectStore, signer: Signer, pointer: ChannelPointer, approvers: KeyRing | None
+) -> None:
+    """Separation of duties: a sox version goes to stable only with a second key's approval of
+    exactly the bundles ``pointer`` names; the publisher's keys never count as approvers."""
+    sox = any(json.loads(store.get(ref.key)).get("compliance") == "sox" for ref in pointer.manifests.values())
+    if not sox:
+        return
+    what = f"{pointer.model} v{pointer.version} is under compliance: sox and goes to stable only approved"
+    if approvers is None:
+        raise UserError(
+            f"{what}, and no approvers' key ring was given to check the approval against",
+            hint="publish it to canary, have a second person approve it (`edgeml rollout approve`), then "
+            "promote with --approvers DIR: the approvers' public keys (`edgeml --home ~/approver keys "
+            "export-public --out DIR`), the same the devices trust",
+        )
+    own = signer.ring().keys
+    ring = KeyRing({kid: key for kid, key in approvers.keys.items() if kid not in own})
+    try:
+        fetch_approval(store, ring, pointer)
+    except BundleRejected as exc:
+        raise UserError(
+            f"{what}: {exc.message}",
+            hint=exc.hint
+            or f"a second person approves it: `edgeml rollout approve {pointer.model} {pointer.version}`",
+        ) from exc
 
 
 def _summary(pointer: ChannelPointer | None) -> dict[str, object] | None:
@@ -301,10 +337,12 @@ def publish(
     reason: str = "",
     action: str = "publish",
     recover: bool = False,
+    approvers: KeyRing | None = None,
 ) -> ChannelPointer:
     """Point ``channel`` at ``version``; versions only move forward (see :func:`rollback`).
 
     ``recover`` re-establishes a channel whose stored pointer does not verify (see the module).
+    ``approvers`` are the keys whose approval lets a sox version onto stable.
     """
     _check_channel(channel)
     if percent is not None and not 0 <= percent <= 100:
@@ -334,6 +372,7 @@ def publish(
         action=action,
         actor=actor,
         reason=reason,
+        approvers=approvers,
     )
 
 
@@ -346,11 +385,13 @@ def promote(
     actor: str | None = None,
     reason: str = "",
     recover: bool = False,
+    approvers: KeyRing | None = None,
 ) -> ChannelPointer:
     """Move the canary's version to stable, for every device.
 
     The canary must verify whatever ``recover`` says: its version is what gets promoted.
-    ``recover`` re-establishes the stable pointer when that one does not verify.
+    ``recover`` re-establishes the stable pointer when that one does not verify. A sox version
+    needs an approval by one of ``approvers`` (see :func:`publish`).
     """
     canary = inspect(store, signer.ring(), model, "canary").usable(False)
     if canary is None:
@@ -370,6 +411,7 @@ def promote(
         reason=reason,
         action="promote",
         recover=recover,
+        approvers=approvers,
     )
 
 

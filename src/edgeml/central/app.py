@@ -202,10 +202,11 @@ def _gate(
 ) -> QualityGate | None:
     if not config.gate.enabled:
         return None
-    from edgeml.bundle.keys import load_signer
+    from edgeml.bundle.keys import KeyRing, load_signer
 
     assert object_store is not None
     assert config.gate.keys_home is not None
+    assert config.keyring is not None
     return QualityGate(
         db,
         object_store,
@@ -213,4 +214,5 @@ def _gate(
         load_signer(config.gate.keys_home),
         alerter=alerter,
         lookback=timedelta(seconds=config.gate.lookback_s),
+        approvers=KeyRing.from_dir(config.keyring),  # the devices' ring: approvers' keys are in it
     )

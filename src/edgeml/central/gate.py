@@ -19,19 +19,21 @@ published is promoted to stable. Without enough evidence on both sides nothing h
 
 ``gate`` comes from the canary version's signed manifest (the spec's ``rollout.gate``).
 Actions go through :mod:`edgeml.bundle.rollout`, so they are signed and audited (actor
-``central:quality-gate``), and each is also sent to the alert webhook as an event.
+``central:quality-gate``), and each is also sent to the alert webhook as an event. One they
+refuse — a sox version without a second key's approval (checked against the node's key ring),
+the store refusing the write — is not taken: the round's decision says ``wait`` and why.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from edgeml.bundle.channels import ChannelPointer
-from edgeml.bundle.keys import Signer, timestamp
+from edgeml.bundle.keys import KeyRing, Signer, timestamp
 from edgeml.bundle.manifest import Manifest
 from edgeml.bundle.rollout import promote, rollback
 from edgeml.central.alerts import Alerter
@@ -144,6 +146,7 @@ class QualityGate:
         *,
         alerter: Alerter | None = None,
         lookback: timedelta = timedelta(days=1),
+        approvers: KeyRing | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -151,6 +154,7 @@ class QualityGate:
         self.signer = signer
         self.alerter = alerter
         self.lookback = lookback
+        self.approvers = approvers  # whose approval lets a sox canary onto stable
         self.latest: list[GateDecision] = []  # this round's decisions, for /v1/rollouts
         self.actions: list[GateDecision] = []  # every promotion and rollback since start
 
@@ -170,9 +174,9 @@ class QualityGate:
             if canary.canary_percent <= 0:
                 continue  # withdrawn: no device follows it
             decision = self.judge(canary, stable, now)
-            decisions.append(decision)
             if decision.action in ("promote", "rollback"):
-                self._act(decision)
+                decision = self._act(decision)
+            decisions.append(decision)
         self.latest = decisions
         return decisions
 
@@ -258,11 +262,19 @@ class QualityGate:
                 return manifest.gate or CanaryGate()
         return CanaryGate()
 
-    def _act(self, decision: GateDecision) -> None:
+    def _act(self, decision: GateDecision) -> GateDecision:
+        """The decision as taken, or as ``wait`` with why it could not be (next round tries again)."""
         where = f"{decision.model} canary v{decision.canary_version}"
         try:
             if decision.action == "promote":
-                promote(self.store, self.signer, decision.model, actor=ACTOR, reason=decision.reason)
+                promote(
+                    self.store,
+                    self.signer,
+                    decision.model,
+                    actor=ACTOR,
+                    reason=decision.reason,
+                    approvers=self.approvers,
+                )
             else:
                 rollback(
                     self.store,
@@ -273,9 +285,13 @@ class QualityGate:
                     reason=decision.reason,
                     actor=ACTOR,
                 )
-        except EdgemlError as exc:  # the store refused the write: next round tries again
+        except EdgemlError as exc:  # refused (no approval) or the store refused the write
             log.error("quality gate could not %s %s: %s", decision.action, where, exc)
-            return
+            return replace(
+                decision,
+                action="wait",
+                reason=f"{decision.reason}; could not {decision.action}: {exc.message}",
+            )
         finally:
             self.resolver.forget(decision.model)
         track_canary_action(decision.model, decision.action)
@@ -293,3 +309,4 @@ class QualityGate:
                     "reason": decision.reason,
                 }
             )
+        return decision

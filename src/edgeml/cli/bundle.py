@@ -43,6 +43,26 @@ RecoverOpt = Annotated[
     ),
 ]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why; recorded in the audit trail.")]
+ApproversOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--approvers",
+        help="Folder of the approvers' public keys (<key id>.pub): under compliance sox, stable needs an "
+        "approval signed by one of them. Default: $EDGEML_HOME/approvers when it exists.",
+        file_okay=False,
+    ),
+]
+
+
+def _approvers(ctx: typer.Context, folder: Path | None) -> KeyRing | None:
+    from edgeml.bundle.keys import KeyRing
+
+    if folder is not None:
+        return KeyRing.from_dir(folder)  # a folder given that holds no key is refused, not ignored
+    default = _home(ctx) / "approvers"
+    return KeyRing.from_dir(default) if default.is_dir() else None
+
+
 TtlOpt = Annotated[
     int, typer.Option("--ttl-days", min=1, help="Days until devices refuse this pointer unless re-published.")
 ]
@@ -266,6 +286,7 @@ def rollout_publish(
     ttl_days: TtlOpt = 30,
     reason: ReasonOpt = "",
     recover: RecoverOpt = False,
+    approvers: ApproversOpt = None,
 ) -> None:
     """Point a channel at a version. Versions only move forward; going back is `rollout rollback`.
 
@@ -286,6 +307,7 @@ def rollout_publish(
         ttl_days=ttl_days,
         reason=reason,
         recover=recover,
+        approvers=_approvers(ctx, approvers),
     )
     _print_pointer(pointer)
 
@@ -297,13 +319,19 @@ def rollout_promote(
     ttl_days: TtlOpt = 30,
     reason: ReasonOpt = "",
     recover: RecoverOpt = False,
+    approvers: ApproversOpt = None,
 ) -> None:
-    """Make the canary's version stable for every device (both pointers must verify first)."""
+    """Make the canary's version stable for every device (both pointers must verify first; under
+    compliance sox, a second key's approval too: `edgeml rollout approve`)."""
     from edgeml.bundle.keys import load_signer
     from edgeml.bundle.rollout import promote
 
     signer = load_signer(_home(ctx))
-    _print_pointer(promote(_store(ctx), signer, model, ttl_days=ttl_days, reason=reason, recover=recover))
+    ring = _approvers(ctx, approvers)
+    pointer = promote(
+        _store(ctx), signer, model, ttl_days=ttl_days, reason=reason, recover=recover, approvers=ring
+    )
+    _print_pointer(pointer)
 
 
 @rollout_app.command("rollback")

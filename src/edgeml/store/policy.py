@@ -1,7 +1,7 @@
 """S3 / MinIO access policies: what a device may touch in the appliance's store.
 
 The publisher writes; devices read. A device may read (``GetObject``, which also
-covers ``HEAD``) and list only the three prefixes bundles live under — never the lake,
+covers ``HEAD``) and list only the prefixes bundles and their approvals live under — never the lake,
 the catalog or anything else — and may write nothing. The reference rows published next to a
 manifest for the central node's NannyML (holdout rows with their targets) are denied too. The
 document is standard IAM policy JSON, which MinIO (``mc admin policy create``) and S3 both take
@@ -16,8 +16,9 @@ from edgeml.errors import UserError
 
 __all__ = ["DEVICE_PREFIXES", "device_policy"]
 
-#: what a device reads: content-addressed blobs, signed manifests, signed channel pointers
-DEVICE_PREFIXES = ("blobs/", "bundles/", "channels/")
+#: what a device reads: content-addressed blobs, signed manifests, signed channel pointers, and the
+#: signed approvals a device checks before following ``stable`` under sox (:mod:`edgeml.bundle.approval`)
+DEVICE_PREFIXES = ("blobs/", "bundles/", "channels/", "approvals/")
 #: file name of a version's reference rows (:func:`edgeml.bundle.reference_rows.reference_rows_key`)
 REFERENCE_ROWS = "reference.parquet"
 
