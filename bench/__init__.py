@@ -14,4 +14,5 @@ BENCHMARKS = (
     "bundle_delta",
     "central_ingest",
     "central_drift",
+    "pipeline_memory",
 )
