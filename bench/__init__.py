@@ -15,4 +15,5 @@ BENCHMARKS = (
     "central_ingest",
     "central_drift",
     "drift_agreement",
+    "pipeline_memory",
 )

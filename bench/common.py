@@ -151,6 +151,7 @@ _names("edgeml.train.run", "train")
 _names("edgeml.train.search", "fit_trial", "run_search")
 _names("edgeml.train.tracking", "trusted_types")
 _names("edgeml.validate", "validate")
+_names("edgeml.train.data", "load_training_data")
 
 
 def __getattr__(name: str) -> Any:

@@ -15,12 +15,14 @@ bad values) of each size goes through ``ingest`` → ``validate`` → ``build_fe
 training split (``load_training_data``, data_volume medium: a sample of each split), all in one
 driver process with a local Ray, as ``edgeml pipeline run`` does. A thread samples the RSS of
 every process in the driver's tree every 0.1 s and keeps, per stage, the largest single
-process and the largest sum. Each size runs in a fresh driver process.
+process and the largest sum. Each size runs in a fresh driver process (this module again,
+with ``--stages``); ``--smoke`` runs both sizes in one driver, to start Ray once.
 
-    .venv/bin/python bench/pipeline_memory.py [--sizes-mb 200 2000] [--smoke]
+    .venv/bin/python -m bench.pipeline_memory [--sizes-mb 200 2000] [--no-write-results]
 
-``--smoke`` runs 4 MB and 40 MB (a minute or two) and writes nothing to RESULTS.md. Do not run
-the 2 GB size on a shared machine: it needs ~6 GB of disk and minutes of both cores.
+``--smoke`` runs 1 MB and 4 MB in one driver (55 s on the shared 2-CPU machine at a load average
+of 9, most of it starting Ray and its workers), claims nothing and writes nothing. Do not run the
+2 GB size on a shared machine: it needs ~6 GB of disk and minutes of both cores.
 """
 
 from __future__ import annotations
@@ -29,22 +31,23 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (
-    describe_machine,
-    load_average,
-    markdown_table,
-    section_head,
-    text_table,
+from bench.common import (
+    ROOT,
+    Report,
+    Table,
+    bench_argv,
+    parser,
+    process_tree,
+    smoke_sizes,
+    start_ray,
     verdict,
-    write_section,
 )
 
 NAME = "pipeline_memory"
@@ -52,6 +55,7 @@ GROWTH_TARGET = 1.5  # peak RSS ratio, larger size over smaller (10x the data)
 DUCKDB_TARGET = 0.5  # edgeml validation rows/s over DuckDB's
 RSS_BOUND_MB = 1024.0
 FAULTS = ["ok", "bearing_wear", "overheating", "pressure_leak"]
+STAGE_HEADERS = ["source", "stage", "rows", "rows/s", "peak RSS, largest process (MB)", "peak RSS, tree (MB)"]
 
 SPEC = """\
 name: bench-pumps
@@ -88,59 +92,85 @@ search: {{families: [random_forest], trials: 1}}
 pipeline: {{data_volume: medium, sample_rows: 200000}}
 """
 
-DRIVER = r"""
-import json, sys, threading, time
-import psutil
-from edgeml.features.build import build_features
-from edgeml.ingest.run import ingest
-from edgeml.ingest.runtime import ray_session
-from edgeml.settings import load_settings
-from edgeml.spec import load_spec
-from edgeml.train.data import load_training_data
-from edgeml.validate import validate
 
-spec = load_spec(sys.argv[1])
-settings = load_settings({"EDGEML_HOME": sys.argv[2]})
-me = psutil.Process()
-peaks, stage = {}, ["start"]
-stop = threading.Event()
+def rss_mb(pid: int) -> float:
+    """Resident set size of one process, from /proc (0 when it is gone)."""
+    try:
+        resident = int(Path(f"/proc/{pid}/statm").read_text(encoding="utf-8").split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return resident * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-def sample():
-    while not stop.wait(0.1):
-        total, top = 0.0, 0.0
-        for proc in [me, *me.children(recursive=True)]:
-            try:
-                rss = proc.memory_info().rss / 2**20
-            except psutil.Error:
-                continue
-            total, top = total + rss, max(top, rss)
-        old = peaks.get(stage[0], (0.0, 0.0))
-        peaks[stage[0]] = (max(old[0], top), max(old[1], total))
 
-threading.Thread(target=sample, daemon=True).start()
-seconds, rows = {}, {}
-with ray_session(None, progress_bars=False):
-    def run(name, fn):
-        stage[0] = name
-        t = time.perf_counter()
+class PeakSampler:
+    """Every 0.1 s, the largest single RSS and the sum over this process's tree, kept per stage."""
+
+    def __init__(self) -> None:
+        self.stage = "start"
+        self.peaks: dict[str, tuple[float, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            sizes = [rss_mb(pid) for pid in process_tree(os.getpid())]
+            top, total = self.peaks.get(self.stage, (0.0, 0.0))
+            self.peaks[self.stage] = (max(top, *sizes), max(total, sum(sizes)))
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.3)  # the last samples of the last stage
+        self._stop.set()
+        self._thread.join()
+
+
+def run_stages(folders: list[Path]) -> list[dict[str, Any]]:
+    """A driver: on one local Ray, the stages of each folder's spec (:func:`stages_of`), memory sampled."""
+    import ray
+
+    from bench.common import ray_session
+
+    results = []
+    with PeakSampler() as sampler:
+        start_ray()
+        try:
+            with ray_session(None, progress_bars=False):  # Ray Data configured as the CLI does
+                for folder in folders:
+                    results.append(stages_of(folder, sampler))
+                    sampler.peaks = {}
+        finally:
+            ray.shutdown()
+    return results
+
+
+def stages_of(folder: Path, sampler: PeakSampler) -> dict[str, Any]:
+    """ingest → validate → features → training split of ``folder/spec.yaml``, timed, on the running Ray."""
+    from bench.common import build_features, ingest, load_settings, load_training_data, parse_spec, validate
+
+    spec_file = folder / "spec.yaml"
+    spec = parse_spec(spec_file.read_text(encoding="utf-8"), source=str(spec_file), base_dir=folder)
+    settings = load_settings({"EDGEML_HOME": str(folder / "home")})
+    seconds: dict[str, float] = {}
+    rows: dict[str, int] = {}
+
+    def run(stage: str, fn: Callable[[], Any]) -> Any:
+        sampler.stage = stage
+        start = time.perf_counter()
         out = fn()
-        seconds[name] = time.perf_counter() - t
+        seconds[stage] = time.perf_counter() - start
         return out
+
     snap = run("ingest", lambda: ingest(spec, settings, progress_bars=False).snapshot)
     rows["ingest"] = snap.rows
-    report = run("validate", lambda: validate(spec, settings))
-    rows["validate"] = report.rows
-    features = run("features", lambda: build_features(spec, settings))
-    rows["features"] = features.rows
-    data = run("train split", lambda: load_training_data(spec, settings))
-    rows["train split"] = data.rows_total
-    stage[0] = "end"
-time.sleep(0.3)
-stop.set()
-parts = [str(settings.home / "store" / p.key) for p in snap.parts]
-print(json.dumps({"seconds": seconds, "rows": rows, "peaks": peaks, "parts": parts,
-                  "valid": report.rows_valid, "sample": data.sizes()}))
-"""
+    rows["validate"] = run("validate", lambda: validate(spec, settings)).rows
+    rows["features"] = run("features", lambda: build_features(spec, settings)).rows
+    rows["train split"] = run("train split", lambda: load_training_data(spec, settings)).rows_total
+    sampler.stage = "end"
+    parts = [str(settings.home / "store" / p.key) for p in snap.parts]
+    return {"seconds": seconds, "rows": rows, "peaks": sampler.peaks, "parts": parts}
 
 
 def write_csv(path: Path, target_mb: float, seed: int = 0) -> int:
@@ -180,28 +210,29 @@ def write_csv(path: Path, target_mb: float, seed: int = 0) -> int:
     return written
 
 
-def run_size(size_mb: float, scratch: Path) -> dict[str, Any]:
-    folder = scratch / f"{size_mb:g}mb"
-    folder.mkdir(parents=True, exist_ok=True)
-    csv = folder / "readings.csv"
-    rows = write_csv(csv, size_mb)
-    spec = folder / "spec.yaml"
-    spec.write_text(SPEC.format(csv=csv), encoding="utf-8")
+def run_sizes(sizes_mb: list[float], scratch: Path) -> list[dict[str, Any]]:
+    """Write each size's CSV and spec, then run their stages in one fresh driver process (its own Ray)."""
+    folders, csv_rows = [], []
+    for size in sizes_mb:
+        folder = scratch / f"{size:g}mb"
+        folder.mkdir(parents=True, exist_ok=True)
+        csv_rows.append(write_csv(folder / "readings.csv", size))
+        (folder / "spec.yaml").write_text(SPEC.format(csv=folder / "readings.csv"), encoding="utf-8")
+        folders.append(folder)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("EDGEML_")}
-    done = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(spec), str(folder / "home")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    argv = bench_argv(NAME, "--stages", *map(str, folders))
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
-        raise SystemExit(f"the {size_mb:g} MB run failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    result["csv_mb"] = csv.stat().st_size / 2**20
-    result["csv_rows"] = rows
-    result["duckdb"] = duckdb_validation(result["parts"], folder)
-    return result
+        raise SystemExit(
+            f"the driver for {', '.join(f'{s:g} MB' for s in sizes_mb)} failed:\n{done.stderr[-4000:]}"
+        )
+    results: list[dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
+    for result, folder, rows in zip(results, folders, csv_rows, strict=True):
+        result.update(
+            csv_mb=(folder / "readings.csv").stat().st_size / 2**20, csv_rows=rows, folder=str(folder)
+        )
+    return results
 
 
 def duckdb_validation(parts: list[str], folder: Path) -> dict[str, float]:
@@ -242,75 +273,79 @@ def duckdb_validation(parts: list[str], folder: Path) -> dict[str, float]:
     return {"seconds": seconds, "rows": float(counts[0])}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes-mb", type=float, nargs=2, default=[200.0, 2000.0])
-    parser.add_argument("--smoke", action="store_true", help="4 and 40 MB; nothing written to RESULTS.md")
-    parser.add_argument("--scratch", type=Path, default=None)
-    args = parser.parse_args()
-    sizes = [4.0, 40.0] if args.smoke else args.sizes_mb
-    machine = describe_machine()
-    load_start = load_average()
-    with tempfile.TemporaryDirectory(prefix="edgeml-bench-mem-", dir=args.scratch) as tmp:
-        results = [run_size(size, Path(tmp)) for size in sizes]
-    small, large = results
-    stages = list(small["seconds"])
-    rows = []
+def stage_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    out = []
     for r in results:
-        for stage in stages:
+        for stage in r["seconds"]:
             top, total = r["peaks"].get(stage, (0.0, 0.0))
-            rate = r["rows"][stage] / r["seconds"][stage]
-            rows.append(
+            out.append(
                 [
                     f"{r['csv_mb']:.0f} MB",
                     stage,
                     f"{r['rows'][stage]:,}",
-                    f"{rate:,.0f}",
+                    f"{r['rows'][stage] / r['seconds'][stage]:,.0f}",
                     f"{top:,.0f}",
                     f"{total:,.0f}",
                 ]
             )
-    headers = ["source", "stage", "rows", "rows/s", "peak RSS, largest process (MB)", "peak RSS, tree (MB)"]
+    return out
+
+
+def main() -> None:
+    cli = parser(__doc__)
+    cli.add_argument("--sizes-mb", type=float, nargs=2, default=[200.0, 2000.0], help="the two CSV sizes")
+    cli.add_argument("--scratch", type=Path, default=None, help="where the CSVs and lakes go")
+    cli.add_argument("--stages", type=Path, nargs="+", metavar="FOLDER", help=argparse.SUPPRESS)
+    args = smoke_sizes(cli.parse_args(), sizes_mb=[1.0, 4.0])
+    if args.stages:  # a driver started by run_sizes: its figures as JSON on the last line
+        print(json.dumps(run_stages(args.stages)))
+        return
+
+    report = Report(NAME, "Memory of the data stages as data grows; validation vs DuckDB SQL", args)
+    with tempfile.TemporaryDirectory(prefix="edgeml-bench-mem-", dir=args.scratch) as tmp:
+        if args.smoke:  # both sizes in one driver: one Ray start (its figures claim nothing)
+            results = run_sizes(args.sizes_mb, Path(tmp))
+        else:  # a fresh driver per size: each size's memory measured on its own
+            results = [run_sizes([size], Path(tmp))[0] for size in args.sizes_mb]
+        small, large = results
+        duckdb = duckdb_validation(large["parts"], Path(large["folder"]))
+    report.measured()
+
     peak = [max(p[0] for p in r["peaks"].values()) for r in results]
     growth = peak[1] / peak[0]
     ours = large["rows"]["validate"] / large["seconds"]["validate"]
-    theirs = large["duckdb"]["rows"] / large["duckdb"]["seconds"]
-    summary = [
-        ["data ratio", f"{large['csv_mb'] / small['csv_mb']:.1f}x"],
+    theirs = duckdb["rows"] / duckdb["seconds"]
+    checks = [
         [
-            "peak RSS ratio (largest process)",
-            f"{growth:.2f}x (target ≤ {GROWTH_TARGET}x): "
-            + verdict(growth, GROWTH_TARGET, higher_is_better=False),
+            f"peak RSS (largest process), {large['csv_mb'] / small['csv_mb']:.1f}x the data",
+            f"{peak[0]:,.0f} → {peak[1]:,.0f} MB = {growth:.2f}x",
+            f"≤ {GROWTH_TARGET}x",
+            verdict(growth, GROWTH_TARGET, higher_is_better=False),
         ],
         [
             "largest process, larger run",
-            f"{peak[1]:,.0f} MB (bound {RSS_BOUND_MB:,.0f} MB): "
-            + verdict(peak[1], RSS_BOUND_MB, higher_is_better=False),
+            f"{peak[1]:,.0f} MB",
+            f"≤ {RSS_BOUND_MB:,.0f} MB",
+            verdict(peak[1], RSS_BOUND_MB, higher_is_better=False),
         ],
         [
             "validation rows/s, edgeml / DuckDB SQL",
-            f"{ours:,.0f} / {theirs:,.0f} = {ours / theirs:.2f}x "
-            f"(target ≥ {DUCKDB_TARGET}x): " + verdict(ours / theirs, DUCKDB_TARGET),
+            f"{ours:,.0f} / {theirs:,.0f} = {ours / theirs:.2f}x",
+            f"≥ {DUCKDB_TARGET}x",
+            verdict(ours / theirs, DUCKDB_TARGET),
         ],
     ]
-    print(text_table(headers, rows))
-    print(text_table(["measure", "value"], summary))
-    if args.smoke:
-        return
-    body = [
-        section_head(
-            "Memory of the data stages as data grows; validation vs DuckDB SQL",
-            "pipeline_memory.py",
-            machine,
-            load_start,
-            load_average(),
-            ["--sizes-mb", *(f"{s:g}" for s in sizes)],
-        ),
-        markdown_table(headers, rows),
-        "",
-        markdown_table(["measure", "value"], summary),
-    ]
-    write_section(NAME, "\n".join(body))
+    report.publish(
+        [
+            f"Input: generated CSVs of {small['csv_rows']:,} and {large['csv_rows']:,} pump readings "
+            f"({small['csv_mb']:.0f} and {large['csv_mb']:.0f} MB), each through ingest → validate → "
+            f"features → training split in {'one driver' if args.smoke else 'a fresh driver each'}, "
+            "with a local Ray; RSS sampled every 0.1 s over "
+            "the driver's process tree. DuckDB runs the same expectations over the larger run's parts.",
+            Table(STAGE_HEADERS, stage_rows(results)),
+            report.checks(checks),
+        ]
+    )
 
 
 if __name__ == "__main__":
