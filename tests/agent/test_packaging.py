@@ -69,10 +69,14 @@ def test_the_edge_extra_installs_light_and_runs_the_agent(
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
     lock = ROOT / "requirements-edge.lock"
-    # edgeml first without dependencies: the lock's hashes put pip in hash-checking mode, and the
-    # wheel is not in the lock; then its edge extra, held to the lock
-    subprocess.run([*pip, "install", "--quiet", "--no-deps", str(wheel)], check=True, timeout=300)
-    subprocess.run([*pip, "install", "--quiet", "-c", str(lock), "edgeml[edge]"], check=True, timeout=900)
+    # the lock's versions as constraints, without hashes (as the Ansible role writes them): hashes
+    # would put pip in hash-checking mode, which wants an == pin on the wheel itself
+    constraints = tmp_path / "constraints.txt"
+    lines = [ln.replace(" \\", "") for ln in lock.read_text().splitlines() if "--hash=" not in ln]
+    constraints.write_text("\n".join(lines) + "\n")
+    subprocess.run(
+        [*pip, "install", "--quiet", "-c", str(constraints), f"{wheel}[edge]"], check=True, timeout=900
+    )
     subprocess.run([*pip, "check"], check=True, timeout=60)
     listed = subprocess.run(
         [*pip, "list", "--format=json"], check=True, capture_output=True, text=True
