@@ -258,3 +258,11 @@ class InvalidRequest(UserError):
 
     def http_detail(self) -> object:
         return self.errors
+
+
+class RateLimited(Overloaded):
+    """One device sent more than its share; it may send again after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
