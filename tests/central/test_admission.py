@@ -11,6 +11,7 @@ from agent.conftest import Publisher
 from edgeml.audit import AuditLog
 from edgeml.central.services.admission import DeviceRateLimiter
 from edgeml.errors import RateLimited
+from edgeml.observability import REGISTRY
 from telemetry.batches import make_batch
 
 from .conftest import ADMIN, Central, bearer, make_config, running
@@ -127,3 +128,29 @@ def test_the_bucket_refills_at_its_rate() -> None:
     assert refused.value.retry_after_s == 1
     bucket.take("d", now=0.6)  # 0.5 s at 2/s: one more
     bucket.take("e", now=0.6)  # another device has its own bucket
+
+
+def _series(metric: str, label: str, value: str) -> int:
+    return sum(
+        1
+        for family in REGISTRY.collect()
+        for s in family.samples
+        if s.name == metric and s.labels.get(label) == value
+    )
+
+
+def test_an_invented_model_or_group_adds_no_metric_series(central: Central) -> None:
+    token = central.register("press-1", group="line-enrolled")
+    for field, value in (("model", "invented-model-x"), ("group", "invented-group-x")):
+        assert (
+            central.post(
+                make_batch("press-1", group="line-enrolled").model_copy(update={field: value}), token
+            ).status_code
+            == 403
+        )
+    scraped = central.client.get("/metrics").text
+    assert "invented-model-x" not in scraped
+    assert "invented-group-x" not in scraped
+    assert _series("edgeml_central_telemetry_rows_total", "model", "invented-model-x") == 0
+    assert central.post(make_batch("press-1", group="line-enrolled"), token).status_code == 200
+    assert _series("edgeml_central_telemetry_rows_total", "group", "line-enrolled") == 1
