@@ -9,9 +9,11 @@ import pytest
 
 from agent.conftest import Publisher
 from edgeml.audit import AuditLog
+from edgeml.bundle.manifest import Histogram
 from edgeml.central.services.admission import DeviceRateLimiter
 from edgeml.errors import RateLimited
 from edgeml.observability import REGISTRY
+from edgeml.telemetry.schema import FeatureTelemetry
 from telemetry.batches import make_batch
 
 from .conftest import ADMIN, Central, bearer, make_config, running
@@ -154,3 +156,36 @@ def test_an_invented_model_or_group_adds_no_metric_series(central: Central) -> N
     assert _series("edgeml_central_telemetry_rows_total", "model", "invented-model-x") == 0
     assert central.post(make_batch("press-1", group="line-enrolled"), token).status_code == 200
     assert _series("edgeml_central_telemetry_rows_total", "group", "line-enrolled") == 1
+
+
+def test_bins_not_on_the_versions_reference_are_422_naming_the_histogram(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    publisher.bundle(1)  # its reference: inputs a and b, each cut at 0.0; no score histograms
+    good = {
+        "a": FeatureTelemetry(edges=[0.0], counts=[3, 7]),
+        "b": FeatureTelemetry(edges=[0.0], counts=[5, 5]),
+        "c": FeatureTelemetry(missing=1),  # an input without a reference: no bins
+    }
+    cases = {
+        ("features", "a"): good | {"a": FeatureTelemetry(edges=[0.5], counts=[3, 7])},
+        ("features", "b", "counts"): good | {"b": FeatureTelemetry(edges=[0.0], counts=[1, 2, 7])},
+        ("features", "c"): good | {"c": FeatureTelemetry(edges=[0.0], counts=[4, 6])},
+        ("features", "b"): good | {"b": FeatureTelemetry(values=["x"], counts=[5, 5])},
+    }
+    with running(make_config(tmp_path / "central", **config_for(publisher))) as central:
+        token = central.register("dev-1")
+        base = make_batch("dev-1")
+        for loc, features in cases.items():
+            answer = central.post(base.model_copy(update={"features": features}), token)
+            assert answer.status_code == 422, loc
+            assert [tuple(e["loc"][1:]) for e in answer.json()["detail"]] == [loc]
+        score = Histogram(edges=[0.5], counts=[2, 8])
+        odd_score = base.model_copy(update={"features": good, "scores": {"probability:ok": score}})
+        answer = central.post(odd_score, token)
+        assert answer.status_code == 422
+        assert answer.json()["detail"][0]["loc"] == ["body", "scores", "probability:ok"]
+        assert central.store.batch_count() == 0
+        assert central.post(base.model_copy(update={"features": good}), token).status_code == 200
+        # a version with no published manifest has no reference to check against
+        assert central.post(make_batch("dev-1", version=7), token).status_code == 200

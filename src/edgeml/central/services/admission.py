@@ -6,6 +6,8 @@ to the rest of the fleet (docs/security.md, "compromised device token").
 - its batches are about the group, model and profile it was enrolled with (403 otherwise);
 - their windows are real times near the server's clock (422 otherwise), so nothing stored
   overflows a date computation later or sorts ahead of every honest batch;
+- their histograms are on the bins of the version's reference (422 otherwise), so the
+  monitor never pools batches that disagree;
 - it sends at most ``device_batches_per_s`` sustained, ``device_burst`` at once (429).
 """
 
@@ -17,11 +19,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from edgeml.bundle.manifest import CategoryCounts, Histogram, Manifest
+from edgeml.bundle.reference import PROBABILITY_EDGES
 from edgeml.central.config import LimitsConfig
 from edgeml.errors import Forbidden, InvalidRequest, RateLimited
 from edgeml.telemetry.schema import Device, TelemetryBatch
 
-__all__ = ["EARLIEST", "DeviceRateLimiter", "check_claims", "check_window"]
+__all__ = ["EARLIEST", "DeviceRateLimiter", "check_bins", "check_claims", "check_window"]
 
 #: windows starting before this are a device whose clock was never set (1970), or garbage
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -77,6 +81,48 @@ def check_window(batch: TelemetryBatch, limits: LimitsConfig, now: datetime | No
             )
     if errors:
         raise InvalidRequest(errors)
+
+
+def check_bins(batch: TelemetryBatch, manifest: Manifest) -> None:
+    """InvalidRequest naming each histogram of ``batch`` not on the bins of ``manifest``'s reference.
+
+    What the agent sends (:mod:`edgeml.agent.telemetry`): an input with a reference on its edges
+    or values, one count per bin; an input without one, no counts; a score on its reference's
+    edges, or on PROBABILITY_EDGES when the reference has none.
+    """
+    ref = manifest.reference
+    errors: list[dict[str, Any]] = []
+    for name, feature in batch.features.items():
+        expected = ref.features.get(name)
+        loc = ["body", "features", name]
+        if expected is None:
+            if feature.counts or feature.edges is not None or feature.values is not None:
+                errors.append(
+                    _bins(loc, f"{manifest.model} v{manifest.version} has no reference for {name!r}")
+                )
+            continue
+        edges = expected.edges if isinstance(expected, Histogram) else None
+        values = expected.values if isinstance(expected, CategoryCounts) else None
+        if (feature.edges, feature.values) != (edges, values):
+            errors.append(_bins(loc, "not the bins of the version's reference"))
+        elif len(feature.counts) != len(expected.counts):
+            errors.append(
+                _bins(
+                    [*loc, "counts"],
+                    f"{len(feature.counts)} counts, the reference has {len(expected.counts)}",
+                )
+            )
+    for key, hist in batch.scores.items():
+        reference = ref.scores.get(key)
+        edges = reference.edges if reference is not None else PROBABILITY_EDGES
+        if hist.edges != edges or len(hist.counts) != len(edges) + 1:
+            errors.append(_bins(["body", "scores", key], "not the bins of the version's reference"))
+    if errors:
+        raise InvalidRequest(errors)
+
+
+def _bins(loc: list[str], msg: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": "reference_bins"}
 
 
 def _utc(value: datetime) -> datetime | None:
