@@ -95,6 +95,7 @@ def list_devices(state: StateDep, _: AdminDep) -> list[Device]:
 def decommission(device_id: str, state: StateDep, _: AdminDep) -> Device:
     """Retire a device (admin): its token stops working at once. Repeating it changes nothing."""
     device = state.store.decommission(device_id)  # an unknown id: UnknownDevice, 404
+    state.limiter.forget(device.device_id)
     forget_device_series(state, device)
     update_fleet_gauges(state)
     write_prometheus_sd(state)
