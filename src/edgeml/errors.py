@@ -308,3 +308,11 @@ class ValidationFailedError(UserError):
             hint=f"see catalog/{report.dataset}/validation/"
             f"{report.snapshot}.json and quarantine/{report.dataset}/validation/",
         )
+
+
+class RateLimited(Overloaded):
+    """One device sent more than its share; it may send again after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -101,3 +101,24 @@ def test_too_few_rows_are_not_judged(publisher: Publisher, tmp_path: Path) -> No
 
 def test_an_unpublished_version_is_skipped(publisher: Publisher, tmp_path: Path) -> None:
     assert TargetResolver(publisher.store, publisher.ring, 5).manifest("pump", 9, "x86-64-generic") is None
+
+
+def test_a_group_with_inconsistent_bins_fails_alone_and_the_others_are_judged(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    """Bins that disagree (stored before ingest checked them) fail their own (model, version, group)."""
+    model = _published(publisher, tmp_path)
+    with DuckDBStore(tmp_path / "telemetry.duckdb") as db:
+        for device, group, seed in (("d1", "line-a", 1), ("d2", "line-b", 2)):
+            db.register_device(group=group, profile="x86-64-generic", model="pump", device_id=device)
+            for batch in _telemetry(model, device, group, 0.0, seed):
+                db.ingest(batch)
+        odd = _telemetry(model, "d2", "line-b", 0.0, 3)[0]
+        wrong = odd.features["a"].model_copy(update={"edges": [0.0], "counts": [1, 2]})
+        db.ingest(odd.model_copy(update={"features": {**odd.features, "a": wrong}}))
+        monitor = Monitor(
+            db, TargetResolver(publisher.store, publisher.ring, 5).manifest, window=timedelta(minutes=5)
+        )
+        statuses = monitor.evaluate(datetime.now(UTC) + timedelta(seconds=1))
+    assert [s.group for s in statuses] == ["line-a"]
+    assert list(monitor.failures) == [("pump", 1, "line-b")]

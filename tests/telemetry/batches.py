@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from edgeml.bundle.manifest import Histogram
+from edgeml.bundle.reference import PROBABILITY_EDGES
 from edgeml.telemetry.schema import LATENCY_EDGES, CalibratedSums, FeatureTelemetry, TelemetryBatch
 
 __all__ = ["make_batch"]
@@ -40,7 +41,8 @@ def make_batch(
             "machine": FeatureTelemetry(values=["m1", "m2"], counts=[rows - 1, 1, 0]),
         },
         predictions={"ok": rows - 2, "fault": 2},
-        scores={"probability:ok": Histogram(edges=[0.5], counts=[2, rows - 2])},
+        # a score the reference has no histogram for: the agent counts it on PROBABILITY_EDGES
+        scores={"probability:ok": Histogram(edges=PROBABILITY_EDGES, counts=[2] + [0] * 8 + [rows - 2])},
         calibration=CalibratedSums(
             sums={"ok": rows * 0.7, "fault": rows * 0.3}, expected_correct=rows * 0.8, rows=rows
         ),

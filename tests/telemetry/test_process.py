@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from concurrent.futures import Future
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -18,7 +19,7 @@ import pytest
 from edgeml.errors import BatchConflict, DeviceExists, Overloaded, StoreClosed, UnknownDevice
 from edgeml.telemetry.db.store import WRITE_THREADS, DuckDBStore
 from edgeml.telemetry.process import _SERVED, PIPE_BUFFER, PREPARE_CHUNK, Group, StoreProcess, _Remote, _widen
-from edgeml.telemetry.schema import FeedbackItem, Ingested, Outcomes
+from edgeml.telemetry.schema import FeedbackItem, Ingested, Outcomes, TelemetryBatch
 from edgeml.telemetry.store import TelemetryStore
 
 from .batches import make_batch
@@ -322,3 +323,40 @@ def test_the_pipe_to_the_store_holds_a_group_in_one_write() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+def _overflowing(batch: TelemetryBatch) -> TelemetryBatch:
+    """``batch`` with a window end UTC cannot hold (the contract lets it through; Arrow does not)."""
+    end = datetime.fromisoformat("9999-12-31T23:59:59-14:00")
+    return batch.model_copy(update={"window_end": end})
+
+
+def test_one_batch_arrow_refuses_fails_alone_in_its_group(tmp_path: Path) -> None:
+    sent = [make_batch(device_id="d0") for _ in range(100)]
+    sent[50] = _overflowing(sent[50])
+
+    async def post_all(store: StoreProcess) -> list[Ingested | BaseException]:
+        return await asyncio.gather(*(store.submit_async(b) for b in sent), return_exceptions=True)
+
+    with StoreProcess(tmp_path / "t.duckdb") as store:
+        store.register_device(group="g", profile="x86-64-generic", model="pump", device_id="d0")
+        answers = asyncio.run(post_all(store))
+        failed = [i for i, a in enumerate(answers) if not isinstance(a, Ingested)]
+        assert failed == [50]
+        assert isinstance(answers[50], OverflowError)
+        assert store.batch_count() == 99
+        assert store.queued_batches == 0
+
+
+def test_the_in_process_writer_fails_the_refused_batch_alone(tmp_path: Path) -> None:
+    sent = [make_batch(device_id="d0") for _ in range(100)]
+    sent[7] = _overflowing(sent[7])
+    release = threading.Event()
+    with DuckDBStore(tmp_path / "t.duckdb") as store:
+        held = store.write(lambda _con: release.wait(10))  # the writer waits: the batches queue up
+        futures = [store.submit(b) for b in sent]
+        release.set()
+        held.result(10)
+        outcomes = [f.exception(10) for f in futures]
+        assert [i for i, e in enumerate(outcomes) if e is not None] == [7]
+        assert store.batch_count() == 99

@@ -79,6 +79,21 @@ class LimitsConfig(_Strict):
         2000, ge=1, description="telemetry batches waiting for the writer; beyond, devices get 429"
     )
     retry_after_s: int = Field(2, ge=1, description="Retry-After sent with 429 and 503")
+    clock_skew_s: float = Field(
+        300.0, ge=0, description="a batch's window may end at most this far after the server's now"
+    )
+    max_window_s: float = Field(
+        86400.0, gt=0, description="longest telemetry window accepted (window_end - window_start)"
+    )
+    device_batches_per_s: float = Field(
+        10.0,
+        gt=0,
+        description="telemetry batches one device may send per second, sustained (token bucket; "
+        "agents send one per model a minute, more while their spool drains)",
+    )
+    device_burst: int = Field(
+        120, ge=1, description="batches one device may send at once before device_batches_per_s applies"
+    )
 
 
 class NannyMLConfig(_Strict):

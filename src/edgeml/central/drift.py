@@ -330,8 +330,13 @@ def pool_stored(
     model: str | None = None,
     version: int | None = None,
     group: str | None = None,
+    on_error: Callable[[tuple[str, int, str | None], Exception], None] | None = None,
 ) -> list[PooledWindow]:
     """The stored batches whose window ended in (``since``, ``until``], pooled.
+
+    ``on_error`` (without ``window``): a (model, version, group) whose batches cannot be pooled
+    (they disagree on their bins) is handed to it and left out, so it fails alone; without
+    ``on_error`` the error is raised.
 
     With ``window``: :func:`pool` of them; None: :func:`pool_window` per model, version and group
     (ordered by model, version, then group, no group last). The database adds them up when it
@@ -349,7 +354,15 @@ def pool_stored(
     for b in batches:
         grouped.setdefault((b.model, b.version, b.group), []).append(b)
     order = sorted(grouped, key=lambda k: (k[0], k[1], k[2] is None, k[2] or ""))
-    return [pool_window(grouped[k]) for k in order]
+    pooled: list[PooledWindow] = []
+    for k in order:
+        try:
+            pooled.append(pool_window(grouped[k]))
+        except ValueError as exc:
+            if on_error is None:
+                raise
+            on_error(k, exc)
+    return pooled
 
 
 class MethodScore(BaseModel):

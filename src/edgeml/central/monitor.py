@@ -142,7 +142,9 @@ class Monitor:
         judged: list[tuple[GroupStatus, Manifest]] = []
         failures: dict[tuple[str, int, str | None], str] = {}
         # summed by the database (no payload is read) per model, version and group
-        pools = pool_stored(self.db, None, since=since, until=now)
+        pools = pool_stored(
+            self.db, None, since=since, until=now, on_error=lambda k, exc: _failed(failures, k, exc)
+        )
         # read after the pools, on the same bounds: every pooled version has sent a batch in it
         profiles = self.db.profiles(since, now)
         for pooled in pools:
@@ -151,8 +153,7 @@ class Monitor:
             try:
                 found = self._judge_pool(pooled, profiles, since, now)
             except Exception as exc:  # this group's failure, reported alone: the round goes on
-                log.exception("drift of %s v%s in %s not judged", pooled.model, pooled.version, pooled.group)
-                failures[pooled.model, pooled.version, pooled.group] = f"{type(exc).__name__}: {exc}"
+                _failed(failures, (pooled.model, pooled.version, pooled.group), exc)
                 continue
             if found is not None:
                 judged.append(found)
@@ -304,3 +305,11 @@ def _nannyml_signals(model: str, version: int, group: str | None, report: NannyM
             values={p.metric: p.value, "rows": float(report.rows)} | band,
         )
     ]
+
+
+def _failed(
+    failures: dict[tuple[str, int, str | None], str], key: tuple[str, int, str | None], exc: Exception
+) -> None:
+    """Note one (model, version, group) not judged this round, and why."""
+    log.error("drift of %s v%s in %s not judged: %s", *key, exc, exc_info=exc)
+    failures[key] = f"{type(exc).__name__}: {exc}"

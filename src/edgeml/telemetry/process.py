@@ -49,7 +49,7 @@ from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from edgeml.errors import Overloaded, StoreClosed
-from edgeml.telemetry.db.batch_group import BatchGroup
+from edgeml.telemetry.db.batch_group import BatchGroup, laid_out
 from edgeml.telemetry.db.devices import DeviceDirectory, hash_token
 from edgeml.telemetry.db.store import DuckDBStore
 from edgeml.telemetry.db.tables import DEFAULT_MEMORY_LIMIT
@@ -363,6 +363,10 @@ def _decommissioned(proxy: StoreProcess, device: Device) -> None:
     proxy.directory.remember(device, proxy.directory.token_hash(device.device_id))
 
 
+def _reassigned(proxy: StoreProcess, result: tuple[Device, Device]) -> None:
+    proxy.directory.update([result[1]])
+
+
 def _probe_wait(timeout: float = 5.0) -> float:
     return timeout + 5.0
 
@@ -524,6 +528,7 @@ class StoreProcess:
 
     register_device = _Remote(DuckDBStore.register_device, after=_registered)
     decommission = _Remote(DuckDBStore.decommission, after=_decommissioned)
+    reassign = _Remote(DuckDBStore.reassign, after=_reassigned)
     add_feedback = _Remote(DuckDBStore.add_feedback)
     compact = _Remote(DuckDBStore.compact)
     probe_write = _Remote(DuckDBStore.probe_write, wait=_probe_wait)
@@ -584,13 +589,15 @@ class StoreProcess:
                     return  # closed, and everything submitted was handed over
             frame = None
             if items:
-                try:
-                    encoded = [(batch, *encode(batch)) for batch, _ in items]
-                    frame = _dumps(BatchGroup.of(encoded, datetime.now(UTC)))
-                except Exception as exc:  # Arrow refused a value the contract let through
-                    log.exception("telemetry could not be laid out for writing")
-                    self._drop(items, exc)
-                    items = []
+                encoded = [(batch, *encode(batch)) for batch, _ in items]
+                group, failed = laid_out(encoded, datetime.now(UTC))
+                if failed:  # Arrow refused a value the contract let through: those fail alone
+                    log.error("%d telemetry batches could not be laid out for writing", len(failed))
+                    for i, exc in failed.items():
+                        self._drop([items[i]], exc)
+                    items = [item for i, item in enumerate(items) if i not in failed]
+                if group is not None:
+                    frame = _dumps(group)
             with self._lock:
                 ready = bool(ahead or items) and (self._closed or len(self._groups) < GROUPS_IN_FLIGHT)
                 if ready:

@@ -93,6 +93,10 @@ class TelemetryStore(Protocol):
         """Retire a device: its token stops working when this returns. Repeating it changes nothing."""
         ...
 
+    def reassign(self, device_id: str, changes: dict[str, str | None]) -> tuple[Device, Device]:
+        """Change what a device is enrolled with (``group``, ``model``, ``profile``); (before, after)."""
+        ...
+
     def add_feedback(self, items: list[FeedbackItem], source: str) -> int:
         """Store labels; ``source`` is 'admin' or the device that sent them."""
         ...

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from edgeml.central.services.state import CentralState
 from edgeml.central.services.telemetry import bearer_token
-from edgeml.errors import EdgemlError, Unauthorized, Unavailable
+from edgeml.errors import EdgemlError, RateLimited, Unauthorized, Unavailable
 from edgeml.telemetry.schema import Device
 
 __all__ = [
@@ -38,7 +38,8 @@ _DESCRIPTIONS = {
     404: "No such device",
     409: "Already exists",
     413: "The request body is larger than limits.max_body_bytes",
-    429: "Too much telemetry waits to be written; retry after Retry-After seconds",
+    429: "Too much telemetry waits to be written, or this device sent more than its rate; "
+    "retry after Retry-After seconds",
     503: "The telemetry store or the object store cannot serve now; retry after Retry-After seconds",
 }
 
@@ -46,7 +47,9 @@ _DESCRIPTIONS = {
 def error_response(exc: EdgemlError, retry_after_s: float) -> JSONResponse:
     """The HTTP answer to ``exc``: the one mapping of errors to answers, for every route and the intake."""
     headers = {}
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    elif isinstance(exc, Unavailable):
         headers["Retry-After"] = str(retry_after_s)
     elif isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"

@@ -6,11 +6,18 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeml.central.routes.deps import AdminDep, RegistrarDep, StateDep, errors
-from edgeml.central.services.fleet import forget_device_series, update_fleet_gauges, write_prometheus_sd
+from edgeml.central.services.fleet import (
+    forget_device_series,
+    set_serving,
+    update_fleet_gauges,
+    write_prometheus_sd,
+)
+from edgeml.errors import InvalidRequest
+from edgeml.observability import track_device_seen
 from edgeml.spec.types import Slug
 from edgeml.telemetry.schema import Device
 
-__all__ = ["RegisterRequest", "Registered", "router"]
+__all__ = ["EnrolmentChange", "RegisterRequest", "Registered", "router"]
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
@@ -43,6 +50,41 @@ def register(body: RegisterRequest, state: StateDep, _: RegistrarDep) -> Registe
     return Registered(device=device, token=token)
 
 
+class EnrolmentChange(BaseModel):
+    """What an admin changes of a device's enrolment; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group: Slug | None = Field(None, description="device group (null: none)")
+    profile: Slug | None = Field(None, description="firmware profile")
+    model: Slug | None = Field(None, description="registered model")
+
+
+@router.patch("/{device_id}", response_model=Device, responses=errors(401, 404))
+def reassign(device_id: str, body: EnrolmentChange, state: StateDep, _: AdminDep) -> Device:
+    """Change a device's group, model or profile (admin, audited): its telemetry must then claim these."""
+    changes = body.model_dump(include=body.model_fields_set)
+    for name in ("profile", "model"):
+        if name in changes and changes[name] is None:
+            raise InvalidRequest([{"loc": ["body", name], "msg": "may not be null", "type": "missing"}])
+    before, after = state.store.reassign(device_id, changes)  # an unknown id: UnknownDevice, 404
+    forget_device_series(state, before)  # its series carried the old group
+    if after.active and after.last_seen is not None:
+        track_device_seen(after.device_id, after.group, after.last_seen.timestamp())
+        set_serving(state, after)
+    update_fleet_gauges(state)
+    write_prometheus_sd(state)
+    fields = list(changes)
+    _audit(
+        state,
+        "device.reassign",
+        device_id,
+        before={k: getattr(before, k) for k in fields},
+        after={k: getattr(after, k) for k in fields},
+    )
+    return after
+
+
 @router.get("", response_model=list[Device], responses=errors(401))
 def list_devices(state: StateDep, _: AdminDep) -> list[Device]:
     """Every device ever registered, decommissioned ones included (admin)."""
@@ -53,6 +95,7 @@ def list_devices(state: StateDep, _: AdminDep) -> list[Device]:
 def decommission(device_id: str, state: StateDep, _: AdminDep) -> Device:
     """Retire a device (admin): its token stops working at once. Repeating it changes nothing."""
     device = state.store.decommission(device_id)  # an unknown id: UnknownDevice, 404
+    state.limiter.forget(device.device_id)
     forget_device_series(state, device)
     update_fleet_gauges(state)
     write_prometheus_sd(state)

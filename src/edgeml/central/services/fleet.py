@@ -202,9 +202,9 @@ def restore_gauges(state: CentralState) -> None:
 
 
 def observe_batch(state: CentralState, batch: TelemetryBatch, device: Device, received: datetime) -> None:
-    """Fleet gauges after a new batch."""
+    """Fleet gauges after a new batch; label values are the device's enrolment, never the batch's."""
     track_device_seen(device.device_id, device.group, received.timestamp())
-    track_telemetry_rows(batch.model, batch.group or device.group, batch.rows)
+    track_telemetry_rows(device.model, device.group, batch.rows)
     if batch.dropped_before:
         track_device_spool_dropped(device.device_id, device.group, batch.dropped_before)
     now = state.store.device(device.device_id)

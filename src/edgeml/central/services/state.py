@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from edgeml.central.config import CentralConfig
 from edgeml.central.monitor import Monitor
+from edgeml.central.services.admission import DeviceRateLimiter
 from edgeml.central.services.targets import TargetResolver
 from edgeml.telemetry.store import TelemetryStore
 
@@ -24,3 +25,7 @@ class CentralState:
     # device id -> the DEVICE_MODEL labels set for it, so a version change removes the old series
     serving_labels: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)
     monitor: Monitor | None = None  # the watch over drift and accuracy (None: disabled)
+    limiter: DeviceRateLimiter = field(init=False)  # each device's telemetry rate
+
+    def __post_init__(self) -> None:
+        self.limiter = DeviceRateLimiter.of(self.config.limits)

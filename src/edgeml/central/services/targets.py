@@ -61,6 +61,7 @@ class TargetResolver:
         self._ring = KeyRing.from_dir(keyring) if keyring is not None else None  # fail at start-up
         self._cache: dict[str, tuple[float, dict[str, ChannelPointer]]] = {}
         self._manifests: dict[tuple[str, int, str], Manifest] = {}  # a published version never changes
+        self._missing: dict[tuple[str, int, str], float] = {}  # when a manifest was last found missing
         self._lock = threading.Lock()
 
     def answer(self, device_id: str, model: str, profile: str, group: str | None) -> TargetAnswer:
@@ -133,16 +134,34 @@ class TargetResolver:
             return self._manifests[key]
         if self.store is None or self._ring is None:
             return None
+        missed = self._missing.get(key)
+        if missed is not None and time.monotonic() - missed < self.cache_s:
+            return None
         where = manifest_key(model, version, profile)
         try:
             data, signature = self.store.get(where), self.store.get(where + ".sig")
             manifest = open_signed(data, signature, self._reload_ring(), Manifest, "manifest")
         except (StoreError, BundleRejected) as exc:
-            log.warning("no usable manifest %s: %s", where, exc.message)
+            if missed is None:  # once, not for every batch of that version
+                log.warning("no usable manifest %s: %s", where, exc.message)
+            with self._lock:
+                self._missing[key] = time.monotonic()
             return None
         with self._lock:
             self._manifests[key] = manifest
+            self._missing.pop(key, None)
         return manifest
+
+    def cached_manifest(self, model: str, version: int, profile: str) -> Manifest | bool | None:
+        """The manifest when it was read before; None: there is none to read; False: ask :meth:`manifest`."""
+        key = (model, version, profile)
+        found = self._manifests.get(key)
+        if found is not None:
+            return found
+        if self.store is None or self._ring is None:
+            return None
+        missed = self._missing.get(key)
+        return None if missed is not None and time.monotonic() - missed < self.cache_s else False
 
     def _reload_ring(self) -> KeyRing:
         """The key ring as it is now on disk (rotation adds keys); the last good one if it broke."""

@@ -7,17 +7,22 @@ counts. Its errors are :class:`~edgeml.errors.EdgemlError` s, which one function
 answers (:func:`edgeml.central.routes.deps.error_response`).
 
 The order is FastAPI's, whose generic path this replaced: a body that is not JSON is refused
-first, then the token, then the batch's fields, then a batch of another device.
+first, then the token (and the device's rate), then the batch's fields, then a batch of
+another device or about what the device was not enrolled for, then a window out of time, then
+histograms not on the bins of the version's reference (:mod:`edgeml.central.services.admission`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from email.message import Message
 from typing import Any
 
 from pydantic import ValidationError
 
+from edgeml.bundle.manifest import Manifest
+from edgeml.central.services.admission import check_bins, check_claims, check_window
 from edgeml.central.services.fleet import observe_batch
 from edgeml.central.services.state import CentralState
 from edgeml.errors import BatchConflict, Forbidden, InvalidRequest, Overloaded, Unauthorized, UserError
@@ -48,16 +53,28 @@ async def receive_batch(
 ) -> Ingested:
     """Authenticate, validate, store ``body`` and wait for its commit; every outcome counted.
 
-    Raises Unauthorized (401), Forbidden (403: another device's batch), InvalidRequest (422,
-    naming each bad field), Overloaded (429), BatchConflict (422: a batch id reused with
-    another body) or StoreClosed (503).
+    Raises Unauthorized (401), Forbidden (403: another device's batch, or a group, model or
+    profile it was not enrolled with), InvalidRequest (422, naming each bad field, the
+    window's times and the histograms' bins included), Overloaded (429: the writer's queue is
+    full, or RateLimited: this device sent more than its rate), BatchConflict (422: a batch
+    id reused with another body) or StoreClosed (503).
     """
     try:
         parsed = _parse(body, content_type)
         device = authenticate_device(state, authorization)
+        state.limiter.take(device.device_id)
         batch = parsed if isinstance(parsed, TelemetryBatch) else _validated(parsed)
         if batch.device_id != device.device_id:
             raise Forbidden(f"this token belongs to {device.device_id}, not {batch.device_id}")
+        check_claims(batch, device)
+        check_window(batch, state.config.limits)
+        manifest = state.targets.cached_manifest(batch.model, batch.version, batch.profile)
+        if manifest is False:  # not read yet: a store read, off the event loop
+            manifest = await asyncio.to_thread(
+                state.targets.manifest, batch.model, batch.version, batch.profile
+            )
+        if isinstance(manifest, Manifest):
+            check_bins(batch, manifest)
         result = await state.store.submit_async(batch)
     except (Forbidden, InvalidRequest):
         track_telemetry_batch("rejected")

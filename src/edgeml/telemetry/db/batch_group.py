@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -38,6 +38,7 @@ __all__ = [
     "STAMP",
     "BatchGroup",
     "Head",
+    "laid_out",
     "payload_of",
     "rebuilt",
 ]
@@ -176,6 +177,28 @@ class BatchGroup:
         return BatchGroup(self.received_at, *parts)
 
 
+def laid_out(
+    items: Sequence[tuple[TelemetryBatch, str, str]], received_at: datetime
+) -> tuple[BatchGroup | None, dict[int, Exception]]:
+    """The group of the ``items`` Arrow takes, and why each other one was refused, by position.
+
+    A value the contract let through but Arrow refuses (a date UTC cannot hold) fails its own
+    batch only: the others of the group are laid out again without it.
+    """
+    try:
+        return BatchGroup.of(items, received_at), {}
+    except Exception:  # noqa: S110 (found again below, one batch at a time)
+        pass
+    failed: dict[int, Exception] = {}
+    for i, item in enumerate(items):
+        try:
+            BatchGroup.of([item], received_at)
+        except Exception as exc:
+            failed[i] = exc
+    kept = [item for i, item in enumerate(items) if i not in failed]
+    return (BatchGroup.of(kept, received_at) if kept else None), failed
+
+
 #: the batch's parts whose histograms live in the child tables; the payload keeps their names
 _IN_CHILD_TABLES = {"features", "scores"}
 
@@ -234,8 +257,9 @@ class _Rows:
             ("version", batch.version),
             ("profile", batch.profile),
             ("device_group", batch.group),
-            ("window_start", batch.window_start),
-            ("window_end", batch.window_end),
+            # in UTC here: a time UTC cannot hold fails this batch now, not the store reading it back
+            ("window_start", batch.window_start.astimezone(UTC)),
+            ("window_end", batch.window_end.astimezone(UTC)),
             ("row_count", batch.rows),
             ("request_count", batch.requests),
             ("errors", json.dumps(batch.errors)),

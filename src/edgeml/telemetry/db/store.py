@@ -51,7 +51,10 @@ from edgeml.telemetry.schema import (
     TelemetryBatch,
 )
 
-__all__ = ["WRITE_THREADS", "DuckDBStore"]
+__all__ = ["REASSIGNABLE", "WRITE_THREADS", "DuckDBStore"]
+
+#: what an admin may change of a device's enrolment (:meth:`DuckDBStore.reassign`)
+REASSIGNABLE = ("group", "model", "profile")
 
 log = logging.getLogger("edgeml.telemetry.db")
 
@@ -207,6 +210,29 @@ class DuckDBStore:
             self.directory.remember(device, self.directory.token_hash(device_id))
 
         result: Device = self.write(retire, after=forget).result()
+        return result
+
+    def reassign(self, device_id: str, changes: dict[str, str | None]) -> tuple[Device, Device]:
+        """Change what a device is enrolled with (``group``, ``model``, ``profile``); (before, after)."""
+        unknown = set(changes) - set(REASSIGNABLE)
+        if unknown:
+            raise ValueError(f"cannot reassign {sorted(unknown)}: only {', '.join(REASSIGNABLE)}")
+
+        def change(con: duckdb.DuckDBPyConnection) -> tuple[Device, Device]:
+            device = self.directory.device(device_id)
+            if device is None:
+                raise UnknownDevice(f"no device {device_id}")
+            after = device.model_copy(update=changes)
+            con.execute(
+                "UPDATE devices SET device_group = ?, profile = ?, model = ? WHERE device_id = ?",
+                [after.group, after.profile, after.model, device_id],
+            )
+            return device, after
+
+        def remember(_con: duckdb.DuckDBPyConnection, result: tuple[Device, Device]) -> None:
+            self.directory.update([result[1]])
+
+        result: tuple[Device, Device] = self.write(change, after=remember).result()
         return result
 
     def add_feedback(self, items: list[FeedbackItem], source: str) -> int:

@@ -32,7 +32,7 @@ import duckdb
 import pyarrow as pa
 
 from edgeml.errors import BatchConflict, Overloaded, StoreClosed
-from edgeml.telemetry.db.batch_group import BatchGroup, Head, payload_of
+from edgeml.telemetry.db.batch_group import BatchGroup, Head, laid_out, payload_of
 from edgeml.telemetry.db.devices import DEVICE_STATE_S, UPDATE_DEVICES, DeviceDirectory, device_table
 from edgeml.telemetry.db.tables import EPOCH, select_list
 from edgeml.telemetry.schema import Device, Ingested, Outcomes, Stored, TelemetryBatch
@@ -215,15 +215,16 @@ class Writer:
                 parts.extend((job.group, job) for job in jobs if isinstance(job, _Group))
                 continue
             queued = [job for job in jobs if isinstance(job, _Ingest)]
-            try:
-                items = [(j.batch, j.payload, j.digest) for j in queued]
-                parts.append((BatchGroup.of(items, datetime.now(UTC)), queued))
-            except Exception as exc:  # Arrow refused a value the contract let through: these fail alone
-                log.exception("telemetry could not be laid out for writing")
+            items = [(j.batch, j.payload, j.digest) for j in queued]
+            laid, refused = laid_out(items, datetime.now(UTC))
+            if refused:  # Arrow refused a value the contract let through: those batches fail alone
+                log.error("%d telemetry batches could not be laid out for writing", len(refused))
                 with self._pending_lock:
-                    self.pending -= len(queued)
-                for job in queued:
-                    job.future.set_exception(exc)
+                    self.pending -= len(refused)
+                for i, exc in refused.items():
+                    queued[i].future.set_exception(exc)
+            if laid is not None:
+                parts.append((laid, [job for i, job in enumerate(queued) if i not in refused]))
         if not parts:
             return
         try:
