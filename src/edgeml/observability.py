@@ -356,7 +356,9 @@ def setup_tracing(settings: TracingSettings, *, sample_ratio: float = 1.0) -> No
 
     Called once by an entry point (CLI, agent, central), never at import; later calls do
     nothing. Root spans are sampled at ``sample_ratio`` (ParentBased(TraceIdRatioBased)): a
-    sampled caller's trace is always followed. OTLP needs ``opentelemetry-exporter-otlp-proto-http``.
+    sampled caller's trace is always followed. The root logger's handlers end each line with
+    the current trace id (:class:`TraceIdFilter`). OTLP needs
+    ``opentelemetry-exporter-otlp-proto-http``.
     """
     if settings.exporter == "none" or TRACING.provider is not None:
         return
@@ -382,6 +384,7 @@ def setup_tracing(settings: TracingSettings, *, sample_ratio: float = 1.0) -> No
         endpoint = settings.otlp_endpoint.rstrip("/") + "/v1/traces"
         processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
     install_tracer_provider(tracer_provider(processor, settings.service_name, sample_ratio))
+    _add_trace_ids_to_logs()
 
 
 def tracer_provider(
@@ -405,16 +408,13 @@ def install_tracer_provider(provider: SdkTracerProvider | None) -> None:
 
     The OTel API lets a process set its global provider once, so edgeml keeps its own
     reference; the first provider also becomes the global one, for libraries that trace.
-    Log records get the current trace id from here on (see :class:`TraceIdFilter`).
     """
     from opentelemetry import trace
 
     TRACING.provider = provider
     TRACING.tracer = None if provider is None else provider.get_tracer("edgeml")
-    if provider is not None:
-        if not isinstance(trace.get_tracer_provider(), type(provider)):
-            trace.set_tracer_provider(provider)
-        _add_trace_ids_to_logs()
+    if provider is not None and not isinstance(trace.get_tracer_provider(), type(provider)):
+        trace.set_tracer_provider(provider)
 
 
 def get_tracer(name: str = "edgeml") -> Tracer:
