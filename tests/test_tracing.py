@@ -139,7 +139,7 @@ def test_tracing_is_off_unless_configured(
     assert "trace_id" not in capsys.readouterr().out
 
 
-def test_log_lines_inside_a_span_carry_its_trace_id(spans: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_log_lines_inside_a_span_carry_its_trace_id(spans: Any) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(TraceIdFilter())
     handler.setFormatter(logging.Formatter("%(message)s%(trace)s"))
