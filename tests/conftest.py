@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,19 @@ def two_node_cluster(tmp_path: Path) -> Iterator[object]:
 
     with start_cluster(tmp_path) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """edgeml's spans, kept by the OTel SDK's in-memory exporter while the test runs."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from edgeml.observability import install_tracer_provider, tracer_provider
+
+    exporter = InMemorySpanExporter()
+    install_tracer_provider(tracer_provider(SimpleSpanProcessor(exporter), "edgeml-test"))
+    try:
+        yield exporter
+    finally:
+        install_tracer_provider(None)

@@ -88,9 +88,11 @@ def test_every_env_var_maps_to_a_real_setting(tmp_path: Path) -> None:
         "EDGEML_S3_SECURE": "false",
         "EDGEML_S3_VERIFY_TLS": "true",
         "EDGEML_TRACING": "console",
+        "EDGEML_TRACING_AGENT_SAMPLE_RATIO": "0.5",
         "EDGEML_HOME": str(tmp_path),
     }
     env = {var: samples.get(var, "x") for var in ENV_VARS}
     s = load_settings(env)
     assert s.store.url == "x"
     assert s.store.s3.secure is False
+    assert s.tracing.agent_sample_ratio == 0.5

@@ -10,14 +10,19 @@ apart and tests can read ours without interference.
 from __future__ import annotations
 
 import functools
+import inspect
+import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 if TYPE_CHECKING:
+    from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.trace import Tracer
 
     from edgeml.settings import TracingSettings
@@ -62,14 +67,28 @@ __all__ = [
     "TELEMETRY_LAG",
     "TELEMETRY_ROWS",
     "TELEMETRY_SENT",
+    "TRACEPARENT_ENV",
+    "TRACING",
+    "TraceIdFilter",
     "get_tracer",
+    "install_tracer_provider",
     "render_metrics",
+    "request_span",
+    "set_span_attribute",
     "setup_tracing",
+    "span",
+    "span_from_env",
+    "traced",
+    "traceparent_env",
+    "tracer_provider",
     "track_spec_check",
     "track_store_bytes",
     "track_store_operation",
     "track_thread_round",
 ]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -319,32 +338,36 @@ def render_metrics() -> bytes:
     return generate_latest(REGISTRY)
 
 
-_TRACING_CONFIGURED = False
+class _Tracing:
+    """The installed tracer provider; ``None`` while tracing is off (the agent checks this per request)."""
+
+    provider: SdkTracerProvider | None = None
+    tracer: Tracer | None = None  # edgeml's tracer from ``provider``, made once: per request it counts
 
 
-def setup_tracing(settings: TracingSettings) -> None:
+TRACING = _Tracing()
+
+#: W3C Trace Context env var carrying a parent to a child process (OTel's env-carrier convention)
+TRACEPARENT_ENV = "TRACEPARENT"
+
+
+def setup_tracing(settings: TracingSettings, *, sample_ratio: float = 1.0) -> None:
     """Install a tracer provider per settings: none (the API's no-op), console, or OTLP/HTTP.
 
-    Called once by an entry point (CLI, agent, central), never at import. OTLP needs the
-    ``opentelemetry-exporter-otlp-proto-http`` package (in the ``cluster`` extra).
+    Called once by an entry point (CLI, agent, central), never at import; later calls do
+    nothing. Root spans are sampled at ``sample_ratio`` (ParentBased(TraceIdRatioBased)): a
+    sampled caller's trace is always followed. The root logger's handlers end each line with
+    the current trace id (:class:`TraceIdFilter`). OTLP needs
+    ``opentelemetry-exporter-otlp-proto-http``.
     """
-    global _TRACING_CONFIGURED
-    if settings.exporter == "none" or _TRACING_CONFIGURED:
+    if settings.exporter == "none" or TRACING.provider is not None:
         return
-    from opentelemetry import trace
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        ConsoleSpanExporter,
-        SimpleSpanProcessor,
-    )
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
     from edgeml.errors import ConfigError
 
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
     if settings.exporter == "console":
-        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        processor: SpanProcessor = SimpleSpanProcessor(ConsoleSpanExporter())
     else:
         if not settings.otlp_endpoint:
             raise ConfigError(
@@ -359,16 +382,162 @@ def setup_tracing(settings: TracingSettings) -> None:
                 hint="pip install 'edgeml[cluster]' or that package alone",
             ) from exc
         endpoint = settings.otlp_endpoint.rstrip("/") + "/v1/traces"
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-    trace.set_tracer_provider(provider)
-    _TRACING_CONFIGURED = True
+        processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
+    install_tracer_provider(tracer_provider(processor, settings.service_name, sample_ratio))
+    _add_trace_ids_to_logs()
+
+
+def tracer_provider(
+    processor: SpanProcessor, service_name: str, sample_ratio: float = 1.0
+) -> SdkTracerProvider:
+    """An SDK provider sending every sampled span to ``processor``."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}),
+        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+    )
+    provider.add_span_processor(processor)
+    return provider
+
+
+def install_tracer_provider(provider: SdkTracerProvider | None) -> None:
+    """Make ``provider`` the one edgeml's spans go to (``None``: tracing off again).
+
+    The OTel API lets a process set its global provider once, so edgeml keeps its own
+    reference; the first provider also becomes the global one, for libraries that trace.
+    """
+    from opentelemetry import trace
+
+    TRACING.provider = provider
+    TRACING.tracer = None if provider is None else provider.get_tracer("edgeml")
+    if provider is not None and not isinstance(trace.get_tracer_provider(), type(provider)):
+        trace.set_tracer_provider(provider)
 
 
 def get_tracer(name: str = "edgeml") -> Tracer:
-    """A tracer; spans are no-ops until :func:`setup_tracing` installs a provider."""
+    """A tracer; its spans are no-ops until a provider is installed."""
     from opentelemetry import trace
 
-    return trace.get_tracer(name)
+    if TRACING.provider is not None:
+        return TRACING.tracer if name == "edgeml" and TRACING.tracer else TRACING.provider.get_tracer(name)
+    return trace.get_tracer(name, tracer_provider=trace.NoOpTracerProvider())
+
+
+@contextmanager
+def span(name: str, **attributes: str | int | float | bool) -> Iterator[None]:
+    """A span around a block, attributes as ``edgeml.<key>`` (a no-op while tracing is off).
+
+    An exception leaving the block is recorded on the span and marks it failed.
+    """
+    if TRACING.provider is None:
+        yield
+        return
+    named = {f"edgeml.{key}": value for key, value in attributes.items()}
+    with get_tracer().start_as_current_span(name, attributes=named):
+        yield
+
+
+def traced(name: str, *arguments: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a function to run in a span ``name`` noting the named ``arguments``' values."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            if TRACING.provider is None:
+                return function(*args, **kwargs)
+            call_args = signature.bind(*args, **kwargs)
+            call_args.apply_defaults()
+            bound = call_args.arguments
+            noted = {a: bound[a] for a in arguments if isinstance(bound.get(a), str | int | float | bool)}
+            with span(name, **noted):
+                return function(*args, **kwargs)
+
+        return call
+
+    return decorate
+
+
+def set_span_attribute(key: str, value: str | int | float | bool) -> None:
+    """Note ``key`` on the current span (nothing while tracing is off)."""
+    if TRACING.provider is not None:
+        from opentelemetry import trace
+
+        trace.get_current_span().set_attribute(key, value)
+
+
+@functools.cache
+def _w3c() -> TextMapPropagator:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator()
+
+
+@contextmanager
+def request_span(headers: Mapping[str, str], name: str, route: str) -> Iterator[None]:
+    """A server span for one request, the child of its W3C ``traceparent`` header if it has one."""
+    from opentelemetry.trace import SpanKind
+
+    parent = _w3c().extract(headers) if "traceparent" in headers else None
+    tracer = get_tracer()
+    attributes = {"http.route": route}
+    with tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes):
+        yield
+
+
+@contextmanager
+def span_from_env(name: str, **attributes: str | int | float | bool) -> Iterator[None]:
+    """A span continuing the trace a parent process passed in ``$TRACEPARENT`` (or a new one)."""
+    import os
+
+    if TRACING.provider is None:
+        yield
+        return
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier = {"traceparent": os.environ.get(TRACEPARENT_ENV, "")}
+    parent = TraceContextTextMapPropagator().extract(carrier)
+    named = {f"edgeml.{key}": value for key, value in attributes.items()}
+    with get_tracer().start_as_current_span(name, context=parent, attributes=named):
+        yield
+
+
+def traceparent_env() -> dict[str, str]:
+    """``{"TRACEPARENT": ...}`` for a child process to continue the current trace; empty if none."""
+    if TRACING.provider is None:
+        return {}
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return {TRACEPARENT_ENV: carrier["traceparent"]} if "traceparent" in carrier else {}
+
+
+class TraceIdFilter(logging.Filter):
+    """Sets ``record.trace``: `` trace_id=… span_id=…`` inside a sampled span, else empty."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from opentelemetry import trace
+
+        context = trace.get_current_span().get_span_context()
+        record.trace = (
+            f" trace_id={context.trace_id:032x} span_id={context.span_id:016x}" if context.is_valid else ""
+        )
+        return True
+
+
+def _add_trace_ids_to_logs() -> None:
+    """Give the root logger's handlers the trace id at the end of each line (once per handler)."""
+    for handler in logging.getLogger().handlers:
+        if any(isinstance(f, TraceIdFilter) for f in handler.filters):
+            continue
+        handler.addFilter(TraceIdFilter())
+        old = handler.formatter or logging.Formatter()
+        handler.setFormatter(logging.Formatter(f"{old._fmt or '%(message)s'}%(trace)s", old.datefmt))
 
 
 # --- central node and telemetry helpers (appended; call sites never touch labels) --------------

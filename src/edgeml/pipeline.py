@@ -7,9 +7,11 @@ one path from data to devices, whoever starts it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import Concatenate, ParamSpec
 
 from edgeml.bundle.build import BuildResult, build_bundle
 from edgeml.bundle.channels import ChannelPointer
@@ -18,6 +20,7 @@ from edgeml.bundle.rollout import publish
 from edgeml.errors import UserError
 from edgeml.features.build import FeatureReport, build_features
 from edgeml.ingest.run import IngestReport, ingest
+from edgeml.observability import set_span_attribute, span, span_from_env
 from edgeml.settings import Settings
 from edgeml.spec import Spec
 from edgeml.store import store_from_settings
@@ -25,6 +28,8 @@ from edgeml.train.run import TrainReport, train
 from edgeml.validate import ValidationReport, validate
 
 __all__ = ["PipelineResult", "Publication", "Stage", "ensure_signer", "quiet", "run_pipeline"]
+
+P = ParamSpec("P")
 
 #: opens one stage of progress: ``with stage("doing x") as say: say("did x")``
 Stage = Callable[[str], AbstractContextManager[Callable[[str], None]]]
@@ -69,6 +74,32 @@ def ensure_signer(settings: Settings) -> Signer:
     return load_signer(settings.home)
 
 
+@contextmanager
+def _traced(
+    stage: Stage, span_name: str, description: str, **attributes: str
+) -> Iterator[Callable[[str], None]]:
+    """One stage: its progress line, inside a span named for the stage."""
+    with span(span_name, **attributes), stage(description) as say:
+        yield say
+
+
+def _root_span(
+    run: Callable[Concatenate[Spec, P], PipelineResult],
+) -> Callable[Concatenate[Spec, P], PipelineResult]:
+    """One root span per run (continuing a retraining job's ``$TRACEPARENT``), saying why it stopped."""
+
+    @functools.wraps(run)
+    def traced(spec: Spec, /, *args: P.args, **kwargs: P.kwargs) -> PipelineResult:
+        with span_from_env("pipeline.run", spec=spec.name):
+            result = run(spec, *args, **kwargs)
+            if result.stopped:
+                set_span_attribute("edgeml.stopped", result.stopped)
+            return result
+
+    return traced
+
+
+@_root_span
 def run_pipeline(
     spec: Spec,
     settings: Settings,
@@ -86,20 +117,20 @@ def run_pipeline(
         raise UserError("; ".join(problems), hint="see pipeline.deployment_target in docs/spec.md")
     result = PipelineResult()
     store = store_from_settings(settings)
-    with stage("ingesting with Ray Data") as say:
+    with _traced(stage, "pipeline.ingest", "ingesting with Ray Data") as say:
         result.ingest = ingest(spec, settings, only=sources, progress_bars=False, progress=say)
         snap = result.ingest.snapshot
         say(f"ingested snapshot {snap.id}: {snap.rows:,} rows")
     if since_snapshot and snap.id == since_snapshot:
         result.stopped = f"no data since snapshot {since_snapshot}: nothing new to train on"
         return result
-    with stage("validating the snapshot") as say:
+    with _traced(stage, "pipeline.validate", "validating the snapshot") as say:
         result.validation = v = validate(spec, settings, snap.id)
         say(f"validated: {len(v.outcomes)} expectations, {v.rows_valid:,} valid rows")
-    with stage("building features") as say:
+    with _traced(stage, "pipeline.features", "building features") as say:
         result.features = build_features(spec, settings, snap.id)
         say(f"built {len(result.features.stats)} features")
-    with stage(f"tuning and training ({spec.search.trials} trials)") as say:
+    with _traced(stage, "pipeline.train", f"tuning and training ({spec.search.trials} trials)") as say:
         result.training = t = train(spec, settings, snap.id, progress=say)
         say(
             f"trained {t.model} v{t.version} ({t.family}), gates {'passed' if t.verdict.passed else 'failed'}"
@@ -110,7 +141,12 @@ def run_pipeline(
     signer = ensure_signer(settings)
     uri = f"models:/{t.model}/{t.version}"
     for profile in spec.profiles:
-        with stage(f"exporting for {profile}, proving parity, signing the bundle") as say:
+        with _traced(
+            stage,
+            "pipeline.bundle",
+            f"exporting for {profile}, proving parity, signing the bundle",
+            profile=profile,
+        ) as say:
             try:
                 built = build_bundle(uri, profile, settings, store, signer)
             except UserError as exc:  # e.g. a family this runtime cannot run: say why, go on
@@ -130,7 +166,7 @@ def run_pipeline(
     if not result.bundles:
         result.stopped = "no profile could take the model; nothing was published"
         return result
-    with stage(f"publishing to the {publication.channel} channel") as say:
+    with _traced(stage, "pipeline.publish", f"publishing to the {publication.channel} channel") as say:
         result.channel = publish(
             store,
             signer,

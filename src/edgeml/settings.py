@@ -65,6 +65,9 @@ class TracingSettings(_Strict):
     exporter: Literal["none", "console", "otlp"] = "none"
     otlp_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint, e.g. http://collector:4318")
     service_name: str = "edgeml"
+    agent_sample_ratio: float = Field(
+        0.01, ge=0, le=1, description="share of agent requests traced when no caller's traceparent decides"
+    )
 
 
 class Settings(_Strict):
@@ -97,6 +100,7 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
     "EDGEML_S3_CA_FILE": ("store", "s3", "ca_file"),
     "EDGEML_TRACING": ("tracing", "exporter"),
     "EDGEML_OTLP_ENDPOINT": ("tracing", "otlp_endpoint"),
+    "EDGEML_TRACING_AGENT_SAMPLE_RATIO": ("tracing", "agent_sample_ratio"),
 }
 
 

@@ -46,6 +46,7 @@ class Agent:
     """Everything one device runs; ``start`` the background parts, ``serve`` HTTP, ``stop``."""
 
     def __init__(self, config: AgentConfig) -> None:
+        _setup_tracing()
         self.config = config
         self.profile = get_profile(config.profile, config.state_dir)
         self.holder = ModelHolder()
@@ -203,6 +204,15 @@ class Agent:
             self.server().run(sockets=[sock])
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _setup_tracing() -> None:
+    """Tracing per the appliance settings (``EDGEML_TRACING``...); requests sampled at their own ratio."""
+    from edgeml.observability import setup_tracing
+    from edgeml.settings import load_settings
+
+    tracing = load_settings().tracing
+    setup_tracing(tracing, sample_ratio=tracing.agent_sample_ratio)
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

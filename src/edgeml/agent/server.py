@@ -57,7 +57,14 @@ from edgeml.agent import oip
 from edgeml.agent.inputs import Batch, InputError, Schema
 from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.errors import TooLarge
-from edgeml.observability import INFERENCE_REQUESTS, INFERENCE_ROWS, INFERENCE_SECONDS, render_metrics
+from edgeml.observability import (
+    INFERENCE_REQUESTS,
+    INFERENCE_ROWS,
+    INFERENCE_SECONDS,
+    TRACING,
+    render_metrics,
+    request_span,
+)
 
 __all__ = ["Answer", "Call", "Serving", "create_app", "flush_metrics"]
 
@@ -686,6 +693,10 @@ def _response(answer: Answer) -> Response:
     return Response(answer.body, answer.status, headers=headers, media_type="application/octet-stream")
 
 
+#: the route template a traced request names, by protocol
+_ROUTES = {"predict": "/predict", "v2": "/v2/models/{name}/infer"}
+
+
 def create_app(
     holder: ModelHolder,
     *,
@@ -702,6 +713,14 @@ def create_app(
     serving = Serving(holder, max_rows=max_rows)
 
     async def run(
+        request: Request, protocol: str, name: str | None = None, version: str | None = None
+    ) -> Response:
+        if TRACING.provider is None:  # the one check tracing costs a request while it is off
+            return await answer(request, protocol, name, version)
+        with request_span(request.headers, "agent.request", _ROUTES[protocol]):
+            return await answer(request, protocol, name, version)
+
+    async def answer(
         request: Request, protocol: str, name: str | None = None, version: str | None = None
     ) -> Response:
         try:

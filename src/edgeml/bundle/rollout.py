@@ -32,6 +32,7 @@ from edgeml.bundle.channels import (
 )
 from edgeml.bundle.keys import KeyRing, Signer, canonical_json
 from edgeml.errors import BundleRejected, ObjectNotFoundError, UserError
+from edgeml.observability import traced
 from edgeml.store.base import ObjectStore
 
 __all__ = [
@@ -323,6 +324,7 @@ def _check_channel(channel: str) -> None:
         raise UserError(f"unknown channel {channel!r}; channels are {', '.join(CHANNELS)}")
 
 
+@traced("bundle.publish", "model", "version", "channel", "action")
 def publish(
     store: ObjectStore,
     signer: Signer,

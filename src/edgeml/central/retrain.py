@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict
 
 from edgeml.audit import ACTOR_ENV
-from edgeml.observability import track_retrain_job
+from edgeml.observability import set_span_attribute, traced, traceparent_env, track_retrain_job
 from edgeml.settings import Settings
 
 __all__ = [
@@ -149,6 +149,7 @@ def _pipeline(edgeml: str, spec_path: Path, since_snapshot: str, groups: Sequenc
     return command
 
 
+@traced("central.retrain", "since_snapshot")
 def submit_retraining(
     spec_path: Path,
     settings: Settings,
@@ -177,6 +178,8 @@ def submit_retraining(
         job_id = f"edgeml-retrain-{spec.name}-{uuid.uuid4().hex[:12]}"
         # what the job publishes is audited as done by this job, not by whoever runs the node
         env = {"EDGEML_STORE_URL": settings.store_url, ACTOR_ENV: f"central:retrain:{job_id}"}
+        env |= traceparent_env()  # the job's pipeline run continues this span's trace
+        set_span_attribute("edgeml.job_id", job_id)
         backend: Literal["ray", "local"] = "ray"
         pid = log = None
         if address is not None:

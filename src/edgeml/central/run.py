@@ -28,6 +28,10 @@ def serve(config: CentralConfig) -> None:
     from edgeml.central.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from edgeml.observability import setup_tracing
+    from edgeml.settings import load_settings
+
+    setup_tracing(load_settings().tracing)  # spans of retraining jobs, with trace ids in the log
     app = create_app(config)
     tune_runtime()
     uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from edgeml.observability import setup_tracing
 from edgeml.settings import Settings, load_settings
 
 __all__ = ["CliState", "console", "err_console"]
@@ -27,4 +28,5 @@ class CliState:
         if self._settings is None:
             overrides = {"home": self.home} if self.home is not None else None
             self._settings = load_settings(config_file=self.config, overrides=overrides)
+            setup_tracing(self._settings.tracing)  # every command that reads settings may trace
         return self._settings
