@@ -64,7 +64,7 @@ settings = load_settings({"EDGEML_HOME": home, "RAY_ADDRESS": address})
 snapshot = ingest(spec, settings, progress_bars=False).snapshot
 validation = validate(spec, settings)
 features = build_features(spec, settings)
-wanted = ("land_batch", "_validate_part", "_split_part", "_feature_task", "_key_hashes")
+wanted = ("land_block", "_validate_part", "_split_part", "_feature_task", "_key_hashes")
 nodes = {}
 deadline = time.monotonic() + 60
 while time.monotonic() < deadline:  # task events reach the state API a little after the fact
@@ -107,5 +107,5 @@ def test_ingest_validation_and_features_run_on_both_nodes(
     assert len(report["nodes"]) == 2
     assert report["rows"] == report["valid"] == report["feature_rows"] == rows
     assert report["parts"] >= 2
-    for stage in ("land_batch", "_key_hashes", "_validate_part", "_split_part", "_feature_task"):
+    for stage in ("land_block", "_key_hashes", "_validate_part", "_split_part", "_feature_task"):
         assert sorted(report["stages"].get(stage, [])) == report["nodes"], (stage, report["stages"])
