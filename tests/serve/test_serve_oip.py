@@ -33,20 +33,28 @@ def tensors(rows: np.ndarray, *, binary: bool = True) -> list[httpclient.InferIn
     return made
 
 
+def serving_version(served: Served) -> int:
+    """The version the deployment serves now (other tests in this package move the channel)."""
+    versions = httpx.get(f"{served.url}/v2/models/pump", timeout=30).json()["versions"]
+    return int(versions[0])
+
+
 def expected(served: Served, rows: np.ndarray) -> np.ndarray:
-    return local_model(served, 1).predict({"a": list(rows[:, 0]), "b": list(rows[:, 1])})["variable"]
+    model = local_model(served, serving_version(served))
+    return model.predict({"a": list(rows[:, 0]), "b": list(rows[:, 1])})["variable"]
 
 
 def test_health_metadata_and_versioned_ready(served: Served) -> None:
     client = client_of(served)
+    version = str(serving_version(served))
     try:
         assert client.is_server_live()
         assert client.is_server_ready()
         assert client.is_model_ready("pump")
-        assert client.is_model_ready("pump", "1")
-        assert not client.is_model_ready("pump", "2")
+        assert client.is_model_ready("pump", version)
+        assert not client.is_model_ready("pump", str(int(version) + 1))
         assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
-        assert client.get_model_metadata("pump", "1")["versions"] == ["1"]
+        assert client.get_model_metadata("pump", version)["versions"] == [version]
     finally:
         client.close()
 
