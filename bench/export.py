@@ -67,13 +67,18 @@ def timings(predict: Any, one: Any, batch: Any, single: int, batch_rounds: int) 
 
 
 def export(model: Any, spec: Any, layout: Any, profile_name: str, family: str, work: Path, calib: Any) -> Any:
-    from bench.common import ExportRunner, export_build, export_convert, get_profile
+    from bench.common import ExportRunner, export_build, export_convert, get_profile, output_names
 
     profile = get_profile(profile_name)
     stage = work / profile_name / family
     stage.mkdir(parents=True)
     path = export_build(
-        export_convert(model, layout, profile, family), profile.precision, profile, stage, work, lambda: calib
+        export_convert(model, layout, profile, family, output_names(spec.task, spec.target)),
+        profile.precision,
+        profile,
+        stage,
+        work,
+        lambda: calib,
     )
     return ExportRunner(path, profile, []), sum(p.stat().st_size for p in stage.iterdir())
 
