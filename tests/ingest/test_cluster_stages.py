@@ -13,25 +13,14 @@ import pytest
 
 from raycluster import last_json, run_python, two_node_cluster
 
+from .conftest import SENSOR_SCHEMA
+
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-SPEC = """\
-name: pumps
-sources:
-  - {name: history, kind: file, path: data/*.csv}
-schema:
-  timestamp: ts
-  entity: machine_id
-  columns:
-    msg_id: {type: string, nullable: false}
-    ts: {type: timestamp, nullable: false}
-    machine_id: {type: string, nullable: false}
-    temperature: {type: float}
-    vibration: {type: float}
-    pressure: {type: float}
-    rpm: {type: float}
-    power_kw: {type: float}
-    fault: {type: category, values: [ok, bearing_wear, overheating, pressure_leak], nullable: false}
+SPEC = (
+    "name: pumps\nsources:\n  - {name: history, kind: file, path: data/*.csv}\n"
+    + SENSOR_SCHEMA
+    + """\
 expectations:
   - {kind: unique, columns: [msg_id]}
   - {kind: not_null, column: machine_id}
@@ -43,6 +32,7 @@ features:
 task: clustering
 search: {families: [kmeans]}
 """
+)
 
 STAGES = """
 import json, sys, time
