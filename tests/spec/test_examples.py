@@ -127,6 +127,17 @@ def test_fingerprint_ignores_spelling_out_a_default() -> None:
     assert parse_spec(yaml.safe_dump(data)).fingerprint() == load_spec(path).fingerprint()
 
 
+def test_fingerprint_survives_a_release_that_adds_a_defaulted_field() -> None:
+    class LaterSpec(Spec):
+        knob_from_a_later_release: int = 3
+
+    text = (PACKAGE_EXAMPLES / "pump-anomaly.yaml").read_text()
+    data = yaml.safe_load(text)
+    assert LaterSpec.model_validate(data).fingerprint() == parse_spec(text).fingerprint()
+    data["knob_from_a_later_release"] = 4
+    assert LaterSpec.model_validate(data).fingerprint() != parse_spec(text).fingerprint()
+
+
 MUTATIONS = {
     "description": lambda d: d.__setitem__("description", d["description"] + "!"),
     "trials": lambda d: d["search"].__setitem__("trials", d["search"]["trials"] + 1),

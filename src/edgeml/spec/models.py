@@ -730,10 +730,13 @@ class Spec(_Model):
         return str(self.base_dir / path)
 
     def fingerprint(self) -> str:
-        """sha256 of the spec's canonical JSON: names exactly what a model was trained from."""
-        canonical = json.dumps(
-            self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
-        )
+        """sha256 of what the spec states, as canonical JSON: names what a model was trained from.
+
+        Values equal to their default are left out, so a release that adds a field with a
+        default does not make every spec look changed (the audit trail logs spec changes).
+        """
+        stated = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        canonical = json.dumps(stated, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
