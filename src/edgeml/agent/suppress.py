@@ -40,11 +40,14 @@ def merge_ordered(counts: Sequence[int], k: int) -> list[list[int]]:
         if total == 0 or total >= k:
             groups.append(run)
             run, total = [], 0
+    if total:  # a small tail joins the groups back to the last one that counted rows
+        while groups:
+            last = groups.pop()
+            run = last + run
+            if sum(int(counts[i]) for i in last):
+                break
     if run:
-        if total and groups:  # a small tail joins the group before it (a zero group is fine to join)
-            groups[-1].extend(run)
-        else:
-            groups.append(run)
+        groups.append(run)
     return groups
 
 
