@@ -37,6 +37,7 @@ from edgeml.telemetry.db.devices import (
     recover_devices,
     save_devices,
 )
+from edgeml.telemetry.db.sealed import encryption_key
 from edgeml.telemetry.db.tables import CATALOG, DEFAULT_MEMORY_LIMIT, connect, create, insert
 from edgeml.telemetry.db.writer import Writer
 from edgeml.telemetry.schema import (
@@ -82,7 +83,7 @@ class DuckDBStore:
         self.path = path
         self.max_queued_batches = max_queued_batches
         self.retention_days = retention_days
-        self._db = connect(path, memory_limit)
+        self._db = connect(path, memory_limit, encryption_key(path))
         self._cursor_lock = threading.Lock()
         self._threads_con = self._cursor()  # sets DuckDB's threads (under _threads_lock)
         self._threads_lock = threading.Lock()
