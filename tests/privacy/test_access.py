@@ -53,3 +53,21 @@ def test_other_modes_keep_reads_off_the_trail(clean_env: Path, settings: Setting
     make_snapshot(spec, settings, simulate_frame(machines=3, readings=400))
     load_training_data(spec, settings)
     assert _reads(settings) == []
+
+
+def test_raw_reads_of_a_datasets_objects_are_recorded_in_every_mode(
+    clean_env: Path, settings: Settings, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    spec = spec_from_dict(faults_spec("plain-pumps"), tmp_path)
+    make_snapshot(spec, settings, simulate_frame(machines=3, readings=400))
+    store = store_from_settings(settings)
+    part = next(k for k in store.keys("lake/plain-pumps/") if k.endswith(".parquet"))
+    assert main(["store", "cat", part]) == 0
+    assert capsysbinary.readouterr().out == store.get(part)
+    assert main(["store", "get", part, str(tmp_path / "part.parquet")]) == 0
+    assert main(["store", "cat", "catalog/plain-pumps/latest.json"]) == 0  # not rows: not recorded
+    assert main(["store", "cat", "lake/plain-pumps/no-such.parquet"]) == 1  # nothing read
+    assert [(e.subject, e.after["stage"], e.after["key"], e.after["command"]) for e in _reads(settings)] == [
+        ("plain-pumps", "lake", part, "edgeml store cat"),
+        ("plain-pumps", "lake", part, "edgeml store get"),
+    ]

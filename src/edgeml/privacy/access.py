@@ -16,7 +16,10 @@ from edgeml.audit import AuditLog, cli_actor
 from edgeml.spec.models import Spec
 from edgeml.store.base import ObjectStore
 
-__all__ = ["record_read"]
+__all__ = ["DATA_PREFIXES", "record_object_read", "record_read"]
+
+#: where rows of a dataset are kept, one folder per dataset under each
+DATA_PREFIXES = ("lake/", "quarantine/", "validated/", "features/")
 
 
 def _command() -> str:
@@ -42,3 +45,16 @@ def record_read(store: ObjectStore, spec: Spec, stage: str, snapshot: str, parts
         spec.name,
         after={"stage": stage, "snapshot": snapshot, "parts": parts, "command": _command()},
     )
+
+
+def record_object_read(store: ObjectStore, key: str) -> None:
+    """Record a raw read of one object of a dataset's rows (``edgeml store cat|get``).
+
+    The object says nothing of its spec's mode, so such a read is recorded in every mode.
+    """
+    stage = next((p for p in DATA_PREFIXES if key.startswith(p)), None)
+    if stage is None:
+        return
+    dataset = key[len(stage) :].split("/", 1)[0]
+    what = {"stage": stage.rstrip("/"), "key": key, "command": _command()}
+    AuditLog(store).append(cli_actor(), "data.read", dataset, after=what)
