@@ -86,8 +86,12 @@ def get(
 
 @app.command("rm")
 def remove(ctx: typer.Context, key: Annotated[str, typer.Argument(help="Object key to delete.")]) -> None:
-    """Delete one object (deleting a missing key is not an error)."""
-    _store(ctx).delete(key)
+    """Delete one object (deleting a missing key is not an error; audit entries are kept 7 years)."""
+    from edgeml.audit import check_delete
+
+    store = _store(ctx)
+    check_delete(store, key)
+    store.delete(key)
 
 
 @app.command("check")
