@@ -29,6 +29,7 @@ __all__ = [
     "RETENTION_DAYS",
     "AuditEntry",
     "AuditLog",
+    "check_delete",
     "cli_actor",
     "export_lines",
     "parse_when",
@@ -262,3 +263,23 @@ def parse_when(option: str, text: str | None) -> datetime | None:
             f"{option} {text!r} is not a date or time", hint="e.g. 2026-01-31 or 2026-01-31T12:00:00+00:00"
         ) from None
     return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def check_delete(store: ObjectStore, key: str, now: datetime | None = None) -> None:
+    """Refuse to delete an audit object still inside :data:`RETENTION_DAYS` (the head: always)."""
+    if not key.startswith(PREFIX):
+        return
+    try:
+        entry = AuditEntry.model_validate_json(store.get(key)) if key != _HEAD else None
+    except ObjectNotFoundError:
+        return
+    except ValidationError:
+        entry = None  # unreadable: evidence for verify(), kept like any entry
+    if entry is not None:
+        age = (now or datetime.now(UTC)) - datetime.fromisoformat(entry.at)
+        if age.days >= RETENTION_DAYS:
+            return
+    raise UserError(
+        f"{key} is on the audit trail, kept {RETENTION_DAYS} days (SOX); edgeml deletes no entry before",
+        hint="`edgeml audit export` hands auditors a copy; the trail itself stays",
+    )

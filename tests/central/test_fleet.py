@@ -226,6 +226,8 @@ def test_the_page_shows_drift_and_accuracy_per_model_version_and_group(
         assert first[6] == "75.0%"  # realized: 6 of the 8 labels match the prediction
         assert unknown[3] == "no manifest"
         assert parsed.svgs == 1  # v1 has accuracy to chart; v7 none
+        # each model's compliance mode, from its signed manifest
+        assert '<p id="compliance-modes">compliance mode: pump <strong>none</strong></p>' in page.text
 
 
 def test_prometheus_learns_the_agents_from_the_registry(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeml.agent.inputs import RowColumns
+from edgeml.agent.suppress import suppress
 from edgeml.bundle.manifest import CategoryCounts, Histogram, InputField, Manifest
 from edgeml.bundle.reference import PROBABILITY_EDGES, bin_counts, category_counts
 from edgeml.observability import TELEMETRY_DROPPED
@@ -351,7 +352,7 @@ class _Window:
         if not self.rows and not self.errors:
             return None
         manifest = self.manifest
-        return TelemetryBatch(
+        batch = TelemetryBatch(
             device_id=device_id,
             batch_id=uuid.uuid4().hex,
             model=manifest.model,
@@ -381,6 +382,9 @@ class _Window:
             latency=Histogram(edges=LATENCY_EDGES, counts=self.latency.tolist()),
             sample=self.sample,
         )
+        if manifest.min_bin_count:  # hipaa: no cell of 1..k-1 rows leaves the device
+            batch = suppress(batch, manifest.reference, manifest.min_bin_count)
+        return batch
 
 
 #: a counting pass starts at least this often (seconds) while requests are waiting

@@ -335,6 +335,8 @@ def _manifest(
         },
         export=asdict(report),
         compliance=spec.compliance,
+        min_bin_count=spec.min_bin_count if spec.compliance == "hipaa" else None,
+        retention_days=spec.retention_days,
         gate=spec.rollout.gate,
         mlflow_run_id=run_id,
         snapshot=client.get_model_version(report.model, report.version).tags.get("snapshot", ""),

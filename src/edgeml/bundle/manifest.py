@@ -189,6 +189,12 @@ class Manifest(_Model):
     compliance: Literal["none", "gdpr", "hipaa", "sox"] = Field(
         "none", description="the spec's regime: telemetry carries row samples only under `none`"
     )
+    retention_days: int | None = Field(
+        None, ge=1, description="the spec's retention_days: the central node keeps telemetry no longer"
+    )
+    min_bin_count: int | None = Field(
+        None, ge=2, description="hipaa: telemetry cells under this many rows are merged on the device"
+    )
     gate: CanaryGate | None = Field(
         None, description="how the central node judges this version as a canary; none: the defaults"
     )

@@ -96,10 +96,10 @@ def _error(config: CentralConfig) -> Any:
     return handler
 
 
-async def _compact_forever(store: TelemetryStore, every_s: float) -> None:
+async def _compact_forever(store: TelemetryStore, every_s: float, resolver: TargetResolver) -> None:
     while True:
-        try:
-            await run_in_threadpool(store.compact)
+        try:  # models whose spec keeps data fewer days than the node are compacted sooner
+            await run_in_threadpool(store.compact, None, resolver.retention())
         except Exception:  # a failed round must not end the schedule
             log.exception("telemetry compaction failed")
         await asyncio.sleep(every_s)
@@ -151,7 +151,7 @@ def create_app(config: CentralConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_compact_forever(store, config.compact_every_s))
+        task = asyncio.create_task(_compact_forever(store, config.compact_every_s, resolver))
         if state.monitor is not None:
             state.monitor.start()
         try:

@@ -195,6 +195,20 @@ def _model_health(windows: list[WindowHealth], start: datetime, span: timedelta)
     )
 
 
+def _modes(windows: list[WindowHealth]) -> str:
+    """Each model's compliance mode, as its newest version with a manifest says (docs/compliance.md)."""
+    modes: dict[str, tuple[int, str]] = {}
+    for w in windows:
+        if w.compliance is not None and w.version >= modes.get(w.model, (0, ""))[0]:
+            modes[w.model] = (w.version, w.compliance)
+    if not modes:
+        return ""
+    items = ", ".join(
+        f"{escape(m)} <strong>{escape(mode)}</strong>" for m, (_, mode) in sorted(modes.items())
+    )
+    return f'<p id="compliance-modes">compliance mode: {items}</p>'
+
+
 def _rollouts(canaries: list[GateDecision] | None, actions: list[GateDecision]) -> str:
     if canaries is None:
         return '<p class="muted">The quality gate is off on this node (gate.enabled in central.yaml).</p>'
@@ -330,6 +344,7 @@ offline after {fleet.offline_after_s:.0f} s of silence</p>
 <h2>Rows predicted per device group, last {hours:g} h</h2>
 {_charts(rows, start, span)}
 <h2>Drift and accuracy per model version and device group</h2>
+{_modes(health)}
 <section id="model-health">
 {_model_health(health, start, span)}
 </section>

@@ -66,3 +66,25 @@ def init(
     if files.keyring is None:
         console.print("[yellow]no key ring:[/] targets stay off until central.yaml names one (`keyring:`)")
     console.print(f"start it: edgeml central run --config {files.config}")
+
+
+@app.command("seal")
+def seal(
+    ctx: typer.Context,
+    config: Annotated[
+        Path, typer.Option("--config", help="central.yaml (see `edgeml central init`).", dir_okay=False)
+    ],
+) -> None:
+    """Encrypt the telemetry file at rest (DuckDB, AES-256-GCM; key in the appliance home).
+
+    Only a telemetry file not created yet can be sealed: rows written before would stay in clear.
+    """
+    from edgeml.central.config import load_central_config
+    from edgeml.telemetry.db.sealed import seal_telemetry_file
+
+    state: CliState = ctx.obj
+    db_path = load_central_config(config).db_path
+    key = seal_telemetry_file(db_path, state.settings().home)
+    console.print(
+        f"{db_path} is sealed from its creation on; its key is {key} (back it up: lost, the data is lost)"
+    )

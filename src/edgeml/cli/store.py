@@ -47,8 +47,13 @@ def list_objects(
 
 @app.command("cat")
 def cat(ctx: typer.Context, key: Annotated[str, typer.Argument(help="Object key.")]) -> None:
-    """Write one object's content to stdout."""
-    for chunk in _store(ctx).stream(key):
+    """Write one object's content to stdout (a read of a dataset's rows is audited)."""
+    from edgeml.privacy.access import record_object_read
+
+    store = _store(ctx)
+    stream = store.stream(key)  # a missing key fails here, before anything is recorded
+    record_object_read(store, key)
+    for chunk in stream:
         sys.stdout.buffer.write(chunk)
     sys.stdout.buffer.flush()
 
@@ -70,15 +75,23 @@ def get(
     key: Annotated[str, typer.Argument(help="Object key to fetch.")],
     dest: Annotated[Path, typer.Argument(help="Local file to write (atomically).", dir_okay=False)],
 ) -> None:
-    """Download KEY to a local file, verifying its sha256."""
-    info = _store(ctx).download(key, dest)
+    """Download KEY to a local file, verifying its sha256 (a read of a dataset's rows is audited)."""
+    from edgeml.privacy.access import record_object_read
+
+    store = _store(ctx)
+    info = store.download(key, dest)
+    record_object_read(store, key)
     console.print(f"{dest}: {info.size:,} bytes, sha256 {info.sha256}")
 
 
 @app.command("rm")
 def remove(ctx: typer.Context, key: Annotated[str, typer.Argument(help="Object key to delete.")]) -> None:
-    """Delete one object (deleting a missing key is not an error)."""
-    _store(ctx).delete(key)
+    """Delete one object (deleting a missing key is not an error; audit entries are kept 7 years)."""
+    from edgeml.audit import check_delete
+
+    store = _store(ctx)
+    check_delete(store, key)
+    store.delete(key)
 
 
 @app.command("check")

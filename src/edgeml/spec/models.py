@@ -702,6 +702,12 @@ class Spec(_Model):
     retention_days: int | None = Field(
         None, ge=1, description="days lake rows are kept (event time); `edgeml data retain` removes the rest"
     )
+    min_bin_count: int = Field(
+        10,
+        ge=2,
+        le=1_000_000,
+        description="hipaa: telemetry histogram cells under this many rows are merged on the device",
+    )
     rollout: Rollout = Field(default_factory=Rollout, description="rollout to devices")
     serving: Serving = Field(
         default_factory=Serving, description="serving on the Ray cluster (`edgeml serve`)"

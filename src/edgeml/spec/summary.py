@@ -103,11 +103,20 @@ def compliance_lines(spec: Spec) -> list[str]:
         lines.append('erasure: `edgeml data erase SPEC --where "<column> = <value>"` (audited)')
     retention = f"{spec.retention_days} days" if spec.retention_days else "none set (retention_days)"
     lines.append(f"lake retention: {retention}; `edgeml data retain SPEC` enforces it")
+    if spec.retention_days:
+        lines.append(
+            f"the central node keeps this model's telemetry and labels {spec.retention_days} days at most"
+        )
     if mode == "hipaa":
         lines.append(
-            "store encryption at rest: `edgeml store seal` (local folder) or "
-            "store.s3.server_side_encryption (S3/MinIO)"
+            f"telemetry histogram cells under {spec.min_bin_count} rows are merged on the device "
+            "(min_bin_count)"
         )
+        lines.append(
+            "store encryption at rest: `edgeml store seal` (local folder) or "
+            "store.s3.server_side_encryption (S3/MinIO); the telemetry file: `edgeml central seal`"
+        )
+        lines.append("every command's read of lake data is recorded on the audit trail (data.read)")
     if mode == "sox":
         lines.append(
             "every build, spec change, key, alias move and rollout is audited; stable needs "

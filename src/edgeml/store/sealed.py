@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edgeml.errors import StoreConfigError, StoreError
 
-__all__ = ["CHUNK", "MAGIC", "Sealer", "enable_sealing", "sealer_for"]
+__all__ = ["CHUNK", "MAGIC", "Sealer", "enable_sealing", "seal_with_new_key", "sealer_for", "sealing_key"]
 
 MAGIC = b"EDGEMLS1"
 CHUNK = 64 * 1024
@@ -38,21 +38,20 @@ def _marker(root: Path) -> Path:
     return root.with_name(root.name + ".sealed.json")
 
 
-def enable_sealing(root: Path, home: Path) -> Path:
-    """Seal the store at ``root`` from now on with a new key under ``home``; the key file."""
-    key_file = home / "keys" / "store.key"
+def seal_with_new_key(target: Path, key_file: Path) -> Path:
+    """Mark ``target`` (a folder or file) sealed with ``key_file``, made (32 random bytes, 0600) if new."""
     key_file.parent.mkdir(parents=True, exist_ok=True)
     if not key_file.exists():
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(secrets.token_bytes(32))
-    _marker(root).write_text(json.dumps({"key_file": str(key_file.resolve())}), encoding="utf-8")
+    _marker(target).write_text(json.dumps({"key_file": str(key_file.resolve())}), encoding="utf-8")
     return key_file
 
 
-def sealer_for(root: Path) -> Sealer | None:
-    """The sealer of the store at ``root``, or None when it is not sealed."""
-    marker = _marker(root)
+def sealing_key(target: Path, what: str) -> bytes | None:
+    """The 256-bit key ``target`` is sealed with (its marker names the file), or None when it is not."""
+    marker = _marker(target)
     if not marker.is_file():
         return None
     key_file = Path(json.loads(marker.read_text(encoding="utf-8"))["key_file"])
@@ -61,15 +60,26 @@ def sealer_for(root: Path) -> Sealer | None:
         key = key_file.read_bytes()
     except OSError as exc:
         raise StoreConfigError(
-            f"store {root} is sealed with {key_file}, which cannot be read: {exc}"
+            f"{what} {target} is sealed with {key_file}, which cannot be read: {exc}"
         ) from exc
     if mode & 0o077:
         raise StoreConfigError(
-            f"store key {key_file} is readable by others (mode {mode:04o})", hint=f"chmod 600 {key_file}"
+            f"{what} key {key_file} is readable by others (mode {mode:04o})", hint=f"chmod 600 {key_file}"
         )
     if len(key) != 32:
-        raise StoreConfigError(f"store key {key_file} is not a 256-bit key")
-    return Sealer(key)
+        raise StoreConfigError(f"{what} key {key_file} is not a 256-bit key")
+    return key
+
+
+def enable_sealing(root: Path, home: Path) -> Path:
+    """Seal the store at ``root`` from now on with a new key under ``home``; the key file."""
+    return seal_with_new_key(root, home / "keys" / "store.key")
+
+
+def sealer_for(root: Path) -> Sealer | None:
+    """The sealer of the store at ``root``, or None when it is not sealed."""
+    key = sealing_key(root, "store")
+    return None if key is None else Sealer(key)
 
 
 def _fill(stream: Any) -> bytes:

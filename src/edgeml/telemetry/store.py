@@ -9,6 +9,7 @@ of its own (the central node). Everything above the store (analysis, services, r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from concurrent.futures import Future
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -101,8 +102,9 @@ class TelemetryStore(Protocol):
         """Store labels; ``source`` is 'admin' or the device that sent them."""
         ...
 
-    def compact(self, now: datetime | None = None) -> CompactResult:
-        """Delete telemetry whose window ended, and feedback received, over ``retention_days`` ago."""
+    def compact(self, now: datetime | None = None, models: Mapping[str, int] | None = None) -> CompactResult:
+        """Delete telemetry whose window ended, and feedback received, over ``retention_days`` ago
+        (``models``: fewer days for these models)."""
         ...
 
     def probe_write(self, timeout: float = 5.0) -> None:

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from edgeml.errors import UserError
 from edgeml.ingest.lake import Part, load_snapshot, read_parts
+from edgeml.privacy.access import record_read
 from edgeml.settings import Settings
 from edgeml.spec.models import Spec
 from edgeml.store import ObjectStore, store_from_settings
@@ -51,7 +52,7 @@ def _feature_table(
         build_features(spec, settings, snapshot.id)  # needs a passed validation; says so if not
     doc: dict[str, Any] = json.loads(store.get(key))
     parts = [Part(**p) for p in doc["parts"]] if "parts" in doc else [Part(**doc["part"])]
-    table = read_parts(store, parts)
+    table = read_parts(store, _read_features(store, spec, snapshot.id, parts))
     return snapshot.id, table.to_pandas()
 
 
@@ -90,6 +91,11 @@ def load_training_data(spec: Spec, settings: Settings, snapshot_id: str | None =
     return split_features(spec, frame, snapshot)
 
 
+def _read_features(store: ObjectStore, spec: Spec, snapshot: str, parts: list[Part]) -> list[Part]:
+    record_read(store, spec, "features", snapshot, len(parts))
+    return parts
+
+
 #: a class keeps at least this many rows (or all it has) in a sampled split
 MIN_ROWS_PER_CLASS = 1_000
 TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
@@ -105,7 +111,8 @@ def _feature_parts(
 
         build_features(spec, settings, snapshot.id)
     doc: dict[str, Any] = json.loads(store.get(key))
-    return snapshot.id, [Part(**p) for p in doc["parts"]] if "parts" in doc else [Part(**doc["part"])]
+    parts = [Part(**p) for p in doc["parts"]] if "parts" in doc else [Part(**doc["part"])]
+    return snapshot.id, _read_features(store, spec, snapshot.id, parts)
 
 
 class _Classes:

@@ -22,6 +22,7 @@ from edgeml.errors import UserError, ValidationFailedError
 from edgeml.ingest.coerce import QUARANTINE_SCHEMA
 from edgeml.ingest.lake import Part, Snapshot, load_snapshot, read_parts, write_quarantine_part
 from edgeml.ingest.lake import _put_part as put_part
+from edgeml.privacy.access import record_read
 from edgeml.settings import S3Settings, Settings
 from edgeml.spec.models import Spec
 from edgeml.store import ObjectStore, open_store, store_from_settings
@@ -234,6 +235,7 @@ def validate(
     snapshot = load_snapshot(store, spec.name, snapshot_id)
     now = now or datetime.now(UTC)
     parts = list(snapshot.parts)
+    record_read(store, spec, "lake", snapshot.id, len(parts))
     shared = {"spec": spec, "store_url": settings.store_url, "s3": settings.store.s3}
     keys = [list(e.columns) for e in spec.expectations if e.kind == "unique"]
     if keys:
@@ -280,7 +282,9 @@ def validated_parts(
     doc: dict[str, Any] = json.loads(store.get(key))
     if not doc["passed"]:
         raise UserError(f"snapshot {snapshot.id} of {spec.name} failed validation; fix the data first")
-    return snapshot, [Part(**p) for p in doc["validated"]]
+    parts = [Part(**p) for p in doc["validated"]]
+    record_read(store, spec, "validated", snapshot.id, len(parts))
+    return snapshot, parts
 
 
 def load_validated(

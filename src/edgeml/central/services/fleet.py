@@ -116,6 +116,7 @@ class WindowHealth:
     drift: DriftReport | None  # None: the version's manifest could not be read
     estimated: AccuracyEstimate | None
     realized: RealizedAccuracy | None
+    compliance: str | None = None  # the version's compliance mode; None: no manifest
 
 
 #: bootstrap thresholds survive between page loads (they depend on the reference only)
@@ -148,6 +149,7 @@ def model_health(state: CentralState, since: datetime, window: timedelta) -> lis
                 drift=None if manifest is None else compute_drift(pooled, manifest, cache=_THRESHOLDS),
                 estimated=None if manifest is None else estimate_accuracy(pooled, manifest),
                 realized=realized_accuracy(pairs),
+                compliance=None if manifest is None else manifest.compliance,
             )
         )
     return out

@@ -152,6 +152,16 @@ class TargetResolver:
             self._missing.pop(key, None)
         return manifest
 
+    def retention(self) -> dict[str, int]:
+        """Per model, the fewest ``retention_days`` its manifests read so far name (compaction's periods)."""
+        with self._lock:
+            manifests = list(self._manifests.values())
+        periods: dict[str, int] = {}
+        for m in manifests:
+            if m.retention_days is not None:
+                periods[m.model] = min(m.retention_days, periods.get(m.model, m.retention_days))
+        return periods
+
     def cached_manifest(self, model: str, version: int, profile: str) -> Manifest | bool | None:
         """The manifest when it was read before; None: there is none to read; False: ask :meth:`manifest`."""
         key = (model, version, profile)

@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -37,6 +37,7 @@ from edgeml.telemetry.db.devices import (
     recover_devices,
     save_devices,
 )
+from edgeml.telemetry.db.sealed import encryption_key
 from edgeml.telemetry.db.tables import CATALOG, DEFAULT_MEMORY_LIMIT, connect, create, insert
 from edgeml.telemetry.db.writer import Writer
 from edgeml.telemetry.schema import (
@@ -82,7 +83,7 @@ class DuckDBStore:
         self.path = path
         self.max_queued_batches = max_queued_batches
         self.retention_days = retention_days
-        self._db = connect(path, memory_limit)
+        self._db = connect(path, memory_limit, encryption_key(path))
         self._cursor_lock = threading.Lock()
         self._threads_con = self._cursor()  # sets DuckDB's threads (under _threads_lock)
         self._threads_lock = threading.Lock()
@@ -258,12 +259,22 @@ class DuckDBStore:
         count: int = self.write(append).result()
         return count
 
-    def compact(self, now: datetime | None = None) -> CompactResult:
+    def compact(self, now: datetime | None = None, models: Mapping[str, int] | None = None) -> CompactResult:
         """Delete telemetry whose window ended, and feedback received, over ``retention_days`` ago.
 
+        ``models`` keeps a model's rows fewer days than that: its spec's ``retention_days`` (as its
+        signed manifests say), so telemetry and labels age out with the lake rows they describe.
         A CHECKPOINT follows, so the freed blocks are reused by new data.
+
+        Compliance hook: every table that keeps rows about predictions or labels (a prediction log
+        too, when one is added) must age out here by the same two rules, and be listed in
+        docs/compliance.md's retention section.
         """
-        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.retention_days)
+        at = now or datetime.now(UTC)
+        cutoff = at - timedelta(days=self.retention_days)
+        shorter = [
+            (m, at - timedelta(days=d)) for m, d in sorted((models or {}).items()) if d < self.retention_days
+        ]
         writer = self._writer
 
         def delete(con: duckdb.DuckDBPyConnection) -> CompactResult:
@@ -277,6 +288,15 @@ class DuckDBStore:
                 )
             batches = con.execute("DELETE FROM batches WHERE window_end < ?", [cutoff]).fetchall()[0][0]
             feedback = con.execute("DELETE FROM feedback WHERE received_at < ?", [cutoff]).fetchall()[0][0]
+            for model, before in shorter:
+                old = "SELECT seq FROM batches WHERE model = ? AND window_end < ?"
+                for table in ("batch_features", "batch_scores", "batch_labels", "batches"):
+                    sql = f"DELETE FROM {table} WHERE seq IN ({old})"  # noqa: S608 (constants)
+                    deleted = con.execute(sql, [model, before]).fetchall()[0][0]
+                batches += deleted
+                # labels by the model they name (one sent without a model ages out with the node's period)
+                sql = "DELETE FROM feedback WHERE model = ? AND received_at < ?"
+                feedback += con.execute(sql, [model, before]).fetchall()[0][0]
             return CompactResult(int(batches), int(feedback))
 
         def checkpoint(con: duckdb.DuckDBPyConnection, result: CompactResult) -> None:

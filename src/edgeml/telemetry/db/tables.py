@@ -46,7 +46,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from edgeml.errors import StoreConfigError
 from edgeml.telemetry.db.batch_group import BATCH_TYPES, FEATURE_TYPES, LABEL_TYPES, SCORE_TYPES
+from edgeml.telemetry.db.sealed import load_crypto
 
 __all__ = [
     "CATALOG",
@@ -178,8 +180,11 @@ def create(con: duckdb.DuckDBPyConnection) -> None:
     payload_compression(con)
 
 
-def connect(path: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
+def connect(path: Path, memory_limit: str, encryption_key: str | None = None) -> duckdb.DuckDBPyConnection:
     """The database (attached as ``CATALOG``, the default), once no other process holds it.
+
+    With ``encryption_key`` (a sealed file, :mod:`.sealed`) DuckDB encrypts the file, its log
+    and its spill files.
 
     A node killed (or restarted) leaves its store process finishing the writes it had
     queued, which takes a moment; a new node waits for it rather than failing.
@@ -194,14 +199,24 @@ def connect(path: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
     }
     con = duckdb.connect(config=config)
     quoted = str(path).replace("'", "''")
+    options = f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}"
+    if encryption_key is not None:
+        load_crypto(con)
+        options += f", ENCRYPTION_KEY '{encryption_key}'"  # hex: nothing to quote
     while True:
         try:
-            con.execute(f"ATTACH '{quoted}' AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+            con.execute(f"ATTACH '{quoted}' AS {CATALOG} ({options})")
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 con.close()
                 raise
             time.sleep(0.1)
+        except (duckdb.CatalogException, duckdb.InvalidInputException) as exc:
+            con.close()
+            if "encrypt" not in str(exc).lower():
+                raise
+            # a sealed file without its marker or key, a clear file with one, or the wrong key
+            raise StoreConfigError(f"telemetry file {path}: {str(exc).splitlines()[0]}") from exc
         else:
             con.execute(f"USE {CATALOG}")
             return con

@@ -1,0 +1,66 @@
+"""The telemetry file encrypted at rest (hipaa): DuckDB's own encrypted databases.
+
+``edgeml central seal`` (before the node first starts) makes a 256-bit key, ``keys/telemetry.key``
+(0600) in the appliance home, and a marker ``<db file>.sealed.json`` naming it — as the local
+store is sealed (:mod:`edgeml.store.sealed`). From then on the store attaches the file with
+``ENCRYPTION_KEY``: DuckDB encrypts every block, the write-ahead log and the files it spills to
+(AES-256-GCM), and a file opened without the key is refused.
+
+DuckDB writes encrypted files only with a secure random source, OpenSSL's, which its ``httpfs``
+extension brings: the node loads it, and says how to install it when it is missing. DuckDB's
+built-in fallback (mbedtls) draws nonces from a generator that is not cryptographically secure;
+it is used only when ``EDGEML_TELEMETRY_UNSAFE_CRYPTO=1`` says so (tests and development
+machines without the extension), never by default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from edgeml.errors import StoreConfigError
+from edgeml.store.sealed import seal_with_new_key, sealing_key
+
+__all__ = ["UNSAFE_CRYPTO_ENV", "encryption_key", "load_crypto", "seal_telemetry_file"]
+
+#: set to 1 to let DuckDB encrypt with its built-in, not securely random, crypto module
+UNSAFE_CRYPTO_ENV = "EDGEML_TELEMETRY_UNSAFE_CRYPTO"
+
+
+def seal_telemetry_file(db_path: Path, home: Path) -> Path:
+    """Encrypt the telemetry file at ``db_path`` from its creation on; the key file.
+
+    A file that already exists holds its rows in clear and is refused.
+    """
+    if db_path.exists():
+        raise StoreConfigError(
+            f"{db_path} already exists in clear; seal a new telemetry file (before the node first starts)",
+            hint="stop the node, move the file away, seal, start; or COPY FROM DATABASE into a sealed one",
+        )
+    if encryption_key(db_path) is not None:
+        raise StoreConfigError(f"{db_path} is sealed already")
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    return seal_with_new_key(db_path, home / "keys" / "telemetry.key")
+
+
+def encryption_key(db_path: Path) -> str | None:
+    """The key ``db_path`` is attached with (hex), or None when it is not sealed."""
+    key = sealing_key(db_path, "telemetry file")
+    return None if key is None else key.hex()
+
+
+def load_crypto(con: duckdb.DuckDBPyConnection) -> None:
+    """Make ``con`` able to write encrypted files: OpenSSL through httpfs, or the unsafe fallback."""
+    try:
+        con.execute("LOAD httpfs")
+    except duckdb.Error as exc:
+        if os.environ.get(UNSAFE_CRYPTO_ENV) == "1":
+            con.execute("SET force_mbedtls_unsafe = true")
+            return
+        raise StoreConfigError(
+            f"the telemetry file is sealed, and DuckDB {duckdb.__version__} cannot encrypt without its "
+            f"httpfs extension (OpenSSL): {str(exc).splitlines()[0]}",
+            hint="on the central node, once: python -c \"import duckdb; duckdb.execute('INSTALL httpfs')\"",
+        ) from exc

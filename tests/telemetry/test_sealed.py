@@ -1,0 +1,127 @@
+"""The telemetry file sealed (hipaa): no value readable in its bytes, the node reopens it, keys checked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from central.conftest import make_config, running
+from edgeml.cli import main
+from edgeml.errors import StoreConfigError
+from edgeml.telemetry.db.sealed import UNSAFE_CRYPTO_ENV, seal_telemetry_file
+from edgeml.telemetry.db.store import DuckDBStore
+
+from .batches import make_batch
+
+#: a value that must not be readable in a sealed file
+WARD = "oncology-ward-7-north"
+
+
+def _httpfs_loads() -> bool:
+    try:
+        duckdb.connect().execute("LOAD httpfs")
+    except duckdb.Error:
+        return False
+    return True
+
+
+@pytest.fixture
+def crypto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenSSL through httpfs where installed; else DuckDB's built-in module, said out loud."""
+    if not _httpfs_loads():
+        monkeypatch.setenv(UNSAFE_CRYPTO_ENV, "1")
+
+
+def _fill(path: Path) -> list[object]:
+    with DuckDBStore(path) as store:
+        store.register_device(device_id="dev-1", group=WARD, profile="x86-64-generic", model="pump")
+        for _ in range(20):
+            store.ingest(make_batch(group=WARD))
+        return list(store.batches())
+
+
+def _on_disk(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file() and "keys" not in p.parts)
+
+
+def test_a_sealed_file_holds_no_readable_value_and_reopens(tmp_path: Path, crypto: None) -> None:
+    clear = tmp_path / "clear" / "t.duckdb"
+    _fill(clear)
+    assert WARD.encode() in _on_disk(clear.parent)  # the check below can see a value in clear
+
+    sealed = tmp_path / "sealed" / "t.duckdb"
+    key = seal_telemetry_file(sealed, tmp_path / "home")
+    assert key == tmp_path / "home" / "keys" / "telemetry.key"
+    assert os.stat(key).st_mode & 0o777 == 0o600
+    sent = _fill(sealed)
+    assert WARD.encode() not in _on_disk(sealed.parent)
+    assert b"pump" not in sealed.read_bytes()
+
+    with DuckDBStore(sealed) as store:  # the key comes from the marker beside the file
+        assert list(store.batches()) == sent
+        assert store.authenticate("not a token") is None
+
+    with pytest.raises(duckdb.Error, match="without a key"):  # DuckDB itself refuses it keyless
+        duckdb.connect().execute(f"ATTACH '{sealed}' AS t (READ_ONLY)")
+    marker = sealed.with_name(sealed.name + ".sealed.json")
+    moved = marker.rename(tmp_path / "marker.json")
+    with pytest.raises(StoreConfigError, match="without a key"):
+        DuckDBStore(sealed)
+    moved.rename(marker)
+
+    os.chmod(key, 0o644)
+    with pytest.raises(StoreConfigError, match="readable by others"):
+        DuckDBStore(sealed)
+
+
+def test_a_file_in_clear_is_not_sealed_afterwards(tmp_path: Path) -> None:
+    path = tmp_path / "t.duckdb"
+    _fill(path)
+    with pytest.raises(StoreConfigError, match="already exists in clear"):
+        seal_telemetry_file(path, tmp_path / "home")
+
+
+def test_without_openssl_the_node_says_how_to_get_it_instead_of_encrypting_weakly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(UNSAFE_CRYPTO_ENV, raising=False)
+    path = tmp_path / "t.duckdb"
+    seal_telemetry_file(path, tmp_path / "home")
+    if _httpfs_loads():
+        DuckDBStore(path).close()
+        return
+    with pytest.raises(StoreConfigError, match="httpfs") as error:
+        DuckDBStore(path)
+    assert "INSTALL httpfs" in (error.value.hint or "")
+    assert not path.exists()  # nothing was written in clear instead
+
+
+@pytest.mark.slow
+def test_central_seal_then_the_node_runs_on_the_sealed_file_and_restarts(
+    tmp_path: Path, clean_env: Path, crypto: None
+) -> None:
+    config = make_config(tmp_path / "central")
+    yaml = tmp_path / "central" / "central.yaml"
+    yaml.write_text(
+        "\n".join(
+            f"{k}: {v}"
+            for k, v in {
+                "db_path": config.db_path,
+                "admin_token_file": config.admin_token_file,
+                "bootstrap_token_file": config.bootstrap_token_file,
+            }.items()
+        )
+        + "\n"
+    )
+    assert main(["central", "seal", "--config", str(yaml)]) == 0
+    assert (clean_env / "keys" / "telemetry.key").exists()
+    assert main(["central", "seal", "--config", str(yaml)]) == 2  # sealed already
+    for n in range(2):  # the first start creates the file, the second reopens it
+        with running(config) as central:
+            token = central.register(f"dev-{n}", group=WARD)
+            assert central.post(make_batch(f"dev-{n}", group=WARD), token).status_code == 200
+            assert len(central.store.batches()) == n + 1
+    assert WARD.encode() not in _on_disk(config.db_path.parent)
