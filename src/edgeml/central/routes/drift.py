@@ -49,6 +49,10 @@ class DriftStatus(BaseModel):
     window_start: AwareDatetime = Field(description="the telemetry judged: windows that ended after this")
     window_end: AwareDatetime
     rows: int = Field(description="rows predicted in the round's window")
+    reference: str = Field(
+        description="what the inputs are judged against: 'group' (the group's own, the version was "
+        "trained for it) or 'version' (the version's reference)"
+    )
     features: list[FeatureView] = Field(description="every input, score and the labels: value, band, alert")
     drifted: list[str] = Field(description="features, scores or labels over their threshold")
     max_js: float | None = Field(description="largest Jensen-Shannon distance of any input to its reference")
@@ -84,6 +88,7 @@ def _status(at: datetime, s: GroupStatus) -> DriftStatus:
         window_start=s.drift.start,
         window_end=s.drift.end,
         rows=s.rows,
+        reference="group" if s.drift.group_reference else "version",
         features=[
             FeatureView(
                 feature=f.feature,
