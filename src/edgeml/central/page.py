@@ -243,7 +243,8 @@ def _nannyml(statuses: list[GroupStatus] | None) -> str:
                 if alerts
                 else '<span class="calm">none</span>'
             )
-            found = f"<td>{report.rows:,}</td><td>{drift}</td><td>{_estimate(report)}</td>"
+            note = f'<div class="muted">{escape(run.note)}</div>' if run.note else ""
+            found = f"<td>{report.rows:,}{note}</td><td>{drift}</td><td>{_estimate(report)}</td>"
         body.append(
             f"<tr><td>{escape(status.model)} v{status.version}</td><td>{escape(status.group or '')}</td>"
             f"<td>{escape(run.at.isoformat(timespec='seconds'))}</td>{found}</tr>"

@@ -22,6 +22,7 @@ class NannyMLView(BaseModel):
         description="why there is no NannyML report (compliance, no reference rows, ...)"
     )
     rows: int | None = Field(description="sampled rows analysed")
+    note: str | None = Field(None, description="why fewer rows were analysed than sampled, if they were")
     drift_alerts: list[str] = Field(description="features NannyML's univariate drift alerts on")
     drift: list[NannyDrift] = Field(description="per feature: method, value, threshold, alert")
     performance: NannyEstimate | None = Field(
@@ -117,6 +118,7 @@ def _nannyml(run: NannyMLRun) -> NannyMLView:
         at=run.at,
         reason=run.reason,
         rows=report.rows if report else None,
+        note=run.note,
         drift_alerts=[d.feature for d in report.drift if d.alert] if report else [],
         drift=report.drift if report else [],
         performance=report.performance if report else None,
