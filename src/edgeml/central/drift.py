@@ -57,7 +57,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgeml.bundle.manifest import CategoryCounts, DriftThresholds, Histogram, Manifest
 from edgeml.drift.judge import band_for, judge
-from edgeml.observability import track_drift
+from edgeml.observability import track_drift, track_drift_band
 from edgeml.telemetry.schema import CalibratedSums, FeatureTelemetry, PooledWindow, TelemetryBatch
 
 if TYPE_CHECKING:
@@ -618,7 +618,11 @@ def compute_drift(
 
 
 def publish_drift(report: DriftReport) -> None:
-    """Set DRIFT_SCORE (every method) and DRIFT_BREACH (the deciding method) from a report."""
+    """Set DRIFT_SCORE (every method), DRIFT_BREACH and DRIFT_THRESHOLD (the deciding method's band)
+    from a report."""
     for f in report.features:
         scores: dict[str, float] = {s.method: s.value for s in f.scores}
         track_drift(report.model, report.version, report.group, f.feature, scores, f.breached)
+        track_drift_band(
+            report.model, report.version, report.group, f.feature, f.method, f.lower, f.threshold
+        )
