@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import TYPE_CHECKING
 
+from edgeml.central.page_drift import DRIFT_CSS, drift_bands
+
 if TYPE_CHECKING:
     from edgeml.audit import AuditEntry
     from edgeml.central.gate import Evidence, GateDecision
@@ -316,7 +318,7 @@ def render_fleet_page(
 <meta http-equiv="refresh" content="30">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
-<title>edgeml fleet</title><style>{_CSS}</style></head>
+<title>edgeml fleet</title><style>{_CSS}{DRIFT_CSS}</style></head>
 <body>
 <h1>edgeml fleet</h1>
 <p class="muted">as of {escape(fleet.generated_at.isoformat(timespec="seconds"))};
@@ -333,6 +335,10 @@ offline after {fleet.offline_after_s:.0f} s of silence</p>
 <h2>Drift and accuracy per model version and device group</h2>
 <section id="model-health">
 {_model_health(health, start, span)}
+</section>
+<h2>Drift per feature: value and threshold band</h2>
+<section id="drift-bands">
+{drift_bands(health, start, span)}
 </section>
 <h2>NannyML on row samples</h2>
 {_nannyml(nannyml)}
