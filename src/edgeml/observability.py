@@ -9,6 +9,7 @@ apart and tests can read ours without interference.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -42,6 +43,7 @@ __all__ = [
     "DEVICE_SPOOL_DROPPED",
     "DRIFT_BREACH",
     "DRIFT_SCORE",
+    "DRIFT_THRESHOLD",
     "ESTIMATED_ACCURACY",
     "FLEET_DEVICES",
     "HTTP_REQUEST_SECONDS",
@@ -250,6 +252,12 @@ DRIFT_BREACH = Gauge(
     "edgeml_drift_breach_info",
     "1 while a feature's drift is over its threshold, else 0",
     ["model", "version", "group", "feature"],
+    registry=REGISTRY,
+)
+DRIFT_THRESHOLD = Gauge(
+    "edgeml_drift_threshold_ratio",
+    "A feature's drift band: its deciding method's bound (lower or upper) in the last round",
+    ["model", "version", "group", "feature", "method", "bound"],
     registry=REGISTRY,
 )
 ESTIMATED_ACCURACY = Gauge(
@@ -610,6 +618,25 @@ def track_drift(
     for method, value in scores.items():
         DRIFT_SCORE.labels(*labels, method).set(value)
     DRIFT_BREACH.labels(*labels).set(1 if breached else 0)
+
+
+def track_drift_band(
+    model: str,
+    version: int,
+    group: str | None,
+    feature: str,
+    method: str,
+    lower: float | None,
+    upper: float | None,
+) -> None:
+    """One feature's band: the bounds its deciding method's value is judged by (None: no bound)."""
+    labels = (model, str(version), group or "", feature, method)
+    for bound, value in (("lower", lower), ("upper", upper)):
+        if value is not None:
+            DRIFT_THRESHOLD.labels(*labels, bound).set(value)
+        else:  # a band that lost a side (a new version) must not keep the old one
+            with contextlib.suppress(KeyError):
+                DRIFT_THRESHOLD.remove(*labels, bound)
 
 
 def track_accuracy(

@@ -148,7 +148,16 @@ def run_pipeline(
             profile=profile,
         ) as say:
             try:
-                built = build_bundle(uri, profile, settings, store, signer)
+                built = build_bundle(
+                    uri,
+                    profile,
+                    settings,
+                    store,
+                    signer,
+                    # trained for these groups on the data since: their own reference (bundle.groups)
+                    groups=publication.groups if publication else (),
+                    since_snapshot=since_snapshot,
+                )
             except UserError as exc:  # e.g. a family this runtime cannot run: say why, go on
                 result.refused[profile] = exc.message
                 say(f"export for {profile} refused: {exc.message}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.conftest import Publisher
+from edgeml.central.services.fleet import model_health
 from edgeml.telemetry.schema import FeatureTelemetry
 from telemetry.batches import make_batch
 
@@ -101,7 +102,7 @@ def test_fleet_json_page_and_gauges(tmp_path: Path) -> None:
             parsed.cells
         )
         assert parsed.svgs == 2  # one chart per group with telemetry
-        assert parsed.sections == ["model-health"]
+        assert parsed.sections == ["model-health", "drift-bands"]
 
         metrics = scrape(central)
         assert metrics[("edgeml_fleet_devices", (("state", "online"),))] == 2
@@ -214,6 +215,8 @@ def test_the_page_shows_drift_and_accuracy_per_model_version_and_group(
         assert central.client.post("/v1/feedback", json={"labels": labels}, headers=bearer(token)).is_success
 
         page = central.client.get("/")
+        now = datetime.now(UTC)
+        health = model_health(central.app.state.central, now - timedelta(hours=6), timedelta(hours=6) / 24)
         start = page.text.index('<section id="model-health">')
         section = page.text[start : page.text.index("</section>", start) + len("</section>")]
         parsed = _Page()
@@ -228,6 +231,26 @@ def test_the_page_shows_drift_and_accuracy_per_model_version_and_group(
         assert parsed.svgs == 1  # v1 has accuracy to chart; v7 none
         # each model's compliance mode, from its signed manifest
         assert '<p id="compliance-modes">compliance mode: pump <strong>none</strong></p>' in page.text
+
+        # per feature, the value beside the band it was judged by, as the page's own round judged it
+        start = page.text.index('<section id="drift-bands">')
+        bands = page.text[start : page.text.index("</section>", start)]
+        (judged,) = [w for w in health if w.version == 1 and w.drift is not None]
+        assert judged.drift is not None
+        figures = bands.split("<figure ")[1:]
+        assert len(figures) == len(judged.drift.features) >= 2  # v7 has no manifest: no band to chart
+        for f in judged.drift.features:
+            (figure,) = [
+                g for g in figures if g.startswith(f'data-feature="{f.feature}" data-group="line-a"')
+            ]
+            caption = f"{f.method} {f.value:.4f}, band {f.lower or 0:.4f}–{f.threshold:.4f}: "
+            assert (
+                caption + ('<span class="breach">drift' if f.breached else '<span class="calm">in band')
+                in figure
+            )
+            assert '<polygon class="band"' in figure
+            assert '<polyline class="value"' in figure
+            assert figure.count('<circle class="drift"') == int(f.breached)
 
 
 def test_prometheus_learns_the_agents_from_the_registry(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from edgeml.bundle.build import publish_bundle
 from edgeml.bundle.manifest import Manifest
 from edgeml.central.alerts import Alerter
 from edgeml.central.config import CentralConfig, NannyMLConfig
-from edgeml.central.monitor import NANNYML_ALERT, GroupStatus, Monitor
+from edgeml.central.monitor import NANNYML_ALERT, REFERENCE_CHUNKS, GroupStatus, Monitor
 from edgeml.central.performance import StoredReferenceRows, probability_column, reference_rows_key
 from edgeml.central.services.targets import TargetResolver
 from edgeml.errors import ConfigError
@@ -271,3 +271,52 @@ def test_nannyml_config_is_checked(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"monitor\.nannyml\.interval_s: Input should be greater than 0"):
         load_central_config(path)
+
+
+def test_nannyml_gets_ten_reference_chunks_of_what_it_analyses_or_says_it_has_too_few(
+    publisher: Publisher, tmp_path: Path
+) -> None:
+    """6,000 reference rows make ten chunks of 600: of 1,000 sampled rows 600 are analysed, and the
+    status says so; 3,000 make ten of 300, fewer than min_rows: no report, and the reason why."""
+    reference, analysis = car_loan()
+    some = make_manifest(reference, version=4)
+    few = make_manifest(reference, version=5)
+    _publish(publisher, some, _reference_frame(reference.iloc[:6000]), tmp_path / "v4")
+    _publish(publisher, few, _reference_frame(reference.iloc[:3000]), tmp_path / "v5")
+    config = make_config(
+        tmp_path / "central",
+        store={"url": publisher.store.url},
+        keyring=str(publisher.ring),
+        monitor={"enabled": False, "nannyml": {"min_rows": 500, "max_rows": 800}},
+    )
+    now = datetime.now(UTC)
+    calm = analysis.iloc[CHUNK : 2 * CHUNK]
+    with running(config) as central:
+        for group, manifest in (("line-e", some), ("line-f", few)):
+            for batch in _batches(calm, manifest, group, now - timedelta(minutes=5)):
+                central.store.register_device(
+                    group=group, profile=batch.profile, model=batch.model, device_id=batch.device_id
+                )
+                central.store.ingest(batch)
+        monitor = _watch(central)
+        statuses = {s.group: s for s in monitor.evaluate(now)}
+        view = {s["group"]: s["nannyml"] for s in central.client.get("/v1/drift").json()["latest"]}
+        page = central.client.get("/").text
+    cut, short = statuses["line-e"].nannyml, statuses["line-f"].nannyml
+    assert cut is not None
+    assert cut.report is not None
+    assert cut.report.rows == 600 == 6000 // REFERENCE_CHUNKS
+    assert cut.note == "600 of 1000 sampled rows analysed: the 6000 reference rows make 10 chunks of 600"
+    assert short is not None
+    assert short.report is None
+    reason = (
+        "too few reference rows: 3000 make 10 chunks of 300 rows, fewer than the 500 NannyML analyses "
+        "at least (nannyml.min_rows)"
+    )
+    assert short.reason == reason
+    assert view["line-e"]["note"] == cut.note
+    assert view["line-e"]["rows"] == 600
+    assert view["line-f"]["reason"] == reason
+    assert view["line-f"]["rows"] is None
+    assert cut.note in page
+    assert "too few reference rows: 3000 make 10 chunks" in page

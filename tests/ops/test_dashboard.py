@@ -83,6 +83,7 @@ def test_the_panels_the_operator_needs_are_there() -> None:
         "edgeml_inference_requests_total",
         "edgeml_inference_latency_seconds_bucket",
         "edgeml_drift_score_ratio",
+        "edgeml_drift_threshold_ratio",
         "edgeml_estimated_accuracy_ratio",
         "edgeml_realized_accuracy_ratio",
         "edgeml_telemetry_lag_seconds",
@@ -101,3 +102,19 @@ def test_the_provisioned_dashboard_folder_is_where_ansible_puts_the_json() -> No
     assert entry["type"] == "file"
     defaults = yaml.safe_load((APPLIANCE.parent / "ansible/roles/grafana/defaults/main.yml").read_text())
     assert defaults["grafana_dashboards_dir"].endswith(entry["options"]["path"])
+
+
+def test_drift_is_charted_with_its_threshold_band() -> None:
+    """Each feature's deciding value beside the bounds it is judged by, the bounds drawn dashed."""
+    (panel,) = [p for p in load()["panels"] if p["title"] == "Drift value and threshold band by feature"]  # type: ignore[attr-defined]
+    assert panel["type"] == "timeseries"
+    value, band = (t["expr"] for t in panel["targets"])
+    assert "edgeml_drift_score_ratio" in value
+    # the deciding method's value only: the one with a band
+    assert "and on (model, version, group, feature, method) edgeml_drift_threshold_ratio" in value
+    assert "edgeml_drift_threshold_ratio" in band
+    assert "bound" in band
+    assert [t["legendFormat"].endswith("{{bound}}") for t in panel["targets"]] == [False, True]
+    (dashed,) = panel["fieldConfig"]["overrides"]
+    assert dashed["matcher"] == {"id": "byRegexp", "options": ".* (upper|lower)$"}
+    assert {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [6, 4]}} in dashed["properties"]

@@ -43,6 +43,7 @@ EDGEML = str(Path(sys.executable).with_name("edgeml"))
 ANALYSIS = (
     "edgeml_drift_score_ratio",
     "edgeml_drift_breach_info",
+    "edgeml_drift_threshold_ratio",
     "edgeml_estimated_accuracy_ratio",
     "edgeml_realized_accuracy_ratio",
 )
@@ -237,6 +238,11 @@ def test_every_dashboard_query_returns_data_from_a_live_fleet(
     computed = {name for name in ANALYSIS if f"\n{name}{{" in central_metrics}
     if computed:
         wait_until(lambda: all(scraped(name) for name in computed), "the analysis gauges", timeout=60)
+    # the drift round ran on this telemetry: each feature's band is scraped beside its value
+    assert {"edgeml_drift_score_ratio", "edgeml_drift_threshold_ratio"} <= computed, computed
+    bands = query(prom, 'edgeml_drift_threshold_ratio{bound="upper", group="line-a"}')["result"]
+    assert {b["metric"]["feature"] for b in bands} >= {"a", "b"}
+    assert all(float(b["value"][1]) > 0 for b in bands)
 
     empty = []
     for title, expr in expressions(DASHBOARD):
@@ -252,6 +258,8 @@ def test_every_dashboard_query_returns_data_from_a_live_fleet(
     assert {e.split(":")[0] for e in waiting} <= {
         "Drift by feature and group (Jensen–Shannon distance) [A]",
         "Features in drift breach [A]",
+        "Drift value and threshold band by feature [A]",
+        "Drift value and threshold band by feature [B]",
         "Estimated vs realized accuracy [A]",
         "Estimated vs realized accuracy [B]",
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,11 +27,13 @@ import pandas as pd
 
 from edgeml.agent.runtime import ModelRuntime
 from edgeml.audit import AuditLog, cli_actor
+from edgeml.bundle.groups import GroupRows, rows_for_groups
 from edgeml.bundle.keys import Signer, canonical_json
 from edgeml.bundle.manifest import (
     Calibration,
     FileEntry,
     Golden,
+    GroupReference,
     InputField,
     Manifest,
     Outputs,
@@ -43,7 +46,7 @@ from edgeml.bundle.pii import pii_inputs, synthesise_golden
 from edgeml.bundle.reference import PROBABILITY_EDGES, numeric_histogram
 from edgeml.bundle.reference_rows import publish_reference_rows, reference_frame
 from edgeml.bundle.trail import audit_build
-from edgeml.drift.reference import model_inputs_reference
+from edgeml.drift.reference import group_reference, model_inputs_reference
 from edgeml.errors import EdgemlError, UserError
 from edgeml.export.run import (
     ExportReport,
@@ -131,20 +134,54 @@ def _training_rows(spec: Spec, settings: Settings, snapshot: str, layout: InputL
 
 
 def _reference(
-    model: Any, spec: Spec, layout: InputLayout, rows: pd.DataFrame, training: pd.DataFrame | None
+    model: Any,
+    spec: Spec,
+    layout: InputLayout,
+    rows: pd.DataFrame,
+    training: pd.DataFrame | None,
+    trained_for: GroupRows | None = None,
 ) -> Reference:
     """Input histograms from the training data (the conditions the model is for); scores, labels
-    and calibration from the holdout rows, which the model did not see (as on a device)."""
+    and calibration from the holdout rows, which the model did not see (as on a device). Trained
+    for groups: see :mod:`edgeml.bundle.groups`."""
     X = rows[layout.columns]
     inputs = training if training is not None else X
     pii = pii_inputs(spec, layout.columns)  # no histogram: its edges would be values from the data
+    numeric = [n for n in layout.numeric if n not in pii]
+    categorical = [n for n in layout.categorical if n not in pii]
+    text = [n for n in layout.text if n not in pii]
     features, drift = model_inputs_reference(
         inputs,
-        numeric=[n for n in layout.numeric if n not in pii],
-        categorical=[n for n in layout.categorical if n not in pii],
-        text=[n for n in layout.text if n not in pii],
-        allowed={name: spec.schema_.columns[name].values for name in layout.categorical if name not in pii},
+        numeric=numeric,
+        categorical=categorical,
+        text=text,
+        allowed={name: spec.schema_.columns[name].values for name in categorical},
     )
+    groups: dict[str, GroupReference] = {}
+    if trained_for is not None:
+        landed = f"{len(trained_for.new):,} rows landed since snapshot {trained_for.since}"
+        own = group_reference(
+            trained_for.new,
+            numeric=numeric,
+            categorical=categorical,
+            text=text,
+            bins=features,
+            thresholds=drift,
+            source=landed,
+        )
+        groups = dict.fromkeys(trained_for.groups, own)
+        if trained_for.old is not None:  # every other group: the rows before, on the same bins
+            source = f"{len(trained_for.old):,} rows of snapshot {trained_for.since}"
+            rest = group_reference(
+                trained_for.old,
+                numeric=numeric,
+                categorical=categorical,
+                text=text,
+                bins=features,
+                thresholds=drift,
+                source=source,
+            )
+            features, drift, inputs = rest.features, rest.drift, trained_for.old
     scores: dict[str, Any] = {}
     calibration = None
     if hasattr(model[-1], "predict_proba"):
@@ -166,7 +203,10 @@ def _reference(
     for label in predicted:
         counts[label] = counts.get(label, 0) + 1
     source = "holdout rows kept with the model version"
-    if training is not None:
+    if trained_for is not None and trained_for.old is not None:
+        source = f"inputs: {len(inputs):,} rows of snapshot {trained_for.since} (groups "
+        source += f"{', '.join(trained_for.groups)}: their own); scores and calibration: " + source
+    elif training is not None:
         source = f"inputs: {len(training):,} rows of the training snapshot; scores and calibration: " + source
     return Reference(
         rows=len(inputs),
@@ -176,6 +216,7 @@ def _reference(
         predictions=counts,
         calibration=calibration,
         drift=drift,
+        groups=groups,
     )
 
 
@@ -295,6 +336,7 @@ def _manifest(
     model: Any,
     run_id: str,
     profile: FirmwareProfile,
+    trained_for: GroupRows | None = None,
 ) -> Manifest:
     """Everything but files, golden outputs and output names, which need the staged model."""
     import mlflow
@@ -322,7 +364,7 @@ def _manifest(
         )
         if spec.features.window and spec.schema_.timestamp
         else None,
-        reference=_reference(model, spec, layout, rows, training),
+        reference=_reference(model, spec, layout, rows, training, trained_for),
         golden=Golden(
             inputs=_golden_rows(spec, rows, training, layout),
             outputs={},
@@ -353,8 +395,12 @@ def build_bundle(
     *,
     tracking: str | None = None,
     expires_days: int = EXPIRES_DAYS,
+    groups: Sequence[str] = (),
+    since_snapshot: str | None = None,
 ) -> BuildResult:
-    """Export, describe, sign and publish one bundle; see the module docstring."""
+    """Export, describe, sign and publish one bundle; see the module docstring. ``groups`` and
+    ``since_snapshot``: the version was trained for those groups on the data landed since that
+    snapshot, and its manifest carries their own reference (:mod:`edgeml.bundle.groups`)."""
     from edgeml.train.tracking import tracking_uri
 
     if expires_days < 1:
@@ -368,8 +414,13 @@ def build_bundle(
     report = export_model(exact, profile.name, folder, settings, tracking)
     with tempfile.TemporaryDirectory() as tmp:
         spec, rows = load_kept_artifacts(run_id, Path(tmp))
-    training = _training_rows(spec, settings, snapshot, input_layout(spec)) if snapshot else None
-    draft = _manifest(report, spec, rows, training, model, run_id, profile)
+    layout = input_layout(spec)
+    training = _training_rows(spec, settings, snapshot, layout) if snapshot else None
+    trained_for = None
+    if snapshot and groups and since_snapshot and since_snapshot != snapshot:
+        old = _training_rows(spec, settings, since_snapshot, layout)
+        trained_for = rows_for_groups(spec, settings, snapshot, since_snapshot, groups, layout, old)
+    draft = _manifest(report, spec, rows, training, model, run_id, profile, trained_for)
     bundle = Path(tempfile.mkdtemp(prefix="edgeml-bundle-"))
     try:
         if profile.runtime == "onnxruntime":

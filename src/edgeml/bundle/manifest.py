@@ -25,6 +25,7 @@ __all__ = [
     "FeatureThreshold",
     "FileEntry",
     "Golden",
+    "GroupReference",
     "Histogram",
     "InputField",
     "Manifest",
@@ -139,6 +140,19 @@ class DriftThresholds(_Model):
     )
 
 
+class GroupReference(_Model):
+    """A device group's own input statistics, for a version trained for that group.
+
+    Counted on the bins of :attr:`Reference.features` (the agent bins on those whatever its group),
+    with bands from the group's own rows; the central node judges that group's telemetry by them.
+    """
+
+    rows: int
+    source: str = Field(description="which rows the statistics come from")
+    features: dict[str, Histogram | CategoryCounts]
+    drift: DriftThresholds
+
+
 class Reference(_Model):
     """What the model saw on its holdout rows, as telemetry will report it."""
 
@@ -150,6 +164,10 @@ class Reference(_Model):
     calibration: Calibration | None = None
     drift: DriftThresholds | None = Field(
         None, description="per-input thresholds from reference chunks; none (older bundles): bootstrap"
+    )
+    groups: dict[str, GroupReference] = Field(
+        default_factory=dict,
+        description="per device group the version was trained for: that group's own input reference",
     )
 
 

@@ -6,8 +6,10 @@ distribution is compared with the reference the bundle carries (:func:`compute_d
 
 An input with a band in the manifest (``reference.drift``, signed by ``bundle build`` since
 issue #22) is judged by :mod:`edgeml.drift`, the code ``edgeml drift run`` backtests with:
-NannyML's method and a band from the reference's own chunks. What follows describes the
-bootstrap, which judges the rest (older manifests, score histograms, predicted labels).
+NannyML's method and a band from the reference's own chunks. A group the version was trained
+for (``reference.groups``) has its inputs judged by that group's own counts and bands instead.
+What follows describes the bootstrap, which judges the rest (older manifests, score
+histograms, predicted labels).
 
 Distances, on count vectors turned into proportions:
 
@@ -55,7 +57,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgeml.bundle.manifest import CategoryCounts, DriftThresholds, Histogram, Manifest
 from edgeml.drift.judge import band_for, judge
-from edgeml.observability import track_drift
+from edgeml.observability import track_drift, track_drift_band
 from edgeml.telemetry.schema import CalibratedSums, FeatureTelemetry, PooledWindow, TelemetryBatch
 
 if TYPE_CHECKING:
@@ -415,6 +417,7 @@ class DriftReport(BaseModel):
     end: datetime
     rows: int
     features: list[FeatureDrift]
+    group_reference: bool = False  # inputs judged by the group's own reference (Reference.groups)
 
     @property
     def breaches(self) -> list[FeatureDrift]:
@@ -534,14 +537,17 @@ def compute_drift(
     cache = cache or ThresholdCache()
     cfg = cache.config
     ref = manifest.reference
+    # a version trained for this group: its inputs are judged by the group's own reference
+    own = ref.groups.get(window.group) if window.group is not None else None
+    inputs, bands = (own.features, own.drift) if own is not None else (ref.features, ref.drift)
     kinds = {f.name: f.kind for f in manifest.inputs}
     results: list[FeatureDrift | None] = []
     for name, feature in window.features.items():
-        expected = ref.features.get(name)
+        expected = inputs.get(name)
         if expected is None or not feature.counts:
             continue
-        if ref.drift is not None and band_for(ref.drift, name, sum(feature.counts)) is not None:
-            results.append(_judged(name, feature, expected, ref.drift, cfg))
+        if bands is not None and band_for(bands, name, sum(feature.counts)) is not None:
+            results.append(_judged(name, feature, expected, bands, cfg))
             continue
         categorical = isinstance(expected, CategoryCounts)
         with_missing = kinds.get(name) != "text"
@@ -607,11 +613,16 @@ def compute_drift(
         end=window.end,
         rows=window.rows,
         features=[r for r in results if r is not None],
+        group_reference=own is not None,
     )
 
 
 def publish_drift(report: DriftReport) -> None:
-    """Set DRIFT_SCORE (every method) and DRIFT_BREACH (the deciding method) from a report."""
+    """Set DRIFT_SCORE (every method), DRIFT_BREACH and DRIFT_THRESHOLD (the deciding method's band)
+    from a report."""
     for f in report.features:
         scores: dict[str, float] = {s.method: s.value for s in f.scores}
         track_drift(report.model, report.version, report.group, f.feature, scores, f.breached)
+        track_drift_band(
+            report.model, report.version, report.group, f.feature, f.method, f.lower, f.threshold
+        )

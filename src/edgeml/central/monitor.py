@@ -12,7 +12,10 @@ accuracy from the calibrated sums and measures it from feedback labels
 Every ``nannyml.interval_s`` a round also runs NannyML (:func:`~edgeml.central.performance.nannyml_analysis`)
 on the row samples of each group whose compliance allows them, against the version's reference
 rows; a group's last NannyML pass (its report, or why there is none) rides on its status until
-the next. NannyML is slow and a third party: its rows are capped and its errors stay with its group.
+the next. The analysed rows are one chunk and NannyML's thresholds come from the reference's chunks
+of that size, so the reference must hold :data:`REFERENCE_CHUNKS` of them: the sample is cut to fit,
+and a reference too small for ``min_rows`` is a reason on the status, not a report. NannyML is slow
+and a third party: its rows are capped and its errors stay with its group.
 """
 
 from __future__ import annotations
@@ -56,7 +59,15 @@ from edgeml.telemetry.store import TelemetryStore
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["NANNYML_ALERT", "GroupStatus", "ManifestFor", "Monitor", "NannyMLRun", "ReferenceFor"]
+__all__ = [
+    "NANNYML_ALERT",
+    "REFERENCE_CHUNKS",
+    "GroupStatus",
+    "ManifestFor",
+    "Monitor",
+    "NannyMLRun",
+    "ReferenceFor",
+]
 
 log = logging.getLogger("edgeml.central")
 
@@ -69,6 +80,9 @@ ReferenceFor = Callable[[Manifest], "pd.DataFrame"]
 #: NannyML's performance estimate (CBPE accuracy, DLE mae) left its thresholds. Its univariate
 #: drift is not alerted on: the histogram drift of every input already is.
 NANNYML_ALERT = "EdgemlNannymlEstimatedPerformance"
+#: reference chunks NannyML's thresholds come from (its default count): the reference must hold
+#: this many chunks of the analysed rows
+REFERENCE_CHUNKS = 10
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,7 @@ class NannyMLRun:
     at: datetime
     report: NannyMLReport | None
     reason: str | None = None
+    note: str | None = None  # a report on fewer rows than were sampled, and why
 
 
 @dataclass(frozen=True)
@@ -244,15 +259,28 @@ class Monitor:
         if self.references is None:
             return NannyMLRun(now, None, "no source of reference rows is configured")
         least = self.nannyml.min_rows
+        note = None
         try:
             reference = self.references(manifest)
-            if len(reference) < 2 * least:
-                return NannyMLRun(now, None, f"{len(reference)} reference rows: NannyML needs {2 * least}")
+            # the analysed rows are one chunk: the reference must hold REFERENCE_CHUNKS of them
+            fits = len(reference) // REFERENCE_CHUNKS
+            if fits < least:
+                return NannyMLRun(
+                    now,
+                    None,
+                    f"too few reference rows: {len(reference)} make {REFERENCE_CHUNKS} chunks of "
+                    f"{fits} rows, fewer than the {least} NannyML analyses at least (nannyml.min_rows)",
+                )
             rows = self._sample_rows(status, since, now)
             if len(rows) < least:
                 return NannyMLRun(now, None, f"{len(rows)} sampled rows in the window: NannyML needs {least}")
-            cap = min(self.nannyml.max_rows, len(reference) // 2)  # the reference must have twice the rows
+            cap = min(self.nannyml.max_rows, fits)
             if len(rows) > cap:
+                if cap < self.nannyml.max_rows:
+                    note = (
+                        f"{cap} of {len(rows)} sampled rows analysed: the {len(reference)} reference rows "
+                        f"make {REFERENCE_CHUNKS} chunks of {cap}"
+                    )
                 rows = random.Random(0).sample(rows, cap)  # noqa: S311 (a sample, not a secret)
             started = time.perf_counter()
             report = nannyml_analysis(reference, sample_frame(rows), manifest)
@@ -263,7 +291,7 @@ class Monitor:
             log.exception("NannyML run on %s failed", where)
             return NannyMLRun(now, None, f"NannyML run failed: {type(exc).__name__}: {exc}")
         log.info("NannyML on %s: %d sampled rows in %.1f s", where, len(rows), time.perf_counter() - started)
-        return NannyMLRun(now, report)
+        return NannyMLRun(now, report, note=note)
 
     def _sample_rows(self, status: GroupStatus, since: datetime, now: datetime) -> list[SampleRow]:
         """The group's sampled rows in the window (only the batch payloads carry them)."""

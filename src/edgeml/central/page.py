@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import TYPE_CHECKING
 
+from edgeml.central.page_drift import DRIFT_CSS, drift_bands
+
 if TYPE_CHECKING:
     from edgeml.audit import AuditEntry
     from edgeml.central.gate import Evidence, GateDecision
@@ -257,7 +259,8 @@ def _nannyml(statuses: list[GroupStatus] | None) -> str:
                 if alerts
                 else '<span class="calm">none</span>'
             )
-            found = f"<td>{report.rows:,}</td><td>{drift}</td><td>{_estimate(report)}</td>"
+            note = f'<div class="muted">{escape(run.note)}</div>' if run.note else ""
+            found = f"<td>{report.rows:,}{note}</td><td>{drift}</td><td>{_estimate(report)}</td>"
         body.append(
             f"<tr><td>{escape(status.model)} v{status.version}</td><td>{escape(status.group or '')}</td>"
             f"<td>{escape(run.at.isoformat(timespec='seconds'))}</td>{found}</tr>"
@@ -329,7 +332,7 @@ def render_fleet_page(
 <meta http-equiv="refresh" content="30">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
-<title>edgeml fleet</title><style>{_CSS}</style></head>
+<title>edgeml fleet</title><style>{_CSS}{DRIFT_CSS}</style></head>
 <body>
 <h1>edgeml fleet</h1>
 <p class="muted">as of {escape(fleet.generated_at.isoformat(timespec="seconds"))};
@@ -347,6 +350,10 @@ offline after {fleet.offline_after_s:.0f} s of silence</p>
 {_modes(health)}
 <section id="model-health">
 {_model_health(health, start, span)}
+</section>
+<h2>Drift per feature: value and threshold band</h2>
+<section id="drift-bands">
+{drift_bands(health, start, span)}
 </section>
 <h2>NannyML on row samples</h2>
 {_nannyml(nannyml)}

@@ -389,8 +389,33 @@ class _Loop:
         self.result.promoted = True
         for device in self.result.agents:
             _wait(f"{device} on v{version}", lambda d=device: _version(self.clients[d]) == version, 120)  # type: ignore[misc]
-        self.traffic({g: _readings(g, 300 + i, self.options) for i, (_, g, _) in enumerate(DEVICES)}, "after")
-        return f"quality gate: {decision['reason']}: promoted; every agent on v{version}"
+        # line-b's new conditions persist: v2 was trained for them, and judges them by line-b's own reference
+        self.traffic(
+            {
+                g: _readings(g, 300 + i, self.options, DRIFT if g == DRIFTED_GROUP else ())
+                for i, (_, g, _) in enumerate(DEVICES)
+            },
+            "after",
+        )
+        return f"quality gate: {decision['reason']}: promoted; every agent on v{version}; " + self.baseline()
+
+    def baseline(self) -> str:
+        """Where the drifted group's inputs are under the new version, once a round has judged it."""
+        from edgeml.demo.report import back_to_baseline
+
+        version = self.result.new_version
+        rounds: list[dict[str, Any]] = []
+
+        def judged() -> bool:
+            view = self.central.get("/v1/drift").json()
+            latest = [s for s in view["latest"] if s["group"] == DRIFTED_GROUP and s["version"] == version]
+            rounds[:] = [view]
+            return bool(latest)
+
+        _wait(f"a drift round on {DRIFTED_GROUP}'s v{version}", judged, 60)
+        said = back_to_baseline(rounds[0]["history"], DRIFTED_GROUP)
+        back = sum(s.endswith("back in band") for s in said)
+        return f"{DRIFTED_GROUP} on v{version}: {back} of {len(said)} drifted inputs back in band"
 
 
 def run_fleet(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from edgeml.demo.common import DemoResult
 
-__all__ = ["write_report"]
+__all__ = ["back_to_baseline", "drift_lines", "drift_section", "write_report"]
 
 
 def _png(figure: Any) -> str:
@@ -100,20 +100,113 @@ def _series(history: list[dict[str, Any]], field: str) -> dict[str, tuple[list[d
     return out
 
 
-def _drift(history: list[dict[str, Any]]) -> str:
-    series = _series(history, "max_js")
-    if not series:
+Point = dict[str, Any]
+
+
+def drift_lines(history: list[dict[str, Any]]) -> dict[str, dict[str, list[Point]]]:
+    """Per input, per ``"<group> v<version>"``: its value in each round with the band it was judged
+    by (``at``, ``value``, ``lower``, ``upper``, ``alert``, ``reference``), from ``/v1/drift``'s history."""
+    out: dict[str, dict[str, list[Point]]] = {}
+    for row in history:
+        key = f"{row['group']} v{row['version']}"
+        for f in row.get("features", []):
+            if f["kind"] != "feature":
+                continue
+            out.setdefault(f["feature"], {}).setdefault(key, []).append(
+                {
+                    "at": datetime.fromisoformat(row["at"]),
+                    "value": float(f["value"]),
+                    "lower": f["lower"],
+                    "upper": float(f["upper"]),
+                    "alert": bool(f["alert"]),
+                    "reference": row.get("reference", "version"),
+                }
+            )
+    return out
+
+
+def back_to_baseline(history: list[dict[str, Any]], group: str) -> list[str]:
+    """Per input that alerted in ``group``: its peak under the version that alerted, and where its
+    value is in the last round under the newest version (in band: back to baseline)."""
+    lines = drift_lines(history)
+    found = []
+    for feature, series in sorted(lines.items()):
+        mine = {k: v for k, v in series.items() if k.startswith(f"{group} v")}
+        alerted = [(k, p) for k, points in mine.items() for p in points if p["alert"]]
+        if not alerted:
+            continue
+        first, peak = max(alerted, key=lambda kp: kp[1]["value"] / kp[1]["upper"])
+        newest = max(mine, key=lambda k: int(k.rsplit(" v", 1)[1]))
+        last = mine[newest][-1]
+        where = "still drifted" if last["alert"] else "back in band"
+        against = f"{group}'s own reference" if last["reference"] == "group" else "the version's reference"
+        side = "over" if last["alert"] else "within"
+        found.append(
+            f"{feature} in {group}: {peak['value']:.3f} over its band {peak['upper']:.3f} on "
+            f"{first.split()[1]}; {last['value']:.3f} {side} {last['upper']:.3f} on "
+            f"{newest.split()[1]} ({against}): {where}"
+        )
+    return found
+
+
+def drift_section(history: list[dict[str, Any]], group: str | None) -> str:
+    """The drift section: per input, value and band per group and version; the drifted group's summary."""
+    lines = drift_lines(history)
+    if not lines:
         return ""
-    figure, axes = _figure()
-    for key, (times, values) in sorted(series.items()):
-        axes.plot(times, values, marker=".", label=key)
-    axes.set_ylabel("largest JS distance of an input")
-    axes.set_title("Drift over time per device group (the central node's rounds)")
-    axes.legend(fontsize=8)
+    alerted = sorted(f for f, series in lines.items() if any(p["alert"] for s in series.values() for p in s))
+    shown = (alerted or sorted(lines))[:4]
+    figure, _ = _figure(7.5, 2.4 * len(shown))
+    figure.clear()
+    for i, feature in enumerate(shown):
+        ax = figure.add_subplot(len(shown), 1, i + 1)
+        for key, points in sorted(lines[feature].items()):
+            times = [p["at"] for p in points]
+            (line,) = ax.plot(times, [p["value"] for p in points], marker=".", label=key)
+            ax.plot(
+                times, [p["upper"] for p in points], linestyle="--", color=line.get_color(), linewidth=0.8
+            )
+            lower = [p["lower"] or 0.0 for p in points]
+            ax.fill_between(times, lower, [p["upper"] for p in points], color=line.get_color(), alpha=0.08)
+            flagged = [p for p in points if p["alert"]]
+            ax.plot([p["at"] for p in flagged], [p["value"] for p in flagged], "x", color="#c44e52")
+        ax.set_ylabel(feature)
+        ax.legend(fontsize=7, ncol=3)
+    figure.axes[0].set_title("Drift per input: value (solid), band (dashed, shaded), alerts (x)")
     figure.autofmt_xdate()
     image = _png(figure)
     _close(figure)
-    return f'<h2>Drift over time</h2><img src="data:image/png;base64,{image}">'
+    table = _drift_table(history)
+    summary = "".join(
+        f"<li>{html.escape(s)}</li>" for s in (back_to_baseline(history, group) if group else [])
+    )
+    return (
+        f'<h2>Drift over time</h2><img src="data:image/png;base64,{image}">'
+        + (f'<ul id="baseline">{summary}</ul>' if summary else "")
+        + table
+    )
+
+
+def _drift_table(history: list[dict[str, Any]]) -> str:
+    """The last round: per group, version and input, the value and the band it was judged by."""
+    if not history:
+        return ""
+    last = history[-1]["at"]
+    rows = "".join(
+        f"<tr><td>{html.escape(str(r['group']))}</td><td>v{r['version']}</td>"
+        f"<td>{html.escape(r.get('reference', 'version'))}</td><td>{html.escape(f['feature'])}</td>"
+        f"<td>{html.escape(f['method'])}</td><td>{f['value']:.4f}</td>"
+        f"<td>{f['lower'] or 0:.4f} – {f['upper']:.4f}</td><td>{'ALERT' if f['alert'] else 'ok'}</td></tr>"
+        for r in history
+        if r["at"] == last
+        for f in r.get("features", [])
+        if f["kind"] == "feature"
+    )
+    return (
+        '<table id="drift-latest"><thead><tr><th>group</th><th>version</th><th>reference</th>'
+        "<th>input</th><th>method</th><th>value</th><th>band</th><th>alert</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def _accuracy(history: list[dict[str, Any]]) -> str:
@@ -169,17 +262,21 @@ def write_report(result: DemoResult, home: Path) -> Path:
     """Write ``$EDGEML_HOME/report/index.html``; its path."""
     model = result.training.model if result.training else "pump-faults"
     history = _history(result)
+    from edgeml.demo.fleet import DRIFTED_GROUP
+
+    drifted_group = DRIFTED_GROUP if result.fleet is not None else None
     sections = [
         _data_quality(result),
         _training(result, _versions(home, model)),
-        _drift(history),
+        drift_section(history, drifted_group),
         _accuracy(history),
         _timeline(result),
     ]
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>edgeml demo report</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
-        "img{max-width:100%}h2{border-bottom:1px solid #ddd}</style></head><body>"
+        "img{max-width:100%}h2{border-bottom:1px solid #ddd}table{border-collapse:collapse;font-size:.85em}"
+        "td,th{padding:.15em .5em;border-bottom:1px solid #eee;text-align:left}</style></head><body>"
         f"<h1>edgeml demo: {html.escape(model)}</h1>{''.join(sections)}</body></html>"
     )
     path = home / "report" / "index.html"

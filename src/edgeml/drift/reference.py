@@ -29,7 +29,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from edgeml.bundle.manifest import CategoryCounts, ChunkBands, DriftThresholds, FeatureThreshold, Histogram
+from edgeml.bundle.manifest import (
+    CategoryCounts,
+    ChunkBands,
+    DriftThresholds,
+    FeatureThreshold,
+    GroupReference,
+    Histogram,
+)
 from edgeml.bundle.reference import bin_counts, category_counts
 from edgeml.drift.methods import (
     CATEGORICAL_METHODS,
@@ -51,6 +58,8 @@ __all__ = [
     "column_kind",
     "continuous_edges",
     "feature_threshold",
+    "group_reference",
+    "recount",
     "reference_histogram",
 ]
 
@@ -254,15 +263,75 @@ def model_inputs_reference(
 ) -> tuple[dict[str, Histogram | CategoryCounts], DriftThresholds]:
     """A model's input statistics for its manifest: numbers and text lengths continuous, categories
     over their allowed values; ``chunk_size`` defaults to :func:`default_chunk_size`."""
-    frame = pd.DataFrame(
+    frame = _inputs_frame(inputs, numeric, categorical, text)
+    kinds: dict[str, Kind] = {}
+    kinds.update(dict.fromkeys((*numeric, *text), "continuous"))
+    kinds.update(dict.fromkeys(categorical, "categorical"))
+    size = chunk_size or default_chunk_size(len(frame))
+    return build_reference(frame, size, kinds=kinds, allowed=dict(allowed), smaller=LADDER)
+
+
+def _inputs_frame(
+    inputs: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str], text: Sequence[str]
+) -> pd.DataFrame:
+    """Model inputs as the agent counts them: numbers, categories as objects, texts as lengths."""
+    return pd.DataFrame(
         {name: inputs[name].to_numpy(dtype=np.float64, na_value=np.nan) for name in numeric}
         | {name: inputs[name].astype(object) for name in categorical}
         # a missing text is length 0, as the agent counts it
         | {name: inputs[name].fillna("").astype(str).str.len().astype(np.float64) for name in text},
         index=inputs.index,
     )
-    kinds: dict[str, Kind] = {}
-    kinds.update(dict.fromkeys((*numeric, *text), "continuous"))
-    kinds.update(dict.fromkeys(categorical, "categorical"))
+
+
+def recount(
+    frame: pd.DataFrame,
+    bins: Mapping[str, Histogram | CategoryCounts],
+    thresholds: DriftThresholds,
+    chunk_size: int | None = None,
+) -> tuple[dict[str, Histogram | CategoryCounts], DriftThresholds]:
+    """``frame``'s statistics on bins already fixed, each input judged by the method ``thresholds``
+    give it, its bands from ``frame``'s own chunks (``chunk_size``: :func:`default_chunk_size`).
+
+    A device bins on one set of edges whatever its group, so a group's reference must count on them.
+    """
     size = chunk_size or default_chunk_size(len(frame))
-    return build_reference(frame, size, kinds=kinds, allowed=dict(allowed), smaller=LADDER)
+    histograms: dict[str, Histogram | CategoryCounts] = {}
+    for name, hist in bins.items():
+        if name not in frame:
+            continue
+        index = _bin_index(hist, frame[name])
+        counts = np.bincount(index[index >= 0], minlength=len(hist.counts)).tolist()
+        missing = int(np.count_nonzero(index < 0))
+        histograms[name] = hist.model_copy(update={"counts": counts, "missing": missing})
+    methods = {name: t.method for name, t in thresholds.features.items() if name in histograms}
+    multiplier = thresholds.std_multiplier
+
+    def bands(rows: int) -> dict[str, FeatureThreshold]:
+        return {
+            name: feature_threshold(histograms[name], frame[name], method, rows, multiplier=multiplier)
+            for name, method in methods.items()
+            if sum(histograms[name].counts)
+        }
+
+    smaller = [ChunkBands(chunk_size=s, features=bands(s)) for s in LADDER if s < size]
+    return histograms, DriftThresholds(
+        chunk_size=size, std_multiplier=multiplier, features=bands(size), smaller=smaller
+    )
+
+
+def group_reference(
+    inputs: pd.DataFrame,
+    *,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    text: Sequence[str],
+    bins: Mapping[str, Histogram | CategoryCounts],
+    thresholds: DriftThresholds,
+    source: str,
+) -> GroupReference:
+    """A device group's reference from its rows (model inputs, as for :func:`model_inputs_reference`),
+    on the version's bins and methods."""
+    frame = _inputs_frame(inputs, numeric, categorical, text)
+    features, drift = recount(frame, bins, thresholds)
+    return GroupReference(rows=len(frame), source=source, features=features, drift=drift)

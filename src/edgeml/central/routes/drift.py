@@ -22,6 +22,7 @@ class NannyMLView(BaseModel):
         description="why there is no NannyML report (compliance, no reference rows, ...)"
     )
     rows: int | None = Field(description="sampled rows analysed")
+    note: str | None = Field(None, description="why fewer rows were analysed than sampled, if they were")
     drift_alerts: list[str] = Field(description="features NannyML's univariate drift alerts on")
     drift: list[NannyDrift] = Field(description="per feature: method, value, threshold, alert")
     performance: NannyEstimate | None = Field(
@@ -49,6 +50,10 @@ class DriftStatus(BaseModel):
     window_start: AwareDatetime = Field(description="the telemetry judged: windows that ended after this")
     window_end: AwareDatetime
     rows: int = Field(description="rows predicted in the round's window")
+    reference: str = Field(
+        description="what the inputs are judged against: 'group' (the group's own, the version was "
+        "trained for it) or 'version' (the version's reference)"
+    )
     features: list[FeatureView] = Field(description="every input, score and the labels: value, band, alert")
     drifted: list[str] = Field(description="features, scores or labels over their threshold")
     max_js: float | None = Field(description="largest Jensen-Shannon distance of any input to its reference")
@@ -84,6 +89,7 @@ def _status(at: datetime, s: GroupStatus) -> DriftStatus:
         window_start=s.drift.start,
         window_end=s.drift.end,
         rows=s.rows,
+        reference="group" if s.drift.group_reference else "version",
         features=[
             FeatureView(
                 feature=f.feature,
@@ -112,6 +118,7 @@ def _nannyml(run: NannyMLRun) -> NannyMLView:
         at=run.at,
         reason=run.reason,
         rows=report.rows if report else None,
+        note=run.note,
         drift_alerts=[d.feature for d in report.drift if d.alert] if report else [],
         drift=report.drift if report else [],
         performance=report.performance if report else None,

@@ -1,0 +1,77 @@
+"""The rows a version was trained for a device group on: what its per-group reference describes.
+
+A retraining for groups (``pipeline run --since-snapshot S --group G``, which the central node
+submits when G drifts) trains on the snapshot as it stands; the data that landed since ``S`` is
+what G's devices see now, and ``S``'s rows are what every other group sees. ``bundle build``
+signs both: the version's reference from ``S``'s rows and ``reference.groups[G]`` from the new
+ones, each counted on the bins of the whole training snapshot (the agent bins on one set of
+edges whatever its group), so a group the version was trained for is judged against its own
+conditions and returns to baseline once it runs the version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from edgeml.settings import Settings
+from edgeml.spec.models import Spec
+from edgeml.train.pipeline import InputLayout
+
+__all__ = ["GroupRows", "rows_for_groups"]
+
+#: rows a group's reference is drawn from, at most
+GROUP_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class GroupRows:
+    """Model inputs of the rows landed since ``since`` (the groups') and of ``since`` (the rest)."""
+
+    groups: tuple[str, ...]
+    since: str
+    new: pd.DataFrame
+    old: pd.DataFrame | None  # None: the old snapshot's features are gone
+
+
+def _landed_since(
+    spec: Spec, settings: Settings, snapshot: str, since: str, layout: InputLayout
+) -> pd.DataFrame:
+    """Model inputs of the lake parts in ``snapshot`` that ``since`` lacks, window features computed
+    over them as the feature stage computes them."""
+    from edgeml.features.window import compute_batch
+    from edgeml.ingest.lake import load_snapshot, read_parts
+    from edgeml.store import store_from_settings
+
+    store = store_from_settings(settings)
+    before = {p.key for p in load_snapshot(store, spec.name, since).parts}
+    parts = [p for p in load_snapshot(store, spec.name, snapshot).parts if p.key not in before]
+    if not parts:
+        return pd.DataFrame(columns=layout.columns)
+    table = read_parts(store, parts, spec.schema_)
+    table = compute_batch(
+        table, spec.features.window, entity=spec.schema_.entity, timestamp=spec.schema_.timestamp
+    )
+    rows: pd.DataFrame = table.select(layout.columns).to_pandas()
+    return rows.sample(GROUP_ROWS, random_state=0) if len(rows) > GROUP_ROWS else rows
+
+
+def rows_for_groups(
+    spec: Spec,
+    settings: Settings,
+    snapshot: str,
+    since: str | None,
+    groups: Sequence[str],
+    layout: InputLayout,
+    old: pd.DataFrame | None,
+) -> GroupRows | None:
+    """The rows of a version trained on ``snapshot`` for ``groups`` with the data landed since
+    ``since``; None when it was not (no groups, no ``since``, or nothing landed)."""
+    if not groups or not since or since == snapshot:
+        return None
+    new = _landed_since(spec, settings, snapshot, since, layout)
+    if new.empty:
+        return None
+    return GroupRows(tuple(sorted(set(groups))), since, new, old)
