@@ -564,30 +564,70 @@ def interleaved(contenders: dict[str, Callable[[], object]], seconds: float) -> 
     return blocks
 
 
-def in_process(folder: Path, row: dict[str, Any], seconds: float) -> dict[str, list[float]]:
-    """Per-block seconds per single-row call: the bare session, the agent's runtime call, the agent."""
+def in_process(folder: Path, row: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The in-process figures, measured in a fresh process that imports what the agent imports.
+
+    (This process holds MLflow and scikit-learn: a heap several times the agent's, which would
+    overstate what the garbage collector costs.)
+    """
+    (folder / "row.json").write_text(json.dumps(row))
+    argv = bench_argv("agent_serving", "--in-process-child", "--folder", str(folder))
+    argv += ["--in-process-seconds", str(seconds)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"the in-process measurement failed:\n{out.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    return figures
+
+
+#: the fast path's tricks measured by switching each off alone (gc_freeze: by phases, see gc_phases)
+TRICKS = ("session_run", "row_parser", "bulk_histogram")
+
+
+def in_process_child(folder: Path, seconds: float) -> None:
+    """Per-block seconds per single-row call of each contender, and the GC phases; JSON on stdout.
+
+    The bare session, the agent's runtime call, the agent's path (with every fast-path trick,
+    with none, and with each switched off alone), from decoded JSON and from bytes.
+    """
     import numpy as np
     import onnxruntime as ort
     import orjson
 
     from bench.common import AgentServing as Serving
-    from bench.common import HealthWatch, LoadedModel, Manifest, ModelHolder
+    from bench.common import FastPathSwitches, HealthWatch, LoadedModel, Manifest, ModelHolder, switched
 
+    row = json.loads((folder / "row.json").read_text())
     bundle = folder / "bundle"
     manifest = Manifest.model_validate_json((bundle / "manifest.json").read_bytes())
+    versions = itertools.count(manifest.version)
+    windows = []
 
-    def agent(observers: str) -> Serving:
-        model = LoadedModel(bundle, manifest)
-        model.warm_up()
-        holder = ModelHolder()
-        if observers == "all":
-            observed(holder)
-        else:
-            holder.watch(HealthWatch())
-        holder.swap(model)
-        return Serving(holder)
+    def agent(observers: str = "all", **switches: bool) -> Serving:
+        # a version of its own: metrics are kept per model version, and built with its switches
+        with switched(**{**switches, "gc_freeze": False}):  # the GC: by phases, below
+            model = LoadedModel(bundle, manifest.model_copy(update={"version": next(versions)}))
+            model.warm_up()
+            holder = ModelHolder()
+            if observers == "all":
+                windows.append(observed(holder))
+            else:
+                holder.watch(HealthWatch())
+            holder.swap(model)
+            serving = Serving(holder)
+            assert serving.predict(data=row).status == 200  # its schema and metrics, built here
+        return serving
 
-    serving, health_only = agent("all"), agent("health")
+    def collect() -> None:  # as the agent's collector: closed windows leave every second
+        while True:
+            time.sleep(1.0)
+            for window in windows:
+                window.collect()
+
+    threading.Thread(target=collect, daemon=True).start()
+    plain = dict.fromkeys(FastPathSwitches.names(), False)
+    serving, health_only, bare_agent = agent(), agent("health"), agent(**plain)
+    without = {trick: agent(**{trick: False}) for trick in TRICKS}
     body = orjson.dumps(row)
 
     # the bare peer: a session set up as the agent's runtime sets its own, feeds built beforehand
@@ -602,19 +642,67 @@ def in_process(folder: Path, row: dict[str, Any], seconds: float) -> dict[str, l
 
     answer = serving.predict(body)
     assert answer.status == 200, answer
-    assert serving.predict(data=row) == answer == health_only.predict(data=row)
+    predictions = orjson.loads(answer.body)["predictions"]
+    for other in (health_only, bare_agent, *without.values()):  # the same answer, whatever the path
+        assert orjson.loads(other.predict(body).body)["predictions"] == predictions
     expected = session.run(None, feeds)[1]
     assert np.array_equal(runtime.run(feeds)["probabilities"], expected)
-    return interleaved(
-        {
-            "bare": lambda: session.run(None, feeds),
-            "runtime": lambda: runtime.run(feeds),
-            "agent": lambda: serving.predict(data=row),
-            "agent bytes": lambda: serving.predict(body),
-            "agent health only": lambda: health_only.predict(data=row),
-        },
-        seconds,
-    )
+    contenders: dict[str, Callable[[], object]] = {
+        "bare": lambda: session.run(None, feeds),
+        "runtime": lambda: runtime.run(feeds),
+        "agent": lambda: serving.predict(data=row),
+        "agent bytes": lambda: serving.predict(body),
+        "agent health only": lambda: health_only.predict(data=row),
+        "agent plain": lambda: bare_agent.predict(data=row),
+    }
+    for trick, other in without.items():
+        contenders[f"without {trick}"] = partial(other.predict, data=row)
+    blocks = interleaved(contenders, seconds)
+    phases = gc_phases(lambda: serving.predict(data=row), seconds)
+    print(json.dumps({"blocks": blocks, "gc": phases}))
+
+
+def gc_phases(call: Callable[[], object], seconds: float) -> dict[str, list[float]]:
+    """Seconds per call, garbage collector's pauses included, with the heap frozen and not, in turns.
+
+    ``gc.freeze`` is process-wide, so the two take turns in phases (the heap frozen at the start
+    of each frozen phase, as a warm-up freezes it) rather than within blocks. Beside each phase's
+    mean: the seconds its full (generation 2) collections took.
+    """
+    import gc
+
+    phase_s = max(0.5, seconds / 8)
+    out: dict[str, list[float]] = {"frozen": [], "unfrozen": [], "frozen gc": [], "unfrozen gc": []}
+    full: list[float] = []
+    started: list[float] = []
+
+    def timing(stage: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            if stage == "start":
+                started.append(time.perf_counter())
+            elif started:
+                full.append(time.perf_counter() - started.pop())
+
+    gc.callbacks.append(timing)
+    try:
+        for _ in range(max(2, int(seconds / (2 * phase_s)))):
+            for mode in ("frozen", "unfrozen"):
+                gc.unfreeze()
+                if mode == "frozen":
+                    gc.collect(1)
+                    gc.freeze()
+                full.clear()
+                calls, start = 0, time.perf_counter()
+                while time.perf_counter() - start < phase_s:
+                    for _ in range(BLOCK):
+                        call()
+                    calls += BLOCK
+                out[mode].append((time.perf_counter() - start) / calls)
+                out[f"{mode} gc"].append(sum(full) / calls)
+    finally:
+        gc.callbacks.remove(timing)
+        gc.unfreeze()
+    return out
 
 
 # ----------------------------------------------------------------------------- main
@@ -629,11 +717,15 @@ def main() -> None:
         "--in-process-seconds", type=float, default=30, help="in-process timing, all contenders (default 30)"
     )
     cli.add_argument("--in-process-only", action="store_true", help="no servers; prints, writes nothing")
+    cli.add_argument("--in-process-child", action="store_true", help=argparse.SUPPRESS)
     cli.add_argument("--serve", choices=["agent", AGENT_GRPC, "minimal"], help=argparse.SUPPRESS)
     cli.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     cli.add_argument("--port", type=int, help=argparse.SUPPRESS)
     cli.add_argument("--grpc-port", type=int, default=0, help=argparse.SUPPRESS)
     args = cli.parse_args()
+    if args.in_process_child:
+        in_process_child(args.folder, args.in_process_seconds)
+        return
     if args.serve == "minimal":
         serve_minimal(args.folder, args.port)
         return
@@ -669,10 +761,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         row = train(folder, args.trees, args.readings)
-        blocks = in_process(folder, row, args.in_process_seconds)
+        figures = in_process(folder, row, args.in_process_seconds)
+        blocks = figures["blocks"]
         if args.in_process_only:
             report.args.no_write_results = True
-            report.publish([Table(*_in_process_table(blocks))])
+            report.publish(
+                [Table(*_in_process_table(blocks)), Table(*_fastpath_table(blocks, figures["gc"])[:2])]
+            )
             return
         for _ in range(args.rounds):  # the servers take turns: each round sees the same machine state
             rounds.append(measure_cases(CASES, folder, row, args))
@@ -711,6 +806,7 @@ def main() -> None:
     failed = sum(load.errors for name, load in loads.items() if CASE_SERVER[name].startswith("agent"))
 
     oip_note, oip_table, oip_ratios, oip_checks = _oip_parts(rounds, loads, args)
+    fast_headers, fast_rows, fast_checks = _fastpath_table(blocks, figures["gc"])
     checks = [
         [
             "throughput vs minimal server",
@@ -736,6 +832,7 @@ def main() -> None:
             "≤ +20%",
             verdict(overhead, 0.2, higher_is_better=False),
         ],
+        *fast_checks,
         *oip_checks,
         ["agent requests failed", str(failed), "0", "PASS" if failed == 0 else "FAIL"],
     ]
@@ -778,6 +875,8 @@ def main() -> None:
             Table(round_headers, round_rows),
             f"{in_process_note}.",
             Table(proc_headers, proc_rows),
+            f"{FASTPATH_NOTE}.",
+            Table(fast_headers, fast_rows),
             f"{oip_note}.",
             oip_table,
             oip_ratios,
@@ -882,6 +981,61 @@ def _oip_parts(
         ]
     ratio_headers = ["OIP ratio", "throughput", "server capacity", "p50 ms (a / b)", "p99 ms (a / b)", "goal"]
     return note, Table(headers, table), Table(ratio_headers, ratios), checks
+
+
+FASTPATH_NOTE = (
+    "The fast path (`edgeml.agent.fastpath`, issue #28): each trick beyond public APIs against the "
+    "plain path, in the same blocks as the table above. A trick's worth is how much slower the agent's "
+    "single-row path is with that trick alone switched off (fastest blocks); one worth less than 5% "
+    "is removed. The garbage collector's freeze is process-wide, so it is measured in phases instead: "
+    "the agent path with the heap frozen after warm-up (as the agent does) and not, taking turns; "
+    "per call, the mean over each phase with the collector's pauses in it (median of the phases), and "
+    "what the full collections took in it"
+)
+
+
+def _fastpath_table(
+    blocks: dict[str, list[float]], gc_figures: dict[str, list[float]]
+) -> tuple[list[str], list[list[str]], list[list[str]]]:
+    """Each trick's worth: the path without it over the path with every trick; the checks (≥ 5%)."""
+    agent = min(blocks["agent"])
+    rows, checks = [], []
+    for name in ("plain", *TRICKS):
+        key = "agent plain" if name == "plain" else f"without {name}"
+        fastest = min(blocks[key])
+        worth = fastest / agent - 1
+        what = "every trick off: the plain path" if name == "plain" else f"`{name}` off"
+        rows.append(
+            [what, f"{fastest * 1e6:.1f}", f"{statistics.median(blocks[key]) * 1e6:.1f}", f"{worth:+.1%}"]
+        )
+        if name != "plain":
+            checks.append([f"fast path: `{name}` worth", f"{worth:+.1%}", "≥ +5%", verdict(worth, 0.05)])
+    frozen, unfrozen = statistics.median(gc_figures["frozen"]), statistics.median(gc_figures["unfrozen"])
+    worth = unfrozen / frozen - 1
+    pauses = " / ".join(
+        f"{statistics.median(gc_figures[f'{m} gc']) * 1e6:.2f}" for m in ("frozen", "unfrozen")
+    )
+    rows.append(
+        [
+            f"`gc_freeze` off (phases; mean µs per call, frozen {frozen * 1e6:.1f}; "
+            f"full collections µs per call frozen / not: {pauses})",
+            f"{unfrozen * 1e6:.1f}",
+            "",
+            f"{worth:+.1%}",
+        ]
+    )
+    checks.append(["fast path: `gc_freeze` worth", f"{worth:+.1%}", "≥ +5%", verdict(worth, 0.05)])
+    rows.insert(
+        0,
+        [
+            "every trick on (the agent's path above)",
+            f"{agent * 1e6:.1f}",
+            f"{statistics.median(blocks['agent']) * 1e6:.1f}",
+            "",
+        ],
+    )
+    headers = ["single row, in-process", "µs fastest", "µs median", "slower than every trick on"]
+    return headers, rows, checks
 
 
 def _in_process_table(blocks: dict[str, list[float]]) -> tuple[list[str], list[list[str]]]:

@@ -28,7 +28,6 @@ from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.agent.server import (
     _TALLY_EVERY,
     Serving,
-    _observe_all,
     _predict_writer,
     _Served,
     create_app,
@@ -487,28 +486,6 @@ def test_answers_are_counted_in_bulk_as_each_alone_would_be(regressors: dict[int
     assert count("predict", "ok") == ok + answers
     assert rows_counted() == rows + answers
     assert REGISTRY.get_sample_value(f"{latency}_count", labels) == seen + answers
-
-
-def test_bulk_histogram_updates_match_one_observe_per_value() -> None:
-    from prometheus_client import CollectorRegistry, Histogram
-
-    registry = CollectorRegistry()
-    buckets = (0.0001, 0.001, 0.01, 0.1, 1.0)
-    one = Histogram("one", "by observe", ["k"], registry=registry, buckets=buckets).labels("x")
-    bulk = Histogram("bulk", "in bulk", ["k"], registry=registry, buckets=buckets).labels("x")
-    values = [0.0, 0.0001, 0.00010001, 0.0005, 0.001, 0.05, 0.1, 0.99, 1.0, 1.5, 1e9, 3e-7]
-    for value in values:
-        one.observe(value)
-    _observe_all(bulk, values)
-    for suffix in ("_count", "_sum"):
-        assert registry.get_sample_value(f"bulk{suffix}", {"k": "x"}) == pytest.approx(
-            registry.get_sample_value(f"one{suffix}", {"k": "x"})
-        )
-    for le in ("0.0001", "0.001", "0.01", "0.1", "1.0", "+Inf"):
-        sample = {"k": "x", "le": le}
-        assert registry.get_sample_value("bulk_bucket", sample) == registry.get_sample_value(
-            "one_bucket", sample
-        )
 
 
 def test_a_model_failing_at_run_time_is_a_counted_500(regressors: dict[int, LoadedModel]) -> None:
