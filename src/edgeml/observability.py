@@ -719,26 +719,14 @@ def _inference_series(model: str, version: str) -> tuple[Histogram, Counter]:
 
 
 def track_inference_answers(
-    model: str,
-    version: str,
-    protocol: str,
-    rows: int,
-    latencies: Sequence[float],
-    observe_all: Callable[[Histogram, Sequence[float]], None] | None = None,
+    model: str, version: str, protocol: str, rows: int, latencies: Sequence[float]
 ) -> None:
-    """Answered requests of one protocol, counted in bulk: requests, rows, each one's seconds.
-
-    ``observe_all(histogram, latencies)`` is what the agent's fast path puts in place of one
-    ``observe`` per value (:func:`edgeml.agent.fastpath.bulk_observer`).
-    """
+    """Answered requests of one protocol, counted in bulk: requests, rows, each one's seconds."""
     seconds, rows_total = _inference_series(model, version)
     _inference_requests(model, version, protocol, "ok").inc(len(latencies))
     rows_total.inc(rows)
-    if observe_all is not None:
-        observe_all(seconds, latencies)
-    else:
-        for value in latencies:
-            seconds.observe(value)
+    for value in latencies:
+        seconds.observe(value)
 
 
 #: the agent's MODEL_INFO series: model, version, profile, runtime

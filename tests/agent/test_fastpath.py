@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,69 +115,6 @@ def test_the_row_parser_takes_and_refuses_exactly_what_the_general_parser_does(
     assert _outcome(fast.parse_records, body) == _outcome(plain.parse_records, body)
 
 
-# --- bulk_histogram ---------------------------------------------------------------------------
-
-
-def test_bulk_histogram_updates_match_one_observe_per_value() -> None:
-    from prometheus_client import CollectorRegistry, Histogram
-
-    registry = CollectorRegistry()
-    buckets = (0.0001, 0.001, 0.01, 0.1, 1.0)
-    one = Histogram("one", "by observe", ["k"], registry=registry, buckets=buckets).labels("x")
-    bulk = Histogram("bulk", "in bulk", ["k"], registry=registry, buckets=buckets).labels("x")
-    values = [0.0, 0.0001, 0.00010001, 0.0005, 0.001, 0.05, 0.1, 0.99, 1.0, 1.5, 1e9, 3e-7]
-    for value in values:
-        one.observe(value)
-    observe_all = fastpath.bulk_observer()
-    assert observe_all is not None
-    observe_all(bulk, values)
-    for suffix in ("_count", "_sum"):
-        assert registry.get_sample_value(f"bulk{suffix}", {"k": "x"}) == pytest.approx(
-            registry.get_sample_value(f"one{suffix}", {"k": "x"})
-        )
-    for le in ("0.0001", "0.001", "0.01", "0.1", "1.0", "+Inf"):
-        sample = {"k": "x", "le": le}
-        assert registry.get_sample_value("bulk_bucket", sample) == registry.get_sample_value(
-            "one_bucket", sample
-        )
-    with fastpath.switched(bulk_histogram=False):
-        assert fastpath.bulk_observer() is None
-
-
-# --- gc_freeze --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def unfrozen() -> Iterator[None]:
-    gc.unfreeze()
-    yield
-    gc.unfreeze()
-
-
-def test_warm_up_freezes_the_heap_only_when_switched_on(folder: Path, unfrozen: None) -> None:
-    manifest = make_manifest(sorted(folder.iterdir()))
-    with fastpath.switched(gc_freeze=False):
-        LoadedModel(folder, manifest).warm_up(rounds=1)
-    assert gc.get_freeze_count() == 0
-    LoadedModel(folder, manifest).warm_up(rounds=1)
-    assert gc.get_freeze_count() > 0
-
-
-def test_a_model_frozen_with_the_heap_is_let_go_after_the_next_swap(folder: Path, unfrozen: None) -> None:
-    manifest = make_manifest(sorted(folder.iterdir()))
-    holder = ModelHolder()
-    first = LoadedModel(folder, manifest)
-    first.warm_up(rounds=1)  # frozen with the heap
-    holder.swap(first)
-    gone = weakref.ref(first)
-    del first
-    second = LoadedModel(folder, manifest)
-    second.warm_up(rounds=1)  # the next swap's warm-up unfreezes first
-    holder.swap(second)
-    gc.collect()
-    assert gone() is None
-
-
 # --- all of them, end to end ------------------------------------------------------------------
 
 
@@ -243,7 +177,7 @@ def _requests() -> list[tuple[str, bytes, str | None]]:
     ]
 
 
-def test_every_trick_on_answers_and_counts_as_every_trick_off(tmp_path: Path, unfrozen: None) -> None:
+def test_every_trick_on_answers_and_counts_as_every_trick_off(tmp_path: Path) -> None:
     manifest = faults_classifier(tmp_path, version=41)
     outcomes = []
     for switches in (PLAIN, {}):

@@ -879,3 +879,22 @@ def test_the_holder_hands_every_entry_to_every_observer_and_polls_in_bulk(
     for one, other in zip(first.seen, second.seen, strict=True):  # the same outputs, not copies
         assert one[2].keys() == other[2].keys()
         assert all(one[2][name] is other[2][name] for name in one[2])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["m1", "ok", "", "é", "m1\x00"]) | st.text(max_size=4), max_size=40))
+def test_bytes_tensors_round_trip_through_binary_data(values: list[str]) -> None:
+    from edgeml.agent import oip
+
+    raw = oip.tensor_bytes(np.array(values, dtype=object), "BYTES")
+    assert len(raw) == sum(4 + len(v.encode()) for v in values)
+    assert oip.from_bytes("x", "BYTES", memoryview(raw)) == values
+
+
+def test_a_bytes_element_that_is_not_utf8_is_named_by_its_position() -> None:
+    from edgeml.agent import oip
+    from edgeml.agent.inputs import InputError
+
+    raw = oip.tensor_bytes(np.array(["a", "a"], dtype=object), "BYTES") + b"\x02\x00\x00\x00\xff\xfe"
+    with pytest.raises(InputError, match="element 2 is not UTF-8"):
+        oip.from_bytes("machine", "BYTES", raw)

@@ -1,50 +1,41 @@
 """The agent's fast path: the few things it does beyond public APIs, each behind a switch.
 
 The plain path uses public APIs only and is always correct: ONNX Runtime's
-``InferenceSession.run``, the schema's general parser, prometheus_client's ``observe``, the
-garbage collector left alone. Each trick here stands in for one plain step on the
-single-row path, gives the same answers and metrics (``tests/agent/test_fastpath.py``), and
-falls back to the plain step where it does not fit (another library version). Each is kept
-only while ``bench/agent_serving.py`` measures it worth at least 5% of the in-process
-single-row predict path (its "fast path" table: the path with every trick, and with each one
-switched off, in one run):
+``InferenceSession.run`` and the schema's general parser. Each trick here stands in for one
+plain step on the single-row path, gives the same answers and metrics
+(``tests/agent/test_fastpath.py``), and falls back to the plain step where it does not fit
+(another library version). Each is kept only while ``bench/agent_serving.py`` measures it
+worth at least 5% of the in-process single-row predict path (its fast-path table: the path
+with every trick, and with each one alone switched off, in one run):
 
 - ``session_run``: ONNX Runtime's C++ ``run`` (``InferenceSession._sess.run``) without the
   public wrapper's Python checks, which a validated schema's feeds always pass; a failing
   execution provider goes through the wrapper, whose CPU fallback makes a new C++ session.
 - ``row_parser``: a one-record parser generated (``exec``) per schema: straight-line checks
   per field, values packed into feed buffers recycled across requests.
-- ``bulk_histogram``: answers' latencies added to prometheus_client's private bucket counts
-  and sum in one update per bucket, instead of one ``observe`` (and lock) per answer.
-- ``gc_freeze``: ``gc.freeze()`` after a model's warm-up, so the collector's full passes skip
-  the long-lived heap (process-wide: it moves every object alive then out of the collector).
 
-Switches are read when an object is built (a runtime, a schema, a model's metrics, a warm-up),
-so objects built inside :func:`switched` keep their setting: the bench and the tests run both
-paths side by side in one process.
+Measured worth less and removed (issue #28): output dicts built by ``eval``, ``tuple.__new__``
+for answers and batches, bulk writes into prometheus_client's private histogram buckets, and a
+process-wide ``gc.freeze()`` after warm-up.
+
+Switches are read when an object is built (a runtime, a schema), so objects built inside
+:func:`switched` keep their setting: the bench and the tests run both paths side by side in
+one process.
 """
 
 from __future__ import annotations
 
-import gc
-import math
 import struct
-from bisect import bisect_left
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
 
 __all__ = [
-    "SWITCHES",
     "RowField",
     "Switches",
-    "bulk_observer",
-    "freeze_heap",
     "release_row",
     "row_parser",
     "session_run",
@@ -58,8 +49,6 @@ class Switches:
 
     session_run: bool = True
     row_parser: bool = True
-    bulk_histogram: bool = True
-    gc_freeze: bool = True
 
     @classmethod
     def names(cls) -> list[str]:
@@ -67,11 +56,9 @@ class Switches:
 
 
 class _Current:
+    """The switches objects built now read."""
+
     switches = Switches()
-
-
-#: the switches objects built now read
-SWITCHES = _Current
 
 
 @contextmanager
@@ -117,53 +104,6 @@ def session_run(session: Any) -> Callable[[list[str], dict[str, np.ndarray]], li
         return results
 
     return run
-
-
-# --- bulk_histogram ------------------------------------------------------------------------------
-
-
-def bulk_observer() -> Callable[[Any, Sequence[float]], None] | None:
-    """``histogram.observe`` of many values as one update per bucket; None when switched off.
-
-    prometheus_client has no bulk observe; its histograms keep a sum and one count per bucket
-    (a value counts in the first bucket whose bound is >= it, cumulated when exported), which
-    is what this adds to. Should a version keep them otherwise, each value is observed alone.
-    """
-    if not _Current.switches.bulk_histogram:
-        return None
-    return _observe_all
-
-
-def _observe_all(histogram: Any, values: Sequence[float]) -> None:
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for value in values:
-            histogram.observe(value)
-        return
-    total.inc(math.fsum(values))
-    for bucket, count in Counter(map(partial(bisect_left, bounds), values)).items():
-        buckets[bucket].inc(count)
-
-
-# --- gc_freeze -----------------------------------------------------------------------------------
-
-
-def freeze_heap() -> None:
-    """Keep what is alive now out of the garbage collector's full passes (when switched on).
-
-    Once a model is loaded and warm, nearly everything on the heap (modules, the runtime, the
-    manifest) lives as long as the process; a full collection walks all of it. Unfreezing first
-    hands what died since the last freeze (a swapped-out model) back to the collector, so swaps
-    do not leak. No full collection here: on a big heap it would hold the GIL for tens of
-    milliseconds in the middle of a swap; older garbage frozen meanwhile goes at the next swap.
-    """
-    if not _Current.switches.gc_freeze:
-        return
-    gc.unfreeze()
-    gc.collect(1)
-    gc.freeze()
 
 
 # --- row_parser ----------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgeml.agent.fastpath import freeze_heap
 from edgeml.agent.runtime import ModelRuntime
 from edgeml.bundle.keys import KeyRing
 from edgeml.bundle.manifest import Manifest
@@ -96,7 +95,6 @@ class LoadedModel:
         """First runs allocate and tune kernels; do them before taking traffic."""
         for _ in range(rounds):
             self.runtime.predict_records(self.manifest.golden.inputs[:1])
-        freeze_heap()  # the fast path's, when switched on
 
 
 _monotonic = time.monotonic  # a global: one lookup less on every request

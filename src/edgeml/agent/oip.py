@@ -291,7 +291,7 @@ def rest_answer(
 
 def _json_data(array: np.ndarray) -> Any:
     """Flat tensor data; numeric arrays go to orjson as numpy, which writes float32 at its precision."""
-    flat = np.ascontiguousarray(array).ravel()
+    flat = array.ravel()  # C order: a view of a contiguous array, else a contiguous copy
     return flat.tolist() if flat.dtype.kind in "OSU" else flat
 
 

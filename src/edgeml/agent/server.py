@@ -50,7 +50,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edgeml.agent import oip
-from edgeml.agent.fastpath import bulk_observer
 from edgeml.agent.inputs import Batch, InputError, Schema
 from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.errors import TooLarge
@@ -113,12 +112,11 @@ class _Metrics:
     :func:`flush_metrics` counts it in bulk.
     """
 
-    __slots__ = ("model", "observe_all", "tallies", "version")
+    __slots__ = ("model", "tallies", "version")
 
     def __init__(self, model: str, version: str) -> None:
         self.model, self.version = model, version
         self.tallies: dict[str, list[tuple[int, float]]] = {"predict": [], "v2": [], "grpc": []}
-        self.observe_all = bulk_observer()
 
     def flush(self) -> None:
         """Count the tallied requests: requests by protocol, rows, latencies (under _tally_lock)."""
@@ -128,7 +126,7 @@ class _Metrics:
                 continue
             rows, seconds = zip(*tally[:taken], strict=True)
             del tally[:taken]  # answers appended meanwhile stay for the next flush
-            track_inference_answers(self.model, self.version, protocol, sum(rows), seconds, self.observe_all)
+            track_inference_answers(self.model, self.version, protocol, sum(rows), seconds)
 
 
 #: one per model and version answered in this process, as Prometheus keeps their series
