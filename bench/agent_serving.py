@@ -13,6 +13,10 @@ generator (wrk, one row per request):
   and what observes every answer in a running agent (its health watch, its telemetry window,
   the Prometheus metrics). The peer is ONNX Runtime's public ``run`` on a session with the
   agent's options (one thread, no spinning), fed arrays built beforehand.
+- each trick of the agent's fast path (``edgeml.agent.fastpath``, issue #28) is worth ≥ 5% of
+  that single-row path: the path with the trick alone switched off, against every trick on,
+  in the same interleaved blocks (serving thread CPU time). The in-process figures come from a
+  child process that imports what the agent imports (this one holds MLflow and scikit-learn).
 
 And the Open Inference Protocol v2 against the agent's own ``/predict`` (issue #27), all on
 one agent process serving REST and gRPC, all driven by h2load (HTTP/1.1 for REST, HTTP/2 for
