@@ -13,6 +13,10 @@ generator (wrk, one row per request):
   and what observes every answer in a running agent (its health watch, its telemetry window,
   the Prometheus metrics). The peer is ONNX Runtime's public ``run`` on a session with the
   agent's options (one thread, no spinning), fed arrays built beforehand.
+- each trick of the agent's fast path (``edgeml.agent.fastpath``, issue #28) is worth ≥ 5% of
+  that single-row path: the path with the trick alone switched off, against every trick on,
+  in the same interleaved blocks (serving thread CPU time). The in-process figures come from a
+  child process that imports what the agent imports (this one holds MLflow and scikit-learn).
 
 And the Open Inference Protocol v2 against the agent's own ``/predict`` (issue #27), all on
 one agent process serving REST and gRPC, all driven by h2load (HTTP/1.1 for REST, HTTP/2 for
@@ -47,6 +51,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import re
 import resource
 import shutil
@@ -549,45 +554,90 @@ def measure_cases(
 
 
 def interleaved(contenders: dict[str, Callable[[], object]], seconds: float) -> dict[str, list[float]]:
-    """Seconds per call of each contender, per block of BLOCK calls, the contenders taking turns."""
+    """Seconds per call of each contender, per block of BLOCK calls, the contenders taking turns.
+
+    Wall time under each contender's name; under ``NAME cpu``, the calling thread's CPU time,
+    which time spent waiting for a CPU held by other jobs on the machine does not inflate.
+    """
     for fn in contenders.values():  # warm-up: allocations, caches, the first telemetry batches
         for _ in range(2000):
             fn()
-    blocks: dict[str, list[float]] = {name: [] for name in contenders}
+    blocks: dict[str, list[float]] = {key: [] for name in contenders for key in (name, f"{name} cpu")}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for name, fn in contenders.items():
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             for _ in range(BLOCK):
                 fn()
+            blocks[f"{name} cpu"].append((time.thread_time() - cpu) / BLOCK)
             blocks[name].append((time.perf_counter() - start) / BLOCK)
     return blocks
 
 
-def in_process(folder: Path, row: dict[str, Any], seconds: float) -> dict[str, list[float]]:
-    """Per-block seconds per single-row call: the bare session, the agent's runtime call, the agent."""
+def in_process(folder: Path, row: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The in-process figures, measured in a fresh process that imports what the agent imports.
+
+    (This process holds MLflow and scikit-learn: a heap several times the agent's, which would
+    overstate what the garbage collector costs.)
+    """
+    (folder / "row.json").write_text(json.dumps(row))
+    argv = bench_argv("agent_serving", "--in-process-child", "--folder", str(folder))
+    argv += ["--in-process-seconds", str(seconds)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"the in-process measurement failed:\n{out.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    return figures
+
+
+#: the fast path's tricks, each measured by switching it off alone
+TRICKS = ("session_run", "row_parser")
+
+
+def in_process_child(folder: Path, seconds: float) -> None:
+    """Per-block seconds per single-row call of each contender, and the GC phases; JSON on stdout.
+
+    The bare session, the agent's runtime call, the agent's path (with every fast-path trick,
+    with none, and with each switched off alone), from decoded JSON and from bytes.
+    """
     import numpy as np
     import onnxruntime as ort
     import orjson
 
     from bench.common import AgentServing as Serving
-    from bench.common import HealthWatch, LoadedModel, Manifest, ModelHolder
+    from bench.common import FastPathSwitches, HealthWatch, LoadedModel, Manifest, ModelHolder, switched
 
+    row = json.loads((folder / "row.json").read_text())
     bundle = folder / "bundle"
     manifest = Manifest.model_validate_json((bundle / "manifest.json").read_bytes())
+    versions = itertools.count(manifest.version)
+    windows = []
 
-    def agent(observers: str) -> Serving:
-        model = LoadedModel(bundle, manifest)
-        model.warm_up()
-        holder = ModelHolder()
-        if observers == "all":
-            observed(holder)
-        else:
-            holder.watch(HealthWatch())
-        holder.swap(model)
-        return Serving(holder)
+    def agent(observers: str = "all", **switches: bool) -> Serving:
+        # a version of its own: metrics are kept per model version, and built with its switches
+        with switched(**switches):
+            model = LoadedModel(bundle, manifest.model_copy(update={"version": next(versions)}))
+            model.warm_up()
+            holder = ModelHolder()
+            if observers == "all":
+                windows.append(observed(holder))
+            else:
+                holder.watch(HealthWatch())
+            holder.swap(model)
+            serving = Serving(holder)
+            assert serving.predict(data=row).status == 200  # its schema and metrics, built here
+        return serving
 
-    serving, health_only = agent("all"), agent("health")
+    def collect() -> None:  # as the agent's collector: closed windows leave every second
+        while True:
+            time.sleep(1.0)
+            for window in windows:
+                window.collect()
+
+    threading.Thread(target=collect, daemon=True).start()
+    plain = dict.fromkeys(FastPathSwitches.names(), False)
+    serving, health_only, bare_agent = agent(), agent("health"), agent(**plain)
+    without = {trick: agent(**{trick: False}) for trick in TRICKS}
     body = orjson.dumps(row)
 
     # the bare peer: a session set up as the agent's runtime sets its own, feeds built beforehand
@@ -602,19 +652,53 @@ def in_process(folder: Path, row: dict[str, Any], seconds: float) -> dict[str, l
 
     answer = serving.predict(body)
     assert answer.status == 200, answer
-    assert serving.predict(data=row) == answer == health_only.predict(data=row)
+    predictions = orjson.loads(answer.body)["predictions"]
+    for other in (health_only, bare_agent, *without.values()):  # the same answer, whatever the path
+        assert orjson.loads(other.predict(body).body)["predictions"] == predictions
     expected = session.run(None, feeds)[1]
     assert np.array_equal(runtime.run(feeds)["probabilities"], expected)
-    return interleaved(
-        {
-            "bare": lambda: session.run(None, feeds),
-            "runtime": lambda: runtime.run(feeds),
-            "agent": lambda: serving.predict(data=row),
-            "agent bytes": lambda: serving.predict(body),
-            "agent health only": lambda: health_only.predict(data=row),
-        },
-        seconds,
-    )
+    contenders: dict[str, Callable[[], object]] = {
+        "bare": lambda: session.run(None, feeds),
+        "runtime": lambda: runtime.run(feeds),
+        "agent": lambda: serving.predict(data=row),
+        "agent bytes": lambda: serving.predict(body),
+        "agent health only": lambda: health_only.predict(data=row),
+        "agent plain": lambda: bare_agent.predict(data=row),
+    }
+    for trick, other in without.items():
+        contenders[f"without {trick}"] = partial(other.predict, data=row)
+    blocks = interleaved(contenders, seconds)
+    print(json.dumps({"blocks": blocks, "rows": many_rows(serving, row, seconds)}))
+
+
+def many_rows(serving: Any, row: dict[str, Any], seconds: float) -> dict[str, float]:
+    """Serving thread CPU seconds per OIP_ROWS-row request, in-process: JSON, binary, the model alone.
+
+    The model's own run bounds what any wire form can gain: binary / JSON rows/s is at most
+    (JSON request) / (model run).
+    """
+    runtime = serving.holder.current.runtime
+    json_body = oip_json(row, OIP_ROWS)
+    binary = oip_binary(row, OIP_ROWS)
+    length = binary.headers["inference-header-content-length"]
+    feeds = runtime.feeds({c: [row[c]] * OIP_ROWS for c in row})
+    calls: dict[str, Callable[[], object]] = {
+        "model": lambda: runtime.run(feeds),
+        "json": lambda: serving.infer(MODEL, None, json_body.body),
+        "binary": lambda: serving.infer(MODEL, None, binary.body, header_length=length),
+    }
+    for name in ("json", "binary"):
+        answer = calls[name]()
+        assert answer.status == 200, answer  # type: ignore[attr-defined]
+    best = dict.fromkeys(calls, math.inf)
+    deadline = time.monotonic() + max(1.0, seconds / 4)
+    while time.monotonic() < deadline:
+        for name, fn in calls.items():
+            cpu = time.thread_time()
+            for _ in range(5):
+                fn()
+            best[name] = min(best[name], (time.thread_time() - cpu) / 5)
+    return best
 
 
 # ----------------------------------------------------------------------------- main
@@ -629,11 +713,15 @@ def main() -> None:
         "--in-process-seconds", type=float, default=30, help="in-process timing, all contenders (default 30)"
     )
     cli.add_argument("--in-process-only", action="store_true", help="no servers; prints, writes nothing")
+    cli.add_argument("--in-process-child", action="store_true", help=argparse.SUPPRESS)
     cli.add_argument("--serve", choices=["agent", AGENT_GRPC, "minimal"], help=argparse.SUPPRESS)
     cli.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     cli.add_argument("--port", type=int, help=argparse.SUPPRESS)
     cli.add_argument("--grpc-port", type=int, default=0, help=argparse.SUPPRESS)
     args = cli.parse_args()
+    if args.in_process_child:
+        in_process_child(args.folder, args.in_process_seconds)
+        return
     if args.serve == "minimal":
         serve_minimal(args.folder, args.port)
         return
@@ -669,10 +757,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         row = train(folder, args.trees, args.readings)
-        blocks = in_process(folder, row, args.in_process_seconds)
+        figures = in_process(folder, row, args.in_process_seconds)
+        blocks = figures["blocks"]
         if args.in_process_only:
             report.args.no_write_results = True
-            report.publish([Table(*_in_process_table(blocks))])
+            fastpath_table = Table(*_fastpath_table(blocks)[:2])
+            report.publish([Table(*_in_process_table(blocks)), fastpath_table, _rows_note(figures["rows"])])
             return
         for _ in range(args.rounds):  # the servers take turns: each round sees the same machine state
             rounds.append(measure_cases(CASES, folder, row, args))
@@ -711,6 +801,7 @@ def main() -> None:
     failed = sum(load.errors for name, load in loads.items() if CASE_SERVER[name].startswith("agent"))
 
     oip_note, oip_table, oip_ratios, oip_checks = _oip_parts(rounds, loads, args)
+    fast_headers, fast_rows, fast_checks = _fastpath_table(blocks)
     checks = [
         [
             "throughput vs minimal server",
@@ -736,6 +827,7 @@ def main() -> None:
             "≤ +20%",
             verdict(overhead, 0.2, higher_is_better=False),
         ],
+        *fast_checks,
         *oip_checks,
         ["agent requests failed", str(failed), "0", "PASS" if failed == 0 else "FAIL"],
     ]
@@ -778,9 +870,12 @@ def main() -> None:
             Table(round_headers, round_rows),
             f"{in_process_note}.",
             Table(proc_headers, proc_rows),
+            f"{FASTPATH_NOTE}.",
+            Table(fast_headers, fast_rows),
             f"{oip_note}.",
             oip_table,
             oip_ratios,
+            _rows_note(figures["rows"]),
             report.checks(checks),
         ]
     )
@@ -882,6 +977,51 @@ def _oip_parts(
         ]
     ratio_headers = ["OIP ratio", "throughput", "server capacity", "p50 ms (a / b)", "p99 ms (a / b)", "goal"]
     return note, Table(headers, table), Table(ratio_headers, ratios), checks
+
+
+def _rows_note(rows: dict[str, float]) -> str:
+    """What bounds the binary / JSON ratio at OIP_ROWS rows: the model's own run, in-process."""
+    json_s, binary_s, model_s = rows["json"], rows["binary"], rows["model"]
+    return (
+        f"In-process, {OIP_ROWS} rows per request (serving thread CPU, fastest of 5-call blocks): OIP v2 "
+        f"JSON {json_s * 1e3:.2f} ms, binary {binary_s * 1e3:.2f} ms, the model's run alone "
+        f"{model_s * 1e3:.2f} ms; binary / JSON rows/s {json_s / binary_s:.2f}×, and at most "
+        f"{json_s / model_s:.2f}× were everything but the model free."
+    )
+
+
+FASTPATH_NOTE = (
+    "The fast path (`edgeml.agent.fastpath`, issue #28): each trick beyond public APIs against the "
+    "plain path, in the same blocks as the table above. A trick's worth is how much slower the agent's "
+    "single-row path is with that trick alone switched off (fastest blocks); one worth less than 5% "
+    "is removed. Each agent here serves its own copy of the model, built with its switches. CPU time "
+    "is the serving thread's (the tricks run on it), steadier than wall time on a shared machine"
+)
+
+
+def _fastpath_table(blocks: dict[str, list[float]]) -> tuple[list[str], list[list[str]], list[list[str]]]:
+    """Each trick's worth: the path without it over the path with every trick; the checks (≥ 5%).
+
+    From the serving thread's CPU time per call (fastest blocks), steadier than wall time on a
+    shared machine; the tricks all run on that thread.
+    """
+    agent = min(blocks["agent cpu"])
+    rows = [["every trick on (the agent's path)", f"{agent * 1e6:.1f}", _median_us(blocks["agent cpu"]), ""]]
+    checks = []
+    for name in ("plain", *TRICKS):
+        key = ("agent plain" if name == "plain" else f"without {name}") + " cpu"
+        fastest = min(blocks[key])
+        worth = fastest / agent - 1
+        what = "every trick off: the plain path" if name == "plain" else f"`{name}` off"
+        rows.append([what, f"{fastest * 1e6:.1f}", _median_us(blocks[key]), f"{worth:+.1%}"])
+        if name != "plain":
+            checks.append([f"fast path: `{name}` worth", f"{worth:+.1%}", "≥ +5%", verdict(worth, 0.05)])
+    headers = ["single row, in-process", "CPU µs fastest", "CPU µs median", "slower than every trick on"]
+    return headers, rows, checks
+
+
+def _median_us(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1e6:.2f}"
 
 
 def _in_process_table(blocks: dict[str, list[float]]) -> tuple[list[str], list[list[str]]]:

@@ -73,10 +73,6 @@ def test_tracing_none_is_a_no_op_tracer() -> None:
         assert not span.is_recording()
 
 
-#: modules that still set labels themselves, each being reworked by another part of #28
-_LABELS_LEFT = {"agent/server.py", "agent/sync.py"}
-
-
 def test_call_sites_touch_no_label_plumbing() -> None:
     from pathlib import Path
 
@@ -86,4 +82,4 @@ def test_call_sites_touch_no_label_plumbing() -> None:
         for p in src.rglob("*.py")
         if p.name != "observability.py" and re.search(r"\b[A-Z][A-Z_]+\.(labels|remove)\(", p.read_text())
     }
-    assert offenders == _LABELS_LEFT  # a module left that now uses track_* helpers: strike it above
+    assert offenders == set()

@@ -14,7 +14,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -83,9 +83,13 @@ __all__ = [
     "traced",
     "traceparent_env",
     "tracer_provider",
+    "track_bundle_verification",
+    "track_inference_answers",
+    "track_served_model",
     "track_spec_check",
     "track_store_bytes",
     "track_store_operation",
+    "track_swap",
     "track_thread_round",
 ]
 
@@ -701,8 +705,8 @@ def track_telemetry_sent(outcome: str) -> None:
 
 
 def track_inference(model: str, version: int | str, protocol: str, outcome: str) -> None:
-    """One inference request by protocol and outcome."""
-    INFERENCE_REQUESTS.labels(model, str(version), protocol, outcome).inc()
+    """One inference request by protocol and outcome (answered ones: see track_inference_answers)."""
+    _inference_requests(model, str(version), protocol, outcome).inc()
 
 
 # --- the agent's supervised background threads (sync, MQTT, telemetry) ------------------
@@ -726,3 +730,48 @@ def track_thread_round(thread: str, down_since: float | None) -> None:
     if down_since is not None:
         AGENT_THREAD_FAILURES.labels(thread).inc()
     AGENT_THREAD_DOWN_SINCE.labels(thread).set(down_since or 0)
+
+
+# --- the agent's serving and bundle sync (appended; call sites never touch labels) ----------
+
+
+@functools.cache
+def _inference_requests(model: str, version: str, protocol: str, outcome: str) -> Counter:
+    return INFERENCE_REQUESTS.labels(model, version, protocol, outcome)
+
+
+@functools.cache
+def _inference_series(model: str, version: str) -> tuple[Histogram, Counter]:
+    return INFERENCE_SECONDS.labels(model, version), INFERENCE_ROWS.labels(model, version)
+
+
+def track_inference_answers(
+    model: str, version: str, protocol: str, rows: int, latencies: Sequence[float]
+) -> None:
+    """Answered requests of one protocol, counted in bulk: requests, rows, each one's seconds."""
+    seconds, rows_total = _inference_series(model, version)
+    _inference_requests(model, version, protocol, "ok").inc(len(latencies))
+    rows_total.inc(rows)
+    for value in latencies:
+        seconds.observe(value)
+
+
+#: the agent's MODEL_INFO series: model, version, profile, runtime
+ServedModel = tuple[str, str, str, str]
+
+
+def track_served_model(serving: ServedModel, previous: ServedModel | None) -> None:
+    """The bundle the agent serves; the series of the one it served before goes."""
+    if previous is not None:
+        MODEL_INFO.remove(*previous)
+    MODEL_INFO.labels(*serving).set(1)
+
+
+def track_bundle_verification(outcome: str) -> None:
+    """A bundle or channel pointer the agent checked: ok, or the rejection's reason."""
+    BUNDLE_VERIFICATIONS.labels(outcome).inc()
+
+
+def track_swap(outcome: str) -> None:
+    """A model swap: ok, smoke_test_failed or rolled_back."""
+    BUNDLE_SWAPS.labels(outcome).inc()

@@ -218,16 +218,6 @@ def _nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-@settings(max_examples=500, deadline=None)
-@given(record=EDGE_RECORDS, wrapped=st.booleans())
-def test_the_fast_path_takes_and_refuses_exactly_what_the_general_path_does(
-    record: dict[str, Any], wrapped: bool
-) -> None:
-    schema = Schema(FIELDS, max_rows=4)
-    body = {"records": [record]} if wrapped else record
-    assert _outcome(schema.parse_records, body) == _outcome(schema._parse_records, body)
-
-
 DATATYPES = {
     "temp": ["FP64", "FP32", "INT64", "BYTES"],
     "vib": ["FP32", "FP64", "INT32"],

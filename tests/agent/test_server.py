@@ -28,7 +28,6 @@ from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.agent.server import (
     _TALLY_EVERY,
     Serving,
-    _observe_all,
     _predict_writer,
     _Served,
     create_app,
@@ -489,28 +488,6 @@ def test_answers_are_counted_in_bulk_as_each_alone_would_be(regressors: dict[int
     assert REGISTRY.get_sample_value(f"{latency}_count", labels) == seen + answers
 
 
-def test_bulk_histogram_updates_match_one_observe_per_value() -> None:
-    from prometheus_client import CollectorRegistry, Histogram
-
-    registry = CollectorRegistry()
-    buckets = (0.0001, 0.001, 0.01, 0.1, 1.0)
-    one = Histogram("one", "by observe", ["k"], registry=registry, buckets=buckets).labels("x")
-    bulk = Histogram("bulk", "in bulk", ["k"], registry=registry, buckets=buckets).labels("x")
-    values = [0.0, 0.0001, 0.00010001, 0.0005, 0.001, 0.05, 0.1, 0.99, 1.0, 1.5, 1e9, 3e-7]
-    for value in values:
-        one.observe(value)
-    _observe_all(bulk, values)
-    for suffix in ("_count", "_sum"):
-        assert registry.get_sample_value(f"bulk{suffix}", {"k": "x"}) == pytest.approx(
-            registry.get_sample_value(f"one{suffix}", {"k": "x"})
-        )
-    for le in ("0.0001", "0.001", "0.01", "0.1", "1.0", "+Inf"):
-        sample = {"k": "x", "le": le}
-        assert registry.get_sample_value("bulk_bucket", sample) == registry.get_sample_value(
-            "one_bucket", sample
-        )
-
-
 def test_a_model_failing_at_run_time_is_a_counted_500(regressors: dict[int, LoadedModel]) -> None:
     # The manifest says float32 while the graph takes doubles: ONNX Runtime refuses the feed.
     good = regressors[1]
@@ -902,3 +879,22 @@ def test_the_holder_hands_every_entry_to_every_observer_and_polls_in_bulk(
     for one, other in zip(first.seen, second.seen, strict=True):  # the same outputs, not copies
         assert one[2].keys() == other[2].keys()
         assert all(one[2][name] is other[2][name] for name in one[2])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["m1", "ok", "", "é", "m1\x00"]) | st.text(max_size=4), max_size=40))
+def test_bytes_tensors_round_trip_through_binary_data(values: list[str]) -> None:
+    from edgeml.agent import oip
+
+    raw = oip.tensor_bytes(np.array(values, dtype=object), "BYTES")
+    assert len(raw) == sum(4 + len(v.encode()) for v in values)
+    assert oip.from_bytes("x", "BYTES", memoryview(raw)) == values
+
+
+def test_a_bytes_element_that_is_not_utf8_is_named_by_its_position() -> None:
+    from edgeml.agent import oip
+    from edgeml.agent.inputs import InputError
+
+    raw = oip.tensor_bytes(np.array(["a", "a"], dtype=object), "BYTES") + b"\x02\x00\x00\x00\xff\xfe"
+    with pytest.raises(InputError, match="element 2 is not UTF-8"):
+        oip.from_bytes("machine", "BYTES", raw)

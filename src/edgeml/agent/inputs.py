@@ -19,18 +19,17 @@ a category the manifest allows. Time inputs take epoch seconds or ISO-8601 strin
 means UTC, as in training). Anything wrong raises :class:`InputError` naming the field.
 Numpy only: the agent's Starlette server and Ray Serve share this module.
 
-One record (the common request on a device) takes a fast path: a function generated for the
-schema checks each field with straight-line code (type, bounds, category) and writes the
-values into feed buffers reused across requests (:meth:`Schema.release`). It accepts only
-rows that are plainly valid (numbers within bounds, allowed strings, every input present);
-anything else, valid or not, goes through the general path, which decides and names the
-error, so both paths take and refuse exactly the same rows.
+One record (the common request on a device) may take the fast path's parser
+(:func:`edgeml.agent.fastpath.row_parser`): it accepts only rows that are plainly valid
+(numbers within bounds, allowed strings, every input present) and writes them into feed
+buffers reused across requests (:meth:`Schema.release`); anything else, valid or not, goes
+through the general path, which decides and names the error, so both take and refuse
+exactly the same rows.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from edgeml.agent.fastpath import RowField, release_row, row_parser
 from edgeml.bundle.manifest import InputField
 from edgeml.errors import InputError
 
@@ -50,8 +50,6 @@ _NUMERIC_TYPES = frozenset(
 _V2_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
 _ONE_ROW = ([1, 1], [1])  # the shapes of a one-row tensor
-#: one-row feed buffers kept per schema for reuse (about the number of requests run at once)
-_POOL_SIZE = 16
 
 
 class RowColumns(Mapping[str, tuple[Any]]):
@@ -146,9 +144,16 @@ class Schema:
         # "records" is the batch key unless the model itself has an input of that name
         self._records_key = "records" not in self._names
         #: rows from a decoded ``/predict`` body (see the module docstring for its shapes)
-        self.parse_records: Callable[[Any], Batch] = (
-            _records_parser(self) if self.fields and max_rows >= 1 else self._parse_records
-        )
+        self.parse_records: Callable[[Any], Batch] = self._parse_records
+        if max_rows >= 1:  # one record through the fast path's parser, when it is on
+            fast = row_parser(
+                [_row_field(f) for f in self.fields],
+                self._parse_records,
+                Batch,
+                RowColumns,
+                records_key=self._records_key,
+            )
+            self.parse_records = fast or self._parse_records
 
     # --- JSON records ---------------------------------------------------------------
 
@@ -156,14 +161,10 @@ class Schema:
     def release(batch: Batch) -> None:
         """Recycle the feed buffers of a batch the model has run on; its feeds must not be read after.
 
-        Only one-row batches of the fast path have such buffers; for others this does nothing,
-        as it does when called again for the same batch.
+        Only one-row batches of the fast path's parser have such buffers; for others this does
+        nothing, as it does when called again for the same batch.
         """
-        feeds = batch.feeds
-        if type(feeds) is _RowFeeds and feeds.leased:
-            feeds.leased = False
-            if len(feeds.pool) < _POOL_SIZE:
-                feeds.pool.append(feeds)
+        release_row(batch.feeds)
 
     def _parse_records(self, body: Any) -> Batch:
         if isinstance(body, dict) and self._records_key and "records" in body:
@@ -383,16 +384,6 @@ class Schema:
         return columns, feeds
 
 
-class _RowFeeds(dict[str, np.ndarray]):
-    """The feeds of one row, in buffers a schema reuses (see :meth:`Schema.release`)."""
-
-    __slots__ = ("buffers", "leased", "pool")
-
-    buffers: tuple[np.ndarray, ...]  # the float64 block, the float32 block, one array per string input
-    leased: bool
-    pool: list[_RowFeeds]
-
-
 def _bounds(field: _Field) -> tuple[float, float]:
     """(lowest, highest) value the general path takes for ``field``, both inclusive.
 
@@ -409,118 +400,11 @@ def _bounds(field: _Field) -> tuple[float, float]:
     return low, high
 
 
-def _records_parser(schema: Schema) -> Callable[[Any], Batch]:
-    """``parse_records`` of ``schema``: one record checked by straight-line code, generated once.
-
-    It takes a body of one record (bare, or alone in ``records``) holding a plainly valid value
-    for every input (a number within bounds, an allowed string) and nothing else; any other
-    body goes to the general path (``Schema._parse_records``), which takes it or names what is
-    wrong. Field names enter the code only as string literals (``repr``), bounds and categories
-    as globals.
-    """
-    doubles = [f for f in schema.fields if f.numeric and f.dtype is np.float64]
-    singles = [f for f in schema.fields if f.numeric and f.dtype is np.float32]
-    strings = [f for f in schema.fields if not f.numeric]
-    var = {f.name: f"v{i}" for i, f in enumerate(schema.fields)}
-    pool: list[_RowFeeds] = []
-
-    def fresh() -> _RowFeeds:
-        block64 = np.zeros((len(doubles), 1, 1), dtype=np.float64)
-        block32 = np.zeros((len(singles), 1, 1), dtype=np.float32)
-        texts = [np.full((1, 1), "", dtype=object) for _ in strings]
-        feeds = _RowFeeds(
-            [(f.name, block64[i]) for i, f in enumerate(doubles)]
-            + [(f.name, block32[i]) for i, f in enumerate(singles)]
-            + [(f.name, texts[i]) for i, f in enumerate(strings)]
-        )
-        feeds.buffers = (block64, block32, *texts)
-        feeds.leased = False
-        feeds.pool = pool
-        return feeds
-
-    env: dict[str, Any] = {
-        "_dict": dict,
-        "_list": list,
-        "_float": float,
-        "_int": int,
-        "_str": str,
-        "_Batch": Batch,
-        "_RowColumns": RowColumns,
-        "_alloc": object.__new__,
-        "_names": {f.name: i for i, f in enumerate(schema.fields)},
-        "_new": tuple.__new__,
-        "_general": schema._parse_records,
-        "_pool": pool,
-        "_fresh": fresh,
-        "_pack64": struct.Struct(f"={len(doubles)}d").pack_into,
-        "_pack32": struct.Struct(f"={len(singles)}f").pack_into,
-    }
-    code = [
-        "def parse_records(body):",
-        "    if type(body) is not _dict:",
-        "        return _general(body)",
-        "    record = body",
-    ]
-    if schema._records_key:
-        code += [
-            "    if 'records' in body:",
-            "        rows = body['records']",
-            "        if len(body) != 1 or type(rows) is not _list or len(rows) != 1:",
-            "            return _general(body)",
-            "        record = rows[0]",
-            "        if type(record) is not _dict:",
-            "            return _general(body)",
-        ]
-    # every input present (see the KeyError below) and nothing else: as many keys as inputs
-    code += [f"    if len(record) != {len(schema.fields)}:", "        return _general(body)"]
-    code.append("    try:")
-    for i, field in enumerate(schema.fields):
-        v = var[field.name]
-        code.append(f"        {v} = record[{field.name!r}]")
-        if field.numeric:
-            env[f"_low{i}"], env[f"_high{i}"] = _bounds(field)
-            code += [
-                f"        if type({v}) is not _float:",
-                f"            if type({v}) is not _int:",
-                "                return _general(body)",
-                f"            {v} = _float({v})",
-                f"        if not _low{i} <= {v} <= _high{i}:",
-                "            return _general(body)",
-            ]
-        elif field.values is not None:
-            env[f"_values{i}"] = field.values
-            code += [
-                f"        if type({v}) is not _str or {v} not in _values{i}:",
-                "            return _general(body)",
-            ]
-        else:
-            code += [f"        if type({v}) is not _str:", "            return _general(body)"]
-    code += [
-        "    except (KeyError, OverflowError):  # an input left out, an integer too large for a float",
-        "        return _general(body)",
-        "    feeds = _pool.pop() if _pool else _fresh()",
-        "    feeds.leased = True",
-        "    buffers = feeds.buffers",
-    ]
-    if doubles:
-        code.append(f"    _pack64(buffers[0], 0, {', '.join(var[f.name] for f in doubles)})")
-    if singles:
-        code.append(f"    _pack32(buffers[1], 0, {', '.join(var[f.name] for f in singles)})")
-    for k, field in enumerate(strings):
-        code.append(f"    buffers[{k + 2}][0, 0] = {var[field.name]}")
-    # telemetry keeps a window's columns for a while: a tuple of floats and strings leaves the
-    # garbage collector's care at its first pass (lists would stay, and make its full
-    # collections, which stall every request, more frequent)
-    values = ", ".join(var[f.name] for f in schema.fields)
-    code += [
-        "    columns = _alloc(_RowColumns)  # RowColumns(_names, row) without a Python-level call",
-        "    columns.names = _names",
-        f"    columns.row = ({values},)",
-        "    return _new(_Batch, (1, columns, feeds, None, None))",
-    ]
-    exec("\n".join(code), env)  # noqa: S102 - our own code; names are repr() literals
-    parse: Callable[[Any], Batch] = env["parse_records"]
-    return parse
+def _row_field(field: _Field) -> RowField:
+    if not field.numeric:
+        return RowField(field.name, "string", 0.0, 0.0, field.values)
+    kind = "float32" if field.dtype is np.float32 else "float64"
+    return RowField(field.name, kind, *_bounds(field), None)
 
 
 def _numbers(field: _Field, values: list[Any] | np.ndarray) -> list[float] | np.ndarray:

@@ -13,7 +13,6 @@ through a queue each: the holder builds one entry and hands it to every observer
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -96,27 +95,9 @@ class LoadedModel:
         """First runs allocate and tune kernels; do them before taking traffic."""
         for _ in range(rounds):
             self.runtime.predict_records(self.manifest.golden.inputs[:1])
-        _freeze_heap()
 
 
 _monotonic = time.monotonic  # a global: one lookup less on every request
-
-
-def _freeze_heap() -> None:
-    """Keep what is alive now out of the garbage collector's full passes.
-
-    Once a model is loaded and warm, nearly everything on the heap (modules, the runtime, the
-    manifest) lives as long as the process; a full collection walks all of it and stops
-    serving for 20-50 ms every ten thousand requests or so. Frozen, those passes take about a
-    millisecond. Unfreezing first hands what died since the last freeze (a swapped-out model)
-    back to the collector, so swaps do not leak. No full collection here: on a big heap it
-    would hold the GIL for tens of milliseconds in the middle of a swap; the young
-    generations are collected (cheap), and what older garbage gets frozen meanwhile is
-    released at the next swap.
-    """
-    gc.unfreeze()
-    gc.collect(1)
-    gc.freeze()
 
 
 class PredictionObserver(Protocol):

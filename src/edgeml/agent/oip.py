@@ -184,19 +184,31 @@ def from_bytes(name: str, kind: Any, data: bytes | memoryview) -> np.ndarray | l
 
 
 def _strings(name: str, data: bytes | memoryview) -> list[str]:
-    out = []
-    at, end = 0, len(data)
+    """The elements of BYTES tensor data as text; each distinct element is decoded once.
+
+    (A column of categories repeats a few values: a dict lookup is cheaper than a decode.)
+    """
+    raw = bytes(data)
+    out: list[str] = []
+    append = out.append
+    seen: dict[bytes, str] = {}
+    unpack = _LENGTH.unpack_from
+    at, end = 0, len(raw)
     while at < end:
         if at + 4 > end:
             raise InputError(name, f"BYTES data ends inside an element's 4-byte length (at byte {at})", 400)
-        (size,) = _LENGTH.unpack_from(data, at)
+        (size,) = unpack(raw, at)
         at += 4
         if at + size > end:
             raise InputError(name, f"a BYTES element of {size:,} bytes runs past the end of its data", 400)
-        try:
-            out.append(str(data[at : at + size], "utf-8"))
-        except UnicodeDecodeError:
-            raise InputError(name, f"element {len(out)} is not UTF-8 text") from None
+        element = raw[at : at + size]
+        text = seen.get(element)
+        if text is None:
+            try:
+                text = seen[element] = element.decode()
+            except UnicodeDecodeError:
+                raise InputError(name, f"element {len(out)} is not UTF-8 text") from None
+        append(text)
         at += size
     return out
 
@@ -204,10 +216,18 @@ def _strings(name: str, data: bytes | memoryview) -> list[str]:
 def tensor_bytes(array: np.ndarray, kind: str) -> bytes:
     """An output tensor as binary tensor data."""
     if kind == "BYTES":
-        parts: list[bytes] = []
+        # each distinct element length-prefixed once (a label column repeats a few values)
+        encoded: dict[str, bytes] = {}
+        parts = []
         for value in array.ravel().tolist():
-            raw = value if isinstance(value, bytes) else str(value).encode()
-            parts += (_LENGTH.pack(len(raw)), raw)
+            text = type(value) is str  # other elements (bytes, or maps of a sequence output) as they come
+            element = encoded.get(value) if text else None
+            if element is None:
+                raw = value if isinstance(value, bytes) else str(value).encode()
+                element = _LENGTH.pack(len(raw)) + raw
+                if text:
+                    encoded[value] = element
+            parts.append(element)
         return b"".join(parts)
     return np.ascontiguousarray(array, dtype=DTYPES[kind]).tobytes()
 
@@ -271,7 +291,7 @@ def rest_answer(
 
 def _json_data(array: np.ndarray) -> Any:
     """Flat tensor data; numeric arrays go to orjson as numpy, which writes float32 at its precision."""
-    flat = np.ascontiguousarray(array).ravel()
+    flat = array.ravel()  # C order: a view of a contiguous array, else a contiguous copy
     return flat.tolist() if flat.dtype.kind in "OSU" else flat
 
 

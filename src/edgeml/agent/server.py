@@ -34,13 +34,9 @@ they happen.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from bisect import bisect_left
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -58,12 +54,11 @@ from edgeml.agent.inputs import Batch, InputError, Schema
 from edgeml.agent.model import LoadedModel, ModelHolder
 from edgeml.errors import TooLarge
 from edgeml.observability import (
-    INFERENCE_REQUESTS,
-    INFERENCE_ROWS,
-    INFERENCE_SECONDS,
     TRACING,
     render_metrics,
     request_span,
+    track_inference,
+    track_inference_answers,
 )
 
 __all__ = ["Answer", "Call", "Serving", "create_app", "flush_metrics"]
@@ -105,28 +100,22 @@ class Call(NamedTuple):
     header_length: str | None = None  # v2: the Inference-Header-Content-Length header
 
 
-_answer = tuple.__new__  # Answer(status, body) without NamedTuple's Python-level __new__
-
-
 def _error(status: int, message: str, field: str | None = None) -> Answer:
     return Answer(status, orjson.dumps({"error": message, "field": field} if field else {"error": message}))
 
 
 class _Metrics:
-    """The Prometheus series one model version's answered requests go to, and its tallies.
+    """One model version's answered requests not counted into Prometheus yet.
 
-    A tally holds one protocol's answered requests not counted yet, as ``(rows, seconds)``:
-    answering appends to it (a list append, atomic, instead of four Prometheus updates each
-    with its own lock) and :func:`flush_metrics` counts it in bulk.
+    A tally holds one protocol's answered requests as ``(rows, seconds)``: answering appends to
+    it (a list append, atomic, instead of four Prometheus updates each with its own lock) and
+    :func:`flush_metrics` counts it in bulk.
     """
 
-    __slots__ = ("model", "ok", "rows", "seconds", "tallies", "version")
+    __slots__ = ("model", "tallies", "version")
 
     def __init__(self, model: str, version: str) -> None:
         self.model, self.version = model, version
-        self.seconds = INFERENCE_SECONDS.labels(model, version)
-        self.rows = INFERENCE_ROWS.labels(model, version)
-        self.ok: dict[str, Any] = {}  # protocol -> its "ok" request counter
         self.tallies: dict[str, list[tuple[int, float]]] = {"predict": [], "v2": [], "grpc": []}
 
     def flush(self) -> None:
@@ -137,33 +126,7 @@ class _Metrics:
                 continue
             rows, seconds = zip(*tally[:taken], strict=True)
             del tally[:taken]  # answers appended meanwhile stay for the next flush
-            counter = self.ok.get(protocol)
-            if counter is None:
-                counter = self.ok[protocol] = INFERENCE_REQUESTS.labels(
-                    self.model, self.version, protocol, "ok"
-                )
-            counter.inc(taken)
-            self.rows.inc(sum(rows))
-            _observe_all(self.seconds, seconds)
-
-
-def _observe_all(histogram: Any, values: Sequence[float]) -> None:
-    """``histogram.observe`` of each value, done as one update per bucket.
-
-    prometheus_client has no bulk observe; its histograms keep a sum and one count per bucket
-    (a value counts in the first bucket whose bound is >= it, cumulated when exported), which
-    is what this adds to. Should a version keep them otherwise, each value is observed alone.
-    """
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for value in values:
-            histogram.observe(value)
-        return
-    total.inc(math.fsum(values))
-    for bucket, count in Counter(map(partial(bisect_left, bounds), values)).items():
-        buckets[bucket].inc(count)
+            track_inference_answers(self.model, self.version, protocol, sum(rows), seconds)
 
 
 #: one per model and version answered in this process, as Prometheus keeps their series
@@ -210,15 +173,10 @@ class _Served:
         self.predict_answer = _predict_writer(model.name, model.version, labels, self._predict_answer)
         self.tallies = _metrics_of(model.name, self.version).tallies
         self.predict_tally = self.tallies["predict"]
-        self._counters: dict[tuple[str, str], Any] = {}
         self._metadata: bytes | None = None
 
     def count(self, protocol: str, outcome: str) -> None:
-        counter = self._counters.get((protocol, outcome))
-        if counter is None:
-            counter = INFERENCE_REQUESTS.labels(self.model.name, self.version, protocol, outcome)
-            self._counters[protocol, outcome] = counter
-        counter.inc()
+        track_inference(self.model.name, self.version, protocol, outcome)
 
     def metadata(self) -> bytes:
         """OIP v2 model metadata; output types come from running one golden sample."""
@@ -409,7 +367,7 @@ class Serving:
         tally.append((batch.rows, seconds))
         if len(tally) >= _TALLY_EVERY:
             flush_metrics()
-        return _answer(Answer, (200, payload, None))
+        return Answer(200, payload, None)
 
     def infer(
         self,
@@ -533,7 +491,7 @@ class Serving:
         if model is not None:
             self._state(model).count(protocol, "too_large")
         else:
-            INFERENCE_REQUESTS.labels("", "", protocol, "too_large").inc()
+            track_inference("", "", protocol, "too_large")
         self.holder.observe_error(model, "too-large")
         return _error(413, f"the body is larger than this server takes ({limit:,} bytes)", "body")
 
@@ -546,7 +504,7 @@ class Serving:
         return _error(error.status, error.detail, error.field)
 
     def _not_ready(self, protocol: str) -> Answer:
-        INFERENCE_REQUESTS.labels("", "", protocol, "not_ready").inc()
+        track_inference("", "", protocol, "not_ready")
         self.holder.observe_error(None, "not-ready")
         return _error(503, "no model is loaded yet")
 
@@ -620,7 +578,7 @@ class Serving:
         tally.append((batch.rows, seconds))
         if len(tally) >= _TALLY_EVERY:
             flush_metrics()
-        return _answer(Answer, (200, payload, header_length))
+        return Answer(200, payload, header_length)
 
     # --- metadata and health ------------------------------------------------------------
 

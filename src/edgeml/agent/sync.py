@@ -40,10 +40,10 @@ from edgeml.bundle.verify import Context, fetch_bundle
 from edgeml.errors import BundleRejected, ObjectNotFoundError, StoreError
 from edgeml.observability import (
     BUNDLE_DOWNLOAD_BYTES,
-    BUNDLE_SWAPS,
-    BUNDLE_VERIFICATIONS,
     LAST_SYNC,
-    MODEL_INFO,
+    track_bundle_verification,
+    track_served_model,
+    track_swap,
 )
 from edgeml.profiles import FirmwareProfile
 from edgeml.store.base import ObjectStore
@@ -181,11 +181,7 @@ class Syncer:
 
     def _serve(self, model: LoadedModel) -> None:
         old = self.holder.swap(model)
-        if old is not None:
-            MODEL_INFO.remove(old.name, str(old.version), old.manifest.profile, old.manifest.runtime)
-        MODEL_INFO.labels(model.name, str(model.version), model.manifest.profile, model.manifest.runtime).set(
-            1
-        )
+        track_served_model(_series(model), None if old is None else _series(old))
 
     # one round -------------------------------------------------------------------------
 
@@ -224,7 +220,7 @@ class Syncer:
         try:
             outcome = self._sync()
         except BundleRejected as exc:
-            BUNDLE_VERIFICATIONS.labels(exc.reason).inc()
+            track_bundle_verification(exc.reason)
             outcome = f"rejected: {exc.message}"
             self.last_rejection = {"reason": exc.reason, "message": exc.message, "at": time.time()}
             log.error("bundle rejected: %s", exc.message)
@@ -263,7 +259,7 @@ class Syncer:
         )
         if pointer.channel == "stable" and staged.manifest.compliance == "sox":
             self._check_approval(pointer, staged.path)
-        BUNDLE_VERIFICATIONS.labels("ok").inc()
+        track_bundle_verification("ok")
         BUNDLE_DOWNLOAD_BYTES.inc(staged.downloaded_bytes)
         try:
             model = self._open(staged.path)
@@ -273,7 +269,7 @@ class Syncer:
             shutil.rmtree(staged.path, ignore_errors=True)
             if not isinstance(exc, GoldenMismatch | BundleRejected | RuntimeError | OSError):
                 log.error("v%s cannot be loaded", staged.manifest.version, exc_info=exc)
-            BUNDLE_SWAPS.labels("smoke_test_failed").inc()
+            track_swap("smoke_test_failed")
             self.state.refused.append(staged.manifest.version)
             self.install.save_state(self.state)
             return f"v{staged.manifest.version} failed its smoke test: {exc}"
@@ -313,7 +309,7 @@ class Syncer:
         self._previous = self.holder.current
         self._serve(model)
         self._probation_since = time.monotonic()
-        BUNDLE_SWAPS.labels("ok").inc()
+        track_swap("ok")
         log.info("serving %s v%s", model.name, model.version)
 
     # probation ---------------------------------------------------------------------------
@@ -347,7 +343,7 @@ class Syncer:
 
     def _roll_back(self, model: LoadedModel, reason: str) -> None:
         log.error("v%s failed its health window (%s); rolling back", model.version, reason)
-        BUNDLE_SWAPS.labels("rolled_back").inc()
+        track_swap("rolled_back")
         previous_folder = self.install.folder("previous")
         if self._previous is not None:
             self._serve(self._previous)
@@ -388,3 +384,8 @@ class Syncer:
             "last_rejection": self.last_rejection,
             "refused": sorted(set(self.state.refused)),
         }
+
+
+def _series(model: LoadedModel) -> tuple[str, str, str, str]:
+    """The model-info series of a served model: name, version, profile, runtime."""
+    return model.name, str(model.version), model.manifest.profile, model.manifest.runtime
