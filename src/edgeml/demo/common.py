@@ -19,7 +19,10 @@ from edgeml.spec import Spec
 from edgeml.train.run import TrainReport
 from edgeml.validate import ValidationReport
 
-__all__ = ["DAILY_SWING", "DemoOptions", "DemoResult", "FleetOptions", "FleetResult"]
+__all__ = ["DAILY_SWING", "DRIFTED_GROUP", "DemoOptions", "DemoResult", "FleetOptions", "FleetResult"]
+
+#: the device group whose sensors drift in the demo (the fleet drives it, the report follows it)
+DRIFTED_GROUP = "line-b"
 
 #: the pumps run at a steady load, so the field's readings resemble training's unless drift is injected
 DAILY_SWING = 0.02

@@ -35,7 +35,7 @@ import yaml
 
 from edgeml.bundle.keys import KeyRing
 from edgeml.bundle.manifest import Manifest
-from edgeml.demo.common import DAILY_SWING, FleetOptions, FleetResult
+from edgeml.demo.common import DAILY_SWING, DRIFTED_GROUP, FleetOptions, FleetResult
 from edgeml.errors import EdgemlError
 from edgeml.settings import Settings
 from edgeml.simulate.sensors import Drift, SensorSimulation, simulate_sensors, write_csv
@@ -52,7 +52,6 @@ DEVICES = (
     ("pump-gw-b", "line-b", "arm64-rpi4"),
     ("pump-gw-c", "line-c", "x86-64-generic"),
 )
-DRIFTED_GROUP = "line-b"
 
 #: the drift injected into that group: a sensor fault on the temperature line and worn mounts
 DRIFT = (Drift("temperature", "offset", 15.0, start=0.0), Drift("vibration", "scale", 1.8, start=0.0))

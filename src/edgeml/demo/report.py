@@ -262,7 +262,7 @@ def write_report(result: DemoResult, home: Path) -> Path:
     """Write ``$EDGEML_HOME/report/index.html``; its path."""
     model = result.training.model if result.training else "pump-faults"
     history = _history(result)
-    from edgeml.demo.fleet import DRIFTED_GROUP
+    from edgeml.demo.common import DRIFTED_GROUP
 
     drifted_group = DRIFTED_GROUP if result.fleet is not None else None
     sections = [
