@@ -13,10 +13,14 @@ its inference requests go through ``serve.batch``, which hands concurrent reques
 :meth:`~edgeml.agent.server.Serving.answer_batch` to run their rows through the model
 together. ``/metrics`` is the agent's metrics with a ``replica`` label added, and
 ``/serve/status`` tells what the replica serves and how its batches have gone.
+
+OIP v2 gRPC calls reach a replica through its handle (:meth:`ModelReplica.oip_grpc`, asked by
+:mod:`edgeml.serve.grpcfront`) and are answered by the same ``Serving`` as the agent's gRPC.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from collections import Counter
@@ -36,6 +40,10 @@ from edgeml.serve.config import ServeConfig, follow
 __all__ = ["ModelReplica"]
 
 log = logging.getLogger("edgeml.serve")
+
+#: gRPC inference requests above this are answered on a worker thread, as the agent's REST
+#: answers big bodies, so a big batch does not stall the replica's event loop
+_INLINE_BYTES = 16 << 10
 
 
 class _WithReplicaLabel:
@@ -88,6 +96,31 @@ class ModelReplica:
     async def _answer(self, calls: list[Call]) -> list[Answer]:
         self.batch_sizes[len(calls)] += 1
         return self.serving.answer_batch(calls)
+
+    async def oip_grpc(self, call: str, *args: Any) -> Answer:
+        """One question of the gRPC front (:class:`~edgeml.serve.grpcfront.HandleBackend`), answered here.
+
+        ``call`` names the :class:`~edgeml.agent.grpc.Backend` method; ``infer_grpc`` comes
+        with the serialized ``ModelInferRequest``.
+        """
+        serving = self.serving
+        if call == "infer_grpc":
+            from edgeml.agent.grpc.grpc_predict_v2_pb2 import ModelInferRequest
+
+            (payload,) = args
+            request = ModelInferRequest.FromString(payload)
+            if len(payload) > _INLINE_BYTES:
+                return await asyncio.to_thread(serving.infer_grpc, request)
+            return serving.infer_grpc(request)
+        if call == "ready":
+            return serving.ready()
+        if call == "server_metadata":
+            return serving.server_metadata()
+        if call == "model_ready":
+            return serving.model_ready(*args)
+        if call == "model_metadata":
+            return serving.model_metadata(*args)
+        raise ValueError(f"no gRPC call {call!r}")
 
     def _metrics_text(self) -> bytes:
         return generate_latest(self._metrics)
