@@ -1,7 +1,9 @@
 """tritonclient's gRPC client against `edgeml serve`: every GRPCInferenceService call, good and bad.
 
-The front is `edgeml serve --grpc-port`'s (the agent's gRPC service in front of the deployment's
-handle); bad input must get the same code and message as the agent's own gRPC service gives.
+Each call is made on both gRPC addresses `edgeml serve --grpc-port` gives: the front on the port
+named (the agent's gRPC service in front of the deployment's handle) and a replica's own port
+(the agent's gRPC service in the replica). Bad input must get the same code and message as the
+agent's own gRPC service gives.
 """
 
 from __future__ import annotations
@@ -45,9 +47,18 @@ def front(served: Served) -> Iterator[GrpcServer]:
     server.stop()
 
 
+@pytest.fixture(params=["front", "replica"])
+def address(request: pytest.FixtureRequest, front: GrpcServer, served: Served) -> str:
+    """The front's address, or the one replica's own gRPC address."""
+    if request.param == "front":
+        return front.address
+    (replica,) = served.deployed.replica_grpc
+    return replica
+
+
 @pytest.fixture
-def client(front: GrpcServer) -> Iterator[grpcclient.InferenceServerClient]:
-    triton = grpcclient.InferenceServerClient(url=front.address)
+def client(address: str) -> Iterator[grpcclient.InferenceServerClient]:
+    triton = grpcclient.InferenceServerClient(url=address)
     yield triton
     triton.close()
 
@@ -114,20 +125,20 @@ def typed_request(rows: np.ndarray) -> Any:
     return request
 
 
-def test_typed_contents_get_the_answer_raw_contents_get(front: GrpcServer, served: Served) -> None:
-    with grpc.insecure_channel(front.address) as channel:
+def test_typed_contents_get_the_answer_raw_contents_get(address: str, served: Served) -> None:
+    with grpc.insecure_channel(address) as channel:
         response = GRPCInferenceServiceStub(channel).ModelInfer(typed_request(ROWS), timeout=30)
     assert response.id == "typed"
     got = np.frombuffer(response.raw_output_contents[0], dtype="<f8").reshape(3, 1)
     np.testing.assert_array_equal(got, expected(served, ROWS))
 
 
-def test_concurrent_calls_are_each_answered_with_their_rows(front: GrpcServer, served: Served) -> None:
+def test_concurrent_calls_are_each_answered_with_their_rows(address: str, served: Served) -> None:
     rng = np.random.default_rng(5)
     batches = [np.round(rng.uniform(-5, 5, size=(int(rng.integers(1, 4)), 2)), 3) for _ in range(24)]
 
     def one(rows: np.ndarray) -> np.ndarray:
-        triton = grpcclient.InferenceServerClient(url=front.address)
+        triton = grpcclient.InferenceServerClient(url=address)
         try:
             return triton.infer("pump", tensors(rows)).as_numpy("variable")
         finally:
@@ -250,9 +261,9 @@ def refusal(address: str, request: Any) -> grpc.RpcError:
 
 @pytest.mark.parametrize(("request_", "code", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_input_gets_the_agents_code_and_message(
-    front: GrpcServer, agent_grpc: str, request_: Any, code: grpc.StatusCode, message: str
+    address: str, agent_grpc: str, request_: Any, code: grpc.StatusCode, message: str
 ) -> None:
-    got, agent = refusal(front.address, request_), refusal(agent_grpc, request_)
+    got, agent = refusal(address, request_), refusal(agent_grpc, request_)
     assert got.code() == agent.code() == code
     assert message in got.details()
     assert got.details() == agent.details()

@@ -51,8 +51,9 @@ def serve(
             min=0,
             max=65535,
             help="Also serve OIP v2 gRPC (inference.GRPCInferenceService, as tritonclient.grpc calls it) "
-            "on this port of --host, from this process, each call answered by a replica (0: any free "
-            "port, printed at start); off by default. Messages over 1 MiB are refused.",
+            "on this port of --host, from this process, each call passed to a replica (0: any free "
+            "port); each replica also serves it on a port of its own (faster), printed at start. Off "
+            "by default. Messages over 1 MiB are refused.",
         ),
     ] = None,
     spec: Annotated[
@@ -133,6 +134,7 @@ def serve(
         poll_interval_s=poll_interval,
         health_window_s=health_window,
         serving=serving,
+        grpc_host=host if grpc_port is not None else None,
     )
     with console.status(f"checking {model} on channel {channel} ({profile})"):
         manifest = check_channel(config)
@@ -162,6 +164,8 @@ def serve(
         if front is not None:
             front.start()
             console.print(f"serving {model} over OIP v2 gRPC at {front.address}", markup=False)
+            for address in deployed.replica_grpc:
+                console.print(f"  replica gRPC (direct) {address}", markup=False)
         _wait(stop)
     finally:
         signal.signal(signal.SIGTERM, previous)

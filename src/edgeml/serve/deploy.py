@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,13 @@ _REPLICA_ENV = {**DIRECT_INGRESS, "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": 
 
 @dataclass(frozen=True)
 class Deployed:
-    """A running deployment: the proxy's URL (balanced over replicas) and each replica's own."""
+    """A running deployment: the proxy's URL (balanced over replicas) and each replica's own;
+    each replica's own gRPC address when ``ServeConfig.grpc_host`` is set."""
 
     name: str
     proxy_url: str
     replica_urls: list[str]
+    replica_grpc: list[str] = field(default_factory=list)
 
 
 def check_channel(config: ServeConfig) -> Manifest:
@@ -121,7 +123,15 @@ def deploy(
             raise EdgemlError(f"{config.model}: replicas did not report their ports within {timeout_s:g} s")
         time.sleep(0.2)
         urls = replica_urls(config.model, host)
-    return Deployed(config.model, f"http://{host}:{port}", urls)
+    grpc = _replica_grpc(urls, timeout_s) if config.grpc_host is not None else []
+    return Deployed(config.model, f"http://{host}:{port}", urls, grpc)
+
+
+def _replica_grpc(urls: list[str], timeout_s: float) -> list[str]:
+    """Each replica's own gRPC address, as its ``/serve/status`` gives it."""
+    import httpx
+
+    return sorted(httpx.get(f"{url}/serve/status", timeout=timeout_s).json()["grpc"] for url in urls)
 
 
 def _root_owner() -> str | None:

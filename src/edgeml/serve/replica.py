@@ -14,8 +14,11 @@ its inference requests go through ``serve.batch``, which hands concurrent reques
 together. ``/metrics`` is the agent's metrics with a ``replica`` label added, and
 ``/serve/status`` tells what the replica serves and how its batches have gone.
 
-OIP v2 gRPC calls reach a replica through its handle (:meth:`ModelReplica.oip_grpc`, asked by
-:mod:`edgeml.serve.grpcfront`) and are answered by the same ``Serving`` as the agent's gRPC.
+OIP v2 gRPC is answered by the same ``Serving``, as the agent's gRPC answers: on a port of the
+replica's own when ``ServeConfig.grpc_host`` is set (the agent's gRPC server in the replica,
+the fast path, as direct ingress is for HTTP; ``/serve/status`` gives its address), and for
+the front on the port ``edgeml serve --grpc-port`` names, through the replica's handle
+(:meth:`ModelReplica.oip_grpc`, asked by :mod:`edgeml.serve.grpcfront`).
 """
 
 from __future__ import annotations
@@ -87,6 +90,14 @@ class ModelReplica:
         batcher.set_batch_wait_timeout_s(config.serving.batch_wait_timeout_s)
         self._metrics = CollectorRegistry(auto_describe=False)
         self._metrics.register(_WithReplicaLabel(self.replica))
+        self.grpc: Any = None
+        if config.grpc_host is not None:
+            from edgeml.agent.grpc import GrpcServer
+
+            self.grpc = GrpcServer(
+                self.serving, host=config.grpc_host, port=0, max_message_bytes=config.max_body_bytes
+            )
+            self.grpc.start()
         log.info("replica %s: %s", self.replica, self.syncer.last_outcome)
 
     def __serve_build_asgi_app__(self) -> Starlette:
@@ -129,6 +140,7 @@ class ModelReplica:
         status: dict[str, Any] = dict(self.syncer.status())
         status |= {
             "replica": self.replica,
+            "grpc": self.grpc.address if self.grpc is not None else None,
             # batch size -> batches of that size, since the replica started
             "batch_sizes": {str(size): n for size, n in sorted(self.batch_sizes.items())},
         }
@@ -136,6 +148,9 @@ class ModelReplica:
 
     def __del__(self) -> None:
         """Ray Serve calls this when it stops the replica: stop following, drop the bundles."""
+        grpc = getattr(self, "grpc", None)
+        if grpc is not None:
+            grpc.stop()
         syncer = getattr(self, "syncer", None)
         if syncer is not None:
             syncer.stop()
