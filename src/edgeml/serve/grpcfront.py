@@ -45,9 +45,12 @@ class HandleBackend:
         self._handle: Any = None
 
     def _ask(self, call: str, *args: Any) -> Answer:
+        import ray
         from ray import serve
         from ray.exceptions import RayTaskError
 
+        if not ray.is_initialized():  # serve would start a Ray of its own here
+            return _error(503, f"{self.app} is not deployed yet")
         try:
             if self._handle is None:  # threads racing here each take an equal handle: harmless
                 self._handle = serve.get_app_handle(self.app).options(method_name="oip_grpc")
