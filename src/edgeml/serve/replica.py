@@ -133,6 +133,17 @@ class ModelReplica:
             return serving.model_metadata(*args)
         raise ValueError(f"no gRPC call {call!r}")
 
+    def _grpc_address(self) -> str | None:
+        """Where clients reach this replica's gRPC: on all interfaces, by the node's address."""
+        if self.grpc is None:
+            return None
+        if self.grpc.address.startswith(("0.0.0.0:", "[::]:")):
+            import ray
+
+            return f"{ray.util.get_node_ip_address()}:{self.grpc.port}"  # type: ignore[no-untyped-call]
+        address: str = self.grpc.address
+        return address
+
     def _metrics_text(self) -> bytes:
         return generate_latest(self._metrics)
 
@@ -140,7 +151,7 @@ class ModelReplica:
         status: dict[str, Any] = dict(self.syncer.status())
         status |= {
             "replica": self.replica,
-            "grpc": self.grpc.address if self.grpc is not None else None,
+            "grpc": self._grpc_address(),
             # batch size -> batches of that size, since the replica started
             "batch_sizes": {str(size): n for size, n in sorted(self.batch_sizes.items())},
         }
