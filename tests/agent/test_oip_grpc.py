@@ -238,3 +238,17 @@ def test_a_port_already_taken_is_an_error_naming_it() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=f"cannot serve gRPC on 127.0.0.1:{port}"):
             GrpcServer(Serving(ModelHolder()), port=port)
+
+
+def test_a_server_never_started_frees_its_port_when_stopped() -> None:
+    """`edgeml serve` binds before deploying and may stop without starting (grpcio keeps the socket)."""
+    import socket
+
+    from edgeml.agent.grpc import GrpcServer
+    from edgeml.agent.model import ModelHolder
+    from edgeml.agent.server import Serving
+
+    server = GrpcServer(Serving(ModelHolder()), port=0)
+    server.stop()
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", server.port))

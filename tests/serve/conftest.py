@@ -74,6 +74,7 @@ def served(publisher: Publisher, tmp_path_factory: pytest.TempPathFactory) -> It
         health_window_s=0,
         max_body_bytes=MAX_BODY,
         max_rows=MAX_ROWS,
+        grpc_host="127.0.0.1",  # each replica serves gRPC on a port of its own too
         # one replica: the 2 cores are shared with other test runs
         serving=Serving(max_batch_size=16, batch_wait_timeout_s=0.002, min_replicas=1, max_replicas=1),
     )

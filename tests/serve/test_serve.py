@@ -106,7 +106,9 @@ def test_bad_input_gets_the_agents_answer(
 
 def test_concurrent_requests_are_answered_in_batches(served: Served) -> None:
     async def load() -> list[int]:
-        async with httpx.AsyncClient(base_url=served.url, limits=httpx.Limits(max_connections=32)) as client:
+        # 600 requests queue for 32 connections: on a loaded machine, longer than httpx's 5 s default
+        limits = httpx.Limits(max_connections=32)
+        async with httpx.AsyncClient(base_url=served.url, limits=limits, timeout=60) as client:
 
             async def one(i: int) -> int:
                 answer = await client.post("/predict", json={"a": (i % 20) - 10.0, "b": float(i)})

@@ -44,6 +44,18 @@ def serve(
             "of its own, printed at start.",
         ),
     ] = 8000,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            "--grpc-port",
+            min=0,
+            max=65535,
+            help="Also serve OIP v2 gRPC (inference.GRPCInferenceService, as tritonclient.grpc calls it) "
+            "on this port of --host, from this process, each call passed to a replica (0: any free "
+            "port); each replica also serves it on a port of its own (faster), printed at start. Off "
+            "by default. Messages over 1 MiB are refused.",
+        ),
+    ] = None,
     spec: Annotated[
         Path | None,
         typer.Option(
@@ -86,7 +98,7 @@ def serve(
         float, typer.Option("--num-cpus", min=0.1, help="CPUs Ray reserves for each replica.")
     ] = 1.0,
 ) -> None:
-    """Serve MODEL's bundle from CHANNEL on Ray Serve: OIP v2 REST and POST /predict, as the agent.
+    """Serve MODEL's bundle from CHANNEL on Ray Serve: OIP v2 REST (and gRPC) and POST /predict, as the agent.
 
     Verifies the channel first as a device does (key ring, pointer signature and serial, bundle
     signature and digests, smoke test); every replica does the same, then follows the channel and
@@ -122,10 +134,19 @@ def serve(
         poll_interval_s=poll_interval,
         health_window_s=health_window,
         serving=serving,
+        grpc_host=host if grpc_port is not None else None,
     )
     with console.status(f"checking {model} on channel {channel} ({profile})"):
         manifest = check_channel(config)
     console.print(f"channel {channel}: {manifest.model} v{manifest.version} verified and smoke-tested")
+    front = None
+    if grpc_port is not None:  # bound before deploying, so a taken port fails at once
+        from edgeml.serve.grpcfront import grpc_front
+
+        try:
+            front = grpc_front(model, host=host, port=grpc_port, max_message_bytes=config.max_body_bytes)
+        except OSError as exc:
+            raise UserError(f"--grpc-port: {exc}") from exc
     address = ray_address or settings.ray_address
     started = not ray.is_initialized()
     if started:
@@ -140,9 +161,16 @@ def serve(
         console.print(f"serving {model} through Ray Serve's proxy at {deployed.proxy_url}", markup=False)
         for url in deployed.replica_urls:
             console.print(f"  replica (direct) {url}", markup=False)
+        if front is not None:
+            front.start()
+            console.print(f"serving {model} over OIP v2 gRPC at {front.address}", markup=False)
+            for address in deployed.replica_grpc:
+                console.print(f"  replica gRPC (direct) {address}", markup=False)
         _wait(stop)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if front is not None:
+            front.stop()
         _undeploy(model, local=started)
         if started:
             ray.shutdown()

@@ -44,6 +44,10 @@ class ServeConfig(BaseModel):
     health_window_s: float = Field(60.0, ge=0, description="how long a new bundle is on probation")
     max_body_bytes: int = Field(1 << 20, ge=1, description="larger request bodies get 413")
     max_rows: int = Field(1024, ge=1, description="most rows one request may carry")
+    grpc_host: str | None = Field(
+        None,
+        description="when set, each replica also serves OIP v2 gRPC on a port of its own on this host",
+    )
     serving: Serving = Field(default_factory=Serving, description="batching and autoscaling")
 
     def agent_config(self, folder: Path) -> AgentConfig:

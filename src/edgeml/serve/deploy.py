@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeml.bundle.manifest import Manifest
-from edgeml.errors import EdgemlError
+from edgeml.errors import EdgemlError, UserError
 from edgeml.serve.config import ServeConfig, follow
 
 __all__ = ["DIRECT_INGRESS", "Deployed", "build_app", "check_channel", "deploy", "replica_urls"]
@@ -38,11 +38,13 @@ _REPLICA_ENV = {**DIRECT_INGRESS, "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": 
 
 @dataclass(frozen=True)
 class Deployed:
-    """A running deployment: the proxy's URL (balanced over replicas) and each replica's own."""
+    """A running deployment: the proxy's URL (balanced over replicas) and each replica's own;
+    each replica's own gRPC address when ``ServeConfig.grpc_host`` is set."""
 
     name: str
     proxy_url: str
     replica_urls: list[str]
+    replica_grpc: list[str] = field(default_factory=list)
 
 
 def check_channel(config: ServeConfig) -> Manifest:
@@ -102,6 +104,14 @@ def deploy(
         controller_options={"runtime_env": {"env_vars": DIRECT_INGRESS}},
         logging_config=LoggingConfig(enable_access_log=False, log_level="WARNING"),
     )
+    root = _root_owner()
+    if root not in (None, config.model):
+        # OIP paths name the model below the root (/v2/models/...), so the proxy's root and
+        # the replicas' own ports serve one app each; Serve refuses a second app at "/".
+        raise UserError(
+            f"Ray Serve on this cluster already serves {root!r} at /: one model per Serve instance",
+            hint=f"stop the `edgeml serve {root}` running there, or serve {config.model} on another Ray",
+        )
     try:
         serve.run(build_app(config, num_cpus=num_cpus), name=config.model, route_prefix="/")
     except RuntimeError as exc:  # Ray reports a replica that could not start this way
@@ -113,7 +123,25 @@ def deploy(
             raise EdgemlError(f"{config.model}: replicas did not report their ports within {timeout_s:g} s")
         time.sleep(0.2)
         urls = replica_urls(config.model, host)
-    return Deployed(config.model, f"http://{host}:{port}", urls)
+    grpc = _replica_grpc(urls, timeout_s) if config.grpc_host is not None else []
+    return Deployed(config.model, f"http://{host}:{port}", urls, grpc)
+
+
+def _replica_grpc(urls: list[str], timeout_s: float) -> list[str]:
+    """Each replica's own gRPC address, as its ``/serve/status`` gives it."""
+    import httpx
+
+    return sorted(httpx.get(f"{url}/serve/status", timeout=timeout_s).json()["grpc"] for url in urls)
+
+
+def _root_owner() -> str | None:
+    """The app Ray Serve's proxy routes ``/`` to, if any."""
+    from ray import serve
+
+    client = serve.context._get_global_client()
+    assert client is not None
+    apps = client.get_serve_details().get("applications", {})
+    return next((name for name, app in apps.items() if app.get("route_prefix") == "/"), None)
 
 
 def replica_urls(app: str, host: str = "127.0.0.1") -> list[str]:

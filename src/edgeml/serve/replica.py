@@ -13,10 +13,17 @@ its inference requests go through ``serve.batch``, which hands concurrent reques
 :meth:`~edgeml.agent.server.Serving.answer_batch` to run their rows through the model
 together. ``/metrics`` is the agent's metrics with a ``replica`` label added, and
 ``/serve/status`` tells what the replica serves and how its batches have gone.
+
+OIP v2 gRPC is answered by the same ``Serving``, as the agent's gRPC answers: on a port of the
+replica's own when ``ServeConfig.grpc_host`` is set (the agent's gRPC server in the replica,
+the fast path, as direct ingress is for HTTP; ``/serve/status`` gives its address), and for
+the front on the port ``edgeml serve --grpc-port`` names, through the replica's handle
+(:meth:`ModelReplica.oip_grpc`, asked by :mod:`edgeml.serve.grpcfront`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from collections import Counter
@@ -36,6 +43,10 @@ from edgeml.serve.config import ServeConfig, follow
 __all__ = ["ModelReplica"]
 
 log = logging.getLogger("edgeml.serve")
+
+#: gRPC inference requests above this are answered on a worker thread, as the agent's REST
+#: answers big bodies, so a big batch does not stall the replica's event loop
+_INLINE_BYTES = 16 << 10
 
 
 class _WithReplicaLabel:
@@ -79,6 +90,14 @@ class ModelReplica:
         batcher.set_batch_wait_timeout_s(config.serving.batch_wait_timeout_s)
         self._metrics = CollectorRegistry(auto_describe=False)
         self._metrics.register(_WithReplicaLabel(self.replica))
+        self.grpc: Any = None
+        if config.grpc_host is not None:
+            from edgeml.agent.grpc import GrpcServer
+
+            self.grpc = GrpcServer(
+                self.serving, host=config.grpc_host, port=0, max_message_bytes=config.max_body_bytes
+            )
+            self.grpc.start()
         log.info("replica %s: %s", self.replica, self.syncer.last_outcome)
 
     def __serve_build_asgi_app__(self) -> Starlette:
@@ -89,6 +108,42 @@ class ModelReplica:
         self.batch_sizes[len(calls)] += 1
         return self.serving.answer_batch(calls)
 
+    async def oip_grpc(self, call: str, *args: Any) -> Answer:
+        """One question of the gRPC front (:class:`~edgeml.serve.grpcfront.HandleBackend`), answered here.
+
+        ``call`` names the :class:`~edgeml.agent.grpc.Backend` method; ``infer_grpc`` comes
+        with the serialized ``ModelInferRequest``.
+        """
+        serving = self.serving
+        if call == "infer_grpc":
+            from edgeml.agent.grpc.grpc_predict_v2_pb2 import ModelInferRequest
+
+            (payload,) = args
+            request = ModelInferRequest.FromString(payload)
+            if len(payload) > _INLINE_BYTES:
+                return await asyncio.to_thread(serving.infer_grpc, request)
+            return serving.infer_grpc(request)
+        if call == "ready":
+            return serving.ready()
+        if call == "server_metadata":
+            return serving.server_metadata()
+        if call == "model_ready":
+            return serving.model_ready(*args)
+        if call == "model_metadata":
+            return serving.model_metadata(*args)
+        raise ValueError(f"no gRPC call {call!r}")
+
+    def _grpc_address(self) -> str | None:
+        """Where clients reach this replica's gRPC: on all interfaces, by the node's address."""
+        if self.grpc is None:
+            return None
+        if self.grpc.address.startswith(("0.0.0.0:", "[::]:")):
+            import ray
+
+            return f"{ray.util.get_node_ip_address()}:{self.grpc.port}"  # type: ignore[no-untyped-call]
+        address: str = self.grpc.address
+        return address
+
     def _metrics_text(self) -> bytes:
         return generate_latest(self._metrics)
 
@@ -96,6 +151,7 @@ class ModelReplica:
         status: dict[str, Any] = dict(self.syncer.status())
         status |= {
             "replica": self.replica,
+            "grpc": self._grpc_address(),
             # batch size -> batches of that size, since the replica started
             "batch_sizes": {str(size): n for size, n in sorted(self.batch_sizes.items())},
         }
@@ -103,6 +159,9 @@ class ModelReplica:
 
     def __del__(self) -> None:
         """Ray Serve calls this when it stops the replica: stop following, drop the bundles."""
+        grpc = getattr(self, "grpc", None)
+        if grpc is not None:
+            grpc.stop()
         syncer = getattr(self, "syncer", None)
         if syncer is not None:
             syncer.stop()

@@ -1,9 +1,11 @@
 """The Open Inference Protocol v2 over gRPC: ``inference.GRPCInferenceService`` on the agent.
 
 ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata and ModelInfer, answered by
-the same :class:`~edgeml.agent.server.Serving` as REST: ``ModelInfer`` decodes the request
-into the REST request's form (:func:`edgeml.agent.oip.grpc_request`), then shares REST's
-validation, model run, metrics (``protocol="grpc"``) and telemetry. Refusals carry REST's
+a :class:`Backend`: on the agent, the same :class:`~edgeml.agent.server.Serving` as REST
+(``ModelInfer`` decodes the request into the REST request's form,
+:func:`edgeml.agent.oip.grpc_request`, then shares REST's validation, model run, metrics
+(``protocol="grpc"``) and telemetry); on ``edgeml serve``, a backend that asks a Ray Serve
+replica's ``Serving`` the same questions (:mod:`edgeml.serve.grpcfront`). Refusals carry REST's
 message with the gRPC code of its HTTP status (422 and 400: INVALID_ARGUMENT, 404: NOT_FOUND,
 503: UNAVAILABLE, 500: INTERNAL). Messages over ``max_message_bytes`` are refused by grpcio
 itself (RESOURCE_EXHAUSTED) before any of this runs.
@@ -17,15 +19,15 @@ from __future__ import annotations
 
 import logging
 from concurrent import futures
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import orjson
 
 from edgeml.agent.grpc import grpc_predict_v2_pb2 as pb
-from edgeml.agent.server import Answer, Serving
+from edgeml.agent.server import Answer
 
-__all__ = ["GrpcServer"]
+__all__ = ["Backend", "GrpcServer"]
 
 log = logging.getLogger("edgeml.agent")
 
@@ -45,10 +47,24 @@ def _abort(context: grpc.ServicerContext, answer: Answer) -> Any:
     context.abort(_CODES.get(answer.status, grpc.StatusCode.INTERNAL), message)
 
 
+class Backend(Protocol):
+    """What the RPCs ask, answered as REST answers it (:class:`~edgeml.agent.server.Serving` is one).
+
+    Each answer is an HTTP status and its body: JSON, or for a 200 of ``infer_grpc`` the
+    serialized ``ModelInferResponse``.
+    """
+
+    def ready(self) -> Answer: ...
+    def model_ready(self, name: str, version: str | None = None) -> Answer: ...
+    def server_metadata(self) -> Answer: ...
+    def model_metadata(self, name: str, version: str | None = None) -> Answer: ...
+    def infer_grpc(self, request: Any) -> Answer: ...
+
+
 class _Service:
     """The RPCs, each a method named as in the protocol (hence not snake case)."""
 
-    def __init__(self, serving: Serving) -> None:
+    def __init__(self, serving: Backend) -> None:
         self.serving = serving
 
     def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -82,11 +98,11 @@ def _passthrough(payload: bytes) -> bytes:
 
 
 class GrpcServer:
-    """The gRPC service on ``host:port`` (port 0: any free port), over ``serving``."""
+    """The gRPC service on ``host:port`` (port 0: any free port), answered by ``serving``."""
 
     def __init__(
         self,
-        serving: Serving,
+        serving: Backend,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -128,12 +144,17 @@ class GrpcServer:
             self.port = self._server.add_insecure_port(bind)
         except RuntimeError as exc:
             raise OSError(f"cannot serve gRPC on {bind}: {exc}") from exc
+        self._started = False
         #: host:port it serves on (the port bound, when 0 was asked)
         self.address = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     def start(self) -> None:
         self._server.start()
+        self._started = True
 
     def stop(self, grace_s: float = 2.0) -> None:
-        """Stop taking calls; calls under way get ``grace_s`` seconds to finish."""
+        """Stop taking calls; calls under way get ``grace_s`` seconds to finish. Frees the port."""
+        if not self._started:  # grpcio keeps a bound server's socket until it has been started
+            self._server.start()
+            grace_s = 0
         self._server.stop(grace_s).wait()
