@@ -72,6 +72,12 @@ def test_a_sealed_file_holds_no_readable_value_and_reopens(tmp_path: Path, crypt
         DuckDBStore(sealed)
     moved.rename(marker)
 
+    right = key.read_bytes()
+    key.write_bytes(bytes(32))  # another 256-bit key
+    with pytest.raises(StoreConfigError, match="Wrong encryption key"):
+        DuckDBStore(sealed)
+    key.write_bytes(right)
+
     os.chmod(key, 0o644)
     with pytest.raises(StoreConfigError, match="readable by others"):
         DuckDBStore(sealed)

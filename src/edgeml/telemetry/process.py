@@ -51,6 +51,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 from edgeml.errors import Overloaded, StoreClosed
 from edgeml.telemetry.db.batch_group import BatchGroup, laid_out
 from edgeml.telemetry.db.devices import DeviceDirectory, hash_token
+from edgeml.telemetry.db.sealed import UNSAFE_CRYPTO_ENV
 from edgeml.telemetry.db.store import DuckDBStore
 from edgeml.telemetry.db.tables import DEFAULT_MEMORY_LIMIT
 from edgeml.telemetry.db.writer import MAX_GROUP, encode
@@ -398,6 +399,8 @@ class StoreProcess:
             "max_queued_batches": max_queued_batches,
             "retention_days": retention_days,
             "memory_limit": memory_limit,
+            # the child forks from a forkserver started earlier: it does not see this environment
+            "unsafe_crypto": os.environ.get(UNSAFE_CRYPTO_ENV) == "1",
         }
         self._process = context.Process(
             target=_serve, args=(child, str(path), options), name="edgeml-central-store", daemon=True

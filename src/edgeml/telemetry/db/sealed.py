@@ -51,12 +51,13 @@ def encryption_key(db_path: Path) -> str | None:
     return None if key is None else key.hex()
 
 
-def load_crypto(con: duckdb.DuckDBPyConnection) -> None:
-    """Make ``con`` able to write encrypted files: OpenSSL through httpfs, or the unsafe fallback."""
+def load_crypto(con: duckdb.DuckDBPyConnection, unsafe: bool | None = None) -> None:
+    """Make ``con`` able to write encrypted files: OpenSSL through httpfs, or the unsafe fallback
+    when ``unsafe`` (None: as the environment says) allows it."""
     try:
         con.execute("LOAD httpfs")
     except duckdb.Error as exc:
-        if os.environ.get(UNSAFE_CRYPTO_ENV) == "1":
+        if unsafe if unsafe is not None else os.environ.get(UNSAFE_CRYPTO_ENV) == "1":
             con.execute("SET force_mbedtls_unsafe = true")
             return
         raise StoreConfigError(

@@ -78,12 +78,15 @@ class DuckDBStore:
         max_queued_batches: int = 2000,
         retention_days: int = 30,
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        unsafe_crypto: bool | None = None,
     ) -> None:
+        """``unsafe_crypto``: allow DuckDB's weak built-in crypto for a sealed file (None: as
+        ``EDGEML_TELEMETRY_UNSAFE_CRYPTO`` says; see :mod:`.sealed`)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_queued_batches = max_queued_batches
         self.retention_days = retention_days
-        self._db = connect(path, memory_limit, encryption_key(path))
+        self._db = connect(path, memory_limit, encryption_key(path), unsafe_crypto)
         self._cursor_lock = threading.Lock()
         self._threads_con = self._cursor()  # sets DuckDB's threads (under _threads_lock)
         self._threads_lock = threading.Lock()

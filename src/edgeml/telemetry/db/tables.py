@@ -180,7 +180,9 @@ def create(con: duckdb.DuckDBPyConnection) -> None:
     payload_compression(con)
 
 
-def connect(path: Path, memory_limit: str, encryption_key: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: Path, memory_limit: str, encryption_key: str | None = None, unsafe_crypto: bool | None = None
+) -> duckdb.DuckDBPyConnection:
     """The database (attached as ``CATALOG``, the default), once no other process holds it.
 
     With ``encryption_key`` (a sealed file, :mod:`.sealed`) DuckDB encrypts the file, its log
@@ -201,7 +203,7 @@ def connect(path: Path, memory_limit: str, encryption_key: str | None = None) ->
     quoted = str(path).replace("'", "''")
     options = f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}"
     if encryption_key is not None:
-        load_crypto(con)
+        load_crypto(con, unsafe_crypto)
         options += f", ENCRYPTION_KEY '{encryption_key}'"  # hex: nothing to quote
     while True:
         try:
