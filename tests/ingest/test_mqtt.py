@@ -179,7 +179,7 @@ def test_stream_command(
     mosquitto, clean_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "spec.yaml"
-    path.write_text(SPEC.format(url=mosquitto.url, client_id="cli", max_rows=100))
+    path.write_text(SPEC.format(url=mosquitto.url, client_id="cli", max_rows=100, max_seconds=0.5))
     # Messages published before the lander's first start are not for it (no session yet),
     # so create the session first with a short run, then publish, then land.
     assert main(["stream", str(path), "--duration", "0.5"]) == 0
