@@ -198,6 +198,23 @@ def two_node_cluster(tmp_path: Path) -> Iterator[object]:
         yield cluster
 
 
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    """One local Ray for a module's pipeline runs: `edgeml pipeline run` uses a running Ray, so the
+    module pays Ray's start (seconds) once instead of once per run. Starting a local Ray itself is
+    tested in tests/ingest/test_runtime.py and by the demo."""
+    import ray
+
+    from raycluster import start_local_ray
+
+    started = not ray.is_initialized()
+    if started:
+        start_local_ray()  # on loopback, its state in a folder of its own
+    yield
+    if started:
+        ray.shutdown()
+
+
 @pytest.fixture
 def spans() -> Iterator[Any]:
     """edgeml's spans, kept by the OTel SDK's in-memory exporter while the test runs."""

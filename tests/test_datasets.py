@@ -71,6 +71,7 @@ def test_data_example_writes_the_csv_where_the_spec_reads_it(
 )
 def test_an_example_runs_to_a_signed_bundle_and_an_agent_answers_it(
     example: str,
+    ray_local: None,
     clean_env: Path,
     mosquitto: Any,
     tmp_path: Path,

@@ -11,10 +11,8 @@ by `edgeml spec check`. The page docs/support-matrix.md is these cells, rendered
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,18 +112,6 @@ def spec_for(cell: Cell, name: str) -> dict[str, Any]:
     if target:
         spec["target"] = target
     return spec
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 def _json(value: Any) -> Any:

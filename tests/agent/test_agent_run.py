@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,13 @@ from edgeml.agent.spool import Spool
 from .conftest import DeviceConfig, Publisher
 
 pytestmark = pytest.mark.slow
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 class AgentProcess:
@@ -98,7 +105,9 @@ def test_the_agent_pulls_serves_swaps_under_load_and_spools_telemetry(
     assert answer.json()["version"] == 1
     assert device.client.post("/predict", json={"a": 99.0, "b": 2.0}).status_code == 422  # a's max is 10
 
-    # 200 requests/s from one client while v2 arrives: no failure, and never back to v1 once on v2
+    # One client's steady requests while v2 arrives: no failure, and never back to v1 once on v2.
+    # The swap happens only once many requests have been answered by v1, and the load goes on until
+    # many more have been answered by v2 (events, not durations: a slow CPU only makes it last longer).
     versions: list[int] = []
     failures: list[str] = []
     stop = threading.Event()
@@ -116,10 +125,10 @@ def test_the_agent_pulls_serves_swaps_under_load_and_spools_telemetry(
 
     client_thread = threading.Thread(target=load)
     client_thread.start()
-    time.sleep(0.5)
+    wait_for(lambda: versions.count(1) >= 100 or bool(failures))
     publisher.release(2)
     device.wait_for_version(2)
-    time.sleep(0.5)
+    wait_for(lambda: versions.count(2) >= 100 or bool(failures))
     stop.set()
     client_thread.join()
     assert failures == []
@@ -127,8 +136,8 @@ def test_the_agent_pulls_serves_swaps_under_load_and_spools_telemetry(
     assert versions[-1] == 2
     first_v2 = versions.index(2)
     assert set(versions[first_v2:]) == {2}
-    rate = len(versions) / (len(versions) * 0.005 + 1.5)
-    assert len(versions) > 200, f"the load generator managed only {len(versions)} requests ({rate:.0f}/s)"
+    assert versions.count(1) >= 100
+    assert versions.count(2) >= 100
 
     metrics = device.client.get("/metrics").text
     assert (

@@ -31,7 +31,7 @@ sources:
     topics: ["plant/+/telemetry"]
     qos: 1
     client_id: {client_id}
-    batch: {{max_rows: {max_rows}, max_seconds: 0.5}}
+    batch: {{max_rows: {max_rows}, max_seconds: {max_seconds}}}
 schema:
   timestamp: ts
   entity: machine_id
@@ -49,8 +49,8 @@ features: {{exclude: [msg_id]}}
 """
 
 
-def make_spec(url: str, client_id: str = "lander-1", max_rows: int = 500) -> Spec:
-    return parse_spec(SPEC.format(url=url, client_id=client_id, max_rows=max_rows))
+def make_spec(url: str, client_id: str = "lander-1", max_rows: int = 500, max_seconds: float = 0.5) -> Spec:
+    return parse_spec(SPEC.format(url=url, client_id=client_id, max_rows=max_rows, max_seconds=max_seconds))
 
 
 def readings(n_per_machine: int, prefix: str = "pump", machines: int = 3) -> list[dict[str, object]]:
@@ -128,14 +128,17 @@ def test_broker_restart_and_lander_downtime_lose_nothing(mosquitto, settings: Se
 
 
 def test_a_crash_before_landing_loses_nothing(mosquitto, settings: Settings) -> None:
-    spec = make_spec(mosquitto.url, max_rows=1_000_000)  # nothing flushes by size
+    # Nothing flushes by size or by time, however slowly the CPU receives the readings.
+    spec = make_spec(mosquitto.url, max_rows=1_000_000, max_seconds=3600)
     records = readings(100)
     crashed = MqttLander(spec, spec.sources[0], settings)  # type: ignore[arg-type]
     crashed.start()
     publish_records(records, mosquitto.url)
     wait_until(lambda: crashed.stats.received == len(records))
-    # Crash: the process stops without flushing (the time trigger has not fired yet either).
+    # Crash: the process stops without flushing; its threads die with it.
     crashed._stop.set()
+    assert crashed._flusher is not None
+    crashed._flusher.join(timeout=30)
     crashed._client.disconnect()
     crashed._client.loop_stop()
     crashed._segment.close()  # the OS closes files of a dead process
@@ -176,7 +179,7 @@ def test_stream_command(
     mosquitto, clean_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "spec.yaml"
-    path.write_text(SPEC.format(url=mosquitto.url, client_id="cli", max_rows=100))
+    path.write_text(SPEC.format(url=mosquitto.url, client_id="cli", max_rows=100, max_seconds=0.5))
     # Messages published before the lander's first start are not for it (no session yet),
     # so create the session first with a short run, then publish, then land.
     assert main(["stream", str(path), "--duration", "0.5"]) == 0

@@ -155,7 +155,14 @@ def check_registered(home: TrainHome, spec: Spec, report: TrainReport) -> None:
     expected = {"family": report.family, **{k: str(v) for k, v in report.params.items()}}
     assert expected in [{k: v for k, v in p.items() if k != "seed"} for p in best]
 
-    model = mlflow.sklearn.load_model(f"models:/{spec.name}/{report.version}")
+    uri = f"models:/{spec.name}/{report.version}"
+    # declared by train(), pinned: what loads the model, and nothing the trainer merely had imported
+    declared = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text().split()
+    names = {line.split("==")[0] for line in declared}
+    assert {"mlflow", "edgeml", "scikit-learn", "skops", "pandas", "numpy"} <= names, declared
+    assert ("torch" in names) == (report.family == "mlp"), declared
+    assert "pytest" not in names
+    model = mlflow.sklearn.load_model(uri)
     data = load_training_data(spec, home.settings, report.snapshot)
     raw = data.X_hold  # raw sensor values (timestamps as epoch seconds); row features live in the model
     assert len(model.predict(raw)) == len(raw)

@@ -184,13 +184,15 @@ def train(
         from mlflow.models import infer_signature
 
         example = data.X_hold.head(5)
+        types = tr.trusted_types(model)
         info = mlflow.sklearn.log_model(
             model,
             name="model",
             registered_model_name=spec.name,
             signature=infer_signature(example, model.predict(example)),
             input_example=example.head(2),
-            skops_trusted_types=tr.trusted_types(model),
+            skops_trusted_types=types,
+            pip_requirements=tr.pip_requirements(types),
         )
     version = str(info.registered_model_version)
     tags = {

@@ -15,7 +15,15 @@ from typing import Any
 from edgeml.errors import UserError
 from edgeml.settings import Settings
 
-__all__ = ["TRUSTED_MODULES", "champion", "experiment_id", "git_commit", "tracking_uri", "trusted_types"]
+__all__ = [
+    "TRUSTED_MODULES",
+    "champion",
+    "experiment_id",
+    "git_commit",
+    "pip_requirements",
+    "tracking_uri",
+    "trusted_types",
+]
 
 #: modules whose types a saved model may contain (skops refuses anything else)
 TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.", "edgeml.train.", "builtins.", "collections.")
@@ -49,6 +57,26 @@ def trusted_types(model: Any) -> list[str]:
             f"the model holds types edgeml does not trust for serialisation: {', '.join(refused)}"
         )
     return list(found)
+
+
+def pip_requirements(types: list[str]) -> list[str]:
+    """What loading a saved model needs, pinned to what trained it: edgeml, scikit-learn, skops (the
+    format), pandas (the input), the libraries ``types`` (from :func:`trusted_types`) come from, torch
+    for an MLP.
+
+    Declared rather than left to MLflow, which infers them by loading the model in a subprocess:
+    10-40 s per training on a 2-core machine, and it listed whatever the trainer had imported (pytest, tqdm).
+    """
+    from importlib.metadata import packages_distributions, version
+
+    owners = packages_distributions()
+    names = {"edgeml", "scikit-learn", "skops", "pandas", "numpy"} | {
+        d for t in types for d in owners.get(t.split(".")[0], [])
+    }
+    if any(t.startswith("edgeml.train.mlp.") for t in types):
+        names.add("torch")
+    # a local version label (torch's +cpu) is not installable from an index
+    return sorted(f"{name}=={version(name).split('+')[0]}" for name in names)
 
 
 def git_commit(cwd: Path | None = None) -> str:
