@@ -163,7 +163,7 @@ def test_feedback_from_devices_and_admins(central: Central) -> None:
         ]
     }
     answer = central.client.post("/v1/feedback", json=labels, headers=bearer(token))
-    assert answer.json() == {"accepted": 1}
+    assert answer.json()["accepted"] == 1
     other = {"labels": [{"prediction_id": "r2", "label": "ok", "device_id": "dev-2"}]}
     assert central.client.post("/v1/feedback", json=other, headers=bearer(token)).status_code == 403
     assert central.client.post("/v1/feedback", json=other, headers=bearer(ADMIN)).status_code == 200
