@@ -83,7 +83,8 @@ class RetrainJob(BaseModel):
     pid: int | None = None  # local
     log: str | None = None  # local
     state: JobState = "pending"
-    labels: int = 0  # labelled rows landed just before: the job trains even on the same snapshot
+    labels_snapshot: str | None = None  # the field labels' newest snapshot when it was submitted
+    new_labels: bool = False  # labels newer than the last job's: it trains even on the same snapshot
 
 
 class RetrainSubmission(BaseModel):
@@ -145,10 +146,10 @@ def current_retraining(spec_name: str, settings: Settings) -> RetrainJob | None:
 
 
 def _pipeline(
-    edgeml: str, spec_path: Path, since_snapshot: str, groups: Sequence[str], labels: int = 0
+    edgeml: str, spec_path: Path, since_snapshot: str, groups: Sequence[str], new_labels: bool = False
 ) -> list[str]:
     command = [edgeml, "pipeline", "run", str(spec_path)]
-    if not labels:  # new labels are new data: no stop on an unchanged snapshot then
+    if not new_labels:  # new labels are new data: no stop on an unchanged snapshot then
         command += ["--since-snapshot", since_snapshot]
     command += ["--channel", "canary", "--percent", "100"]
     for group in groups:
@@ -165,13 +166,14 @@ def submit_retraining(
     groups: Sequence[str] = (),
     dashboard_address: str | None = None,
     entrypoint: list[str] | None = None,
-    labels: int = 0,
+    labels_snapshot: str | None = None,
+    new_labels: bool = False,
 ) -> RetrainSubmission:
     """Submit the pipeline on data newer than ``since_snapshot``, to the canary of ``groups``.
 
-    See the module docstring. ``labels``: labelled rows landed for this job (then it trains even
-    when the snapshot is still ``since_snapshot``). ``entrypoint`` replaces the command (tests);
-    it runs the same way.
+    See the module docstring. ``labels_snapshot``: the field labels' newest snapshot, recorded;
+    ``new_labels``: it is newer than the last job's (then the job trains even when the data is
+    still ``since_snapshot``). ``entrypoint`` replaces the command (tests); it runs the same way.
     """
     from edgeml.ingest.lake import load_snapshot
     from edgeml.spec import load_spec
@@ -193,7 +195,7 @@ def submit_retraining(
         backend: Literal["ray", "local"] = "ray"
         pid = log = None
         if address is not None:
-            command = entrypoint or _pipeline("edgeml", spec_path, since_snapshot, groups, labels)
+            command = entrypoint or _pipeline("edgeml", spec_path, since_snapshot, groups, new_labels)
             from ray.job_submission import JobSubmissionClient
 
             JobSubmissionClient(address).submit_job(
@@ -205,7 +207,7 @@ def submit_retraining(
         else:
             backend = "local"
             exe = Path(sys.executable).with_name("edgeml")
-            command = entrypoint or _pipeline(str(exe), spec_path, since_snapshot, groups, labels)
+            command = entrypoint or _pipeline(str(exe), spec_path, since_snapshot, groups, new_labels)
             log = settings.home / "retrain" / f"{job_id}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             # the child gets this process's home and store, which may have come from flags
@@ -232,7 +234,8 @@ def submit_retraining(
             address=address,
             pid=pid,
             log=None if log is None else str(log),
-            labels=labels,
+            labels_snapshot=labels_snapshot,
+            new_labels=new_labels,
         )
         track_retrain_job("submitted")
         path = _state_file(settings, spec.name)

@@ -46,17 +46,17 @@ def retrainer(
 
     failed_at: dict[tuple[str, str], float] = {}  # (model, snapshot) -> when its job last failed
 
-    def _land(model: str) -> int:
-        """Labelled rows of ``model`` landed now (0 without a store, or when landing fails)."""
+    def _land(model: str) -> str | None:
+        """Land ``model``'s new labels; the labels dataset's newest snapshot (None: none, or no store)."""
         if db is None or resolver.store is None:
-            return 0
+            return None
         from edgeml.central.services.labels import land_labels
 
         try:
-            return land_labels(resolver.store, db, model).rows
+            return land_labels(resolver.store, db, model).snapshot
         except EdgemlError as exc:
             log.error("landing the labels of %s failed: %s", model, exc)
-            return 0
+            return None
 
     def retrain(status: GroupStatus) -> None:
         try:
@@ -67,16 +67,18 @@ def retrainer(
             return
         labels = _land(status.model)
         last = current_retraining(status.model, settings)
+        new_labels = labels is not None and (last is None or labels != last.labels_snapshot)
         if last is not None and last.since_snapshot == status.snapshot:
             if last.state in ("pending", "running"):
                 return
-            if last.state != "failed" and not labels:
+            if last.state == "failed":
+                key = (status.model, status.snapshot)
+                failed_at.setdefault(key, time.monotonic())
+                if time.monotonic() - failed_at[key] < RETRAIN_COOLDOWN_S:
+                    return  # a failed job is not retried every round: its log says why
+                del failed_at[key]
+            elif not new_labels:
                 return  # this version's data (and labels) were retrained on already
-            key = (status.model, status.snapshot)
-            failed_at.setdefault(key, time.monotonic())
-            if time.monotonic() - failed_at[key] < RETRAIN_COOLDOWN_S:
-                return  # a failed job is not retried every round: its log says why
-            del failed_at[key]
         try:
             submission = submit_retraining(
                 spec,
@@ -84,7 +86,8 @@ def retrainer(
                 status.snapshot,
                 groups=[status.group] if status.group else [],
                 dashboard_address=config.retrain.dashboard,
-                labels=labels,
+                labels_snapshot=labels,
+                new_labels=new_labels,
             )
         except EdgemlError as exc:
             log.error("retraining %s after drift in %s failed to start: %s", status.model, status.group, exc)
