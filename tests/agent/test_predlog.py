@@ -123,3 +123,43 @@ def test_ids_are_unique_and_rows_are_numbered() -> None:
     assert len({new_prediction_id() for _ in range(10_000)}) == 10_000
     assert row_ids("abc", 1) == ["abc"]
     assert row_ids("abc", 3) == ["abc/0", "abc/1", "abc/2"]
+
+
+def test_a_central_node_that_is_down_keeps_the_log_and_is_not_hammered(classifier: LoadedModel) -> None:
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from edgeml.agent.predlog import PredictionShipper
+
+    posts: list[bytes] = []
+
+    class Central(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with socket.socket() as sock:  # a port nothing listens on yet
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = PredictionLog()
+    serving(classifier, log).predict(data=ROW)
+    shipper = PredictionShipper(log, "dev-1", f"http://127.0.0.1:{port}", "token")
+    assert shipper.ship() == 0  # refused
+    assert len(log) == 1  # kept for later
+    server = ThreadingHTTPServer(("127.0.0.1", port), Central)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert shipper.ship() == 0  # up again, but the shipper backs off a while
+        assert posts == []
+        assert len(log) == 1
+    finally:
+        shipper.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -21,6 +21,7 @@ import logging
 import math
 import secrets
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -45,6 +46,8 @@ _PREFIX = secrets.token_hex(8)
 _COUNTER = count(1)
 #: a logged text input is cut to this many characters
 TEXT_CHARS = 1000
+#: longest wait before a central node that failed is tried again (seconds)
+MAX_BACKOFF_S = 60.0
 
 
 def new_prediction_id() -> str:
@@ -183,10 +186,22 @@ class PredictionShipper:
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             follow_redirects=False,
         )
+        self._failures = 0
+        self._next_try = 0.0  # time.monotonic() before which a failed central is not tried again
+
+    def _failed(self) -> None:
+        self._failures += 1
+        self._next_try = time.monotonic() + min(MAX_BACKOFF_S, 2.0 ** min(self._failures, 10))
 
     def ship(self, max_batches: int = 10) -> int:
-        """Send up to ``max_batches`` batches; rows the central node took (stops at the first failure)."""
+        """Send up to ``max_batches`` batches; rows the central node took.
+
+        Stops at the first failure, and after one waits (doubling, up to :data:`MAX_BACKOFF_S`)
+        before trying again, so a central node that is down does not hold up the caller's loop.
+        """
         sent = 0
+        if time.monotonic() < self._next_try:
+            return 0
         for _ in range(max_batches):
             taken = self.predlog.take(self.device_id)
             if taken is None:
@@ -197,6 +212,7 @@ class PredictionShipper:
             except httpx.TransportError as exc:
                 log.info("prediction log: central unreachable (%s); kept for later", exc)
                 self.predlog.put_back(batch, entries)
+                self._failed()
                 break
             status = response.status_code
             if 400 <= status < 500 and status not in (401, 403, 429):
@@ -207,7 +223,9 @@ class PredictionShipper:
             if not 200 <= status < 300:
                 log.info("prediction log: central answered HTTP %d; kept for later", status)
                 self.predlog.put_back(batch, entries)
+                self._failed()
                 break
+            self._failures = 0
             sent += len(batch.predictions)
         return sent
 
