@@ -14,7 +14,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -498,6 +498,26 @@ def request_span(headers: Mapping[str, str], name: str, route: str) -> Iterator[
     tracer = get_tracer()
     attributes = {"http.route": route}
     with tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes):
+        yield
+
+
+@contextmanager
+def linked_span(
+    name: str, traceparents: Iterable[str], **attributes: str | int | float | bool
+) -> Iterator[None]:
+    """A span linked to the spans the W3C ``traceparents`` name (a no-op while tracing is off)."""
+    if TRACING.provider is None:
+        yield
+        return
+    from opentelemetry.trace import Link, get_current_span
+
+    links = []
+    for traceparent in traceparents:
+        context = get_current_span(_w3c().extract({"traceparent": traceparent})).get_span_context()
+        if context.is_valid:
+            links.append(Link(context))
+    named = {f"edgeml.{key}": value for key, value in attributes.items()}
+    with get_tracer().start_as_current_span(name, links=links, attributes=named):
         yield
 
 

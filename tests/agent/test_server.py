@@ -295,14 +295,21 @@ def test_a_regressor_answers_its_output_per_row(regressors: dict[int, LoadedMode
     assert v2["outputs"] == [{"name": "variable", "datatype": "FP64", "shape": [2, 1], "data": expected}]
 
 
+def _no_id(answer: Any) -> tuple[int, Any]:
+    """An answer's status and JSON without its id (each answer gets its own)."""
+    body = orjson.loads(answer.body)
+    assert isinstance(body.pop("id"), str)
+    return answer.status, body
+
+
 def test_a_caller_with_decoded_json_gets_the_same_answers(regressors: dict[int, LoadedModel]) -> None:
     holder, _ = serving(regressors[1])
     service = Serving(holder)
     record = {"a": 1.0, "b": 0.5}
-    assert service.predict(data=record) == service.predict(json.dumps(record).encode())
+    assert _no_id(service.predict(data=record)) == _no_id(service.predict(json.dumps(record).encode()))
     request = infer_body([(1.0, 0.5)])
-    assert service.infer("pump", None, data=request) == service.infer(
-        "pump", None, json.dumps(request).encode()
+    assert _no_id(service.infer("pump", None, data=request)) == _no_id(
+        service.infer("pump", None, json.dumps(request).encode())
     )
     assert service.predict(data={"a": 11.0}).status == 422
 
@@ -317,11 +324,12 @@ def test_one_row_answers_the_same_bytes_as_the_general_path(classifier: LoadedMo
     ]
     for row in rows:
         fast = service.predict(data=row)  # one record: the fast path end to end
-        assert fast == service.predict(data=[row])  # a bare list: the general parsing path
+        assert _no_id(fast) == _no_id(service.predict(data=[row]))  # a bare list: the general parsing path
         served = service._state(classifier)
         batch = served.schema.parse_records(row)
         outputs = classifier.runtime.run(batch.feeds)
-        assert fast.body == served._predict_answer(batch, outputs)  # the general answer writer
+        answer_id = orjson.loads(fast.body)["id"]
+        assert fast.body == served._predict_answer(batch, outputs, answer_id)  # the general answer writer
         # the general writer writes one row as it writes each of many
         twice = {name: np.concatenate([array, array]) for name, array in outputs.items()}
         one = orjson.dumps(served.predictions(batch, outputs), option=orjson.OPT_SERIALIZE_NUMPY)
@@ -336,7 +344,7 @@ def _general_answer(name: str, version: int, labels: list[str]) -> Any:
     served: Any = SimpleNamespace(model=SimpleNamespace(name=name, version=version), labels=labels)
     served._n_labels = len(labels)
     served.predictions = lambda batch, outputs: _Served.predictions(served, batch, outputs)
-    return lambda batch, outputs: _Served._predict_answer(served, batch, outputs)
+    return lambda batch, outputs, answer_id: _Served._predict_answer(served, batch, outputs, answer_id)
 
 
 FLOATS = st.floats(width=32) | st.sampled_from([0.0, -0.0, 1e-45, 1e-5, 0.1, 1 / 3, 1e30])
@@ -374,7 +382,7 @@ def test_the_one_row_answer_shortcut_writes_what_the_general_writer_does(
 
     def outcome(writer: Any) -> Any:
         try:
-            return writer(batch, outputs)
+            return writer(batch, outputs, "0a1b-2c")
         except Exception as exc:  # the general writer refuses some (e.g. rows and shapes at odds)
             return type(exc)
 
@@ -387,14 +395,14 @@ def test_threads_answering_one_rows_at_once_never_share_feed_buffers(
     holder, _ = serving(regressors[1])
     service = Serving(holder)
     rows = [{"a": i / 10, "b": -i / 7} for i in range(40)]
-    expected = [service.predict(data=row).body for row in rows]
+    expected = [_no_id(service.predict(data=row)) for row in rows]
     wrong: list[int] = []
 
     def client(seed: int) -> None:
         rng = random.Random(seed)
         for _ in range(300):
             i = rng.randrange(len(rows))
-            if service.predict(data=rows[i]).body != expected[i]:
+            if _no_id(service.predict(data=rows[i])) != expected[i]:
                 wrong.append(i)
 
     threads = [threading.Thread(target=client, args=(seed,)) for seed in range(6)]

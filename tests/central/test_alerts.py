@@ -402,3 +402,63 @@ def test_drift_of_a_version_already_superseded_does_not_retrain(
     assert (entry.actor, entry.action, entry.subject) == ("central:auto", "retrain.submit", "pump-faults")
     assert entry.after == {"job": job.job_id, "since_snapshot": snapshot, "groups": ["line-b"]}
     assert entry.reason == "v2 drifted in line-b: temperature"
+
+
+def test_new_labels_are_landed_and_retrain_a_version_whose_data_was_retrained_on(
+    appliance: tuple[Settings, Path, str], publisher: Publisher, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from central.conftest import make_config, running
+    from edgeml.central.retrain import stop_local_jobs
+    from edgeml.central.services.retraining import retrainer
+    from edgeml.central.services.targets import TargetResolver
+    from edgeml.ingest.lake import list_snapshots
+    from edgeml.telemetry.schema import FeedbackItem, LoggedPrediction, PredictionLogBatch
+
+    settings, spec_path, snapshot = appliance
+    publisher.model = "pump-faults"
+    publisher.release(1)
+    config = make_config(tmp_path / "central", retrain={"spec": str(spec_path)})
+    drifted = SimpleNamespace(
+        model="pump-faults", version=1, group="line-a", snapshot=snapshot, drifted=["temperature"]
+    )
+    with running(config) as central:
+        resolver = TargetResolver(publisher.store, publisher.ring, 0)
+        retrain = retrainer(config, settings, resolver, central.store)
+        assert retrain is not None
+        retrain(drifted)
+        first = current_retraining("pump-faults", settings)
+        assert first is not None
+        assert (first.labels_snapshot, first.new_labels) == (None, False)
+        assert "--since-snapshot" in first.entrypoint
+        stop_local_jobs(settings)
+        retrain(drifted)  # the same data again, no labels: nothing new to train on
+        assert current_retraining("pump-faults", settings).job_id == first.job_id  # type: ignore[union-attr]
+
+        central.register("dev-1", group="line-a", model="pump-faults")
+        row = LoggedPrediction(
+            prediction_id="p1",
+            model="pump-faults",
+            version=1,
+            at=datetime.now(UTC),
+            inputs={"temperature": 71.5},
+            prediction="ok",
+        )
+        central.store.add_predictions(
+            PredictionLogBatch(device_id="dev-1", batch_id="0" * 32, predictions=[row])
+        )
+        central.store.add_labels([FeedbackItem(prediction_id="p1", label="overheating")], source="admin")
+        retrain(drifted)  # new labels are new data: landed, and a job trains on them
+        second = current_retraining("pump-faults", settings)
+        assert second is not None
+        assert second.job_id != first.job_id
+        assert second.new_labels
+        assert "--since-snapshot" not in second.entrypoint
+        stop_local_jobs(settings)
+        retrain(drifted)  # those labels were trained on (the job's end aside): no third job
+        assert current_retraining("pump-faults", settings).job_id == second.job_id  # type: ignore[union-attr]
+    (landed,) = list_snapshots(publisher.store, "pump-faults.labels")
+    assert landed.rows == 1
+    assert second.labels_snapshot == landed.id

@@ -35,6 +35,8 @@ def test_init_writes_a_config_that_runs(tmp_path: Path, clean_env: Path) -> None
     assert config.store.url == (clean_env / "store").resolve().as_uri()
     assert len(config.admin_token()) >= 40
     assert config.admin_token() != config.bootstrap_token()
+    assert config.gate.keys_home == clean_env.resolve()
+    assert config.gate_on  # the quality gate is on by default once the node can sign
     with running(config) as central:  # the folder is all it takes
         assert central.client.get("/readyz").status_code == 200
     # a second init never overwrites tokens
@@ -68,3 +70,19 @@ def test_the_database_memory_is_set_from_the_config(tmp_path: Path) -> None:
     with running(config) as central:
         setting = central.store.fetch("SELECT current_setting('memory_limit')")
     assert setting == [("256.0 MiB",)]
+
+
+def test_status_shows_the_policy_and_says_when_there_is_nothing_to_compare(
+    tmp_path: Path, clean_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "central"
+    assert main(["central", "init", "--out", str(out)]) == 0  # no key yet: no gate
+    capsys.readouterr()
+    assert main(["central", "status", "--config", str(out / "central.yaml"), "--model", "pumps"]) == 0
+    shown = capsys.readouterr().out
+    assert "retraining: off (no retrain.spec in central.yaml)" in shown
+    assert "quality gate: off: it needs store, keyring and gate.keys_home" in shown
+    assert "each labelled row counts 3x in training" in shown
+    assert "no champion comparison yet" in shown
+    assert main(["central", "status", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err

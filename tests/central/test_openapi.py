@@ -15,7 +15,7 @@ from schemathesis.schemas import APIOperation
 from .conftest import ADMIN, Central, make_config, running
 
 # which token each operation is fuzzed with: the one that gets past auth, so the body is what is tested
-DEVICE_TOKEN_PATHS = {"/v1/telemetry", "/v1/targets/{device_id}", "/v1/feedback"}
+DEVICE_TOKEN_PATHS = {"/v1/telemetry", "/v1/targets/{device_id}", "/v1/feedback", "/v1/predictions"}
 
 
 def fuzz(operation: APIOperation, mode: GenerationMode, token: str) -> None:
@@ -35,7 +35,7 @@ def test_no_operation_answers_5xx(tmp_path: Path, mode: GenerationMode) -> None:
         device_token = central.register("dev-1", group="line-a")
         schema = schemathesis.openapi.from_url(str(central.client.base_url.join("/openapi.json")))
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 14  # every route, /v1/rollouts and PATCH /v1/devices/{id} included
+        assert len(operations) == 16  # every route, /v1/rollouts and PATCH /v1/devices/{id} included
         for operation in operations:
             inputs = len(operation.body) + len(operation.path_parameters) + len(operation.query)
             if mode == GenerationMode.NEGATIVE and not inputs:
@@ -59,6 +59,8 @@ def test_every_operation_documents_its_answers(central: Central) -> None:
         "/v1/targets/{device_id}",
         "/v1/telemetry",
         "/v1/feedback",
+        "/v1/feedback/land",
+        "/v1/predictions",
         "/v1/fleet",
         "/v1/drift",
         "/v1/rollouts",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -201,6 +202,12 @@ def test_demo_runs_the_whole_loop(capsys: pytest.CaptureFixture[str], clean_env:
     report = (clean_env / "report" / "index.html").read_text()
     assert report.count("data:image/png;base64,") == 5
     assert "Rollout timeline" in report
+    # v2 trained with the field's labels, joined by the agents' prediction ids, and beat v1 on them
+    assert re.search(r"v2 trained with [\d,]+ labelled rows from the field \(x\d\)", out), out
+    assert "field labels (" in out
+    assert "champion comparison: v2 passed" in out
+    assert "Champion comparison: v2 vs champion v1" in report
+    assert "labelled rows from the field (dataset pump-faults.labels" in report
     # what the central node's retraining runs: with no new data it stops before training, exit 1
     snapshot = (clean_env / "store" / "catalog" / "pump-faults" / "latest.json").read_text().split('"')[3]
     spec = str(ROOT / "examples" / "pump-faults.yaml")

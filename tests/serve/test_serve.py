@@ -53,6 +53,7 @@ def test_the_deployment_serves_the_channels_bundle(served: Served) -> None:
         assert client.get("/v2/health/ready").json() == {"ready": True}
         assert client.get("/v2/models/pump").json()["versions"] == ["1"]
         body = client.post("/predict", json=[{"a": 1.0, "b": 0.5}, {"a": -2.0, "b": 3.0}]).json()
+        assert isinstance(body.pop("id"), str)  # each answer its own prediction id
         assert body == {"model": "pump", "version": 1, "predictions": [{"variable": v} for v in expected]}
         v2 = client.post(V2, json=v2_body([(1.0, 0.5), (-2.0, 3.0)])).json()
         assert v2["outputs"] == [{"name": "variable", "datatype": "FP64", "shape": [2, 1], "data": expected}]
@@ -67,7 +68,9 @@ def test_the_deployment_serves_the_channels_bundle(served: Served) -> None:
     assert f'edgeml_model_info{{model="pump",profile="x86-64-generic",replica="{replica}"' in metrics
     # Ray's proxy reaches the same replicas, with the same answers.
     with httpx.Client(base_url=served.deployed.proxy_url) as client:
-        assert client.post("/predict", json=[{"a": 1.0, "b": 0.5}, {"a": -2.0, "b": 3.0}]).json() == body
+        again = client.post("/predict", json=[{"a": 1.0, "b": 0.5}, {"a": -2.0, "b": 3.0}]).json()
+        assert again.pop("id") != ""
+        assert again == body
 
 
 BAD = [

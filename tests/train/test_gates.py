@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgeml.spec.models import Gates, Threshold
-from edgeml.train.gates import judge
+from edgeml.train.gates import FIELD_MIN_ROWS, Evidence, judge
 
 
 def gates(margin: float = 0.0, **bounds: Threshold) -> Gates:
@@ -94,7 +94,9 @@ def test_champion_higher_is_better(mine: float, champion: float, margin: float, 
     (result,) = verdict.results
     assert result.name == "beats champion"
     assert result.passed is passed
-    assert result.detail.startswith(f"f1_macro {mine:.4f} vs champion v4 {champion:.4f} (margin {margin:g})")
+    assert result.detail.startswith(
+        f"f1_macro {mine:.4f} vs champion v4 {champion:.4f} (margin {margin:g}, tolerance 0)"
+    )
     if passed:
         assert "short by" not in result.detail
     else:
@@ -148,3 +150,39 @@ def test_beating_the_champion_by_exactly_the_margin_passes_despite_rounding() ->
         Gates(champion_margin=0.05), "f1_macro", "max", {"f1_macro": 0.85}, ("1", {"f1_macro": 0.8})
     )
     assert verdict.passed, verdict.results
+
+
+@pytest.mark.parametrize(
+    ("mine", "tolerance", "passed"),
+    [(0.80, 0.0, True), (0.79, 0.0, False), (0.79, 0.02, True), (0.77, 0.02, False)],
+)
+def test_champion_tolerance_accepts_a_small_shortfall_only(
+    mine: float, tolerance: float, passed: bool
+) -> None:
+    lenient = Gates(champion_tolerance=tolerance)
+    verdict = judge(
+        lenient, "f1_macro", "max", {"f1_macro": mine}, ("4", {"f1_macro": 0.80}), holdout_rows=120
+    )
+    (result,) = verdict.results
+    assert result.passed is passed
+    assert f"on 120 holdout rows (margin 0, tolerance {tolerance:g})" in result.detail
+    rmse = judge(lenient, "rmse", "min", {"rmse": 1.0 + (0.8 - mine)}, ("4", {"rmse": 1.0}))
+    assert rmse.passed is passed  # a min metric: the tolerance lets it be that much higher
+
+
+def test_the_field_labels_are_a_second_comparison_on_the_same_rows() -> None:
+    field = Evidence("field labels", 40, {"f1_macro": 0.50}, {"f1_macro": 0.70})
+    few = Evidence("field labels", FIELD_MIN_ROWS - 1, {"f1_macro": 0.0}, {"f1_macro": 1.0})
+    verdict = judge(Gates(), "f1_macro", "max", {"f1_macro": 0.9}, ("3", {"f1_macro": 0.8}), evidence=[field])
+    assert [(r.name, r.passed) for r in verdict.results] == [
+        ("beats champion", True),
+        ("beats champion on field labels", False),
+    ]
+    assert verdict.failures[0].detail == (
+        "f1_macro 0.5000 vs champion v3 0.7000 on 40 field labels rows (margin 0, tolerance 0): "
+        "short by 0.2000"
+    )
+    assert judge(
+        Gates(), "f1_macro", "max", {"f1_macro": 0.9}, ("3", {"f1_macro": 0.8}), evidence=[few]
+    ).passed
+    assert judge(Gates(), "f1_macro", "max", {"f1_macro": 0.9}, None, evidence=[field]).passed  # no champion

@@ -259,19 +259,22 @@ def test_an_impossible_threshold_fails_and_is_not_aliased(train_home: TrainHome)
     assert client(train_home).get_model_version(spec.name, report.version).tags["gates"] == "failed"
 
 
-def test_champion_margin_decides_the_challenger(
+def test_the_champion_moves_only_through_a_gate_on_the_same_evidence(
     train_home: TrainHome, train_env: TrainHome, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from edgeml.cli import main
+    from edgeml.store import store_from_settings
+    from edgeml.train.registry import last_comparison
 
+    store = store_from_settings(train_home.settings)
     spec = prepare(train_home, cheap_faults("faults-champion"), simulate_frame())
     first = run_train(spec, train_home)
     assert first.verdict.passed
-    assert first.aliases == ["challenger"]
-
-    assert main(["models", "promote", spec.name, first.version]) == 0
-    assert f"{spec.name}@champion → v{first.version}" in capsys.readouterr().out
+    assert first.aliases == ["challenger", "champion"]  # the first version to pass is the champion
     assert aliases(train_home, spec.name) == {"challenger": "1", "champion": "1"}
+    first_comparison = last_comparison(store, spec.name)
+    assert first_comparison is not None
+    assert (first_comparison.champion, first_comparison.passed) == (None, True)
 
     demanding = spec.model_copy(update={"gates": spec.gates.model_copy(update={"champion_margin": 0.5})})
     second = run_train(demanding, train_home)
@@ -282,10 +285,20 @@ def test_champion_margin_decides_the_challenger(
     assert not second.verdict.passed
     (failure,) = second.verdict.failures
     assert failure.name == "beats champion"
-    f1 = first.holdout["f1_macro"]
-    assert failure.detail == (f"f1_macro {f1:.4f} vs champion v1 {f1:.4f} (margin 0.5): short by {0.5:.4f}")
+    f1, rows = first.holdout["f1_macro"], second.sizes["holdout"]
+    assert failure.detail == (
+        f"f1_macro {f1:.4f} vs champion v1 {f1:.4f} on {rows:,} holdout rows (margin 0.5, tolerance 0): "
+        f"short by {0.5:.4f}"
+    )
     assert second.aliases == []
     assert aliases(train_home, spec.name) == {"challenger": "1", "champion": "1"}
+    kept = last_comparison(store, spec.name)
+    assert kept is not None
+    assert (kept.challenger, kept.champion, kept.passed) == ("2", "1", False)
+    assert "kept from the canary" in kept.outcome
+    assert kept.evidence == [
+        {"name": "holdout", "rows": rows, "challenger": second.holdout, "champion": second.champion_holdout}
+    ]
 
     level = spec.model_copy(update={"gates": spec.gates.model_copy(update={"champion_margin": 0.0})})
     third = run_train(level, train_home)
@@ -295,5 +308,55 @@ def test_champion_margin_decides_the_challenger(
         ("f1_macro threshold", True),
         ("beats champion", True),
     ]
-    assert third.aliases == ["challenger"]
+    assert third.aliases == ["challenger", "champion"]
+    assert aliases(train_home, spec.name) == {"challenger": "3", "champion": "3"}
+
+    # by hand, still possible (and audited)
+    assert main(["models", "promote", spec.name, first.version, "--reason", "rollback drill"]) == 0
+    assert f"{spec.name}@champion → v{first.version}" in capsys.readouterr().out
     assert aliases(train_home, spec.name) == {"challenger": "3", "champion": "1"}
+
+
+def test_field_labels_join_training_and_the_champion_comparison(train_home: TrainHome) -> None:
+    from datetime import UTC, datetime
+
+    from edgeml.ingest.labels import write_labels
+    from edgeml.store import store_from_settings
+    from edgeml.telemetry.schema import LabelledRow
+    from edgeml.train.feedback import LABELLED_WEIGHT
+    from edgeml.train.pipeline import input_layout
+
+    store = store_from_settings(train_home.settings)
+    data = cheap_faults("faults-field")
+    data["features"]["window"] = []  # the rows a device logs are its inputs: no windows here
+    spec = prepare(train_home, data, simulate_frame())
+    first = run_train(spec, train_home)
+    assert first.labelled == {}
+    # the field labels 120 rows it predicted: readings of another day, their true classes
+    field = simulate_frame(seed=21).head(120)
+    names = input_layout(spec).columns
+    now = datetime.now(UTC)
+    rows = [
+        LabelledRow(
+            prediction_id=f"p{i}",
+            model=spec.name,
+            version=1,
+            device_id="dev-1",
+            predicted_at=now,
+            inputs={n: (row[n].timestamp() if hasattr(row[n], "timestamp") else row[n]) for n in names},
+            prediction=None,
+            label=str(row[spec.target]),
+            labelled_at=now,
+        )
+        for i, (_, row) in enumerate(field.iterrows())
+    ]
+    write_labels(store, spec.name, rows)
+    second = run_train(spec, train_home)
+    used = second.labelled
+    assert 100 < used["rows"] <= 120  # a class training never saw is left out
+    assert used["trained"] + used["held_out"] == used["rows"]
+    assert used["weight"] == LABELLED_WEIGHT
+    assert second.sizes["train"] == first.sizes["train"] + used["trained"] * LABELLED_WEIGHT
+    (holdout, on_field) = second.evidence
+    assert (holdout.name, on_field.name, on_field.rows) == ("holdout", "field labels", used["held_out"])
+    assert "beats champion on field labels" in [r.name for r in second.verdict.results]

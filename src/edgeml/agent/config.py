@@ -93,6 +93,12 @@ class TelemetryConfig(_Strict):
     spool_max_bytes: ByteSize = Field(
         ByteSize(64 << 20), description="spool size; the oldest batch goes first"
     )
+    prediction_log: int = Field(
+        10_000,
+        ge=0,
+        description="answered requests kept until the central node has them, so labels sent to "
+        "/v1/feedback can be joined with their inputs (within the compliance mode); 0: off",
+    )
 
 
 class AgentConfig(_Strict):

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from edgeml.agent.config import AgentConfig
 from edgeml.agent.httpguard import BodyGuard
 from edgeml.agent.model import ModelHolder
+from edgeml.agent.predlog import PredictionLog, PredictionShipper
 from edgeml.agent.push import TelemetryPusher
 from edgeml.agent.server import create_app
 from edgeml.agent.spool import Spool
@@ -76,8 +77,18 @@ class Agent:
             else None
         )
         self.stream = StreamServing(config.mqtt, self.holder, config.device_id) if config.mqtt else None
+        capacity = config.telemetry.prediction_log
+        self.predlog = PredictionLog(capacity) if capacity and config.central else None
+        self.shipper = (
+            PredictionShipper(self.predlog, config.device_id, config.central.url, config.central.read_token())
+            if self.predlog is not None and config.central
+            else None
+        )
         self.app = create_app(
-            self.holder, max_body_bytes=int(config.http.max_body_bytes), max_rows=config.http.max_rows
+            self.holder,
+            max_body_bytes=int(config.http.max_body_bytes),
+            max_rows=config.http.max_rows,
+            prediction_log=self.predlog,
         )
         self.app.add_route("/agent/status", self._status, methods=["GET"])
         self.grpc: Any = None
@@ -150,6 +161,8 @@ class Agent:
     def _collect(self) -> float:
         """Move closed telemetry windows into the spool; again in a second."""
         self._spool(self.telemetry.collect())
+        if self.shipper is not None:
+            self.shipper.ship()
         return 1.0
 
     def _spool(self, batches: list[Any]) -> None:
@@ -170,6 +183,9 @@ class Agent:
         self._spool(self.telemetry.flush())
         if self.pusher is not None:
             self.pusher.stop()
+        if self.shipper is not None:
+            self.shipper.ship()
+            self.shipper.close()
         self.spool.close()
 
     def bind(self) -> socket.socket:

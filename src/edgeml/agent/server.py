@@ -8,7 +8,7 @@ Routes::
     GET  /v2/models/{name}[/versions/{v}]     model metadata (inputs, outputs)
     GET  /v2/models/{name}[/versions/{v}]/ready   200 when that model (and version) is served
     POST /v2/models/{name}[/versions/{v}]/infer   OIP v2 inference, JSON or binary tensor data
-    POST /predict                             JSON records -> {"model", "version", "predictions"}
+    POST /predict                             JSON records -> {"model", "version", "id", "predictions"}
     GET  /metrics                             Prometheus text
 
 Answers to bad requests are JSON ``{"error": message, "field": name}`` (for OIP v2 the message
@@ -52,6 +52,7 @@ from starlette.routing import Route
 from edgeml.agent import oip
 from edgeml.agent.inputs import Batch, InputError, Schema
 from edgeml.agent.model import LoadedModel, ModelHolder
+from edgeml.agent.predlog import PredictionLog, new_prediction_id
 from edgeml.errors import TooLarge
 from edgeml.observability import (
     TRACING,
@@ -158,8 +159,9 @@ def flush_metrics() -> None:
 class _Served:
     """What a request needs of one model, built on its first request and kept while it is served."""
 
-    def __init__(self, model: LoadedModel, max_rows: int) -> None:
+    def __init__(self, model: LoadedModel, max_rows: int, predlog: PredictionLog | None = None) -> None:
         self.model = model
+        self.record = None if predlog is None else predlog.record
         manifest = model.manifest
         self.schema = Schema(manifest.inputs, max_rows=max_rows)
         self.parse = self.schema.parse_records  # the hot path's steps, bound once
@@ -170,7 +172,10 @@ class _Served:
         self.labels = labels if labels else None
         self._n_labels = len(labels) if labels else -1
         #: the JSON of a ``/predict`` answer
-        self.predict_answer = _predict_writer(model.name, model.version, labels, self._predict_answer)
+        write = _predict_writer(model.name, model.version, labels, self._predict_answer)
+        self.predict_answer: Writer = lambda batch, outputs: write(
+            batch, outputs, self.identify(batch, outputs)
+        )
         self.tallies = _metrics_of(model.name, self.version).tallies
         self.predict_tally = self.tallies["predict"]
         self._metadata: bytes | None = None
@@ -203,9 +208,16 @@ class _Served:
             )
         return self._metadata
 
-    def _predict_answer(self, batch: Batch, outputs: Mapping[str, np.ndarray]) -> bytes:
+    def identify(self, batch: Batch, outputs: Mapping[str, np.ndarray]) -> str:
+        """The answer's id (the client's, else a new one), its rows logged for labels to join."""
+        answer_id = batch.request_id or new_prediction_id()
+        if self.record is not None:
+            self.record(answer_id, self.model, batch.columns, outputs, batch.rows)
+        return answer_id
+
+    def _predict_answer(self, batch: Batch, outputs: Mapping[str, np.ndarray], answer_id: str) -> bytes:
         """The JSON of a ``/predict`` answer, any rows and outputs."""
-        answer = {"model": self.model.name, "version": self.model.version}
+        answer: dict[str, Any] = {"model": self.model.name, "version": self.model.version, "id": answer_id}
         answer["predictions"] = self.predictions(batch, outputs)
         return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
 
@@ -235,8 +247,7 @@ class _Served:
     ) -> tuple[bytes, int | None]:
         """An OIP v2 REST inference answer: its body, and its JSON's length if binary data follows."""
         head: dict[str, Any] = {"model_name": self.model.name, "model_version": self.version}
-        if batch.request_id is not None:
-            head["id"] = batch.request_id
+        head["id"] = self.identify(batch, outputs)
         names = batch.outputs if batch.outputs is not None else outputs.keys()
         return oip.rest_answer(head, ((name, outputs[name]) for name in names), binary)
 
@@ -244,14 +255,19 @@ class _Served:
         """An OIP v2 gRPC inference answer: a serialized ``ModelInferResponse``."""
         names = batch.outputs if batch.outputs is not None else outputs.keys()
         return oip.grpc_answer(
-            self.model.name, self.version, batch.request_id, ((name, outputs[name]) for name in names)
+            self.model.name,
+            self.version,
+            self.identify(batch, outputs),
+            ((name, outputs[name]) for name in names),
         )
 
 
 Writer = Callable[[Batch, Mapping[str, np.ndarray]], bytes]
+#: a ``/predict`` writer: also given the answer's id
+IdWriter = Callable[[Batch, Mapping[str, np.ndarray], str], bytes]
 
 
-def _predict_writer(name: str, version: int, labels: Sequence[str] | None, general: Writer) -> Writer:
+def _predict_writer(name: str, version: int, labels: Sequence[str] | None, general: IdWriter) -> IdWriter:
     """``general``, with a shortcut for a classifier's one-row answers giving the same bytes.
 
     The shortcut fills a template made once with the label's JSON and the probabilities as
@@ -263,30 +279,30 @@ def _predict_writer(name: str, version: int, labels: Sequence[str] | None, gener
     if not labels or len(set(labels)) != len(labels):
         return general
     shape = (1, len(labels))
-    head = orjson.dumps({"model": name, "version": version})[:-1] + b',"predictions":[{"label":'
+    head = orjson.dumps({"model": name, "version": version})[:-1].replace(b"%", b"%%")
     keys = [orjson.dumps(label).replace(b"%", b"%%") + b":%b" for label in labels]
     # "%" in the model's name or a label is escaped: the only placeholders are the %b put here
-    template = head.replace(b"%", b"%%") + b'%b,"probabilities":{' + b",".join(keys) + b"}}]}"
+    template = head + b',"id":%b,"predictions":[{"label":%b,"probabilities":{' + b",".join(keys) + b"}}]}"
     label_json = {label: orjson.dumps(label) for label in labels}
     dumps, numpy = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
 
-    def write(batch: Batch, outputs: Mapping[str, np.ndarray]) -> bytes:
+    def write(batch: Batch, outputs: Mapping[str, np.ndarray], answer_id: str) -> bytes:
         try:
             proba = outputs["probabilities"]
             predicted = outputs["label"]
         except KeyError:
-            return general(batch, outputs)
+            return general(batch, outputs, answer_id)
         if batch.rows != 1 or proba.shape != shape or predicted.size != 1:
-            return general(batch, outputs)
+            return general(batch, outputs, answer_id)
         dtype = proba.dtype
         if dtype is not _F32 and dtype is not _F64:  # identity: builtin dtypes are singletons
-            return general(batch, outputs)
+            return general(batch, outputs, answer_id)
         label = str(predicted.item(0))
         try:
             values = dumps(proba, option=numpy)[2:-2].split(b",")  # [[p0,p1,...]]
         except orjson.JSONEncodeError:  # orjson takes C-contiguous arrays only
-            return general(batch, outputs)
-        return template % (label_json.get(label) or dumps(label), *values)
+            return general(batch, outputs, answer_id)
+        return template % (dumps(answer_id), label_json.get(label) or dumps(label), *values)
 
     return write
 
@@ -315,8 +331,11 @@ def _per_row(array: np.ndarray) -> list[Any]:
 class Serving:
     """The protocol logic over a :class:`ModelHolder`, framework-independent: bodies in, answers out."""
 
-    def __init__(self, holder: ModelHolder, *, max_rows: int = 1024) -> None:
+    def __init__(
+        self, holder: ModelHolder, *, max_rows: int = 1024, prediction_log: PredictionLog | None = None
+    ) -> None:
         self.holder = holder
+        self.prediction_log = prediction_log
         self.max_rows = max_rows
         self._served: _Served | None = None
 
@@ -328,7 +347,7 @@ class Serving:
         """
         served = self._served
         if served is None or served.model is not model:
-            served = _Served(model, self.max_rows)
+            served = _Served(model, self.max_rows, self.prediction_log)
             if model is self.holder.current:
                 self._served = served
         return served
@@ -662,13 +681,14 @@ def create_app(
     max_rows: int = 1024,
     batch: Callable[[Call], Awaitable[Answer]] | None = None,
     metrics_text: Callable[[], bytes] = render_metrics,
+    prediction_log: PredictionLog | None = None,
 ) -> Starlette:
     """The agent's Starlette app over ``holder`` (see the module docstring for the routes).
 
     ``batch``, when given, answers the inference requests instead of :class:`Serving` alone
     (Ray Serve passes its dynamic batcher); ``metrics_text`` renders ``/metrics``.
     """
-    serving = Serving(holder, max_rows=max_rows)
+    serving = Serving(holder, max_rows=max_rows, prediction_log=prediction_log)
 
     async def run(
         request: Request, protocol: str, name: str | None = None, version: str | None = None

@@ -142,7 +142,7 @@ def create_app(config: CentralConfig) -> FastAPI:
             interval_s=config.monitor.interval_s,
             min_rows=config.monitor.min_rows,
             alerter=alerter,
-            on_drift=retrainer(config, retrain_settings, resolver),
+            on_drift=retrainer(config, retrain_settings, resolver, store),
             drift=DriftConfig(min_js=config.monitor.min_js),
             gate=_gate(config, store, object_store, resolver, alerter),
             nannyml=config.monitor.nannyml,
@@ -200,7 +200,7 @@ def _gate(
     resolver: TargetResolver,
     alerter: Alerter | None,
 ) -> QualityGate | None:
-    if not config.gate.enabled:
+    if not config.gate_on:
         return None
     from edgeml.bundle.keys import KeyRing, load_signer
 

@@ -160,7 +160,12 @@ class GateConfig(_Strict):
     manifest (the spec's ``rollout.gate``); here is only whether to act, and with which key.
     """
 
-    enabled: bool = Field(False, description="judge canaries and act; needs a writable store and a key")
+    enabled: bool | None = Field(
+        None,
+        description="judge canaries and act; needs a writable store, keyring and gate.keys_home. "
+        "Default (unset): on whenever those are set and the monitor runs; false: off; true: "
+        "refuse to start without them",
+    )
     keys_home: Path | None = Field(
         None,
         description="folder whose keys/ holds the signing key (`edgeml keys init`); the pointers "
@@ -221,6 +226,14 @@ class CentralConfig(_Strict):
     _paths = field_validator("db_path", "admin_token_file", "bootstrap_token_file", "keyring")(
         _relative_to_config
     )
+
+    @property
+    def gate_on(self) -> bool:
+        """Whether the quality gate runs: asked for, or (by default) possible."""
+        if self.gate.enabled is not None:
+            return self.gate.enabled
+        needs = (self.store, self.keyring, self.gate.keys_home)
+        return all(v is not None for v in needs) and self.monitor.enabled
 
     @model_validator(mode="after")
     def _gate_needs(self) -> CentralConfig:

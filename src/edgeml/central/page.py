@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from edgeml.central.monitor import GroupStatus
     from edgeml.central.performance import NannyMLReport
     from edgeml.central.services.fleet import Fleet, WindowHealth
+    from edgeml.central.services.retraining import RetrainingStatus
     from edgeml.telemetry.schema import RowsPoint
 
 __all__ = ["render_fleet_page"]
@@ -233,6 +234,46 @@ def _rollouts(canaries: list[GateDecision] | None, actions: list[GateDecision]) 
     )
 
 
+def _retraining(status: RetrainingStatus | None) -> str:
+    """The retraining policy, and each model's last champion comparison with its evidence."""
+    if status is None:
+        return '<p class="muted">The retraining status could not be read.</p>'
+    holds = "".join(f"<li>{escape(h)}</li>" for h in status.holds)
+    parts = [
+        f'<p id="retraining">{escape(status.retraining)}</p><ul>{holds}</ul>'
+        f'<p class="muted">{escape(status.labelled_weight)}</p>'
+    ]
+    for c in status.comparisons:
+        champion = f"v{c.champion}" if c.champion else "none yet"
+        rows = "".join(
+            f"<tr><td>{escape(e['name'])}</td><td>{e['rows']:,}</td>"
+            f"<td>{_metric(e['challenger'].get(c.metric))}</td><td>{_metric(e['champion'].get(c.metric))}</td></tr>"
+            for e in c.evidence
+        )
+        gates = "".join(
+            f'<li class="{"calm" if g["passed"] else "breach"}">'
+            f"{escape(g['name'])}: {escape(g['detail'])}</li>"
+            for g in c.gates
+        )
+        parts.append(
+            f"<h3>{escape(c.model)}: challenger v{escape(c.challenger)} vs champion {escape(champion)}</h3>"
+            + (
+                f"<table><thead><tr><th>rows</th><th>count</th><th>challenger {escape(c.metric)}</th>"
+                f"<th>champion</th></tr></thead><tbody>{rows}</tbody></table>"
+                if rows
+                else ""
+            )
+            + f"<ul>{gates}</ul><p>{escape(c.outcome)}</p>"
+        )
+    if not status.comparisons:
+        parts.append('<p class="muted">No champion comparison yet.</p>')
+    return "".join(parts)
+
+
+def _metric(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
 def _decided_by(decision: GateDecision, side: Evidence) -> float | None:
     """The side's accuracy by the metric that decided (none: too little evidence yet)."""
     if decision.metric == "realized":
@@ -316,6 +357,7 @@ def render_fleet_page(
     gate_actions: list[GateDecision] | None = None,
     audit: list[AuditEntry] | None = None,
     nannyml: list[GroupStatus] | None = None,
+    retraining: RetrainingStatus | None = None,
 ) -> str:
     """The page: devices, rows per group, drift and accuracy, NannyML, canaries, the latest audit entries.
 
@@ -359,6 +401,8 @@ offline after {fleet.offline_after_s:.0f} s of silence</p>
 {_nannyml(nannyml)}
 <h2>Canaries and the quality gate</h2>
 {_rollouts(canaries, gate_actions or [])}
+<h2>Retraining and the champion</h2>
+{_retraining(retraining)}
 <h2>Latest changes (audit trail)</h2>
 {_audit(audit)}
 </body></html>

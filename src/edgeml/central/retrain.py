@@ -2,9 +2,11 @@
 
 :func:`submit_retraining` runs ``edgeml pipeline run SPEC --since-snapshot S --channel
 canary ...`` — the same ingestion, validation, search and gates as a manual run, so a
-retrained model reaches devices only if it passes them, and then only the canary of the
-groups named. The job ingests what has landed since; when the data is still snapshot ``S``
-(the one the serving model was trained on) it stops without training.
+retrained model reaches devices only if it passes them (the champion comparison included),
+and then only the canary of the groups named. The job ingests what has landed since; when
+the data is still snapshot ``S`` (the one the serving model was trained on) it stops without
+training — unless labelled rows from the field were landed for it, which are new data too
+(training adds them, :mod:`edgeml.train.feedback`).
 
 Where it runs: with a Ray dashboard address (given, or derived from ``settings.ray_address``
 as ``http://<host>:8265``) it is a Ray job (``JobSubmissionClient``); the cluster's nodes
@@ -81,6 +83,8 @@ class RetrainJob(BaseModel):
     pid: int | None = None  # local
     log: str | None = None  # local
     state: JobState = "pending"
+    labels_snapshot: str | None = None  # the field labels' newest snapshot when it was submitted
+    new_labels: bool = False  # labels newer than the last job's: it trains even on the same snapshot
 
 
 class RetrainSubmission(BaseModel):
@@ -141,8 +145,12 @@ def current_retraining(spec_name: str, settings: Settings) -> RetrainJob | None:
     return job
 
 
-def _pipeline(edgeml: str, spec_path: Path, since_snapshot: str, groups: Sequence[str]) -> list[str]:
-    command = [edgeml, "pipeline", "run", str(spec_path), "--since-snapshot", since_snapshot]
+def _pipeline(
+    edgeml: str, spec_path: Path, since_snapshot: str, groups: Sequence[str], new_labels: bool = False
+) -> list[str]:
+    command = [edgeml, "pipeline", "run", str(spec_path)]
+    if not new_labels:  # new labels are new data: no stop on an unchanged snapshot then
+        command += ["--since-snapshot", since_snapshot]
     command += ["--channel", "canary", "--percent", "100"]
     for group in groups:
         command += ["--group", group]
@@ -158,10 +166,14 @@ def submit_retraining(
     groups: Sequence[str] = (),
     dashboard_address: str | None = None,
     entrypoint: list[str] | None = None,
+    labels_snapshot: str | None = None,
+    new_labels: bool = False,
 ) -> RetrainSubmission:
     """Submit the pipeline on data newer than ``since_snapshot``, to the canary of ``groups``.
 
-    See the module docstring. ``entrypoint`` replaces the command (tests); it runs the same way.
+    See the module docstring. ``labels_snapshot``: the field labels' newest snapshot, recorded;
+    ``new_labels``: it is newer than the last job's (then the job trains even when the data is
+    still ``since_snapshot``). ``entrypoint`` replaces the command (tests); it runs the same way.
     """
     from edgeml.ingest.lake import load_snapshot
     from edgeml.spec import load_spec
@@ -183,7 +195,7 @@ def submit_retraining(
         backend: Literal["ray", "local"] = "ray"
         pid = log = None
         if address is not None:
-            command = entrypoint or _pipeline("edgeml", spec_path, since_snapshot, groups)
+            command = entrypoint or _pipeline("edgeml", spec_path, since_snapshot, groups, new_labels)
             from ray.job_submission import JobSubmissionClient
 
             JobSubmissionClient(address).submit_job(
@@ -195,7 +207,7 @@ def submit_retraining(
         else:
             backend = "local"
             exe = Path(sys.executable).with_name("edgeml")
-            command = entrypoint or _pipeline(str(exe), spec_path, since_snapshot, groups)
+            command = entrypoint or _pipeline(str(exe), spec_path, since_snapshot, groups, new_labels)
             log = settings.home / "retrain" / f"{job_id}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             # the child gets this process's home and store, which may have come from flags
@@ -222,6 +234,8 @@ def submit_retraining(
             address=address,
             pid=pid,
             log=None if log is None else str(log),
+            labels_snapshot=labels_snapshot,
+            new_labels=new_labels,
         )
         track_retrain_job("submitted")
         path = _state_file(settings, spec.name)

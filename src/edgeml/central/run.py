@@ -84,6 +84,9 @@ def init_central(
         config["store"] = {"url": store_url}
     if keyring is not None:
         config["keyring"] = "keyring" if keyring == out / "keyring" else str(keyring.resolve())
+    if keys_home is not None and list_keys(keys_home) and store_url is not None and keyring is not None:
+        # the quality gate is on by default: it signs the pointers it moves with the appliance's key
+        config["gate"] = {"keys_home": str(keys_home.resolve())}
     CentralConfig.model_validate(config)  # what we write must load
     _write_secret(files.admin_token, secrets.token_urlsafe(32))
     _write_secret(files.bootstrap_token, secrets.token_urlsafe(32))

@@ -10,7 +10,8 @@ import typer
 from edgeml.cli._context import CliState, console
 
 app = typer.Typer(
-    help="The central node: fleet, device auth, telemetry, the fleet page.", no_args_is_help=True
+    help="The central node: fleet, device auth, telemetry, the fleet page, retraining status.",
+    no_args_is_help=True,
 )
 
 
@@ -88,3 +89,62 @@ def seal(
     console.print(
         f"{db_path} is sealed from its creation on; its key is {key} (back it up: lost, the data is lost)"
     )
+
+
+@app.command("status")
+def status(
+    config: Annotated[
+        Path, typer.Option("--config", help="central.yaml (see `edgeml central init`).", dir_okay=False)
+    ],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Also show this model's last champion comparison (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """The retraining policy, the last retraining job, and each model's last champion comparison."""
+    from edgeml.central.config import load_central_config
+    from edgeml.central.services.retraining import retraining_status
+
+    found = retraining_status(load_central_config(config), list(model or []))
+    if as_json:
+        typer.echo(found.model_dump_json(indent=2))
+        return
+    console.print(f"[bold]retraining[/]: {found.retraining}")
+    for hold in found.holds:
+        console.print(f"  hold: {hold}")
+    if found.gates:
+        console.print(f"  gates: {found.gates}")
+    console.print(f"  labelled rows: {found.labelled_weight}")
+    console.print(f"[bold]quality gate[/]: {found.quality_gate}")
+    job = found.last_job
+    if job is not None:
+        console.print(
+            f"[bold]last job[/]: {job['job_id']} {job['state']} (submitted {job['submitted_at']}, "
+            f"since snapshot {job['since_snapshot'] or 'none'})"
+        )
+    if not found.comparisons:
+        console.print("no champion comparison yet")
+    for c in found.comparisons:
+        champion = f"champion v{c.champion}" if c.champion else "no champion yet"
+        verdict = "[green]passed[/]" if c.passed else "[red]failed[/]"
+        console.print(
+            f"[bold]{c.model}[/]: challenger v{c.challenger} vs {champion}: {verdict} "
+            f"({c.at:%Y-%m-%d %H:%M} UTC)"
+        )
+        for e in c.evidence:
+            mine, theirs = e["challenger"].get(c.metric), e["champion"].get(c.metric)
+            console.print(
+                f"  {e['name']} ({e['rows']:,} rows): {c.metric} {mine:.4f} vs champion {theirs:.4f}"
+                if mine is not None and theirs is not None
+                else f"  {e['name']} ({e['rows']:,} rows): {c.metric} not measured on both"
+            )
+        for g in c.gates:
+            console.print(f"  {'✓' if g['passed'] else '✗'} {g['name']}: {g['detail']}")
+        if c.labelled:
+            used = c.labelled
+            console.print(
+                f"  field labels: {used['rows']:,} rows (snapshot {used['snapshot']}), "
+                f"{used['trained']:,} trained on x{used['weight']}, {used['held_out']:,} held out"
+            )
+        console.print(f"  → {c.outcome}")

@@ -243,17 +243,19 @@ def _gateway(
         traffic = send(clients[device], records, list(columns["fault"]))
         result.traffic[f"{phase}/{group}"] = traffic
         result.failed_requests += len(traffic.failures)
+        # each label names the prediction it judges by the id the agent answered with, so the
+        # central node joins it with the row the agent logged: training gets labelled rows
         labels = [
             {
-                "prediction_id": str(mid),
+                "prediction_id": pid,
                 "label": truth,
                 "predicted": predicted,
                 "model": "pump-faults",
                 "version": version,
                 "device_id": device,
             }
-            for mid, (predicted, truth), version in zip(
-                columns["msg_id"], traffic.pairs, traffic.pair_versions, strict=False
+            for pid, (predicted, truth), version in zip(
+                traffic.prediction_ids, traffic.pairs, traffic.pair_versions, strict=True
             )
         ]
         for start in range(0, len(labels), 5000):

@@ -258,6 +258,47 @@ def _versions(settings_home: Path, model: str) -> dict[int, dict[str, float]]:
     return out
 
 
+def _champion(result: DemoResult, model: str) -> str:
+    """The last champion comparison: the labelled rows training used, both sides' metrics, the gates."""
+    if not result.store_url:
+        return ""
+    from edgeml.store import open_store
+    from edgeml.train.registry import last_comparison
+
+    found = last_comparison(open_store(result.store_url), model)
+    if found is None:
+        return ""
+    esc = html.escape
+    champion = f"champion v{found.champion}" if found.champion else "no champion yet"
+    rows = "".join(
+        f"<tr><td>{esc(e['name'])}</td><td>{e['rows']:,}</td>"
+        f"<td>{e['challenger'].get(found.metric, float('nan')):.4f}</td>"
+        f"<td>{e['champion'].get(found.metric, float('nan')):.4f}</td></tr>"
+        for e in found.evidence
+    )
+    table = (
+        f"<table><tr><th>rows</th><th>count</th><th>v{esc(found.challenger)} {esc(found.metric)}</th>"
+        f"<th>{esc(champion)}</th></tr>{rows}</table>"
+        if rows
+        else ""
+    )
+    used = found.labelled
+    labelled = (
+        f"<p>Training used {used['rows']:,} labelled rows from the field (dataset "
+        f"{esc(model)}.labels, snapshot {esc(str(used['snapshot']))}): {used['trained']:,} trained on, "
+        f"each counted {used['weight']}×, {used['held_out']:,} held out for the comparison.</p>"
+        if used
+        else "<p>No labelled rows from the field were landed before this training.</p>"
+    )
+    gates = "".join(
+        f"<li>{'✓' if g['passed'] else '✗'} {esc(g['name'])}: {esc(g['detail'])}</li>" for g in found.gates
+    )
+    return (
+        f"<h2>Champion comparison: v{esc(found.challenger)} vs {esc(champion)}</h2>{labelled}{table}"
+        f"<ul>{gates}</ul><p>{esc(found.outcome)}</p>"
+    )
+
+
 def write_report(result: DemoResult, home: Path) -> Path:
     """Write ``$EDGEML_HOME/report/index.html``; its path."""
     model = result.training.model if result.training else "pump-faults"
@@ -268,6 +309,7 @@ def write_report(result: DemoResult, home: Path) -> Path:
     sections = [
         _data_quality(result),
         _training(result, _versions(home, model)),
+        _champion(result, model),
         drift_section(history, drifted_group),
         _accuracy(history),
         _timeline(result),

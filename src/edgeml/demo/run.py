@@ -220,12 +220,14 @@ def _print_summary(console: Console, result: DemoResult) -> None:
         )
     if result.fleet is not None:
         _print_fleet(console, result.fleet)
+        _print_comparison(console, result)
     if result.report is not None:
         console.print(f"  • the report page with plots: [cyan]{result.report}[/]")
     console.print()
     console.print("[bold]Where to look[/]")
     console.print("  • edgeml store ls lake/                              the lake, partitioned by date")
     console.print("  • edgeml data snapshots pump-faults                  dataset versions")
+    console.print("  • edgeml data snapshots pump-faults.labels           labelled rows from the field")
     console.print("  • edgeml validate examples/pump-faults.yaml          the validation report")
     console.print("  • edgeml models list pump-faults                     registered versions and aliases")
     console.print("  • edgeml rollout status pump-faults                  where each channel points")
@@ -236,6 +238,31 @@ def _print_summary(console: Console, result: DemoResult) -> None:
     )
     console.print("  • edgeml spec check examples/*.yaml                  what each example pipeline does")
     console.print("  • docs/spec.md                                       every spec field explained")
+
+
+def _print_comparison(console: Console, result: DemoResult) -> None:
+    """The last champion comparison: the field's labelled rows it trained on, and its outcome."""
+    from edgeml.store import open_store
+    from edgeml.train.registry import last_comparison
+
+    model = result.training.model if result.training else "pump-faults"
+    found = last_comparison(open_store(result.store_url), model) if result.store_url else None
+    if found is None:
+        return
+    used = found.labelled
+    if used:
+        console.print(
+            f"  • v{found.challenger} trained with {used['trained']:,} labelled rows from the field "
+            f"(x{used['weight']}), {used['held_out']:,} more held out to compare it with the champion"
+        )
+    for e in found.evidence:
+        mine, theirs = e["challenger"].get(found.metric), e["champion"].get(found.metric)
+        if mine is not None and theirs is not None:
+            console.print(
+                f"    {e['name']} ({e['rows']:,} rows): {found.metric} v{found.challenger} {mine:.4f}"
+                f" vs champion v{found.champion} {theirs:.4f}"
+            )
+    console.print(f"  • champion comparison: {found.outcome}")
 
 
 def _print_fleet(console: Console, fleet: FleetResult) -> None:

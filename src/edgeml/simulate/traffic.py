@@ -3,7 +3,8 @@
 Readings become model inputs the way the device's MQTT mode makes them: window features
 per entity from the data layer's :class:`~edgeml.features.window.OnlineWindows`, timestamps
 as epoch seconds. :func:`send` posts them to an agent's ``/predict`` in small batches and
-keeps every answer's version and the (prediction, truth) pairs for realized accuracy.
+keeps every answer's version, the (prediction, truth) pairs for realized accuracy and the
+prediction id of each, which labels refer to.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeml.agent.predlog import row_ids
 from edgeml.bundle.manifest import Manifest
 from edgeml.features.window import OnlineWindows
 from edgeml.simulate.sensors import Columns
@@ -63,6 +65,7 @@ class TrafficResult:
     versions: Counter[int] = field(default_factory=Counter)
     pairs: list[tuple[str, str]] = field(default_factory=list)  # (predicted label, true label)
     pair_versions: list[int] = field(default_factory=list)  # the model version behind each pair
+    prediction_ids: list[str] = field(default_factory=list)  # the id each pair's label refers to
 
 
 def send(
@@ -81,6 +84,7 @@ def send(
         result.rows += len(chunk)
         result.versions[int(answer["version"])] += len(chunk)
         if truth is not None:
+            result.prediction_ids += row_ids(str(answer["id"]), len(chunk))
             for prediction, label in zip(answer["predictions"], truth[start : start + batch], strict=True):
                 predicted = prediction.get("label", next(iter(prediction.values())))
                 result.pairs.append((str(predicted), str(label)))

@@ -568,11 +568,17 @@ class Threshold(_Model):
 
 
 class Gates(_Model):
-    """What a trained model must pass to become the `challenger`."""
+    """What a trained model must pass to become the `challenger` (and the `champion`)."""
 
     thresholds: dict[str, Threshold] = Field(default_factory=dict, description="metric -> bounds")
     champion_margin: float = Field(
         0.0, ge=0, description="beat the current champion on the same holdout by at least this"
+    )
+    champion_tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="largest shortfall of the metric against the champion still accepted, on the same "
+        "holdout and on the field's labelled holdout (0: never worse than the champion)",
     )
     quantization_tolerance: float = Field(
         0.01, ge=0, le=1, description="largest holdout-metric drop accepted for int8/fp16 exports"

@@ -27,8 +27,12 @@ __all__ = [
     "FeedbackItem",
     "FeedbackRecord",
     "Ingested",
+    "LabelledRow",
+    "LabelsStored",
+    "LoggedPrediction",
     "Outcomes",
     "PooledWindow",
+    "PredictionLogBatch",
     "RowsPoint",
     "SampleRow",
     "Stored",
@@ -218,3 +222,58 @@ class Stored(NamedTuple):
 
 #: each batch of a group: stored, or refused (its id was used with a different body)
 Outcomes = list[Stored | BatchConflict]
+
+
+# --- the prediction log: what a label needs to be joined (agent -> central) ------------------
+
+
+class LoggedPrediction(_Wire):
+    """One answered row, kept by the device so that a later label can be joined to its inputs."""
+
+    prediction_id: str = Field(min_length=1, max_length=300)
+    model: str
+    version: int = Field(ge=1, le=2**31 - 1)
+    at: AwareDatetime = Field(description="when the device answered")
+    inputs: dict[str, Any] = Field(description="the inputs the compliance mode lets leave the device")
+    prediction: str | float | None = Field(description="the label (classifiers) or the first output's value")
+    traceparent: str | None = Field(
+        None, max_length=64, description="W3C traceparent of the request's span, when it was traced"
+    )
+
+
+class PredictionLogBatch(_Wire):
+    """Logged predictions of one device; ``batch_id`` makes a resend harmless."""
+
+    format: Literal[1] = 1
+    device_id: str
+    batch_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="uuid4 hex: the idempotency key")
+    predictions: list[LoggedPrediction] = Field(max_length=10_000)
+    dropped_before: Count = Field(
+        0, description="predictions the device's full log let go since the last batch"
+    )
+
+
+class LabelsStored(_Wire):
+    """What became of a batch of labels."""
+
+    accepted: int = Field(description="labels stored (a repeat of a stored (prediction id, label) is not)")
+    duplicates: int = Field(description="labels already stored with the same prediction id and label")
+    joined: int = Field(description="accepted labels whose prediction the central node has (inputs known)")
+    unknown: int = Field(
+        description="accepted labels for prediction ids no device has reported (yet): they join when it does"
+    )
+    unknown_ids: list[str] = Field(default_factory=list, description="up to 20 of those ids")
+
+
+class LabelledRow(_Wire):
+    """A label joined with the logged prediction it judges."""
+
+    prediction_id: str
+    model: str
+    version: int
+    device_id: str
+    predicted_at: AwareDatetime
+    inputs: dict[str, Any]
+    prediction: str | float | None
+    label: str | float
+    labelled_at: AwareDatetime = Field(description="when the (latest) label arrived")

@@ -20,7 +20,10 @@ from edgeml.telemetry.schema import (
     FeedbackItem,
     FeedbackRecord,
     Ingested,
+    LabelledRow,
+    LabelsStored,
     PooledWindow,
+    PredictionLogBatch,
     RowsPoint,
     TelemetryBatch,
 )
@@ -100,6 +103,22 @@ class TelemetryStore(Protocol):
 
     def add_feedback(self, items: list[FeedbackItem], source: str) -> int:
         """Store labels; ``source`` is 'admin' or the device that sent them."""
+        ...
+
+    def add_labels(self, items: list[FeedbackItem], source: str) -> LabelsStored:
+        """Store labels, skipping a repeat of a stored (prediction id, label); say which join a prediction."""
+        ...
+
+    def add_predictions(self, batch: PredictionLogBatch) -> int:
+        """Store a device's logged predictions (an id stored before keeps its first row); rows new."""
+        ...
+
+    def prediction_traces(self, prediction_ids: list[str]) -> dict[str, str]:
+        """The W3C traceparent of each prediction (of those stored and traced)."""
+        ...
+
+    def labelled_rows(self, model: str, since: datetime | None = None) -> list[LabelledRow]:
+        """Each prediction of ``model`` with a label (the latest), whose label arrived after ``since``."""
         ...
 
     def compact(self, now: datetime | None = None, models: Mapping[str, int] | None = None) -> CompactResult:

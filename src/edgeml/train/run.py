@@ -20,10 +20,11 @@ from edgeml.spec.models import Spec
 from edgeml.store import store_from_settings
 from edgeml.train.data import TrainingData, load_training_data
 from edgeml.train.families import FAMILIES
-from edgeml.train.gates import Verdict, judge
+from edgeml.train.feedback import FieldLabels, with_field_labels
+from edgeml.train.gates import Evidence, Verdict, judge
 from edgeml.train.metrics import evaluate
 from edgeml.train.pipeline import build_pipeline
-from edgeml.train.registry import move_alias
+from edgeml.train.registry import ChampionComparison, crown, move_alias, record_comparison
 from edgeml.train.search import SearchResult, family_params, fit_trial, run_search, trial_seed
 
 __all__ = ["HOLDOUT_SAMPLE", "TARGET_COLUMN", "TrainReport", "train"]
@@ -52,9 +53,59 @@ class TrainReport:
     champion_version: str | None = None
     champion_holdout: dict[str, float] = field(default_factory=dict)
     aliases: list[str] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)  # challenger and champion, same rows
+    labelled: dict[str, Any] = field(default_factory=dict)  # the field's labelled rows it used
     artifacts: list[str] = field(default_factory=list)
     nodes: int = 1  # Ray nodes the trials ran on
     seconds: float = 0.0
+
+
+def _labelled(field: FieldLabels) -> dict[str, Any]:
+    if not field.rows:
+        return {}
+    return {
+        "snapshot": field.snapshot,
+        "rows": field.rows,
+        "trained": field.trained,
+        "weight": field.weight,
+        "held_out": field.held,
+    }
+
+
+def _comparison(
+    spec: Spec,
+    version: str,
+    champion: str | None,
+    evidence: list[Evidence],
+    verdict: Verdict,
+    labelled: dict[str, Any],
+) -> ChampionComparison:
+    from datetime import UTC, datetime
+
+    if verdict.passed:
+        outcome = f"v{version} passed: it is the champion, and goes on to export and publication"
+    else:
+        failed = "; ".join(f"{r.name}: {r.detail}" for r in verdict.failures)
+        kept = f"champion v{champion} stays" if champion else "there is no champion yet"
+        outcome = f"v{version} failed its gates and was kept from the canary ({failed}); {kept}"
+    return ChampionComparison(
+        model=spec.name,
+        challenger=version,
+        champion=champion,
+        metric=spec.metric,
+        mode=spec.metric_mode,
+        margin=spec.gates.champion_margin,
+        tolerance=spec.gates.champion_tolerance,
+        evidence=[
+            {"name": e.name, "rows": e.rows, "challenger": e.challenger, "champion": e.champion}
+            for e in evidence
+        ],
+        gates=[{"name": r.name, "passed": r.passed, "detail": r.detail} for r in verdict.results],
+        passed=verdict.passed,
+        outcome=outcome,
+        labelled=labelled,
+        at=datetime.now(UTC),
+    )
 
 
 def _fit_final(spec: Spec, data: TrainingData, config: dict[str, Any]) -> Any:
@@ -125,6 +176,13 @@ def train(
     started = time.perf_counter()
     say("loading and checking the training data")
     data = load_training_data(spec, settings, snapshot_id)
+    store = store_from_settings(settings)
+    data, field_labels = with_field_labels(spec, store, data)
+    if field_labels.rows:
+        say(
+            f"with {field_labels.trained:,} labelled rows from the field (x{field_labels.weight}), "
+            f"{field_labels.held:,} held out"
+        )
     with ray_session(settings.ray_address, progress_bars=False):
         s = spec.search
         concurrency = s.max_concurrent if isinstance(s.max_concurrent, int) else cluster_cpus()
@@ -143,8 +201,25 @@ def train(
     say("comparing with the champion")
     champ = tr.champion(spec.name)
     champ_holdout = evaluate(spec.task, champ[1], data.X_hold, data.y_hold) if champ else {}
+    evidence = [Evidence("holdout", len(data.X_hold), holdout, champ_holdout)] if champ else []
+    if champ and field_labels.X_hold is not None:
+        X_field, y_field = field_labels.X_hold, field_labels.y_hold
+        evidence.append(
+            Evidence(
+                "field labels",
+                len(X_field),
+                evaluate(spec.task, model, X_field, y_field),
+                evaluate(spec.task, champ[1], X_field, y_field),
+            )
+        )
     verdict = judge(
-        spec.gates, spec.metric, spec.metric_mode, holdout, (champ[0], champ_holdout) if champ else None
+        spec.gates,
+        spec.metric,
+        spec.metric_mode,
+        holdout,
+        (champ[0], champ_holdout) if champ else None,
+        holdout_rows=len(data.X_hold),
+        evidence=evidence[1:],
     )
     say("logging to MLflow")
     with mlflow.start_run(experiment_id=experiment, run_name=f"search-{data.snapshot}") as run:
@@ -208,11 +283,15 @@ def train(
     aliases = []
     if verdict.passed:
         gates = ", ".join(r.name for r in verdict.results) or "none set"
-        store = store_from_settings(settings)
         move_alias(
             client, store, spec.name, "challenger", version, actor=cli_actor(), reason=f"passed {gates}"
         )
-        aliases.append("challenger")
+        crown(client, store, spec.name, version, champ[0] if champ else None, actor=cli_actor(), gates=gates)
+        aliases += ["challenger", "champion"]
+    labelled = _labelled(field_labels)
+    record_comparison(
+        store, _comparison(spec, version, champ[0] if champ else None, evidence, verdict, labelled)
+    )
     return TrainReport(
         model=spec.name,
         version=version,
@@ -229,6 +308,8 @@ def train(
         champion_version=champ[0] if champ else None,
         champion_holdout=champ_holdout,
         aliases=aliases,
+        evidence=evidence,
+        labelled=labelled,
         artifacts=[f.name for f in files],
         seconds=time.perf_counter() - started,
         nodes=int(result.trials["node_id"].nunique()) if "node_id" in result.trials else 1,

@@ -33,6 +33,7 @@ class ErrorBody(BaseModel):
 
 
 _DESCRIPTIONS = {
+    400: "This node is not configured for the request (the message says what is missing)",
     401: "No token, or a token that is not (or no longer) valid",
     403: "The token is valid but may not do this",
     404: "No such device",

@@ -13,8 +13,9 @@ from edgeml.central.monitor import GroupStatus
 from edgeml.central.page import render_fleet_page
 from edgeml.central.routes.deps import FleetReaderDep, StateDep, errors
 from edgeml.central.services.fleet import Fleet, fleet_view, model_health
+from edgeml.central.services.retraining import RetrainingStatus
 from edgeml.central.services.state import CentralState
-from edgeml.errors import StoreError
+from edgeml.errors import EdgemlError, StoreError
 
 __all__ = ["router"]
 
@@ -54,8 +55,19 @@ def page(
             gate_actions=gate.actions if gate is not None else None,
             audit=_latest_changes(state),
             nannyml=_latest_round(state),
+            retraining=_retraining(state, sorted({d.model for d in view.devices})),
         )
     )
+
+
+def _retraining(state: CentralState, models: list[str]) -> RetrainingStatus | None:
+    from edgeml.central.services.retraining import retraining_status
+
+    try:
+        return retraining_status(state.config, models)
+    except (EdgemlError, OSError) as exc:  # the page still shows the fleet
+        log.warning("retraining status not readable for the fleet page: %s", exc)
+        return None
 
 
 def _latest_round(state: CentralState) -> list[GroupStatus] | None:

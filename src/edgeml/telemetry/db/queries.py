@@ -26,12 +26,13 @@ from edgeml.telemetry.schema import (
     CalibratedSums,
     FeatureTelemetry,
     FeedbackRecord,
+    LabelledRow,
     PooledWindow,
     RowsPoint,
     TelemetryBatch,
 )
 
-__all__ = ["Reader", "batches", "feedback", "pooled_windows", "profiles", "rows_over_time"]
+__all__ = ["Reader", "batches", "feedback", "labelled_rows", "pooled_windows", "profiles", "rows_over_time"]
 
 #: a read-only cursor on the store, for the duration of a ``with``
 Reader = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -200,8 +201,17 @@ def feedback(
         model=model, version=version, group=group, since=since, until=until, time="received_at"
     )
     # the filters apply to the latest label per id, so an older label cannot resurface
+    # what the caller left out is taken from the device's logged prediction, once it arrived
     latest = """
-        SELECT f.*, d.device_group FROM feedback f LEFT JOIN devices d USING (device_id)
+        SELECT f.prediction_id, f.label, f.received_at, f.source,
+               coalesce(f.predicted, p.prediction) AS predicted, coalesce(f.model, p.model) AS model,
+               coalesce(f.version, p.version) AS version, coalesce(f.device_id, p.device_id) AS device_id,
+               d.device_group
+        FROM feedback f
+        LEFT JOIN (SELECT * FROM predictions
+                   QUALIFY row_number() OVER (PARTITION BY prediction_id ORDER BY received_at) = 1) p
+          USING (prediction_id)
+        LEFT JOIN devices d ON d.device_id = coalesce(f.device_id, p.device_id)
         QUALIFY row_number() OVER (PARTITION BY f.prediction_id ORDER BY f.received_at DESC) = 1
     """
     columns = "prediction_id, label, predicted, model, version, device_id, device_group, source"
@@ -222,6 +232,40 @@ def feedback(
             group=r["device_group"],
             received_at=from_us(r["received_us"]),
             source=r["source"],
+        )
+        for r in found
+    ]
+
+
+def labelled_rows(reader: Reader, model: str, since: datetime | None = None) -> list[LabelledRow]:
+    """Each prediction of ``model`` with a label, joined (the latest label per id), by label arrival.
+
+    ``since``: only rows whose latest label arrived after it.
+    """
+    sql = """
+        SELECT p.prediction_id, p.model, p.version, p.device_id, epoch_us(p.predicted_at) AS predicted_us,
+               p.inputs, p.prediction, f.label, epoch_us(f.received_at) AS labelled_us
+        FROM (SELECT * FROM feedback
+              QUALIFY row_number() OVER (PARTITION BY prediction_id ORDER BY received_at DESC) = 1) f
+        JOIN (SELECT * FROM predictions
+              QUALIFY row_number() OVER (PARTITION BY prediction_id ORDER BY received_at) = 1) p
+          USING (prediction_id)
+        WHERE p.model = ? AND (? IS NULL OR f.received_at > ?)
+        ORDER BY f.received_at, p.prediction_id
+    """
+    with reader() as cur:
+        found = cur.sql(sql, params=[model, since, since]).to_arrow_table().to_pylist()
+    return [
+        LabelledRow(
+            prediction_id=r["prediction_id"],
+            model=r["model"],
+            version=r["version"],
+            device_id=r["device_id"],
+            predicted_at=from_us(r["predicted_us"]),
+            inputs=json.loads(r["inputs"]),
+            prediction=_loads(r["prediction"]),
+            label=json.loads(r["label"]),
+            labelled_at=from_us(r["labelled_us"]),
         )
         for r in found
     ]

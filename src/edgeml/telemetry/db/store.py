@@ -46,8 +46,11 @@ from edgeml.telemetry.schema import (
     FeedbackItem,
     FeedbackRecord,
     Ingested,
+    LabelledRow,
+    LabelsStored,
     Outcomes,
     PooledWindow,
+    PredictionLogBatch,
     RowsPoint,
     TelemetryBatch,
 )
@@ -262,6 +265,108 @@ class DuckDBStore:
         count: int = self.write(append).result()
         return count
 
+    def add_labels(self, items: list[FeedbackItem], source: str) -> LabelsStored:
+        """Store labels, skipping a repeat of a stored (prediction id, label); say which join a prediction."""
+        now = datetime.now(UTC)
+        labels = [json.dumps(i.label) for i in items]
+
+        def append(con: duckdb.DuckDBPyConnection) -> LabelsStored:
+            offered = pa.table(
+                {"prediction_id": [i.prediction_id for i in items], "label": labels, "n": range(len(items))}
+            )
+            con.register("offered", offered)
+            try:
+                # the first of equal labels in the request, and only if not stored before
+                fresh = {
+                    r[0]
+                    for r in con.execute(
+                        "SELECT min(n) FROM offered o WHERE NOT EXISTS (SELECT 1 FROM feedback f "
+                        "WHERE f.prediction_id = o.prediction_id AND f.label = o.label) "
+                        "GROUP BY prediction_id, label"
+                    ).fetchall()
+                }
+                known = {
+                    r[0]
+                    for r in con.execute(
+                        "SELECT DISTINCT prediction_id FROM offered JOIN predictions USING (prediction_id)"
+                    ).fetchall()
+                }
+            finally:
+                con.unregister("offered")
+            kept = [i for n, i in enumerate(items) if n in fresh]
+            table = pa.table(
+                {
+                    "prediction_id": [i.prediction_id for i in kept],
+                    "label": [labels[n] for n in sorted(fresh)],
+                    "predicted": [None if i.predicted is None else json.dumps(i.predicted) for i in kept],
+                    "model": [i.model for i in kept],
+                    "version": pa.array([i.version for i in kept], pa.int32()),
+                    "device_id": [i.device_id for i in kept],
+                    "received_at": pa.array([now] * len(kept), STAMP),
+                    "source": [source] * len(kept),
+                }
+            )
+            insert(con, "feedback", table)
+            unknown = [i.prediction_id for i in kept if i.prediction_id not in known]
+            return LabelsStored(
+                accepted=len(kept),
+                duplicates=len(items) - len(kept),
+                joined=len(kept) - len(unknown),
+                unknown=len(unknown),
+                unknown_ids=unknown[:20],
+            )
+
+        stored: LabelsStored = self.write(append).result()
+        return stored
+
+    def add_predictions(self, batch: PredictionLogBatch) -> int:
+        """Store a device's logged predictions; an id stored before keeps its first row. Rows new."""
+        now = datetime.now(UTC)
+        rows = batch.predictions
+        table = pa.table(
+            {
+                "prediction_id": [r.prediction_id for r in rows],
+                "model": [r.model for r in rows],
+                "version": pa.array([r.version for r in rows], pa.int32()),
+                "device_id": [batch.device_id] * len(rows),
+                "predicted_at": pa.array([r.at for r in rows], STAMP),
+                "inputs": [json.dumps(r.inputs) for r in rows],
+                "prediction": [None if r.prediction is None else json.dumps(r.prediction) for r in rows],
+                "traceparent": pa.array([r.traceparent for r in rows], pa.string()),
+                "received_at": pa.array([now] * len(rows), STAMP),
+            }
+        )
+
+        def append(con: duckdb.DuckDBPyConnection) -> int:
+            con.register("offered", table)
+            try:
+                fresh = con.sql(
+                    "SELECT * FROM offered o WHERE NOT EXISTS "
+                    "(SELECT 1 FROM predictions p WHERE p.prediction_id = o.prediction_id) "
+                    "QUALIFY row_number() OVER (PARTITION BY prediction_id) = 1"
+                ).to_arrow_table()
+            finally:
+                con.unregister("offered")
+            insert(con, "predictions", fresh)
+            return int(fresh.num_rows)
+
+        count: int = self.write(append).result()
+        return count
+
+    def prediction_traces(self, prediction_ids: list[str]) -> dict[str, str]:
+        """The W3C traceparent of each prediction (of those stored and traced)."""
+        with self._reader() as cur:
+            found = cur.execute(
+                "SELECT prediction_id, min(traceparent) FROM predictions WHERE prediction_id IN "
+                "(SELECT unnest(?)) AND traceparent IS NOT NULL GROUP BY prediction_id",
+                [prediction_ids],
+            ).fetchall()
+        return {str(pid): str(tp) for pid, tp in found}
+
+    def labelled_rows(self, model: str, since: datetime | None = None) -> list[LabelledRow]:
+        """:func:`queries.labelled_rows <edgeml.telemetry.db.queries.labelled_rows>`."""
+        return queries.labelled_rows(self._reader, model, since)
+
     def compact(self, now: datetime | None = None, models: Mapping[str, int] | None = None) -> CompactResult:
         """Delete telemetry whose window ended, and feedback received, over ``retention_days`` ago.
 
@@ -269,9 +374,8 @@ class DuckDBStore:
         signed manifests say), so telemetry and labels age out with the lake rows they describe.
         A CHECKPOINT follows, so the freed blocks are reused by new data.
 
-        Compliance hook: every table that keeps rows about predictions or labels (a prediction log
-        too, when one is added) must age out here by the same two rules, and be listed in
-        docs/compliance.md's retention section.
+        Logged predictions age out by the same two rules. Compliance rule: every table that keeps
+        rows about predictions or labels ages out here, and is listed in docs/compliance.md.
         """
         at = now or datetime.now(UTC)
         cutoff = at - timedelta(days=self.retention_days)
@@ -291,6 +395,7 @@ class DuckDBStore:
                 )
             batches = con.execute("DELETE FROM batches WHERE window_end < ?", [cutoff]).fetchall()[0][0]
             feedback = con.execute("DELETE FROM feedback WHERE received_at < ?", [cutoff]).fetchall()[0][0]
+            con.execute("DELETE FROM predictions WHERE received_at < ?", [cutoff])
             for model, before in shorter:
                 old = "SELECT seq FROM batches WHERE model = ? AND window_end < ?"
                 for table in ("batch_features", "batch_scores", "batch_labels", "batches"):
@@ -300,6 +405,7 @@ class DuckDBStore:
                 # labels by the model they name (one sent without a model ages out with the node's period)
                 sql = "DELETE FROM feedback WHERE model = ? AND received_at < ?"
                 feedback += con.execute(sql, [model, before]).fetchall()[0][0]
+                con.execute("DELETE FROM predictions WHERE model = ? AND received_at < ?", [model, before])
             return CompactResult(int(batches), int(feedback))
 
         def checkpoint(con: duckdb.DuckDBPyConnection, result: CompactResult) -> None:

@@ -30,6 +30,10 @@ Tables
 ``feedback``
     Ground-truth labels by prediction id (the latest per id counts), with what was
     predicted when the caller knows it.
+``predictions``
+    The devices' prediction logs: per prediction id (the first one received counts) the model,
+    version, device, when it answered, the inputs its compliance mode let leave it (JSON) and
+    what it predicted; a label is joined with its row here.
 
 A file written before ``batch_scores`` and ``bins`` existed gets them when it is opened
 (once; the score histograms are read from the payloads): ``meta`` holds the schema version.
@@ -140,6 +144,17 @@ CREATE TABLE IF NOT EXISTS feedback (
     device_id VARCHAR,
     received_at TIMESTAMPTZ NOT NULL,
     source VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    prediction_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    device_id VARCHAR NOT NULL,
+    predicted_at TIMESTAMPTZ NOT NULL,
+    inputs VARCHAR NOT NULL,
+    prediction VARCHAR,
+    traceparent VARCHAR,
+    received_at TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR NOT NULL, value VARCHAR NOT NULL);
 """
@@ -321,6 +336,17 @@ _COLUMNS: dict[str, list[str]] = {
         "device_id",
         "received_at",
         "source",
+    ],
+    "predictions": [
+        "prediction_id",
+        "model",
+        "version",
+        "device_id",
+        "predicted_at",
+        "inputs",
+        "prediction",
+        "traceparent",
+        "received_at",
     ],
 }
 _BINS = {"batch_features": _FEATURE_BINS, "batch_scores": _SCORE_BINS}
