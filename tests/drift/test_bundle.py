@@ -47,8 +47,10 @@ def test_a_built_bundle_signs_bins_and_bands_for_every_input(trained: Trained) -
 
 
 def _land_more(spec: Spec, settings: Settings, frame: pd.DataFrame) -> str:
-    """Append ``frame`` to the spec's file source (as new files landing do); the new snapshot."""
+    """Land the source again with ``frame`` added, as a re-ingest does: old rows and new ones share
+    parts (one per date), none of them the old parts; the new snapshot."""
     source = spec.sources[0].name
+    frame = pd.concat([simulate_frame(machines=4, readings=1000), frame], ignore_index=True)  # the fixture's
     meta = land_batch(
         frame,
         schema=spec.schema_,
@@ -64,7 +66,7 @@ def _land_more(spec: Spec, settings: Settings, frame: pd.DataFrame) -> str:
         if r.kind == "clean"
     ]
     store = store_from_settings(settings)
-    record_source_parts(store, spec.name, source, parts, append=True)
+    record_source_parts(store, spec.name, source, parts, append=False)
     snapshot = take_snapshot(store, spec)
     validate(spec, settings, snapshot.id)
     build_features(spec, settings, snapshot.id)
@@ -104,6 +106,8 @@ def test_a_version_trained_for_a_group_signs_that_groups_own_reference(trained: 
     assert own.rows == len(drifted)
     assert f"since snapshot {before}" in own.source
     assert ref.rows == load_snapshot(store, "faults-none", before).rows
+    old_keys = {p.key for p in load_snapshot(store, "faults-none", before).parts}
+    assert not old_keys & {p.key for p in load_snapshot(store, "faults-none", after).parts}
     for name, hist in ref.features.items():
         mine = own.features[name]
         assert sum(mine.counts) + mine.missing == own.rows

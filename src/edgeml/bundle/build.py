@@ -204,8 +204,11 @@ def _reference(
         counts[label] = counts.get(label, 0) + 1
     source = "holdout rows kept with the model version"
     if trained_for is not None and trained_for.old is not None:
-        source = f"inputs: {len(inputs):,} rows of snapshot {trained_for.since} (groups "
-        source += f"{', '.join(trained_for.groups)}: their own); scores and calibration: " + source
+        groups_named = ", ".join(trained_for.groups)
+        source = (
+            f"inputs: {len(inputs):,} rows of snapshot {trained_for.since} (groups {groups_named}: "
+            f"their own); scores and calibration: {source}"
+        )
     elif training is not None:
         source = f"inputs: {len(training):,} rows of the training snapshot; scores and calibration: " + source
     return Reference(

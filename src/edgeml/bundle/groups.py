@@ -4,9 +4,10 @@ A retraining for groups (``pipeline run --since-snapshot S --group G``, which th
 submits when G drifts) trains on the snapshot as it stands; the data that landed since ``S`` is
 what G's devices see now, and ``S``'s rows are what every other group sees. ``bundle build``
 signs both: the version's reference from ``S``'s rows and ``reference.groups[G]`` from the new
-ones, each counted on the bins of the whole training snapshot (the agent bins on one set of
-edges whatever its group), so a group the version was trained for is judged against its own
-conditions and returns to baseline once it runs the version.
+ones (rows of new lake parts that no dropped part holds), each counted on the bins of the
+whole training snapshot (the agent bins on one set of edges whatever its group), so a group the
+version was trained for is judged against its own conditions and returns to baseline once it
+runs the version.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
 
 from edgeml.settings import Settings
 from edgeml.spec.models import Spec
@@ -39,23 +41,38 @@ class GroupRows:
 def _landed_since(
     spec: Spec, settings: Settings, snapshot: str, since: str, layout: InputLayout
 ) -> pd.DataFrame:
-    """Model inputs of the lake parts in ``snapshot`` that ``since`` lacks, window features computed
-    over them as the feature stage computes them."""
+    """Model inputs of the rows in ``snapshot`` that ``since`` lacks, window features computed over
+    them as the feature stage computes them.
+
+    Only parts that differ are read. A re-ingest can cut old rows into new parts (one part per date
+    and block), so a row of a new part counts as landed only if no part ``since`` alone has holds it.
+    """
     from edgeml.features.window import compute_batch
     from edgeml.ingest.lake import load_snapshot, read_parts
     from edgeml.store import store_from_settings
 
     store = store_from_settings(settings)
-    before = {p.key for p in load_snapshot(store, spec.name, since).parts}
-    parts = [p for p in load_snapshot(store, spec.name, snapshot).parts if p.key not in before]
-    if not parts:
+    before = load_snapshot(store, spec.name, since).parts
+    after = load_snapshot(store, spec.name, snapshot).parts
+    kept = {p.key for p in before} & {p.key for p in after}
+    added = [p for p in after if p.key not in kept]
+    if not added:
         return pd.DataFrame(columns=layout.columns)
-    table = read_parts(store, parts, spec.schema_)
+    table = read_parts(store, added, spec.schema_)
+    gone = [p for p in before if p.key not in kept]
+    if gone:
+        seen = set(_row_hashes(read_parts(store, gone, spec.schema_)))
+        table = table.filter(pa.array([h not in seen for h in _row_hashes(table)]))
     table = compute_batch(
         table, spec.features.window, entity=spec.schema_.entity, timestamp=spec.schema_.timestamp
     )
     rows: pd.DataFrame = table.select(layout.columns).to_pandas()
     return rows.sample(GROUP_ROWS, random_state=0) if len(rows) > GROUP_ROWS else rows
+
+
+def _row_hashes(table: pa.Table) -> list[int]:
+    """One hash per row over every column: equal rows, equal hashes."""
+    return [int(h) for h in pd.util.hash_pandas_object(table.to_pandas(), index=False)]
 
 
 def rows_for_groups(
