@@ -12,7 +12,8 @@ Targets (issue #23):
 
 How: a generated CSV of sensor readings (several machines, one reading a second each, some
 bad values) of each size goes through ``ingest`` → ``validate`` → ``build_features`` → the
-training split (``load_training_data``, data_volume medium: a sample of each split), all in one
+training split (``load_training_data``, data_volume medium: a sample of each split) → a logistic
+model fitted by SGD on every training row, streamed from the parts (``fit_trial``), all in one
 driver process with a local Ray, as ``edgeml pipeline run`` does. A thread samples the RSS of
 every process in the driver's tree every 0.1 s and keeps, per stage, the largest single
 process and the largest sum. Each size runs in a fresh driver process (this module again,
@@ -149,6 +150,7 @@ def run_stages(folders: list[Path]) -> list[dict[str, Any]]:
 def stages_of(folder: Path, sampler: PeakSampler) -> dict[str, Any]:
     """ingest → validate → features → training split of ``folder/spec.yaml``, timed, on the running Ray."""
     from bench.common import build_features, ingest, load_settings, load_training_data, parse_spec, validate
+    from edgeml.train.search import fit_trial
 
     spec_file = folder / "spec.yaml"
     spec = parse_spec(spec_file.read_text(encoding="utf-8"), source=str(spec_file), base_dir=folder)
@@ -167,7 +169,14 @@ def stages_of(folder: Path, sampler: PeakSampler) -> dict[str, Any]:
     rows["ingest"] = snap.rows
     rows["validate"] = run("validate", lambda: validate(spec, settings)).rows
     rows["features"] = run("features", lambda: build_features(spec, settings)).rows
-    rows["train split"] = run("train split", lambda: load_training_data(spec, settings)).rows_total
+    data = run("train split", lambda: load_training_data(spec, settings))
+    rows["train split"] = data.rows_total
+    # the SGD logistic model on every training row, streamed (what `edgeml train` refits a streamed
+    # family with); the spec's random forest trains on the sample the split stage drew
+    config = {"family": "logistic", "logistic.C": 1.0, "seed": 0}
+    run("train (logistic, streamed)", lambda: fit_trial(spec, data, config))
+    assert data.stream is not None
+    rows["train (logistic, streamed)"] = data.stream.rows[0]
     sampler.stage = "end"
     parts = [str(settings.home / "store" / p.key) for p in snap.parts]
     return {"seconds": seconds, "rows": rows, "peaks": sampler.peaks, "parts": parts}

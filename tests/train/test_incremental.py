@@ -27,6 +27,7 @@ from edgeml.train.mlp import MLPClassifierTorch
 from edgeml.train.search import fit_trial
 from edgeml.train.stream import HOLDOUT, TRAIN, VALIDATION, order_statistics
 
+from .conftest import TrainHome
 from .helpers import example_data, housing_frame, make_snapshot, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,3 +224,27 @@ def test_spec_check_names_the_families_that_stream() -> None:
         streamed = {f for f in SPEC_FAMILIES[task] if FAMILIES[f].incremental is not None}
         expected = streamed if task in STREAMED_TASKS else set()
         assert set(STREAMED_FAMILIES.get(task, frozenset())) == expected, task
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_streamed_model_is_registered_and_passes_the_export_parity_gate(train_home: TrainHome) -> None:
+    """Search, refit on train + validation (both streamed), register, then export for ONNX Runtime."""
+    from edgeml.export.run import export_model
+    from edgeml.train.run import train
+
+    data = example_data("housing-value")
+    data["name"] = "housing-streamed"
+    data["pipeline"] = {"data_volume": "medium", "sample_rows": 2000}
+    data["search"] = {"families": ["logistic", "mlp"], "trials": 2, "seed": 1, "scheduler": "fifo"}
+    data["search"]["space"] = {"mlp": {"epochs": {"low": 2, "high": 3, "int": True}}}
+    spec = spec_from_dict(data, train_home.specs)
+    make_snapshot(spec, train_home.settings, housing_frame(), source="census")
+    report = train(spec, train_home.settings)
+    assert report.sizes["train"] < 8440  # trials scored on samples, the model fitted on every row
+    assert report.holdout["roc_auc"] > 0.9
+    uri = f"models:/{spec.name}/{report.version}"
+    exported = export_model(uri, "x86-64-generic", train_home.home / "export", train_home.settings)
+    assert exported.family == report.family
+    assert exported.parity["max_abs_diff"] <= 1e-4
+    assert exported.parity["label_agreement"] >= 0.999
