@@ -82,6 +82,7 @@ expectations:
   - {{kind: in_set, column: fault, values: [ok, bearing_wear, overheating, pressure_leak]}}
   - {{kind: regex, column: machine_id, pattern: 'pump-[0-9]{{3}}'}}
 features:
+  exclude: [msg_id]
   window:
     - {{name: temp_mean_10, column: temperature, agg: mean, size: 10}}
     - {{name: vib_max_1m, column: vibration, agg: max, span: 1m}}
