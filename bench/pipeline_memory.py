@@ -349,7 +349,8 @@ def main() -> None:
         [
             f"Input: generated CSVs of {small['csv_rows']:,} and {large['csv_rows']:,} pump readings "
             f"({small['csv_mb']:.0f} and {large['csv_mb']:.0f} MB), each through ingest → validate → "
-            f"features → training split in {'one driver' if args.smoke else 'a fresh driver each'}, "
+            f"features → training split → logistic fit on every training row, streamed, in "
+            f"{'one driver' if args.smoke else 'a fresh driver each'}, "
             "with a local Ray; RSS sampled every 0.1 s over "
             "the driver's process tree. DuckDB runs the same expectations over the larger run's parts.",
             Table(STAGE_HEADERS, stage_rows(results)),
