@@ -17,7 +17,7 @@ import pytest
 from edgeml.cli import main
 from edgeml.errors import UserError
 from edgeml.features.build import FeatureReport, apply_row_features, build_features
-from edgeml.ingest.lake import Part, Snapshot, record_source_parts, take_snapshot
+from edgeml.ingest.lake import Part, Snapshot, read_parts, record_source_parts, take_snapshot
 from edgeml.ingest.run import land_batch
 from edgeml.settings import Settings
 from edgeml.spec import Spec, parse_spec
@@ -390,3 +390,21 @@ def test_windows_are_exact_across_part_boundaries(spec: Spec, settings: Settings
     assert report.stats["temp_mean_3"]["mean"] == pytest.approx(got["temp_mean_3"].mean())
     assert report.stats["temp_mean_3"]["std"] == pytest.approx(got["temp_mean_3"].std(ddof=0))
     assert not store.keys(f"features/pumps/{snap.id}/shuffle/")
+
+
+def test_a_task_writes_its_rows_in_parts_of_bounded_size(
+    spec: Spec, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bucket of long-lived entities would make one part as large as its share of the data."""
+    import edgeml.features.build as build
+
+    ingest(spec, settings, readings())
+    validate(spec, settings)
+    whole = build_features(spec, settings)
+    monkeypatch.setattr(build, "PART_ROWS", 4)
+    store = store_from_settings(settings)
+    store.delete(f"catalog/pumps/features/{whole.snapshot}.json")
+    split = build_features(spec, settings)
+    assert [p.rows for p in split.parts] == [4, 4, 1]
+    assert read_parts(store, split.parts).to_pandas().equals(read_parts(store, whole.parts).to_pandas())
+    assert split.stats == whole.stats

@@ -105,8 +105,11 @@ def test_medium_data_warns_about_what_would_load_everything(tmp_path: Path) -> N
     warnings = pipeline_warnings(parse(data))
     assert any(w.startswith("sources[2]: HTTP source 'api' has no pagination") for w in warnings)
     sampled = next(w for w in warnings if w.startswith("search.families"))
-    assert "random_forest, logistic" in sampled
+    assert sampled.startswith("search.families: random_forest fit in memory")
     assert "1,000,000 rows" in sampled
+    assert "(logistic: every row, in batches)" in sampled
+    data["search"]["families"] = ["logistic", "mlp"]  # both stream: nothing trains on a sample
+    assert not any(w.startswith("search.families") for w in pipeline_warnings(parse(data)))
 
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -23,6 +23,8 @@ __all__ = ["FeatureReport", "apply_row_features", "build_features"]
 
 #: most buckets the rows are hash-partitioned into by entity (one feature task each)
 MAX_BUCKETS = 256
+#: most rows of one feature part (a bucket of few, long-lived entities is written as several)
+PART_ROWS = 262_144
 
 
 @dataclass
@@ -144,8 +146,9 @@ def _split_part(
 
 def _feature_task(
     parts: list[Part], spec: Spec, store_url: str, s3: S3Settings, prefix: str
-) -> tuple[Part | None, dict[str, _Moments]]:
-    """Task: window then row features over ``parts`` (every reading of their entities), one part out."""
+) -> tuple[list[Part], dict[str, _Moments]]:
+    """Task: window then row features over ``parts`` (every reading of their entities); parts out of
+    at most ``PART_ROWS`` rows each, so a reader of the table (training's stream) holds a bounded part."""
     store = open_store(store_url, s3)
     table = read_parts(store, parts, spec.schema_)
     table = compute_batch(
@@ -154,9 +157,11 @@ def _feature_task(
     table = apply_row_features(table, spec.features.row)
     names = [f.name for f in spec.features.window] + [f.name for f in spec.features.row]
     moments = {name: _Moments.of(_as_array(table[name])) for name in names}
-    if not table.num_rows:
-        return None, moments
-    return _put_part(store, prefix.rstrip("/"), table, "features", ""), moments
+    out = [
+        _put_part(store, prefix.rstrip("/"), table.slice(start, PART_ROWS), "features", "")
+        for start in range(0, table.num_rows, PART_ROWS)
+    ]
+    return out, moments
 
 
 def build_features(spec: Spec, settings: Settings, snapshot_id: str | None = None) -> FeatureReport:
@@ -192,7 +197,7 @@ def build_features(spec: Spec, settings: Settings, snapshot_id: str | None = Non
     for _, moments in results:
         for name in names:
             totals[name] = totals[name].merge(moments[name])
-    out = [part for part, _ in results if part is not None]
+    out = [part for parts_out, _ in results for part in parts_out]
     rows = sum(p.rows for p in out)
     report = FeatureReport(spec.name, snapshot.id, rows, out, {n: m.summary() for n, m in totals.items()})
     # an undefined statistic (a feature missing everywhere) is null: NaN is not JSON

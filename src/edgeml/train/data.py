@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +18,19 @@ from edgeml.settings import Settings
 from edgeml.spec.models import Spec
 from edgeml.store import ObjectStore, store_from_settings
 from edgeml.train.pipeline import InputLayout, input_layout
+from edgeml.train.stream import (
+    BATCH_ROWS,
+    HOLDOUT,
+    TRAIN,
+    VALIDATION,
+    SplitStream,
+    Splitter,
+    epoch_ticks,
+    order_statistics,
+    part_file,
+)
 
-__all__ = ["MIN_ROWS", "TrainingData", "load_training_data", "split_features"]
+__all__ = ["MIN_ROWS", "TrainingData", "load_training_data", "model_inputs", "split_features", "targets"]
 
 MIN_ROWS = 30
 
@@ -36,6 +48,11 @@ class TrainingData:
     split: str  # "time" or "stratified" or "random"
     labels: list[str] | None = None
     rows_total: int = 0  # rows of the whole feature table, when the splits are samples of it
+    #: every row of the table, for the families that learn incrementally (medium/large data)
+    stream: SplitStream | None = None
+    #: the field's labelled training rows, weighted copies included (also inside X_train/y_train):
+    #: a streamed fit takes them beside the stream, which does not hold them
+    field_train: tuple[pd.DataFrame, np.ndarray] | None = None
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.X_train), "validation": len(self.X_val), "holdout": len(self.X_hold)}
@@ -56,7 +73,8 @@ def _feature_table(
     return snapshot.id, table.to_pandas()
 
 
-def _inputs(frame: pd.DataFrame, layout: InputLayout) -> pd.DataFrame:
+def model_inputs(frame: pd.DataFrame, layout: InputLayout) -> pd.DataFrame:
+    """The columns the model takes, as it takes them (timestamps as epoch seconds)."""
     out = pd.DataFrame(index=frame.index)
     for name in layout.numeric:
         out[name] = pd.to_numeric(frame[name].astype("float64"), errors="coerce")
@@ -68,6 +86,15 @@ def _inputs(frame: pd.DataFrame, layout: InputLayout) -> pd.DataFrame:
         ts = pd.to_datetime(frame[name], utc=True)
         out[name] = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     return out
+
+
+def targets(spec: Spec, values: pd.Series) -> np.ndarray:
+    """The target as models learn it: class names, 0/1 for anomaly, floats for regression."""
+    if spec.task in ("classification", "text-classification"):
+        return np.asarray(values.astype(str).to_numpy())
+    if spec.task == "anomaly":
+        return np.asarray(values.astype(bool).to_numpy(), dtype=np.int64)
+    return np.asarray(values.astype("float64").to_numpy(), dtype=np.float64)
 
 
 def data_split_note(split: str) -> str:
@@ -83,9 +110,10 @@ def load_training_data(spec: Spec, settings: Settings, snapshot_id: str | None =
     store = store_from_settings(settings)
     if spec.pipeline.data_volume != "small":
         snapshot, parts = _feature_parts(store, spec, settings, snapshot_id)
-        frame, assigned, total = sample_features(store, spec, parts)
+        frame, assigned, stream = sample_features(store, settings, spec, parts)
         data = split_features(spec, frame, snapshot, assigned)
-        data.rows_total = total
+        data.rows_total = sum(stream.rows)
+        data.stream = stream
         return data
     snapshot, frame = _feature_table(store, spec, settings, snapshot_id)
     return split_features(spec, frame, snapshot)
@@ -98,7 +126,6 @@ def _read_features(store: ObjectStore, spec: Spec, snapshot: str, parts: list[Pa
 
 #: a class keeps at least this many rows (or all it has) in a sampled split
 MIN_ROWS_PER_CLASS = 1_000
-TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
 
 
 def _feature_parts(
@@ -132,85 +159,98 @@ def _stratified(spec: Spec) -> bool:
 
 
 def sample_features(
-    store: ObjectStore, spec: Spec, parts: list[Part]
-) -> tuple[pd.DataFrame, np.ndarray, int]:
+    store: ObjectStore, settings: Settings, spec: Spec, parts: list[Part]
+) -> tuple[pd.DataFrame, np.ndarray, SplitStream]:
     """A split of the whole feature table and a bounded, stratified sample of each split.
 
-    Two passes over the parts, one part in memory at a time:
+    A few passes over the parts, one batch of rows in memory at a time; no per-row list of the
+    whole table is ever kept:
 
-    1. Split every row of the snapshot. With a timestamp, by time: the cut points are the
-       (1 - holdout - validation) and (1 - holdout) quantiles of all timestamps (the newest rows
-       are held out). Without, each row draws a uniform number from a generator seeded by
-       ``search.seed`` and the part's position: reproducible, and every row is in exactly one split.
-    2. Sample each split down to ``pipeline.sample_rows`` rows: per class (the target's values,
-       for classification and anomaly), proportional allocation, every class keeping at least
-       min(its rows, 1,000, sample_rows / (10 × classes)); kept by a second seeded draw per row.
+    1. Split every row of the snapshot (:class:`~edgeml.train.stream.Splitter`). With a
+       timestamp, by time: the cut points are the exact (1 - holdout - validation) and
+       (1 - holdout) quantiles of all timestamps (the newest rows are held out), found by
+       counting passes over the timestamp column (:func:`~edgeml.train.stream.order_statistics`).
+       Without, each row draws a uniform number from a generator seeded by ``search.seed`` and
+       the part's position: reproducible, and every row is in exactly one split.
+    2. Count each split's rows per class (the target's values, for classification and anomaly),
+       then sample each split down to ``pipeline.sample_rows`` rows: proportional allocation,
+       every class keeping at least min(its rows, 1,000, sample_rows / (10 × classes)); kept by
+       a second seeded draw per row.
 
-    Returns the sampled rows, their split (0 train, 1 validation, 2 holdout) and the total rows.
+    Returns the sampled rows, their split (0 train, 1 validation, 2 holdout), and the stream of
+    every row (its totals, and the rows themselves for the families that learn incrementally).
     """
     s, cap = spec.search, spec.pipeline.sample_rows
     ts_name = spec.schema_.timestamp
-    needed = [c for c in (ts_name, spec.target) if c is not None]
-    stamps: list[np.ndarray] = []
-    strata_parts: list[np.ndarray | None] = []
-    sizes: list[int] = []
-    classes = _Classes()
-    for part in parts:  # pass 1: only the timestamp and the target
-        table = read_parts(store, [part]).select(needed)
-        sizes.append(table.num_rows)
-        if ts_name is not None:
-            stamps.append(table[ts_name].cast("int64").to_numpy(zero_copy_only=False))
-        strata = classes.encode(table[spec.target].to_pandas()) if _stratified(spec) else None
-        strata_parts.append(strata)
-    total = sum(sizes)
-    cuts: tuple[float, float] | None = None
+    total = sum(p.rows for p in parts)
+    splitter = Splitter(s.seed, s.holdout_fraction, s.validation_fraction, ts_name)
     if ts_name is not None and total:
-        every = np.concatenate(stamps)
+
+        def stamps() -> Iterator[np.ndarray]:
+            for part in parts:
+                for batch in part_file(store, part).iter_batches(BATCH_ROWS, columns=[ts_name]):
+                    yield epoch_ticks(batch.column(0))
+
         n_hold, n_val = int(total * s.holdout_fraction), int(total * s.validation_fraction)
-        ordered = np.sort(every, kind="stable")
-        cuts = (float(ordered[total - n_hold - n_val]), float(ordered[total - n_hold]))
-        del every, ordered
+        cuts = order_statistics(stamps, [total - n_hold - n_val, total - n_hold])
+        splitter = Splitter(s.seed, s.holdout_fraction, s.validation_fraction, ts_name, (cuts[0], cuts[1]))
+    classes = _Classes()
+    needed = [c for c in (ts_name, spec.target) if c is not None]
 
-    def assign(i: int) -> np.ndarray:
-        if cuts is not None:
-            t = stamps[i]
-            return np.where(t >= cuts[1], HOLDOUT, np.where(t >= cuts[0], VALIDATION, TRAIN))
-        u = np.random.default_rng([s.seed, i, 0]).random(sizes[i])
-        hold, val = s.holdout_fraction, s.holdout_fraction + s.validation_fraction
-        return np.where(u < hold, HOLDOUT, np.where(u < val, VALIDATION, TRAIN))
+    Batch = tuple[int, pa.RecordBatch, np.ndarray, np.ndarray | None]
 
-    splits = [assign(i).astype(np.int8) for i in range(len(parts))]  # 1 byte a row
+    def batches(columns: list[str] | None) -> Iterator[Batch]:
+        """Each part's batches with their rows' split and class code, part by part."""
+        for i, part in enumerate(parts):
+            draws = splitter.draws(i)
+            for batch in part_file(store, part).iter_batches(BATCH_ROWS, columns=columns):
+                by_time = splitter.cuts is not None and ts_name is not None
+                stamps = epoch_ticks(batch.column(ts_name)) if by_time else None
+                split = splitter.assign(stamps, None if by_time else draws.random(batch.num_rows))
+                strata = classes.encode(batch.column(spec.target).to_pandas()) if _stratified(spec) else None
+                yield i, batch, split, strata
+
+    counts: dict[tuple[int, int], int] = {}  # (split, class code) -> rows
+    for _, _, split, strata in batches(needed):
+        pairs = split.astype(np.int64) << 32 | (strata if strata is not None else 0)
+        values, n = np.unique(pairs, return_counts=True)
+        for v, c in zip(values, n, strict=True):
+            key = (int(v) >> 32, int(v) & 0xFFFFFFFF)
+            counts[key] = counts.get(key, 0) + int(c)
     keep_p: dict[tuple[int, int], float] = {}  # (split, class code) -> probability a row is kept
-    for split in (TRAIN, VALIDATION, HOLDOUT):
-        counts: dict[int, int] = {}
-        for sp, strata in zip(splits, strata_parts, strict=True):
-            mine = sp == split
-            if strata is None:
-                values, n = np.array([0]), np.array([int(mine.sum())])
-            else:
-                values, n = np.unique(strata[mine], return_counts=True)
-            for v, c in zip(values, n, strict=True):
-                counts[int(v)] = counts.get(int(v), 0) + int(c)
-        rows = sum(counts.values())
-        floor = min(MIN_ROWS_PER_CLASS, cap // (10 * max(1, len(counts))))
-        for value, count in counts.items():
+    for split_id in (TRAIN, VALIDATION, HOLDOUT):
+        mine = {code: n for (sp, code), n in counts.items() if sp == split_id}
+        rows = sum(mine.values())
+        floor = min(MIN_ROWS_PER_CLASS, cap // (10 * max(1, len(mine))))
+        for code, count in mine.items():
             quota = max(min(count, floor), round(cap * count / rows)) if rows > cap else count
-            keep_p[(split, value)] = min(1.0, quota / count) if count else 0.0
+            keep_p[(split_id, code)] = min(1.0, quota / count)
     frames, assigned = [], []
-    for i, part in enumerate(parts):  # pass 2: the sampled rows, every column
-        u = np.random.default_rng([s.seed, i, 1]).random(sizes[i])
-        strata = strata_parts[i]
-        p = np.zeros(sizes[i])
-        for (split, value), prob in keep_p.items():
-            p[(splits[i] == split) & (strata == value if strata is not None else True)] = prob
-        keep = u < p
+    keeps = [np.random.default_rng([s.seed, i, 1]) for i in range(len(parts))]
+    for i, batch, split, strata in batches(None):  # the sampled rows, every column
+        p = np.zeros(batch.num_rows)
+        for (sp, code), prob in keep_p.items():
+            p[(split == sp) & (strata == code if strata is not None else True)] = prob
+        keep = keeps[i].random(batch.num_rows) < p
         if keep.any():
-            table = read_parts(store, [part])
-            frames.append(table.filter(pa.array(keep)).to_pandas())
-            assigned.append(splits[i][keep])
+            frames.append(batch.filter(pa.array(keep)).to_pandas())
+            assigned.append(split[keep])
     frame = pd.concat(frames, ignore_index=True) if frames else read_parts(store, parts[:1]).to_pandas()
-    split_of = np.concatenate(assigned) if assigned else np.empty(0, dtype=np.int64)
-    return frame, split_of, total
+    split_of = np.concatenate(assigned) if assigned else np.empty(0, dtype=np.int8)
+    names = {code: name for name, code in classes.codes.items()}
+    stream = SplitStream(
+        tuple(parts),
+        settings.store_url,
+        settings.store.s3,
+        splitter,
+        (
+            sum(n for (sp, _), n in counts.items() if sp == TRAIN),
+            sum(n for (sp, _), n in counts.items() if sp == VALIDATION),
+            sum(n for (sp, _), n in counts.items() if sp == HOLDOUT),
+        ),
+        {names[code]: n for (sp, code), n in counts.items() if sp == TRAIN and code in names},
+    )
+    return frame, split_of, stream
 
 
 def split_features(
@@ -236,20 +276,14 @@ def split_features(
                 f"{missing_target:,} rows of snapshot {snapshot} have no target ({target})",
                 hint=f"add a not_null expectation on {target} so validation quarantines them",
             )
+        y = targets(spec, frame[target])
         if spec.task in ("classification", "text-classification", "anomaly"):
-            y = (
-                frame[target].astype(str).to_numpy()
-                if spec.task != "anomaly"
-                else (frame[target].astype(bool).astype(np.int64).to_numpy())
-            )
             classes = np.unique(y)
             if len(classes) < 2 and spec.task != "anomaly":
                 raise UserError(
                     f"target {target!r} has one class only ({classes[0]!r}); a classifier needs two or more"
                 )
             labels = [str(c) for c in classes] if spec.task != "anomaly" else None
-        else:
-            y = frame[target].astype("float64").to_numpy()
     y_series = pd.Series(y, index=frame.index) if y is not None else None
     s = spec.search
     needed = max(MIN_ROWS, int(np.ceil(3 / min(s.holdout_fraction, s.validation_fraction))))
@@ -299,7 +333,7 @@ def split_features(
                 hint="each class needs a few rows in train, validation and holdout",
             ) from exc
         split = "stratified" if strat is not None else "random"
-    X = _inputs(frame, layout)  # indexed by the frame's row labels, whatever their order
+    X = model_inputs(frame, layout)  # indexed by the frame's row labels, whatever their order
 
     def part(idx: np.ndarray) -> tuple[pd.DataFrame, np.ndarray | None]:
         rows = X.loc[idx].reset_index(drop=True)

@@ -4,10 +4,18 @@ A family is one entry in :data:`FAMILIES`: its task-specific estimator builder, 
 Optuna suggestions of its default space, and whether it trains iteratively (then a
 trial reports after every epoch and ASHA may stop it early). The spec's
 ``search.space`` overrides any default range.
+
+A family that can learn incrementally also has an ``incremental`` builder: with
+``pipeline.data_volume`` medium or large it is fed every training row in bounded batches
+(``partial_fit``; see ``train/stream.py``) instead of a sample. ``logistic`` and ``linear``
+are then fitted by stochastic gradient descent on the same objective (log loss or squared
+error with the L2 penalty their ``C`` / ``alpha`` set, scaled per row), averaged over the
+steps; the MLP takes each batch as it comes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +25,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 
 from edgeml.spec.models import ParamRange, Task
 
-__all__ = ["FAMILIES", "Family", "IsolationForestThreshold", "suggest"]
+__all__ = ["FAMILIES", "Family", "IsolationForestThreshold", "Rows", "sgd_epochs", "suggest"]
 
 
 class IsolationForestThreshold(BaseEstimator, OutlierMixin):  # type: ignore[misc]
@@ -88,11 +96,27 @@ def _c(*choices: Any) -> Suggest:
 
 
 @dataclass(frozen=True)
+class Rows:
+    """What an incremental estimator needs to know of the rows it will see: how many, per class."""
+
+    total: int
+    per_class: Mapping[str, int]
+
+
+def sgd_epochs(rows: int) -> int:
+    """Passes of the SGD-fitted families over the training rows: scikit-learn's rule of thumb (SGD
+    converges after seeing about 10⁶ rows, so ⌈10⁶ / rows⌉ passes), kept between 2 and 50."""
+    return max(2, min(50, math.ceil(1_000_000 / max(1, rows))))
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     space: Mapping[str, Suggest]
     build: Callable[[Task, dict[str, Any], int], Any]
     iterative: bool = False
+    #: the estimator fed batch by batch (``partial_fit``), for data that does not fit in memory
+    incremental: Callable[[Task, dict[str, Any], int, Rows], Any] | None = None
 
 
 def _logistic(task: Task, p: dict[str, Any], seed: int) -> Any:
@@ -110,6 +134,30 @@ def _linear(task: Task, p: dict[str, Any], seed: int) -> Any:
     from sklearn.linear_model import Ridge
 
     return Ridge(alpha=p.get("alpha", 1.0), random_state=seed)
+
+
+def _sgd_logistic(task: Task, p: dict[str, Any], seed: int, rows: Rows) -> Any:
+    """LogisticRegression's objective, C·Σ log loss + ½‖w‖², divided by C·n: SGD's alpha = 1 / (C·n)."""
+    from sklearn.linear_model import SGDClassifier
+
+    weights = None
+    if p.get("class_weight") == "balanced":  # partial_fit takes weights, not "balanced": from the counts
+        weights = {c: rows.total / (len(rows.per_class) * n) for c, n in rows.per_class.items() if n}
+    return SGDClassifier(
+        loss="log_loss",
+        alpha=1.0 / (float(p.get("C", 1.0)) * max(1, rows.total)),
+        class_weight=weights,
+        average=True,
+        random_state=seed,
+    )
+
+
+def _sgd_linear(task: Task, p: dict[str, Any], seed: int, rows: Rows) -> Any:
+    """Ridge's objective, ‖y − Xw‖² + alpha·‖w‖², divided by 2n: SGD's alpha = alpha / n."""
+    from sklearn.linear_model import SGDRegressor
+
+    alpha = float(p.get("alpha", 1.0)) / max(1, rows.total)
+    return SGDRegressor(alpha=alpha, average=True, random_state=seed)
 
 
 def _forest(task: Task, p: dict[str, Any], seed: int) -> Any:
@@ -180,8 +228,8 @@ def _tfidf_linear(task: Task, p: dict[str, Any], seed: int) -> Any:
 
 
 FAMILIES: Mapping[str, Family] = {
-    "logistic": Family("logistic", {"C": _f(1e-3, 100, log=True)}, _logistic),
-    "linear": Family("linear", {"alpha": _f(1e-4, 100, log=True)}, _linear),
+    "logistic": Family("logistic", {"C": _f(1e-3, 100, log=True)}, _logistic, incremental=_sgd_logistic),
+    "linear": Family("linear", {"alpha": _f(1e-4, 100, log=True)}, _linear, incremental=_sgd_linear),
     "random_forest": Family(
         "random_forest",
         {
@@ -214,6 +262,7 @@ FAMILIES: Mapping[str, Family] = {
         },
         _mlp,
         iterative=True,
+        incremental=lambda task, p, seed, rows: _mlp(task, p, seed),
     ),
     "kmeans": Family("kmeans", {"n_clusters": _i(2, 10)}, _kmeans),
     "isolation_forest": Family(

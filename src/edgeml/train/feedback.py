@@ -6,7 +6,9 @@ but the labelled copies never make more than :data:`MAX_LABELLED_SHARE` of the t
 (beyond that, each counts less, down to once). A stable fifth of the labelled rows (by a hash
 of the prediction id, so the same rows every run) is kept out of training as the *field
 holdout*: the champion and the challenger are both scored on it, beside the snapshot's holdout.
-A prediction id labelled more than once counts with its latest label.
+A prediction id labelled more than once counts with its latest label. The families that stream
+every snapshot row (medium/large ``data_volume``) take the weighted copies once per pass, beside
+the stream.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from edgeml.ingest.labels import LABEL, LABELLED_AT, PREDICTION_ID, labels_datas
 from edgeml.ingest.lake import list_snapshots, read_parts
 from edgeml.spec.models import Spec
 from edgeml.store.base import ObjectStore
-from edgeml.train.data import TrainingData, _inputs
+from edgeml.train.data import TrainingData, model_inputs
 
 __all__ = ["LABELLED_WEIGHT", "MAX_LABELLED_SHARE", "FieldLabels", "with_field_labels"]
 
@@ -84,7 +86,7 @@ def with_field_labels(spec: Spec, store: ObjectStore, data: TrainingData) -> tup
         if pd.api.types.is_numeric_dtype(frame[name]):
             frame[name] = pd.to_datetime(frame[name], unit="s", utc=True)
     try:
-        X = _inputs(frame, layout)
+        X = model_inputs(frame, layout)
         y = _targets(spec, frame[LABEL])
     except (TypeError, ValueError) as exc:
         raise UserError(
@@ -100,10 +102,12 @@ def with_field_labels(spec: Spec, store: ObjectStore, data: TrainingData) -> tup
     while weight > 1 and n * weight > MAX_LABELLED_SHARE * (len(data.X_train) + n * weight):
         weight -= 1
     if n and data.y_train is not None:
+        copies = pd.concat([X_train] * weight, ignore_index=True), np.concatenate([y_train] * weight)
         data = replace(
             data,
-            X_train=pd.concat([data.X_train, *[X_train] * weight], ignore_index=True),
-            y_train=np.concatenate([data.y_train, *[y_train] * weight]),
+            X_train=pd.concat([data.X_train, copies[0]], ignore_index=True),
+            y_train=np.concatenate([data.y_train, copies[1]]),
+            field_train=copies,
         )
     field = FieldLabels(
         snapshot.id,

@@ -3,8 +3,10 @@
 Weights live in plain numpy arrays after ``fit``, so the estimator pickles nothing of
 torch: MLflow's skops serialisation stores it as a trusted type, and the export stage
 rebuilds the same ``torch.nn`` module from the arrays for ``torch.onnx.export``.
-``partial_fit`` trains one epoch at a time, so a Ray Tune trial can report after
-every epoch and ASHA can stop weak trials early.
+``partial_fit`` makes one pass of mini-batches over the rows it is given: over the whole
+training split, that is one epoch (a Ray Tune trial reports after each, and ASHA can stop weak
+trials early); over a stream's batches in turn, it trains on data that never sits in memory
+whole (the classifier then needs every class up front, as scikit-learn's ``classes``).
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class _TorchMLP(BaseEstimator):  # type: ignore[misc]
 
         return torch.nn.MSELoss()
 
-    def _start(self, X: Any, y: Any) -> None:
+    def _start(self, X: Any, y: Any, classes: Any = None) -> None:
         import torch
 
         torch.manual_seed(int(self.random_state))
@@ -100,12 +102,12 @@ class _TorchMLP(BaseEstimator):  # type: ignore[misc]
         self._rng_ = np.random.default_rng(int(self.random_state))
         self.epochs_done_ = 0
 
-    def partial_fit(self, X: Any, y: Any) -> _TorchMLP:
-        """One epoch of mini-batch training."""
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> _TorchMLP:
+        """One pass of shuffled mini-batches over these rows (``classes``: every label, for a stream)."""
         import torch
 
         if not hasattr(self, "_module_"):
-            self._start(X, y)
+            self._start(X, y, classes)
         features = torch.from_numpy(np.asarray(X, dtype=np.float32))
         targets = torch.from_numpy(self._targets(y))
         module, optim, loss_fn = self._module_, self._optim_, self._loss()
@@ -151,8 +153,8 @@ class MLPRegressorTorch(_TorchMLP, RegressorMixin):  # type: ignore[misc]
 
 
 class MLPClassifierTorch(_TorchMLP, ClassifierMixin):  # type: ignore[misc]
-    def _start(self, X: Any, y: Any) -> None:
-        self.classes_ = np.unique(np.asarray(y))
+    def _start(self, X: Any, y: Any, classes: Any = None) -> None:
+        self.classes_ = np.unique(np.asarray(y if classes is None else classes))
         super()._start(X, y)
         self.n_outputs_ = len(self.classes_)
         self._module_ = self._module()

@@ -22,10 +22,12 @@ from edgeml.train.data import TrainingData, load_training_data
 from edgeml.train.families import FAMILIES
 from edgeml.train.feedback import FieldLabels, with_field_labels
 from edgeml.train.gates import Evidence, Verdict, judge
+from edgeml.train.incremental import fit_incremental, streams
 from edgeml.train.metrics import evaluate
 from edgeml.train.pipeline import build_pipeline
 from edgeml.train.registry import ChampionComparison, crown, move_alias, record_comparison
 from edgeml.train.search import SearchResult, family_params, fit_trial, run_search, trial_seed
+from edgeml.train.stream import TRAIN, VALIDATION
 
 __all__ = ["HOLDOUT_SAMPLE", "TARGET_COLUMN", "TrainReport", "train"]
 
@@ -114,6 +116,8 @@ def _fit_final(spec: Spec, data: TrainingData, config: dict[str, Any]) -> Any:
         return fit_trial(spec, data, config)
     family, params = family_params(config)
     seed = trial_seed(int(config.get("seed", spec.search.seed)), config)
+    if streams(spec, data, family):
+        return fit_incremental(spec, data, family, params, seed, splits=(TRAIN, VALIDATION))
     pipeline = build_pipeline(spec, data.layout, FAMILIES[family].build(spec.task, params, seed), params)
     X = pd.concat([data.X_train, data.X_val], ignore_index=True)
     y = None

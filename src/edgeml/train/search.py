@@ -20,6 +20,7 @@ import pandas as pd
 from edgeml.spec.models import Spec
 from edgeml.train.data import TrainingData
 from edgeml.train.families import FAMILIES, suggest
+from edgeml.train.incremental import fit_incremental, streams
 from edgeml.train.metrics import evaluate
 from edgeml.train.pipeline import build_pipeline
 
@@ -59,6 +60,8 @@ def fit_trial(
     """Build and fit one trial's pipeline on the train split; report validation metrics."""
     family, params = family_params(config)
     seed = trial_seed(int(config.get("seed", spec.search.seed)), config)
+    if streams(spec, data, family):  # every training row, batch by batch
+        return fit_incremental(spec, data, family, params, seed, report=report)
     pipeline = build_pipeline(spec, data.layout, FAMILIES[family].build(spec.task, params, seed), params)
     metric = spec.metric
     if FAMILIES[family].iterative:
@@ -124,7 +127,8 @@ def run_search(
     metric, mode = spec.metric, spec.metric_mode
 
     space = _Space(list(s.families), dict(s.space), s.seed)
-    iterative = any(FAMILIES[f].iterative for f in s.families)
+    # iterative families report every epoch; so does every family that streams (SGD's epochs)
+    iterative = any(FAMILIES[f].iterative or streams(spec, data, f) for f in s.families)
     scheduler: Any = (
         ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=100, grace_period=3)
         if s.scheduler == "asha" and iterative
