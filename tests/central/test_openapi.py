@@ -35,7 +35,7 @@ def test_no_operation_answers_5xx(tmp_path: Path, mode: GenerationMode) -> None:
         device_token = central.register("dev-1", group="line-a")
         schema = schemathesis.openapi.from_url(str(central.client.base_url.join("/openapi.json")))
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 16  # every route, /v1/rollouts and PATCH /v1/devices/{id} included
+        assert len(operations) == 17  # every route, /v1/rollouts and PATCH /v1/devices/{id} included
         for operation in operations:
             inputs = len(operation.body) + len(operation.path_parameters) + len(operation.query)
             if mode == GenerationMode.NEGATIVE and not inputs:
@@ -61,6 +61,7 @@ def test_every_operation_documents_its_answers(central: Central) -> None:
         "/v1/feedback",
         "/v1/feedback/land",
         "/v1/predictions",
+        "/v1/erase",
         "/v1/fleet",
         "/v1/drift",
         "/v1/rollouts",

@@ -36,7 +36,7 @@ from edgeml.central.gate import QualityGate
 from edgeml.central.intake import BodyLimitMiddleware, TelemetryIntake
 from edgeml.central.monitor import Monitor
 from edgeml.central.performance import StoredReferenceRows
-from edgeml.central.routes import devices, drift, feedback, fleet, health, rollouts, targets, telemetry
+from edgeml.central.routes import devices, drift, erase, feedback, fleet, health, rollouts, targets, telemetry
 from edgeml.central.routes.deps import error_response
 from edgeml.central.routes.telemetry import openapi_with_batch
 from edgeml.central.services.fleet import restore_gauges, write_prometheus_sd
@@ -181,7 +181,7 @@ def create_app(config: CentralConfig) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.central = state
-    for module in (devices, targets, telemetry, feedback, fleet, drift, rollouts, health):
+    for module in (devices, targets, telemetry, feedback, erase, fleet, drift, rollouts, health):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(EdgemlError, _error(config))

@@ -47,11 +47,26 @@ def erase(
     reason: Annotated[
         str, typer.Option("--reason", help="Why (e.g. the request's ticket), for the audit trail.")
     ] = "",
+    central: Annotated[
+        str | None,
+        typer.Option(
+            "--central",
+            envvar="EDGEML_CENTRAL_URL",
+            help="Also erase the central node's logged predictions and labels matching --where.",
+        ),
+    ] = None,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--admin-token-file", dir_okay=False, help="The central node's admin token (with --central)."
+        ),
+    ] = None,
 ) -> None:
     """Erase a data subject's rows from the lake, quarantine, validated parts and feature tables.
 
     Snapshots that held them are replaced by new ones (ids printed); the erasure is audited with the
-    column and the value's sha256, never the value.
+    column and the value's sha256, never the value. With --central, the central node then deletes
+    the logged predictions whose input matches, and their labels (audited there too).
     """
     from edgeml.audit import cli_actor
     from edgeml.privacy.erase import erase as run_erase
@@ -60,11 +75,68 @@ def erase(
 
     state: CliState = ctx.obj
     clause = parse_where(where)
+    token = _admin_token(central, admin_token_file)
     dataset, spec = _target(target)
     columns = set(spec.schema_.columns) if spec is not None else None
     store = store_from_settings(state.settings())
     result = run_erase(store, dataset, clause, actor=cli_actor(), reason=reason, columns=columns)
     _report("erased", result)
+    if central is not None and token is not None:
+        _erase_on_central(central, token, where, reason)
+
+
+def _admin_token(central: str | None, path: Path | None) -> str | None:
+    """The admin token, read before anything is erased: a missing one must not leave half the work."""
+    from edgeml.errors import UserError
+
+    if central is None:
+        if path is not None:
+            raise UserError("--admin-token-file is for --central: name the central node too")
+        return None
+    if path is None:
+        raise UserError("--central needs --admin-token-file (the central node's admin token)")
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise UserError(f"cannot read --admin-token-file {path}: {exc.strerror}") from exc
+    if not token:
+        raise UserError(f"--admin-token-file {path} is empty")
+    return token
+
+
+def _erase_on_central(central: str, token: str, where: str, reason: str) -> None:
+    import httpx
+
+    from edgeml.errors import UserError
+
+    url = central.rstrip("/") + "/v1/erase"
+    body = {"where": where, "reason": reason}
+    done = "the lake's rows are erased; run this again to finish (erasing twice is harmless)"
+    try:
+        answer = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    except httpx.HTTPError as exc:
+        raise UserError(f"the central node at {central} is not reachable: {exc}", hint=done) from exc
+    if answer.status_code != 200:
+        detail = (
+            answer.json().get("detail", "")
+            if answer.headers.get("content-type") == "application/json"
+            else ""
+        )
+        raise UserError(
+            f"the central node at {central} answered {answer.status_code}: {detail or answer.text[:200]}",
+            hint=done,
+        )
+    erased = answer.json()
+    console.print(
+        f"central node {central}: {erased['predictions']:,} logged predictions and "
+        f"{erased['labels']:,} labels erased"
+        + ("" if erased["audited"] else " (no audit trail there: it has no store)")
+    )
+    if not erased["column_logged"]:
+        console.print(
+            f"  no logged prediction holds column {erased['column']!r}"
+            " (a pii column never leaves a device under gdpr/hipaa)"
+        )
 
 
 def retain(

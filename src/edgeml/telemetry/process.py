@@ -538,6 +538,7 @@ class StoreProcess:
     labelled_rows = _Remote(DuckDBStore.labelled_rows)
     prediction_traces = _Remote(DuckDBStore.prediction_traces)
     compact = _Remote(DuckDBStore.compact)
+    erase_predictions = _Remote(DuckDBStore.erase_predictions)
     probe_write = _Remote(DuckDBStore.probe_write, wait=_probe_wait)
     batches = _Remote(DuckDBStore.batches)
     pooled_windows = _Remote(DuckDBStore.pooled_windows)

@@ -208,6 +208,15 @@ class CompactResult:
     feedback: int
 
 
+@dataclass(frozen=True)
+class ErasedPredictions:
+    """What an erasure removed from the telemetry file (:meth:`erase_predictions`)."""
+
+    predictions: int  # logged predictions whose input matched
+    labels: int  # labels of those predictions
+    column_logged: bool  # whether any logged prediction (of the model) holds the column at all
+
+
 class Stored(NamedTuple):
     """How a batch of a group was stored: now, or before (a repeat with the same body)."""
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from edgeml.telemetry.schema import (
     CompactResult,
     Device,
+    ErasedPredictions,
     FeedbackItem,
     FeedbackRecord,
     Ingested,
@@ -124,6 +125,12 @@ class TelemetryStore(Protocol):
     def compact(self, now: datetime | None = None, models: Mapping[str, int] | None = None) -> CompactResult:
         """Delete telemetry whose window ended, and feedback received, over ``retention_days`` ago
         (``models``: fewer days for these models)."""
+        ...
+
+    def erase_predictions(
+        self, column: str, value: str | int | float, model: str | None = None
+    ) -> ErasedPredictions:
+        """Delete the logged predictions whose input ``column`` equals ``value``, and their labels."""
         ...
 
     def probe_write(self, timeout: float = 5.0) -> None:

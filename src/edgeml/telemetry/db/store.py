@@ -43,6 +43,7 @@ from edgeml.telemetry.db.writer import Writer
 from edgeml.telemetry.schema import (
     CompactResult,
     Device,
+    ErasedPredictions,
     FeedbackItem,
     FeedbackRecord,
     Ingested,
@@ -417,6 +418,51 @@ class DuckDBStore:
             result: CompactResult = self.write(delete, after=checkpoint).result()
         log.info("compaction: %d batches and %d labels deleted", result.batches, result.feedback)
         return result
+
+    def erase_predictions(
+        self, column: str, value: str | int | float, model: str | None = None
+    ) -> ErasedPredictions:
+        """Delete the logged predictions whose input ``column`` equals ``value``, and their labels.
+
+        A number matches the input's number (or text that reads as it); text matches text. A
+        CHECKPOINT follows, so the deleted rows leave the file's blocks rather than waiting there.
+        """
+        if not column.isidentifier():
+            raise ValueError(f"not a column name: {column!r}")
+        path = f'$."{column}"'
+        target: list[object]
+        if isinstance(value, str):
+            match, target = "json_extract_string(inputs, ?) = ?", [path, value]
+        else:
+            match, target = "TRY_CAST(json_extract_string(inputs, ?) AS DOUBLE) = ?", [path, float(value)]
+        scope, scoped = ("AND model = ?", [model]) if model is not None else ("", [])
+
+        def delete(con: duckdb.DuckDBPyConnection) -> ErasedPredictions:
+            logged = con.execute(
+                f"SELECT count(*) FROM predictions WHERE json_exists(inputs, ?) {scope}",  # noqa: S608 (constants)
+                [path, *scoped],
+            ).fetchall()[0][0]
+            ids = [
+                r[0]
+                for r in con.execute(
+                    f"SELECT prediction_id FROM predictions WHERE {match} {scope}",  # noqa: S608 (constants)
+                    [*target, *scoped],
+                ).fetchall()
+            ]
+            labels = con.execute(
+                "DELETE FROM feedback WHERE prediction_id IN (SELECT unnest(?))", [ids]
+            ).fetchall()[0][0]
+            predictions = con.execute(
+                "DELETE FROM predictions WHERE prediction_id IN (SELECT unnest(?))", [ids]
+            ).fetchall()[0][0]
+            return ErasedPredictions(int(predictions), int(labels), bool(logged))
+
+        def checkpoint(con: duckdb.DuckDBPyConnection, result: ErasedPredictions) -> None:
+            if result.predictions or result.labels:
+                con.execute("CHECKPOINT")
+
+        erased: ErasedPredictions = self.write(delete, after=checkpoint).result()
+        return erased
 
     def probe_write(self, timeout: float = 5.0) -> None:
         """Commit a tiny write: raises unless the database accepts writes within ``timeout``."""
