@@ -147,12 +147,13 @@ def test_the_build_is_on_the_audit_trail_with_its_spec_and_key(built: Built) -> 
     # init_keys outside `edgeml keys`, as `pipeline run` does: recorded at the key's first signature
     assert actions == [
         ("registry.alias", f"{manifest.model}@challenger"),  # training set the challenger
+        ("registry.alias", f"{manifest.model}@champion"),  # and, the first to pass its gates, the champion
         ("keys.create", manifest.key_id),
         ("spec.change", manifest.model),
         ("bundle.build", f"{manifest.model}/{manifest.version}/{PROFILE}"),
     ]
     build = entries[-1].after
     assert isinstance(build, dict)
-    assert build["spec_fingerprint"] == entries[2].after
+    assert build["spec_fingerprint"] == entries[3].after
     assert build["key_id"] == manifest.key_id
     assert build["snapshot"] == manifest.snapshot
