@@ -145,10 +145,10 @@ def _split_part(
 
 
 def _feature_task(
-    parts: list[Part], spec: Spec, store_url: str, s3: S3Settings, prefix: str
+    parts: list[Part], spec: Spec, store_url: str, s3: S3Settings, prefix: str, part_rows: int
 ) -> tuple[list[Part], dict[str, _Moments]]:
     """Task: window then row features over ``parts`` (every reading of their entities); parts out of
-    at most ``PART_ROWS`` rows each, so a reader of the table (training's stream) holds a bounded part."""
+    at most ``part_rows`` rows each, so a reader of the table (training's stream) holds a bounded part."""
     store = open_store(store_url, s3)
     table = read_parts(store, parts, spec.schema_)
     table = compute_batch(
@@ -158,13 +158,15 @@ def _feature_task(
     names = [f.name for f in spec.features.window] + [f.name for f in spec.features.row]
     moments = {name: _Moments.of(_as_array(table[name])) for name in names}
     out = [
-        _put_part(store, prefix.rstrip("/"), table.slice(start, PART_ROWS), "features", "")
-        for start in range(0, table.num_rows, PART_ROWS)
+        _put_part(store, prefix.rstrip("/"), table.slice(start, part_rows), "features", "")
+        for start in range(0, table.num_rows, part_rows)
     ]
     return out, moments
 
 
-def build_features(spec: Spec, settings: Settings, snapshot_id: str | None = None) -> FeatureReport:
+def build_features(
+    spec: Spec, settings: Settings, snapshot_id: str | None = None, *, part_rows: int = PART_ROWS
+) -> FeatureReport:
     """Compute features for a validated snapshot and store them next to it, in parts.
 
     Streams: each task holds a bounded share of the rows. Without window features, one task per
@@ -189,7 +191,7 @@ def build_features(spec: Spec, settings: Settings, snapshot_id: str | None = Non
         split = run_tasks(_split_part, [(i, p) for i, p in enumerate(parts)], buckets=buckets, **shared)
         groups = [[s[b] for s in split if s[b] is not None] for b in range(buckets)]  # type: ignore[misc]
         groups = [g for g in groups if g]
-    results = run_tasks(_feature_task, [(g,) for g in groups], **shared)
+    results = run_tasks(_feature_task, [(g,) for g in groups], part_rows=part_rows, **shared)
     for info in store.list(f"{prefix}shuffle/"):  # the shuffle's sub-parts served their purpose
         store.delete(info.key)
     names = [f.name for f in spec.features.window] + [f.name for f in spec.features.row]
