@@ -150,8 +150,15 @@ def run_stages(folders: list[Path]) -> list[dict[str, Any]]:
 
 def stages_of(folder: Path, sampler: PeakSampler) -> dict[str, Any]:
     """ingest → validate → features → training split of ``folder/spec.yaml``, timed, on the running Ray."""
-    from bench.common import build_features, ingest, load_settings, load_training_data, parse_spec, validate
-    from edgeml.train.search import fit_trial
+    from bench.common import (
+        build_features,
+        fit_trial,
+        ingest,
+        load_settings,
+        load_training_data,
+        parse_spec,
+        validate,
+    )
 
     spec_file = folder / "spec.yaml"
     spec = parse_spec(spec_file.read_text(encoding="utf-8"), source=str(spec_file), base_dir=folder)

@@ -192,9 +192,10 @@ def test_classification_end_to_end(train_home: TrainHome) -> None:
     assert report.family in spec.search.families
     assert {"accuracy", "balanced_accuracy", "f1_macro", "log_loss", "roc_auc"} <= set(report.holdout)
     assert report.champion_version is None
-    # the example's gate (f1_macro ≥ 0.7) holds on this data: the model becomes the challenger
+    # the example's gate (f1_macro ≥ 0.7) holds on this data: the model becomes the challenger, and,
+    # the first version to pass its gates, the champion
     assert report.verdict.passed, report.verdict
-    assert report.aliases == ["challenger"]
+    assert report.aliases == ["challenger", "champion"]
     assert aliases(train_home, spec.name) == {"challenger": "1"}
     check_registered(train_home, spec, report)
 
