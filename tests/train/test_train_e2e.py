@@ -196,7 +196,7 @@ def test_classification_end_to_end(train_home: TrainHome) -> None:
     # the first version to pass its gates, the champion
     assert report.verdict.passed, report.verdict
     assert report.aliases == ["challenger", "champion"]
-    assert aliases(train_home, spec.name) == {"challenger": "1"}
+    assert aliases(train_home, spec.name) == {"challenger": "1", "champion": "1"}
     check_registered(train_home, spec, report)
 
 
