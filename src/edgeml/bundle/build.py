@@ -13,6 +13,7 @@ their sha256, so a blob another version already uploaded is not uploaded again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import tempfile
@@ -159,28 +160,19 @@ def _reference(
     )
     groups: dict[str, GroupReference] = {}
     if trained_for is not None:
-        landed = f"{len(trained_for.new):,} rows landed since snapshot {trained_for.since}"
-        own = group_reference(
-            trained_for.new,
+        on_version_bins = functools.partial(
+            group_reference,
             numeric=numeric,
             categorical=categorical,
             text=text,
             bins=features,
             thresholds=drift,
-            source=landed,
         )
-        groups = dict.fromkeys(trained_for.groups, own)
+        landed = f"{len(trained_for.new):,} rows landed since snapshot {trained_for.since}"
+        groups = dict.fromkeys(trained_for.groups, on_version_bins(trained_for.new, source=landed))
         if trained_for.old is not None:  # every other group: the rows before, on the same bins
             source = f"{len(trained_for.old):,} rows of snapshot {trained_for.since}"
-            rest = group_reference(
-                trained_for.old,
-                numeric=numeric,
-                categorical=categorical,
-                text=text,
-                bins=features,
-                thresholds=drift,
-                source=source,
-            )
+            rest = on_version_bins(trained_for.old, source=source)
             features, drift, inputs = rest.features, rest.drift, trained_for.old
     scores: dict[str, Any] = {}
     calibration = None
