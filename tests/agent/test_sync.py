@@ -169,6 +169,39 @@ def test_a_failing_health_window_rolls_back(publisher: Publisher, device_config:
     assert 2 in syncer.install.load_state().refused
 
 
+@pytest.mark.parametrize(
+    ("old_ms", "new_ms", "rolled_back"),
+    [
+        (0.5, 2.5, False),  # 5x, but 2 ms: a busy device's noise, not a regression
+        (0.5, 40.0, True),  # 80x and 39.5 ms more
+        (20.0, 50.0, False),  # 30 ms more, but within the 3x ratio
+        (20.0, 70.0, True),
+    ],
+)
+def test_the_latency_rule_needs_both_the_ratio_and_a_real_rise(
+    publisher: Publisher, device_config: DeviceConfig, old_ms: float, new_ms: float, rolled_back: bool
+) -> None:
+    config = device_config(sync={"interval_s": 0.2, "health_window_s": 3600, "min_requests": 20})
+    publisher.release(1)
+    syncer = make_syncer(publisher, config)
+    syncer.run_once()
+    v1 = syncer.holder.current
+    assert v1 is not None
+    for _ in range(30):
+        syncer.holder.observe(v1, {}, {}, old_ms / 1e3)
+    syncer._probation_since = None
+    publisher.release(2)
+    syncer.run_once()
+    v2 = syncer.holder.current
+    assert v2 is not None
+    assert v2.version == 2
+    for _ in range(30):
+        syncer.holder.observe(v2, {}, {}, new_ms / 1e3)
+    syncer.run_once()
+    assert serving(syncer) == (1 if rolled_back else 2)
+    assert (2 in syncer.install.load_state().refused) == rolled_back
+
+
 def test_a_crash_while_the_new_model_is_live_goes_back_then_refuses(
     publisher: Publisher, device_config: DeviceConfig
 ) -> None:

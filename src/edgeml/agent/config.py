@@ -59,6 +59,9 @@ class SyncConfig(_Strict):
     health_window_s: float = Field(60.0, ge=0, description="watch a new model this long before trusting it")
     max_error_rate: float = Field(0.05, ge=0, le=1, description="runtime errors above this share: roll back")
     max_p99_ratio: float = Field(3.0, gt=1, description="p99 above this multiple of the previous model's")
+    min_p99_rise_ms: float = Field(
+        5.0, ge=0, description="a p99 rise smaller than this is noise, whatever the ratio (sub-ms models)"
+    )
     min_requests: int = Field(20, ge=1, description="requests needed before judging a new model")
 
 
