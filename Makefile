@@ -76,8 +76,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# One worker per core, each module whole on one worker (its fixtures, e.g. a local Ray, start once);
+# the slowest tests are listed at the end. `pytest -n 0` runs in one process.
+PYTEST_PARALLEL ?= -n auto --dist loadfile --durations=30
 test: install os-deps lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 test-fast: install
 	$(BIN)/pytest -m "not slow"
