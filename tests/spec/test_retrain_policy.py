@@ -89,3 +89,23 @@ def test_spec_check_refuses_a_bad_policy_with_exit_code_2(
     err = capsys.readouterr().err
     assert "retrain.holds.budget" in err
     assert "per_day (5) is more than per_week (3)" in err
+
+
+def test_the_summary_has_the_policy_in_one_line() -> None:
+    from edgeml.spec.summary import retrain_line
+
+    spec = load_spec(EXAMPLES / "pump-faults.yaml")
+    assert retrain_line(spec) == "on drift; 10m after a failure"
+    policy = spec.retrain.model_copy(
+        update={
+            "triggers": spec.retrain.triggers.model_copy(
+                update={"label_volume": 500, "schedule": timedelta(days=7)}
+            ),
+            "holds": spec.retrain.holds.model_copy(
+                update={"budget": spec.retrain.holds.budget.model_copy(update={"per_day": 2})}
+            ),
+        }
+    )
+    assert retrain_line(spec.model_copy(update={"retrain": policy})) == (
+        "on drift, 500 new labels, every 1w; 10m after a failure, ≤ 2/day"
+    )
