@@ -99,6 +99,7 @@ def status(
         drifted=list(drifted),
         estimate=estimate,
         realized=realized,
+        nannyml=None,
     )
 
 
@@ -191,6 +192,30 @@ def test_an_estimated_drop_fires_for_the_groups_that_dropped(node: Node) -> None
     entry = AuditLog(node.publisher.store).entries()[-1]
     assert entry.after is not None
     assert entry.after["groups"] == ["line-a"]
+
+
+def test_without_calibrated_sums_nannyml_cbpe_is_the_estimate(node: Node) -> None:
+    """v2 on the canary, its manifest's holdout accuracy the reference of NannyML's CBPE estimate."""
+    from agent.conftest import with_golden
+    from bundle.conftest import make_manifest, write_model
+    from edgeml.bundle.build import publish_bundle
+    from edgeml.bundle.rollout import publish as publish_channel
+    from edgeml.central.monitor import NannyMLRun
+    from edgeml.central.performance import NannyEstimate, NannyMLReport
+
+    folder = node.folder / "build-2"
+    manifest = make_manifest(write_model(folder, 2), 2, model=MODEL)
+    manifest = with_golden(manifest.model_copy(update={"metrics": {"holdout_accuracy": 0.95}}), folder)
+    publish_bundle(node.publisher.store, node.publisher.signer, manifest, folder)
+    publish_channel(node.publisher.store, node.publisher.signer, MODEL, 2, "canary", percent=100)
+    cbpe = NannyEstimate(estimator="CBPE", metric="accuracy", value=0.81, lower=0.9, upper=1.0, alert=True)
+    run = NannyMLRun(datetime.now(UTC), NannyMLReport(rows=500, drift=[], performance=cbpe))
+    policy = node.policy(triggers={"accuracy_drop": 0.1})
+    old = status("line-b", estimate=estimate(0.5))  # v1, superseded by v2: left alone
+    decision = policy.round([old, SimpleNamespace(**{**vars(status("line-a", version=2)), "nannyml": run})])
+    assert decision.reason == (
+        "retrained: v2 NannyML CBPE accuracy 0.810 in line-a is 0.140 below its holdout 0.950 (> 0.1)"
+    )
 
 
 def _predict_and_label(db: TelemetryStore, ids: range) -> None:

@@ -636,7 +636,7 @@ class RetrainTriggers(_Model):
         le=1,
         description="the served version's accuracy in a device group below its holdout accuracy by more "
         "than this: realized (feedback labels) with `accuracy_min_labels` of them, else the label-free "
-        "estimate (classifiers); none: off",
+        "estimate (calibrated sums, else NannyML's CBPE; classifiers); none: off",
     )
     accuracy_min_labels: int = Field(
         100,

@@ -149,6 +149,8 @@ def _accuracy(policy: Retrain, seen: Seen) -> tuple[str, str, Fired | None]:
             measured.append((s, "realized", s.realized.accuracy, reference))
         elif s.estimate is not None:
             measured.append((s, "estimated", s.estimate.estimated, reference))
+        elif (cbpe := _cbpe(s)) is not None:
+            measured.append((s, "NannyML CBPE", cbpe, reference))
     if not measured:
         return "accuracy_drop", "no accuracy measured against a holdout accuracy this round", None
     dropped = [m for m in measured if m[3] - m[2] > limit]
@@ -162,6 +164,13 @@ def _accuracy(policy: Retrain, seen: Seen) -> tuple[str, str, Fired | None]:
     )
     groups = tuple(sorted({m[0].group for m in dropped if m[0].version == s.version and m[0].group}))
     return "accuracy_drop", reason, Fired("accuracy_drop", reason, s.version, s.snapshot, groups)
+
+
+def _cbpe(status: GroupStatus) -> float | None:
+    """NannyML's CBPE accuracy of the group's last pass (row samples), when there is one."""
+    run = status.nannyml
+    found = run.report.performance if run is not None and run.report is not None else None
+    return found.value if found is not None and found.metric == "accuracy" else None
 
 
 def _served_data(seen: Seen) -> tuple[int, str] | str:
