@@ -103,22 +103,16 @@ def decide(model: str, policy: Retrain, seen: Seen) -> tuple[Decision, Fired | N
             model=model, at=seen.now, outcome="waiting", reason="waiting: no trigger fired", triggers=states
         ), None
     holds = [(f, _hold(policy, seen, f)) for f in fired]
-    for f, hold in holds:
-        if hold is None:
-            reason = f"retrained: {f.reason}"
-            return Decision(
-                model=model,
-                at=seen.now,
-                outcome="retrained",
-                trigger=f.trigger,
-                reason=reason,
-                triggers=states,
-            ), f
-    first, hold = holds[0]
-    reason = f"held: {hold} ({first.trigger}: {first.reason})"
-    return Decision(
-        model=model, at=seen.now, outcome="held", trigger=first.trigger, reason=reason, triggers=states
-    ), None
+    go = next((f for f, hold in holds if hold is None), None)
+    if go is not None:
+        reason, outcome = f"retrained: {go.reason}", "retrained"
+    else:
+        go, hold = holds[0]
+        reason, outcome = f"held: {hold} ({go.trigger}: {go.reason})", "held"
+    decision = Decision(
+        model=model, at=seen.now, outcome=outcome, trigger=go.trigger, reason=reason, triggers=states
+    )
+    return decision, go if outcome == "retrained" else None
 
 
 def _drift(policy: Retrain, seen: Seen) -> tuple[str, str, Fired | None]:
