@@ -390,9 +390,9 @@ def test_drift_of_a_version_already_superseded_does_not_retrain(
             model="pump-faults", version=version, group="line-b", snapshot=snapshot, drifted=["temperature"]
         )
 
-    retrain(drifted(1))
+    retrain.round([drifted(1)])
     assert current_retraining("pump-faults", settings) is None
-    retrain(drifted(2))  # the newest version drifting: that one is retrained on what landed since
+    retrain.round([drifted(2)])  # the newest version drifting: that one is retrained on what landed since
     job = current_retraining("pump-faults", settings)
     assert job is not None
     assert job.since_snapshot == snapshot
@@ -400,7 +400,12 @@ def test_drift_of_a_version_already_superseded_does_not_retrain(
     stop_local_jobs(settings)
     entry = AuditLog(publisher.store).entries()[-1]
     assert (entry.actor, entry.action, entry.subject) == ("central:auto", "retrain.submit", "pump-faults")
-    assert entry.after == {"job": job.job_id, "since_snapshot": snapshot, "groups": ["line-b"]}
+    assert entry.after == {
+        "job": job.job_id,
+        "since_snapshot": snapshot,
+        "groups": ["line-b"],
+        "trigger": "drift",
+    }
     assert entry.reason == "v2 drifted in line-b: temperature"
 
 
@@ -428,13 +433,13 @@ def test_new_labels_are_landed_and_retrain_a_version_whose_data_was_retrained_on
         resolver = TargetResolver(publisher.store, publisher.ring, 0)
         retrain = retrainer(config, settings, resolver, central.store)
         assert retrain is not None
-        retrain(drifted)
+        retrain.round([drifted])
         first = current_retraining("pump-faults", settings)
         assert first is not None
         assert (first.labels_snapshot, first.new_labels) == (None, False)
         assert "--since-snapshot" in first.entrypoint
         stop_local_jobs(settings)
-        retrain(drifted)  # the same data again, no labels: nothing new to train on
+        retrain.round([drifted])  # the same data again, no labels: nothing new to train on
         assert current_retraining("pump-faults", settings).job_id == first.job_id  # type: ignore[union-attr]
 
         central.register("dev-1", group="line-a", model="pump-faults")
@@ -450,14 +455,14 @@ def test_new_labels_are_landed_and_retrain_a_version_whose_data_was_retrained_on
             PredictionLogBatch(device_id="dev-1", batch_id="0" * 32, predictions=[row])
         )
         central.store.add_labels([FeedbackItem(prediction_id="p1", label="overheating")], source="admin")
-        retrain(drifted)  # new labels are new data: landed, and a job trains on them
+        retrain.round([drifted])  # new labels are new data: landed, and a job trains on them
         second = current_retraining("pump-faults", settings)
         assert second is not None
         assert second.job_id != first.job_id
         assert second.new_labels
         assert "--since-snapshot" not in second.entrypoint
         stop_local_jobs(settings)
-        retrain(drifted)  # those labels were trained on (the job's end aside): no third job
+        retrain.round([drifted])  # those labels were trained on (the job's end aside): no third job
         assert current_retraining("pump-faults", settings).job_id == second.job_id  # type: ignore[union-attr]
     (landed,) = list_snapshots(publisher.store, "pump-faults.labels")
     assert landed.rows == 1

@@ -134,6 +134,7 @@ def create_app(config: CentralConfig) -> FastAPI:
 
         home = config.retrain.home
         retrain_settings = load_settings({"EDGEML_HOME": str(home)} if home else None)
+    policy = retrainer(config, retrain_settings, resolver, store)
     if config.monitor.enabled:
         state.monitor = Monitor(
             store,
@@ -142,7 +143,7 @@ def create_app(config: CentralConfig) -> FastAPI:
             interval_s=config.monitor.interval_s,
             min_rows=config.monitor.min_rows,
             alerter=alerter,
-            on_drift=retrainer(config, retrain_settings, resolver, store),
+            on_round=None if policy is None else policy.round,
             drift=DriftConfig(min_js=config.monitor.min_js),
             gate=_gate(config, store, object_store, resolver, alerter),
             nannyml=config.monitor.nannyml,

@@ -144,7 +144,7 @@ class AlertsConfig(_Strict):
 
 
 class RetrainConfig(_Strict):
-    """Retraining on drift: the pipeline, submitted as a job, to the canary of the drifted group."""
+    """Automatic retraining: the pipeline as a job, when the spec's ``retrain:`` policy says so."""
 
     spec: Path | None = Field(None, description="the pipeline spec to run; none: no automatic retraining")
     home: Path | None = Field(None, description="appliance home the job runs with (store, MLflow, keys)")

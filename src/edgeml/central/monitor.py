@@ -6,8 +6,9 @@ reference statistics in that version's signed manifest (:mod:`edgeml.central.dri
 accuracy from the calibrated sums and measures it from feedback labels
 (:mod:`edgeml.central.performance`), sets the gauges, hands every signal to the
 :class:`~edgeml.central.alerts.Alerter` (which sends, dedups and resolves), and calls
-``on_drift`` for a group whose drift breached — the retraining trigger. Then the
-:class:`~edgeml.central.gate.QualityGate`, when there is one, judges the canaries.
+``on_drift`` for a group whose drift breached, then ``on_round`` with every group's status (the
+retraining policy, which also has triggers no telemetry raises: a schedule, label volume). Then
+the :class:`~edgeml.central.gate.QualityGate`, when there is one, judges the canaries.
 
 Every ``nannyml.interval_s`` a round also runs NannyML (:func:`~edgeml.central.performance.nannyml_analysis`)
 on the row samples of each group whose compliance allows them, against the version's reference
@@ -125,6 +126,7 @@ class Monitor:
         min_rows: int = 200,
         alerter: Alerter | None = None,
         on_drift: Callable[[GroupStatus], None] | None = None,
+        on_round: Callable[[list[GroupStatus], datetime], object] | None = None,
         drift: DriftConfig | None = None,
         gate: QualityGate | None = None,
         nannyml: NannyMLConfig | None = None,
@@ -137,6 +139,7 @@ class Monitor:
         self.min_rows = min_rows
         self.alerter = alerter
         self.on_drift = on_drift
+        self.on_round = on_round
         self.gate = gate
         self.nannyml = nannyml if nannyml is not None and nannyml.enabled else None
         self.references = references
@@ -189,6 +192,11 @@ class Monitor:
         for status in statuses:
             if status.drifted and self.on_drift is not None:
                 self.on_drift(status)
+        if self.on_round is not None:
+            try:
+                self.on_round(statuses, now)
+            except Exception:  # a store or job backend down: the watch goes on
+                log.exception("retraining round failed")
         self.latest = statuses
         self.history.append((now, statuses))
         del self.history[: -self.keep_rounds]

@@ -238,11 +238,24 @@ def _retraining(status: RetrainingStatus | None) -> str:
     """The retraining policy, and each model's last champion comparison with its evidence."""
     if status is None:
         return '<p class="muted">The retraining status could not be read.</p>'
-    holds = "".join(f"<li>{escape(h)}</li>" for h in status.holds)
+    triggers = "".join(f"<li>trigger: {escape(t)}</li>" for t in status.triggers)
+    holds = "".join(f"<li>hold: {escape(h)}</li>" for h in status.holds)
     parts = [
-        f'<p id="retraining">{escape(status.retraining)}</p><ul>{holds}</ul>'
+        f'<p id="retraining">{escape(status.retraining)}</p><ul id="retrain-policy">{triggers}{holds}</ul>'
         f'<p class="muted">{escape(status.labelled_weight)}</p>'
     ]
+    decision, job = status.last_decision, status.last_job
+    if decision is not None:
+        states = "".join(f"<li>{escape(t)}</li>" for t in decision.triggers)
+        parts.append(
+            f'<p id="retrain-decision"><b>last decision</b> ({decision.at:%Y-%m-%d %H:%M:%S} UTC): '
+            f"{escape(decision.reason)}</p><ul>{states}</ul>"
+        )
+    if job is not None:
+        why = f", triggered by {job['reason']}" if job.get("reason") else ""
+        parts.append(
+            f'<p id="retrain-job">last job {escape(job["job_id"])}: {escape(job["state"] + why)}</p>'
+        )
     for c in status.comparisons:
         champion = f"v{c.champion}" if c.champion else "none yet"
         rows = "".join(

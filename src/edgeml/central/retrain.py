@@ -16,7 +16,9 @@ it is a local subprocess of this process, with its output in
 ``$EDGEML_HOME/retrain/<job id>.log``.
 
 The last job per dataset is recorded in ``$EDGEML_HOME/retrain/<dataset>.json``; while it is
-pending or running, another submission returns it instead of starting a second one. Local
+pending or running, another submission returns it instead of starting a second one. Every
+submission's time is also appended to ``<dataset>.jobs.jsonl`` (the last 8 days kept), which the
+policy's budget counts (:func:`submissions`). Local
 jobs are children of the process that started them: :func:`stop_local_jobs` (the central
 node calls it when it stops) ends them, as a service manager ending the node's unit would.
 RETRAIN_JOBS counts ``submitted`` jobs, and each one's end once (``succeeded``/``failed``)
@@ -25,6 +27,7 @@ when :func:`current_retraining` sees it.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -32,7 +35,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -49,6 +52,7 @@ __all__ = [
     "RetrainSubmission",
     "current_retraining",
     "stop_local_jobs",
+    "submissions",
     "submit_retraining",
 ]
 
@@ -85,6 +89,9 @@ class RetrainJob(BaseModel):
     state: JobState = "pending"
     labels_snapshot: str | None = None  # the field labels' newest snapshot when it was submitted
     new_labels: bool = False  # labels newer than the last job's: it trains even on the same snapshot
+    labels_until: datetime | None = None  # when the newest label landed for it arrived
+    reason: str | None = None  # the trigger that submitted it, in words
+    ended_at: datetime | None = None  # when it was first seen ended
 
 
 class RetrainSubmission(BaseModel):
@@ -103,6 +110,30 @@ def _dashboard(settings: Settings) -> str | None:
 
 def _state_file(settings: Settings, dataset: str) -> Path:
     return settings.home / "retrain" / f"{dataset}.json"
+
+
+def _history_file(settings: Settings, dataset: str) -> Path:
+    return settings.home / "retrain" / f"{dataset}.jobs.jsonl"
+
+
+#: how far back the submission history goes (the longest budget window is a week)
+HISTORY = timedelta(days=8)
+
+
+def submissions(settings: Settings, dataset: str, since: datetime) -> list[datetime]:
+    """When the dataset's jobs were submitted, oldest first, from ``since`` on."""
+    path = _history_file(settings, dataset)
+    if not path.is_file():
+        return []
+    times = [datetime.fromisoformat(json.loads(line)["at"]) for line in path.read_text().splitlines() if line]
+    return [t for t in times if t >= since]
+
+
+def _record_submission(settings: Settings, job: RetrainJob) -> None:
+    kept = submissions(settings, job.dataset, job.submitted_at - HISTORY)
+    lines = [json.dumps({"at": t.isoformat()}) for t in kept]
+    lines.append(json.dumps({"at": job.submitted_at.isoformat(), "job": job.job_id}))
+    _history_file(settings, job.dataset).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _refresh(job: RetrainJob) -> JobState:
@@ -138,7 +169,8 @@ def current_retraining(spec_name: str, settings: Settings) -> RetrainJob | None:
         return job
     state = _refresh(job)
     if state != job.state:
-        job = job.model_copy(update={"state": state})
+        ended = None if state in _ACTIVE else datetime.now(UTC)
+        job = job.model_copy(update={"state": state, "ended_at": ended})
         path.write_text(job.model_dump_json(indent=2), encoding="utf-8")
         if state not in _ACTIVE:
             track_retrain_job("succeeded" if state == "succeeded" else "failed")
@@ -146,10 +178,10 @@ def current_retraining(spec_name: str, settings: Settings) -> RetrainJob | None:
 
 
 def _pipeline(
-    edgeml: str, spec_path: Path, since_snapshot: str, groups: Sequence[str], new_labels: bool = False
+    edgeml: str, spec_path: Path, since_snapshot: str, groups: Sequence[str], stop_unchanged: bool = True
 ) -> list[str]:
     command = [edgeml, "pipeline", "run", str(spec_path)]
-    if not new_labels:  # new labels are new data: no stop on an unchanged snapshot then
+    if stop_unchanged:
         command += ["--since-snapshot", since_snapshot]
     command += ["--channel", "canary", "--percent", "100"]
     for group in groups:
@@ -168,12 +200,17 @@ def submit_retraining(
     entrypoint: list[str] | None = None,
     labels_snapshot: str | None = None,
     new_labels: bool = False,
+    labels_until: datetime | None = None,
+    reason: str | None = None,
+    stop_unchanged: bool = True,
 ) -> RetrainSubmission:
     """Submit the pipeline on data newer than ``since_snapshot``, to the canary of ``groups``.
 
     See the module docstring. ``labels_snapshot``: the field labels' newest snapshot, recorded;
     ``new_labels``: it is newer than the last job's (then the job trains even when the data is
-    still ``since_snapshot``). ``entrypoint`` replaces the command (tests); it runs the same way.
+    still ``since_snapshot``); ``labels_until``: when the newest of those labels arrived;
+    ``reason``: what triggered it, recorded; ``stop_unchanged`` False: the job trains even on
+    unchanged data. ``entrypoint`` replaces the command (tests); it runs the same way.
     """
     from edgeml.ingest.lake import load_snapshot
     from edgeml.spec import load_spec
@@ -187,6 +224,7 @@ def submit_retraining(
             return RetrainSubmission(job=running, submitted=False)
         newest = load_snapshot(store_from_settings(settings), spec.name)
         address = dashboard_address or _dashboard(settings)
+        stop = stop_unchanged and not new_labels  # new labels are new data: no stop on an unchanged snapshot
         job_id = f"edgeml-retrain-{spec.name}-{uuid.uuid4().hex[:12]}"
         # what the job publishes is audited as done by this job, not by whoever runs the node
         env = {"EDGEML_STORE_URL": settings.store_url, ACTOR_ENV: f"central:retrain:{job_id}"}
@@ -195,7 +233,7 @@ def submit_retraining(
         backend: Literal["ray", "local"] = "ray"
         pid = log = None
         if address is not None:
-            command = entrypoint or _pipeline("edgeml", spec_path, since_snapshot, groups, new_labels)
+            command = entrypoint or _pipeline("edgeml", spec_path, since_snapshot, groups, stop)
             from ray.job_submission import JobSubmissionClient
 
             JobSubmissionClient(address).submit_job(
@@ -207,7 +245,7 @@ def submit_retraining(
         else:
             backend = "local"
             exe = Path(sys.executable).with_name("edgeml")
-            command = entrypoint or _pipeline(str(exe), spec_path, since_snapshot, groups, new_labels)
+            command = entrypoint or _pipeline(str(exe), spec_path, since_snapshot, groups, stop)
             log = settings.home / "retrain" / f"{job_id}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             # the child gets this process's home and store, which may have come from flags
@@ -236,11 +274,14 @@ def submit_retraining(
             log=None if log is None else str(log),
             labels_snapshot=labels_snapshot,
             new_labels=new_labels,
+            labels_until=labels_until,
+            reason=reason,
         )
         track_retrain_job("submitted")
         path = _state_file(settings, spec.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(job.model_dump_json(indent=2), encoding="utf-8")
+        _record_submission(settings, job)
         return RetrainSubmission(job=job, submitted=True)
 
 
@@ -261,6 +302,7 @@ def stop_local_jobs(settings: Settings, timeout_s: float = 10.0) -> list[str]:
         for path in (settings.home / "retrain").glob("*.json"):
             job = RetrainJob.model_validate_json(path.read_text(encoding="utf-8"))
             if job.job_id in stopped and job.state in _ACTIVE:
-                path.write_text(job.model_copy(update={"state": "stopped"}).model_dump_json(indent=2))
+                stopped_job = job.model_copy(update={"state": "stopped", "ended_at": datetime.now(UTC)})
+                path.write_text(stopped_job.model_dump_json(indent=2))
                 track_retrain_job("failed")
     return stopped

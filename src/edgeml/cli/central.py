@@ -102,7 +102,8 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """The retraining policy, the last retraining job, and each model's last champion comparison."""
+    """The retraining policy and its last decision, the last retraining job, and each model's last
+    champion comparison."""
     from edgeml.central.config import load_central_config
     from edgeml.central.services.retraining import retraining_status
 
@@ -111,17 +112,25 @@ def status(
         typer.echo(found.model_dump_json(indent=2))
         return
     console.print(f"[bold]retraining[/]: {found.retraining}")
+    for trigger in found.triggers:
+        console.print(f"  trigger: {trigger}")
     for hold in found.holds:
         console.print(f"  hold: {hold}")
     if found.gates:
         console.print(f"  gates: {found.gates}")
     console.print(f"  labelled rows: {found.labelled_weight}")
+    decision = found.last_decision
+    if decision is not None:
+        console.print(f"[bold]last decision[/] ({decision.at:%Y-%m-%d %H:%M:%S} UTC): {decision.reason}")
+        for state in decision.triggers:
+            console.print(f"  {state}")
     console.print(f"[bold]quality gate[/]: {found.quality_gate}")
     job = found.last_job
     if job is not None:
+        why = f" (triggered by {job['reason']})" if job.get("reason") else ""
         console.print(
             f"[bold]last job[/]: {job['job_id']} {job['state']} (submitted {job['submitted_at']}, "
-            f"since snapshot {job['since_snapshot'] or 'none'})"
+            f"since snapshot {job['since_snapshot'] or 'none'}){why}"
         )
     if not found.comparisons:
         console.print("no champion comparison yet")

@@ -306,6 +306,19 @@ def _check_gates(p: Parts) -> Iterator[SpecIssue]:
             )
 
 
+def _check_retrain(p: Parts) -> Iterator[SpecIssue]:
+    task: Task | None = p["task"]
+    retrain = p["retrain"]
+    if task is None or retrain is None or retrain.triggers.accuracy_drop is None:
+        return
+    if task not in ("classification", "text-classification"):
+        yield SpecIssue(
+            "retrain.triggers.accuracy_drop",
+            f"a {task} model has no accuracy to drop (it is measured for classifiers); "
+            "retrain on drift, schedule or label_volume instead",
+        )
+
+
 def _check_profiles(p: Parts) -> Iterator[SpecIssue]:
     profiles = p["profiles"] or []
     for i, name in enumerate(profiles):
@@ -370,6 +383,7 @@ CHECKS: tuple[Callable[[Parts], Iterator[SpecIssue]], ...] = (
     _check_inputs,
     _check_search,
     _check_gates,
+    _check_retrain,
     _check_profiles,
     _check_support,
 )

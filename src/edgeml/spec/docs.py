@@ -15,6 +15,7 @@ from pydantic_core import PydanticUndefined
 
 from edgeml.features.expr import FUNCTIONS
 from edgeml.spec import models as m
+from edgeml.spec.types import _format_duration
 
 __all__ = ["render_reference"]
 
@@ -42,6 +43,7 @@ _SECTIONS: list[tuple[str, list[type[BaseModel]]]] = [
     ("features", [m.Features, m.RowFeature, m.WindowFeature]),
     ("search", [m.Search, m.ParamRange]),
     ("gates and rollout", [m.Gates, m.Threshold, m.Rollout, m.CanaryGate]),
+    ("retrain", [m.Retrain, m.RetrainTriggers, m.RetrainHolds, m.RetrainBudget]),
     ("serving", [m.Serving]),
     ("pipeline", [m.Pipeline]),
 ]
@@ -99,6 +101,8 @@ def _default(field: Any, required_in_yaml: bool) -> str:
         value = field.default
     if isinstance(value, BaseModel):
         return "see below"
+    if isinstance(value, timedelta):
+        return f"`{_format_duration(value)}`"
     if value in ([], {}, ""):
         return "empty"
     return f"`{value}`" if value is not None else "null"

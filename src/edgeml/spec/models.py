@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,6 +36,10 @@ __all__ = [
     "Pagination",
     "ParamRange",
     "Pipeline",
+    "Retrain",
+    "RetrainBudget",
+    "RetrainHolds",
+    "RetrainTriggers",
     "Rollout",
     "RowFeature",
     "Schema",
@@ -611,6 +616,84 @@ class Rollout(_Model):
     )
 
 
+# ---------------------------------------------------------------------------- retrain
+
+
+class RetrainTriggers(_Model):
+    """What makes the central node submit a retraining job (central.yaml's `retrain.spec` names this spec).
+
+    Each is evaluated every monitor round, for the newest version served on any channel; the first
+    that fires and no hold holds starts the job (`edgeml pipeline run` to the canary).
+    """
+
+    drift: bool = Field(
+        True,
+        description="a drift breach of the served version in a device group (the job canaries that group)",
+    )
+    accuracy_drop: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="the served version's accuracy in a device group below its holdout accuracy by more "
+        "than this: realized (feedback labels) with `accuracy_min_labels` of them, else the label-free "
+        "estimate (calibrated sums, else NannyML's CBPE; classifiers); none: off",
+    )
+    accuracy_min_labels: int = Field(
+        100,
+        ge=1,
+        description="labels in the monitor window that make realized accuracy count over the estimate",
+    )
+    schedule: Duration | None = Field(
+        None,
+        description="this long since the last job (before any: since the served version was built), e.g. "
+        "`7d`; none: off",
+    )
+    label_volume: int | None = Field(
+        None,
+        ge=1,
+        description="this many new field labels (joined to predictions) since the last job; none: off",
+    )
+
+
+class RetrainBudget(_Model):
+    """Most retraining jobs submitted in a rolling window; a job over budget waits."""
+
+    per_day: int | None = Field(None, ge=1, description="most jobs in any 24 hours; none: no limit")
+    per_week: int | None = Field(None, ge=1, description="most jobs in any 7 days; none: no limit")
+
+    @model_validator(mode="after")
+    def _week_holds_a_day(self) -> RetrainBudget:
+        if self.per_day is not None and self.per_week is not None and self.per_day > self.per_week:
+            raise ValueError(f"per_day ({self.per_day}) is more than per_week ({self.per_week})")
+        return self
+
+
+class RetrainHolds(_Model):
+    """What keeps a fired trigger from starting a job. One job at a time per dataset always holds."""
+
+    cooldown: Duration | None = Field(
+        None, description="least time between two jobs' submissions, e.g. `6h`; none: no wait"
+    )
+    failure_cooldown: Duration = Field(
+        timedelta(minutes=10),
+        description="after a failed job, the same data (the served version's snapshot) waits this long",
+    )
+    no_new_data: bool = Field(
+        True,
+        description="drift and accuracy triggers hold for a version whose data already went into a job "
+        "when no field labels arrived since, and a job stops without training when its ingest finds "
+        "nothing new; false: retrain on the same data",
+    )
+    budget: RetrainBudget = Field(default_factory=RetrainBudget, description="most jobs per day and week")
+
+
+class Retrain(_Model):
+    """The central node's retraining policy for this model: triggers and holds."""
+
+    triggers: RetrainTriggers = Field(default_factory=RetrainTriggers, description="what starts a job")
+    holds: RetrainHolds = Field(default_factory=RetrainHolds, description="what keeps one from starting")
+
+
 # ---------------------------------------------------------------------------- serving
 
 
@@ -715,6 +798,9 @@ class Spec(_Model):
         description="hipaa: telemetry histogram cells under this many rows are merged on the device",
     )
     rollout: Rollout = Field(default_factory=Rollout, description="rollout to devices")
+    retrain: Retrain = Field(
+        default_factory=Retrain, description="automatic retraining by the central node: triggers and holds"
+    )
     serving: Serving = Field(
         default_factory=Serving, description="serving on the Ray cluster (`edgeml serve`)"
     )

@@ -72,9 +72,26 @@ def render_summary(spec: Spec) -> Group:
         "rollout",
         f"channel {r.channel}, canary {r.canary_percent:g}%, groups {', '.join(r.groups) or 'all'}",
     )
+    table.add_row("retrain", retrain_line(spec))
     for n, line in enumerate(compliance_lines(spec)):
         table.add_row(f"compliance {spec.compliance}" if n == 0 else "", line)
     return Group(Text("✓ spec is valid", style="bold green"), table)
+
+
+def retrain_line(spec: Spec) -> str:
+    """The central node's retraining policy in one line: what triggers a job, what holds one."""
+    from edgeml.spec.types import _format_duration
+
+    t, h = spec.retrain.triggers, spec.retrain.holds
+    on = ["drift"] if t.drift else []
+    on += [f"accuracy drop > {t.accuracy_drop:g}"] if t.accuracy_drop is not None else []
+    on += [f"{t.label_volume} new labels"] if t.label_volume is not None else []
+    on += [f"every {_format_duration(t.schedule)}"] if t.schedule is not None else []
+    held = [f"{_format_duration(h.failure_cooldown)} after a failure"]
+    held += [f"cooldown {_format_duration(h.cooldown)}"] if h.cooldown is not None else []
+    held += [] if h.no_new_data else ["retrains unchanged data"]
+    held += [f"≤ {n}/{per}" for n, per in ((h.budget.per_day, "day"), (h.budget.per_week, "week")) if n]
+    return f"on {', '.join(on) if on else 'nothing (no trigger on)'}; {', '.join(held)}"
 
 
 def compliance_lines(spec: Spec) -> list[str]:

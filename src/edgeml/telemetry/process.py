@@ -535,6 +535,7 @@ class StoreProcess:
     add_feedback = _Remote(DuckDBStore.add_feedback)
     add_labels = _Remote(DuckDBStore.add_labels)
     add_predictions = _Remote(DuckDBStore.add_predictions)
+    labelled_count = _Remote(DuckDBStore.labelled_count)
     labelled_rows = _Remote(DuckDBStore.labelled_rows)
     prediction_traces = _Remote(DuckDBStore.prediction_traces)
     compact = _Remote(DuckDBStore.compact)

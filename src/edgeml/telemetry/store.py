@@ -118,6 +118,10 @@ class TelemetryStore(Protocol):
         """The W3C traceparent of each prediction (of those stored and traced)."""
         ...
 
+    def labelled_count(self, model: str, since: datetime | None = None) -> int:
+        """How many of :meth:`labelled_rows` there are, without reading them."""
+        ...
+
     def labelled_rows(self, model: str, since: datetime | None = None) -> list[LabelledRow]:
         """Each prediction of ``model`` with a label (the latest), whose label arrived after ``since``."""
         ...

@@ -237,6 +237,19 @@ def feedback(
     ]
 
 
+def labelled_count(reader: Reader, model: str, since: datetime | None = None) -> int:
+    """How many predictions of ``model`` have a label whose latest arrived after ``since``."""
+    sql = """
+        SELECT count(*) FROM (SELECT * FROM feedback
+              QUALIFY row_number() OVER (PARTITION BY prediction_id ORDER BY received_at DESC) = 1) f
+        WHERE (? IS NULL OR f.received_at > ?)
+          AND f.prediction_id IN (SELECT prediction_id FROM predictions WHERE model = ?)
+    """
+    with reader() as cur:
+        row = cur.execute(sql, [since, since, model]).fetchone()
+    return int(row[0]) if row else 0
+
+
 def labelled_rows(reader: Reader, model: str, since: datetime | None = None) -> list[LabelledRow]:
     """Each prediction of ``model`` with a label, joined (the latest label per id), by label arrival.
 

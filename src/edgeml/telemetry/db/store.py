@@ -364,6 +364,10 @@ class DuckDBStore:
             ).fetchall()
         return {str(pid): str(tp) for pid, tp in found}
 
+    def labelled_count(self, model: str, since: datetime | None = None) -> int:
+        """:func:`queries.labelled_count <edgeml.telemetry.db.queries.labelled_count>`."""
+        return queries.labelled_count(self._reader, model, since)
+
     def labelled_rows(self, model: str, since: datetime | None = None) -> list[LabelledRow]:
         """:func:`queries.labelled_rows <edgeml.telemetry.db.queries.labelled_rows>`."""
         return queries.labelled_rows(self._reader, model, since)
