@@ -128,8 +128,8 @@ def _erase_on_central(central: str, token: str, where: str, reason: str) -> None
         )
     erased = answer.json()
     console.print(
-        f"central node {central}: {erased['predictions']:,} logged predictions and "
-        f"{erased['labels']:,} labels erased"
+        f"central node {central}: {erased['predictions']:,} logged predictions, "
+        f"{erased['labels']:,} labels and {erased['samples']:,} telemetry row samples erased"
         + ("" if erased["audited"] else " (no audit trail there: it has no store)")
     )
     if not erased["column_logged"]:
