@@ -225,6 +225,28 @@ def test_erase_rewrites_the_holdout_rows_mlflow_keeps_for_each_run(
     assert "MLflow: 0 kept holdout rows erased in 0 runs" in capsys.readouterr().out
 
 
+def test_an_mlflow_it_cannot_read_is_refused_before_anything_is_erased(
+    lake: tuple[Spec, str],
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The feature rows that find a run's holdout rows are gone once the lake is rewritten: MLflow
+    must answer first."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    store = store_from_settings(settings)
+    keys = store.keys()
+    spec_file = str(tmp_path / "erase-pumps.yaml")
+    for uri in ("http://127.0.0.1:9", "nosuch://tracking"):
+        argv = ["data", "erase", spec_file, "--where", f"operator = '{ANA}'", "--tracking-uri", uri]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"MLflow at {uri} cannot be read, so nothing was erased" in err
+        assert "Traceback" not in err
+        assert store.keys() == keys
+
+
 def _holdout(client: Any, run_id: str, dest: Path) -> pd.DataFrame:
     dest.mkdir()
     return pd.read_parquet(client.download_artifacts(run_id, "edgeml/holdout.parquet", str(dest)))

@@ -138,13 +138,14 @@ def erase(
 
     ``columns`` (the spec's schema, when known) lets a misspelt column be refused before any work.
     """
-    from edgeml.privacy.kept import erase_holdouts, scrub_reports
+    from edgeml.privacy.kept import erase_holdouts, find_experiment, scrub_reports
 
     if columns is None:
         columns = lake_columns(store, dataset)
     if where.column not in columns:
         known = ", ".join(sorted(columns))
         raise UserError(f"--where names column {where.column!r}, which {dataset} does not have ({known})")
+    experiment = find_experiment(tracking, dataset) if tracking is not None else None
 
     erased_features: list[pa.Table] = []  # what a run's holdout rows were made from
 
@@ -161,10 +162,10 @@ def erase(
     summary = {"column": where.column, "value_sha256": where.value_sha256, "reason": reason, "actor": actor}
     result = rewrite_dataset(store, dataset, select, action="erase", summary=summary)
     done = Erasure(result, scrub_reports(store, dataset, where), tracking=tracking)
-    if tracking is not None:
+    if experiment is not None:
         frames = [t.to_pandas() for t in erased_features if t.num_rows]
         erased = pd.concat(frames, ignore_index=True) if frames else None
-        done.holdouts = erase_holdouts(tracking, dataset, where, erased, reason=reason)
+        done.holdouts = erase_holdouts(experiment, where, erased, reason=reason)
     AuditLog(store).append(
         actor,
         "data.erase",

@@ -18,6 +18,7 @@ import json
 import math
 import re
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from edgeml.privacy.erase import Where
     from edgeml.store.base import ObjectStore
 
-__all__ = ["HOLDOUT", "erase_holdouts", "scrub_reports"]
+__all__ = ["HOLDOUT", "Experiment", "erase_holdouts", "find_experiment", "scrub_reports"]
 
 HOLDOUT = "edgeml/holdout.parquet"
 
@@ -111,17 +112,40 @@ def _holdout_matches(
     return drop
 
 
+@dataclass(frozen=True)
+class Experiment:
+    """The MLflow experiment whose runs keep a dataset's holdout rows (``id`` None: there is none)."""
+
+    client: Any
+    id: str | None
+
+
+def find_experiment(tracking_uri: str, name: str) -> Experiment:
+    """The experiment named ``name``; a UserError when MLflow cannot answer. Called before anything
+    is erased: the rows that find a run's holdout rows exist only until the lake is rewritten."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        found = client.get_experiment_by_name(name)
+    except (MlflowException, OSError) as exc:
+        raise UserError(
+            f"MLflow at {tracking_uri} cannot be read, so nothing was erased: {exc}",
+            hint="check --tracking-uri (the MLflow that trained the models on this dataset)",
+        ) from exc
+    return Experiment(client, None if found is None else str(found.experiment_id))
+
+
 def erase_holdouts(
-    tracking_uri: str, experiment: str, where: Where, erased: pd.DataFrame | None, *, reason: str
+    experiment: Experiment, where: Where, erased: pd.DataFrame | None, *, reason: str
 ) -> dict[str, int]:
     """Rewrite the kept holdout rows of every run of ``experiment`` (deleted runs too: their
     artifacts stay until MLflow's garbage collection) without the erased rows; run id -> rows."""
-    import mlflow
     from mlflow.entities import ViewType
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
+    client = experiment.client
+    if experiment.id is None:
         return {}
     stamp = datetime.now(UTC)
     tag = f"edgeml.erased.{stamp.strftime('%Y%m%dT%H%M%S%fZ')}"
@@ -129,7 +153,7 @@ def erase_holdouts(
     token = None
     while True:
         runs = client.search_runs(
-            [found.experiment_id], run_view_type=ViewType.ALL, max_results=1000, page_token=token
+            [experiment.id], run_view_type=ViewType.ALL, max_results=1000, page_token=token
         )
         for run in runs:
             run_id = run.info.run_id
