@@ -99,11 +99,16 @@ def _holdout_matches(
     spec_file = folder / "spec.json"
     if erased is None or erased.empty or not spec_file.exists():
         return drop
+    from pydantic import ValidationError
+
     from edgeml.spec.models import Spec
     from edgeml.train.data import model_inputs
     from edgeml.train.pipeline import input_layout
 
-    layout = input_layout(Spec.model_validate_json(spec_file.read_text()))
+    try:
+        layout = input_layout(Spec.model_validate_json(spec_file.read_text()))
+    except ValidationError:  # a spec this release no longer reads: the column match only
+        return drop
     columns = list(layout.columns)
     if any(c not in erased.columns for c in columns) or any(c not in rows.columns for c in columns):
         return drop  # trained on other columns than the feature tables hold now
