@@ -146,7 +146,8 @@ def test_a_rollback_goes_back_to_an_approved_version_only(
     syncer = make_syncer(publisher, device_config())
     assert syncer.run_once() == "installed v2 from stable"
     wait_past(expires)
-    rollback(publisher.store, publisher.signer, "pump", "stable", 1, reason="INC-4")
+    approvers = KeyRing.from_dir(publisher.ring)
+    rollback(publisher.store, publisher.signer, "pump", "stable", 1, reason="INC-4", approvers=approvers)
     assert syncer.run_once() == "installed v1 from stable"
     for name in (approval_key("pump", 1), approval_key("pump", 1) + ".sig"):
         publisher.store.delete(name)

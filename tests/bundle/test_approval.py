@@ -13,7 +13,7 @@ from edgeml.audit import AuditLog
 from edgeml.bundle.approval import Approval, approval_key, approve, fetch_approval, verify_approval
 from edgeml.bundle.channels import ChannelPointer
 from edgeml.bundle.keys import KeyRing, Signer, canonical_json, init_keys, load_signer
-from edgeml.bundle.rollout import current, promote
+from edgeml.bundle.rollout import current, promote, rollback
 from edgeml.bundle.rollout import publish as publish_channel
 from edgeml.cli import main
 from edgeml.errors import BundleRejected, UserError
@@ -205,3 +205,95 @@ def test_cli_promote_of_a_sox_version_exits_2_until_approved(
     stable = current(store, "pump", "stable")
     assert stable is not None
     assert stable.version == 2
+
+
+def test_stable_rolls_back_only_to_a_sox_version_a_second_key_approved(
+    publish: Publish, store: ObjectStore, signer: Signer, approver: Signer
+) -> None:
+    for version in (1, 2, 3):
+        publish(version, seed=version, compliance="sox")
+    approvers = _both(signer, approver)
+    publish_channel(store, signer, "pump", 1, "canary", percent=10)
+    first = approve(store, approver, "pump", 1, actor="cli:carol")
+    promote(store, signer, "pump", approvers=approvers)
+    publish_channel(store, signer, "pump", 2, "canary", percent=10)  # v2: never approved
+    publish_channel(store, signer, "pump", 3, "canary", percent=10)
+    approve(store, approver, "pump", 3, actor="cli:carol")
+    promote(store, signer, "pump", approvers=approvers)
+    trail = len(AuditLog(store).entries())
+
+    with pytest.raises(UserError, match="no approvers' key ring was given"):
+        rollback(store, signer, "pump", "stable", 2, reason="alarms")
+    with pytest.raises(UserError, match=r"pump v2 is under compliance: sox .* has no approval") as caught:
+        rollback(store, signer, "pump", "stable", 2, reason="alarms", approvers=approvers)
+    assert caught.value.hint is not None
+    assert "edgeml rollout approve pump 2" in caught.value.hint
+    # the publisher's own key is no approver, whatever ring is given
+    with pytest.raises(UserError, match="pump v2 is under compliance: sox"):
+        rollback(store, signer, "pump", "stable", 2, approvers=KeyRing(signer.ring().keys))
+    stable = current(store, "pump", "stable")
+    assert stable is not None
+    assert (stable.version, stable.rollback) == (3, None)
+    assert len(AuditLog(store).entries()) == trail  # refused before anything was written
+
+    # the canary goes back freely; once v2 is approved there, stable follows it back
+    assert rollback(store, signer, "pump", "canary", 2, reason="check v2")[0].version == 2
+    approve(store, approver, "pump", 2, actor="cli:carol", reason="CAB-10")
+    back = rollback(store, signer, "pump", "stable", 2, reason="alarms", actor="cli:bob", approvers=approvers)
+    assert [p.version for p in back] == [2]
+    entry = AuditLog(store).entries()[-1]
+    assert (entry.actor, entry.action, entry.subject) == ("cli:bob", "rollout.rollback", "pump/stable")
+
+    # an approval given before counts for a rollback though it expired since, as devices judge it
+    data, signature = _forged(first, approver, expires=(datetime.now(UTC) - timedelta(days=1)).isoformat())
+    store.put(approval_key("pump", 1) + ".sig", signature)
+    store.put(approval_key("pump", 1), data)
+    assert rollback(store, signer, "pump", "stable", 1, approvers=approvers)[0].version == 1
+
+
+def test_cli_rollback_of_stable_to_an_unapproved_sox_version_exits_2(
+    clean_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeml.bundle.build import publish_bundle
+    from edgeml.bundle.keys import export_public
+    from edgeml.store import LocalStore
+
+    from .conftest import make_manifest, write_model
+
+    assert main(["keys", "init"]) == 0
+    signer = load_signer(clean_env)
+    store = LocalStore(clean_env / "store")
+    for version in (1, 2):
+        folder = tmp_path / f"m{version}"
+        publish_bundle(
+            store, signer, make_manifest(write_model(folder, version), version, compliance="sox"), folder
+        )
+    assert main(["--home", str(tmp_path / "carol"), "keys", "init"]) == 0
+    ring = tmp_path / "devices-ring"
+    export_public(clean_env, ring)
+    export_public(tmp_path / "carol", ring)
+    publish_channel(store, signer, "pump", 1, "canary")
+    publish_channel(store, signer, "pump", 2, "canary")
+    assert main(["rollout", "approve", "pump", "2", "--keys", str(tmp_path / "carol")]) == 0
+    assert main(["rollout", "promote", "pump", "--approvers", str(ring)]) == 0
+    capsys.readouterr()
+
+    assert main(["rollout", "rollback", "pump", "--to", "1", "--approvers", str(ring)]) == 2
+    err = capsys.readouterr().err
+    assert "pump v1 is under compliance: sox" in err
+    assert "edgeml rollout approve pump 1" in err
+    assert "Traceback" not in err
+    stable = current(store, "pump", "stable")
+    assert stable is not None
+    assert stable.version == 2
+
+    assert main(["rollout", "rollback", "pump", "--channel", "canary", "--to", "1"]) == 0  # canary: free
+    assert main(["rollout", "approve", "pump", "1", "--keys", str(tmp_path / "carol")]) == 0
+    assert (
+        main(["rollout", "rollback", "pump", "--to", "1", "--approvers", str(ring), "--reason", "alarms"])
+        == 0
+    )
+    stable = current(store, "pump", "stable")
+    assert stable is not None
+    assert stable.rollback is not None
+    assert (stable.version, stable.rollback.from_version) == (1, 2)

@@ -121,3 +121,16 @@ def running(config: CentralConfig) -> Iterator[Central]:
 def central(tmp_path: Path) -> Iterator[Central]:
     with running(make_config(tmp_path / "central")) as c:
         yield c
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Path:
+    """The local store of a node that has one (landed labels, its audit trail)."""
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def central_on_lake(tmp_path: Path, lake: Path) -> Iterator[Central]:
+    """A node whose central.yaml names the store at ``lake``."""
+    with running(make_config(tmp_path / "central", store={"url": f"file://{lake}"})) as c:
+        yield c

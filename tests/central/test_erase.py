@@ -1,6 +1,7 @@
-"""Erasure reaches the central node: ``POST /v1/erase`` deletes a data subject's logged predictions
-and their labels, audited without the value; ``edgeml data erase --central`` carries it there, and
-erases the landed ``<model>.labels`` dataset in the lake like any other dataset."""
+"""Erasure reaches the central node: ``POST /v1/erase`` deletes a data subject's logged predictions,
+their labels and their rows in the telemetry batches' samples, audited without the value; ``edgeml
+data erase --central`` carries it there, and erases the landed ``<model>.labels`` dataset in the lake
+like any other dataset."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from edgeml.audit import AuditLog
 from edgeml.cli import main
 from edgeml.ingest.lake import list_snapshots, read_parts
 from edgeml.store.local import LocalStore
-from edgeml.telemetry.schema import LoggedPrediction, PredictionLogBatch
+from edgeml.telemetry.schema import LoggedPrediction, PredictionLogBatch, SampleRow, TelemetryBatch
+from telemetry.batches import make_batch
 
-from .conftest import ADMIN, Central, bearer, make_config, running
+from .conftest import ADMIN, Central, bearer
 
 ANA = "badge-ana"
 #: prediction id → (operator, temperature, label); Ana's are p1 and p3
@@ -29,19 +31,31 @@ ROWS = {
 
 
 @pytest.fixture
-def lake(tmp_path: Path) -> Path:
-    return tmp_path / "store"
+def central(central_on_lake: Central) -> Central:
+    return central_on_lake
 
 
-@pytest.fixture
-def central(tmp_path: Path, lake: Path) -> Central:  # type: ignore[misc]
-    with running(make_config(tmp_path / "central", store={"url": f"file://{lake}"})) as c:
-        yield c
+def _sampled(device: str, model: str = "pump") -> TelemetryBatch:
+    """A telemetry batch (compliance none) whose row sample holds every row of ROWS."""
+    sample = [
+        SampleRow(inputs={"operator": op, "temperature": t}, prediction=lb) for op, t, lb in ROWS.values()
+    ]
+    return make_batch(device, model=model).model_copy(update={"sample": sample})
+
+
+def _samples(central: Central, model: str = "pump") -> list[tuple[str, float]]:
+    return [
+        (r.inputs["operator"], r.inputs["temperature"])
+        for b in central.store.batches(model)
+        for r in b.sample
+    ]
 
 
 def _fill(central: Central) -> None:
-    """Logged predictions (as an agent ships them) and their labels, landed in the lake."""
+    """Logged predictions (as an agent ships them) and their labels, landed in the lake; a
+    telemetry batch whose row sample holds the same rows."""
     token = central.register("dev-1")
+    assert central.post(_sampled("dev-1"), token).status_code == 200
     rows = [
         LoggedPrediction(
             prediction_id=pid,
@@ -91,10 +105,11 @@ def test_cli_erases_the_labels_dataset_and_the_nodes_predictions_and_labels(
     assert main([*argv, "--central", url, "--admin-token-file", str(token_file)]) == 0
     out = capsys.readouterr().out
     assert "pump.labels: rows erased: 2 lake" in out
-    assert "2 logged predictions and 2 labels erased" in out
+    assert "2 logged predictions, 2 labels and 2 telemetry row samples erased" in out
 
     # the node keeps nothing of Ana's; the others' rows stay, still joined
     assert _stored(central) == ({"p2", "p4"}, {"p2", "p4"})
+    assert _samples(central) == [("badge-bo", 40.0), ("badge-cy", 91.5)]
     assert {r.prediction_id for r in central.store.labelled_rows("pump")} == {"p2", "p4"}
     # the lake's labels dataset: a new snapshot without her rows (the landed dataset is an ordinary one)
     store = LocalStore(lake)
@@ -110,10 +125,11 @@ def test_cli_erases_the_labels_dataset_and_the_nodes_predictions_and_labels(
     entries = AuditLog(store).entries()
     node = [e for e in entries if e.action == "predictions.erase"]
     assert len(node) == 1
-    assert {k: node[0].after[k] for k in ("column", "predictions", "labels")} == {
+    assert {k: node[0].after[k] for k in ("column", "predictions", "labels", "samples")} == {
         "column": "operator",
         "predictions": 2,
         "labels": 2,
+        "samples": 2,
     }
     assert node[0].reason == "ticket 7"
     assert [e.subject for e in entries if e.action == "data.erase"] == ["pump.labels"]
@@ -155,6 +171,31 @@ def test_a_bad_erasure_is_refused_naming_the_problem_and_nothing_changes(
     assert answer.status_code == status
     assert message in answer.text
     assert _stored(central) == (set(ROWS), set(ROWS))
+    assert len(_samples(central)) == len(ROWS)
+
+
+def test_row_samples_lose_the_matching_rows_only_and_a_retried_batch_stays_out(central: Central) -> None:
+    token = central.register("dev-2", model="press")
+    press = _sampled("dev-2", model="press")
+    assert central.post(press, token).status_code == 200
+    _fill(central)
+    answer = central.client.post(
+        "/v1/erase", json={"where": "temperature = 91.5", "model": "pump"}, headers=bearer(ADMIN)
+    ).json()
+    assert answer["samples"] == 2  # numbers as numbers: Ana's 91.5 and Cy's
+    assert _samples(central) == [("badge-bo", 40.0), (ANA, 42.0)]
+    assert len(_samples(central, "press")) == len(ROWS)  # another model's batches: untouched
+    batch = central.store.batches("pump")[0]
+    assert (batch.rows, batch.features.keys()) == (10, {"a", "machine"})  # the rest of the batch holds
+    # the device retrying the batch it sent is a repeat, not a way back in
+    again = central.post(press, token)
+    assert again.status_code == 200
+    answer = central.client.post(
+        "/v1/erase", json={"where": f"operator = '{ANA}'"}, headers=bearer(ADMIN)
+    ).json()
+    assert answer["samples"] == 3  # her last row in pump, both of hers in press
+    assert central.post(press, token).status_code == 200
+    assert ANA not in {op for model in ("pump", "press") for op, _ in _samples(central, model)}
 
 
 def test_erasure_is_the_admins(central: Central) -> None:

@@ -19,7 +19,7 @@ from edgeml.ingest.lake import list_snapshots, read_parts
 from edgeml.store.local import LocalStore
 from edgeml.telemetry.schema import LoggedPrediction, PredictionLogBatch
 
-from .conftest import ADMIN, Central, bearer, make_config, running
+from .conftest import ADMIN, Central, bearer
 
 JSON = {"Content-Type": "application/json"}
 
@@ -54,14 +54,8 @@ def label(central: Central, token: str, *pairs: tuple[str, str]) -> dict[str, ob
 
 
 @pytest.fixture
-def lake(tmp_path: Path) -> Path:
-    return tmp_path / "store"
-
-
-@pytest.fixture
-def central(tmp_path: Path, lake: Path) -> Central:  # type: ignore[misc]
-    with running(make_config(tmp_path / "central", store={"url": f"file://{lake}"})) as c:
-        yield c
+def central(central_on_lake: Central) -> Central:
+    return central_on_lake
 
 
 def test_labels_join_idempotently_late_or_unknown_and_feed_realized_accuracy(central: Central) -> None:

@@ -38,8 +38,8 @@ def _spec(folder: Path, **extra: Any) -> Spec:
     return spec_from_dict(data, folder)
 
 
-def _frame(days_back: int = 0) -> pd.DataFrame:
-    frame = simulate_frame(machines=3, readings=300)
+def _frame(days_back: int = 0, readings: int = 300) -> pd.DataFrame:
+    frame = simulate_frame(machines=3, readings=readings)
     frame["operator"] = [f"badge-{n}" for n in ("ana", "bo", "cy", "di")] * (len(frame) // 4) + [
         "badge-bo"
     ] * (len(frame) % 4)
@@ -109,6 +109,9 @@ def test_erase_takes_the_rows_out_of_every_stage_and_audits_without_the_value(
     )
     out = capsys.readouterr().out
     assert code == 0, out
+    assert "validation reports: 0 failing examples erased" in out  # they hold machine ids here
+    assert "MLflow: no tracking database in the appliance home" in out
+    assert not (settings.home / "mlflow.db").exists()  # looking for one did not make one
     after = _tables(store)
     assert {k: _holds(t, ANA) for k, t in after.items() if _holds(t, ANA)} == {}
     assert sum(len(t) for k, t in after.items() if k.startswith("lake/")) == lake_rows - ana_rows
@@ -136,6 +139,117 @@ def test_erase_takes_the_rows_out_of_every_stage_and_audits_without_the_value(
     for key in store.keys("catalog/") + store.keys("audit/"):
         assert ANA.encode() not in store.get(key), key
     assert AuditLog(store).verify() == []
+
+
+def test_validation_reports_lose_the_failing_examples_that_hold_the_value(
+    clean_env: Path, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _spec(tmp_path)
+    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # badges are two letters: Ana's and Eve's fail, and the report shows a few as examples
+    data["expectations"].append(
+        {"kind": "regex", "column": "operator", "pattern": r"badge-[a-z]{2}", "severity": "warn"}
+    )
+    spec = spec_from_dict(data, tmp_path)
+    frame = _frame()
+    frame.loc[frame.index[[1, 2]], "operator"] = "badge-eve"
+    make_snapshot(spec, settings, frame)
+    store = store_from_settings(settings)
+
+    def examples() -> list[str]:
+        (key,) = store.keys(f"catalog/{spec.name}/validation/")
+        report = json.loads(store.get(key))
+        return next(o["examples"] for o in report["outcomes"] if o["column"] == "operator")
+
+    before = examples()
+    assert {ANA, "badge-eve"} <= set(before)
+    assert main(["data", "erase", str(tmp_path / "erase-pumps.yaml"), "--where", f"operator = '{ANA}'"]) == 0
+    assert f"validation reports: {before.count(ANA)} failing examples erased" in capsys.readouterr().out
+    assert examples() == [e for e in before if e != ANA]
+    for key in store.keys("catalog/"):
+        assert ANA.encode() not in store.get(key), key
+
+
+@pytest.mark.slow
+def test_erase_rewrites_the_holdout_rows_mlflow_keeps_for_each_run(
+    clean_env: Path, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pii column is no model input, so a holdout row is Ana's when it equals one of her erased
+    feature rows in every input; her rows carry an rpm no one else's does, to check that by."""
+    import mlflow
+
+    from edgeml.train.data import load_training_data
+    from edgeml.train.run import keep_holdout
+    from edgeml.train.tracking import experiment_id, tracking_uri
+
+    spec = _spec(tmp_path)
+    frame = _frame(readings=400)  # as training's own tests: every class in every split
+    frame.loc[frame["operator"] == ANA, "rpm"] = 1234.5
+    old = make_snapshot(spec, settings, frame)
+    data = load_training_data(spec, settings, old)
+    assert "operator" not in data.X_hold
+    ana = int((data.X_hold["rpm"] == 1234.5).sum())
+    assert 0 < ana < len(data.X_hold)
+    client = mlflow.MlflowClient(tracking_uri(settings))
+    mlflow.set_tracking_uri(tracking_uri(settings))
+    runs = []
+    for _ in range(2):  # as training logs them: the spec and the holdout rows with targets
+        with mlflow.start_run(experiment_id=experiment_id(spec.name, settings)) as run:
+            keep_holdout(spec, data)
+        runs.append(run.info.run_id)
+    client.delete_run(runs[1])  # a deleted run keeps its artifacts until MLflow's gc
+    kept = _holdout(client, runs[0], tmp_path / "before")
+
+    argv = ["data", "erase", str(tmp_path / "erase-pumps.yaml"), "--where", f"operator = '{ANA}'"]
+    assert main([*argv, "--reason", "DSR-9"]) == 0
+    out = capsys.readouterr().out
+    assert f"MLflow: {2 * ana} kept holdout rows erased in 2 runs" in out
+    for n, run_id in enumerate(runs):
+        assert f"run {run_id}: {ana} rows" in out
+        after = _holdout(client, run_id, tmp_path / f"after-{n}")
+        assert (after["rpm"] != 1234.5).all()
+        pd.testing.assert_frame_equal(after, kept[kept["rpm"] != 1234.5].reset_index(drop=True))
+    # the live run records the erasure (never the value); the audit entry names both runs
+    tags = {k: v for k, v in client.get_run(runs[0]).data.tags.items() if k.startswith("edgeml.erased.")}
+    (record,) = (json.loads(v) for v in tags.values())
+    assert record == {
+        "column": "operator",
+        "value_sha256": Where("operator", ANA).value_sha256,
+        "rows": ana,
+        "reason": "DSR-9",
+    }
+    entry = next(e for e in AuditLog(store_from_settings(settings)).entries() if e.action == "data.erase")
+    assert entry.after["mlflow_holdouts"] == dict.fromkeys(runs, ana)
+    # erasing again finds nothing more, anywhere
+    assert main(argv) == 0
+    assert "MLflow: 0 kept holdout rows erased in 0 runs" in capsys.readouterr().out
+
+
+def test_an_mlflow_it_cannot_read_is_refused_before_anything_is_erased(
+    lake: tuple[Spec, str],
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The feature rows that find a run's holdout rows are gone once the lake is rewritten: MLflow
+    must answer first."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    store = store_from_settings(settings)
+    keys = store.keys()
+    spec_file = str(tmp_path / "erase-pumps.yaml")
+    for uri in ("http://127.0.0.1:9", "nosuch://tracking"):
+        argv = ["data", "erase", spec_file, "--where", f"operator = '{ANA}'", "--tracking-uri", uri]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"MLflow at {uri} cannot be read, so nothing was erased" in err
+        assert "Traceback" not in err
+        assert store.keys() == keys
+
+
+def _holdout(client: Any, run_id: str, dest: Path) -> pd.DataFrame:
+    dest.mkdir()
+    return pd.read_parquet(client.download_artifacts(run_id, "edgeml/holdout.parquet", str(dest)))
 
 
 def test_erasing_a_dataset_by_name_and_erasing_nothing(

@@ -6,9 +6,10 @@ audit trail records) and every manifest a new pointer names must verify at its p
 else is refused with the reason; ``recover=True`` (``--recover``) re-establishes the channel
 on purpose, at a serial above any seen, and the audit trail records what was replaced.
 
-Under ``compliance: sox`` no version reaches ``stable`` (``publish --channel stable`` or
-``promote``) without an approval signed by a key other than the publisher's, checked against the
-approvers' key ring exactly as a device checks it (:mod:`edgeml.bundle.approval`).
+Under ``compliance: sox`` no version reaches ``stable`` (``publish --channel stable``, ``promote``
+or ``rollback``) without an approval signed by a key other than the publisher's, checked against
+the approvers' key ring exactly as a device checks it (:mod:`edgeml.bundle.approval`; a rollback's
+approval may have expired, as a device judges it).
 """
 
 from __future__ import annotations
@@ -251,7 +252,7 @@ def _write(
         key_id=signer.key_id,
         rollback=rollback,
     )
-    if channel == "stable" and rollback is None:
+    if channel == "stable":
         _require_approval(store, signer, pointer, approvers)
     data = canonical_json(pointer.model_dump(mode="json"))
     signature = signer.sign(data)
@@ -284,28 +285,36 @@ def _require_approval(
     store: ObjectStore, signer: Signer, pointer: ChannelPointer, approvers: KeyRing | None
 ) -> None:
     """Separation of duties: a sox version goes to stable only with a second key's approval of
-    exactly the bundles ``pointer`` names; the publisher's keys never count as approvers."""
+    exactly the bundles ``pointer`` names; the publisher's keys never count as approvers. A
+    rollback's approval was given before and may have expired since (the device's rule too)."""
     sox = any(json.loads(store.get(ref.key)).get("compliance") == "sox" for ref in pointer.manifests.values())
     if not sox:
         return
-    what = f"{pointer.model} v{pointer.version} is under compliance: sox and goes to stable only approved"
+    model, version = pointer.model, pointer.version
+    what = f"{model} v{version} is under compliance: sox and goes to stable only approved"
+    if pointer.rollback is None:
+        how = (
+            "publish it to canary, have a second person approve it (`edgeml rollout approve "
+            f"{model} {version}`), then promote"
+        )
+    else:  # an approval is of the canary's version: the canary goes back first
+        how = (
+            f"roll the canary back to it (`edgeml rollout rollback {model} --channel canary --to "
+            f"{version}`), have a second person approve it (`edgeml rollout approve {model} {version}`), "
+            "then roll stable back"
+        )
     if approvers is None:
         raise UserError(
             f"{what}, and no approvers' key ring was given to check the approval against",
-            hint="publish it to canary, have a second person approve it (`edgeml rollout approve`), then "
-            "promote with --approvers DIR: the approvers' public keys (`edgeml --home ~/approver keys "
+            hint=f"{how} with --approvers DIR: the approvers' public keys (`edgeml --home ~/approver keys "
             "export-public --out DIR`), the same the devices trust",
         )
     own = signer.ring().keys
     ring = KeyRing({kid: key for kid, key in approvers.keys.items() if kid not in own})
     try:
-        fetch_approval(store, ring, pointer)
+        fetch_approval(store, ring, pointer, check_expiry=pointer.rollback is None)
     except BundleRejected as exc:
-        raise UserError(
-            f"{what}: {exc.message}",
-            hint=exc.hint
-            or f"a second person approves it: `edgeml rollout approve {pointer.model} {pointer.version}`",
-        ) from exc
+        raise UserError(f"{what}: {exc.message}", hint=f"{how} with --approvers DIR") from exc
 
 
 def _summary(pointer: ChannelPointer | None) -> dict[str, object] | None:
@@ -428,8 +437,12 @@ def rollback(
     ttl_days: int = POINTER_TTL_DAYS,
     actor: str | None = None,
     recover: bool = False,
+    approvers: KeyRing | None = None,
 ) -> list[ChannelPointer]:
     """Point ``channel`` back at an older, named version; the pointer says so, signed.
+
+    A stable rollback to a sox version needs an approval of it by one of ``approvers`` (given
+    before, expired or not: see :func:`publish`); a canary rollback needs none.
 
     Rolling stable back also withdraws a canary newer than the target, so no device stays on it.
     With ``recover``, a channel whose pointer does not verify is rolled back from what the
@@ -464,6 +477,7 @@ def rollback(
             action="rollback",
             actor=actor,
             reason=reason,
+            approvers=approvers,
         )
     ]
     if canary_state is None:

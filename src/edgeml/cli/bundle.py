@@ -343,14 +343,25 @@ def rollout_rollback(
     reason: Annotated[str, typer.Option("--reason", help="Why; recorded in the signed pointer.")] = "",
     ttl_days: TtlOpt = 30,
     recover: RecoverOpt = False,
+    approvers: ApproversOpt = None,
 ) -> None:
-    """Send a channel back to an older version, explicitly: the signed pointer records the rollback."""
+    """Send a channel back to an older version, explicitly: the signed pointer records the rollback
+    (under compliance sox, stable goes back only to a version a second key approved)."""
     from edgeml.bundle.keys import load_signer
     from edgeml.bundle.rollout import rollback
 
     signer = load_signer(_home(ctx))
+    ring = _approvers(ctx, approvers)
     for pointer in rollback(
-        _store(ctx), signer, model, channel, to, reason=reason, ttl_days=ttl_days, recover=recover
+        _store(ctx),
+        signer,
+        model,
+        channel,
+        to,
+        reason=reason,
+        ttl_days=ttl_days,
+        recover=recover,
+        approvers=ring,
     ):
         _print_pointer(pointer)
 

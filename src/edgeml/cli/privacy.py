@@ -10,6 +10,7 @@ import typer
 from edgeml.cli._context import CliState, console
 
 if TYPE_CHECKING:
+    from edgeml.privacy.erase import Erasure
     from edgeml.privacy.rewrite import RewriteResult
     from edgeml.spec import Spec
 
@@ -61,28 +62,55 @@ def erase(
             "--admin-token-file", dir_okay=False, help="The central node's admin token (with --central)."
         ),
     ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="MLflow tracking whose runs' kept holdout rows to erase too; default: the SQLite file "
+            "in the appliance home, when there is one.",
+        ),
+    ] = None,
 ) -> None:
-    """Erase a data subject's rows from the lake, quarantine, validated parts and feature tables.
+    """Erase a data subject's rows from the lake, quarantine, validated parts and feature tables,
+    validation reports' failing examples and the holdout rows MLflow keeps for each run.
 
     Snapshots that held them are replaced by new ones (ids printed); the erasure is audited with the
     column and the value's sha256, never the value. With --central, the central node then deletes
-    the logged predictions whose input matches, and their labels (audited there too).
+    the logged predictions whose input matches, their labels and telemetry row samples (audited there too).
     """
     from edgeml.audit import cli_actor
     from edgeml.privacy.erase import erase as run_erase
     from edgeml.privacy.erase import parse_where
     from edgeml.store import store_from_settings
+    from edgeml.train.tracking import tracking_uri as default_uri
 
     state: CliState = ctx.obj
     clause = parse_where(where)
     token = _admin_token(central, admin_token_file)
     dataset, spec = _target(target)
     columns = set(spec.schema_.columns) if spec is not None else None
-    store = store_from_settings(state.settings())
-    result = run_erase(store, dataset, clause, actor=cli_actor(), reason=reason, columns=columns)
-    _report("erased", result)
+    settings = state.settings()
+    store = store_from_settings(settings)
+    # the home's tracking DB only when training made it: opening one would create it
+    tracking = tracking_uri or (default_uri(settings) if (settings.home / "mlflow.db").exists() else None)
+    done = run_erase(
+        store, dataset, clause, actor=cli_actor(), reason=reason, columns=columns, tracking=tracking
+    )
+    _report("erased", done.lake)
+    _report_kept(done)
     if central is not None and token is not None:
         _erase_on_central(central, token, where, reason)
+
+
+def _report_kept(done: Erasure) -> None:
+    console.print(f"validation reports: {done.examples:,} failing examples erased")
+    if done.tracking is None:
+        console.print("MLflow: no tracking database in the appliance home (--tracking-uri names one)")
+        return
+    rows = sum(done.holdouts.values())
+    console.print(f"MLflow: {rows:,} kept holdout rows erased in {len(done.holdouts):,} runs")
+    for run_id, n in done.holdouts.items():
+        console.print(f"  run {run_id}: {n:,} rows")
 
 
 def _admin_token(central: str | None, path: Path | None) -> str | None:
@@ -128,8 +156,8 @@ def _erase_on_central(central: str, token: str, where: str, reason: str) -> None
         )
     erased = answer.json()
     console.print(
-        f"central node {central}: {erased['predictions']:,} logged predictions and "
-        f"{erased['labels']:,} labels erased"
+        f"central node {central}: {erased['predictions']:,} logged predictions, "
+        f"{erased['labels']:,} labels and {erased['samples']:,} telemetry row samples erased"
         + ("" if erased["audited"] else " (no audit trail there: it has no store)")
     )
     if not erased["column_logged"]:

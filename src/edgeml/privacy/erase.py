@@ -4,8 +4,9 @@
 quoted ('…' or "…") when it holds spaces or could read as a number. Nothing else is accepted: an
 erasure that matched more or less than meant cannot be undone, so a clause it cannot read is
 refused before anything is touched. Rows rejected at ingestion or validation (kept as JSON text)
-are matched on the same column. The audit trail records the column and the sha256 of the value,
-never the value: the log must not keep what was erased.
+are matched on the same column. Copies kept outside the stages follow (:mod:`edgeml.privacy.kept`):
+validation reports' failing examples, and the holdout rows MLflow keeps for each run. The audit trail
+records the column and the sha256 of the value, never the value: the log must not keep what was erased.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -24,7 +26,7 @@ from edgeml.errors import UserError
 from edgeml.privacy.rewrite import RewriteResult, rewrite_dataset
 from edgeml.store.base import ObjectStore
 
-__all__ = ["Where", "erase", "lake_columns", "parse_where"]
+__all__ = ["Erasure", "Where", "erase", "lake_columns", "matches", "parse_where"]
 
 _CLAUSE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$", re.DOTALL)
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
@@ -64,7 +66,7 @@ def parse_where(text: str) -> Where:
     return Where(column, raw)
 
 
-def _matches(where: Where, column: pa.ChunkedArray) -> pa.Array:
+def matches(where: Where, column: pa.ChunkedArray) -> pa.Array:
     """Rows whose ``column`` equals the value, compared in the column's type (missing: no match)."""
     kind = column.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind):
@@ -109,6 +111,16 @@ def lake_columns(store: ObjectStore, dataset: str) -> set[str]:
     return set(pq.read_schema(io.BytesIO(store.get(key))).names)
 
 
+@dataclass
+class Erasure:
+    """What an erasure did, by place: the dataset's stages, validation examples, MLflow holdouts."""
+
+    lake: RewriteResult
+    examples: int = 0  # failing examples taken out of validation reports
+    holdouts: dict[str, int] = field(default_factory=dict)  # MLflow run id -> holdout rows erased
+    tracking: str | None = None  # the MLflow tracking searched (None: none)
+
+
 def erase(
     store: ObjectStore,
     dataset: str,
@@ -117,27 +129,43 @@ def erase(
     actor: str,
     reason: str,
     columns: set[str] | None = None,
-) -> RewriteResult:
+    tracking: str | None = None,
+) -> Erasure:
     """Remove every row of ``dataset`` matching ``where`` from the lake, quarantine, validated parts and
-    feature tables; new snapshots replace the ones that held them; audited.
+    feature tables; new snapshots replace the ones that held them; validation reports' examples and,
+    with ``tracking`` (an MLflow tracking URI), the holdout rows kept by each run of the dataset's
+    experiment follow; audited.
 
     ``columns`` (the spec's schema, when known) lets a misspelt column be refused before any work.
     """
+    from edgeml.privacy.kept import erase_holdouts, find_experiment, scrub_reports
+
     if columns is None:
         columns = lake_columns(store, dataset)
     if where.column not in columns:
         known = ", ".join(sorted(columns))
         raise UserError(f"--where names column {where.column!r}, which {dataset} does not have ({known})")
+    experiment = find_experiment(tracking, dataset) if tracking is not None else None
+
+    erased_features: list[pa.Table] = []  # what a run's holdout rows were made from
 
     def select(stage: str, key: str, table: pa.Table) -> pa.Array:
         if where.column in table.column_names:
-            return _matches(where, table[where.column])
+            mask = matches(where, table[where.column])
+            if stage == "features":
+                erased_features.append(table.filter(mask))
+            return mask
         if "row" in table.column_names and stage == "quarantine":
             return _rejected_matches(where, table["row"])
         return pa.array([False] * table.num_rows, pa.bool_())
 
     summary = {"column": where.column, "value_sha256": where.value_sha256, "reason": reason, "actor": actor}
     result = rewrite_dataset(store, dataset, select, action="erase", summary=summary)
+    done = Erasure(result, scrub_reports(store, dataset, where), tracking=tracking)
+    if experiment is not None:
+        frames = [t.to_pandas() for t in erased_features if t.num_rows]
+        erased = pd.concat(frames, ignore_index=True) if frames else None
+        done.holdouts = erase_holdouts(experiment, where, erased, reason=reason)
     AuditLog(store).append(
         actor,
         "data.erase",
@@ -148,7 +176,9 @@ def erase(
             "rows": result.rows,
             "snapshots": result.snapshots,
             "record": result.record,
+            "validation_examples": done.examples,
+            "mlflow_holdouts": done.holdouts,
         },
         reason=reason,
     )
-    return result
+    return done

@@ -215,6 +215,7 @@ class ErasedPredictions:
     predictions: int  # logged predictions whose input matched
     labels: int  # labels of those predictions
     column_logged: bool  # whether any logged prediction (of the model) holds the column at all
+    samples: int = 0  # telemetry row samples (compliance none) whose input matched: out of their batches
 
 
 class Stored(NamedTuple):

@@ -134,7 +134,8 @@ class TelemetryStore(Protocol):
     def erase_predictions(
         self, column: str, value: str | int | float, model: str | None = None
     ) -> ErasedPredictions:
-        """Delete the logged predictions whose input ``column`` equals ``value``, and their labels."""
+        """Delete the logged predictions whose input ``column`` equals ``value``, their labels, and the
+        telemetry row samples whose input matches."""
         ...
 
     def probe_write(self, timeout: float = 5.0) -> None:

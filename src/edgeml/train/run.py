@@ -29,7 +29,7 @@ from edgeml.train.registry import ChampionComparison, crown, move_alias, record_
 from edgeml.train.search import SearchResult, family_params, fit_trial, run_search, trial_seed
 from edgeml.train.stream import TRAIN, VALIDATION
 
-__all__ = ["HOLDOUT_SAMPLE", "TARGET_COLUMN", "TrainReport", "train"]
+__all__ = ["HOLDOUT_SAMPLE", "TARGET_COLUMN", "TrainReport", "keep_holdout", "train"]
 
 #: holdout rows kept with each model version, for export parity checks and quantisation
 HOLDOUT_SAMPLE = 2000
@@ -161,6 +161,20 @@ def _log_trials(client: Any, experiment: str, parent: str, result: SearchResult)
         client.set_terminated(run.info.run_id)
 
 
+def keep_holdout(spec: Spec, data: TrainingData) -> None:
+    """Log what export needs to prove parity later as the active run's ``edgeml/`` artifacts: the
+    spec and holdout rows with targets (``edgeml data erase`` rewrites ``edgeml/holdout.parquet``)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "spec.json").write_text(spec.model_dump_json(by_alias=True, indent=2))
+        rows = data.X_hold.head(HOLDOUT_SAMPLE).copy()
+        if data.y_hold is not None:
+            rows[TARGET_COLUMN] = data.y_hold[: len(rows)]
+        rows.to_parquet(Path(tmp) / "holdout.parquet", index=False)
+        mlflow.log_artifacts(tmp, artifact_path="edgeml")
+
+
 def train(
     spec: Spec,
     settings: Settings,
@@ -252,14 +266,7 @@ def train(
         with tempfile.TemporaryDirectory() as tmp:
             files = write_evaluation(spec.task, model, data.X_hold, data.y_hold, holdout, Path(tmp))
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
-        with tempfile.TemporaryDirectory() as tmp:
-            # What export needs to prove parity later: the spec and holdout rows with targets.
-            (Path(tmp) / "spec.json").write_text(spec.model_dump_json(by_alias=True, indent=2))
-            rows = data.X_hold.head(HOLDOUT_SAMPLE).copy()
-            if data.y_hold is not None:
-                rows[TARGET_COLUMN] = data.y_hold[: len(rows)]
-            rows.to_parquet(Path(tmp) / "holdout.parquet", index=False)
-            mlflow.log_artifacts(tmp, artifact_path="edgeml")
+        keep_holdout(spec, data)
         from mlflow.models import infer_signature
 
         example = data.X_hold.head(5)

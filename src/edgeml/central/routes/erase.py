@@ -1,8 +1,11 @@
-"""``POST /v1/erase`` (admin): a data subject's logged predictions and their labels out of the node.
+"""``POST /v1/erase`` (admin): a data subject's logged predictions, their labels and telemetry row
+samples out of the node.
 
 The where-clause is the one ``edgeml data erase`` takes (:func:`edgeml.privacy.erase.parse_where`);
 the logged predictions whose input in that column equals the value are deleted with every label
-joined to them. The audit trail records the column and the value's sha256, never the value.
+joined to them, and the telemetry batches' row samples (sent under compliance ``none``) whose input
+matches are taken out of their batches. The audit trail records the column and the value's sha256,
+never the value.
 Labelled rows already landed in the lake are erased there by ``edgeml data erase <model>.labels``.
 """
 
@@ -38,6 +41,7 @@ class Erased(BaseModel):
     value_sha256: str
     predictions: int = Field(description="logged predictions deleted")
     labels: int = Field(description="labels of those predictions deleted")
+    samples: int = Field(description="telemetry row samples (compliance none) taken out of their batches")
     column_logged: bool = Field(
         description="whether any logged prediction holds the column (pii columns never leave a device "
         "under gdpr/hipaa, so there is nothing of them here)"
@@ -49,7 +53,8 @@ class Erased(BaseModel):
 
 @router.post("/v1/erase", response_model=Erased, responses=errors(400, 401, 503))
 def erase(body: EraseRequest, state: StateDep, _: AdminDep) -> Erased:
-    """Delete the logged predictions matching ``where`` and their labels (admin, audited)."""
+    """Delete the logged predictions matching ``where``, their labels and the matching telemetry row
+    samples (admin, audited)."""
     from edgeml.audit import AuditLog
     from edgeml.privacy.erase import parse_where
 
@@ -61,18 +66,25 @@ def erase(body: EraseRequest, state: StateDep, _: AdminDep) -> Erased:
         "model": body.model,
         "predictions": done.predictions,
         "labels": done.labels,
+        "samples": done.samples,
     }
     store = state.targets.store
     if store is not None:
         AuditLog(store).append(
             "central", "predictions.erase", body.model or "*", after=after, reason=body.reason
         )
-    log.info("erasure: %d logged predictions and %d labels deleted", done.predictions, done.labels)
+    log.info(
+        "erasure: %d logged predictions, %d labels and %d telemetry row samples deleted",
+        done.predictions,
+        done.labels,
+        done.samples,
+    )
     return Erased(
         column=clause.column,
         value_sha256=clause.value_sha256,
         predictions=done.predictions,
         labels=done.labels,
+        samples=done.samples,
         column_logged=done.column_logged,
         audited=store is not None,
     )

@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -426,10 +426,12 @@ class DuckDBStore:
     def erase_predictions(
         self, column: str, value: str | int | float, model: str | None = None
     ) -> ErasedPredictions:
-        """Delete the logged predictions whose input ``column`` equals ``value``, and their labels.
+        """Delete the logged predictions whose input ``column`` equals ``value``, and their labels;
+        take the matching rows out of the telemetry batches' row samples (compliance ``none``).
 
         A number matches the input's number (or text that reads as it); text matches text. A
         CHECKPOINT follows, so the deleted rows leave the file's blocks rather than waiting there.
+        A batch keeps its ``body_sha256``: the device's retry of it is still known as a repeat.
         """
         if not column.isidentifier():
             raise ValueError(f"not a column name: {column!r}")
@@ -459,10 +461,11 @@ class DuckDBStore:
             predictions = con.execute(
                 "DELETE FROM predictions WHERE prediction_id IN (SELECT unnest(?))", [ids]
             ).fetchall()[0][0]
-            return ErasedPredictions(int(predictions), int(labels), bool(logged))
+            samples = _erase_samples(con, column, value, scope, scoped)
+            return ErasedPredictions(int(predictions), int(labels), bool(logged), samples)
 
         def checkpoint(con: duckdb.DuckDBPyConnection, result: ErasedPredictions) -> None:
-            if result.predictions or result.labels:
+            if result.predictions or result.labels or result.samples:
                 con.execute("CHECKPOINT")
 
         erased: ErasedPredictions = self.write(delete, after=checkpoint).result()
@@ -582,3 +585,44 @@ class DuckDBStore:
                 self._parallel_users -= 1
                 if self._parallel_users == 0:
                     self._threads_con.execute(f"SET threads = {WRITE_THREADS}")
+
+
+def _same(found: object, value: str | int | float) -> bool:
+    """As :meth:`DuckDBStore.erase_predictions` matches a logged input: text as text, numbers as numbers."""
+    if found is None or isinstance(found, dict | list):
+        return False
+    if isinstance(value, str):
+        return (found if isinstance(found, str) else json.dumps(found)) == value
+    if isinstance(found, bool):
+        return False
+    try:
+        return float(found) == float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _erase_samples(
+    con: duckdb.DuckDBPyConnection,
+    column: str,
+    value: str | int | float,
+    scope: str,
+    scoped: Sequence[object],
+) -> int:
+    """Take the row samples whose input ``column`` matches out of the stored batch payloads; how many."""
+    found = con.execute(
+        f"SELECT seq, payload FROM batches WHERE json_array_length(payload, '$.sample') > 0 {scope}",  # noqa: S608 (constants)
+        scoped,
+    )
+    changed: list[tuple[str, int]] = []
+    erased = 0
+    while chunk := found.fetchmany(1000):
+        for seq, payload in chunk:
+            data = json.loads(payload)
+            kept = [r for r in data["sample"] if not _same(r.get("inputs", {}).get(column), value)]
+            if len(kept) < len(data["sample"]):
+                erased += len(data["sample"]) - len(kept)
+                data["sample"] = kept
+                changed.append((json.dumps(data, separators=(",", ":")), seq))
+    if changed:
+        con.executemany("UPDATE batches SET payload = ? WHERE seq = ?", changed)
+    return erased
