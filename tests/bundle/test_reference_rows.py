@@ -17,13 +17,23 @@ from edgeml.agent.runtime import ModelRuntime
 from edgeml.bundle.build import BuildResult, build_bundle, publish_bundle
 from edgeml.bundle.keys import KeyRing, Signer, export_public, init_keys, load_signer
 from edgeml.bundle.manifest import Manifest
-from edgeml.bundle.reference_rows import publish_reference_rows, reference_frame, reference_rows_key
+from edgeml.bundle.reference_rows import (
+    MAX_REFERENCE_ROWS,
+    REFERENCE_CHUNKS,
+    publish_reference_rows,
+    reference_frame,
+    reference_rows_key,
+    sample_reference_rows,
+)
 from edgeml.bundle.verify import fetch_bundle
+from edgeml.central.config import NannyMLConfig
 from edgeml.central.performance import StoredReferenceRows, nannyml_analysis
 from edgeml.errors import NoReferenceRows
+from edgeml.export.run import load_kept_artifacts
 from edgeml.settings import Settings, load_settings
 from edgeml.store import store_from_settings
 from edgeml.store.base import ObjectStore
+from edgeml.train.data import load_training_data
 from edgeml.train.run import train
 from train.helpers import faults_spec, make_snapshot, simulate_frame, spec_from_dict
 
@@ -78,6 +88,38 @@ def test_published_rows_are_signed_read_back_and_invisible_to_devices(
         "model.onnx",
         "model.onnx.data",
     ]
+
+
+def test_a_bundle_holds_ten_chunks_of_the_sample_the_central_node_analyses_by_default() -> None:
+    assert MAX_REFERENCE_ROWS == REFERENCE_CHUNKS * NannyMLConfig().max_rows == 50_000
+    rows = pd.DataFrame({"t": np.arange(120_000)})
+    picked = sample_reference_rows(rows)
+    assert len(picked) == MAX_REFERENCE_ROWS
+    assert picked["t"].is_monotonic_increasing  # a time-split holdout stays in time order
+    assert picked["t"].nunique() == MAX_REFERENCE_ROWS
+    assert picked["t"].iloc[0] < 100  # spread over the whole holdout
+    assert picked["t"].iloc[-1] > 119_900
+    pd.testing.assert_frame_equal(sample_reference_rows(rows), picked)  # the same rows every build
+    assert len(sample_reference_rows(rows.head(6000))) == 6000  # a smaller holdout: all of it
+
+
+def test_outputs_for_many_rows_are_the_runtimes_row_by_row(tmp_path: Path) -> None:
+    """Fed as columns in batches, missing values included, the outputs are what a device's
+    per-request path gives: 20,000 rows make three batches."""
+    manifest = make_manifest(write_model(tmp_path, seed=0))
+    runtime = ModelRuntime(tmp_path, manifest)
+    rng = np.random.default_rng(1)
+    rows = pd.DataFrame({"a": rng.normal(size=20_000), "b": rng.normal(size=20_000)})
+    rows.loc[rng.choice(20_000, 500, replace=False), "b"] = np.nan
+    frame = reference_frame(runtime, manifest, rows, pd.Series(rng.normal(size=20_000)))
+    assert frame is not None
+    records = [{"a": a, "b": None if np.isnan(b) else b} for a, b in zip(rows["a"], rows["b"], strict=True)]
+    one_by_one = np.concatenate([runtime.predict_records([r])["variable"].ravel() for r in records[:300]])
+    np.testing.assert_array_equal(frame["prediction"].to_numpy()[:300], one_by_one)
+    np.testing.assert_array_equal(
+        frame["prediction"].to_numpy(), runtime.predict_records(records)["variable"].ravel()
+    )
+    assert frame["b"].isna().sum() == 500
 
 
 def test_tampered_rows_are_refused(store: ObjectStore, signer: Signer, keyring: Path, tmp_path: Path) -> None:
@@ -140,7 +182,7 @@ def _build(trained: Trained, compliance: str) -> tuple[BuildResult, ObjectStore]
 
 
 @pytest.mark.slow
-def test_a_built_bundle_carries_rows_nannyml_runs_on(trained: Trained) -> None:
+def test_a_built_bundle_carries_rows_nannyml_runs_on(trained: Trained, tmp_path: Path) -> None:
     result, store = _build(trained, "none")
     manifest = result.manifest
     labels = manifest.outputs.labels
@@ -149,7 +191,13 @@ def test_a_built_bundle_carries_rows_nannyml_runs_on(trained: Trained) -> None:
     inputs = [f.name for f in manifest.inputs]
     assert "operator" not in inputs  # the spec's pii column
     assert list(frame.columns) == [*inputs, "prediction", *(f"probability:{lb}" for lb in labels), "target"]
-    assert 500 <= len(frame) <= 2000  # the holdout rows kept with the version
+    # the holdout split of the snapshot the version trained on: all of it, fewer than MAX_REFERENCE_ROWS
+    spec, _ = load_kept_artifacts(manifest.mlflow_run_id, tmp_path)
+    holdout = load_training_data(spec, trained.settings, manifest.snapshot)
+    assert len(frame) == len(holdout.X_hold) < MAX_REFERENCE_ROWS
+    expected = holdout.X_hold[inputs].reset_index(drop=True)
+    pd.testing.assert_frame_equal(frame[inputs], expected, check_dtype=False)
+    assert frame["target"].tolist() == [str(y) for y in holdout.y_hold]
     proba = frame[[f"probability:{lb}" for lb in labels]].to_numpy()
     assert (frame["prediction"] == np.asarray(labels)[proba.argmax(axis=1)]).all()
     assert set(frame["target"]) <= set(labels)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,16 +15,31 @@ import pandas as pd
 import pytest
 
 from agent.conftest import Publisher
-from edgeml.bundle.build import publish_bundle
+from bundle.conftest import local_ray
+from edgeml.agent.model import LoadedModel, ModelHolder
+from edgeml.agent.telemetry import TelemetryWindow
+from edgeml.bundle.build import build_bundle, publish_bundle
+from edgeml.bundle.keys import KeyRing, export_public, init_keys, load_signer
 from edgeml.bundle.manifest import Manifest
+from edgeml.bundle.verify import fetch_bundle
 from edgeml.central.alerts import Alerter
 from edgeml.central.config import CentralConfig, NannyMLConfig
 from edgeml.central.monitor import NANNYML_ALERT, REFERENCE_CHUNKS, GroupStatus, Monitor
 from edgeml.central.performance import StoredReferenceRows, probability_column, reference_rows_key
 from edgeml.central.services.targets import TargetResolver
 from edgeml.errors import ConfigError
+from edgeml.features.window import compute_batch
+from edgeml.ingest.coerce import coerce_batch
 from edgeml.observability import REGISTRY
+from edgeml.settings import load_settings
+from edgeml.spec.models import Spec
+from edgeml.store import store_from_settings
+from edgeml.store.local import LocalStore
 from edgeml.telemetry.schema import TelemetryBatch
+from edgeml.train.data import model_inputs
+from edgeml.train.pipeline import input_layout
+from edgeml.train.run import train
+from train.helpers import faults_spec, make_snapshot, simulate_frame, spec_from_dict
 
 from .conftest import Central, make_config, running
 from .test_alerts import Webhook, webhook  # noqa: F401 (a fixture: a webhook receiver)
@@ -320,3 +336,106 @@ def test_nannyml_gets_ten_reference_chunks_of_what_it_analyses_or_says_it_has_to
     assert view["line-f"]["rows"] is None
     assert cut.note in page
     assert "too few reference rows: 3000 make 10 chunks" in page
+
+
+# --- a bundle built by `edgeml bundle build`, sampled by an agent, judged with the defaults -------
+
+
+@dataclass
+class Built:
+    store: LocalStore
+    keyring: Path
+    ring: KeyRing
+    keys: dict[str, str]  # which -> the manifest key of its bundle
+    spec: Spec
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The fault classifier trained and bundled twice under compliance none: on 30,000 readings
+    (a 6,000-row holdout) and on 1,200 (a 240-row holdout)."""
+    home = tmp_path_factory.mktemp("nannyml-defaults-home")
+    (home / "specs").mkdir()
+    settings = load_settings({"EDGEML_HOME": str(home)})
+    init_keys(home)
+    export_public(home, home / "keyring")
+    signer = load_signer(home)
+    store = store_from_settings(settings)
+    assert isinstance(store, LocalStore)
+    keys, spec = {}, None
+    with local_ray():
+        for which, machines, readings in (("large", 6, 5000), ("tiny", 3, 400)):
+            data = faults_spec(f"faults-{which}", families=["random_forest"], trials=1, scheduler="fifo")
+            data["search"]["space"] = {
+                "random_forest": {"n_estimators": {"low": 20, "high": 20, "int": True}}
+            }
+            data["gates"], data["compliance"] = {}, "none"
+            spec = spec_from_dict(data, home / "specs")
+            frame = simulate_frame(machines=machines, readings=readings)
+            report = train(spec, settings, make_snapshot(spec, settings, frame))
+            uri = f"models:/{report.model}/{report.version}"
+            keys[which] = build_bundle(uri, "x86-64-generic", settings, store, signer).key
+    assert spec is not None
+    return Built(store, home / "keyring", KeyRing.from_home(home), keys, spec)
+
+
+def _agent_batches(built: Built, which: str, group: str, tmp: Path) -> list[TelemetryBatch]:
+    """Fresh readings (another seed) through an agent's model and telemetry windows: six windows of
+    1,000 rows, 100 sampled rows each."""
+    staged = fetch_bundle(built.store, built.keys[which], built.ring, tmp / which)
+    model = LoadedModel(staged.path, staged.manifest)
+    window = TelemetryWindow(f"{group}-1", group=group, window_rows=1000, sample_rows=100, seed=0)
+    holder = ModelHolder()
+    holder.watch(window)
+    holder.swap(model)
+    spec = built.spec
+    table = coerce_batch(simulate_frame(machines=6, readings=1000, seed=9), spec.schema_, source="sim").clean
+    features = compute_batch(table, spec.features.window, entity="machine_id", timestamp="ts").to_pandas()
+    inputs = model_inputs(features, input_layout(spec))
+    for start in range(0, len(inputs), 50):  # requests of 50 rows
+        part = {f.name: inputs[f.name].iloc[start : start + 50].tolist() for f in model.manifest.inputs}
+        holder.observe(model, part, model.predict(part), 0.001)
+    return window.flush()
+
+
+@pytest.mark.slow
+def test_nannyml_with_its_defaults_runs_on_a_built_bundle_or_says_its_holdout_is_too_small(
+    built: Built, tmp_path: Path
+) -> None:
+    """The bundle's reference is its snapshot's holdout split: 6,000 rows make ten chunks of 600, so
+    NannyML's default min_rows (500) is met and the 600 rows an agent sampled are analysed whole; a
+    240-row holdout makes ten chunks of 24, and the status says so."""
+    config = make_config(
+        tmp_path / "central",
+        store={"url": built.store.url},
+        keyring=str(built.keyring),
+        monitor={"enabled": False},  # the node's default NannyML settings
+    )
+    assert config.monitor.nannyml == NannyMLConfig()
+    with running(config) as central:
+        for which, group in (("large", "line-a"), ("tiny", "line-b")):
+            batches = _agent_batches(built, which, group, tmp_path / "devices")
+            assert [len(b.sample) for b in batches] == [100] * 6
+            token = central.register(batches[0].device_id, group, batches[0].model)
+            for batch in batches:
+                assert central.post(batch, token).status_code == 200
+        monitor = _watch(central)
+        statuses = {s.group: s for s in monitor.evaluate(datetime.now(UTC) + timedelta(seconds=1))}
+        view = {s["group"]: s["nannyml"] for s in central.client.get("/v1/drift").json()["latest"]}
+    large, tiny = statuses["line-a"].nannyml, statuses["line-b"].nannyml
+    assert large is not None
+    assert large.reason is None
+    assert large.note is None  # 600 sampled rows, fewer than a tenth of the reference: all analysed
+    assert large.report is not None
+    assert large.report.rows == 600
+    assert {d.feature for d in large.report.drift} >= {"temperature", "vibration", "pressure"}
+    assert large.report.performance is not None
+    assert large.report.performance.estimator == "CBPE"
+    assert view["line-a"]["rows"] == 600
+    assert tiny is not None
+    assert tiny.report is None
+    assert tiny.reason == (
+        "too few reference rows: 240 make 10 chunks of 24 rows, fewer than the 500 NannyML analyses "
+        "at least (nannyml.min_rows)"
+    )
+    assert view["line-b"]["reason"] == tiny.reason

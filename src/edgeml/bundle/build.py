@@ -6,8 +6,9 @@ time-split holdout alone would be one stretch of time, and normal operation else
 time would read as drift); score histograms, predicted labels, the calibration map and the
 golden samples come from the holdout rows kept with the version — NannyML's reference
 period: data the model did not train on, with known targets and outputs. Where row samples are
-allowed (compliance ``none``), those rows with the staged model's outputs are published too, for
-the central node's NannyML (:mod:`edgeml.bundle.reference_rows`). Blobs go to the store under
+allowed (compliance ``none``), the holdout split of the version's snapshot (up to 50,000 rows; the
+group's own rows for a version trained for a group) with the staged model's outputs is published
+too, for the central node's NannyML (:mod:`edgeml.bundle.reference_rows`). Blobs go to the store under
 their sha256, so a blob another version already uploaded is not uploaded again.
 """
 
@@ -45,7 +46,7 @@ from edgeml.bundle.manifest import (
 )
 from edgeml.bundle.pii import pii_inputs, synthesise_golden
 from edgeml.bundle.reference import PROBABILITY_EDGES, numeric_histogram
-from edgeml.bundle.reference_rows import publish_reference_rows, reference_frame
+from edgeml.bundle.reference_rows import publish_reference_rows, reference_frame, sample_reference_rows
 from edgeml.bundle.trail import audit_build
 from edgeml.drift.reference import group_reference, model_inputs_reference
 from edgeml.errors import EdgemlError, UserError
@@ -122,8 +123,16 @@ def _graph_dtypes(folder: Path, runtime: str) -> dict[str, str]:
 REFERENCE_ROWS = 200_000
 
 
-def _training_rows(spec: Spec, settings: Settings, snapshot: str, layout: InputLayout) -> pd.DataFrame | None:
-    """Inputs of every split of the snapshot the version trained on (a sample), or None if it is gone."""
+@dataclass(frozen=True)
+class _SnapshotRows:
+    inputs: pd.DataFrame  # of every split, a sample of REFERENCE_ROWS at most
+    holdout: pd.DataFrame  # the holdout split's inputs and TARGET_COLUMN: NannyML's reference is from it
+
+
+def _snapshot_rows(
+    spec: Spec, settings: Settings, snapshot: str, layout: InputLayout
+) -> _SnapshotRows | None:
+    """Rows of the snapshot a version trained on, split as training split them; None if it is gone."""
     from edgeml.train.data import load_training_data
 
     try:
@@ -131,7 +140,25 @@ def _training_rows(spec: Spec, settings: Settings, snapshot: str, layout: InputL
     except EdgemlError:
         return None
     rows = pd.concat([data.X_train, data.X_val, data.X_hold], ignore_index=True)[layout.columns]
-    return rows.sample(REFERENCE_ROWS, random_state=0) if len(rows) > REFERENCE_ROWS else rows
+    holdout = data.X_hold[layout.columns].reset_index(drop=True)
+    if data.y_hold is not None:
+        holdout[TARGET_COLUMN] = data.y_hold
+    inputs = rows.sample(REFERENCE_ROWS, random_state=0) if len(rows) > REFERENCE_ROWS else rows
+    return _SnapshotRows(inputs, holdout)
+
+
+def _nannyml_rows(
+    kept: pd.DataFrame, snapshot: _SnapshotRows | None, trained_for: GroupRows | None, layout: InputLayout
+) -> pd.DataFrame:
+    """The rows NannyML's reference is drawn from: the snapshot's holdout split (only the version's
+    groups' rows where it was trained for groups and the holdout holds some), or the rows kept with
+    the run when the snapshot is gone; at most MAX_REFERENCE_ROWS of them."""
+    rows = kept if snapshot is None else snapshot.holdout
+    if trained_for is not None:
+        own = trained_for.own(rows, layout)
+        if not own.empty:
+            rows = own
+    return sample_reference_rows(rows)
 
 
 def _reference(
@@ -410,11 +437,14 @@ def build_bundle(
     with tempfile.TemporaryDirectory() as tmp:
         spec, rows = load_kept_artifacts(run_id, Path(tmp))
     layout = input_layout(spec)
-    training = _training_rows(spec, settings, snapshot, layout) if snapshot else None
+    split = _snapshot_rows(spec, settings, snapshot, layout) if snapshot else None
+    training = split.inputs if split is not None else None
     trained_for = None
     if snapshot and groups and since_snapshot and since_snapshot != snapshot:
-        old = _training_rows(spec, settings, since_snapshot, layout)
-        trained_for = rows_for_groups(spec, settings, snapshot, since_snapshot, groups, layout, old)
+        old = _snapshot_rows(spec, settings, since_snapshot, layout)
+        trained_for = rows_for_groups(
+            spec, settings, snapshot, since_snapshot, groups, layout, old.inputs if old is not None else None
+        )
     draft = _manifest(report, spec, rows, training, model, run_id, profile, trained_for)
     bundle = Path(tempfile.mkdtemp(prefix="edgeml-bundle-"))
     try:
@@ -445,8 +475,10 @@ def build_bundle(
         )
         # model_copy does not validate; the published manifest must
         manifest = Manifest.model_validate(manifest.model_dump())
-        # NannyML's reference rows: the holdout rows through the same runtime as the golden samples
-        reference = reference_frame(runtime, manifest, rows, rows.get(TARGET_COLUMN))
+        # NannyML's reference rows: holdout rows through the same runtime as the golden samples
+        allowed = spec.compliance == "none"  # else no rows leave: none are drawn
+        nannyml = _nannyml_rows(rows, split, trained_for, layout) if allowed else rows.head(0)
+        reference = reference_frame(runtime, manifest, nannyml, nannyml.get(TARGET_COLUMN))
         result = publish_bundle(store, signer, manifest, bundle, reference)
         audit_build(AuditLog(store), result.manifest, spec.fingerprint(), cli_actor())
         return result

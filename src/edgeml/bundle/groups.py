@@ -37,6 +37,15 @@ class GroupRows:
     new: pd.DataFrame
     old: pd.DataFrame | None  # None: the old snapshot's features are gone
 
+    def own(self, rows: pd.DataFrame, layout: InputLayout) -> pd.DataFrame:
+        """Those of ``rows`` (model inputs as training takes them) equal in every input to a row
+        landed since ``since``: the groups' own. A row whose window features differ from the landed
+        rows' (computed over those alone) is missed, and so are rows beyond GROUP_ROWS landed."""
+        from edgeml.train.data import model_inputs
+
+        landed = set(_input_hashes(model_inputs(self.new, layout)))
+        return rows[[h in landed for h in _input_hashes(rows[layout.columns])]]
+
 
 def _landed_since(
     spec: Spec, settings: Settings, snapshot: str, since: str, layout: InputLayout
@@ -73,6 +82,12 @@ def _landed_since(
 def _row_hashes(table: pa.Table) -> list[int]:
     """One hash per row over every column: equal rows, equal hashes."""
     return [int(h) for h in pd.util.hash_pandas_object(table.to_pandas(), index=False)]
+
+
+def _input_hashes(frame: pd.DataFrame) -> list[int]:
+    """One hash per row of model inputs, over their text (a missing value is None, whatever it was)."""
+    text = frame.astype(object).where(frame.notna(), None).astype(str)
+    return [int(h) for h in pd.util.hash_pandas_object(text, index=False)]
 
 
 def rows_for_groups(

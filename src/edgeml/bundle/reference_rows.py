@@ -5,12 +5,18 @@ classifiers, the class probabilities), and the central node runs NannyML on them
 rows: the same columns, computed by the exported model through the device runtime, plus the true
 ``target``. They are Parquet next to the manifest with a detached signature of their own, and not
 among the bundle's files: devices never fetch them. Under any other compliance there are none.
+
+The central node analyses one chunk of sampled rows against :data:`REFERENCE_CHUNKS` reference
+chunks of that size, so the rows are drawn from the holdout split of the snapshot the version
+trained on, up to :data:`MAX_REFERENCE_ROWS` (ten chunks of the node's default
+``nannyml.max_rows``); the ~2,000 holdout rows kept with the run only stand in when that snapshot
+is gone.
 """
 
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,18 +30,29 @@ if TYPE_CHECKING:
     from edgeml.store.base import ObjectStore
 
 __all__ = [
+    "MAX_REFERENCE_ROWS",
     "PREDICTION_COLUMN",
+    "REFERENCE_CHUNKS",
     "TARGET_COLUMN",
     "probability_column",
     "publish_reference_rows",
     "reference_frame",
     "reference_rows_key",
+    "sample_reference_rows",
 ]
 
 #: the predicted label (classes) or value, as a device's sampled row carries it
 PREDICTION_COLUMN = "prediction"
 #: the true label or value
 TARGET_COLUMN = "target"
+#: reference chunks NannyML's thresholds come from (its default count): the central node analyses
+#: at most a tenth of the reference rows
+REFERENCE_CHUNKS = 10
+#: reference rows published at most: ten chunks of the central node's default ``nannyml.max_rows``
+#: (5,000). About 0.3 kB a row in Parquet for a dozen inputs and four classes: ~15 MB at most.
+MAX_REFERENCE_ROWS = REFERENCE_CHUNKS * 5_000
+#: rows the runtime is given at once (bounds the tensors of a wide model)
+_BATCH_ROWS = 8_192
 
 
 def probability_column(label: str) -> str:
@@ -46,6 +63,15 @@ def probability_column(label: str) -> str:
 def reference_rows_key(model: str, version: int, profile: str) -> str:
     """Next to the manifest; the signature is at this key + ``.sig``."""
     return manifest_key(model, version, profile).removesuffix("manifest.json") + REFERENCE_ROWS
+
+
+def sample_reference_rows(rows: pd.DataFrame, limit: int = MAX_REFERENCE_ROWS) -> pd.DataFrame:
+    """At most ``limit`` of ``rows``, the same ones every build, in their order (a time-split
+    holdout stays in time order, so NannyML's reference chunks are stretches of time)."""
+    if len(rows) <= limit:
+        return rows
+    picked = np.sort(np.random.default_rng(0).choice(len(rows), size=limit, replace=False))
+    return rows.iloc[picked]
 
 
 def reference_frame(
@@ -60,13 +86,11 @@ def reference_frame(
     """
     labels = manifest.outputs.labels
     has_probabilities = "probabilities" in manifest.outputs.names
-    if manifest.compliance != "none" or target is None or (labels and not has_probabilities):
+    if manifest.compliance != "none" or target is None or (labels and not has_probabilities) or rows.empty:
         return None
     sampled = [f.name for f in manifest.inputs if not f.pii]
     frame = rows[sampled].reset_index(drop=True)
-    outputs = runtime.predict_records(
-        [{name: _plain(v) for name, v in rec.items()} for rec in frame.to_dict("records")]
-    )
+    outputs = _predict(runtime, manifest, rows)
     if labels:
         proba = np.asarray(outputs["probabilities"], dtype=np.float64)
         frame[PREDICTION_COLUMN] = np.asarray(labels, dtype=object)[proba.argmax(axis=1)]
@@ -82,11 +106,21 @@ def reference_frame(
     return frame
 
 
-def _plain(value: Any) -> Any:
-    """A value as a device gets it from JSON: NaN is missing, numpy scalars are Python ones."""
-    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
-        return None
-    return value.item() if isinstance(value, np.generic) else value
+def _predict(runtime: ModelRuntime, manifest: Manifest, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The runtime's outputs for ``rows`` (every input, pii ones too: a device predicts on them), fed
+    as columns a batch at a time. Missing values are missing as a device feeds them: NaN, or ""."""
+    columns = {f.name: _column(rows[f.name], f.dtype) for f in manifest.inputs}
+    parts = [
+        runtime.run(runtime.feeds({name: values[i : i + _BATCH_ROWS] for name, values in columns.items()}))
+        for i in range(0, len(rows), _BATCH_ROWS)
+    ]
+    return {name: np.concatenate([p[name] for p in parts]) for name in runtime.output_names}
+
+
+def _column(values: pd.Series, dtype: str) -> np.ndarray:
+    if dtype == "string":
+        return np.asarray(values.astype(object).where(values.notna(), None).to_numpy(), dtype=object)
+    return np.asarray(pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
 
 
 def publish_reference_rows(

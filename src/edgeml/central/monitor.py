@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from edgeml.bundle.manifest import Manifest
+from edgeml.bundle.reference_rows import REFERENCE_CHUNKS
 from edgeml.central.alerts import Alerter, Signal, accuracy_signal, drift_signals
 from edgeml.central.config import NannyMLConfig
 from edgeml.central.drift import (
@@ -81,9 +82,6 @@ ReferenceFor = Callable[[Manifest], "pd.DataFrame"]
 #: NannyML's performance estimate (CBPE accuracy, DLE mae) left its thresholds. Its univariate
 #: drift is not alerted on: the histogram drift of every input already is.
 NANNYML_ALERT = "EdgemlNannymlEstimatedPerformance"
-#: reference chunks NannyML's thresholds come from (its default count): the reference must hold
-#: this many chunks of the analysed rows
-REFERENCE_CHUNKS = 10
 
 
 @dataclass(frozen=True)
