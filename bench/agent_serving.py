@@ -283,7 +283,11 @@ def running(kind: str, folder: Path) -> Iterator[Server]:
     url = f"http://127.0.0.1:{port}"
     env = {"MLFLOW_TRACKING_URI": f"file:{folder / 'mlruns'}"}
     name = f"{kind} server"  # MLflow's uvicorn worker inherits the CPU pinning
-    with server_process(argv, url + HEALTH[kind], cpu=SERVER_CPU, env=env, name=name) as proc:
+    # MLflow imports its whole stack on one pinned CPU first: minutes on a busy machine
+    start_s = 300 if kind == "mlflow" else 120
+    with server_process(
+        argv, url + HEALTH[kind], cpu=SERVER_CPU, env=env, name=name, timeout_s=start_s
+    ) as proc:
         if grpc_port:  # bound before the HTTP port answers: it must be ours too
             check_listener(grpc_port, proc.pid, f"{name} (gRPC)")
         yield Server(url, proc.pid, f"127.0.0.1:{grpc_port}" if grpc_port else "")

@@ -229,3 +229,14 @@ def spans() -> Iterator[Any]:
         yield exporter
     finally:
         install_tracer_provider(None)
+
+
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's rich consoles 200 columns wide, so tables keep their cells whole. Rich fixes a
+    console's width from ``COLUMNS`` when it is created (at import; xdist workers run with
+    ``COLUMNS=80``), so setting the variable inside a test comes too late."""
+    from edgeml.cli import _context
+
+    for console in (_context.console, _context.err_console):
+        monkeypatch.setattr(console, "_width", 200)

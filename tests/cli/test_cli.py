@@ -168,6 +168,7 @@ def test_spec_docs_matches_the_committed_reference(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the whole loop: ~6 min alone, longer beside another test on each core
 def test_demo_runs_the_whole_loop(capsys: pytest.CaptureFixture[str], clean_env: Path) -> None:
     """The demo's shorter configuration: sensors to a bundle, then the field, drift, retraining, canary,
     promotion, report (the default fleet of pumps: every fault occurs)."""

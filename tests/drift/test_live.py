@@ -92,9 +92,8 @@ def _post_chunks(central: Central, model: LoadedModel, analysis: pd.DataFrame) -
 
 @pytest.mark.slow
 def test_the_live_path_gives_the_verdicts_of_drift_run(
-    publisher: Publisher, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    publisher: Publisher, tmp_path: Path, capsys: pytest.CaptureFixture[str], wide_console: None
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "200")  # the table's cells whole, not wrapped
     reference, analysis = _frames()
     model = _published(publisher, tmp_path, reference)
     config = make_config(
