@@ -17,7 +17,7 @@ import pytest
 from edgeml.audit import AuditLog
 from edgeml.cli import main
 from edgeml.ingest.lake import Part, list_snapshots, load_snapshot, read_parts
-from edgeml.privacy.erase import Where, parse_where
+from edgeml.privacy.where import Where, parse_where
 from edgeml.settings import Settings
 from edgeml.spec import Spec
 from edgeml.store import store_from_settings

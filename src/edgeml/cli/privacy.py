@@ -80,7 +80,7 @@ def erase(
     """
     from edgeml.audit import cli_actor
     from edgeml.privacy.erase import erase as run_erase
-    from edgeml.privacy.erase import parse_where
+    from edgeml.privacy.where import parse_where
     from edgeml.store import store_from_settings
     from edgeml.train.tracking import tracking_uri as default_uri
 

@@ -30,7 +30,7 @@ import pyarrow as pa
 from edgeml.errors import UserError
 
 if TYPE_CHECKING:
-    from edgeml.privacy.erase import Where
+    from edgeml.privacy.where import Where
     from edgeml.store.base import ObjectStore
 
 __all__ = ["HOLDOUT", "Experiment", "erase_holdouts", "find_experiment", "scrub_reports"]
@@ -87,7 +87,7 @@ def _key(values: tuple[Any, ...]) -> tuple[Any, ...]:
 def _holdout_matches(
     rows: pd.DataFrame, where: Where, folder: Path, erased: pd.DataFrame | None
 ) -> np.ndarray:
-    from edgeml.privacy.erase import matches
+    from edgeml.privacy.where import matches
 
     drop = np.zeros(len(rows), dtype=bool)
     if where.column in rows.columns:

@@ -1,7 +1,7 @@
 """``POST /v1/erase`` (admin): a data subject's logged predictions, their labels and telemetry row
 samples out of the node.
 
-The where-clause is the one ``edgeml data erase`` takes (:func:`edgeml.privacy.erase.parse_where`);
+The where-clause is the one ``edgeml data erase`` takes (:func:`edgeml.privacy.where.parse_where`);
 the logged predictions whose input in that column equals the value are deleted with every label
 joined to them, and the telemetry batches' row samples (sent under compliance ``none``) whose input
 matches are taken out of their batches. The audit trail records the column and the value's sha256,
@@ -56,7 +56,7 @@ def erase(body: EraseRequest, state: StateDep, _: AdminDep) -> Erased:
     """Delete the logged predictions matching ``where``, their labels and the matching telemetry row
     samples (admin, audited)."""
     from edgeml.audit import AuditLog
-    from edgeml.privacy.erase import parse_where
+    from edgeml.privacy.where import parse_where
 
     clause = parse_where(body.where)  # a clause it cannot read: 400 naming it, nothing touched
     done = state.store.erase_predictions(clause.column, clause.value, body.model)
