@@ -174,9 +174,11 @@ def test_promote_of_a_sox_version_needs_a_second_keys_approval(
     assert (entry.action, entry.subject) == ("rollout.promote", "pump/stable")
 
 
-def test_cli_promote_of_a_sox_version_exits_2_until_approved(
-    clean_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _cli_sox_versions(
+    home: Path, tmp_path: Path, versions: tuple[int, ...]
+) -> tuple[ObjectStore, Signer, Path]:
+    """As an operator sets it up with the CLI: ``home``'s key publishes sox ``versions`` of pump; a
+    second key (carol's, under ``tmp_path``) may approve; the devices' ring trusts both."""
     from edgeml.bundle.build import publish_bundle
     from edgeml.bundle.keys import export_public
     from edgeml.store import LocalStore
@@ -184,15 +186,25 @@ def test_cli_promote_of_a_sox_version_exits_2_until_approved(
     from .conftest import make_manifest, write_model
 
     assert main(["keys", "init"]) == 0
-    signer = load_signer(clean_env)
-    store = LocalStore(clean_env / "store")
-    folder = tmp_path / "m2"
-    publish_bundle(store, signer, make_manifest(write_model(folder, 2), 2, compliance="sox"), folder)
-    publish_channel(store, signer, "pump", 2, "canary")
+    signer = load_signer(home)
+    store = LocalStore(home / "store")
+    for version in versions:
+        folder = tmp_path / f"m{version}"
+        publish_bundle(
+            store, signer, make_manifest(write_model(folder, version), version, compliance="sox"), folder
+        )
     assert main(["--home", str(tmp_path / "carol"), "keys", "init"]) == 0
     ring = tmp_path / "devices-ring"
-    export_public(clean_env, ring)
+    export_public(home, ring)
     export_public(tmp_path / "carol", ring)
+    return store, signer, ring
+
+
+def test_cli_promote_of_a_sox_version_exits_2_until_approved(
+    clean_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, signer, ring = _cli_sox_versions(clean_env, tmp_path, (2,))
+    publish_channel(store, signer, "pump", 2, "canary")
     capsys.readouterr()
     assert main(["rollout", "promote", "pump"]) == 2
     assert "no approvers' key ring" in capsys.readouterr().err
@@ -254,24 +266,7 @@ def test_stable_rolls_back_only_to_a_sox_version_a_second_key_approved(
 def test_cli_rollback_of_stable_to_an_unapproved_sox_version_exits_2(
     clean_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from edgeml.bundle.build import publish_bundle
-    from edgeml.bundle.keys import export_public
-    from edgeml.store import LocalStore
-
-    from .conftest import make_manifest, write_model
-
-    assert main(["keys", "init"]) == 0
-    signer = load_signer(clean_env)
-    store = LocalStore(clean_env / "store")
-    for version in (1, 2):
-        folder = tmp_path / f"m{version}"
-        publish_bundle(
-            store, signer, make_manifest(write_model(folder, version), version, compliance="sox"), folder
-        )
-    assert main(["--home", str(tmp_path / "carol"), "keys", "init"]) == 0
-    ring = tmp_path / "devices-ring"
-    export_public(clean_env, ring)
-    export_public(tmp_path / "carol", ring)
+    store, signer, ring = _cli_sox_versions(clean_env, tmp_path, (1, 2))
     publish_channel(store, signer, "pump", 1, "canary")
     publish_channel(store, signer, "pump", 2, "canary")
     assert main(["rollout", "approve", "pump", "2", "--keys", str(tmp_path / "carol")]) == 0
