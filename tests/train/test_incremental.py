@@ -218,14 +218,16 @@ def _peak_mb(snapshot: tuple[Path, Path], volume: str) -> float:
 
 @pytest.mark.slow
 def test_streamed_training_memory_does_not_grow_with_the_rows(tmp_path: Path) -> None:
-    few, many = _snapshot(tmp_path, 30_000), _snapshot(tmp_path, 150_000)
-    small, large = _peak_mb(few, "medium"), _peak_mb(many, "medium")
+    few, many = _snapshot(tmp_path, 30_000), _snapshot(tmp_path, 300_000)
+    # the allocators (Python's, Arrow's mimalloc) add 0 to ~35 MB of noise to one run's peak, and
+    # only ever add: the lower of two runs is the working set
+    small = min(_peak_mb(few, "medium") for _ in range(2))
+    large = min(_peak_mb(many, "medium") for _ in range(2))
     in_memory = _peak_mb(many, "small")  # the same rows, the whole table in memory
-    # 5x the rows: a batch, one part and a 5,000-row sample per split stay what they were
-    assert large / small <= 1.1, (small, large)
-    # the measurement sees growth where there is some: in memory +67 to +79 MB over the smaller
-    # streamed run, streamed +9 to +23 MB (the allocator's share varies) on the shared machine
-    assert in_memory - small >= 2 * max(large - small, 5.0), (small, large, in_memory)
+    # 10x the rows: the whole table in memory costs +125 MB on this machine; streamed, a batch,
+    # one part and a 5,000-row sample per split stay what they were (within the noise above)
+    assert in_memory - small >= 80, (small, large, in_memory)
+    assert large - small <= (in_memory - small) / 3, (small, large, in_memory)
 
 
 def test_spec_check_names_the_families_that_stream() -> None:
