@@ -173,7 +173,7 @@ def test_stop_is_prompt_during_a_long_backoff(spool: Spool, receiver: Receiver) 
         wait_until(lambda: len(receiver.hits) == 1)
         start = time.monotonic()
         pusher.stop()
-        assert time.monotonic() - start < 0.5
+        assert time.monotonic() - start < 5, "stop waited out the 30 s back-off"
     assert len(spool) == 1
 
 
