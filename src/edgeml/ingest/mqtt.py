@@ -39,6 +39,7 @@ from edgeml.ingest.lake import (
     write_quarantine_part,
 )
 from edgeml.mqtt import connect_client, parse_broker
+from edgeml.privacy.access import record_read
 from edgeml.settings import Settings, read_secret
 from edgeml.spec.models import MqttSource, Spec
 from edgeml.store import ObjectStore, store_from_settings
@@ -309,6 +310,7 @@ class MqttLander:
             if rows >= _RECENT_ROWS:
                 break
         if recent:
+            record_read(self.store, self.spec, "lake", None, len(recent), source=self.source.name)
             table = read_parts(self.store, recent[::-1], self.spec.schema_)
             for value in table[field_name].to_pylist():
                 if value is not None:
