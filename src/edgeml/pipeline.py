@@ -116,6 +116,9 @@ def run_pipeline(
     if problems:
         raise UserError("; ".join(problems), hint="see pipeline.deployment_target in docs/spec.md")
     result = PipelineResult()
+    from edgeml.privacy.at_rest import require_encryption_at_rest
+
+    require_encryption_at_rest(spec, settings)  # before the store is opened: it may seal it
     store = store_from_settings(settings)
     with _traced(stage, "pipeline.ingest", "ingesting with Ray Data") as say:
         result.ingest = ingest(spec, settings, only=sources, progress_bars=False, progress=say)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,38 @@ def test_every_read_of_lake_data_is_recorded_under_hipaa(
         (cli_actor(), "edgeml features", "validated"),
     ]
     assert AuditLog(store_from_settings(settings)).verify() == []
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_lander_re_reading_its_recent_parts_is_one_read(mosquitto: Any, settings: Settings) -> None:
+    """A restarted MQTT lander reads its recent parts back (the message ids it landed): one entry for
+    the lot, however many parts; a first start, with nothing landed, reads nothing."""
+    from edgeml.ingest.lake import source_parts
+    from edgeml.ingest.mqtt import lander_for
+    from edgeml.simulate.publish import publish_records
+    from edgeml.spec import parse_spec
+    from ingest.test_mqtt import SPEC, readings, wait_until
+
+    text = SPEC.format(url=mosquitto.url, client_id="ward-1", max_rows=100, max_seconds=0.5)
+    spec = parse_spec(text.replace("name: stream-test", "name: ward-stream\ncompliance: hipaa"))
+    records = readings(100)  # 300 messages, parts of at most 100 rows
+    with lander_for(spec, settings, None) as lander:
+        publish_records(records, mosquitto.url)
+        wait_until(lambda: lander.stats.landed == len(records))
+    assert _reads(settings) == []
+    parts = len(source_parts(store_from_settings(settings), spec.name, "live"))
+    assert parts >= 3
+    with lander_for(spec, settings, None):
+        pass
+    (read,) = _reads(settings)
+    assert (read.actor, read.subject) == (cli_actor(), "ward-stream")
+    assert {k: read.after[k] for k in ("stage", "snapshot", "parts", "source")} == {
+        "stage": "lake",
+        "snapshot": None,
+        "parts": parts,
+        "source": "live",
+    }
 
 
 def test_other_modes_keep_reads_off_the_trail(clean_env: Path, settings: Settings, tmp_path: Path) -> None:

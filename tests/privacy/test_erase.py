@@ -247,6 +247,77 @@ def test_an_mlflow_it_cannot_read_is_refused_before_anything_is_erased(
         assert store.keys() == keys
 
 
+@pytest.mark.slow
+def test_input_examples_mlflow_keeps_are_no_ones_rows_and_erasure_replaces_old_ones(
+    clean_env: Path, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Training logs a synthesised input example; a model logged before it did (two of Ana's holdout
+    rows as its example) gets both example files replaced by such a row when Ana is erased."""
+    import mlflow
+
+    from edgeml.train.data import load_training_data
+    from edgeml.train.families import FAMILIES
+    from edgeml.train.pipeline import build_pipeline
+    from edgeml.train.run import keep_holdout, log_model
+    from edgeml.train.tracking import experiment_id, tracking_uri, trusted_types
+
+    spec = _spec(tmp_path)
+    frame = _frame(readings=400)
+    frame.loc[frame["operator"] == ANA, "rpm"] = 1234.5
+    data = load_training_data(spec, settings, make_snapshot(spec, settings, frame))
+    model = build_pipeline(spec, data.layout, FAMILIES["logistic"].build(spec.task, {"C": 1.0}, 0), {})
+    model.fit(data.X_train, data.y_train)
+    mlflow.set_tracking_uri(tracking_uri(settings))
+    ana_rows = data.X_hold[data.X_hold["rpm"] == 1234.5].head(2)
+    models = {}
+    for how in ("training", "before"):
+        with mlflow.start_run(experiment_id=experiment_id(spec.name, settings)):
+            keep_holdout(spec, data)
+            if how == "training":
+                info = log_model(spec, data, model)
+            else:  # as training logged models before: the first holdout rows, Ana's here
+                types = trusted_types(model)
+                info = mlflow.sklearn.log_model(
+                    model, name="model", input_example=ana_rows, skops_trusted_types=types
+                )
+        models[how] = info.model_id
+
+    def examples(model_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        dest = str(tmp_path / model_id)
+        folder = Path(mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=dest))
+        plain = json.loads((folder / "input_example.json").read_text())
+        serving = json.loads((folder / "serving_input_example.json").read_text())["dataframe_split"]
+        return (
+            pd.DataFrame(plain["data"], columns=plain["columns"]),
+            pd.DataFrame(serving["data"], columns=serving["columns"]),
+        )
+
+    def no_ones_row(rows: pd.DataFrame) -> None:
+        assert list(rows.columns) == list(data.X_hold.columns)
+        assert len(rows) == 1
+        for name in data.layout.numeric:  # drawn off every value the data holds
+            seen = pd.concat([data.X_train[name], data.X_val[name], data.X_hold[name]])
+            assert rows[name].iloc[0] not in set(seen.dropna()), name
+
+    trained, _ = examples(models["training"])
+    no_ones_row(trained)
+    assert mlflow.pyfunc.load_model(f"models:/{models['training']}").predict(trained).shape == (1,)
+    before, _ = examples(models["before"])
+    assert (before["rpm"] == 1234.5).all()
+
+    argv = ["data", "erase", str(tmp_path / "erase-pumps.yaml"), "--where", f"operator = '{ANA}'"]
+    assert main([*argv, "--reason", "DSR-9"]) == 0
+    out = capsys.readouterr().out
+    assert "MLflow: input examples of 1 models replaced by a synthesised row" in out
+    assert f"model {models['before']}: 2 rows" in out
+    for rows in examples(models["before"]):
+        no_ones_row(rows)
+    assert mlflow.pyfunc.load_model(f"models:/{models['before']}").predict(rows).shape == (1,)
+    pd.testing.assert_frame_equal(examples(models["training"])[0], trained)  # nobody's: left alone
+    entry = next(e for e in AuditLog(store_from_settings(settings)).entries() if e.action == "data.erase")
+    assert entry.after["mlflow_input_examples"] == {models["before"]: 2}
+
+
 def _holdout(client: Any, run_id: str, dest: Path) -> pd.DataFrame:
     dest.mkdir()
     return pd.read_parquet(client.download_artifacts(run_id, "edgeml/holdout.parquet", str(dest)))

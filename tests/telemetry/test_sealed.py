@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from central.conftest import make_config, running
+from edgeml.central.config import CentralConfig
 from edgeml.cli import main
 from edgeml.errors import StoreConfigError
 from edgeml.telemetry.db.sealed import UNSAFE_CRYPTO_ENV, seal_telemetry_file
@@ -131,3 +132,61 @@ def test_central_seal_then_the_node_runs_on_the_sealed_file_and_restarts(
             assert central.post(make_batch(f"dev-{n}", group=WARD), token).status_code == 200
             assert len(central.store.batches()) == n + 1
     assert WARD.encode() not in _on_disk(config.db_path.parent)
+
+
+def _hipaa_node(tmp_path: Path, compliance: str = "hipaa") -> CentralConfig:
+    """A node whose store holds a signed ``pump`` v1 under ``compliance``, binned as the test batches are."""
+    from agent.conftest import with_golden
+    from bundle.conftest import make_manifest, write_model
+    from edgeml.bundle.build import publish_bundle
+    from edgeml.bundle.keys import export_public, init_keys, load_signer
+    from edgeml.bundle.manifest import CategoryCounts, Histogram
+    from edgeml.store.local import LocalStore
+
+    home, ring = tmp_path / "publisher", tmp_path / "keyring"
+    init_keys(home)
+    export_public(home, ring)
+    store = LocalStore(tmp_path / "store")
+    folder = tmp_path / "build"
+    manifest = with_golden(make_manifest(write_model(folder, 1), 1, model="pump"), folder)
+    features = {
+        "a": Histogram(edges=[0.0, 1.0], counts=[0, 0, 0]),
+        "machine": CategoryCounts(values=["m1", "m2"], counts=[0, 0, 0]),
+    }
+    reference = manifest.reference.model_copy(update={"features": features})
+    publish_bundle(
+        store,
+        load_signer(home),
+        manifest.model_copy(update={"compliance": compliance, "reference": reference}),
+        folder,
+    )
+    return make_config(tmp_path / "central", store={"url": store.url}, keyring=str(ring))
+
+
+@pytest.mark.slow
+def test_a_node_in_clear_refuses_a_hipaa_models_batches_and_a_sealed_one_keeps_them(
+    tmp_path: Path, crypto: None
+) -> None:
+    config = _hipaa_node(tmp_path)
+    with running(config) as central:
+        token = central.register("dev-1", group=WARD)
+        answer = central.post(make_batch("dev-1", group=WARD), token)
+        assert answer.status_code == 503, answer.text  # the device keeps the batch and retries
+        assert "compliance hipaa" in answer.text
+        assert "not encrypted at rest" in answer.text
+        assert "edgeml central seal" in answer.text
+        assert central.store.batches() == []
+    config.db_path.unlink()  # a new file, sealed before the node starts
+    seal_telemetry_file(config.db_path, tmp_path / "node-home")
+    with running(config) as central:
+        token = central.register("dev-1", group=WARD)
+        assert central.post(make_batch("dev-1", group=WARD), token).status_code == 200
+        assert len(central.store.batches()) == 1
+    assert WARD.encode() not in _on_disk(config.db_path.parent)
+
+
+def test_a_node_in_clear_keeps_other_modes_batches(tmp_path: Path) -> None:
+    with running(_hipaa_node(tmp_path, compliance="gdpr")) as central:
+        token = central.register("dev-1", group=WARD)
+        assert central.post(make_batch("dev-1", group=WARD), token).status_code == 200
+        assert len(central.store.batches()) == 1

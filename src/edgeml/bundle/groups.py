@@ -58,6 +58,7 @@ def _landed_since(
     """
     from edgeml.features.window import compute_batch
     from edgeml.ingest.lake import load_snapshot, read_parts
+    from edgeml.privacy.access import record_read
     from edgeml.store import store_from_settings
 
     store = store_from_settings(settings)
@@ -67,8 +68,9 @@ def _landed_since(
     added = [p for p in after if p.key not in kept]
     if not added:
         return pd.DataFrame(columns=layout.columns)
-    table = read_parts(store, added, spec.schema_)
     gone = [p for p in before if p.key not in kept]
+    record_read(store, spec, "lake", snapshot, len(added) + len(gone))
+    table = read_parts(store, added, spec.schema_)
     if gone:
         seen = set(_row_hashes(read_parts(store, gone, spec.schema_)))
         table = table.filter(pa.array([h not in seen for h in _row_hashes(table)]))

@@ -111,6 +111,10 @@ def _report_kept(done: Erasure) -> None:
     console.print(f"MLflow: {rows:,} kept holdout rows erased in {len(done.holdouts):,} runs")
     for run_id, n in done.holdouts.items():
         console.print(f"  run {run_id}: {n:,} rows")
+    examples = done.model_examples
+    console.print(f"MLflow: input examples of {len(examples):,} models replaced by a synthesised row")
+    for model_id, n in examples.items():
+        console.print(f"  model {model_id}: {n:,} rows")
 
 
 def _admin_token(central: str | None, path: Path | None) -> str | None:

@@ -39,6 +39,8 @@ from edgeml.ingest.lake import (
     write_quarantine_part,
 )
 from edgeml.mqtt import connect_client, parse_broker
+from edgeml.privacy.access import record_read
+from edgeml.privacy.at_rest import require_encryption_at_rest
 from edgeml.settings import Settings, read_secret
 from edgeml.spec.models import MqttSource, Spec
 from edgeml.store import ObjectStore, store_from_settings
@@ -78,6 +80,7 @@ class MqttLander:
     ) -> None:
         self.spec, self.source, self.settings = spec, source, settings
         self.broker = parse_broker(source.broker)
+        require_encryption_at_rest(spec, settings)  # before the store is opened: it may seal it
         self.store: ObjectStore = store_from_settings(settings)
         self.state_dir = state_dir or settings.home / "state" / "mqtt" / f"{spec.name}--{source.name}"
         self.stats = LandingStats()
@@ -309,6 +312,7 @@ class MqttLander:
             if rows >= _RECENT_ROWS:
                 break
         if recent:
+            record_read(self.store, self.spec, "lake", None, len(recent), source=self.source.name)
             table = read_parts(self.store, recent[::-1], self.spec.schema_)
             for value in table[field_name].to_pylist():
                 if value is not None:

@@ -366,6 +366,7 @@ def ingest(
     but their parts already in the lake are part of the snapshot.
     """
     from edgeml.ingest.runtime import cluster_cpus, ray_session
+    from edgeml.privacy.at_rest import require_encryption_at_rest
 
     names = {s.name for s in spec.sources}
     unknown = sorted(set(only or ()) - names)
@@ -374,6 +375,7 @@ def ingest(
             f"no source named {', '.join(unknown)} in spec {spec.name!r}; it has {', '.join(sorted(names))}"
         )
     chosen = [s for s in spec.sources if not only or s.name in only]
+    require_encryption_at_rest(spec, settings)  # before the store is opened: it may seal it
     store = store_from_settings(settings)
     reports: list[SourceReport] = []
     skipped = [s.name for s in chosen if isinstance(s, MqttSource)]

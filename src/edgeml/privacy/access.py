@@ -2,10 +2,13 @@
 
 Reads are recorded where a command turns a snapshot into rows — validation reading the lake parts,
 feature building reading the validated parts, training, export and bundle building reading the
-feature table — as one ``data.read`` entry each: who (the command's actor), what (dataset, stage,
-snapshot, parts, the command), and when (the entry's time). Ray tasks read the parts the driver
-handed them, so the driver's record covers them. Only specs under ``compliance: hipaa`` are
-recorded: the other modes' trails keep to changes.
+feature table, training reading the field's labelled rows, bundle building reading the parts landed
+since the last bundle (device groups), the MQTT lander re-reading its recent parts — as one
+``data.read`` entry each: who (the command's actor), what (dataset, stage, snapshot, parts, the
+command), and when (the entry's time). Ray tasks read the parts the driver handed them, so the
+driver's record covers them. ``tests/privacy/test_readers.py`` holds every function that reads lake
+parts to this. Only specs under ``compliance: hipaa`` are recorded: the other modes' trails keep to
+changes.
 """
 
 from __future__ import annotations
@@ -35,16 +38,25 @@ def _command() -> str:
     return sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "python"
 
 
-def record_read(store: ObjectStore, spec: Spec, stage: str, snapshot: str, parts: int) -> None:
-    """Record that this command read ``parts`` parts of ``stage`` data of ``snapshot`` (hipaa only)."""
+def record_read(
+    store: ObjectStore,
+    spec: Spec,
+    stage: str,
+    snapshot: str | None,
+    parts: int,
+    *,
+    dataset: str | None = None,
+    source: str | None = None,
+) -> None:
+    """Record that this command read ``parts`` parts of ``stage`` data of ``snapshot`` (None: parts
+    of no snapshot yet, as a lander's own) of the spec's dataset, or of ``dataset`` (its labels);
+    hipaa only."""
     if spec.compliance != "hipaa":
         return
-    AuditLog(store).append(
-        cli_actor(),
-        "data.read",
-        spec.name,
-        after={"stage": stage, "snapshot": snapshot, "parts": parts, "command": _command()},
-    )
+    what: dict[str, object] = {"stage": stage, "snapshot": snapshot, "parts": parts, "command": _command()}
+    if source is not None:
+        what["source"] = source
+    AuditLog(store).append(cli_actor(), "data.read", dataset or spec.name, after=what)
 
 
 def record_object_read(store: ObjectStore, key: str) -> None:

@@ -5,7 +5,8 @@ quoted ('…' or "…") when it holds spaces or could read as a number. Nothing 
 erasure that matched more or less than meant cannot be undone, so a clause it cannot read is
 refused before anything is touched. Rows rejected at ingestion or validation (kept as JSON text)
 are matched on the same column. Copies kept outside the stages follow (:mod:`edgeml.privacy.kept`):
-validation reports' failing examples, and the holdout rows MLflow keeps for each run. The audit trail
+validation reports' failing examples, the holdout rows MLflow keeps for each run and the input
+examples of the models it logged. The audit trail
 records the column and the sha256 of the value, never the value: the log must not keep what was erased.
 """
 
@@ -59,6 +60,7 @@ class Erasure:
     lake: RewriteResult
     examples: int = 0  # failing examples taken out of validation reports
     holdouts: dict[str, int] = field(default_factory=dict)  # MLflow run id -> holdout rows erased
+    model_examples: dict[str, int] = field(default_factory=dict)  # logged model id -> example rows replaced
     tracking: str | None = None  # the MLflow tracking searched (None: none)
 
 
@@ -106,7 +108,8 @@ def erase(
     if experiment is not None:
         frames = [t.to_pandas() for t in erased_features if t.num_rows]
         erased = pd.concat(frames, ignore_index=True) if frames else None
-        done.holdouts = erase_holdouts(experiment, where, erased, reason=reason)
+        mlflow_done = erase_holdouts(experiment, where, erased, reason=reason)
+        done.holdouts, done.model_examples = mlflow_done.holdouts, mlflow_done.examples
     AuditLog(store).append(
         actor,
         "data.erase",
@@ -119,6 +122,7 @@ def erase(
             "record": result.record,
             "validation_examples": done.examples,
             "mlflow_holdouts": done.holdouts,
+            "mlflow_input_examples": done.model_examples,
         },
         reason=reason,
     )

@@ -9,6 +9,10 @@
   not an input: the run's own ``spec.json`` says how training turned feature rows into inputs).
   The artifact is rewritten in place (MLflow has no delete of one artifact) and the run gets an
   ``edgeml.erased.<time>`` tag: column, the value's sha256, rows, reason — never the value.
+- Each model a run logged keeps an input example (``input_example.json`` and, as a serving request,
+  ``serving_input_example.json``). Training logs a synthesised row there
+  (:mod:`edgeml.privacy.example`); a model logged before it did keeps two real holdout rows, so an
+  example holding an erased row (matched as holdout rows are) is replaced by a synthesised one.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import math
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +37,7 @@ if TYPE_CHECKING:
     from edgeml.privacy.where import Where
     from edgeml.store.base import ObjectStore
 
-__all__ = ["HOLDOUT", "Experiment", "erase_holdouts", "find_experiment", "scrub_reports"]
+__all__ = ["HOLDOUT", "Experiment", "MlflowErasure", "erase_holdouts", "find_experiment", "scrub_reports"]
 
 HOLDOUT = "edgeml/holdout.parquet"
 
@@ -142,19 +146,28 @@ def find_experiment(tracking_uri: str, name: str) -> Experiment:
     return Experiment(client, None if found is None else str(found.experiment_id))
 
 
+@dataclass
+class MlflowErasure:
+    """What an erasure changed in MLflow: holdout rows per run, input examples replaced per model."""
+
+    holdouts: dict[str, int] = field(default_factory=dict)  # run id -> holdout rows erased
+    examples: dict[str, int] = field(default_factory=dict)  # logged model id -> example rows replaced
+
+
 def erase_holdouts(
     experiment: Experiment, where: Where, erased: pd.DataFrame | None, *, reason: str
-) -> dict[str, int]:
+) -> MlflowErasure:
     """Rewrite the kept holdout rows of every run of ``experiment`` (deleted runs too: their
-    artifacts stay until MLflow's garbage collection) without the erased rows; run id -> rows."""
+    artifacts stay until MLflow's garbage collection) without the erased rows, and replace the input
+    example of every model those runs logged that holds one of them."""
     from mlflow.entities import ViewType
 
     client = experiment.client
+    out = MlflowErasure()
     if experiment.id is None:
-        return {}
+        return out
     stamp = datetime.now(UTC)
     tag = f"edgeml.erased.{stamp.strftime('%Y%m%dT%H%M%S%fZ')}"
-    out: dict[str, int] = {}
     token = None
     while True:
         runs = client.search_runs(
@@ -168,19 +181,108 @@ def erase_holdouts(
                 folder = Path(client.download_artifacts(run_id, "edgeml", tmp))
                 rows = pd.read_parquet(folder / "holdout.parquet")
                 drop = _holdout_matches(rows, where, folder, erased)
-                if not drop.any():
-                    continue
-                rows[~drop].reset_index(drop=True).to_parquet(folder / "holdout.parquet", index=False)
-                client.log_artifact(run_id, str(folder / "holdout.parquet"), "edgeml")
-            out[run_id] = int(drop.sum())
-            if run.info.lifecycle_stage == "active":  # a deleted run takes no tags; the audit names it
+                if drop.any():
+                    rows = rows[~drop].reset_index(drop=True)
+                    rows.to_parquet(folder / "holdout.parquet", index=False)
+                    client.log_artifact(run_id, str(folder / "holdout.parquet"), "edgeml")
+                    out.holdouts[run_id] = int(drop.sum())
+                for model_id, n in _erase_examples(experiment, run_id, where, folder, erased, rows).items():
+                    out.examples[model_id] = n
+            if run_id in out.holdouts and run.info.lifecycle_stage == "active":
+                # a deleted run takes no tags; the audit names it
                 record = {
                     "column": where.column,
                     "value_sha256": where.value_sha256,
-                    "rows": out[run_id],
+                    "rows": out.holdouts[run_id],
                     "reason": reason,
                 }
                 client.set_tag(run_id, tag, json.dumps(record, sort_keys=True))
         token = runs.token
         if not token:
             return out
+
+
+#: the files MLflow keeps a logged model's input example in (the second as a serving request)
+EXAMPLE_FILES = ("input_example.json", "serving_input_example.json")
+
+
+def _example_frame(doc: dict[str, Any]) -> pd.DataFrame | None:
+    inner = doc.get("dataframe_split", doc)
+    if not isinstance(inner, dict) or "columns" not in inner or "data" not in inner:
+        return None  # not a table (a model of another kind): nothing of ours
+    return pd.DataFrame(inner["data"], columns=inner["columns"])
+
+
+def _with_rows(doc: dict[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
+    data = json.loads(rows.to_json(orient="split", index=False))
+    inner = {**doc.get("dataframe_split", doc), "columns": data["columns"], "data": data["data"]}
+    inner.pop("index", None)
+    return {**doc, "dataframe_split": inner} if "dataframe_split" in doc else inner
+
+
+def _erase_examples(
+    experiment: Experiment,
+    run_id: str,
+    where: Where,
+    folder: Path,
+    erased: pd.DataFrame | None,
+    holdout: pd.DataFrame,
+) -> dict[str, int]:
+    """Replace the input examples holding an erased row, of the models ``run_id`` logged, with a
+    synthesised row (:mod:`edgeml.privacy.example`); logged model id -> rows replaced.
+
+    Training logs synthesised examples; models logged before it did keep two real holdout rows."""
+    client = experiment.client
+    out: dict[str, int] = {}
+    models = client.search_logged_models(
+        [experiment.id], filter_string=f"source_run_id = '{run_id}'", max_results=100
+    )
+    for model in models:
+        names = {a.path for a in client.list_logged_model_artifacts(model.model_id)}
+        if EXAMPLE_FILES[0] not in names:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            docs = {}
+            for name in EXAMPLE_FILES:
+                if name in names:
+                    local = _download(f"{model.artifact_location.rstrip('/')}/{name}", tmp)
+                    docs[name] = json.loads(Path(local).read_text())
+            rows = _example_frame(docs[EXAMPLE_FILES[0]])
+            if rows is None:
+                continue
+            drop = _holdout_matches(rows, where, folder, erased)
+            if not drop.any():
+                continue
+            replacement = _synthesised(folder, holdout, list(rows.columns))
+            if replacement is None:  # no spec to synthesise by: the other rows stay
+                replacement = rows[~drop].reset_index(drop=True)
+            upload = Path(tmp) / "upload"
+            upload.mkdir()
+            for name, doc in docs.items():
+                (upload / name).write_text(json.dumps(_with_rows(doc, replacement)))
+            client.log_model_artifacts(model.model_id, str(upload))
+            out[model.model_id] = int(drop.sum())
+    return out
+
+
+def _download(uri: str, folder: str) -> str:
+    import mlflow
+
+    return str(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
+
+
+def _synthesised(folder: Path, holdout: pd.DataFrame, columns: list[str]) -> pd.DataFrame | None:
+    from pydantic import ValidationError
+
+    from edgeml.privacy.example import input_example
+    from edgeml.spec.models import Spec
+    from edgeml.train.pipeline import input_layout
+
+    spec_file = folder / "spec.json"
+    if not spec_file.exists() or any(c not in holdout.columns for c in columns):
+        return None
+    try:
+        spec = Spec.model_validate_json(spec_file.read_text())
+    except ValidationError:
+        return None
+    return input_example(spec, holdout[columns], input_layout(spec))

@@ -130,8 +130,10 @@ def compliance_lines(spec: Spec) -> list[str]:
             "(min_bin_count)"
         )
         lines.append(
-            "store encryption at rest: `edgeml store seal` (local folder) or "
-            "store.s3.server_side_encryption (S3/MinIO); the telemetry file: `edgeml central seal`"
+            "store encryption at rest, checked before rows land: an empty local store is sealed "
+            "(its key in keys/store.key), one holding clear objects is refused; S3/MinIO needs "
+            "store.s3.server_side_encryption; the central node's telemetry file: `edgeml central seal` "
+            "(a node in clear refuses this model's telemetry)"
         )
         lines.append("every command's read of lake data is recorded on the audit trail (data.read)")
     if mode == "sox":

@@ -23,6 +23,7 @@ import pandas as pd
 from edgeml.errors import UserError
 from edgeml.ingest.labels import LABEL, LABELLED_AT, PREDICTION_ID, labels_dataset
 from edgeml.ingest.lake import list_snapshots, read_parts
+from edgeml.privacy.access import record_read
 from edgeml.spec.models import Spec
 from edgeml.store.base import ObjectStore
 from edgeml.train.data import TrainingData, model_inputs
@@ -74,6 +75,7 @@ def with_field_labels(spec: Spec, store: ObjectStore, data: TrainingData) -> tup
     if not snaps or spec.target is None:
         return data, FieldLabels(None, 0, 0, 0)
     snapshot = snaps[-1]
+    record_read(store, spec, "lake", snapshot.id, len(snapshot.parts), dataset=labels_dataset(spec.name))
     frame = read_parts(store, snapshot.parts).to_pandas()
     if frame.empty:
         return data, FieldLabels(snapshot.id, 0, 0, 0)

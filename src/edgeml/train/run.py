@@ -29,7 +29,7 @@ from edgeml.train.registry import ChampionComparison, crown, move_alias, record_
 from edgeml.train.search import SearchResult, family_params, fit_trial, run_search, trial_seed
 from edgeml.train.stream import TRAIN, VALIDATION
 
-__all__ = ["HOLDOUT_SAMPLE", "TARGET_COLUMN", "TrainReport", "keep_holdout", "train"]
+__all__ = ["HOLDOUT_SAMPLE", "TARGET_COLUMN", "TrainReport", "keep_holdout", "log_model", "train"]
 
 #: holdout rows kept with each model version, for export parity checks and quantisation
 HOLDOUT_SAMPLE = 2000
@@ -175,6 +175,28 @@ def keep_holdout(spec: Spec, data: TrainingData) -> None:
         mlflow.log_artifacts(tmp, artifact_path="edgeml")
 
 
+def log_model(spec: Spec, data: TrainingData, model: Any) -> Any:
+    """Log ``model`` to the active run, registered under the spec's name (its ``ModelInfo``). The
+    input example MLflow keeps with it is synthesised (:mod:`edgeml.privacy.example`), no one's row."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from edgeml.privacy.example import input_example
+    from edgeml.train import tracking as tr
+
+    example = data.X_hold.head(5)  # types only: the signature keeps no values
+    types = tr.trusted_types(model)
+    return mlflow.sklearn.log_model(
+        model,
+        name="model",
+        registered_model_name=spec.name,
+        signature=infer_signature(example, model.predict(example)),
+        input_example=input_example(spec, pd.concat([data.X_train, data.X_val, data.X_hold]), data.layout),
+        skops_trusted_types=types,
+        pip_requirements=tr.pip_requirements(types),
+    )
+
+
 def train(
     spec: Spec,
     settings: Settings,
@@ -267,19 +289,7 @@ def train(
             files = write_evaluation(spec.task, model, data.X_hold, data.y_hold, holdout, Path(tmp))
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
         keep_holdout(spec, data)
-        from mlflow.models import infer_signature
-
-        example = data.X_hold.head(5)
-        types = tr.trusted_types(model)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=spec.name,
-            signature=infer_signature(example, model.predict(example)),
-            input_example=example.head(2),
-            skops_trusted_types=types,
-            pip_requirements=tr.pip_requirements(types),
-        )
+        info = log_model(spec, data, model)
     version = str(info.registered_model_version)
     tags = {
         "snapshot": data.snapshot,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from email.message import Message
 from typing import Any
 
@@ -27,7 +28,10 @@ from edgeml.central.services.fleet import observe_batch
 from edgeml.central.services.state import CentralState
 from edgeml.errors import BatchConflict, Forbidden, InvalidRequest, Overloaded, Unauthorized, UserError
 from edgeml.observability import track_telemetry_batch
+from edgeml.telemetry.db.sealed import NotSealed, refuse_clear_hipaa
 from edgeml.telemetry.schema import Device, Ingested, TelemetryBatch
+
+log = logging.getLogger(__name__)
 
 __all__ = ["authenticate_device", "bearer_token", "receive_batch"]
 
@@ -74,10 +78,15 @@ async def receive_batch(
                 state.targets.manifest, batch.model, batch.version, batch.profile
             )
         if isinstance(manifest, Manifest):
+            refuse_clear_hipaa(state.config.db_path, batch.model, batch.version, manifest.compliance)
             check_bins(batch, manifest)
         result = await state.store.submit_async(batch)
     except (Forbidden, InvalidRequest):
         track_telemetry_batch("rejected")
+        raise
+    except NotSealed as exc:
+        track_telemetry_batch("rejected")
+        log.error("%s", exc)
         raise
     except Overloaded:
         track_telemetry_batch("throttled")

@@ -11,6 +11,10 @@ extension brings: the node loads it, and says how to install it when it is missi
 built-in fallback (mbedtls) draws nonces from a generator that is not cryptographically secure;
 it is used only when ``EDGEML_TELEMETRY_UNSAFE_CRYPTO=1`` says so (tests and development
 machines without the extension), never by default.
+
+The node serves every mode and learns a model's from its signed manifest, so it cannot seal before
+the first batch; it refuses, instead, to store a hipaa model's batch in a clear file
+(:func:`refuse_clear_hipaa`, 503: the device keeps the batch and tries again).
 """
 
 from __future__ import annotations
@@ -20,10 +24,17 @@ from pathlib import Path
 
 import duckdb
 
-from edgeml.errors import StoreConfigError
+from edgeml.errors import StoreConfigError, Unavailable
 from edgeml.store.sealed import seal_with_new_key, sealing_key
 
-__all__ = ["UNSAFE_CRYPTO_ENV", "encryption_key", "load_crypto", "seal_telemetry_file"]
+__all__ = [
+    "UNSAFE_CRYPTO_ENV",
+    "NotSealed",
+    "encryption_key",
+    "load_crypto",
+    "refuse_clear_hipaa",
+    "seal_telemetry_file",
+]
 
 #: set to 1 to let DuckDB encrypt with its built-in, not securely random, crypto module
 UNSAFE_CRYPTO_ENV = "EDGEML_TELEMETRY_UNSAFE_CRYPTO"
@@ -65,3 +76,18 @@ def load_crypto(con: duckdb.DuckDBPyConnection, unsafe: bool | None = None) -> N
             f"httpfs extension (OpenSSL): {str(exc).splitlines()[0]}",
             hint="on the central node, once: python -c \"import duckdb; duckdb.execute('INSTALL httpfs')\"",
         ) from exc
+
+
+class NotSealed(Unavailable):
+    """A hipaa model's batch reached a node whose telemetry file is in clear: not stored (503)."""
+
+
+def refuse_clear_hipaa(db_path: Path, model: str, version: int, compliance: str) -> None:
+    """Raise NotSealed when a ``compliance: hipaa`` version's telemetry would be written to a clear file."""
+    if compliance == "hipaa" and encryption_key(db_path) is None:  # its marker: a stat, hipaa batches only
+        raise NotSealed(
+            f"{model} v{version} is under compliance hipaa, and this node's telemetry file {db_path} is "
+            "not encrypted at rest: the batch is not stored (the device keeps it and tries again)",
+            hint="seal a new telemetry file (`edgeml central seal --config central.yaml`, "
+            "docs/compliance.md) and restart the node",
+        )
