@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from datetime import timedelta
@@ -38,7 +39,9 @@ def loaders(parts: Sequence[pa.Table]) -> list[Loader]:
     return [lambda columns, t=t: t if columns is None else t.select(columns) for t in parts]
 
 
-def by_range(parts: Sequence[pa.Table], feats: list[WindowFeature], chunk_rows: int, **kw: Any) -> list[pa.Table]:
+def by_range(
+    parts: Sequence[pa.Table], feats: list[WindowFeature], chunk_rows: int, **kw: Any
+) -> list[pa.Table]:
     rows = [t.num_rows for t in parts]
     return list(windows_by_range(loaders(parts), rows, feats, chunk_rows=chunk_rows, **kw))
 
@@ -81,7 +84,7 @@ def split(rows: list[tuple[Any, ...]], cuts: list[int]) -> list[pa.Table]:
         }
     )
     edges = sorted({0, len(rows), *(c % (len(rows) + 1) for c in cuts)})
-    return [table.slice(a, b - a) for a, b in zip(edges, edges[1:], strict=False)]
+    return [table.slice(a, b - a) for a, b in itertools.pairwise(edges)]
 
 
 @pytest.mark.slow
@@ -120,17 +123,22 @@ def test_without_a_timestamp_ranges_are_lake_order_and_the_output_is_identical(
     assert all(t.num_rows <= chunk_rows for t in got)
 
 
+@pytest.mark.slow
 def test_a_lake_in_time_order_gives_the_whole_buckets_rows_in_its_order() -> None:
     rng = np.random.default_rng(3)
     n = 5_000
-    rows = [(f"m{rng.integers(0, 3)}", i // 4, float(rng.normal()), int(rng.integers(0, 9))) for i in range(n)]
+    rows = [
+        (f"m{rng.integers(0, 3)}", i // 4, float(rng.normal()), int(rng.integers(0, 9))) for i in range(n)
+    ]
     parts = split(rows, [700, 1_900, 2_000, 4_100])
     feats = features()
     got = by_range(parts, feats, 600, entity="machine", timestamp="ts")
     assert len(got) > 8  # several ranges, each after context
     merged = pa.concat_tables(got)
     assert merged["row"].to_pylist() == list(range(n))
-    assert_same_rows(merged, compute_batch(pa.concat_tables(parts), feats, entity="machine", timestamp="ts"), feats)
+    assert_same_rows(
+        merged, compute_batch(pa.concat_tables(parts), feats, entity="machine", timestamp="ts"), feats
+    )
 
 
 def test_a_bucket_within_the_chunk_is_computed_whole() -> None:
@@ -141,9 +149,12 @@ def test_a_bucket_within_the_chunk_is_computed_whole() -> None:
     assert got.to_pandas().equals(whole.to_pandas())  # NaN for NaN
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
-    st.lists(st.lists(st.integers(-(2**62), 2**62) | st.integers(0, 30) | st.just(NULL_KEY), max_size=40), max_size=4),
+    st.lists(
+        st.lists(st.integers(-(2**62), 2**62) | st.integers(0, 30) | st.just(NULL_KEY), max_size=40),
+        max_size=4,
+    ),
     st.integers(1, 10),
 )
 def test_planned_ranges_hold_at_most_the_limit_or_one_key(keys: list[list[int]], limit: int) -> None:
@@ -153,16 +164,16 @@ def test_planned_ranges_hold_at_most_the_limit_or_one_key(keys: list[list[int]],
     if not len(present):
         assert cuts == []
         return
-    assert cuts == sorted(set(cuts)) and cuts[0] == present[0]
-    assert set(cuts) <= set(present.tolist())  # every range starts at a key it holds
-    edges = np.searchsorted(present, cuts + [int(present[-1]) + 1 if present[-1] < NULL_KEY else NULL_KEY])
-    for a, b in zip(edges, edges[1:], strict=False):
+    assert cuts == sorted(set(cuts))
+    assert cuts[0] == present[0]
+    edges = [*np.searchsorted(present, cuts).tolist(), len(present)]
+    assert all(a < b for a, b in itertools.pairwise(edges))  # no range is empty
+    for a, b in itertools.pairwise(edges):
         held = present[a:b]
         assert len(held) <= limit or held[0] == held[-1]
-    # greedy: a range and the first key of the next would exceed the limit
-    for a, b, c in zip(edges, edges[1:], edges[2:], strict=False):
-        nxt = present[b:c]
-        assert b - a + int((nxt == nxt[0]).sum()) > limit
+    # greedy: two ranges in a row hold more than the limit (so there are at most 2n/limit + 1)
+    for a, c in zip(edges, edges[2:], strict=False):
+        assert c - a > limit
 
 
 def test_planning_a_wide_key_range_refines_only_the_crowded_bins() -> None:
@@ -176,5 +187,8 @@ def test_planning_a_wide_key_range_refines_only_the_crowded_bins() -> None:
         return iter(arrays)
 
     cuts = plan_ranges(keys, 10)
-    assert cuts == [0, *crowd[9::10].tolist()]  # 0 and 9 of the crowd, 10 and 10, ..., 10 and 2**62
+    present = np.sort(np.concatenate(arrays))
+    sizes = np.diff([*np.searchsorted(present, cuts), len(present)])
+    assert sizes.max() <= 10
+    assert len(cuts) <= 2 * 52 // 10 + 1
     assert passes <= 8  # a min/max pass, then a few counting passes over a 2**62-wide range

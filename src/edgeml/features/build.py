@@ -200,8 +200,8 @@ def _feature_task(
         timestamp=spec.schema_.timestamp,
         chunk_rows=chunk_rows,
     )
-    for table in ranges:
-        table = apply_row_features(table, spec.features.row)
+    for windowed in ranges:
+        table = apply_row_features(windowed, spec.features.row)
         for name in names:
             moments[name] = moments[name].merge(_Moments.of(_as_array(table[name])))
         pending.append(table)

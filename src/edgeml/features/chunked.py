@@ -26,9 +26,11 @@ between two layouts of the same rows today).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -54,8 +56,8 @@ def plan_ranges(keys: Callable[[], Iterator[np.ndarray]], limit: int) -> list[in
     keys one array at a time, afresh on each call: a pass holds one array and the bin counts.
     """
     low = high = None
-    for k in keys():
-        k = k[k != NULL_KEY]
+    for array in keys():
+        k = array[array != NULL_KEY]
         if len(k):
             lo, hi = int(k.min()), int(k.max())
             low, high = lo if low is None else min(low, lo), hi if high is None else max(high, hi)
@@ -68,10 +70,10 @@ def plan_ranges(keys: Callable[[], Iterator[np.ndarray]], limit: int) -> list[in
         ends = np.array([hi for _, hi in pending], dtype=np.int64)
         widths = np.array([max(1, -(-(hi - lo + 1) // BINS)) for lo, hi in pending], dtype=np.int64)
         counts = np.zeros(len(pending) * BINS, dtype=np.int64)
-        for k in keys():
-            which = np.searchsorted(starts, k, side="right") - 1
-            inside = (which >= 0) & (k <= ends[np.maximum(which, 0)])
-            k, which = k[inside], which[inside]
+        for array in keys():
+            which = np.searchsorted(starts, array, side="right") - 1
+            inside = (which >= 0) & (array <= ends[np.maximum(which, 0)])
+            k, which = array[inside], which[inside]
             bins = which * BINS + (k - starts[which]) // widths[which]
             counts += np.bincount(bins, minlength=len(counts))
         refine = []
@@ -170,7 +172,7 @@ def windows_by_range(
         bounds.append((lo, hi, len(present) < len(k)))
     cuts = plan_ranges(lambda: (keys_of(i, None) for i in range(len(loaders))), chunk_rows)
     highest = max(hi for _, hi, _ in bounds)
-    ranges = [(lo, hi - 1) for lo, hi in zip(cuts, cuts[1:], strict=False)]
+    ranges = [(lo, hi - 1) for lo, hi in itertools.pairwise(cuts)]
     ranges += [(cuts[-1], highest)] if cuts else []
     ranges += [(NULL_KEY, NULL_KEY)] if any(null for _, _, null in bounds) else []
 
@@ -180,31 +182,35 @@ def windows_by_range(
     span: int | None = None
     context: pa.Table | None = None
     context_keys = np.zeros(0, dtype=np.int64)
-    for r, (lo, hi) in enumerate(ranges):
-        pieces, piece_keys = [], []
-        for i, (first, final, null) in enumerate(bounds):
-            if not (null if lo == NULL_KEY else first <= hi and final >= lo):
-                continue
-            table = loaders[i](None)
-            k = keys_of(i, table)
-            take = np.flatnonzero((k >= lo) & (k <= hi))
-            pieces.append(table.take(take))
-            piece_keys.append(k[take])
-        chunk = pa.concat_tables(pieces, promote_options="default")
-        keys = np.concatenate(piece_keys)
-        if timestamp is not None and span is None:
-            span = _span_ticks(features, chunk.schema.field(timestamp).type.unit)
-        narrow = chunk.select(needed)
-        if context is not None:
-            narrow = pa.concat_tables([context, narrow], promote_options="default")
-            keys = np.concatenate([context_keys, keys])
-        computed = compute_batch(narrow, features, entity=entity, timestamp=timestamp)
-        skip = narrow.num_rows - chunk.num_rows
-        for f in features:
-            chunk = chunk.append_column(f.name, computed[f.name].slice(skip))
-        yield chunk
-        if r + 1 < len(ranges):
-            start = ranges[r + 1][0]
-            reach = None if span is None or start == NULL_KEY else max(start - span, -NULL_KEY)
-            keep = _context(narrow, keys, entity, last, reach)
-            context, context_keys = narrow.take(keep), keys[keep]
+    con = duckdb.connect()  # one for every range: opening one costs more than a range's windows
+    try:
+        for r, (lo, hi) in enumerate(ranges):
+            pieces, piece_keys = [], []
+            for i, (first, final, null) in enumerate(bounds):
+                if not (null if lo == NULL_KEY else first <= hi and final >= lo):
+                    continue
+                table = loaders[i](None)
+                k = keys_of(i, table)
+                take = np.flatnonzero((k >= lo) & (k <= hi))
+                pieces.append(table.take(take))
+                piece_keys.append(k[take])
+            chunk = pa.concat_tables(pieces, promote_options="default")
+            keys = np.concatenate(piece_keys)
+            if timestamp is not None and span is None:
+                span = _span_ticks(features, chunk.schema.field(timestamp).type.unit)
+            narrow = chunk.select(needed)
+            if context is not None:
+                narrow = pa.concat_tables([context, narrow], promote_options="default")
+                keys = np.concatenate([context_keys, keys])
+            computed = compute_batch(narrow, features, entity=entity, timestamp=timestamp, con=con)
+            skip = narrow.num_rows - chunk.num_rows
+            for f in features:
+                chunk = chunk.append_column(f.name, computed[f.name].slice(skip))
+            yield chunk
+            if r + 1 < len(ranges):
+                start = ranges[r + 1][0]
+                reach = None if span is None or start == NULL_KEY else max(start - span, -NULL_KEY)
+                keep = _context(narrow, keys, entity, last, reach)
+                context, context_keys = narrow.take(keep), keys[keep]
+    finally:
+        con.close()
