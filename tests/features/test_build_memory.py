@@ -72,7 +72,7 @@ def test_feature_memory_does_not_grow_with_the_rows_of_a_bucket(tmp_path: Path) 
     small = min(_peak_mb(few, 20_000) for _ in range(2))
     large = min(_peak_mb(many, 20_000) for _ in range(2))
     whole = _peak_mb(many, 10**9)  # the same rows, the bucket computed whole (the old path)
-    # 10x the rows: the whole bucket in memory costs ~+90 MB; by key range, a range of 20,000 rows,
+    # 10x the rows: the whole bucket in memory costs ~+85 MB here; by key range, a range of 20,000 rows,
     # a part of 20,000 rows out and the windows' context stay what they were
-    assert whole - small >= 80, (small, large, whole)
+    assert whole - small >= 60, (small, large, whole)
     assert large - small <= (whole - small) / 3, (small, large, whole)
