@@ -74,7 +74,9 @@ def plan_ranges(keys: Callable[[], Iterator[np.ndarray]], limit: int) -> list[in
             which = np.searchsorted(starts, array, side="right") - 1
             inside = (which >= 0) & (array <= ends[np.maximum(which, 0)])
             k, which = array[inside], which[inside]
-            bins = which * BINS + (k - starts[which]) // widths[which]
+            # unsigned: a key range may be wider than the largest int64 (it is below 2**64)
+            steps = (k.view(np.uint64) - starts[which].view(np.uint64)) // widths[which].view(np.uint64)
+            bins = which * BINS + steps.astype(np.int64)
             counts += np.bincount(bins, minlength=len(counts))
         refine = []
         for b in np.flatnonzero(counts):
