@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from edgeml.errors import UserError
+from edgeml.features.chunked import windows_by_range
 from edgeml.features.expr import parse_expression
-from edgeml.features.window import compute_batch
 from edgeml.ingest.lake import Part, _put_part, read_parts
 from edgeml.settings import S3Settings, Settings
 from edgeml.spec.models import RowFeature, Spec
-from edgeml.store import open_store, store_from_settings
+from edgeml.store import ObjectStore, open_store, store_from_settings
 from edgeml.validate.run import validated_parts
 
 __all__ = ["FeatureReport", "apply_row_features", "build_features"]
@@ -25,6 +30,8 @@ __all__ = ["FeatureReport", "apply_row_features", "build_features"]
 MAX_BUCKETS = 256
 #: most rows of one feature part (a bucket of few, long-lived entities is written as several)
 PART_ROWS = 262_144
+#: rows a feature task computes windows over at a time (a larger bucket goes by key ranges)
+CHUNK_ROWS = 262_144
 
 
 @dataclass
@@ -144,36 +151,82 @@ def _split_part(
     return out
 
 
+def _read_part(store: ObjectStore, part: Part, columns: Sequence[str] | None) -> pa.Table:
+    """One part (its sha256 verified), only ``columns`` (all with None)."""
+    data = store.get(part.key)
+    if hashlib.sha256(data).hexdigest() != part.sha256:
+        raise UserError(f"lake part {part.key} does not match its recorded sha256; it was altered")
+    return pq.read_table(io.BytesIO(data), columns=None if columns is None else list(columns))
+
+
 def _feature_task(
-    parts: list[Part], spec: Spec, store_url: str, s3: S3Settings, prefix: str, part_rows: int
+    parts: list[Part],
+    spec: Spec,
+    store_url: str,
+    s3: S3Settings,
+    prefix: str,
+    part_rows: int,
+    chunk_rows: int,
 ) -> tuple[list[Part], dict[str, _Moments]]:
-    """Task: window then row features over ``parts`` (every reading of their entities); parts out of
-    at most ``part_rows`` rows each, so a reader of the table (training's stream) holds a bounded part."""
+    """Task: window then row features over ``parts`` (every reading of their entities).
+
+    Holds at most about ``chunk_rows`` rows (plus the windows' context, see
+    :mod:`edgeml.features.chunked`), however many ``parts`` hold; writes parts of at most
+    ``part_rows`` rows, so a reader of the table (training's stream) holds a bounded part."""
     store = open_store(store_url, s3)
-    table = read_parts(store, parts, spec.schema_)
-    table = compute_batch(
-        table, spec.features.window, entity=spec.schema_.entity, timestamp=spec.schema_.timestamp
-    )
-    table = apply_row_features(table, spec.features.row)
     names = [f.name for f in spec.features.window] + [f.name for f in spec.features.row]
-    moments = {name: _Moments.of(_as_array(table[name])) for name in names}
-    out = [
-        _put_part(store, prefix.rstrip("/"), table.slice(start, part_rows), "features", "")
-        for start in range(0, table.num_rows, part_rows)
-    ]
+    moments = {name: _Moments() for name in names}
+    out: list[Part] = []
+    pending: list[pa.Table] = []  # rows not written yet: fewer than part_rows, but for the last
+
+    def flush(final: bool) -> None:
+        table = pa.concat_tables(pending) if pending else None
+        pending.clear()
+        if table is None:
+            return
+        start = 0
+        while start < table.num_rows and (final or table.num_rows - start >= part_rows):
+            out.append(_put_part(store, prefix.rstrip("/"), table.slice(start, part_rows), "features", ""))
+            start += part_rows
+        if start < table.num_rows:
+            pending.append(table.slice(start))
+
+    loaders = [partial(_read_part, store, part) for part in parts]
+    ranges = windows_by_range(
+        loaders,
+        [p.rows for p in parts],
+        spec.features.window,
+        entity=spec.schema_.entity,
+        timestamp=spec.schema_.timestamp,
+        chunk_rows=chunk_rows,
+    )
+    for windowed in ranges:
+        table = apply_row_features(windowed, spec.features.row)
+        for name in names:
+            moments[name] = moments[name].merge(_Moments.of(_as_array(table[name])))
+        pending.append(table)
+        flush(final=False)
+    flush(final=True)
     return out, moments
 
 
 def build_features(
-    spec: Spec, settings: Settings, snapshot_id: str | None = None, *, part_rows: int = PART_ROWS
+    spec: Spec,
+    settings: Settings,
+    snapshot_id: str | None = None,
+    *,
+    part_rows: int = PART_ROWS,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> FeatureReport:
     """Compute features for a validated snapshot and store them next to it, in parts.
 
     Streams: each task holds a bounded share of the rows. Without window features, one task per
     validated part. With them, rows are first hash-partitioned by entity (one task per part
     writes a sub-part per bucket), then one task per bucket computes the windows: every reading
-    of an entity is in its bucket, in lake order, so windows are exact across part boundaries.
-    Without an entity, the windows span the whole snapshot and one task computes them.
+    of an entity is in its bucket, so windows are exact across part boundaries. Without an
+    entity, the windows span the whole snapshot and one task computes them. A task holds about
+    ``chunk_rows`` rows however large its bucket: it goes key range by key range, carrying the
+    rows the next range's windows reach (:mod:`edgeml.features.chunked`).
     """
     from edgeml.ingest.runtime import run_tasks
 
@@ -191,7 +244,9 @@ def build_features(
         split = run_tasks(_split_part, [(i, p) for i, p in enumerate(parts)], buckets=buckets, **shared)
         groups = [[s[b] for s in split if s[b] is not None] for b in range(buckets)]  # type: ignore[misc]
         groups = [g for g in groups if g]
-    results = run_tasks(_feature_task, [(g,) for g in groups], part_rows=part_rows, **shared)
+    results = run_tasks(
+        _feature_task, [(g,) for g in groups], part_rows=part_rows, chunk_rows=chunk_rows, **shared
+    )
     for info in store.list(f"{prefix}shuffle/"):  # the shuffle's sub-parts served their purpose
         store.delete(info.key)
     names = [f.name for f in spec.features.window] + [f.name for f in spec.features.row]

@@ -66,9 +66,17 @@ def _sql(feature: WindowFeature, entity: str | None, timestamp: str | None) -> s
 
 
 def compute_batch(
-    table: Any, features: Sequence[WindowFeature], *, entity: str | None, timestamp: str | None
+    table: Any,
+    features: Sequence[WindowFeature],
+    *,
+    entity: str | None,
+    timestamp: str | None,
+    con: Any = None,
 ) -> Any:
-    """Return ``table`` (pyarrow) with one float64 column per window feature, rows in input order."""
+    """Return ``table`` (pyarrow) with one float64 column per window feature, rows in input order.
+
+    ``con``: a DuckDB connection to reuse (opening one costs more than a small table's windows).
+    """
     import duckdb
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -88,7 +96,8 @@ def compute_batch(
             )
     # An explicit row number: DuckDB does not promise to keep scan order.
     source = source.append_column("__seq", pa.array(range(source.num_rows), pa.int64()))
-    con = duckdb.connect()
+    own = con is None
+    con = duckdb.connect() if own else con
     try:
         con.register("src", source)
         selects = ", ".join(
@@ -98,7 +107,9 @@ def compute_batch(
             f"SELECT {selects} FROM src ORDER BY __seq"  # noqa: S608
         ).to_arrow_table()
     finally:
-        con.close()
+        con.unregister("src")
+        if own:
+            con.close()
     for f in features:
         column = result[f.name].fill_null(float("nan")) if f.agg != "count" else result[f.name].fill_null(0.0)
         table = table.append_column(f.name, column.cast(pa.float64()))
