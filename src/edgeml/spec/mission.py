@@ -56,7 +56,7 @@ EFFECTS: Mapping[str, Mapping[str, str]] = {
         "training row, streamed in batches, the other families on the sample; `spec check` warns "
         "about anything that would still load everything or train on a sample only",
         "large": "over 1 TB: as medium; `spec check` also refuses window features without "
-        "`schema.entity` (one task would hold every row)",
+        "`schema.entity` (one task would compute every window, time range after time range, on one core)",
     },
 }
 
@@ -132,8 +132,8 @@ def pipeline_warnings(spec: Spec) -> list[str]:
             )
     if spec.schema_.entity is None and spec.features.window:
         warnings.append(
-            "features.window: without schema.entity every window feature is computed in one task "
-            "over the whole snapshot"
+            "features.window: without schema.entity every window feature is computed by one task, "
+            "one time range after another (memory bounded, but on one core)"
         )
     streamed = STREAMED_FAMILIES.get(spec.task, frozenset())
     sampled = [f for f in spec.search.families if f not in streamed]
