@@ -42,7 +42,7 @@ contenders take turns in blocks of 200 calls for ``--in-process-seconds``; each 
 its fastest block (timeit's rule: the slower ones met interference from the shared machine),
 the median block shown beside.
 
-    .venv/bin/python -m bench.agent_serving [--seconds 10] [--rounds 5] [--in-process-only]
+    .venv/bin/python -m bench.agent_serving [--seconds 10] [--rounds 5] [--in-process-only] [--oip-only]
         [--in-process-seconds 30] [--no-write-results]
 """
 
@@ -717,6 +717,11 @@ def main() -> None:
         "--in-process-seconds", type=float, default=30, help="in-process timing, all contenders (default 30)"
     )
     cli.add_argument("--in-process-only", action="store_true", help="no servers; prints, writes nothing")
+    cli.add_argument(
+        "--oip-only",
+        action="store_true",
+        help="only the OIP v2 contenders (issue #27), no in-process part; prints, writes nothing",
+    )
     cli.add_argument("--in-process-child", action="store_true", help=argparse.SUPPRESS)
     cli.add_argument("--serve", choices=["agent", AGENT_GRPC, "minimal"], help=argparse.SUPPRESS)
     cli.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
@@ -761,6 +766,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         row = train(folder, args.trees, args.readings)
+        if args.oip_only:
+            oip_only(report, folder, row, args)
+            return
         figures = in_process(folder, row, args.in_process_seconds)
         blocks = figures["blocks"]
         if args.in_process_only:
@@ -883,6 +891,16 @@ def main() -> None:
             report.checks(checks),
         ]
     )
+
+
+def oip_only(report: Report, folder: Path, row: dict[str, Any], args: argparse.Namespace) -> None:
+    """``--oip-only``: the OIP contenders alone for ``--rounds`` rounds; printed, not written."""
+    rounds = [measure_cases(OIP_CASES, folder, row, args) for _ in range(args.rounds)]
+    report.measured()
+    report.args.no_write_results = True
+    loads = {c.name: median_load([r[c.name] for r in rounds]) for c in OIP_CASES}
+    note, table, ratios, checks = _oip_parts(rounds, loads, args)
+    report.publish([f"{note}.", table, ratios, report.checks(checks)])
 
 
 def ratio(values: list[float], unit: str = "×", digits: int = 2) -> str:
