@@ -94,3 +94,33 @@ def test_from_bytes_small_and_large(kind: str, count: int) -> None:
 def test_from_bytes_refuses_a_ragged_section() -> None:
     with pytest.raises(oip.InputError, match="not a whole number of FP64 values"):
         oip.from_bytes("x", "FP64", b"\0" * 12)
+
+
+STRINGS = [
+    ["M-3"] * 300,  # one length: read in bulk
+    [f"M-{i % 9}" for i in range(300)],
+    ["ab", "abc"] * 100,  # lengths differ: element by element
+    ["é"] * 50,
+    ["x\0"] * 40,  # a trailing NUL, which numpy's fixed-width bytes would drop
+    [""] * 40,
+    ["a"] * 5,
+]
+
+
+@pytest.mark.parametrize("values", STRINGS)
+def test_bytes_tensors_round_trip(values: list[str]) -> None:
+    raw = oip.tensor_bytes(np.array(values, dtype=object), "BYTES")
+    assert raw == b"".join(oip._LENGTH.pack(len(v.encode())) + v.encode() for v in values)
+    assert oip.from_bytes("machine", "BYTES", raw) == values
+
+
+def test_bytes_tensor_elements_keep_their_types() -> None:
+    mixed = np.array([True, 1, "1", b"b"] * 10, dtype=object)  # True == 1: not one element
+    assert oip.from_bytes("x", "BYTES", oip.tensor_bytes(mixed, "BYTES")) == ["True", "1", "1", "b"] * 10
+
+
+@pytest.mark.parametrize("count", [3, 40])
+def test_bytes_that_are_not_utf8_are_named(count: int) -> None:
+    raw = b"".join(oip._LENGTH.pack(2) + b"\xff\xfe" for _ in range(count))
+    with pytest.raises(oip.InputError, match="element 0 is not UTF-8 text"):
+        oip.from_bytes("machine", "BYTES", raw)

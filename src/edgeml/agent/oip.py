@@ -203,6 +203,9 @@ def _strings(name: str, data: bytes | memoryview) -> list[str]:
     (A column of categories repeats a few values: a dict lookup is cheaper than a decode.)
     """
     raw = bytes(data)
+    same = _same_length_strings(raw)
+    if same is not None:
+        return same
     out: list[str] = []
     append = out.append
     seen: dict[bytes, str] = {}
@@ -227,13 +230,49 @@ def _strings(name: str, data: bytes | memoryview) -> list[str]:
     return out
 
 
+def _same_length_strings(raw: bytes) -> list[str] | None:
+    """:func:`_strings` in bulk when every element has the same length (ids, codes), else None.
+
+    The elements are read as one numpy array and only the distinct ones decoded. None (the
+    element by element way, which names any error) for anything else: lengths that differ, an
+    element ending in a NUL byte (numpy's fixed-width bytes drop those), text that is not UTF-8.
+    """
+    if len(raw) < 4 + 4 * _SMALL:  # a few elements: numpy's per-call cost outweighs the loop
+        return None
+    (size,) = _LENGTH.unpack_from(raw, 0)
+    if size == 0 or len(raw) % (4 + size):
+        return None
+    elements = np.frombuffer(raw, np.dtype([("n", "<u4"), ("s", f"S{size}")]))
+    if not (elements["n"] == size).all():
+        return None
+    values = elements["s"]
+    if not np.frombuffer(raw, np.uint8).reshape(len(values), 4 + size)[:, -1].all():
+        return None
+    distinct, where = np.unique(values, return_inverse=True)
+    try:
+        texts = [value.decode() for value in distinct.tolist()]
+    except UnicodeDecodeError:
+        return None
+    decoded: list[str] = np.array(texts, dtype=object)[where].tolist()
+    return decoded
+
+
 def tensor_bytes(array: np.ndarray, kind: str) -> bytes:
     """An output tensor as binary tensor data."""
     if kind == "BYTES":
         # each distinct element length-prefixed once (a label column repeats a few values)
+        values = array.ravel().tolist()
+        try:
+            distinct = set(values)
+        except TypeError:  # unhashable elements (maps of a sequence output)
+            distinct = set()
+        if distinct and all(type(value) is str for value in distinct):
+            # (only str: a set would take True and 1 for one element)
+            table = {value: _LENGTH.pack(len(raw)) + raw for value in distinct for raw in [value.encode()]}
+            return b"".join(map(table.__getitem__, values))
         encoded: dict[str, bytes] = {}
         parts = []
-        for value in array.ravel().tolist():
+        for value in values:
             text = type(value) is str  # other elements (bytes, or maps of a sequence output) as they come
             element = encoded.get(value) if text else None
             if element is None:
