@@ -42,7 +42,7 @@ contenders take turns in blocks of 200 calls for ``--in-process-seconds``; each 
 its fastest block (timeit's rule: the slower ones met interference from the shared machine),
 the median block shown beside.
 
-    .venv/bin/python -m bench.agent_serving [--seconds 10] [--rounds 5] [--in-process-only]
+    .venv/bin/python -m bench.agent_serving [--seconds 10] [--rounds 5] [--in-process-only] [--oip-only]
         [--in-process-seconds 30] [--no-write-results]
 """
 
@@ -95,9 +95,11 @@ from bench.common import (
 SERVER_CPU, LOAD_CPU = 0, 1
 CONNECTIONS = 8
 AGENT_GRPC = "agent+grpc"  # the agent serving REST and gRPC in one process, as with `grpc:` in agent.yaml
+AGENT_LOGISTIC = "agent+grpc logistic"  # the same, serving the logistic regression (see train)
 HEALTH = {
     "agent": "/v2/health/ready",
     AGENT_GRPC: "/v2/health/ready",
+    AGENT_LOGISTIC: "/v2/health/ready",
     "minimal": "/ping",
     "mlflow": "/ping",
 }
@@ -124,6 +126,10 @@ def train(folder: Path, trees: int, readings: int) -> dict[str, Any]:
         pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
     )
     (forest.folder / "manifest.json").write_bytes(canonical_json(forest.manifest.model_dump(mode="json")))
+    # a model that costs little to run beside its requests' wire forms (issue #27's 256-row ratio)
+    logistic = pump_forest(folder / "bundle-logistic", trees, readings, logistic=True)
+    manifest = logistic.manifest.model_dump(mode="json")
+    (logistic.folder / "manifest.json").write_bytes(canonical_json(manifest))
     return forest.row()
 
 
@@ -271,14 +277,15 @@ def running(kind: str, folder: Path) -> Iterator[Server]:
     """A server subprocess pinned to SERVER_CPU on free ports, once it answers from them."""
     port = free_port()
     grpc_port = 0
-    while kind == AGENT_GRPC and grpc_port in (0, port):
+    while kind in (AGENT_GRPC, AGENT_LOGISTIC) and grpc_port in (0, port):
         grpc_port = free_port()
     if kind == "mlflow":
         mlflow = str(Path(sys.executable).with_name("mlflow"))
         argv = [mlflow, "models", "serve", "-m", str(folder / "mlflow"), "--env-manager", "local"]
         argv += ["-h", "127.0.0.1", "-p", str(port), "-w", "1"]
     else:
-        argv = bench_argv("agent_serving", "--serve", kind, "--folder", str(folder / "bundle"))
+        bundle = folder / ("bundle-logistic" if kind == AGENT_LOGISTIC else "bundle")
+        argv = bench_argv("agent_serving", "--serve", kind, "--folder", str(bundle))
         argv += ["--port", str(port), *(["--grpc-port", str(grpc_port)] if grpc_port else [])]
     url = f"http://127.0.0.1:{port}"
     env = {"MLFLOW_TRACKING_URI": f"file:{folder / 'mlruns'}"}
@@ -537,7 +544,25 @@ def _oip_cases() -> list[Case]:
     return out
 
 
-OIP_CASES = _oip_cases()  # issue #27: the protocols against /predict, on one agent process, all by h2load
+def _logistic_cases() -> list[Case]:
+    """JSON and binary, OIP_ROWS rows, on the logistic regression: what the wire forms cost apart."""
+    return [
+        Case(
+            f"v2 {form} {OIP_ROWS} logistic",
+            f"OIP v2 infer, {label}, {OIP_ROWS} rows, logistic regression",
+            AGENT_LOGISTIC,
+            INFER,
+            partial(payload, rows=OIP_ROWS),
+            OIP_ROWS,
+            rest_h2load,
+        )
+        for form, label, payload in (("json", "JSON", oip_json), ("binary", "binary tensors", oip_binary))
+    ]
+
+
+#: issue #27: the protocols against /predict, on one agent process, all by h2load; then the
+#: 256-row wire forms again on a second process serving a model that costs little to run
+OIP_CASES = [*_oip_cases(), *_logistic_cases()]
 CASES = [*SERVER_CASES, *OIP_CASES]
 CASE_SERVER = {c.name: c.server for c in CASES}
 
@@ -722,8 +747,15 @@ def main() -> None:
         "--in-process-seconds", type=float, default=30, help="in-process timing, all contenders (default 30)"
     )
     cli.add_argument("--in-process-only", action="store_true", help="no servers; prints, writes nothing")
+    cli.add_argument(
+        "--oip-only",
+        action="store_true",
+        help="only the OIP v2 contenders (issue #27), no in-process part; prints, writes nothing",
+    )
     cli.add_argument("--in-process-child", action="store_true", help=argparse.SUPPRESS)
-    cli.add_argument("--serve", choices=["agent", AGENT_GRPC, "minimal"], help=argparse.SUPPRESS)
+    cli.add_argument(
+        "--serve", choices=["agent", AGENT_GRPC, AGENT_LOGISTIC, "minimal"], help=argparse.SUPPRESS
+    )
     cli.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     cli.add_argument("--port", type=int, help=argparse.SUPPRESS)
     cli.add_argument("--grpc-port", type=int, default=0, help=argparse.SUPPRESS)
@@ -766,6 +798,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         row = train(folder, args.trees, args.readings)
+        if args.oip_only:
+            oip_only(report, folder, row, args)
+            return
         figures = in_process(folder, row, args.in_process_seconds)
         blocks = figures["blocks"]
         if args.in_process_only:
@@ -893,6 +928,16 @@ def main() -> None:
     )
 
 
+def oip_only(report: Report, folder: Path, row: dict[str, Any], args: argparse.Namespace) -> None:
+    """``--oip-only``: the OIP contenders alone for ``--rounds`` rounds; printed, not written."""
+    rounds = [measure_cases(OIP_CASES, folder, row, args) for _ in range(args.rounds)]
+    report.measured()
+    report.args.no_write_results = True
+    loads = {c.name: median_load([r[c.name] for r in rounds]) for c in OIP_CASES}
+    note, table, ratios, checks = _oip_parts(rounds, loads, args)
+    report.publish([f"{note}.", table, ratios, report.checks(checks)])
+
+
 def ratio(values: list[float], unit: str = "×", digits: int = 2) -> str:
     """The median of per-round ratios, with their spread."""
     mid = statistics.median(values)
@@ -908,6 +953,12 @@ OIP_TARGETS = [
     ("gRPC / REST binary, one row", "grpc", "v2 binary", 0.9),
     ("gRPC / REST JSON, one row", "grpc", "v2 json", 0.9),
     (f"gRPC / REST binary, {OIP_ROWS} rows", f"grpc {OIP_ROWS}", f"v2 binary {OIP_ROWS}", 0.9),
+    (
+        f"OIP v2 binary / JSON, {OIP_ROWS} rows, logistic regression (rows/s)",
+        f"v2 binary {OIP_ROWS} logistic",
+        f"v2 json {OIP_ROWS} logistic",
+        3.0,
+    ),
 ]
 
 
@@ -932,6 +983,10 @@ def _oip_parts(
         f"since h2load sees HTTP 200 for a refused call) and a {args.warm_up} s warm-up; p50/p99 from its "
         "per-request log. The server's CPU per request is its CPU time (user + system, from /proc) over "
         "the run divided by the requests answered: it does not depend on what else shares the CPU. "
+        f"The forest's own run is most of a {OIP_ROWS}-row request (see the in-process bound below), so "
+        f"the {OIP_ROWS}-row JSON and binary requests are measured again on a second agent process "
+        "serving a logistic regression (standardized sensors, one-hot machine id; same inputs and "
+        "outputs), whose run costs little beside the wire forms. "
         "Figures are medians of the rounds; each ratio is the median of the ratios within a round"
     )
     headers = [

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -62,8 +62,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
 }
 _NAMES = {"f": {2: "FP16", 4: "FP32", 8: "FP64"}, "i": {1: "INT8", 2: "INT16", 4: "INT32", 8: "INT64"}}
 _LENGTH = struct.Struct("<I")
-#: tensors of up to this many elements are unpacked into Python numbers, not an array: for a
-#: row or a few, struct is several times cheaper than numpy's per-call cost
+#: tensors of up to this many elements are unpacked into Python numbers, not an array
 _SMALL = 16
 _FORMATS = {
     "BOOL": "?",
@@ -79,8 +78,9 @@ _FORMATS = {
     "FP32": "f",
     "FP64": "d",
 }
+#: by (datatype, bytes of data): the unpacker of a small tensor's values
 _UNPACK = {
-    (kind, n): struct.Struct(f"<{n}{code}").unpack
+    (kind, n * struct.calcsize(code)): struct.Struct(f"<{n}{code}").unpack
     for kind, code in _FORMATS.items()
     for n in range(_SMALL + 1)
 }
@@ -88,12 +88,23 @@ _UNPACK = {
 
 def datatype(array: np.ndarray) -> str:
     """The OIP datatype of an output array."""
-    kind = array.dtype.kind
+    dtype = array.dtype
+    known = _DATATYPES.get(dtype)
+    if known is not None:
+        return known
+    kind = dtype.kind
     if kind == "b":
-        return "BOOL"
-    if kind == "u":
-        return f"UINT{array.dtype.itemsize * 8}"
-    return _NAMES.get(kind, {}).get(array.dtype.itemsize, "BYTES")
+        name = "BOOL"
+    elif kind == "u":
+        name = f"UINT{dtype.itemsize * 8}"
+    else:
+        name = _NAMES.get(kind, {}).get(dtype.itemsize, "BYTES")
+    if len(_DATATYPES) < 64:
+        _DATATYPES[dtype] = name
+    return name
+
+
+_DATATYPES: dict[np.dtype[Any], str] = {}  # datatype(), by element type
 
 
 def decode_json(body: bytes | memoryview, *, binary_hint: bool = False) -> Any:
@@ -165,6 +176,9 @@ def from_bytes(name: str, kind: Any, data: bytes | memoryview) -> np.ndarray | l
 
     An array, or for a few elements a list of Python numbers; the strings of a BYTES tensor.
     """
+    small = _UNPACK.get((kind, len(data))) if type(kind) is str else None
+    if small is not None:  # for a row or a few, struct is several times cheaper than numpy
+        return list(small(data))
     if kind == "BYTES":
         return _strings(name, data)
     dtype = DTYPES.get(kind) if isinstance(kind, str) else None
@@ -179,7 +193,7 @@ def from_bytes(name: str, kind: Any, data: bytes | memoryview) -> np.ndarray | l
             400,
         )
     if count <= _SMALL:
-        return list(_UNPACK[kind, count](data))
+        return list(_UNPACK[kind, len(data)](data))
     return np.frombuffer(data, dtype)
 
 
@@ -189,6 +203,9 @@ def _strings(name: str, data: bytes | memoryview) -> list[str]:
     (A column of categories repeats a few values: a dict lookup is cheaper than a decode.)
     """
     raw = bytes(data)
+    same = _same_length_strings(raw)
+    if same is not None:
+        return same
     out: list[str] = []
     append = out.append
     seen: dict[bytes, str] = {}
@@ -213,13 +230,49 @@ def _strings(name: str, data: bytes | memoryview) -> list[str]:
     return out
 
 
+def _same_length_strings(raw: bytes) -> list[str] | None:
+    """:func:`_strings` in bulk when every element has the same length (ids, codes), else None.
+
+    The elements are read as one numpy array and only the distinct ones decoded. None (the
+    element by element way, which names any error) for anything else: lengths that differ, an
+    element ending in a NUL byte (numpy's fixed-width bytes drop those), text that is not UTF-8.
+    """
+    if len(raw) < 4 + 4 * _SMALL:  # a few elements: numpy's per-call cost outweighs the loop
+        return None
+    (size,) = _LENGTH.unpack_from(raw, 0)
+    if size == 0 or len(raw) % (4 + size):
+        return None
+    elements = np.frombuffer(raw, np.dtype([("n", "<u4"), ("s", f"S{size}")]))
+    if not (elements["n"] == size).all():
+        return None
+    values = elements["s"]
+    if not np.frombuffer(raw, np.uint8).reshape(len(values), 4 + size)[:, -1].all():
+        return None
+    distinct, where = np.unique(values, return_inverse=True)
+    try:
+        texts = [value.decode() for value in distinct.tolist()]
+    except UnicodeDecodeError:
+        return None
+    decoded: list[str] = np.array(texts, dtype=object)[where].tolist()
+    return decoded
+
+
 def tensor_bytes(array: np.ndarray, kind: str) -> bytes:
     """An output tensor as binary tensor data."""
     if kind == "BYTES":
         # each distinct element length-prefixed once (a label column repeats a few values)
+        values = array.ravel().tolist()
+        try:
+            distinct = set(values)
+        except TypeError:  # unhashable elements (maps of a sequence output)
+            distinct = set()
+        if distinct and all(type(value) is str for value in distinct):
+            # (only str: a set would take True and 1 for one element)
+            table = {value: _LENGTH.pack(len(raw)) + raw for value in distinct for raw in [value.encode()]}
+            return b"".join(map(table.__getitem__, values))
         encoded: dict[str, bytes] = {}
         parts = []
-        for value in array.ravel().tolist():
+        for value in values:
             text = type(value) is str  # other elements (bytes, or maps of a sequence output) as they come
             element = encoded.get(value) if text else None
             if element is None:
@@ -264,29 +317,56 @@ def binary_outputs(request: Mapping[str, Any]) -> tuple[bool, dict[str, bool]]:
 
 
 def rest_answer(
-    head: dict[str, Any],
+    head: bytes,
     outputs: Iterable[tuple[str, np.ndarray]],
     binary: tuple[bool, Mapping[str, bool]],
 ) -> tuple[bytes, int | None]:
-    """The body of a REST inference answer and, when binary data follows its JSON, the JSON's length."""
+    """The body of a REST inference answer and, when binary data follows its JSON, the JSON's length.
+
+    ``head`` is the answer's JSON object up to its outputs, open (``{"model_name":...,"id":...``).
+    Each output's JSON up to its data (name, datatype, shape, and for binary data its size) is
+    written once per name, type and shape and kept, so a request writes only its data.
+    """
     default, chosen = binary
-    tensors: list[dict[str, Any]] = []
+    tensors: list[bytes] = []
     section: list[bytes] = []
     for name, array in outputs:
         kind = datatype(array)
-        tensor: dict[str, Any] = {"name": name, "datatype": kind, "shape": list(array.shape)}
         if chosen.get(name, default):
             raw = tensor_bytes(array, kind)
-            tensor["parameters"] = {"binary_data_size": len(raw)}
+            tensors.append(_rest_header(name, kind, array.shape, len(raw)))
             section.append(raw)
         else:
-            tensor["data"] = _json_data(array)
-        tensors.append(tensor)
-    head["outputs"] = tensors
-    text = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+            data = _json_data(array)
+            tensors.append(
+                _rest_header(name, kind, array.shape, None) + orjson.dumps(data, option=_NUMPY) + b"}"
+            )
+    text = b"".join((head, b',"outputs":[', b",".join(tensors), b"]}"))
     if not section:
         return text, None
     return b"".join([text, *section]), len(text)
+
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+#: the JSON of REST answer tensors up to their data, by (name, datatype, shape, binary size)
+_REST_HEADERS: dict[tuple[str, str, tuple[int, ...], int | None], bytes] = {}
+
+
+def _rest_header(name: str, kind: str, shape: tuple[int, ...], size: int | None) -> bytes:
+    """An output tensor's JSON: open before its data, or whole with its binary data's size."""
+    key = (name, kind, shape, size)
+    header = _REST_HEADERS.get(key)
+    if header is None:
+        if len(_REST_HEADERS) >= 1024:  # shapes vary with rows per request: keep it bounded
+            _REST_HEADERS.clear()
+        tensor: dict[str, Any] = {"name": name, "datatype": kind, "shape": list(shape)}
+        if size is None:
+            header = orjson.dumps(tensor)[:-1] + b',"data":'
+        else:
+            tensor["parameters"] = {"binary_data_size": size}
+            header = orjson.dumps(tensor)
+        _REST_HEADERS[key] = header
+    return header
 
 
 def _json_data(array: np.ndarray) -> Any:
@@ -296,9 +376,13 @@ def _json_data(array: np.ndarray) -> Any:
 
 
 def grpc_request(request: Any) -> dict[str, Any]:
-    """A gRPC ``ModelInferRequest`` as the decoded REST request it is the same as."""
-    raw: Sequence[bytes] = request.raw_input_contents
-    tensors = request.inputs
+    """A gRPC ``ModelInferRequest`` as the decoded REST request it is the same as.
+
+    Repeated fields are read by slicing (``[:]``, one list in C): iterating over protobuf's
+    containers, or ``list()`` of one, costs several times more per element.
+    """
+    raw: list[bytes] = request.raw_input_contents[:]
+    tensors = request.inputs[:]
     if raw and len(raw) != len(tensors):
         raise InputError(
             "raw_input_contents",
@@ -306,19 +390,18 @@ def grpc_request(request: Any) -> dict[str, Any]:
             400,
         )
     inputs = []
-    contents_of: Sequence[bytes | None] = raw or [None] * len(tensors)
-    for tensor, contents in zip(tensors, contents_of, strict=True):
+    for i, tensor in enumerate(tensors):
         name, kind = tensor.name, tensor.datatype
-        if contents is not None:
-            data: Any = from_bytes(name, kind, contents)
+        if raw:
+            data: Any = from_bytes(name, kind, raw[i])
         else:
             data = _contents(name, kind, tensor.contents)
-        inputs.append({"name": name, "datatype": kind, "shape": list(tensor.shape), "data": data})
+        inputs.append({"name": name, "datatype": kind, "shape": tensor.shape[:], "data": data})
     decoded: dict[str, Any] = {"inputs": inputs}
     if request.id:
         decoded["id"] = request.id
-    if request.outputs:
-        decoded["outputs"] = [{"name": output.name} for output in request.outputs]
+    if len(request.outputs):
+        decoded["outputs"] = [{"name": output.name} for output in request.outputs[:]]
     return decoded
 
 
@@ -356,13 +439,54 @@ def _contents(name: str, kind: str, contents: Any) -> np.ndarray | list[str]:
 def grpc_answer(
     model: str, version: str, request_id: str | None, outputs: Iterable[tuple[str, np.ndarray]]
 ) -> bytes:
-    """A serialized ``ModelInferResponse``, its outputs as raw contents (as Triton answers)."""
-    from edgeml.agent.grpc.grpc_predict_v2_pb2 import ModelInferResponse
+    """A serialized ``ModelInferResponse``, its outputs as raw contents (as Triton answers).
 
-    response = ModelInferResponse(model_name=model, model_version=version, id=request_id or "")
+    Written as protobuf's wire format directly: the same bytes as the generated message's
+    ``SerializeToString`` (fields in number order, empty strings left out), without building the
+    message (its per-field set-up cost more than the whole model run of a forest's row). Each
+    output tensor's header (name, datatype, shape) is encoded once and kept.
+    """
+    parts = [_text(1, model), _text(2, version), _text(3, request_id or "")]
+    contents: list[bytes] = []
     for name, array in outputs:
         kind = datatype(array)
-        response.outputs.add(name=name, datatype=kind, shape=array.shape)
-        response.raw_output_contents.append(tensor_bytes(array, kind))
-    payload: bytes = response.SerializeToString()
-    return payload
+        key = (name, kind, array.shape)
+        header = _OUTPUT_HEADERS.get(key)
+        if header is None:
+            if len(_OUTPUT_HEADERS) >= 1024:  # shapes vary with rows per request: keep it bounded
+                _OUTPUT_HEADERS.clear()
+            tensor = _text(1, name) + _text(2, kind)
+            if array.shape:
+                tensor += _bytes(3, b"".join(_varint(d) for d in array.shape))  # packed int64
+            header = _OUTPUT_HEADERS[key] = _bytes(5, tensor)
+        parts.append(header)
+        raw = tensor_bytes(array, kind)
+        contents += (_TAG_RAW_OUTPUT, _varint(len(raw)), raw)
+    return b"".join(parts + contents)
+
+
+#: ModelInferResponse.outputs entries already encoded, by (name, datatype, shape)
+_OUTPUT_HEADERS: dict[tuple[str, str, tuple[int, ...]], bytes] = {}
+_TAG_RAW_OUTPUT = bytes([6 << 3 | 2])  # ModelInferResponse.raw_output_contents, length-delimited
+
+
+def _varint(n: int) -> bytes:
+    """A non-negative integer as a protobuf varint."""
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _bytes(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (field numbers here are all below 16: a one-byte tag)."""
+    return bytes((number << 3 | 2,)) + _varint(len(payload)) + payload
+
+
+def _text(number: int, text: str) -> bytes:
+    """A string field; proto3 leaves an empty one out."""
+    return _bytes(number, text.encode()) if text else b""

@@ -179,6 +179,10 @@ class _Served:
         self.tallies = _metrics_of(model.name, self.version).tallies
         self.predict_tally = self.tallies["predict"]
         self._metadata: bytes | None = None
+        #: an OIP v2 REST answer's JSON up to its id's value
+        self._v2_head = (
+            orjson.dumps({"model_name": model.name, "model_version": self.version})[:-1] + b',"id":'
+        )
 
     def count(self, protocol: str, outcome: str) -> None:
         track_inference(self.model.name, self.version, protocol, outcome)
@@ -246,8 +250,7 @@ class _Served:
         self, batch: Batch, outputs: Mapping[str, np.ndarray], binary: tuple[bool, Mapping[str, bool]]
     ) -> tuple[bytes, int | None]:
         """An OIP v2 REST inference answer: its body, and its JSON's length if binary data follows."""
-        head: dict[str, Any] = {"model_name": self.model.name, "model_version": self.version}
-        head["id"] = self.identify(batch, outputs)
+        head = self._v2_head + orjson.dumps(self.identify(batch, outputs))
         names = batch.outputs if batch.outputs is not None else outputs.keys()
         return oip.rest_answer(head, ((name, outputs[name]) for name in names), binary)
 

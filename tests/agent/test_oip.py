@@ -1,0 +1,126 @@
+"""The OIP v2 wire forms written without a message object are what protobuf and JSON readers read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from edgeml.agent import oip
+from edgeml.agent.grpc import grpc_predict_v2_pb2 as pb
+
+OUTPUTS = [
+    [("label", np.array(["ok"], dtype=object)), ("probabilities", np.full((1, 4), 0.25, np.float32))],
+    # shapes past one varint byte, labels of the general BYTES path, float64
+    [
+        ("label", np.array(["é", "ok"] * 150, dtype=object)),
+        ("score", np.linspace(0, 1, 300 * 200).reshape(300, 200)),
+    ],
+    [("scalar", np.ones((), np.float32)), ("empty", np.ones((0, 3))), ("flags", np.array([True, False]))],
+]
+
+
+def _generated(
+    model: str, version: str, request_id: str | None, outputs: list[tuple[str, np.ndarray]]
+) -> bytes:
+    response = pb.ModelInferResponse(model_name=model, model_version=version, id=request_id or "")
+    for name, array in outputs:
+        kind = oip.datatype(array)
+        response.outputs.add(name=name, datatype=kind, shape=array.shape)
+        response.raw_output_contents.append(oip.tensor_bytes(array, kind))
+    payload: bytes = response.SerializeToString()
+    return payload
+
+
+@pytest.mark.parametrize("outputs", OUTPUTS)
+@pytest.mark.parametrize("request_id", [None, "", "a1", "é" * 100])
+def test_grpc_answer_is_the_generated_message_s_bytes(
+    outputs: list[tuple[str, np.ndarray]], request_id: str | None
+) -> None:
+    for _ in range(2):  # the second time from the kept tensor headers
+        written = oip.grpc_answer("pump-faults", "3", request_id, outputs)
+        assert written == _generated("pump-faults", "3", request_id, outputs)
+    read = pb.ModelInferResponse.FromString(written)
+    assert [list(o.shape) for o in read.outputs] == [list(a.shape) for _, a in outputs]
+
+
+def _read_rest(body: bytes, header_length: int | None) -> tuple[dict[str, Any], bytes]:
+    if header_length is None:
+        return orjson.loads(body), b""
+    return orjson.loads(body[:header_length]), body[header_length:]
+
+
+@pytest.mark.parametrize("outputs", OUTPUTS)
+@pytest.mark.parametrize(
+    "binary", [(False, {}), (True, {}), (False, {"label": True}), (True, {"label": False})]
+)
+def test_rest_answer_reads_back(
+    outputs: list[tuple[str, np.ndarray]], binary: tuple[bool, dict[str, bool]]
+) -> None:
+    head = b'{"model_name":"pump-faults","model_version":"3","id":"a1"'
+    for _ in range(2):  # the second time from the kept tensor headers
+        body, header_length = oip.rest_answer(head, outputs, binary)
+        answer, section = _read_rest(body, header_length)
+        assert {k: answer[k] for k in ("model_name", "model_version", "id")} == {
+            "model_name": "pump-faults",
+            "model_version": "3",
+            "id": "a1",
+        }
+        at = 0
+        for tensor, (name, array) in zip(answer["outputs"], outputs, strict=True):
+            kind = oip.datatype(array)
+            assert (tensor["name"], tensor["datatype"], tensor["shape"]) == (name, kind, list(array.shape))
+            if binary[1].get(name, binary[0]):
+                size = tensor["parameters"]["binary_data_size"]
+                got = oip.from_bytes(name, kind, section[at : at + size])
+                at += size
+                assert list(np.asarray(got, dtype=array.dtype)) == list(array.ravel())
+            else:
+                assert tensor["data"] == array.ravel().tolist() or np.allclose(tensor["data"], array.ravel())
+        assert at == len(section)
+
+
+@pytest.mark.parametrize("kind", sorted(oip.DTYPES))
+@pytest.mark.parametrize("count", [0, 1, 16, 17, 300])
+def test_from_bytes_small_and_large(kind: str, count: int) -> None:
+    values = np.arange(count).astype(oip.DTYPES[kind])
+    got = oip.from_bytes("x", kind, values.tobytes())
+    assert isinstance(got, list if count <= 16 else np.ndarray)
+    assert list(np.asarray(got, dtype=values.dtype)) == list(values)
+
+
+def test_from_bytes_refuses_a_ragged_section() -> None:
+    with pytest.raises(oip.InputError, match="not a whole number of FP64 values"):
+        oip.from_bytes("x", "FP64", b"\0" * 12)
+
+
+STRINGS = [
+    ["M-3"] * 300,  # one length: read in bulk
+    [f"M-{i % 9}" for i in range(300)],
+    ["ab", "abc"] * 100,  # lengths differ: element by element
+    ["é"] * 50,
+    ["x\0"] * 40,  # a trailing NUL, which numpy's fixed-width bytes would drop
+    [""] * 40,
+    ["a"] * 5,
+]
+
+
+@pytest.mark.parametrize("values", STRINGS)
+def test_bytes_tensors_round_trip(values: list[str]) -> None:
+    raw = oip.tensor_bytes(np.array(values, dtype=object), "BYTES")
+    assert raw == b"".join(oip._LENGTH.pack(len(v.encode())) + v.encode() for v in values)
+    assert oip.from_bytes("machine", "BYTES", raw) == values
+
+
+def test_bytes_tensor_elements_keep_their_types() -> None:
+    mixed = np.array([True, 1, "1", b"b"] * 10, dtype=object)  # True == 1: not one element
+    assert oip.from_bytes("x", "BYTES", oip.tensor_bytes(mixed, "BYTES")) == ["True", "1", "1", "b"] * 10
+
+
+@pytest.mark.parametrize("count", [3, 40])
+def test_bytes_that_are_not_utf8_are_named(count: int) -> None:
+    raw = b"".join(oip._LENGTH.pack(2) + b"\xff\xfe" for _ in range(count))
+    with pytest.raises(oip.InputError, match="element 0 is not UTF-8 text"):
+        oip.from_bytes("machine", "BYTES", raw)
