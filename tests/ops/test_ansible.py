@@ -142,7 +142,7 @@ def test_central_and_edge_agent_roles_install_idempotently_and_the_agent_starts(
         "edgeml_group": "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
         "edgeml_manage_services": False,
         "edgeml_wheel": str(wheel),
-        # no byte-compiling of the venvs' ~10,000 files at install (Python compiles what it imports):
+        # no byte-compiling of every file in the venvs at install (Python compiles what it imports):
         # 129 s instead of 221 s for one edge venv on the loaded 2-core machine; twice per run
         "edgeml_pip_args": "--no-compile",
         "edgeml_lock": str(ROOT / "requirements.lock"),
