@@ -154,18 +154,29 @@ def main() -> None:
         model_file, row = publish_model(root, args.trees, args.readings)
         body = json.dumps(row)
         measured = {}
-        for name, deployment in (
-            ("default Ray Serve (peer)", lambda: default_deployment(model_file)),
-            ("edgeml serve", lambda: edgeml_deployment(root)),
-        ):
-            start_ray()  # each contender on its own Ray; wrk and Ray share both CPUs: nothing is pinned
-            try:
-                url = deployment()
-                measured[name] = post_load(
-                    name, url, body, args.seconds, root, warm_up_s=args.warm_up, connections=CONNECTIONS
-                )
-            finally:
-                serve.shutdown()
+        # each contender on its own Ray (wrk and Ray share both CPUs: nothing is pinned); --smoke
+        # runs both on one Ray, as its figures claim nothing: one Ray start instead of two
+        one_ray = args.smoke
+        if one_ray:
+            start_ray()
+        try:
+            for name, deployment in (
+                ("default Ray Serve (peer)", lambda: default_deployment(model_file)),
+                ("edgeml serve", lambda: edgeml_deployment(root)),
+            ):
+                if not one_ray:
+                    start_ray()
+                try:
+                    url = deployment()
+                    measured[name] = post_load(
+                        name, url, body, args.seconds, root, warm_up_s=args.warm_up, connections=CONNECTIONS
+                    )
+                finally:
+                    serve.shutdown()
+                    if not one_ray:
+                        ray.shutdown()
+        finally:
+            if one_ray:
                 ray.shutdown()
     report.measured()
 

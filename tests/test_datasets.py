@@ -16,6 +16,12 @@ from edgeml.demo import example_specs
 from test_support import answers_as_the_model
 
 EXAMPLES = {p.stem: p for p in example_specs()}
+#: one modest configuration per family (the default ranges reach 300 trees, 3 x 128 units, 40 epochs)
+CHEAP = {
+    "random_forest": {"n_estimators": {"choices": [30]}},
+    "hist_gradient_boosting": {"max_iter": {"choices": [50]}},
+    "mlp": {"epochs": {"choices": [10]}, "hidden_units": {"choices": [32]}, "layers": {"choices": [2]}},
+}
 #: example spec -> the data set it reads (pump-clusters reads simulated pumps)
 READS = {"titanic-survival": "titanic", "housing-value": "housing", "maintenance-notes": "maintenance-notes"}
 
@@ -77,7 +83,8 @@ def test_an_example_runs_to_a_signed_bundle_and_an_agent_answers_it(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`edgeml pipeline run` on the example as shipped, with two trials to keep CI short."""
+    """`edgeml pipeline run` on the example as shipped, with two trials and a modest configuration per
+    family (where the example sets no range) to keep CI short: the run, not the search, is tested."""
     if example == "pump-clusters":
         args = [
             "simulate",
@@ -96,6 +103,8 @@ def test_an_example_runs_to_a_signed_bundle_and_an_agent_answers_it(
         fresh = DATASETS[READS[example]]().sample(12, random_state=1)
     data = yaml.safe_load(EXAMPLES[example].read_text())
     data["search"]["trials"] = 2
+    search = data["search"]
+    search["space"] = {f: CHEAP[f] for f in search["families"] if f in CHEAP} | search.get("space", {})
     spec_path = tmp_path / f"{example}.yaml"
     spec_path.write_text(yaml.safe_dump(data, sort_keys=False))
     code = main(["pipeline", "run", str(spec_path)])
