@@ -18,6 +18,7 @@ from edgeml.bundle.channels import ChannelPointer
 from edgeml.bundle.keys import Signer, init_keys, list_keys, load_signer
 from edgeml.bundle.rollout import publish
 from edgeml.errors import UserError
+from edgeml.export.run import ModelVersion, resolve_model_version
 from edgeml.features.build import FeatureReport, build_features
 from edgeml.ingest.run import IngestReport, ingest
 from edgeml.observability import set_span_attribute, span, span_from_env
@@ -25,6 +26,7 @@ from edgeml.settings import Settings
 from edgeml.spec import Spec
 from edgeml.store import store_from_settings
 from edgeml.train.run import TrainReport, train
+from edgeml.train.tracking import tracking_uri
 from edgeml.validate import ValidationReport, validate
 
 __all__ = ["PipelineResult", "Publication", "Stage", "ensure_signer", "quiet", "run_pipeline"]
@@ -143,6 +145,7 @@ def run_pipeline(
         return result
     signer = ensure_signer(settings)
     uri = f"models:/{t.model}/{t.version}"
+    resolved: ModelVersion | None = None  # loaded once for every profile: a forest takes seconds
     for profile in spec.profiles:
         with _traced(
             stage,
@@ -151,6 +154,7 @@ def run_pipeline(
             profile=profile,
         ) as say:
             try:
+                resolved = resolved or resolve_model_version(uri, tracking_uri(settings, None))
                 built = build_bundle(
                     uri,
                     profile,
@@ -160,6 +164,7 @@ def run_pipeline(
                     # trained for these groups on the data since: their own reference (bundle.groups)
                     groups=publication.groups if publication else (),
                     since_snapshot=since_snapshot,
+                    resolved=resolved,
                 )
             except UserError as exc:  # e.g. a family this runtime cannot run: say why, go on
                 result.refused[profile] = exc.message

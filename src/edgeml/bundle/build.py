@@ -52,6 +52,7 @@ from edgeml.drift.reference import group_reference, model_inputs_reference
 from edgeml.errors import EdgemlError, UserError
 from edgeml.export.run import (
     ExportReport,
+    ModelVersion,
     default_export_dir,
     export_model,
     load_kept_artifacts,
@@ -419,21 +420,22 @@ def build_bundle(
     expires_days: int = EXPIRES_DAYS,
     groups: Sequence[str] = (),
     since_snapshot: str | None = None,
+    resolved: ModelVersion | None = None,
 ) -> BuildResult:
     """Export, describe, sign and publish one bundle; see the module docstring. ``groups`` and
     ``since_snapshot``: the version was trained for those groups on the data landed since that
-    snapshot, and its manifest carries their own reference (:mod:`edgeml.bundle.groups`)."""
+    snapshot, and its manifest carries their own reference (:mod:`edgeml.bundle.groups`).
+    ``resolved``: ``model_uri`` already loaded (one load serves every profile of a pipeline run)."""
     from edgeml.train.tracking import tracking_uri
 
     if expires_days < 1:
         raise UserError(f"--expires-days {expires_days} must be at least 1")
     profile = get_profile(profile_name, settings.home)
-    name, version, run_id, _family, snapshot, model = resolve_model_version(
-        model_uri, tracking_uri(settings, tracking)
-    )
+    resolved = resolved or resolve_model_version(model_uri, tracking_uri(settings, tracking))
+    name, version, run_id, _family, snapshot, model = resolved
     exact = f"models:/{name}/{version}"
     folder = default_export_dir(settings, exact, profile.name)
-    report = export_model(exact, profile.name, folder, settings, tracking)
+    report = export_model(exact, profile.name, folder, settings, tracking, resolved=resolved)
     with tempfile.TemporaryDirectory() as tmp:
         spec, rows = load_kept_artifacts(run_id, Path(tmp))
     layout = input_layout(spec)

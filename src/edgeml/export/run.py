@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from edgeml.train.pipeline import InputLayout, input_layout
 
 __all__ = [
     "ExportReport",
+    "ModelVersion",
     "default_export_dir",
     "export_model",
     "load_kept_artifacts",
@@ -69,7 +70,18 @@ class ExportReport:
         return json.dumps(asdict(self), indent=2)
 
 
-def resolve_model_version(model_uri: str, tracking: str) -> tuple[str, str, str, str, str, Any]:
+class ModelVersion(NamedTuple):
+    """A registered model version, loaded: what export and bundling read from the registry."""
+
+    name: str
+    version: str
+    run_id: str
+    family: str
+    snapshot: str
+    model: Any
+
+
+def resolve_model_version(model_uri: str, tracking: str) -> ModelVersion:
     """(name, version, run id, family, snapshot, model) of ``models:/name@alias`` or ``models:/name/N``."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -90,7 +102,7 @@ def resolve_model_version(model_uri: str, tracking: str) -> tuple[str, str, str,
     except MlflowException as exc:
         raise UserError(f"cannot load {model_uri}: {exc.message}", hint="`edgeml models list NAME`") from exc
     tags = version.tags
-    return (
+    return ModelVersion(
         name,
         str(version.version),
         str(version.run_id),
@@ -440,15 +452,18 @@ def export_model(
     settings: Settings,
     tracking: str | None = None,
     quantization_tolerance: float | None = None,
+    *,
+    resolved: ModelVersion | None = None,
 ) -> ExportReport:
     """Export, prove parity (and the accuracy gate for fp16/int8), measure; write ``out/`` only when
-    every check passed. ``quantization_tolerance`` overrides the spec's ``gates.quantization_tolerance``."""
+    every check passed. ``quantization_tolerance`` overrides the spec's ``gates.quantization_tolerance``;
+    ``resolved``: ``model_uri`` already loaded by the caller (loading a forest takes seconds)."""
     from edgeml.export.quantize import QUANTIZABLE_FAMILIES, MetricGate
     from edgeml.train.run import TARGET_COLUMN
     from edgeml.train.tracking import tracking_uri
 
     profile = get_profile(profile_name, settings.home)
-    name, version, run_id, family, snapshot, model = resolve_model_version(
+    name, version, run_id, family, snapshot, model = resolved or resolve_model_version(
         model_uri, tracking_uri(settings, tracking)
     )
     _refuse_family(profile, family, settings.home)
