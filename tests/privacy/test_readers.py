@@ -27,7 +27,7 @@ RECORDED_BY: dict[str, tuple[str, ...]] = {
     # the validated parts come from validated_parts, which records them
     "edgeml.validate.run.load_validated": ("edgeml.validate.run.validated_parts",),
     "edgeml.features.build._split_part": ("edgeml.validate.run.validated_parts",),
-    "edgeml.features.build._feature_task": ("edgeml.validate.run.validated_parts",),
+    "edgeml.features.build._read_part": ("edgeml.validate.run.validated_parts",),  # a feature task's
     # feature tables: the parts pass through _read_features (small data and streamed alike)
     "edgeml.train.data._feature_table": ("edgeml.train.data._read_features",),
     "edgeml.train.data.sample_features": ("edgeml.train.data._read_features",),
