@@ -1,4 +1,4 @@
-"""The OIP v2 wire forms written without a message object are what protobuf and JSON readers read."""
+"""The OIP v2 answers are what protobuf and JSON readers read (REST tensor heads written once, kept)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _generated(
 def test_grpc_answer_is_the_generated_message_s_bytes(
     outputs: list[tuple[str, np.ndarray]], request_id: str | None
 ) -> None:
-    for _ in range(2):  # the second time from the kept tensor headers
+    for _ in range(2):  # the same bytes the second time
         written = oip.grpc_answer("pump-faults", "3", request_id, outputs)
         assert written == _generated("pump-faults", "3", request_id, outputs)
     read = pb.ModelInferResponse.FromString(written)
@@ -60,7 +60,7 @@ def test_rest_answer_reads_back(
     outputs: list[tuple[str, np.ndarray]], binary: tuple[bool, dict[str, bool]]
 ) -> None:
     head = b'{"model_name":"pump-faults","model_version":"3","id":"a1"'
-    for _ in range(2):  # the second time from the kept tensor headers
+    for _ in range(2):  # the same bytes the second time
         body, header_length = oip.rest_answer(head, outputs, binary)
         answer, section = _read_rest(body, header_length)
         assert {k: answer[k] for k in ("model_name", "model_version", "id")} == {

@@ -88,23 +88,12 @@ _UNPACK = {
 
 def datatype(array: np.ndarray) -> str:
     """The OIP datatype of an output array."""
-    dtype = array.dtype
-    known = _DATATYPES.get(dtype)
-    if known is not None:
-        return known
-    kind = dtype.kind
+    kind = array.dtype.kind
     if kind == "b":
-        name = "BOOL"
-    elif kind == "u":
-        name = f"UINT{dtype.itemsize * 8}"
-    else:
-        name = _NAMES.get(kind, {}).get(dtype.itemsize, "BYTES")
-    if len(_DATATYPES) < 64:
-        _DATATYPES[dtype] = name
-    return name
-
-
-_DATATYPES: dict[np.dtype[Any], str] = {}  # datatype(), by element type
+        return "BOOL"
+    if kind == "u":
+        return f"UINT{array.dtype.itemsize * 8}"
+    return _NAMES.get(kind, {}).get(array.dtype.itemsize, "BYTES")
 
 
 def decode_json(body: bytes | memoryview, *, binary_hint: bool = False) -> Any:
@@ -441,52 +430,15 @@ def grpc_answer(
 ) -> bytes:
     """A serialized ``ModelInferResponse``, its outputs as raw contents (as Triton answers).
 
-    Written as protobuf's wire format directly: the same bytes as the generated message's
-    ``SerializeToString`` (fields in number order, empty strings left out), without building the
-    message (its per-field set-up cost more than the whole model run of a forest's row). Each
-    output tensor's header (name, datatype, shape) is encoded once and kept.
+    (Writing protobuf's wire format by hand saved ~4 µs of the ~750-970 µs grpcio spends on a
+    call: under 1%, below the 5% a trick beyond public APIs must be worth, so the generated message.)
     """
-    parts = [_text(1, model), _text(2, version), _text(3, request_id or "")]
-    contents: list[bytes] = []
+    from edgeml.agent.grpc.grpc_predict_v2_pb2 import ModelInferResponse
+
+    response = ModelInferResponse(model_name=model, model_version=version, id=request_id or "")
     for name, array in outputs:
         kind = datatype(array)
-        key = (name, kind, array.shape)
-        header = _OUTPUT_HEADERS.get(key)
-        if header is None:
-            if len(_OUTPUT_HEADERS) >= 1024:  # shapes vary with rows per request: keep it bounded
-                _OUTPUT_HEADERS.clear()
-            tensor = _text(1, name) + _text(2, kind)
-            if array.shape:
-                tensor += _bytes(3, b"".join(_varint(d) for d in array.shape))  # packed int64
-            header = _OUTPUT_HEADERS[key] = _bytes(5, tensor)
-        parts.append(header)
-        raw = tensor_bytes(array, kind)
-        contents += (_TAG_RAW_OUTPUT, _varint(len(raw)), raw)
-    return b"".join(parts + contents)
-
-
-#: ModelInferResponse.outputs entries already encoded, by (name, datatype, shape)
-_OUTPUT_HEADERS: dict[tuple[str, str, tuple[int, ...]], bytes] = {}
-_TAG_RAW_OUTPUT = bytes([6 << 3 | 2])  # ModelInferResponse.raw_output_contents, length-delimited
-
-
-def _varint(n: int) -> bytes:
-    """A non-negative integer as a protobuf varint."""
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _bytes(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (field numbers here are all below 16: a one-byte tag)."""
-    return bytes((number << 3 | 2,)) + _varint(len(payload)) + payload
-
-
-def _text(number: int, text: str) -> bytes:
-    """A string field; proto3 leaves an empty one out."""
-    return _bytes(number, text.encode()) if text else b""
+        response.outputs.add(name=name, datatype=kind, shape=array.shape)
+        response.raw_output_contents.append(tensor_bytes(array, kind))
+    payload: bytes = response.SerializeToString()
+    return payload
