@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -14,10 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from edgeml.errors import UserError
 from edgeml.features.chunked import windows_by_range
 from edgeml.features.expr import parse_expression
-from edgeml.ingest.lake import Part, _put_part, read_parts
+from edgeml.ingest.lake import Part, _put_part, part_bytes, read_parts
 from edgeml.settings import S3Settings, Settings
 from edgeml.spec.models import RowFeature, Spec
 from edgeml.store import ObjectStore, open_store, store_from_settings
@@ -153,10 +151,8 @@ def _split_part(
 
 def _read_part(store: ObjectStore, part: Part, columns: Sequence[str] | None) -> pa.Table:
     """One part (its sha256 verified), only ``columns`` (all with None)."""
-    data = store.get(part.key)
-    if hashlib.sha256(data).hexdigest() != part.sha256:
-        raise UserError(f"lake part {part.key} does not match its recorded sha256; it was altered")
-    return pq.read_table(io.BytesIO(data), columns=None if columns is None else list(columns))
+    data = io.BytesIO(part_bytes(store, part))
+    return pq.read_table(data, columns=None if columns is None else list(columns))
 
 
 def _feature_task(

@@ -40,6 +40,7 @@ __all__ = [
     "list_snapshots",
     "load_snapshot",
     "parquet_bytes",
+    "part_bytes",
     "read_parts",
     "record_source_parts",
     "schema_fingerprint",
@@ -224,16 +225,19 @@ def load_snapshot(store: ObjectStore, dataset: str, snapshot_id: str | None = No
     return matches[0]
 
 
+def part_bytes(store: ObjectStore, part: Part) -> bytes:
+    """A part's Parquet bytes, its sha256 verified on the way (an altered part is refused)."""
+    data = store.get(part.key)
+    if hashlib.sha256(data).hexdigest() != part.sha256:
+        raise UserError(f"lake part {part.key} does not match its recorded sha256; it was altered")
+    return data
+
+
 def read_parts(store: ObjectStore, parts: Sequence[Part], schema: Schema | None = None) -> pa.Table:
     """Read parts into one table, verifying each part's sha256 on the way."""
     from edgeml.ingest.coerce import arrow_schema
 
-    tables = []
-    for part in parts:
-        data = store.get(part.key)
-        if hashlib.sha256(data).hexdigest() != part.sha256:
-            raise UserError(f"lake part {part.key} does not match its recorded sha256; it was altered")
-        tables.append(pq.read_table(io.BytesIO(data)))
+    tables = [pq.read_table(io.BytesIO(part_bytes(store, part))) for part in parts]
     if not tables:
         return arrow_schema(schema).empty_table() if schema is not None else pa.table({})
     return pa.concat_tables(tables, promote_options="default")

@@ -15,7 +15,6 @@ at a time, on whichever node it runs, from the shared store.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from edgeml.errors import UserError
-from edgeml.ingest.lake import Part
+from edgeml.ingest.lake import Part, part_bytes
 from edgeml.settings import S3Settings
 from edgeml.store import ObjectStore, open_store
 
@@ -39,10 +37,7 @@ BATCH_ROWS = 16_384
 
 def part_file(store: ObjectStore, part: Part) -> pq.ParquetFile:
     """One part, its sha256 verified, opened for reading column by column and batch by batch."""
-    data = store.get(part.key)
-    if hashlib.sha256(data).hexdigest() != part.sha256:
-        raise UserError(f"lake part {part.key} does not match its recorded sha256; it was altered")
-    return pq.ParquetFile(io.BytesIO(data))
+    return pq.ParquetFile(io.BytesIO(part_bytes(store, part)))
 
 
 def epoch_ticks(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
