@@ -199,8 +199,14 @@ def test_the_page_shows_drift_and_accuracy_per_model_version_and_group(
             "a": FeatureTelemetry(edges=[0.0], counts=[0, 500]),
             "b": FeatureTelemetry(edges=[0.0], counts=[250, 250]),
         }
+        # The page pairs labels with the telemetry window (epoch-aligned hours on a 24 h page) by
+        # the time the labels arrive: a batch whose window starts now keeps both in one hour (one
+        # that started a minute ago fell in the previous hour in about 1 run of 60).
+        now = datetime.now(UTC)
         for version in (1, 7):  # v7 was never published: no manifest to compare with
-            batch = make_batch(group="line-a", version=version, rows=500)
+            batch = make_batch(
+                group="line-a", version=version, rows=500, window_end=now + timedelta(minutes=1)
+            )
             assert central.post(batch.model_copy(update={"features": features}), token).is_success
         labels = [
             {
