@@ -83,7 +83,7 @@ def test_an_interrupted_seal_leaves_every_object_whole_and_the_next_run_finishes
     assert [s.outcome for s in done] == ["sealed"] * 5
     # and a crash in the middle of the sixth: its sealed copy half written beside it
     sixth = store.root / "landing" / "ward" / "04.csv"
-    (sixth.parent / f"{TEMP_PREFIX}seal-04.csv").write_bytes(MAGIC + b"\x00" * 10)
+    (sixth.parent / f"{TEMP_PREFIX}seal-0123456789abcdef").write_bytes(MAGIC + b"\x00" * 10)
     disk = _on_disk(store)
     clear = {k for k in OBJECTS if not disk[k].startswith(MAGIC)}
     assert len(clear) == len(OBJECTS) - 5  # the rest still clear and whole

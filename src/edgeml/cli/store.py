@@ -158,7 +158,7 @@ def seal(ctx: typer.Context) -> None:
         key = enable_sealing(store.root, state.settings().home)
     store = LocalStore(store.root)  # opened again: now with the key
     total = len(store.keys())
-    counts = {"sealed": 0, "already": 0, "changed": 0}
+    counts = {"sealed": 0, "already": 0}
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("sealing objects", total=total)
         for step in seal_existing(store):
@@ -179,6 +179,6 @@ def seal(ctx: typer.Context) -> None:
         return
     console.print(
         f"{store.url} is sealed: {counts['sealed']:,} object(s) sealed in place, "
-        f"{counts['already'] + counts['changed']:,} already sealed; its key is {key} "
+        f"{counts['already']:,} already sealed; its key is {key} "
         "(back it up: lost, the data is lost)"
     )

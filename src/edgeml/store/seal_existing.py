@@ -28,12 +28,14 @@ __all__ = ["SealStep", "seal_existing"]
 
 #: the temporary files this module writes; an interrupted run's are removed by the next
 _TEMP = f"{TEMP_PREFIX}seal-"
+#: looks at an object a writer keeps replacing before giving up
+_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
 class SealStep:
     key: str
-    outcome: Literal["sealed", "already", "changed"]  # changed: rewritten by another writer meanwhile
+    outcome: Literal["sealed", "already"]
     size: int
 
 
@@ -65,9 +67,9 @@ def _opens(sealer: Sealer, key: str, path: Path) -> bool:
     return True
 
 
-def _seal_one(sealer: Sealer, key: str, path: Path) -> SealStep:
+def _seal_one(sealer: Sealer, key: str, path: Path) -> SealStep | None:
     before = path.stat()
-    tmp = path.with_name(f"{_TEMP}{path.name}")
+    tmp = path.with_name(f"{_TEMP}{hashlib.sha256(path.name.encode()).hexdigest()[:16]}")  # any name fits
     try:
         source = _Hashing(path)
         with source.file, tmp.open("wb") as out:
@@ -79,7 +81,7 @@ def _seal_one(sealer: Sealer, key: str, path: Path) -> SealStep:
         now = path.stat()
         if (now.st_ino, now.st_mtime_ns, now.st_size) != (before.st_ino, before.st_mtime_ns, before.st_size):
             tmp.unlink()
-            return SealStep(key, "changed", now.st_size)  # a writer replaced it: sealed, as the store is
+            return None  # a writer replaced it meanwhile: look at it again
         os.chmod(tmp, 0o644)
         os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
         os.replace(tmp, path)
@@ -105,18 +107,27 @@ def seal_existing(store: LocalStore) -> Iterator[SealStep]:
     for info in list(store.list()):
         key = info.key
         path = store.root.joinpath(*key.split("/"))
-        try:
-            with path.open("rb") as fh:
-                head = fh.read(len(MAGIC))
-        except FileNotFoundError:
-            continue  # deleted since the listing
-        if head != MAGIC:
-            yield _seal_one(sealer, key, path)
-        elif _opens(sealer, key, path):
-            yield SealStep(key, "already", sealer.plain_size(path.stat().st_size))
+        for _ in range(_ATTEMPTS):
+            try:
+                step = _step(sealer, store, key, path)
+            except FileNotFoundError:
+                break  # deleted since the listing
+            if step is not None:
+                yield step
+                break
         else:
-            raise StoreConfigError(
-                f"{key} in {store.url} is sealed but does not open with the store's key: the key is "
-                "not the one it was sealed with, or the object was altered; nothing more was changed",
-                hint="restore the store's key file (its path is in the .sealed.json beside the store folder)",
-            )
+            raise StoreError(f"{key} kept changing while it was sealed: stop the appliance's writers")
+
+
+def _step(sealer: Sealer, store: LocalStore, key: str, path: Path) -> SealStep | None:
+    with path.open("rb") as fh:
+        head = fh.read(len(MAGIC))
+    if head != MAGIC:
+        return _seal_one(sealer, key, path)
+    if _opens(sealer, key, path):
+        return SealStep(key, "already", sealer.plain_size(path.stat().st_size))
+    raise StoreConfigError(
+        f"{key} in {store.url} is sealed but does not open with the store's key: the key is "
+        "not the one it was sealed with, or the object was altered; nothing more was changed",
+        hint="restore the store's key file (its path is in the .sealed.json beside the store folder)",
+    )
