@@ -88,3 +88,34 @@ def test_hipaa_on_s3_needs_server_side_encryption(tmp_path: Path) -> None:
         s3 = plain.store.s3.model_copy(update={"server_side_encryption": sse})
         settings = plain.model_copy(update={"store": plain.store.model_copy(update={"s3": s3})})
         assert require_encryption_at_rest(spec, settings) is None
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_local")
+def test_a_clear_store_sealed_in_place_takes_the_hipaa_run_and_reads_the_same_rows(
+    clean_env: Path, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store a `none` spec filled (its landing CSVs a store:// source reads, its lake parts) is
+    refused under hipaa, naming `edgeml store seal`; sealed in place, the hipaa run reads the landing
+    files through the key and the lake holds the same rows."""
+    data = faults_spec("ward-pumps")  # source: store://landing/pumps/*.csv
+    args = ["--machines", "2", "--readings", "60", "--seed", "3", "--store-key", "landing/pumps/a.csv"]
+    assert main(["simulate", "sensors", *args]) == 0
+    spec_from_dict({**data, "compliance": "none"}, tmp_path)
+    assert main(["ingest", str(tmp_path / "ward-pumps.yaml")]) == 0
+    store = store_from_settings(settings)
+    before = read_parts(store, load_snapshot(store, "ward-pumps").parts)
+
+    spec_from_dict({**data, "compliance": "hipaa"}, tmp_path)
+    capsys.readouterr()
+    assert main(["ingest", str(tmp_path / "ward-pumps.yaml")]) == 2
+    assert "edgeml store seal" in capsys.readouterr().err
+
+    assert main(["store", "seal"]) == 0
+    assert main(["ingest", str(tmp_path / "ward-pumps.yaml")]) == 0
+    for path in (p for p in (settings.home / "store").rglob("*") if p.is_file()):
+        assert path.read_bytes().startswith(b"EDGEMLS1"), path
+    store = store_from_settings(settings)
+    after = read_parts(store, load_snapshot(store, "ward-pumps").parts)
+    assert after.num_rows == before.num_rows == 120
+    assert after.sort_by("msg_id").equals(before.sort_by("msg_id"))

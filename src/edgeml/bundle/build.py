@@ -271,14 +271,21 @@ def _golden_rows(
     spec: Spec, rows: pd.DataFrame, training: pd.DataFrame | None, layout: InputLayout
 ) -> list[dict[str, Any]]:
     """A few rows, one per target class first so the smoke test sees every class it can; pii
-    inputs synthesised (:mod:`edgeml.bundle.pii`), never a value from the data."""
+    inputs synthesised (:mod:`edgeml.bundle.pii`), never a value from the data. Under gdpr and
+    hipaa every row is synthesised (:mod:`edgeml.privacy.example`): a signed manifest cannot be
+    rewritten when a subject is erased, so it never holds a subject's row."""
+    seen = pd.concat([rows[layout.columns], training], ignore_index=True) if training is not None else rows
+    if spec.compliance in ("gdpr", "hipaa"):
+        from edgeml.privacy.example import synthesised_rows
+
+        made = synthesised_rows(spec, seen[layout.columns], layout, min(GOLDEN_ROWS, len(rows)) or 1)
+        return [{c: _jsonable(v) for c, v in rec.items()} for rec in made]
     picked = rows.groupby(TARGET_COLUMN, sort=True).head(1) if TARGET_COLUMN in rows else rows.head(0)
     picked = pd.concat([picked, rows.drop(picked.index)]).head(GOLDEN_ROWS)
     records = [{c: _jsonable(v) for c, v in rec.items()} for rec in picked[layout.columns].to_dict("records")]
     pii = pii_inputs(spec, layout.columns)
     if not pii:
         return records
-    seen = pd.concat([rows[layout.columns], training], ignore_index=True) if training is not None else rows
     columns = spec.schema_.columns
     bounds = {n: (columns[n].min, columns[n].max) for n in pii if n in columns}
     return synthesise_golden(records, pii, seen, bounds)

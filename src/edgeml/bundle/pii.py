@@ -78,10 +78,10 @@ def _synthetic(
         lo = max(lo, bounds[0])
     if bounds[1] is not None:
         hi = min(hi, bounds[1])
-    taken = set(numbers.tolist())
+    taken = set(np.round(numbers, 6).tolist())  # a reading stored as 3.5789999999999997 is 3.579
     step = 1.0 if as_time else 0.001
     x = round(float(rng.uniform(lo, hi)), 0 if as_time else 3)
-    while x in taken:  # a draw that hit a real value: move off it (within the valid range if it can)
+    while round(x, 6) in taken:  # a draw that hit a real value: move off it (in the valid range if it can)
         x = x + step if x + step <= hi or x - step < lo else x - step
         step *= 1.5
     if isinstance(value, datetime):

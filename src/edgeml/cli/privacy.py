@@ -93,8 +93,18 @@ def erase(
     store = store_from_settings(settings)
     # the home's tracking DB only when training made it: opening one would create it
     tracking = tracking_uri or (default_uri(settings) if (settings.home / "mlflow.db").exists() else None)
+    from edgeml.train.pipeline import input_layout
+
+    layout = input_layout(spec) if spec is not None else None
     done = run_erase(
-        store, dataset, clause, actor=cli_actor(), reason=reason, columns=columns, tracking=tracking
+        store,
+        dataset,
+        clause,
+        actor=cli_actor(),
+        reason=reason,
+        columns=columns,
+        tracking=tracking,
+        layout=layout,
     )
     _report("erased", done.lake)
     _report_kept(done)
@@ -104,6 +114,15 @@ def erase(
 
 def _report_kept(done: Erasure) -> None:
     console.print(f"validation reports: {done.examples:,} failing examples erased")
+    if done.bundles:  # signed: not rewritten here (docs/compliance.md, "Erasure and published bundles")
+        console.print(
+            f"published bundles: {len(done.bundles):,} signed manifests hold erased rows in their golden "
+            "samples and were left as signed: publish a version trained since, then delete these"
+        )
+        for key, n in done.bundles.items():
+            console.print(f"  {key}: {n:,} golden rows")
+    else:
+        console.print("published bundles: no golden sample holds an erased row")
     if done.tracking is None:
         console.print("MLflow: no tracking database in the appliance home (--tracking-uri names one)")
         return

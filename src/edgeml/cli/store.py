@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.progress import Progress
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -131,23 +132,53 @@ def policy(
 
 @app.command("seal")
 def seal(ctx: typer.Context) -> None:
-    """Encrypt the local folder store at rest from now on (AES-256-GCM, key in the appliance home).
+    """Encrypt the local folder store at rest (AES-256-GCM, key in the appliance home).
 
-    Only an empty store can be sealed: objects written before would stay in clear.
+    An empty store is sealed from now on. A store holding objects in clear has each sealed in place,
+    one at a time and atomically (stop the appliance's writers first; readers refuse a clear object
+    until its turn): interrupted, run it again to finish. On a sealed store it checks that every
+    object opens with the store's key and changes nothing.
     """
+    from edgeml.audit import AuditLog, cli_actor
     from edgeml.store.local import LocalStore
-    from edgeml.store.sealed import enable_sealing
+    from edgeml.store.seal_existing import seal_existing
+    from edgeml.store.sealed import enable_sealing, sealing_key_file
 
     state: CliState = ctx.obj
-    store = _store(ctx)
+    store = _store(ctx)  # a sealed store whose key cannot be read is refused here, naming the key
     if not isinstance(store, LocalStore):
         err_console.print(
             "error: only a local folder store is sealed here; for S3/MinIO set "
             "store.s3.server_side_encryption"
         )
         raise typer.Exit(2)
-    if store.keys():
-        err_console.print(f"error: {store.url} already holds objects; seal a new, empty store")
-        raise typer.Exit(2)
-    key = enable_sealing(store.root, state.settings().home)
-    console.print(f"{store.url} is sealed from now on; its key is {key} (back it up: lost, the data is lost)")
+    key = sealing_key_file(store.root)
+    marked = key is None
+    if key is None:
+        key = enable_sealing(store.root, state.settings().home)
+    store = LocalStore(store.root)  # opened again: now with the key
+    total = len(store.keys())
+    counts = {"sealed": 0, "already": 0}
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("sealing objects", total=total)
+        for step in seal_existing(store):
+            counts[step.outcome] += 1
+            progress.advance(task)
+    if marked or counts["sealed"]:
+        AuditLog(store).append(
+            cli_actor(),
+            "store.seal",
+            store.url,
+            after={"key_file": str(key), **counts},
+            reason="edgeml store seal",
+        )
+    if not total:
+        console.print(
+            f"{store.url} is sealed from now on; its key is {key} (back it up: lost, the data is lost)"
+        )
+        return
+    console.print(
+        f"{store.url} is sealed: {counts['sealed']:,} object(s) sealed in place, "
+        f"{counts['already']:,} already sealed; its key is {key} "
+        "(back it up: lost, the data is lost)"
+    )

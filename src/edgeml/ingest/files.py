@@ -94,6 +94,10 @@ def _from_store(store: LocalStore | S3Store, pattern: str, what: str) -> Resolve
     if not infos:
         raise UserError(f"{what}: no files match {pattern!r} in {store.url}")
     total = sum(i.size for i in infos)
+    if isinstance(store, LocalStore) and store.sealed:  # ciphertext on disk: read through the key
+        from edgeml.store.arrowfs import sealed_filesystem
+
+        return ResolvedFiles([i.key for i in infos], sealed_filesystem(store), total)
     if isinstance(store, LocalStore):
         return ResolvedFiles([str(store.root / i.key) for i in infos], None, total)
     paths = [f"{store.bucket}/{store.prefix}{i.key}" for i in infos]

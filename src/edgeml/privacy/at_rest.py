@@ -4,8 +4,9 @@ Checked before a ``compliance: hipaa`` spec's rows first land (``edgeml ingest``
 the MQTT lander), so a misconfigured appliance stops before writing anything in clear:
 
 - a local folder store that is sealed (:mod:`edgeml.store.sealed`) passes; an empty one is sealed
-  there and then, as ``edgeml store seal`` does (the key's path is logged: back it up); one that
-  already holds objects in clear is refused — they would stay in clear beside the sealed ones;
+  there and then, as ``edgeml store seal`` does (the key's path is logged: back it up; audited as
+  ``store.seal``); one that already holds objects in clear is refused — they would stay in clear
+  beside the sealed ones — naming ``edgeml store seal``, which seals them in place;
 - S3/MinIO passes only with ``store.s3.server_side_encryption`` set (``AES256``, or ``aws:kms``):
   whether the server can encrypt (a MinIO needs a KMS) is the server's to say, on the first write;
 - ``memory://`` keeps nothing at rest.
@@ -17,6 +18,7 @@ import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from edgeml.audit import AuditLog, cli_actor
 from edgeml.errors import UserError
 from edgeml.settings import Settings
 from edgeml.spec.models import Spec
@@ -51,9 +53,16 @@ def require_encryption_at_rest(spec: Spec, settings: Settings) -> Path | None:
         raise UserError(
             f"{spec.name} is under compliance hipaa, which keeps data encrypted at rest, and the store "
             f"{store.url} holds objects in clear: nothing was written",
-            hint="point store.url at a new folder (it is sealed on first use, or by `edgeml store seal`) "
-            "and ingest again",
+            hint="seal them in place with `edgeml store seal` (stop the appliance's writers first), "
+            "or point store.url at a new folder, then ingest again",
         )
     key = enable_sealing(store.root, settings.home)
     log.warning("compliance hipaa: sealed the store %s (AES-256-GCM); key %s: back it up", store.url, key)
+    AuditLog(LocalStore(store.root)).append(
+        cli_actor(),
+        "store.seal",
+        store.url,
+        after={"key_file": str(key)},
+        reason=f"compliance hipaa: {spec.name}",
+    )
     return key

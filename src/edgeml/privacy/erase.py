@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
@@ -23,6 +24,9 @@ from edgeml.errors import UserError
 from edgeml.privacy.rewrite import RewriteResult, rewrite_dataset
 from edgeml.privacy.where import Where, matches
 from edgeml.store.base import ObjectStore
+
+if TYPE_CHECKING:
+    from edgeml.train.pipeline import InputLayout
 
 __all__ = ["Erasure", "erase", "lake_columns"]
 
@@ -61,6 +65,7 @@ class Erasure:
     examples: int = 0  # failing examples taken out of validation reports
     holdouts: dict[str, int] = field(default_factory=dict)  # MLflow run id -> holdout rows erased
     model_examples: dict[str, int] = field(default_factory=dict)  # logged model id -> example rows replaced
+    bundles: dict[str, int] = field(default_factory=dict)  # manifest key -> its golden rows that match
     tracking: str | None = None  # the MLflow tracking searched (None: none)
 
 
@@ -73,15 +78,19 @@ def erase(
     reason: str,
     columns: set[str] | None = None,
     tracking: str | None = None,
+    layout: InputLayout | None = None,
 ) -> Erasure:
     """Remove every row of ``dataset`` matching ``where`` from the lake, quarantine, validated parts and
     feature tables; new snapshots replace the ones that held them; validation reports' examples and,
     with ``tracking`` (an MLflow tracking URI), the holdout rows kept by each run of the dataset's
     experiment follow; audited.
 
-    ``columns`` (the spec's schema, when known) lets a misspelt column be refused before any work.
+    ``columns`` (the spec's schema, when known) lets a misspelt column be refused before any work;
+    ``layout`` (its model inputs) lets published golden rows be matched through the inputs
+    (:mod:`edgeml.privacy.published`), which are found, never rewritten.
     """
     from edgeml.privacy.kept import erase_holdouts, find_experiment, scrub_reports
+    from edgeml.privacy.published import bundles_holding
 
     if columns is None:
         columns = lake_columns(store, dataset)
@@ -105,9 +114,10 @@ def erase(
     summary = {"column": where.column, "value_sha256": where.value_sha256, "reason": reason, "actor": actor}
     result = rewrite_dataset(store, dataset, select, action="erase", summary=summary)
     done = Erasure(result, scrub_reports(store, dataset, where), tracking=tracking)
+    frames = [t.to_pandas() for t in erased_features if t.num_rows]
+    erased = pd.concat(frames, ignore_index=True) if frames else None
+    done.bundles = bundles_holding(store, dataset, where, layout, erased)
     if experiment is not None:
-        frames = [t.to_pandas() for t in erased_features if t.num_rows]
-        erased = pd.concat(frames, ignore_index=True) if frames else None
         mlflow_done = erase_holdouts(experiment, where, erased, reason=reason)
         done.holdouts, done.model_examples = mlflow_done.holdouts, mlflow_done.examples
     AuditLog(store).append(
@@ -123,6 +133,7 @@ def erase(
             "validation_examples": done.examples,
             "mlflow_holdouts": done.holdouts,
             "mlflow_input_examples": done.model_examples,
+            "published_bundles": done.bundles,
         },
         reason=reason,
     )

@@ -36,8 +36,18 @@ from edgeml.errors import UserError
 if TYPE_CHECKING:
     from edgeml.privacy.where import Where
     from edgeml.store.base import ObjectStore
+    from edgeml.train.pipeline import InputLayout
 
-__all__ = ["HOLDOUT", "Experiment", "MlflowErasure", "erase_holdouts", "find_experiment", "scrub_reports"]
+__all__ = [
+    "HOLDOUT",
+    "Experiment",
+    "MlflowErasure",
+    "column_match",
+    "erase_holdouts",
+    "find_experiment",
+    "inputs_match",
+    "scrub_reports",
+]
 
 HOLDOUT = "edgeml/holdout.parquet"
 
@@ -88,9 +98,8 @@ def _key(values: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in values)
 
 
-def _holdout_matches(
-    rows: pd.DataFrame, where: Where, folder: Path, erased: pd.DataFrame | None
-) -> np.ndarray:
+def column_match(rows: pd.DataFrame, where: Where) -> np.ndarray:
+    """Which ``rows`` hold ``where``'s value in its column (none when they lack the column)."""
     from edgeml.privacy.where import matches
 
     drop = np.zeros(len(rows), dtype=bool)
@@ -100,25 +109,39 @@ def _holdout_matches(
             column = column.cast(pa.string())  # every value missing: no match, whatever the value's type
         with contextlib.suppress(UserError):  # a value of another type than the column's: no match
             drop |= matches(where, column).to_numpy(zero_copy_only=False)
+    return drop
+
+
+def _holdout_matches(
+    rows: pd.DataFrame, where: Where, folder: Path, erased: pd.DataFrame | None
+) -> np.ndarray:
+    drop = column_match(rows, where)
     spec_file = folder / "spec.json"
     if erased is None or erased.empty or not spec_file.exists():
         return drop
     from pydantic import ValidationError
 
     from edgeml.spec.models import Spec
-    from edgeml.train.data import model_inputs
     from edgeml.train.pipeline import input_layout
 
     try:
         layout = input_layout(Spec.model_validate_json(spec_file.read_text()))
     except ValidationError:  # a spec this release no longer reads: the column match only
         return drop
+    both: np.ndarray = drop | inputs_match(rows, layout, erased)
+    return both
+
+
+def inputs_match(rows: pd.DataFrame, layout: InputLayout, erased: pd.DataFrame) -> np.ndarray:
+    """Which ``rows`` (model inputs) equal, in every input, a feature row in ``erased`` turned into
+    inputs as training turns them (``layout``)."""
+    from edgeml.train.data import model_inputs
+
     columns = list(layout.columns)
     if any(c not in erased.columns for c in columns) or any(c not in rows.columns for c in columns):
-        return drop  # trained on other columns than the feature tables hold now
+        return np.zeros(len(rows), dtype=bool)  # trained on other columns than the feature tables hold now
     gone = {_key(r) for r in model_inputs(erased, layout)[columns].itertuples(index=False, name=None)}
-    drop |= np.array([_key(r) in gone for r in rows[columns].itertuples(index=False, name=None)], dtype=bool)
-    return drop
+    return np.array([_key(r) in gone for r in rows[columns].itertuples(index=False, name=None)], dtype=bool)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,11 @@ class LocalStore(ObjectStore):
     def url(self) -> str:
         return self.root.as_uri()
 
+    @property
+    def sealed(self) -> bool:
+        """Whether objects are encrypted at rest here (their files are no use read directly)."""
+        return self._sealer is not None
+
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
 

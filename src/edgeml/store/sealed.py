@@ -25,7 +25,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edgeml.errors import StoreConfigError, StoreError
 
-__all__ = ["CHUNK", "MAGIC", "Sealer", "enable_sealing", "seal_with_new_key", "sealer_for", "sealing_key"]
+__all__ = [
+    "CHUNK",
+    "MAGIC",
+    "Sealer",
+    "enable_sealing",
+    "seal_with_new_key",
+    "sealer_for",
+    "sealing_key",
+    "sealing_key_file",
+]
 
 MAGIC = b"EDGEMLS1"
 CHUNK = 64 * 1024
@@ -49,12 +58,19 @@ def seal_with_new_key(target: Path, key_file: Path) -> Path:
     return key_file
 
 
-def sealing_key(target: Path, what: str) -> bytes | None:
-    """The 256-bit key ``target`` is sealed with (its marker names the file), or None when it is not."""
+def sealing_key_file(target: Path) -> Path | None:
+    """The key file ``target`` is sealed with (its marker names it), or None when it is not sealed."""
     marker = _marker(target)
     if not marker.is_file():
         return None
-    key_file = Path(json.loads(marker.read_text(encoding="utf-8"))["key_file"])
+    return Path(json.loads(marker.read_text(encoding="utf-8"))["key_file"])
+
+
+def sealing_key(target: Path, what: str) -> bytes | None:
+    """The 256-bit key ``target`` is sealed with (its marker names the file), or None when it is not."""
+    key_file = sealing_key_file(target)
+    if key_file is None:
+        return None
     try:
         mode = stat.S_IMODE(key_file.stat().st_mode)
         key = key_file.read_bytes()
