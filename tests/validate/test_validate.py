@@ -363,3 +363,50 @@ def test_validation_streams_over_parts_and_finds_duplicates_across_them(
     _, table = load_validated(lake.store, spec)
     assert table.num_rows == 15
     assert len(quarantined(lake, snap.id)) == 13
+
+
+@pytest.mark.parametrize("bucket_keys", [7, 4_000_000], ids=["many hash ranges", "one hash range"])
+def test_duplicates_over_hash_ranges_are_the_repeats_in_lake_order(
+    make_spec: Any, lake: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch, bucket_keys: int
+) -> None:
+    """Keys hashed into ranges (7 keys a range: about 17 ranges here) find the same repeats as
+    pandas over the whole snapshot, keep the first in lake order, and leave no scratch behind."""
+    import numpy as np
+
+    from edgeml.ingest.lake import read_parts
+    from edgeml.validate import run
+
+    monkeypatch.setattr(run, "_BUCKET_KEYS", bucket_keys)
+    spec = make_spec(
+        "  - {kind: unique, columns: [machine, ts], severity: warn}\n"
+        "  - {kind: unique, columns: [code], severity: warn}\n"
+    )
+    rng = np.random.default_rng(11)
+    for k, name in enumerate(("history", "live")):
+        n = int(rng.integers(40, 80))
+        frame = pd.DataFrame(
+            {  # four days: a part per source and day
+                "ts": [
+                    f"2024-03-0{d}T00:{m:02d}:00Z"
+                    for d, m in zip(rng.integers(1, 5, n), rng.integers(0, 9, n), strict=True)
+                ],
+                "machine": rng.choice(["m1", "m2", "m3"], n),
+                "temp": np.arange(n) + 1000.0 * k,  # the row's identity
+                "code": [f"C{c}" for c in rng.integers(0, 90, n)],
+                "power": 1.0,
+            }
+        )
+        lake.land(spec, frame, name)
+    snap = lake.snapshot(spec)
+    assert len(snap.parts) == 8
+    whole = read_parts(lake.store, list(snap.parts), spec.schema_).to_pandas()  # in lake order
+    first_by_ts = ~whole.duplicated(["machine", "ts"], keep="first")
+    first_by_code = ~whole.duplicated(["code"], keep="first")
+
+    report = validate(spec, settings)
+    by_ts, by_code = report.outcomes
+    assert by_ts.failing == int((~first_by_ts).sum()) > 0
+    assert by_code.failing == int((~first_by_code).sum()) > 0
+    _, table = load_validated(lake.store, spec)
+    assert sorted(table.column("temp").to_pylist()) == sorted(whole.loc[first_by_ts & first_by_code, "temp"])
+    assert lake.store.keys(f"catalog/pumps/validation/{snap.id}.keys/") == []

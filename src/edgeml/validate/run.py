@@ -92,31 +92,101 @@ class _PartResult:
     quarantine: Part | None
 
 
+#: keys one duplicate-search task sorts at once: ~45 bytes each at its peak, so ~180 MB
+_BUCKET_KEYS = 4_000_000
+#: a row's key hash and its row number in its part, as the scratch objects hold them
+_KEY = np.dtype([("hash", "<u8"), ("row", "<u4")])
+
+
+def _scratch(dataset: str, snapshot: str) -> str:
+    return f"catalog/{dataset}/validation/{snapshot}.keys/"
+
+
 def _key_hashes(
-    index: int, part: Part, spec: Spec, store_url: str, s3: S3Settings, columns: list[list[str]]
-) -> list[np.ndarray]:
-    """Task: a 64-bit hash of each row's key, per ``unique`` expectation (8 bytes a row go back)."""
-    table = read_parts(open_store(store_url, s3), [part], spec.schema_)
+    index: int,
+    part: Part,
+    spec: Spec,
+    store_url: str,
+    s3: S3Settings,
+    columns: list[list[str]],
+    buckets: int,
+    scratch: str,
+) -> None:
+    """Task: a 64-bit hash of each row's key, per ``unique`` expectation, written to the scratch
+    prefix split into ``buckets`` hash ranges (12 bytes a row), so no process holds every key."""
+    store = open_store(store_url, s3)
+    table = read_parts(store, [part], spec.schema_)
     frame = table.select(sorted({c for cols in columns for c in cols})).to_pandas()
-    return [pd.util.hash_pandas_object(frame[cols], index=False).to_numpy() for cols in columns]
+    for e, cols in enumerate(columns):
+        hashes = pd.util.hash_pandas_object(frame[cols], index=False).to_numpy()
+        # the top 32 bits scaled to [0, buckets): equal hashes always meet in one bucket
+        bucket = ((hashes >> np.uint64(32)) * np.uint64(buckets)) >> np.uint64(32)
+        order = np.argsort(bucket, kind="stable")  # stable: rows stay in part order per bucket
+        bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
+        for b in range(buckets):
+            rows = order[bounds[b] : bounds[b + 1]]
+            keys = np.empty(len(rows), dtype=_KEY)
+            keys["hash"], keys["row"] = hashes[rows], rows
+            store.put(f"{scratch}{e}/{b}/{index:06d}", keys.tobytes())
 
 
-def _duplicates(hashes: list[list[np.ndarray]], parts: int) -> list[list[np.ndarray]]:
-    """Per part, per ``unique`` expectation: the rows whose key an earlier row (in lake order) has.
+def _bucket_duplicates(
+    expectation: int, bucket: int, parts: int, store_url: str, s3: S3Settings, scratch: str
+) -> list[tuple[int, np.ndarray]]:
+    """Task: in one hash range of one ``unique`` expectation, the rows whose key an earlier row
+    (in lake order) has, as (part, rows of that part).
 
     Keys are compared by their 64-bit hashes: two different keys collide with a chance of about
     n²/2⁶⁵ (1 in 90,000 for 20 million rows).
     """
-    out: list[list[np.ndarray]] = [[] for _ in range(parts)]
-    for e in range(len(hashes[0]) if hashes else 0):
-        sizes = [len(h[e]) for h in hashes]
-        keys = np.concatenate([h[e] for h in hashes])
-        _, first = np.unique(keys, return_index=True)  # the first occurrence, in lake order
-        later = np.ones(len(keys), dtype=bool)
-        later[first] = False
-        offsets = np.cumsum([0, *sizes])
-        for p in range(parts):
-            out[p].append(np.flatnonzero(later[offsets[p] : offsets[p + 1]]))
+    store = open_store(store_url, s3)
+    chunks = [
+        np.frombuffer(store.get(f"{scratch}{expectation}/{bucket}/{p:06d}"), _KEY) for p in range(parts)
+    ]
+    keys = np.concatenate([c["hash"] for c in chunks])
+    _, first = np.unique(keys, return_index=True)  # the first occurrence, in lake order
+    later = np.ones(len(keys), dtype=bool)
+    later[first] = False
+    offsets = np.cumsum([0, *(len(c) for c in chunks)])
+    found = [(p, chunks[p]["row"][later[offsets[p] : offsets[p + 1]]]) for p in range(parts)]
+    return [(p, rows.astype(np.int64)) for p, rows in found if len(rows)]
+
+
+def _duplicates(
+    parts: list[Part],
+    keys: list[list[str]],
+    spec: Spec,
+    store: ObjectStore,
+    *,
+    store_url: str,
+    s3: S3Settings,
+    scratch: str,
+) -> list[list[np.ndarray]]:
+    """Per part, per ``unique`` expectation: the rows whose key an earlier row (in lake order) has.
+
+    A hash partitioning in two rounds of tasks: each part writes its key hashes to scratch
+    objects by hash range, then one task per range finds the repeats. A process holds one part
+    or at most ~:data:`_BUCKET_KEYS` keys, never the snapshot's; only the repeats come back here.
+    """
+    from edgeml.ingest.runtime import run_tasks
+
+    out = [[np.empty(0, dtype=np.int64) for _ in keys] for _ in parts]
+    if not keys or not parts:
+        return out
+    buckets = max(1, -(-sum(p.rows for p in parts) // _BUCKET_KEYS))
+    where = {"store_url": store_url, "s3": s3, "scratch": scratch}
+    try:
+        calls = [(i, p) for i, p in enumerate(parts)]
+        run_tasks(_key_hashes, calls, spec=spec, columns=keys, buckets=buckets, **where)
+        ranges = [(e, b) for e in range(len(keys)) for b in range(buckets)]
+        for (e, _), found in zip(
+            ranges, run_tasks(_bucket_duplicates, ranges, parts=len(parts), **where), strict=True
+        ):
+            for p, rows in found:
+                out[p][e] = np.concatenate([out[p][e], rows])
+    finally:
+        for key in store.keys(scratch):
+            store.delete(key)
     return out
 
 
@@ -226,8 +296,9 @@ def validate(
 
     Streams over the snapshot's parts: one task per part (a Ray task on the cluster when Ray
     runs) checks it and writes its valid rows and quarantine; only counts and examples come
-    back. ``unique`` takes a first pass that sends back a 64-bit hash per row, so duplicates
-    are found across parts (the first row in lake order is kept).
+    back. ``unique`` takes two rounds first (:func:`_duplicates`, a hash partitioning through
+    scratch objects), so duplicates are found across parts (the first row in lake order is kept)
+    without any process holding every key.
     """
     from edgeml.ingest.runtime import run_tasks
 
@@ -238,12 +309,15 @@ def validate(
     record_read(store, spec, "lake", snapshot.id, len(parts))
     shared = {"spec": spec, "store_url": settings.store_url, "s3": settings.store.s3}
     keys = [list(e.columns) for e in spec.expectations if e.kind == "unique"]
-    if keys:
-        hashes = run_tasks(_key_hashes, [(i, p) for i, p in enumerate(parts)], columns=keys, **shared)
-        duplicates = _duplicates(hashes, len(parts))
-        del hashes
-    else:
-        duplicates = [[] for _ in parts]
+    duplicates = _duplicates(
+        parts,
+        keys,
+        spec,
+        store,
+        store_url=settings.store_url,
+        s3=settings.store.s3,
+        scratch=_scratch(spec.name, snapshot.id),
+    )
     results = run_tasks(
         _validate_part,
         [(i, p, duplicates[i]) for i, p in enumerate(parts)],
