@@ -91,3 +91,18 @@ def test_a_section_written_now_is_stamped_with_this_revision_cpu_and_quiet(tmp_p
     assert (stamp.revision, stamp.cpu, stamp.cores) == (git_revision(), machine.cpu, machine.cores)
     assert "Quiet machine: NO" in sections["x"]  # half the CPUs busy before the run
     assert results.read_text(encoding="utf-8").startswith("# Benchmark results\n")  # today's header
+
+
+def test_a_run_that_starts_quiet_and_ends_crowded_is_not_called_quiet() -> None:
+    """Other jobs that start during a run show in the load average at its end, not before it."""
+    import os
+
+    cpus = os.cpu_count() or 1
+    calm = Quiet(busy_before=0.01, load_before="0.10/0.10/0.10", load_after=f"{cpus:.2f}/0.5/0.2")
+    crowded = Quiet(busy_before=0.01, load_before="0.10/0.10/0.10", load_after=f"{3 * cpus:.2f}/8.0/4.0")
+    assert calm.quiet  # the benchmark's own work on every core
+    assert not crowded.quiet
+    assert "Quiet machine: NO" in crowded.line()
+    assert Quiet(
+        busy_before=0.01, load_before="n/a", load_after="n/a"
+    ).quiet  # no load average: CPU use decides
