@@ -24,7 +24,8 @@ gRPC), in the same rounds:
 
 - OIP v2 infer, JSON and binary tensors, one row: ≥ 0.9× the throughput of ``/predict``;
 - OIP v2 binary, 256 rows per request: ≥ 3× the rows/s of OIP v2 JSON with 256 rows;
-- gRPC ``ModelInfer``, one row (and 256 rows): ≥ 0.9× REST's throughput.
+- gRPC ``ModelInfer``, one row (and 256 rows): ≥ 0.9× REST's throughput; beside it, the floor
+  peer's gRPC / REST ratio (both stacks answering a fixed answer, no model): what grpcio allows.
 
 Each of these is also shown as server capacity: the inverse of the server's CPU time per
 request, which does not depend on what else shares its CPU.
@@ -56,6 +57,7 @@ import re
 import resource
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -96,7 +98,13 @@ SERVER_CPU, LOAD_CPU = 0, 1
 CONNECTIONS = 8
 AGENT_GRPC = "agent+grpc"  # the agent serving REST and gRPC in one process, as with `grpc:` in agent.yaml
 AGENT_LOGISTIC = "agent+grpc logistic"  # the same, serving the logistic regression (see train)
+#: the protocol stacks alone, as the agent runs them (uvicorn + Starlette for REST, grpcio beside it in
+#: one process), answering a fixed answer: what grpcio itself allows against REST (see serve_floor)
+FLOOR = "floor"
+FLOOR_AIO = "floor aio"  # the same with grpcio's asyncio server instead of its thread-pool server
 HEALTH = {
+    FLOOR: "/v2/health/ready",
+    FLOOR_AIO: "/v2/health/ready",
     "agent": "/v2/health/ready",
     AGENT_GRPC: "/v2/health/ready",
     AGENT_LOGISTIC: "/v2/health/ready",
@@ -252,6 +260,84 @@ def serve_minimal(folder: Path, port: int) -> None:
     uvicorn.run(app, **_uvicorn(port))
 
 
+def serve_floor(port: int, grpc_port: int, *, aio: bool) -> None:
+    """The floor peer: OIP v2 infer over REST and gRPC answered with a fixed answer, nothing else.
+
+    REST: uvicorn + Starlette as the agent runs them, the body read, a fixed JSON answer. gRPC:
+    the generated servicer (``add_GRPCInferenceServiceServicer_to_server``) on grpcio with the
+    agent's options (4 threads, or with ``aio`` grpcio's asyncio server on its own event loop),
+    the request parsed by the generated message, a fixed ``ModelInferResponse`` answered. No
+    model, no validation: the ratio of the two is what the protocol stacks allow.
+    """
+    import asyncio
+    from concurrent import futures
+
+    import grpc
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from bench.common import (
+        GRPCInferenceServiceServicer,
+        ModelInferResponse,
+        add_GRPCInferenceServiceServicer_to_server,
+    )
+
+    label, proba = b"ok", [0.5, 0.5]
+    answer = ModelInferResponse(model_name=MODEL, model_version="1")
+    answer.outputs.add(name="label", datatype="BYTES", shape=[1])
+    answer.outputs.add(name="probabilities", datatype="FP32", shape=[1, 2])
+    answer.raw_output_contents.extend(
+        [len(label).to_bytes(4, "little") + label, b"".join(struct.pack("<f", p) for p in proba)]
+    )
+    outputs = [
+        {"name": "label", "datatype": "BYTES", "shape": [1], "data": [label.decode()]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [1, 2], "data": proba},
+    ]
+    rest_answer = json.dumps({"model_name": MODEL, "model_version": "1", "outputs": outputs}).encode()
+    options = [("grpc.max_receive_message_length", 1 << 20), ("grpc.so_reuseport", 0)]
+
+    class Fixed(GRPCInferenceServiceServicer):  # type: ignore[misc]
+        def ModelInfer(self, request: Any, context: Any) -> Any:  # the protocol names the RPCs
+            return answer
+
+    class FixedAio(GRPCInferenceServiceServicer):  # type: ignore[misc]
+        async def ModelInfer(self, request: Any, context: Any) -> Any:
+            return answer
+
+    bound = threading.Event()
+    if aio:
+
+        async def serve_aio() -> None:
+            server = grpc.aio.server(options=options)
+            add_GRPCInferenceServiceServicer_to_server(FixedAio(), server)
+            server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+            await server.start()
+            bound.set()
+            await server.wait_for_termination()
+
+        threading.Thread(target=asyncio.run, args=(serve_aio(),), daemon=True).start()
+    else:
+        sync = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
+        add_GRPCInferenceServiceServicer_to_server(Fixed(), sync)
+        sync.add_insecure_port(f"127.0.0.1:{grpc_port}")
+        sync.start()
+        bound.set()
+    bound.wait(60)
+
+    async def infer(request: Request) -> Response:
+        await request.body()
+        return Response(rest_answer, media_type="application/json")
+
+    async def ready(_: Request) -> Response:
+        return Response(b'{"ready":true}', media_type="application/json")
+
+    routes = [Route(INFER, infer, methods=["POST"]), Route("/v2/health/ready", ready)]
+    uvicorn.run(Starlette(routes=routes), **_uvicorn(port))
+
+
 def _uvicorn(port: int) -> dict[str, Any]:
     return {
         "host": "127.0.0.1",
@@ -277,7 +363,7 @@ def running(kind: str, folder: Path) -> Iterator[Server]:
     """A server subprocess pinned to SERVER_CPU on free ports, once it answers from them."""
     port = free_port()
     grpc_port = 0
-    while kind in (AGENT_GRPC, AGENT_LOGISTIC) and grpc_port in (0, port):
+    while kind in (AGENT_GRPC, AGENT_LOGISTIC, FLOOR, FLOOR_AIO) and grpc_port in (0, port):
         grpc_port = free_port()
     if kind == "mlflow":
         mlflow = str(Path(sys.executable).with_name("mlflow"))
@@ -560,9 +646,35 @@ def _logistic_cases() -> list[Case]:
     ]
 
 
+def _floor_cases() -> list[Case]:
+    """The floor peer (see serve_floor): REST and gRPC with a fixed answer, the agent's one-row requests."""
+    return [
+        Case("floor rest", "floor: REST, fixed answer (peer)", FLOOR, INFER, oip_binary, 1, rest_h2load),
+        Case(
+            "floor grpc",
+            "floor: gRPC, grpcio thread-pool server, fixed answer (peer)",
+            FLOOR,
+            GRPC_INFER,
+            oip_grpc,
+            1,
+            grpc_h2load,
+        ),
+        Case(
+            "floor grpc aio",
+            "floor: gRPC, grpcio asyncio server, fixed answer (peer)",
+            FLOOR_AIO,
+            GRPC_INFER,
+            oip_grpc,
+            1,
+            grpc_h2load,
+        ),
+    ]
+
+
 #: issue #27: the protocols against /predict, on one agent process, all by h2load; then the
-#: 256-row wire forms again on a second process serving a model that costs little to run
-OIP_CASES = [*_oip_cases(), *_logistic_cases()]
+#: 256-row wire forms again on a second process serving a model that costs little to run; then
+#: what the protocol stacks alone allow (the floor peer)
+OIP_CASES = [*_oip_cases(), *_logistic_cases(), *_floor_cases()]
 CASES = [*SERVER_CASES, *OIP_CASES]
 CASE_SERVER = {c.name: c.server for c in CASES}
 
@@ -754,7 +866,9 @@ def main() -> None:
     )
     cli.add_argument("--in-process-child", action="store_true", help=argparse.SUPPRESS)
     cli.add_argument(
-        "--serve", choices=["agent", AGENT_GRPC, AGENT_LOGISTIC, "minimal"], help=argparse.SUPPRESS
+        "--serve",
+        choices=["agent", AGENT_GRPC, AGENT_LOGISTIC, "minimal", FLOOR, FLOOR_AIO],
+        help=argparse.SUPPRESS,
     )
     cli.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     cli.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -765,6 +879,9 @@ def main() -> None:
         return
     if args.serve == "minimal":
         serve_minimal(args.folder, args.port)
+        return
+    if args.serve in (FLOOR, FLOOR_AIO):
+        serve_floor(args.port, args.grpc_port, aio=args.serve == FLOOR_AIO)
         return
     if args.serve:
         serve_agent(args.folder, args.port, args.grpc_port)
@@ -945,14 +1062,16 @@ def ratio(values: list[float], unit: str = "×", digits: int = 2) -> str:
     return f"{mid:.{digits}f}{unit}{spread}"
 
 
-# issue #27: (what, contender, against it, at least this ratio)
-OIP_TARGETS = [
+# issue #27: (what, contender, against it, at least this ratio; None: a peer's ratio, shown, not a goal)
+OIP_TARGETS: list[tuple[str, str, str, float | None]] = [
     ("OIP v2 JSON / /predict, one row", "v2 json", "predict", 0.9),
     ("OIP v2 binary / /predict, one row", "v2 binary", "predict", 0.9),
     (f"OIP v2 binary / JSON, {OIP_ROWS} rows (rows/s)", f"v2 binary {OIP_ROWS}", f"v2 json {OIP_ROWS}", 3.0),
     ("gRPC / REST binary, one row", "grpc", "v2 binary", 0.9),
     ("gRPC / REST JSON, one row", "grpc", "v2 json", 0.9),
     (f"gRPC / REST binary, {OIP_ROWS} rows", f"grpc {OIP_ROWS}", f"v2 binary {OIP_ROWS}", 0.9),
+    ("floor peer: gRPC / REST, fixed answer (what grpcio allows)", "floor grpc", "floor rest", None),
+    ("floor peer: gRPC asyncio / REST, fixed answer", "floor grpc aio", "floor rest", None),
     (
         f"OIP v2 binary / JSON, {OIP_ROWS} rows, logistic regression (rows/s)",
         f"v2 binary {OIP_ROWS} logistic",
@@ -987,7 +1106,11 @@ def _oip_parts(
         f"the {OIP_ROWS}-row JSON and binary requests are measured again on a second agent process "
         "serving a logistic regression (standardized sensors, one-hot machine id; same inputs and "
         "outputs), whose run costs little beside the wire forms. "
-        "Figures are medians of the rounds; each ratio is the median of the ratios within a round"
+        "Figures are medians of the rounds; each ratio is the median of the ratios within a round. "
+        "The floor peer is a third process (and a fourth, for grpcio's asyncio server) serving the "
+        "same one-row binary REST request and gRPC call with a fixed answer: uvicorn + Starlette for "
+        "REST as the agent, grpcio's generated servicer with the agent's options for gRPC, no model "
+        "and no validation; its gRPC / REST ratio is what the protocol stacks themselves allow"
     )
     headers = [
         "contender",
@@ -1025,9 +1148,11 @@ def _oip_parts(
                 ratio(capacity),
                 f"{loads[a].p50_ms:.2f} / {loads[b].p50_ms:.2f}",
                 f"{loads[a].p99_ms:.2f} / {loads[b].p99_ms:.2f}",
-                f"≥ {target:g}×",
+                "peer (no goal)" if target is None else f"≥ {target:g}×",
             ]
         )
+        if target is None:
+            continue
         checks += [
             [
                 f"{what}: throughput",

@@ -77,6 +77,12 @@ _names("edgeml.agent.config", "TelemetryConfig")
 _names("edgeml.agent.grpc", "GrpcServer")
 _names("edgeml.agent.grpc.grpc_predict_v2_pb2", "ModelInferRequest")
 _names("edgeml.agent.grpc.grpc_predict_v2_pb2_grpc", "GRPCInferenceServiceStub")
+_names("edgeml.agent.grpc.grpc_predict_v2_pb2", "ModelInferResponse")
+_names(
+    "edgeml.agent.grpc.grpc_predict_v2_pb2_grpc",
+    "GRPCInferenceServiceServicer",
+    "add_GRPCInferenceServiceServicer_to_server",
+)
 _names("edgeml.agent.fastpath", "switched", FastPathSwitches="Switches")
 _names("edgeml.agent.model", "LoadedModel", "ModelHolder")
 _names("edgeml.agent.oip", "tensor_bytes")

@@ -449,3 +449,46 @@ def test_near_miss_requests_are_a_batch_or_an_input_error(
     schema = Schema(FIELDS, max_rows=4)
     _parses_or_refuses(schema.parse_records, {"records": records})
     _parses_or_refuses(schema.parse_v2, {"inputs": tensors})
+
+
+# --- bulk column checks against the value-by-value path -------------------------------------
+
+#: mostly plain columns (so the bulk checks take many), with the values that must send them back
+COLUMN_VALUES = st.sampled_from(["m1", "m2", 20.5, 1, -50, 150]) | FIELD_VALUES | st.just(10**400)
+
+
+def _checked(check: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        result = check(*args)
+    except InputError as exc:
+        return "refused", (exc.field, exc.detail)
+    if isinstance(result, np.ndarray | list) and not isinstance(result, bool):
+        return "taken", np.asarray(result, dtype=np.float64).tobytes()  # NaN equal to NaN
+    return "taken", result
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    spec=st.sampled_from(FIELDS),
+    nullable=st.booleans(),
+    value=COLUMN_VALUES,
+    odd=st.lists(st.tuples(st.integers(0, 40), COLUMN_VALUES), max_size=3),
+    rows=st.integers(0, 40),
+)
+def test_bulk_column_checks_take_and_refuse_as_the_value_by_value_checks(
+    spec: InputField, nullable: bool, value: Any, odd: list[tuple[int, Any]], rows: int
+) -> None:
+    from edgeml.agent import inputs
+
+    field = inputs._Field.of(spec.model_copy(update={"nullable": nullable}))
+    values = [value] * rows  # a column repeats a few values; a few others put in
+    for at, other in odd:
+        if at < rows:
+            values[at] = other
+    if field.numeric:
+        bulk = _checked(inputs._numbers, field, values)
+        assert bulk == _checked(inputs._each_number, field, values)
+        array = np.array([v for v in values if type(v) is float], dtype=np.float64)
+        assert _checked(inputs._numbers, field, array) == _checked(inputs._each_number, field, array.tolist())
+    else:
+        assert _checked(inputs._strings, field, values) == _checked(inputs._each_string, field, values)

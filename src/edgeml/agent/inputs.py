@@ -50,6 +50,9 @@ _NUMERIC_TYPES = frozenset(
 _V2_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
 _ONE_ROW = ([1, 1], [1])  # the shapes of a one-row tensor
+#: columns of up to this many values are checked value by value: numpy's per-call cost outweighs the loop
+_SMALL = 16
+_PLAIN_NUMBERS = frozenset({float, int})
 
 
 class RowColumns(Mapping[str, tuple[Any]]):
@@ -411,6 +414,15 @@ def _numbers(field: _Field, values: list[Any] | np.ndarray) -> list[float] | np.
     """Values as floats (NaN for missing); raises on anything the input does not take."""
     if isinstance(values, np.ndarray):
         return _number_array(field, values)
+    if len(values) > _SMALL:
+        bulk = _number_list(field, values)
+        if bulk is not None:
+            return bulk
+    return _each_number(field, values)
+
+
+def _each_number(field: _Field, values: list[Any]) -> list[float]:
+    """``_numbers`` value by value: the plain path, which names the first bad row."""
     out: list[float] = []
     append = out.append
     low, high, limit = field.low, field.high, field.limit
@@ -446,6 +458,32 @@ def _numbers(field: _Field, values: list[Any] | np.ndarray) -> list[float] | np.
     return out
 
 
+def _number_list(field: _Field, values: list[Any]) -> np.ndarray | None:
+    """``_numbers`` of a JSON list in bulk when every value is a plain number, else None.
+
+    Only ``float`` and ``int`` values (not ``bool``, a subclass of ``int``; not strings, which
+    numpy would parse) go to numpy at once; None for anything else, and for any value the
+    checks of :func:`_number_array` do not take, so that ``_numbers`` names the first bad row.
+    """
+    if not set(map(type, values)) <= _PLAIN_NUMBERS:
+        return None
+    try:
+        numbers = np.array(values, dtype=np.float64)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return numbers if _plainly_valid(field, numbers) else None
+
+
+def _plainly_valid(field: _Field, numbers: np.ndarray) -> bool:
+    """Every value finite, within the tensor type's range and the input's ``min``/``max``."""
+    valid = np.abs(numbers) < field.limit  # False for NaN
+    if field.low is not None:
+        valid &= numbers >= field.low
+    if field.high is not None:
+        valid &= numbers <= field.high
+    return bool(valid.all())
+
+
 def _number_array(field: _Field, values: np.ndarray) -> list[float] | np.ndarray:
     """``_numbers`` of a numeric array (binary tensor data), checked in bulk.
 
@@ -453,21 +491,23 @@ def _number_array(field: _Field, values: np.ndarray) -> list[float] | np.ndarray
     missing) goes through ``_numbers`` value by value, which names the first bad row or takes
     the missing values of a nullable input.
     """
-    if values.size <= 16:  # numpy's per-call cost outweighs a loop over a few values
-        return _numbers(field, values.tolist())
+    if values.size <= _SMALL:
+        return _each_number(field, values.tolist())
     numbers = values.astype(np.float64)
-    valid = np.abs(numbers) < field.limit  # False for NaN
-    if field.low is not None:
-        valid &= numbers >= field.low
-    if field.high is not None:
-        valid &= numbers <= field.high
-    if valid.all():
+    if _plainly_valid(field, numbers):
         return numbers
-    return _numbers(field, numbers.tolist())
+    return _each_number(field, numbers.tolist())
 
 
 def _strings(field: _Field, values: list[Any] | np.ndarray) -> bool:
     """Check string values; True when some are missing."""
+    if len(values) > _SMALL and _plain_strings(field, values):
+        return False
+    return _each_string(field, values)
+
+
+def _each_string(field: _Field, values: list[Any] | np.ndarray) -> bool:
+    """``_strings`` value by value: the plain path, which names the first bad row."""
     missing = False
     allowed = field.values
     for i, value in enumerate(values):
@@ -484,6 +524,21 @@ def _strings(field: _Field, values: list[Any] | np.ndarray) -> bool:
         else:
             raise InputError(field.name, f"row {i}: expected a string, got {_kind(value)}")
     return missing
+
+
+def _plain_strings(field: _Field, values: list[Any] | np.ndarray) -> bool:
+    """True when every value is a string the input takes, checked once per distinct value.
+
+    (A column of categories repeats a few values.) False for anything else, which the
+    value by value check then names: a value missing, not a string, not a category.
+    """
+    try:
+        distinct = set(values)
+    except TypeError:  # unhashable values (lists, objects): not strings
+        return False
+    if not all(type(value) is str for value in distinct):
+        return False
+    return field.values is None or distinct <= field.values
 
 
 def _epoch_seconds(name: str, row: int, text: str) -> float:

@@ -129,14 +129,16 @@ def decode_rest(body: bytes, header_length: str | None) -> Any:
     request = decode_json(view[:size])
     binary = view[size:]
     used = 0
-    inputs = request.get("inputs") if isinstance(request, dict) else None
-    for i, tensor in enumerate(inputs if isinstance(inputs, list) else ()):
-        parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
-        length = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    inputs = request.get("inputs") if type(request) is dict else None
+    for i, tensor in enumerate(inputs if type(inputs) is list else ()):
+        try:
+            length = tensor["parameters"]["binary_data_size"]
+        except (KeyError, TypeError, IndexError):  # no binary data for it; the schema checks the rest
+            continue
         if length is None:
             continue
         name = tensor.get("name")
-        name = name[:100] if isinstance(name, str) else f"inputs[{i}]"
+        name = name[:100] if type(name) is str else f"inputs[{i}]"
         if type(length) is not int or length < 0:
             raise InputError(name, f"binary_data_size {length!r} is not a byte count")
         if "data" in tensor:
@@ -251,6 +253,9 @@ def tensor_bytes(array: np.ndarray, kind: str) -> bytes:
     if kind == "BYTES":
         # each distinct element length-prefixed once (a label column repeats a few values)
         values = array.ravel().tolist()
+        if len(values) == 1 and type(values[0]) is str:  # one row's label: no table to build
+            raw = values[0].encode()
+            return _LENGTH.pack(len(raw)) + raw
         try:
             distinct = set(values)
         except TypeError:  # unhashable elements (maps of a sequence output)
