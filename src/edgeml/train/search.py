@@ -150,7 +150,10 @@ def run_search(
             time_budget_s=s.time_budget.total_seconds() if s.time_budget else None,
         ),
         run_config=tune.RunConfig(
-            name=f"{spec.name}", storage_path=storage, verbose=verbose, callbacks=[JsonLoggerCallback()]
+            name=f"{spec.name}",
+            storage_path=storage,
+            verbose=verbose,
+            callbacks=[JsonLoggerCallback()],  # type: ignore[no-untyped-call]
         ),
     )
     results = tuner.fit()
