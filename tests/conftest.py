@@ -207,7 +207,7 @@ def two_node_cluster(tmp_path: Path) -> Iterator[object]:
         yield cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_local() -> None:
     """One local Ray per test process for every pipeline run in it: `edgeml pipeline run` uses a
     running Ray, so the process pays Ray's start (5-30 s here) once instead of once per module or run.

@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.filterwarnings(spec))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_local() -> None:
     """The process's local Ray (2 CPUs, shared with every later test; see ``shared_local_ray``)."""
     shared_local_ray()  # on loopback, as the appliance starts it

@@ -33,7 +33,7 @@ def one_thread_per_library() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_cluster() -> None:
     """The process's local Ray (see ``shared_local_ray``); ``ray_session`` sees it running and reuses it."""
     shared_local_ray()
