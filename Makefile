@@ -77,8 +77,9 @@ typecheck: install
 	$(BIN)/mypy
 
 # One worker per core, each module whole on one worker (its fixtures, e.g. a local Ray, start once);
-# the slowest tests are listed at the end. `pytest -n 0` runs in one process.
-PYTEST_PARALLEL ?= -n auto --dist loadfile --durations=30
+# the slowest tests are listed at the end. `pytest -n 0` runs in one process. Files are handed out
+# longest first (tests/durations.json; xdist would reorder them by test count without the flag).
+PYTEST_PARALLEL ?= -n auto --dist loadfile --no-loadscope-reorder --durations=30
 test: install os-deps lint typecheck
 	$(BIN)/pytest $(PYTEST_PARALLEL)
 

@@ -22,6 +22,15 @@ import pytest
 from edgeml.settings import S3Settings, Settings, load_settings
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first (figures in tests/durations.json), each file's tests in their order:
+    xdist's ``--dist loadfile`` hands files out in this order, so no long file starts last."""
+    from durations import load
+
+    seconds = load()
+    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -198,20 +207,23 @@ def two_node_cluster(tmp_path: Path) -> Iterator[object]:
         yield cluster
 
 
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    """One local Ray for a module's pipeline runs: `edgeml pipeline run` uses a running Ray, so the
-    module pays Ray's start (seconds) once instead of once per run. Starting a local Ray itself is
-    tested in tests/ingest/test_runtime.py and by the demo."""
-    import ray
+@pytest.fixture
+def ray_local() -> None:
+    """One local Ray per test process for every pipeline run in it: `edgeml pipeline run` uses a
+    running Ray, so the process pays Ray's start (5-30 s here) once instead of once per module or run.
+    Starting a local Ray itself is tested in tests/ingest/test_runtime.py and by the demo."""
+    from raycluster import shared_local_ray
 
-    from raycluster import start_local_ray
+    shared_local_ray()  # on loopback, its state in a folder of its own
 
-    started = not ray.is_initialized()
-    if started:
-        start_local_ray()  # on loopback, its state in a folder of its own
+
+@pytest.fixture(scope="session", autouse=True)
+def _local_ray_ends_with_the_session() -> Iterator[None]:
+    """Fixtures start the process's local Ray on first use and leave it up (``shared_local_ray``);
+    it goes when the session ends. A process that never imported Ray pays nothing."""
     yield
-    if started:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
         ray.shutdown()
 
 

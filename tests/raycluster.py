@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["Cluster", "last_json", "run_python", "start_local_ray", "two_node_cluster"]
+__all__ = ["Cluster", "last_json", "run_python", "shared_local_ray", "start_local_ray", "two_node_cluster"]
 
 RAY = Path(sys.executable).with_name("ray")
 READY = "will now block"
@@ -57,6 +57,16 @@ def start_local_ray(num_cpus: int = 2) -> None:
         _LOCAL_TEMP.append(tempfile.mkdtemp(prefix="edgeml-ray-", dir="/tmp"))
         atexit.register(shutil.rmtree, _LOCAL_TEMP[0], ignore_errors=True)
     init_ray(None, num_cpus=num_cpus, _temp_dir=_LOCAL_TEMP[0])
+
+
+def shared_local_ray() -> None:
+    """The test process's local Ray, started on first use and left up for every later test in the
+    process: a start costs 5-30 s on 2 cores, and its warm workers skip their imports next time.
+    ``ray_session`` sees it running and reuses it; the root conftest shuts it down with the session."""
+    import ray
+
+    if not ray.is_initialized():
+        start_local_ray()
 
 
 def free_port() -> int:

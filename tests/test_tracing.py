@@ -40,9 +40,7 @@ def tree(finished: Any) -> dict[str, list[str]]:
 def test_a_pipeline_run_is_one_trace_with_a_span_per_stage(
     spans: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import ray
-
-    from raycluster import start_local_ray
+    from raycluster import shared_local_ray
     from train.helpers import cheap_faults
 
     data = cheap_faults("traced-faults")
@@ -52,14 +50,8 @@ def test_a_pipeline_run_is_one_trace_with_a_span_per_stage(
     args = ["--machines", "3", "--readings", "400", "--seed", "8", "--fault-rate", "0.01"]
     args += ["--store-key", "landing/pumps/a.csv"]
     assert main(["simulate", "sensors", *args]) == 0
-    started = not ray.is_initialized()
-    if started:
-        start_local_ray()
-    try:
-        code = main(["pipeline", "run", str(spec)])
-    finally:
-        if started:
-            ray.shutdown()
+    shared_local_ray()
+    code = main(["pipeline", "run", str(spec)])
     out, err = capsys.readouterr()
     assert code == 0, out + err
     finished = spans.get_finished_spans()

@@ -18,7 +18,7 @@ from edgeml.bundle.manifest import Golden, Histogram, InputField, Manifest, Outp
 from edgeml.store.base import ObjectStore
 from edgeml.store.local import LocalStore
 from edgeml.store.s3 import S3Store
-from raycluster import start_local_ray
+from raycluster import shared_local_ray
 
 
 def write_model(folder: Path, seed: int, *, external: bool = True) -> list[Path]:
@@ -137,14 +137,6 @@ def publish(store: ObjectStore, signer: Signer, tmp_path: Path) -> Publish:
 
 @contextmanager
 def local_ray() -> Iterator[None]:
-    """A local Ray for a module that trains models; one already running is reused and left up."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        start_local_ray()
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
+    """The process's local Ray for a module that trains models (see ``shared_local_ray``)."""
+    shared_local_ray()
+    yield

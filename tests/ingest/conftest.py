@@ -14,14 +14,14 @@ and pandas 3.1 (both are DeprecationWarnings, which users never see by default):
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from edgeml.simulate.sensors import SensorSimulation, simulate_sensors, write_csv
 from edgeml.spec import Spec, parse_spec
-from raycluster import start_local_ray
+from raycluster import shared_local_ray
 
 RAY_WARNINGS = (
     "ignore:The inplace keyword in DataFrame.reset_index is deprecated:DeprecationWarning",
@@ -53,24 +53,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.filterwarnings(spec))
 
 
-@pytest.fixture(scope="session")
-def ray_local() -> Iterator[None]:
-    """One local Ray (2 CPUs) for the whole session; ``ray_session`` reuses a running Ray."""
-    import ray
+@pytest.fixture
+def ray_local() -> None:
+    """The process's local Ray (2 CPUs, shared with every later test; see ``shared_local_ray``)."""
+    shared_local_ray()  # on loopback, as the appliance starts it
+    from ray.data import DataContext
 
-    if ray.is_initialized():  # pragma: no cover - another fixture started it
-        yield
-        return
-    start_local_ray()  # on loopback, as the appliance starts it
-    try:
-        from ray.data import DataContext
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray.data.context")
-            DataContext.get_current()
-        yield
-    finally:
-        ray.shutdown()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray.data.context")
+        DataContext.get_current()
 
 
 def _sources_yaml(*sources: str) -> str:

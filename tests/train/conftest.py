@@ -15,7 +15,7 @@ import pytest
 
 from edgeml.settings import Settings, load_settings
 from edgeml.train.data import load_training_data
-from raycluster import start_local_ray
+from raycluster import shared_local_ray
 
 from .helpers import SPECS, TaskData, make_snapshot, spec_from_dict, task_frame
 
@@ -33,20 +33,10 @@ def one_thread_per_library() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
-    """One local Ray for the whole session; ``ray_session`` sees it running and reuses it."""
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        start_local_ray()
-        started = True
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
+@pytest.fixture
+def ray_cluster() -> None:
+    """The process's local Ray (see ``shared_local_ray``); ``ray_session`` sees it running and reuses it."""
+    shared_local_ray()
 
 
 @dataclass

@@ -117,12 +117,16 @@ def run_search(
     """Run the search on the current Ray cluster and return every trial's outcome."""
     import optuna
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress says what happens
     # Tune's new console output prints an experiment banner even at verbose=0; the classic one is quiet.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune adds CSV and TensorBoard loggers unless told not to; tensorboardX imports torch (3-20 s
+    # per process here). Each trial's result.json, which the results frame is read from, stays.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     s = spec.search
     metric, mode = spec.metric, spec.metric_mode
 
@@ -145,7 +149,12 @@ def run_search(
             reuse_actors=True,  # a fresh worker per trial costs seconds of process start and imports
             time_budget_s=s.time_budget.total_seconds() if s.time_budget else None,
         ),
-        run_config=tune.RunConfig(name=f"{spec.name}", storage_path=storage, verbose=verbose),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}",
+            storage_path=storage,
+            verbose=verbose,
+            callbacks=[JsonLoggerCallback()],  # type: ignore[no-untyped-call]
+        ),
     )
     results = tuner.fit()
     frame = results.get_dataframe()

@@ -7,8 +7,10 @@ the types they may contain are declared, never trusted blindly.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +69,9 @@ def pip_requirements(types: list[str]) -> list[str]:
     Declared rather than left to MLflow, which infers them by loading the model in a subprocess:
     10-40 s per training on a 2-core machine, and it listed whatever the trainer had imported (pytest, tqdm).
     """
-    from importlib.metadata import packages_distributions, version
+    from importlib.metadata import version
 
-    owners = packages_distributions()
+    owners = _module_owners()
     names = {"edgeml", "scikit-learn", "skops", "pandas", "numpy"} | {
         d for t in types for d in owners.get(t.split(".")[0], [])
     }
@@ -77,6 +79,15 @@ def pip_requirements(types: list[str]) -> list[str]:
         names.add("torch")
     # a local version label (torch's +cpu) is not installable from an index
     return sorted(f"{name}=={version(name).split('+')[0]}" for name in names)
+
+
+@functools.cache
+def _module_owners() -> Mapping[str, list[str]]:
+    """Top-level module -> the distributions that install it. Reading every installed distribution's
+    file list takes 1-3 s here, and what is installed does not change while a process trains."""
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
 
 
 def git_commit(cwd: Path | None = None) -> str:
