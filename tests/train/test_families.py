@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from edgeml.spec.models import FAMILIES as TASK_FAMILIES
@@ -16,7 +17,7 @@ from edgeml.train.families import FAMILIES, IsolationForestThreshold, suggest
 from edgeml.train.metrics import evaluate
 from edgeml.train.mlp import MLPClassifierTorch, MLPRegressorTorch
 from edgeml.train.pipeline import build_pipeline
-from edgeml.train.search import family_params
+from edgeml.train.search import family_params, trial_seed
 
 from .helpers import TaskData
 
@@ -269,3 +270,30 @@ def test_isolation_forest_scores_are_higher_for_anomalies() -> None:
     assert scores[y == 1].mean() > scores[y == 0].mean()
     again = IsolationForestThreshold(n_estimators=100, random_state=0).fit(X)
     assert np.array_equal(again.score_samples(X), scores)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_final_refit_on_every_core_is_the_one_core_model_and_serves_on_one_core(
+    task_data: Callable[[str], TaskData], task: str
+) -> None:
+    from edgeml.train.run import _fit_final
+
+    td = task_data(task)
+    config = {"family": "random_forest", "random_forest.n_estimators": 20, "seed": 3}
+    refit = _fit_final(td.spec, td.data, config)
+    assert refit[-1].n_jobs == 1  # devices and parity checks run it on one core
+
+    family, params = family_params(config)
+    one_core = build_pipeline(
+        td.spec,
+        td.data.layout,
+        FAMILIES[family].build(task, params, trial_seed(3, config)),
+        params,  # type: ignore[arg-type]
+    )
+    X = pd.concat([td.data.X_train, td.data.X_val], ignore_index=True)
+    one_core.fit(X, np.concatenate([td.data.y_train, td.data.y_val]))  # type: ignore[list-item]
+    assert one_core[-1].n_jobs == 1
+    if task == "classification":
+        assert np.array_equal(refit.predict_proba(td.data.X_hold), one_core.predict_proba(td.data.X_hold))
+    else:
+        assert np.array_equal(refit.predict(td.data.X_hold), one_core.predict(td.data.X_hold))

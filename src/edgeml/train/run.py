@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,14 +119,31 @@ def _fit_final(spec: Spec, data: TrainingData, config: dict[str, Any]) -> Any:
     seed = trial_seed(int(config.get("seed", spec.search.seed)), config)
     if streams(spec, data, family):
         return fit_incremental(spec, data, family, params, seed, splits=(TRAIN, VALIDATION))
-    pipeline = build_pipeline(spec, data.layout, FAMILIES[family].build(spec.task, params, seed), params)
+    estimator = FAMILIES[family].build(spec.task, params, seed)
+    pipeline = build_pipeline(spec, data.layout, estimator, params)
     X = pd.concat([data.X_train, data.X_val], ignore_index=True)
     y = None
     if data.y_train is not None and data.y_val is not None:
         import numpy as np
 
         y = np.concatenate([data.y_train, data.y_val])
-    return pipeline.fit(X, y)
+    with _every_core(estimator):
+        return pipeline.fit(X, y)
+
+
+@contextmanager
+def _every_core(estimator: Any) -> Iterator[None]:
+    """Trials run one core each, side by side; the one refit runs alone after the search, so
+    it takes every core (a forest's trees are seeded up front: the model is the same for any
+    n_jobs). Only the model's own threads: the preprocessing's ColumnTransformer would fork
+    processes, each with a copy of the data. The fitted model goes back to one core, as
+    devices and parity checks run it."""
+    keys = [k for k in estimator.get_params() if k == "n_jobs" or k.endswith("__n_jobs")]
+    estimator.set_params(**dict.fromkeys(keys, -1))
+    try:
+        yield
+    finally:
+        estimator.set_params(**dict.fromkeys(keys, 1))
 
 
 def _log_trials(client: Any, experiment: str, parent: str, result: SearchResult) -> None:
