@@ -112,14 +112,16 @@ def resolve_model_version(model_uri: str, tracking: str) -> ModelVersion:
     )
 
 
-def load_kept_artifacts(run_id: str, dest: Path, settings: Settings | None = None) -> tuple[Spec, pd.DataFrame]:
+def load_kept_artifacts(
+    run_id: str, dest: Path, settings: Settings | None = None
+) -> tuple[Spec, pd.DataFrame]:
     """The spec and holdout rows training kept with ``run_id``; rows sealed under hipaa are opened
     with the key ``settings``' appliance seals them with (:mod:`edgeml.privacy.sealed_rows`)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from edgeml.privacy.sealed_rows import is_sealed, kept_rows_key, read_rows
     from edgeml.train.run import KEPT_ROWS
-    from mlflow.exceptions import MlflowException
 
     try:
         folder = Path(mlflow.MlflowClient().download_artifacts(run_id, "edgeml", str(dest)))

@@ -85,14 +85,18 @@ def is_sealed(path: Path) -> bool:
         return fh.read(len(MAGIC)) == MAGIC
 
 
-def write_rows(rows: pd.DataFrame, path: Path, *, run_id: str, artifact: str, key: KeptRowsKey | None) -> None:
+def write_rows(
+    rows: pd.DataFrame, path: Path, *, run_id: str, artifact: str, key: KeptRowsKey | None
+) -> None:
     """Write ``rows`` as Parquet at ``path``: sealed for ``run_id``'s ``artifact`` when ``key`` has a
     sealer, else in clear."""
     if key is None:
         rows.to_parquet(path, index=False)
         return
     if key.sealer is None:
-        raise UserError(f"MLflow's kept rows are to be sealed, and there is no key: looked for {key.described}")
+        raise UserError(
+            f"MLflow's kept rows are to be sealed, and there is no key: looked for {key.described}"
+        )
     plain = io.BytesIO()
     rows.to_parquet(plain, index=False)
     plain.seek(0)

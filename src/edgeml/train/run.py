@@ -29,7 +29,15 @@ from edgeml.train.registry import ChampionComparison, crown, move_alias, record_
 from edgeml.train.search import SearchResult, family_params, fit_trial, run_search, trial_seed
 from edgeml.train.stream import TRAIN, VALIDATION
 
-__all__ = ["HOLDOUT_SAMPLE", "KEPT_ROWS", "TARGET_COLUMN", "TrainReport", "keep_holdout", "log_model", "train"]
+__all__ = [
+    "HOLDOUT_SAMPLE",
+    "KEPT_ROWS",
+    "TARGET_COLUMN",
+    "TrainReport",
+    "keep_holdout",
+    "log_model",
+    "train",
+]
 
 #: holdout rows kept with each model version, for export parity checks and quantisation
 HOLDOUT_SAMPLE = 2000
@@ -171,7 +179,10 @@ def keep_holdout(spec: Spec, data: TrainingData, settings: Settings) -> None:
 
     from edgeml.privacy.sealed_rows import SEALED_TAG, kept_rows_key, write_rows
 
-    run_id = mlflow.active_run().info.run_id
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("keep_holdout logs to the active MLflow run: start one first")
+    run_id = run.info.run_id
     key = kept_rows_key(settings, create=True) if spec.compliance == "hipaa" else None
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "spec.json").write_text(spec.model_dump_json(by_alias=True, indent=2))
