@@ -16,6 +16,7 @@ import pytest
 
 from edgeml.audit import AuditLog
 from edgeml.cli import main
+from edgeml.errors import UserError
 from edgeml.ingest.lake import Part, list_snapshots, load_snapshot, read_parts
 from edgeml.privacy.where import Where, parse_where
 from edgeml.settings import Settings
@@ -171,18 +172,21 @@ def test_validation_reports_lose_the_failing_examples_that_hold_the_value(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("compliance", ["gdpr", "hipaa"])
 def test_erase_rewrites_the_holdout_rows_mlflow_keeps_for_each_run(
-    clean_env: Path, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    clean_env: Path, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], compliance: str
 ) -> None:
     """The pii column is no model input, so a holdout row is Ana's when it equals one of her erased
-    feature rows in every input; her rows carry an rpm no one else's does, to check that by."""
+    feature rows in every input; her rows carry an rpm no one else's does, to check that by. Under
+    hipaa the rows are kept sealed: erasure opens them with the key and rewrites them sealed, and
+    without the key it refuses before anything is erased."""
     import mlflow
 
     from edgeml.train.data import load_training_data
     from edgeml.train.run import keep_holdout
     from edgeml.train.tracking import experiment_id, tracking_uri
 
-    spec = _spec(tmp_path)
+    spec = _spec(tmp_path, compliance=compliance)
     frame = _frame(readings=400)  # as training's own tests: every class in every split
     frame.loc[frame["operator"] == ANA, "rpm"] = 1234.5
     old = make_snapshot(spec, settings, frame)
@@ -195,18 +199,32 @@ def test_erase_rewrites_the_holdout_rows_mlflow_keeps_for_each_run(
     runs = []
     for _ in range(2):  # as training logs them: the spec and the holdout rows with targets
         with mlflow.start_run(experiment_id=experiment_id(spec.name, settings)) as run:
-            keep_holdout(spec, data)
+            keep_holdout(spec, data, settings)
         runs.append(run.info.run_id)
     client.delete_run(runs[1])  # a deleted run keeps its artifacts until MLflow's gc
-    kept = _holdout(client, runs[0], tmp_path / "before")
+    kept = _holdout(client, runs[0], tmp_path / "before", settings)
 
     argv = ["data", "erase", str(tmp_path / "erase-pumps.yaml"), "--where", f"operator = '{ANA}'"]
+    if compliance == "hipaa":  # the key gone: refused, naming it, before anything is erased
+        store = store_from_settings(settings)
+        objects = [k for k in store.keys("") if not k.startswith("audit/")]
+        keys = {k: store.get(k) for k in objects}
+        marker = settings.home / "mlartifacts.sealed.json"
+        marker.rename(tmp_path / "marker")
+        assert main([*argv, "--reason", "DSR-9"]) == 2
+        err = capsys.readouterr().err
+        assert "nothing was erased" in err, err
+        assert "are sealed (compliance hipaa)" in err, err
+        assert str(marker) in err
+        assert [k for k in store.keys("") if not k.startswith("audit/")] == objects
+        assert {k: store.get(k) for k in objects} == keys
+        (tmp_path / "marker").rename(marker)
     assert main([*argv, "--reason", "DSR-9"]) == 0
     out = capsys.readouterr().out
     assert f"MLflow: {2 * ana} kept holdout rows erased in 2 runs" in out
     for n, run_id in enumerate(runs):
         assert f"run {run_id}: {ana} rows" in out
-        after = _holdout(client, run_id, tmp_path / f"after-{n}")
+        after = _holdout(client, run_id, tmp_path / f"after-{n}", settings)
         assert (after["rpm"] != 1234.5).all()
         pd.testing.assert_frame_equal(after, kept[kept["rpm"] != 1234.5].reset_index(drop=True))
     # the live run records the erasure (never the value); the audit entry names both runs
@@ -272,7 +290,7 @@ def test_input_examples_mlflow_keeps_are_no_ones_rows_and_erasure_replaces_old_o
     models = {}
     for how in ("training", "before"):
         with mlflow.start_run(experiment_id=experiment_id(spec.name, settings)):
-            keep_holdout(spec, data)
+            keep_holdout(spec, data, settings)
             if how == "training":
                 info = log_model(spec, data, model)
             else:  # as training logged models before: the first holdout rows, Ana's here
@@ -318,9 +336,21 @@ def test_input_examples_mlflow_keeps_are_no_ones_rows_and_erasure_replaces_old_o
     assert entry.after["mlflow_input_examples"] == {models["before"]: 2}
 
 
-def _holdout(client: Any, run_id: str, dest: Path) -> pd.DataFrame:
+def _holdout(client: Any, run_id: str, dest: Path, settings: Settings) -> pd.DataFrame:
+    """A run's kept holdout rows: in clear, or (hipaa) sealed, opened with the appliance's key only."""
+    from edgeml.privacy.sealed_rows import is_sealed, kept_rows_key, read_rows
+
     dest.mkdir()
-    return pd.read_parquet(client.download_artifacts(run_id, "edgeml/holdout.parquet", str(dest)))
+    path = Path(client.download_artifacts(run_id, "edgeml/holdout.parquet", str(dest)))
+    sealed = client.get_run(run_id).data.tags.get("edgeml.kept_rows") == "sealed"
+    assert is_sealed(path) == sealed
+    if not sealed:
+        return pd.read_parquet(path)
+    assert b"PAR1" not in path.read_bytes()
+    assert b"badge-" not in path.read_bytes()
+    with pytest.raises(UserError, match="are sealed"):
+        read_rows(path, run_id=run_id, artifact="edgeml/holdout.parquet", key=None)
+    return read_rows(path, run_id=run_id, artifact="edgeml/holdout.parquet", key=kept_rows_key(settings))
 
 
 def test_erasing_a_dataset_by_name_and_erasing_nothing(

@@ -1,12 +1,15 @@
 """A hipaa pipeline run end to end, from a fresh appliance home: ``edgeml pipeline run`` on a spec
 whose data holds a pii column, then the guarantees checked on what that run left behind — the store
 sealed, every read of lake data on the audit trail, the signed manifest and MLflow's input example
-holding no one's row."""
+holding no one's row, MLflow's kept holdout rows sealed and no value of them anywhere in clear under
+its artifacts or in its database."""
 
 from __future__ import annotations
 
 import io
 import json
+import sqlite3
+import struct
 from pathlib import Path
 
 import pandas as pd
@@ -17,9 +20,13 @@ import yaml
 
 from edgeml.audit import AuditLog
 from edgeml.cli import main
+from edgeml.errors import UserError
+from edgeml.export.run import load_kept_artifacts
 from edgeml.ingest.lake import load_snapshot, read_parts
+from edgeml.privacy.sealed_rows import KeptRowsKey, kept_rows_key, read_rows
 from edgeml.settings import Settings
 from edgeml.store import store_from_settings
+from edgeml.store.sealed import Sealer
 from train.helpers import cheap_faults, simulate_frame
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
@@ -114,3 +121,50 @@ def test_a_hipaa_pipeline_run_keeps_every_guarantee_on_its_artefacts(
         for name in numeric:
             if name in row and row[name] is not None:
                 assert round(float(row[name]), 6) not in set(table[name].dropna().round(6)), name
+
+    # MLflow keeps the holdout rows sealed with the store's key (export and bundle building above
+    # opened them to prove parity); no file under its artifacts, nor its database, holds a value of
+    # them in clear
+    artifacts = [p for p in (settings.home / "mlartifacts").rglob("*") if p.is_file()]
+    (kept,) = [p for p in artifacts if p.name == "holdout.parquet"]
+    run_id = kept.parents[2].name
+    assert kept.read_bytes().startswith(b"EDGEMLS1")
+    key = kept_rows_key(settings)
+    assert "the store's key" in key.described
+    rows = read_rows(kept, run_id=run_id, artifact="edgeml/holdout.parquet", key=key)
+    assert len(rows) > 0
+    assert _rows(rows, numeric) <= _rows(table, numeric)  # feature rows, now readable only with the key
+    values = {float(v) for name in numeric for v in rows[name].dropna()}
+    doubles = [struct.pack("<d", v) for v in values]
+    texts = [t.encode() for t in {repr(v) for v in values} | {f"{v:.6g}" for v in values} if len(t) >= 6]
+    for path in artifacts:
+        data = path.read_bytes()
+        for clear in (b"PAR1", b"badge-"):
+            assert clear not in data, path
+        assert not [t for t in texts if t in data], path
+        found = [d for d in doubles if d in data]
+        if path.name == "model.skops":  # a forest's thresholds are midpoints of readings: a few meet one
+            assert len(found) <= len(doubles) // 100, path
+            for name in numeric:  # and no column of rows is kept
+                column = rows[name].dropna().to_numpy(dtype="<f8")
+                assert not [i for i in range(len(column) - 2) if column[i : i + 3].tobytes() in data], name
+        else:
+            assert not found, path
+    with sqlite3.connect(settings.home / "mlflow.db") as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        cells = [
+            str(cell).encode() if not isinstance(cell, bytes) else cell
+            for t in tables
+            for row in db.execute(f'SELECT * FROM "{t}"')  # sqlite_master's names
+            for cell in row
+            if cell is not None
+        ]
+    assert not [c for c in cells if b"badge-" in c]
+    assert not [c for c in cells for t in texts if t in c]
+    assert not [c for c in cells for d in doubles if d in c]
+    # without the key, or with another appliance's, the rows are refused, naming the key
+    with pytest.raises(UserError, match=r"sealed \(compliance hipaa\) and there is no key"):
+        load_kept_artifacts(run_id, tmp_path / "keyless")
+    other = KeptRowsKey(Sealer(bytes(32)), "another key")
+    with pytest.raises(UserError, match="another key does not open them"):
+        read_rows(kept, run_id=run_id, artifact="edgeml/holdout.parquet", key=other)

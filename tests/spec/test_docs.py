@@ -119,6 +119,7 @@ def test_spec_check_says_what_the_compliance_mode_will_do(mode: str) -> None:
     assert "telemetry and labels 90 days at most" in text
     assert ("merged on the device" in text and "edgeml central seal" in text) == (mode == "hipaa")
     assert ("(data.read)" in text) == (mode == "hipaa")
+    assert ("MLflow keeps with each training run are sealed" in text) == (mode == "hipaa")
     console = Console(record=True, width=200, color_system=None)
     console.print(render_summary(spec))
     assert f"compliance {mode}" in console.export_text()

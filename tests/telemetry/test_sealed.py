@@ -12,7 +12,13 @@ from central.conftest import make_config, running
 from edgeml.central.config import CentralConfig
 from edgeml.cli import main
 from edgeml.errors import StoreConfigError
-from edgeml.telemetry.db.sealed import UNSAFE_CRYPTO_ENV, seal_telemetry_file
+from edgeml.telemetry.db.sealed import (
+    HTTPFS_WHEEL,
+    UNSAFE_CRYPTO_ENV,
+    load_crypto,
+    packaged_httpfs,
+    seal_telemetry_file,
+)
 from edgeml.telemetry.db.store import DuckDBStore
 
 from .batches import make_batch
@@ -22,9 +28,10 @@ WARD = "oncology-ward-7-north"
 
 
 def _httpfs_loads() -> bool:
+    """Whether the node finds OpenSSL for DuckDB here: the packaged httpfs, or an installed one."""
     try:
-        duckdb.connect().execute("LOAD httpfs")
-    except duckdb.Error:
+        load_crypto(duckdb.connect(), unsafe=False)
+    except StoreConfigError:
         return False
     return True
 
@@ -97,12 +104,22 @@ def test_without_openssl_the_node_says_how_to_get_it_instead_of_encrypting_weakl
     monkeypatch.delenv(UNSAFE_CRYPTO_ENV, raising=False)
     path = tmp_path / "t.duckdb"
     seal_telemetry_file(path, tmp_path / "home")
+    packaged = packaged_httpfs()
+    if packaged is not None:  # the wheel for this DuckDB: loaded from its file, nothing fetched
+        con = duckdb.connect(config={"autoinstall_known_extensions": False})
+        load_crypto(con, unsafe=False)
+        loaded = "SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'"
+        assert con.execute(loaded).fetchall() == [(True,)]
+        assert con.execute("SELECT current_setting('force_mbedtls_unsafe')").fetchall() == [(False,)]
     if _httpfs_loads():
         DuckDBStore(path).close()
+        assert path.exists()
         return
     with pytest.raises(StoreConfigError, match="httpfs") as error:
         DuckDBStore(path)
-    assert "INSTALL httpfs" in (error.value.hint or "")
+    hint = error.value.hint or ""
+    assert "INSTALL httpfs" in hint
+    assert f"pip install {HTTPFS_WHEEL}=={duckdb.__version__}" in hint
     assert not path.exists()  # nothing was written in clear instead
 
 

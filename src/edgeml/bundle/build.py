@@ -444,7 +444,7 @@ def build_bundle(
     folder = default_export_dir(settings, exact, profile.name)
     report = export_model(exact, profile.name, folder, settings, tracking, resolved=resolved)
     with tempfile.TemporaryDirectory() as tmp:
-        spec, rows = load_kept_artifacts(run_id, Path(tmp))
+        spec, rows = load_kept_artifacts(run_id, Path(tmp), settings)
     layout = input_layout(spec)
     split = _snapshot_rows(spec, settings, snapshot, layout) if snapshot else None
     training = split.inputs if split is not None else None

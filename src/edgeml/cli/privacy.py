@@ -80,6 +80,7 @@ def erase(
     """
     from edgeml.audit import cli_actor
     from edgeml.privacy.erase import erase as run_erase
+    from edgeml.privacy.sealed_rows import kept_rows_key
     from edgeml.privacy.where import parse_where
     from edgeml.store import store_from_settings
     from edgeml.train.tracking import tracking_uri as default_uri
@@ -105,6 +106,7 @@ def erase(
         columns=columns,
         tracking=tracking,
         layout=layout,
+        kept_key=kept_rows_key(settings),
     )
     _report("erased", done.lake)
     _report_kept(done)

@@ -112,9 +112,16 @@ def resolve_model_version(model_uri: str, tracking: str) -> ModelVersion:
     )
 
 
-def load_kept_artifacts(run_id: str, dest: Path) -> tuple[Spec, pd.DataFrame]:
+def load_kept_artifacts(
+    run_id: str, dest: Path, settings: Settings | None = None
+) -> tuple[Spec, pd.DataFrame]:
+    """The spec and holdout rows training kept with ``run_id``; rows sealed under hipaa are opened
+    with the key ``settings``' appliance seals them with (:mod:`edgeml.privacy.sealed_rows`)."""
     import mlflow
     from mlflow.exceptions import MlflowException
+
+    from edgeml.privacy.sealed_rows import is_sealed, kept_rows_key, read_rows
+    from edgeml.train.run import KEPT_ROWS
 
     try:
         folder = Path(mlflow.MlflowClient().download_artifacts(run_id, "edgeml", str(dest)))
@@ -124,7 +131,9 @@ def load_kept_artifacts(run_id: str, dest: Path) -> tuple[Spec, pd.DataFrame]:
             hint="retrain it with this edgeml version",
         ) from exc
     spec = Spec.model_validate_json((folder / "spec.json").read_text())
-    return spec, pd.read_parquet(folder / "holdout.parquet")
+    path = folder / "holdout.parquet"
+    key = kept_rows_key(settings) if settings is not None and is_sealed(path) else None
+    return spec, read_rows(path, run_id=run_id, artifact=KEPT_ROWS, key=key)
 
 
 def _initial_types(layout: InputLayout) -> list[tuple[str, Any]]:
@@ -477,7 +486,7 @@ def export_model(
         precision = "fp32"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        spec, holdout = load_kept_artifacts(run_id, work / "artifacts")
+        spec, holdout = load_kept_artifacts(run_id, work / "artifacts", settings)
         layout = input_layout(spec)
         _refuse_inputs(profile, layout)
         X = holdout[layout.columns]

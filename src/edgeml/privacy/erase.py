@@ -26,6 +26,7 @@ from edgeml.privacy.where import Where, matches
 from edgeml.store.base import ObjectStore
 
 if TYPE_CHECKING:
+    from edgeml.privacy.sealed_rows import KeptRowsKey
     from edgeml.train.pipeline import InputLayout
 
 __all__ = ["Erasure", "erase", "lake_columns"]
@@ -79,6 +80,7 @@ def erase(
     columns: set[str] | None = None,
     tracking: str | None = None,
     layout: InputLayout | None = None,
+    kept_key: KeptRowsKey | None = None,
 ) -> Erasure:
     """Remove every row of ``dataset`` matching ``where`` from the lake, quarantine, validated parts and
     feature tables; new snapshots replace the ones that held them; validation reports' examples and,
@@ -87,7 +89,8 @@ def erase(
 
     ``columns`` (the spec's schema, when known) lets a misspelt column be refused before any work;
     ``layout`` (its model inputs) lets published golden rows be matched through the inputs
-    (:mod:`edgeml.privacy.published`), which are found, never rewritten.
+    (:mod:`edgeml.privacy.published`), which are found, never rewritten. ``kept_key`` opens the
+    holdout rows runs keep sealed (hipaa, :mod:`edgeml.privacy.sealed_rows`).
     """
     from edgeml.privacy.kept import erase_holdouts, find_experiment, scrub_reports
     from edgeml.privacy.published import bundles_holding
@@ -97,7 +100,7 @@ def erase(
     if where.column not in columns:
         known = ", ".join(sorted(columns))
         raise UserError(f"--where names column {where.column!r}, which {dataset} does not have ({known})")
-    experiment = find_experiment(tracking, dataset) if tracking is not None else None
+    experiment = find_experiment(tracking, dataset, kept_key) if tracking is not None else None
 
     erased_features: list[pa.Table] = []  # what a run's holdout rows were made from
 

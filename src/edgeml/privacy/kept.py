@@ -9,6 +9,8 @@
   not an input: the run's own ``spec.json`` says how training turned feature rows into inputs).
   The artifact is rewritten in place (MLflow has no delete of one artifact) and the run gets an
   ``edgeml.erased.<time>`` tag: column, the value's sha256, rows, reason — never the value.
+  Rows sealed under hipaa (:mod:`edgeml.privacy.sealed_rows`) are opened, and rewritten sealed,
+  with the key; without it (or with another) the erasure is refused before anything is erased.
 - Each model a run logged keeps an input example (``input_example.json`` and, as a serving request,
   ``serving_input_example.json``). Training logs a synthesised row there
   (:mod:`edgeml.privacy.example`); a model logged before it did keeps two real holdout rows, so an
@@ -34,6 +36,7 @@ import pyarrow as pa
 from edgeml.errors import UserError
 
 if TYPE_CHECKING:
+    from edgeml.privacy.sealed_rows import KeptRowsKey
     from edgeml.privacy.where import Where
     from edgeml.store.base import ObjectStore
     from edgeml.train.pipeline import InputLayout
@@ -150,11 +153,13 @@ class Experiment:
 
     client: Any
     id: str | None
+    key: KeptRowsKey | None = None  # opens the runs' rows sealed under hipaa
 
 
-def find_experiment(tracking_uri: str, name: str) -> Experiment:
-    """The experiment named ``name``; a UserError when MLflow cannot answer. Called before anything
-    is erased: the rows that find a run's holdout rows exist only until the lake is rewritten."""
+def find_experiment(tracking_uri: str, name: str, key: KeptRowsKey | None = None) -> Experiment:
+    """The experiment named ``name``; a UserError when MLflow cannot answer, or when its runs keep
+    rows sealed (hipaa) that ``key`` does not open. Called before anything is erased: the rows that
+    find a run's holdout rows exist only until the lake is rewritten."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -166,7 +171,31 @@ def find_experiment(tracking_uri: str, name: str) -> Experiment:
             f"MLflow at {tracking_uri} cannot be read, so nothing was erased: {exc}",
             hint="check --tracking-uri (the MLflow that trained the models on this dataset)",
         ) from exc
-    return Experiment(client, None if found is None else str(found.experiment_id))
+    experiment = Experiment(client, None if found is None else str(found.experiment_id), key)
+    _check_key(experiment)
+    return experiment
+
+
+def _check_key(experiment: Experiment) -> None:
+    """Open one run's sealed holdout rows, if any run keeps some: the key must be here and fit."""
+    from mlflow.entities import ViewType
+
+    from edgeml.privacy.sealed_rows import SEALED_TAG, read_rows
+
+    if experiment.id is None:
+        return
+    sealed = experiment.client.search_runs(
+        [experiment.id], f"tags.`{SEALED_TAG}` = 'sealed'", run_view_type=ViewType.ALL, max_results=1
+    )
+    if not sealed:
+        return
+    run_id = sealed[0].info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(experiment.client.download_artifacts(run_id, HOLDOUT, tmp))
+        try:
+            read_rows(path, run_id=run_id, artifact=HOLDOUT, key=experiment.key)
+        except UserError as exc:
+            raise UserError(f"nothing was erased: {exc.message}", hint=exc.hint) from exc
 
 
 @dataclass
@@ -185,6 +214,8 @@ def erase_holdouts(
     example of every model those runs logged that holds one of them."""
     from mlflow.entities import ViewType
 
+    from edgeml.privacy.sealed_rows import is_sealed, read_rows, write_rows
+
     client = experiment.client
     out = MlflowErasure()
     if experiment.id is None:
@@ -202,11 +233,14 @@ def erase_holdouts(
                 continue
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(client.download_artifacts(run_id, "edgeml", tmp))
-                rows = pd.read_parquet(folder / "holdout.parquet")
+                path = folder / "holdout.parquet"
+                sealed = is_sealed(path)  # sealed stays sealed
+                rows = read_rows(path, run_id=run_id, artifact=HOLDOUT, key=experiment.key)
                 drop = _holdout_matches(rows, where, folder, erased)
                 if drop.any():
                     rows = rows[~drop].reset_index(drop=True)
-                    rows.to_parquet(folder / "holdout.parquet", index=False)
+                    key = experiment.key if sealed else None
+                    write_rows(rows, path, run_id=run_id, artifact=HOLDOUT, key=key)
                     client.log_artifact(run_id, str(folder / "holdout.parquet"), "edgeml")
                     out.holdouts[run_id] = int(drop.sum())
                 for model_id, n in _erase_examples(experiment, run_id, where, folder, erased, rows).items():

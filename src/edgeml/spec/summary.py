@@ -135,6 +135,10 @@ def compliance_lines(spec: Spec) -> list[str]:
             "store.s3.server_side_encryption; the central node's telemetry file: `edgeml central seal` "
             "(a node in clear refuses this model's telemetry)"
         )
+        lines.append(
+            "the holdout rows MLflow keeps with each training run are sealed with the store's key "
+            "(export and erasure open them through it)"
+        )
         lines.append("every command's read of lake data is recorded on the audit trail (data.read)")
     if mode == "sox":
         lines.append(

@@ -30,11 +30,21 @@ from edgeml.train.registry import ChampionComparison, crown, move_alias, record_
 from edgeml.train.search import SearchResult, family_params, fit_trial, run_search, trial_seed
 from edgeml.train.stream import TRAIN, VALIDATION
 
-__all__ = ["HOLDOUT_SAMPLE", "TARGET_COLUMN", "TrainReport", "keep_holdout", "log_model", "train"]
+__all__ = [
+    "HOLDOUT_SAMPLE",
+    "KEPT_ROWS",
+    "TARGET_COLUMN",
+    "TrainReport",
+    "keep_holdout",
+    "log_model",
+    "train",
+]
 
 #: holdout rows kept with each model version, for export parity checks and quantisation
 HOLDOUT_SAMPLE = 2000
 TARGET_COLUMN = "__target__"
+#: where in a run they are kept
+KEPT_ROWS = "edgeml/holdout.parquet"
 
 Progress = Callable[[str], None]
 
@@ -179,17 +189,27 @@ def _log_trials(client: Any, experiment: str, parent: str, result: SearchResult)
         client.set_terminated(run.info.run_id)
 
 
-def keep_holdout(spec: Spec, data: TrainingData) -> None:
+def keep_holdout(spec: Spec, data: TrainingData, settings: Settings) -> None:
     """Log what export needs to prove parity later as the active run's ``edgeml/`` artifacts: the
-    spec and holdout rows with targets (``edgeml data erase`` rewrites ``edgeml/holdout.parquet``)."""
+    spec and holdout rows with targets (``edgeml data erase`` rewrites ``edgeml/holdout.parquet``).
+    Under hipaa the rows are sealed with the store's key (:mod:`edgeml.privacy.sealed_rows`)."""
     import mlflow
 
+    from edgeml.privacy.sealed_rows import SEALED_TAG, kept_rows_key, write_rows
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("keep_holdout logs to the active MLflow run: start one first")
+    run_id = run.info.run_id
+    key = kept_rows_key(settings, create=True) if spec.compliance == "hipaa" else None
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "spec.json").write_text(spec.model_dump_json(by_alias=True, indent=2))
         rows = data.X_hold.head(HOLDOUT_SAMPLE).copy()
         if data.y_hold is not None:
             rows[TARGET_COLUMN] = data.y_hold[: len(rows)]
-        rows.to_parquet(Path(tmp) / "holdout.parquet", index=False)
+        write_rows(rows, Path(tmp) / "holdout.parquet", run_id=run_id, artifact=KEPT_ROWS, key=key)
+        if key is not None:
+            mlflow.set_tag(SEALED_TAG, "sealed")
         mlflow.log_artifacts(tmp, artifact_path="edgeml")
 
 
@@ -306,7 +326,7 @@ def train(
         with tempfile.TemporaryDirectory() as tmp:
             files = write_evaluation(spec.task, model, data.X_hold, data.y_hold, holdout, Path(tmp))
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
-        keep_holdout(spec, data)
+        keep_holdout(spec, data, settings)
         info = log_model(spec, data, model)
     version = str(info.registered_model_version)
     tags = {

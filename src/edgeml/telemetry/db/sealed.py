@@ -7,7 +7,9 @@ store is sealed (:mod:`edgeml.store.sealed`). From then on the store attaches th
 (AES-256-GCM), and a file opened without the key is refused.
 
 DuckDB writes encrypted files only with a secure random source, OpenSSL's, which its ``httpfs``
-extension brings: the node loads it, and says how to install it when it is missing. DuckDB's
+extension brings: the node loads it from the ``duckdb-extension-httpfs`` wheel when one built for
+the running DuckDB is installed (a file in the package, no download), else the copy ``INSTALL
+httpfs`` put in DuckDB's extension folder, and says how to get one when neither is there. DuckDB's
 built-in fallback (mbedtls) draws nonces from a generator that is not cryptographically secure;
 it is used only when ``EDGEML_TELEMETRY_UNSAFE_CRYPTO=1`` says so (tests and development
 machines without the extension), never by default.
@@ -28,10 +30,12 @@ from edgeml.errors import StoreConfigError, Unavailable
 from edgeml.store.sealed import seal_with_new_key, sealing_key
 
 __all__ = [
+    "HTTPFS_WHEEL",
     "UNSAFE_CRYPTO_ENV",
     "NotSealed",
     "encryption_key",
     "load_crypto",
+    "packaged_httpfs",
     "refuse_clear_hipaa",
     "seal_telemetry_file",
 ]
@@ -62,19 +66,45 @@ def encryption_key(db_path: Path) -> str | None:
     return None if key is None else key.hex()
 
 
+#: the wheel that ships DuckDB's httpfs extension, one release per DuckDB release
+HTTPFS_WHEEL = "duckdb-extension-httpfs"
+
+
+def packaged_httpfs() -> Path | None:
+    """The httpfs extension the ``duckdb-extension-httpfs`` wheel installed for the running DuckDB
+    (an extension loads only into the DuckDB release it was built for), or None."""
+    import importlib.util
+
+    found = importlib.util.find_spec(HTTPFS_WHEEL.replace("-", "_"))
+    if found is None or not found.submodule_search_locations:
+        return None
+    for folder in found.submodule_search_locations:
+        path = Path(folder) / "extensions" / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
+        if path.is_file():
+            return path
+    return None
+
+
 def load_crypto(con: duckdb.DuckDBPyConnection, unsafe: bool | None = None) -> None:
-    """Make ``con`` able to write encrypted files: OpenSSL through httpfs, or the unsafe fallback
-    when ``unsafe`` (None: as the environment says) allows it."""
+    """Make ``con`` able to write encrypted files: OpenSSL through httpfs — the packaged one
+    (:func:`packaged_httpfs`), else the one installed in DuckDB's extension folder — or the unsafe
+    fallback when ``unsafe`` (None: as the environment says) allows it."""
+    packaged = packaged_httpfs()
     try:
-        con.execute("LOAD httpfs")
+        if packaged is not None:
+            con.execute(f"LOAD '{packaged.as_posix()}'")
+        else:
+            con.execute("LOAD httpfs")
     except duckdb.Error as exc:
         if unsafe if unsafe is not None else os.environ.get(UNSAFE_CRYPTO_ENV) == "1":
             con.execute("SET force_mbedtls_unsafe = true")
             return
+        where = f"from {packaged}" if packaged is not None else "(no packaged one for this DuckDB either)"
         raise StoreConfigError(
             f"the telemetry file is sealed, and DuckDB {duckdb.__version__} cannot encrypt without its "
-            f"httpfs extension (OpenSSL): {str(exc).splitlines()[0]}",
-            hint="on the central node, once: python -c \"import duckdb; duckdb.execute('INSTALL httpfs')\"",
+            f"httpfs extension (OpenSSL), which did not load {where}: {str(exc).splitlines()[0]}",
+            hint=f"on the central node: pip install {HTTPFS_WHEEL}=={duckdb.__version__}, or once, "
+            "online: python -c \"import duckdb; duckdb.execute('INSTALL httpfs')\"",
         ) from exc
 
 
