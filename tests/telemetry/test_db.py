@@ -125,6 +125,21 @@ def test_retention_deletes_old_telemetry_and_feedback_and_keeps_the_rest(tmp_pat
         assert count(store, "batch_features") == 0
 
 
+def test_a_file_written_by_a_newer_duckdb_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """A node downgraded below the DuckDB that wrote its file (DuckDB 2.0.1 wrote this one)."""
+    import gzip
+
+    from edgeml.errors import StoreConfigError
+
+    path = tmp_path / "telemetry.duckdb"
+    path.write_bytes(
+        gzip.decompress((Path(__file__).parent / "data/written-by-duckdb-2.0.1.duckdb.gz").read_bytes())
+    )
+    with pytest.raises(StoreConfigError, match="written by a newer DuckDB") as error:
+        DuckDBStore(path)
+    assert "EXPORT DATABASE" in (error.value.hint or "")
+
+
 def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
     store = DuckDBStore(tmp_path / "t.duckdb")
     store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import duckdb
@@ -27,20 +28,11 @@ from .batches import make_batch
 WARD = "oncology-ward-7-north"
 
 
-def _httpfs_loads() -> bool:
-    """Whether the node finds OpenSSL for DuckDB here: the packaged httpfs, or an installed one."""
-    try:
-        load_crypto(duckdb.connect(), unsafe=False)
-    except StoreConfigError:
-        return False
-    return True
-
-
 @pytest.fixture
 def crypto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """OpenSSL through httpfs where installed; else DuckDB's built-in module, said out loud."""
-    if not _httpfs_loads():
-        monkeypatch.setenv(UNSAFE_CRYPTO_ENV, "1")
+    """OpenSSL through the httpfs wheel the lock installs (requirements.lock pins it beside DuckDB)."""
+    monkeypatch.delenv(UNSAFE_CRYPTO_ENV, raising=False)
+    assert packaged_httpfs() is not None, f"{HTTPFS_WHEEL} for DuckDB {duckdb.__version__} is not installed"
 
 
 def _fill(path: Path) -> list[object]:
@@ -98,23 +90,31 @@ def test_a_file_in_clear_is_not_sealed_afterwards(tmp_path: Path) -> None:
         seal_telemetry_file(path, tmp_path / "home")
 
 
+def test_the_locked_httpfs_wheel_is_loaded_from_its_file_and_no_weak_crypto(
+    tmp_path: Path, crypto: None
+) -> None:
+    packaged = packaged_httpfs()
+    assert packaged is not None
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})  # nothing fetched
+    load_crypto(con, unsafe=False)
+    loaded = "SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'"
+    assert con.execute(loaded).fetchall() == [(True,)]
+    assert con.execute("SELECT current_setting('force_mbedtls_unsafe')").fetchall() == [(False,)]
+    path = tmp_path / "t.duckdb"
+    seal_telemetry_file(path, tmp_path / "home")
+    DuckDBStore(path).close()
+    assert path.exists()
+
+
 def test_without_openssl_the_node_says_how_to_get_it_instead_of_encrypting_weakly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(UNSAFE_CRYPTO_ENV, raising=False)
+    monkeypatch.setitem(sys.modules, HTTPFS_WHEEL.replace("-", "_"), None)  # the wheel not installed
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # and no httpfs in DuckDB's extension folder
+    assert packaged_httpfs() is None
     path = tmp_path / "t.duckdb"
     seal_telemetry_file(path, tmp_path / "home")
-    packaged = packaged_httpfs()
-    if packaged is not None:  # the wheel for this DuckDB: loaded from its file, nothing fetched
-        con = duckdb.connect(config={"autoinstall_known_extensions": False})
-        load_crypto(con, unsafe=False)
-        loaded = "SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'"
-        assert con.execute(loaded).fetchall() == [(True,)]
-        assert con.execute("SELECT current_setting('force_mbedtls_unsafe')").fetchall() == [(False,)]
-    if _httpfs_loads():
-        DuckDBStore(path).close()
-        assert path.exists()
-        return
     with pytest.raises(StoreConfigError, match="httpfs") as error:
         DuckDBStore(path)
     hint = error.value.hint or ""

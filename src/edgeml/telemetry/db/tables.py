@@ -224,6 +224,14 @@ def connect(
         try:
             con.execute(f"ATTACH '{quoted}' AS {CATALOG} ({options})")
         except duckdb.IOException as exc:
+            if "newer version of duckdb" in str(exc).lower():
+                con.close()
+                raise StoreConfigError(
+                    f"telemetry file {path} was written by a newer DuckDB than this node's "
+                    f"{duckdb.__version__}: {str(exc).splitlines()[0]}",
+                    hint="start the node on a new telemetry file (`db_path` in central.yaml), or move the "
+                    "rows over with the newer DuckDB's EXPORT DATABASE and this one's IMPORT DATABASE",
+                ) from exc
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 con.close()
                 raise
