@@ -124,3 +124,55 @@ def test_bytes_that_are_not_utf8_are_named(count: int) -> None:
     raw = b"".join(oip._LENGTH.pack(2) + b"\xff\xfe" for _ in range(count))
     with pytest.raises(oip.InputError, match="element 0 is not UTF-8 text"):
         oip.from_bytes("machine", "BYTES", raw)
+
+
+def _binary_request(tensors: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A REST request whose every input comes as binary tensor data: (body, header length)."""
+    inputs = [
+        {"name": f"x{i}", "datatype": kind, "shape": [1], "parameters": {"binary_data_size": len(raw)}}
+        for i, (kind, raw) in enumerate(tensors)
+    ]
+    header = orjson.dumps({"inputs": inputs})
+    return header + b"".join(raw for _, raw in tensors), str(len(header))
+
+
+BINARY_TENSORS = [
+    *[
+        (kind, np.arange(count).astype(dtype).tobytes())
+        for kind, dtype in oip.DTYPES.items()
+        for count in (0, 1, 2)
+    ],
+    ("BYTES", oip.tensor_bytes(np.array(["M-3"], dtype=object), "BYTES")),  # one element: read in place
+    ("BYTES", oip.tensor_bytes(np.array(["é" * 40], dtype=object), "BYTES")),
+    ("BYTES", oip.tensor_bytes(np.array([""], dtype=object), "BYTES")),
+    ("BYTES", oip.tensor_bytes(np.array(["x\0"], dtype=object), "BYTES")),
+    ("BYTES", oip.tensor_bytes(np.array(["a", "bc"], dtype=object), "BYTES")),
+    ("BYTES", b""),
+]
+
+
+def test_decode_rest_reads_each_tensor_as_from_bytes_does() -> None:
+    """One-value tensors are read in place, in one pass: the same data as ``from_bytes`` reads."""
+    body, length = _binary_request(BINARY_TENSORS)
+    request = oip.decode_rest(body, length)
+    for tensor, (kind, raw) in zip(request["inputs"], BINARY_TENSORS, strict=True):
+        want = oip.from_bytes(tensor["name"], kind, raw)
+        got = tensor["data"]
+        assert type(got) is type(want), kind
+        assert [type(v) for v in got] == [type(v) for v in want], kind
+        assert list(got) == list(want), kind
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (oip._LENGTH.pack(2) + b"\xff\xfe", "element 0 is not UTF-8 text"),
+        (oip._LENGTH.pack(9) + b"ab", "runs past the end of its data"),
+        (b"\x01\x00", "ends inside an element's 4-byte length"),
+    ],
+)
+def test_decode_rest_names_a_bad_one_element_bytes_tensor(raw: bytes, message: str) -> None:
+    body, length = _binary_request([("BYTES", raw)])
+    with pytest.raises(oip.InputError, match=message) as caught:
+        oip.decode_rest(body, length)
+    assert caught.value.field == "x0"

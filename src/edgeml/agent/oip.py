@@ -84,6 +84,10 @@ _UNPACK = {
     for kind, code in _FORMATS.items()
     for n in range(_SMALL + 1)
 }
+#: by (datatype, bytes of data): the reader of a one-value tensor's value in place
+_UNPACK_FROM = {
+    (kind, struct.calcsize(code)): struct.Struct(f"<{code}").unpack_from for kind, code in _FORMATS.items()
+}
 
 
 def datatype(array: np.ndarray) -> str:
@@ -128,6 +132,7 @@ def decode_rest(body: bytes, header_length: str | None) -> Any:
     view = memoryview(body)
     request = decode_json(view[:size])
     binary = view[size:]
+    total = len(binary)
     used = 0
     inputs = request.get("inputs") if type(request) is dict else None
     for i, tensor in enumerate(inputs if type(inputs) is list else ()):
@@ -137,29 +142,62 @@ def decode_rest(body: bytes, header_length: str | None) -> Any:
             continue
         if length is None:
             continue
-        name = tensor.get("name")
-        name = name[:100] if type(name) is str else f"inputs[{i}]"
-        if type(length) is not int or length < 0:
-            raise InputError(name, f"binary_data_size {length!r} is not a byte count")
-        if "data" in tensor:
-            raise InputError(name, "has both data and binary_data_size: send one")
-        if used + length > len(binary):
-            raise InputError(
-                name,
-                f"binary_data_size is {length:,} bytes, but the body has {len(binary) - used:,} "
-                "bytes of binary data left for it",
-                400,
-            )
-        tensor["data"] = from_bytes(name, tensor.get("datatype"), binary[used : used + length])
+        if type(length) is not int or length < 0 or used + length > total or "data" in tensor:
+            _refuse_binary(i, tensor, length, total - used)
+        kind = tensor.get("datatype")
+        # one value, the common row: read in place (no slice of the section, no list per call)
+        unpack = _UNPACK_FROM.get((kind, length)) if type(kind) is str else None
+        if unpack is not None:
+            tensor["data"] = list(unpack(binary, used))
+        else:
+            text = _one_string(binary, used, length) if kind == "BYTES" else None
+            if text is not None:
+                tensor["data"] = [text]
+            else:
+                tensor["data"] = from_bytes(_name(i, tensor), kind, binary[used : used + length])
         used += length
-    if used != len(binary):
+    if used != total:
         raise InputError(
             "body",
-            f"{len(binary) - used:,} bytes follow the binary data the inputs' binary_data_size "
+            f"{total - used:,} bytes follow the binary data the inputs' binary_data_size "
             f"parameters account for ({used:,} bytes)",
             400,
         )
     return request
+
+
+def _name(i: int, tensor: Mapping[str, Any]) -> str:
+    """How errors name a request tensor: its name (up to 100 characters), else its place."""
+    name = tensor.get("name")
+    return name[:100] if type(name) is str else f"inputs[{i}]"
+
+
+def _refuse_binary(i: int, tensor: Mapping[str, Any], length: Any, left: int) -> None:
+    """Raise what is wrong with a tensor's ``binary_data_size`` (``left``: bytes of binary data left)."""
+    name = _name(i, tensor)
+    if type(length) is not int or length < 0:
+        raise InputError(name, f"binary_data_size {length!r} is not a byte count")
+    if "data" in tensor:
+        raise InputError(name, "has both data and binary_data_size: send one")
+    raise InputError(
+        name,
+        f"binary_data_size is {length:,} bytes, but the body has {left:,} bytes of binary data left for it",
+        400,
+    )
+
+
+def _one_string(binary: memoryview, at: int, length: int) -> str | None:
+    """The text of a BYTES tensor of one element at ``binary[at : at + length]``, else None.
+
+    None for anything else (more elements, a length that does not add up, text that is not
+    UTF-8): :func:`from_bytes` reads those, or names what is wrong.
+    """
+    if length < 4 or _LENGTH.unpack_from(binary, at)[0] != length - 4:
+        return None
+    try:
+        return str(binary[at + 4 : at + length], "utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def from_bytes(name: str, kind: Any, data: bytes | memoryview) -> np.ndarray | list[Any]:
