@@ -176,3 +176,49 @@ def test_decode_rest_names_a_bad_one_element_bytes_tensor(raw: bytes, message: s
     with pytest.raises(oip.InputError, match=message) as caught:
         oip.decode_rest(body, length)
     assert caught.value.field == "x0"
+
+
+LABELS = ["ok", "bearing", "cavitation", "é%s"]
+
+
+@pytest.mark.parametrize(
+    "binary", [(False, {}), (True, {}), (False, {"label": True}), (True, {"label": False})]
+)
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        {"label": np.array([label], dtype=object), "probabilities": np.full((1, 4), p, dtype)}
+        for label in LABELS
+        for dtype in (np.float32, np.float64)
+        for p in (0.25, 1 / 3)
+    ]
+    + [
+        {"label": np.array(["ok"]), "probabilities": np.asfortranarray(np.full((1, 4), 0.1, np.float32))},
+        {"label": np.array(["other"], dtype=object), "probabilities": np.full((1, 4), 0.25, np.float32)},
+        {"label": np.array([3]), "probabilities": np.full((1, 4), 0.25, np.float32)},
+        {"label": np.array(["ok", "ok"], dtype=object), "probabilities": np.full((2, 4), 0.25, np.float32)},
+        {"label": np.array([["ok"]], dtype=object), "probabilities": np.full((1, 4), 0.25, np.float32)},
+        {"label": np.array(["ok"], dtype=object), "probabilities": np.full((1, 3), 0.25, np.float32)},
+        {"label": np.array(["ok"], dtype=object), "probabilities": np.full((1, 4), 0.25, np.float16)},
+        {"label": np.array(["ok"], dtype=object)},
+    ],
+)
+def test_classifier_answers_are_rest_answer_s_bytes(
+    outputs: dict[str, np.ndarray], binary: tuple[bool, dict[str, bool]]
+) -> None:
+    """A classifier's one-row answers from kept JSON: the bytes rest_answer writes, or None (its way)."""
+    head = b'{"model_name":"pump-faults","model_version":"3","id":'
+    answers = oip.ClassifierAnswers(head, LABELS)
+    for _ in range(2):
+        written = answers("a-1", outputs, binary)
+        general = oip.rest_answer(head + b'"a-1"', outputs.items(), binary)
+        label = outputs["label"]
+        plain = (
+            not binary[1]
+            and len(outputs) == 2
+            and label.shape == (1,)
+            and label.item(0) in LABELS
+            and outputs["probabilities"].shape == (1, 4)
+            and outputs["probabilities"].dtype in (np.dtype(np.float32), np.dtype(np.float64))
+        )
+        assert written == (general if plain else None)

@@ -32,6 +32,7 @@ from edgeml.agent.inputs import InputError
 __all__ = [
     "EXTENSIONS",
     "HEADER_LENGTH",
+    "ClassifierAnswers",
     "binary_outputs",
     "datatype",
     "decode_json",
@@ -377,6 +378,80 @@ def rest_answer(
     if not section:
         return text, None
     return b"".join([text, *section]), len(text)
+
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+class ClassifierAnswers:
+    """A classifier's one-row REST answers, byte for byte as :func:`rest_answer` writes them.
+
+    For a model whose outputs are ``label`` (one string) and ``probabilities`` (one float per
+    label), in that order: the JSON around the data is written once per label and element
+    type, so an answer fills in its id, its label's kept bytes and the probabilities. It takes
+    answers of both outputs, all as JSON or all as binary data; :meth:`__call__` gives None for
+    anything else (another label, shape or type; some outputs, or binary for some), which
+    :func:`rest_answer` then writes.
+    """
+
+    __slots__ = ("_binary", "_head", "_json", "_labels", "_shape")
+
+    def __init__(self, head: bytes, labels: Iterable[str]) -> None:
+        self._head = head  # the answer's JSON object up to its id's value, open
+        #: by label: its JSON data and its binary data
+        self._labels = {
+            label: (orjson.dumps([label]), _LENGTH.pack(len(raw)) + raw)
+            for label in labels
+            for raw in [label.encode()]
+        }
+        self._shape = (1, len(self._labels))
+        #: by element type of the probabilities: the JSON before the label's data, between, after
+        self._json: dict[np.dtype[Any], tuple[bytes, bytes, bytes]] = {}
+        #: by element type, then label: the JSON after the id, when both outputs go as binary data
+        self._binary: dict[np.dtype[Any], dict[str, bytes]] = {}
+        for dtype in (_F32, _F64):
+            kind = _NAMES["f"][dtype.itemsize]
+            size = len(self._labels) * dtype.itemsize
+            self._json[dtype] = (
+                b',"outputs":[' + _rest_header("label", "BYTES", (1,), None),
+                b"}," + _rest_header("probabilities", kind, self._shape, None),
+                b"}]}",
+            )
+            self._binary[dtype] = {
+                label: b",".join(
+                    (
+                        b',"outputs":[' + _rest_header("label", "BYTES", (1,), len(raw)),
+                        _rest_header("probabilities", kind, self._shape, size) + b"]}",
+                    )
+                )
+                for label, (_, raw) in self._labels.items()
+            }
+
+    def __call__(
+        self, answer_id: str, outputs: Mapping[str, np.ndarray], binary: tuple[bool, Mapping[str, bool]]
+    ) -> tuple[bytes, int | None] | None:
+        """The answer's body and JSON length (as :func:`rest_answer`); None if it is not such an answer."""
+        default, chosen = binary
+        if chosen or len(outputs) != 2:
+            return None
+        try:
+            label, proba = outputs["label"], outputs["probabilities"]
+        except KeyError:
+            return None
+        dtype = proba.dtype
+        if label.shape != (1,) or proba.shape != self._shape or (dtype is not _F32 and dtype is not _F64):
+            return None  # identity: builtin dtypes are singletons
+        value = label.item(0)
+        known = self._labels.get(value) if type(value) is str else None
+        if known is None:
+            return None
+        head = self._head + orjson.dumps(answer_id)
+        if default:
+            text = head + self._binary[dtype][value]
+            return b"".join((text, known[1], proba.tobytes())), len(text)
+        before, between, after = self._json[dtype]
+        data = orjson.dumps(proba.ravel(), option=_NUMPY)
+        return b"".join((head, before, known[0], between, data, after)), None
 
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
