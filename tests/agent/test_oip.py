@@ -104,6 +104,10 @@ STRINGS = [
     ["x\0"] * 40,  # a trailing NUL, which numpy's fixed-width bytes would drop
     [""] * 40,
     ["a"] * 5,
+    ["M-3"],  # one element (a row's category): read without the element by element loop
+    ["é" * 40],
+    [""],
+    ["x\0"],
 ]
 
 
@@ -119,7 +123,7 @@ def test_bytes_tensor_elements_keep_their_types() -> None:
     assert oip.from_bytes("x", "BYTES", oip.tensor_bytes(mixed, "BYTES")) == ["True", "1", "1", "b"] * 10
 
 
-@pytest.mark.parametrize("count", [3, 40])
+@pytest.mark.parametrize("count", [1, 3, 40])
 def test_bytes_that_are_not_utf8_are_named(count: int) -> None:
     raw = b"".join(oip._LENGTH.pack(2) + b"\xff\xfe" for _ in range(count))
     with pytest.raises(oip.InputError, match="element 0 is not UTF-8 text"):

@@ -187,7 +187,7 @@ def _refuse_binary(i: int, tensor: Mapping[str, Any], length: Any, left: int) ->
     )
 
 
-def _one_string(binary: memoryview, at: int, length: int) -> str | None:
+def _one_string(binary: bytes | memoryview, at: int, length: int) -> str | None:
     """The text of a BYTES tensor of one element at ``binary[at : at + length]``, else None.
 
     None for anything else (more elements, a length that does not add up, text that is not
@@ -210,7 +210,8 @@ def from_bytes(name: str, kind: Any, data: bytes | memoryview) -> np.ndarray | l
     if small is not None:  # for a row or a few, struct is several times cheaper than numpy
         return list(small(data))
     if kind == "BYTES":
-        return _strings(name, data)
+        text = _one_string(data, 0, len(data))  # one element: the common row
+        return [text] if text is not None else _strings(name, data)
     dtype = DTYPES.get(kind) if isinstance(kind, str) else None
     if dtype is None:
         raise InputError(name, f"datatype {str(kind)[:20]!r} is not an Open Inference Protocol type")
