@@ -104,6 +104,10 @@ STRINGS = [
     ["x\0"] * 40,  # a trailing NUL, which numpy's fixed-width bytes would drop
     [""] * 40,
     ["a"] * 5,
+    ["M-3"],  # one element (a row's category): read without the element by element loop
+    ["é" * 40],
+    [""],
+    ["x\0"],
 ]
 
 
@@ -119,8 +123,106 @@ def test_bytes_tensor_elements_keep_their_types() -> None:
     assert oip.from_bytes("x", "BYTES", oip.tensor_bytes(mixed, "BYTES")) == ["True", "1", "1", "b"] * 10
 
 
-@pytest.mark.parametrize("count", [3, 40])
+@pytest.mark.parametrize("count", [1, 3, 40])
 def test_bytes_that_are_not_utf8_are_named(count: int) -> None:
     raw = b"".join(oip._LENGTH.pack(2) + b"\xff\xfe" for _ in range(count))
     with pytest.raises(oip.InputError, match="element 0 is not UTF-8 text"):
         oip.from_bytes("machine", "BYTES", raw)
+
+
+def _binary_request(tensors: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A REST request whose every input comes as binary tensor data: (body, header length)."""
+    inputs = [
+        {"name": f"x{i}", "datatype": kind, "shape": [1], "parameters": {"binary_data_size": len(raw)}}
+        for i, (kind, raw) in enumerate(tensors)
+    ]
+    header = orjson.dumps({"inputs": inputs})
+    return header + b"".join(raw for _, raw in tensors), str(len(header))
+
+
+BINARY_TENSORS = [
+    *[
+        (kind, np.arange(count).astype(dtype).tobytes())
+        for kind, dtype in oip.DTYPES.items()
+        for count in (0, 1, 2)
+    ],
+    ("BYTES", oip.tensor_bytes(np.array(["M-3"], dtype=object), "BYTES")),  # one element: read in place
+    ("BYTES", oip.tensor_bytes(np.array(["é" * 40], dtype=object), "BYTES")),
+    ("BYTES", oip.tensor_bytes(np.array([""], dtype=object), "BYTES")),
+    ("BYTES", oip.tensor_bytes(np.array(["x\0"], dtype=object), "BYTES")),
+    ("BYTES", oip.tensor_bytes(np.array(["a", "bc"], dtype=object), "BYTES")),
+    ("BYTES", b""),
+]
+
+
+def test_decode_rest_reads_each_tensor_as_from_bytes_does() -> None:
+    """One-value tensors are read in place, in one pass: the same data as ``from_bytes`` reads."""
+    body, length = _binary_request(BINARY_TENSORS)
+    request = oip.decode_rest(body, length)
+    for tensor, (kind, raw) in zip(request["inputs"], BINARY_TENSORS, strict=True):
+        want = oip.from_bytes(tensor["name"], kind, raw)
+        got = tensor["data"]
+        assert type(got) is type(want), kind
+        assert [type(v) for v in got] == [type(v) for v in want], kind
+        assert list(got) == list(want), kind
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (oip._LENGTH.pack(2) + b"\xff\xfe", "element 0 is not UTF-8 text"),
+        (oip._LENGTH.pack(9) + b"ab", "runs past the end of its data"),
+        (b"\x01\x00", "ends inside an element's 4-byte length"),
+    ],
+)
+def test_decode_rest_names_a_bad_one_element_bytes_tensor(raw: bytes, message: str) -> None:
+    body, length = _binary_request([("BYTES", raw)])
+    with pytest.raises(oip.InputError, match=message) as caught:
+        oip.decode_rest(body, length)
+    assert caught.value.field == "x0"
+
+
+LABELS = ["ok", "bearing", "cavitation", "é%s"]
+
+
+@pytest.mark.parametrize(
+    "binary", [(False, {}), (True, {}), (False, {"label": True}), (True, {"label": False})]
+)
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        {"label": np.array([label], dtype=object), "probabilities": np.full((1, 4), p, dtype)}
+        for label in LABELS
+        for dtype in (np.float32, np.float64)
+        for p in (0.25, 1 / 3)
+    ]
+    + [
+        {"label": np.array(["ok"]), "probabilities": np.asfortranarray(np.full((1, 4), 0.1, np.float32))},
+        {"label": np.array(["other"], dtype=object), "probabilities": np.full((1, 4), 0.25, np.float32)},
+        {"label": np.array([3]), "probabilities": np.full((1, 4), 0.25, np.float32)},
+        {"label": np.array(["ok", "ok"], dtype=object), "probabilities": np.full((2, 4), 0.25, np.float32)},
+        {"label": np.array([["ok"]], dtype=object), "probabilities": np.full((1, 4), 0.25, np.float32)},
+        {"label": np.array(["ok"], dtype=object), "probabilities": np.full((1, 3), 0.25, np.float32)},
+        {"label": np.array(["ok"], dtype=object), "probabilities": np.full((1, 4), 0.25, np.float16)},
+        {"label": np.array(["ok"], dtype=object)},
+    ],
+)
+def test_classifier_answers_are_rest_answer_s_bytes(
+    outputs: dict[str, np.ndarray], binary: tuple[bool, dict[str, bool]]
+) -> None:
+    """A classifier's one-row answers from kept JSON: the bytes rest_answer writes, or None (its way)."""
+    head = b'{"model_name":"pump-faults","model_version":"3","id":'
+    answers = oip.ClassifierAnswers(head, LABELS)
+    for _ in range(2):
+        written = answers("a-1", outputs, binary)
+        general = oip.rest_answer(head + b'"a-1"', outputs.items(), binary)
+        label = outputs["label"]
+        plain = (
+            not binary[1]
+            and len(outputs) == 2
+            and label.shape == (1,)
+            and label.item(0) in LABELS
+            and outputs["probabilities"].shape == (1, 4)
+            and outputs["probabilities"].dtype in (np.dtype(np.float32), np.dtype(np.float64))
+        )
+        assert written == (general if plain else None)

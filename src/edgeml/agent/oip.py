@@ -32,6 +32,7 @@ from edgeml.agent.inputs import InputError
 __all__ = [
     "EXTENSIONS",
     "HEADER_LENGTH",
+    "ClassifierAnswers",
     "binary_outputs",
     "datatype",
     "decode_json",
@@ -84,6 +85,10 @@ _UNPACK = {
     for kind, code in _FORMATS.items()
     for n in range(_SMALL + 1)
 }
+#: by (datatype, bytes of data): the reader of a one-value tensor's value in place
+_UNPACK_FROM = {
+    (kind, struct.calcsize(code)): struct.Struct(f"<{code}").unpack_from for kind, code in _FORMATS.items()
+}
 
 
 def datatype(array: np.ndarray) -> str:
@@ -128,6 +133,7 @@ def decode_rest(body: bytes, header_length: str | None) -> Any:
     view = memoryview(body)
     request = decode_json(view[:size])
     binary = view[size:]
+    total = len(binary)
     used = 0
     inputs = request.get("inputs") if type(request) is dict else None
     for i, tensor in enumerate(inputs if type(inputs) is list else ()):
@@ -137,29 +143,62 @@ def decode_rest(body: bytes, header_length: str | None) -> Any:
             continue
         if length is None:
             continue
-        name = tensor.get("name")
-        name = name[:100] if type(name) is str else f"inputs[{i}]"
-        if type(length) is not int or length < 0:
-            raise InputError(name, f"binary_data_size {length!r} is not a byte count")
-        if "data" in tensor:
-            raise InputError(name, "has both data and binary_data_size: send one")
-        if used + length > len(binary):
-            raise InputError(
-                name,
-                f"binary_data_size is {length:,} bytes, but the body has {len(binary) - used:,} "
-                "bytes of binary data left for it",
-                400,
-            )
-        tensor["data"] = from_bytes(name, tensor.get("datatype"), binary[used : used + length])
+        if type(length) is not int or length < 0 or used + length > total or "data" in tensor:
+            _refuse_binary(i, tensor, length, total - used)
+        kind = tensor.get("datatype")
+        # one value, the common row: read in place (no slice of the section, no list per call)
+        unpack = _UNPACK_FROM.get((kind, length)) if type(kind) is str else None
+        if unpack is not None:
+            tensor["data"] = list(unpack(binary, used))
+        else:
+            text = _one_string(binary, used, length) if kind == "BYTES" else None
+            if text is not None:
+                tensor["data"] = [text]
+            else:
+                tensor["data"] = from_bytes(_name(i, tensor), kind, binary[used : used + length])
         used += length
-    if used != len(binary):
+    if used != total:
         raise InputError(
             "body",
-            f"{len(binary) - used:,} bytes follow the binary data the inputs' binary_data_size "
+            f"{total - used:,} bytes follow the binary data the inputs' binary_data_size "
             f"parameters account for ({used:,} bytes)",
             400,
         )
     return request
+
+
+def _name(i: int, tensor: Mapping[str, Any]) -> str:
+    """How errors name a request tensor: its name (up to 100 characters), else its place."""
+    name = tensor.get("name")
+    return name[:100] if type(name) is str else f"inputs[{i}]"
+
+
+def _refuse_binary(i: int, tensor: Mapping[str, Any], length: Any, left: int) -> None:
+    """Raise what is wrong with a tensor's ``binary_data_size`` (``left``: bytes of binary data left)."""
+    name = _name(i, tensor)
+    if type(length) is not int or length < 0:
+        raise InputError(name, f"binary_data_size {length!r} is not a byte count")
+    if "data" in tensor:
+        raise InputError(name, "has both data and binary_data_size: send one")
+    raise InputError(
+        name,
+        f"binary_data_size is {length:,} bytes, but the body has {left:,} bytes of binary data left for it",
+        400,
+    )
+
+
+def _one_string(binary: bytes | memoryview, at: int, length: int) -> str | None:
+    """The text of a BYTES tensor of one element at ``binary[at : at + length]``, else None.
+
+    None for anything else (more elements, a length that does not add up, text that is not
+    UTF-8): :func:`from_bytes` reads those, or names what is wrong.
+    """
+    if length < 4 or _LENGTH.unpack_from(binary, at)[0] != length - 4:
+        return None
+    try:
+        return str(binary[at + 4 : at + length], "utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def from_bytes(name: str, kind: Any, data: bytes | memoryview) -> np.ndarray | list[Any]:
@@ -171,7 +210,8 @@ def from_bytes(name: str, kind: Any, data: bytes | memoryview) -> np.ndarray | l
     if small is not None:  # for a row or a few, struct is several times cheaper than numpy
         return list(small(data))
     if kind == "BYTES":
-        return _strings(name, data)
+        text = _one_string(data, 0, len(data))  # one element: the common row
+        return [text] if text is not None else _strings(name, data)
     dtype = DTYPES.get(kind) if isinstance(kind, str) else None
     if dtype is None:
         raise InputError(name, f"datatype {str(kind)[:20]!r} is not an Open Inference Protocol type")
@@ -339,6 +379,80 @@ def rest_answer(
     if not section:
         return text, None
     return b"".join([text, *section]), len(text)
+
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+class ClassifierAnswers:
+    """A classifier's one-row REST answers, byte for byte as :func:`rest_answer` writes them.
+
+    For a model whose outputs are ``label`` (one string) and ``probabilities`` (one float per
+    label), in that order: the JSON around the data is written once per label and element
+    type, so an answer fills in its id, its label's kept bytes and the probabilities. It takes
+    answers of both outputs, all as JSON or all as binary data; :meth:`__call__` gives None for
+    anything else (another label, shape or type; some outputs, or binary for some), which
+    :func:`rest_answer` then writes.
+    """
+
+    __slots__ = ("_binary", "_head", "_json", "_labels", "_shape")
+
+    def __init__(self, head: bytes, labels: Iterable[str]) -> None:
+        self._head = head  # the answer's JSON object up to its id's value, open
+        #: by label: its JSON data and its binary data
+        self._labels = {
+            label: (orjson.dumps([label]), _LENGTH.pack(len(raw)) + raw)
+            for label in labels
+            for raw in [label.encode()]
+        }
+        self._shape = (1, len(self._labels))
+        #: by element type of the probabilities: the JSON before the label's data, between, after
+        self._json: dict[np.dtype[Any], tuple[bytes, bytes, bytes]] = {}
+        #: by element type, then label: the JSON after the id, when both outputs go as binary data
+        self._binary: dict[np.dtype[Any], dict[str, bytes]] = {}
+        for dtype in (_F32, _F64):
+            kind = _NAMES["f"][dtype.itemsize]
+            size = len(self._labels) * dtype.itemsize
+            self._json[dtype] = (
+                b',"outputs":[' + _rest_header("label", "BYTES", (1,), None),
+                b"}," + _rest_header("probabilities", kind, self._shape, None),
+                b"}]}",
+            )
+            self._binary[dtype] = {
+                label: b",".join(
+                    (
+                        b',"outputs":[' + _rest_header("label", "BYTES", (1,), len(raw)),
+                        _rest_header("probabilities", kind, self._shape, size) + b"]}",
+                    )
+                )
+                for label, (_, raw) in self._labels.items()
+            }
+
+    def __call__(
+        self, answer_id: str, outputs: Mapping[str, np.ndarray], binary: tuple[bool, Mapping[str, bool]]
+    ) -> tuple[bytes, int | None] | None:
+        """The answer's body and JSON length (as :func:`rest_answer`); None if it is not such an answer."""
+        default, chosen = binary
+        if chosen or len(outputs) != 2:
+            return None
+        try:
+            label, proba = outputs["label"], outputs["probabilities"]
+        except KeyError:
+            return None
+        dtype = proba.dtype
+        if label.shape != (1,) or proba.shape != self._shape or (dtype is not _F32 and dtype is not _F64):
+            return None  # identity: builtin dtypes are singletons
+        value = label.item(0)
+        known = self._labels.get(value) if type(value) is str else None
+        if known is None:
+            return None
+        head = self._head + orjson.dumps(answer_id)
+        if default:
+            text = head + self._binary[dtype][value]
+            return b"".join((text, known[1], proba.tobytes())), len(text)
+        before, between, after = self._json[dtype]
+        data = orjson.dumps(proba.ravel(), option=_NUMPY)
+        return b"".join((head, before, known[0], between, data, after)), None
 
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
