@@ -246,6 +246,15 @@ def test_span_window_at_microsecond_resolution() -> None:
     assert single(rows, window("sum", span=timedelta(microseconds=1000))) == [1, 3]
 
 
+def test_span_windows_of_hours_and_days() -> None:
+    """Spans past 2**31 microseconds (~36 minutes), as `span: 1h` or `1d` in a spec."""
+    hour = 3_600_000
+    rows: list[Row] = [("m", 0, 1.0), ("m", hour, 2.0), ("m", 2 * hour + 1, 4.0), ("m", 30 * hour, 8.0)]
+    assert single(rows, window("sum", span=timedelta(hours=1))) == [1, 3, 4, 8]
+    assert single(rows, window("sum", span=timedelta(days=1))) == [1, 3, 7, 8]
+    assert single(rows, window("sum", span=timedelta(days=2))) == [1, 3, 7, 15]
+
+
 def test_lag_is_the_value_n_readings_back() -> None:
     assert same(single(series(10, 20, 30, 40), window("lag", lag=2)), [NAN, NAN, 10, 20])
     # a missing reading is a reading: lag passes it through and does not skip it

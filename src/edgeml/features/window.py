@@ -58,8 +58,8 @@ def _sql(feature: WindowFeature, entity: str | None, timestamp: str | None) -> s
         assert feature.span is not None
         assert timestamp is not None
         micros = int(feature.span.total_seconds() * 1_000_000)
-        frame = (
-            f"ORDER BY {_quote(timestamp)} RANGE BETWEEN INTERVAL {micros} MICROSECONDS "
+        frame = (  # a quoted interval: DuckDB 1.5 parses no integer past 2**31 before MICROSECONDS
+            f"ORDER BY {_quote(timestamp)} RANGE BETWEEN INTERVAL '{micros} microseconds' "
             "PRECEDING AND CURRENT ROW"
         )
     return f"{agg}({arg}) OVER ({partition}{frame})"
