@@ -103,3 +103,49 @@ def test_git_commit(tmp_path: Path) -> None:
     here = git_commit(Path(__file__).parent)
     assert re.fullmatch(r"[0-9a-f]{40}", here)
     assert git_commit(tmp_path) == "unknown"  # not a repository
+
+
+_SKOPS_PROBE = """
+import json, sys
+import numpy as np
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+if sys.argv[1] == "edgeml":
+    from edgeml.train.tracking import import_skops
+    sio = import_skops()
+else:
+    import skops.io as sio
+torch_loaded = "torch" in sys.modules
+X = np.c_[np.random.default_rng(0).random((60, 2)), np.arange(60) % 3]
+y = np.arange(60) % 2
+columns = ColumnTransformer([("num", StandardScaler(), [0, 1]), ("cat", OneHotEncoder(), [2])])
+models = [Pipeline([("pre", columns), ("m", m)]).fit(X, y)
+          for m in (RandomForestClassifier(n_estimators=3, random_state=0),
+                    HistGradientBoostingClassifier(max_iter=3, random_state=0))]
+types = [sorted(sio.get_untrusted_types(data=sio.dumps(m))) for m in models]
+loaded = [sio.loads(sio.dumps(m), trusted=t).predict(X).tolist() for m, t in zip(models, types)]
+import torch  # still importable afterwards
+out = {"torch_before": torch_loaded, "types": types, "loaded": loaded, "torch": torch.__version__}
+print(json.dumps(out))
+"""
+
+
+def test_skops_imported_without_torch_trusts_the_same_types_and_torch_still_imports() -> None:
+    import json
+    import subprocess
+    import sys
+
+    def probe(how: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-c", _SKOPS_PROBE, how], capture_output=True, text=True, check=True, timeout=300
+        )
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    ours, plain = probe("edgeml"), probe("plain")
+    assert plain["torch_before"]  # skops alone pulls torch in: what import_skops avoids
+    assert not ours["torch_before"]
+    assert ours["types"] == plain["types"]
+    assert ours["loaded"] == plain["loaded"]
+    assert ours["torch"] == plain["torch"]

@@ -27,6 +27,7 @@ from edgeml.settings import Settings
 from edgeml.spec.models import FAMILIES, Spec
 from edgeml.support import family_refusal, input_refusal
 from edgeml.train.pipeline import InputLayout, input_layout
+from edgeml.train.tracking import import_skops
 
 __all__ = [
     "ExportReport",
@@ -98,6 +99,7 @@ def resolve_model_version(model_uri: str, tracking: str) -> ModelVersion:
         else:
             name, _, number = ref.partition("/")
             version = client.get_model_version(name, number)
+        import_skops()
         model = mlflow.sklearn.load_model(model_uri)
     except MlflowException as exc:
         raise UserError(f"cannot load {model_uri}: {exc.message}", hint="`edgeml models list NAME`") from exc

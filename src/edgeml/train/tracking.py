@@ -22,6 +22,7 @@ __all__ = [
     "champion",
     "experiment_id",
     "git_commit",
+    "import_skops",
     "pip_requirements",
     "tracking_uri",
     "trusted_types",
@@ -48,10 +49,39 @@ def experiment_id(name: str, settings: Settings) -> str:
     return str(mlflow.create_experiment(name, artifact_location=artifacts.as_uri()))
 
 
+def import_skops() -> Any:
+    """``skops.io``, imported without torch when nothing has loaded torch yet.
+
+    skops lists scikit-learn's estimators on import by walking every package under sklearn, and
+    the walk imports array_api_compat's torch shim, which imports torch when it is installed:
+    ~180 MB and seconds in every process that saves or loads a forest. The shim holds no
+    estimator: with torch not found for the walk (as where it is not installed) the walk skips it
+    and skops trusts the same types. A model that needs torch (an MLP) imports it itself, later.
+    """
+    import importlib
+    import sys
+
+    if "skops.io" in sys.modules or "torch" in sys.modules:
+        return importlib.import_module("skops.io")
+    sys.meta_path.insert(0, _NoTorch)
+    try:
+        return importlib.import_module("skops.io")
+    finally:
+        sys.meta_path.remove(_NoTorch)
+
+
+class _NoTorch:
+    """A finder that says torch is not installed (for :func:`import_skops`)."""
+
+    @staticmethod
+    def find_spec(name: str, *_: Any) -> None:
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
 def trusted_types(model: Any) -> list[str]:
     """The types skops finds in ``model``, after checking each comes from a trusted module."""
-    import skops.io as sio
-
+    sio = import_skops()
     found = sio.get_untrusted_types(data=sio.dumps(model))
     refused = [t for t in found if not t.startswith(TRUSTED_MODULES)]
     if refused:
@@ -115,4 +145,5 @@ def champion(name: str) -> tuple[str, Any] | None:
         version = client.get_model_version_by_alias(name, "champion")
     except MlflowException:
         return None
+    import_skops()
     return str(version.version), mlflow.sklearn.load_model(f"models:/{name}@champion")
