@@ -199,11 +199,13 @@ def sample_features(
 
     Batch = tuple[int, pa.RecordBatch, np.ndarray, np.ndarray | None]
 
-    def batches(columns: list[str] | None) -> Iterator[Batch]:
-        """Each part's batches with their rows' split and class code, part by part."""
+    def batches(columns: set[str]) -> Iterator[Batch]:
+        """Each part's batches (those of ``columns`` it has) with their rows' split and class code."""
         for i, part in enumerate(parts):
             draws = splitter.draws(i)
-            for batch in part_file(store, part).iter_batches(BATCH_ROWS, columns=columns):
+            file = part_file(store, part)
+            names = [c for c in file.schema_arrow.names if c in columns]
+            for batch in file.iter_batches(BATCH_ROWS, columns=names):
                 by_time = splitter.cuts is not None and ts_name is not None
                 stamps = epoch_ticks(batch.column(ts_name)) if by_time else None
                 split = splitter.assign(stamps, None if by_time else draws.random(batch.num_rows))
@@ -211,7 +213,7 @@ def sample_features(
                 yield i, batch, split, strata
 
     counts: dict[tuple[int, int], int] = {}  # (split, class code) -> rows
-    for _, _, split, strata in batches(needed):
+    for _, _, split, strata in batches(set(needed)):
         pairs = split.astype(np.int64) << 32 | (strata if strata is not None else 0)
         values, n = np.unique(pairs, return_counts=True)
         for v, c in zip(values, n, strict=True):
@@ -227,7 +229,8 @@ def sample_features(
             keep_p[(split_id, code)] = min(1.0, quota / count)
     frames, assigned = [], []
     keeps = [np.random.default_rng([s.seed, i, 1]) for i in range(len(parts))]
-    for i, batch, split, strata in batches(None):  # the sampled rows, every column
+    # the sampled rows, with what training reads of them (a column the table lacks is named later)
+    for i, batch, split, strata in batches({*input_layout(spec).columns, *needed}):
         p = np.zeros(batch.num_rows)
         for (sp, code), prob in keep_p.items():
             p[(split == sp) & (strata == code if strata is not None else True)] = prob
