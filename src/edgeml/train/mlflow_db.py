@@ -30,7 +30,7 @@ def _empty_schema() -> bytes | None:
         path = Path(folder) / "empty.db"
         engine = sqlalchemy.create_engine(f"sqlite:///{path}")
         try:
-            _initialize_tables(engine)
+            _initialize_tables(engine)  # type: ignore[no-untyped-call]
         finally:
             engine.dispose()
         return path.read_bytes() or None
