@@ -57,6 +57,7 @@ def test_an_existing_store_and_other_uris_are_left_alone(tmp_path: Path) -> None
     seed_sqlite_store(f"sqlite:///{tmp_path / 'missing-folder' / 'mlflow.db'}")
     assert not (tmp_path / "missing-folder").exists()  # MLflow's own error, later, names the path
 
+    seed_sqlite_store(f"sqlite:///{tmp_path / 'options.db'}?timeout=30")  # a URI with options: not a path
     seed_sqlite_store("http://127.0.0.1:5000")
     seed_sqlite_store(f"postgresql://u@127.0.0.1/{tmp_path.name}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]

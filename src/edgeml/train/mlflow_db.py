@@ -38,8 +38,8 @@ def _empty_schema() -> bytes | None:
 
 def seed_sqlite_store(uri: str) -> None:
     """Create the SQLite file ``uri`` names from the empty schema, unless it exists already."""
-    if not uri.startswith("sqlite:///"):
-        return
+    if not uri.startswith("sqlite:///") or "?" in uri or uri == "sqlite:///:memory:":
+        return  # a file path only: a URI with options, or an in-memory store, is MLflow's to make
     path = Path(uri.removeprefix("sqlite:///"))
     if path.exists() or not path.parent.is_dir():
         return  # an existing store is MLflow's to open; a missing folder is MLflow's error to give
