@@ -55,9 +55,9 @@ go; each replaces only its own section. Every benchmark runs edgeml and its peer
 run, on the same input, and reports the ratio against a target. Absolute figures depend on
 the machine; the ratios are the claim. Each section starts with its stamp: the command, the
 machine (CPU, packages, the edgeml revision measured) and whether the machine was quiet:
-how busy its CPUs were in the 2 s before the run (other jobs) and the load average before
-and after (other jobs that joined during the run). Treat small differences as noise on a
-machine that was not quiet.
+how busy its CPUs were in the 2 s before the run (other jobs; 0.2 s in a smoke run, which claims
+nothing) and the load average before and after (other jobs that joined during the run). Treat
+small differences as noise on a machine that was not quiet.
 """
 
 
@@ -503,13 +503,14 @@ class Quiet:
     busy_before: float  # share of all CPUs busy (other jobs: the benchmark has not started)
     load_before: str
     load_after: str = ""
+    seconds: float = 2.0  # how long busy_before was sampled
 
     @classmethod
     def sample(cls, seconds: float = 2.0) -> Quiet:
         cpus = os.cpu_count() or 1
         start = machine_cpu_s()
         time.sleep(seconds)
-        return cls((machine_cpu_s() - start) / seconds / cpus, load_average())
+        return cls((machine_cpu_s() - start) / seconds / cpus, load_average(), seconds=seconds)
 
     def end(self) -> None:
         self.load_after = load_average()
@@ -528,7 +529,8 @@ class Quiet:
     def line(self) -> str:
         verdict_ = "yes" if self.quiet else "NO (figures met other jobs)"
         return (
-            f"Quiet machine: {verdict_}: {self.busy_before:.0%} of the CPUs busy in the 2 s before the run "
+            f"Quiet machine: {verdict_}: {self.busy_before:.0%} of the CPUs busy "
+            f"in the {self.seconds:g} s before the run "
             f"(≤ {QUIET_BUSY:.0%} counts as quiet); load average before {self.load_before}, "
             f"after {self.load_after or '-'} (1-minute ≤ {QUIET_LOAD_AFTER:g} per CPU counts as quiet)"
         )
@@ -667,7 +669,7 @@ class Report:
         self.name, self.title, self.args = name, title, args
         self.smoke = bool(args.smoke)
         self.machine = describe_machine(packages, **extra)
-        self.quiet = Quiet.sample()
+        self.quiet = Quiet.sample(0.2 if self.smoke else 2.0)  # a smoke run's figures claim nothing
 
     def measured(self) -> None:
         self.quiet.end()

@@ -87,6 +87,9 @@ def resolve_model_version(model_uri: str, tracking: str) -> ModelVersion:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from edgeml.train.mlflow_db import seed_sqlite_store
+
+    seed_sqlite_store(tracking)
     mlflow.set_tracking_uri(tracking)
     client = mlflow.MlflowClient()
     if not model_uri.startswith("models:/"):

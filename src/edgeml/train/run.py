@@ -25,6 +25,7 @@ from edgeml.train.feedback import FieldLabels, with_field_labels
 from edgeml.train.gates import Evidence, Verdict, judge
 from edgeml.train.incremental import fit_incremental, streams
 from edgeml.train.metrics import evaluate
+from edgeml.train.mlflow_db import seed_sqlite_store
 from edgeml.train.pipeline import build_pipeline
 from edgeml.train.registry import ChampionComparison, crown, move_alias, record_comparison
 from edgeml.train.search import SearchResult, family_params, fit_trial, run_search, trial_seed
@@ -273,7 +274,9 @@ def train(
     model = _fit_final(spec, data, result.best_config)
     holdout = evaluate(spec.task, model, data.X_hold, data.y_hold)
 
-    mlflow.set_tracking_uri(tr.tracking_uri(settings, tracking))
+    uri = tr.tracking_uri(settings, tracking)
+    seed_sqlite_store(uri)  # a new store: a copy of the empty schema, not every migration again
+    mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     experiment = tr.experiment_id(spec.name, settings)
     say("comparing with the champion")
