@@ -17,6 +17,7 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from edgeml import __version__
+from edgeml._thirdparty import no_usage_reporting
 from edgeml.cli._context import CliState, console, err_console
 from edgeml.errors import EdgemlError
 
@@ -122,6 +123,7 @@ _register()
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the console script exits with it)."""
+    no_usage_reporting()  # before Ray, MLflow or OpenVINO loads (edgeml._thirdparty)
     try:
         # Outside standalone mode click *returns* the code of a typer.Exit.
         result = app(args=argv, prog_name="edgeml", standalone_mode=False)
