@@ -226,8 +226,13 @@ def process_name(pid: int) -> str:
     args = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     if not args or args[0].startswith("ray::"):
         return " ".join(args).split("  ")[0].strip() or "?"
-    program = [Path(a).name for a in args[:2]]
-    return program[1] if program[0].startswith("python") and len(program) > 1 else program[0]
+    program = Path(args[0]).name
+    if not program.startswith("python"):
+        return program
+    if any("multiprocessing" in a for a in args):
+        return "python (a child the driver spawned)"
+    scripts = [Path(a).name for a in args[1:] if not a.startswith("-")]
+    return scripts[0] if scripts else program
 
 
 def whole_run(folder: Path) -> dict[str, Any]:

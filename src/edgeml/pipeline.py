@@ -17,7 +17,7 @@ from edgeml.bundle.build import BuildResult, build_bundle
 from edgeml.bundle.channels import ChannelPointer
 from edgeml.bundle.keys import Signer, init_keys, list_keys, load_signer
 from edgeml.bundle.rollout import publish
-from edgeml.errors import UserError
+from edgeml.errors import EdgemlError, UserError
 from edgeml.export.run import ModelVersion, resolve_model_version
 from edgeml.features.build import FeatureReport, build_features
 from edgeml.ingest.run import IngestReport, ingest
@@ -101,6 +101,46 @@ def _root_span(
     return traced
 
 
+def _bundle_apart(
+    uri: str, profile: str, settings: Settings, groups: tuple[str, ...], since_snapshot: str | None
+) -> BuildResult:
+    """:func:`build_bundle` in a fresh process, for medium and large data: the driver has held
+    the stages' libraries, Ray's client and the training sample, and Python keeps its heap; the
+    export's converter and a second copy of the model would lift it past what one process may
+    hold (bench/pipeline_memory). The child opens the store and the signing key itself; an
+    EdgemlError comes back as the same kind (its message and hint), anything else as it is."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        outcome = pool.submit(_bundle_child, uri, profile, settings, groups, since_snapshot).result()
+    if isinstance(outcome, BuildResult):
+        return outcome
+    user, message, hint = outcome
+    raise (UserError if user else EdgemlError)(message, hint=hint)
+
+
+def _bundle_child(
+    uri: str, profile: str, settings: Settings, groups: tuple[str, ...], since_snapshot: str | None
+) -> BuildResult | tuple[bool, str, str | None]:
+    from edgeml._thirdparty import no_usage_reporting
+
+    no_usage_reporting()
+    try:
+        store = store_from_settings(settings)
+        return build_bundle(
+            uri,
+            profile,
+            settings,
+            store,
+            load_signer(settings.home),
+            groups=groups,
+            since_snapshot=since_snapshot,
+        )
+    except EdgemlError as exc:  # not every error class unpickles (their own arguments)
+        return isinstance(exc, UserError), exc.message, exc.hint
+
+
 @_root_span
 def run_pipeline(
     spec: Spec,
@@ -153,19 +193,17 @@ def run_pipeline(
             f"exporting for {profile}, proving parity, signing the bundle",
             profile=profile,
         ) as say:
+            # trained for these groups on the data since: their own reference (bundle.groups)
+            groups = tuple(publication.groups) if publication else ()
             try:
-                resolved = resolved or resolve_model_version(uri, tracking_uri(settings, None))
-                built = build_bundle(
-                    uri,
-                    profile,
-                    settings,
-                    store,
-                    signer,
-                    # trained for these groups on the data since: their own reference (bundle.groups)
-                    groups=publication.groups if publication else (),
-                    since_snapshot=since_snapshot,
-                    resolved=resolved,
-                )
+                if spec.pipeline.data_volume == "small":
+                    resolved = resolved or resolve_model_version(uri, tracking_uri(settings, None))
+                    built = build_bundle(
+                        uri, profile, settings, store, signer, groups=groups,
+                        since_snapshot=since_snapshot, resolved=resolved,
+                    )  # fmt: skip
+                else:
+                    built = _bundle_apart(uri, profile, settings, groups, since_snapshot)
             except UserError as exc:  # e.g. a family this runtime cannot run: say why, go on
                 result.refused[profile] = exc.message
                 say(f"export for {profile} refused: {exc.message}")
