@@ -149,7 +149,10 @@ def _every_core(estimator: Any) -> Iterator[None]:
     n_jobs). Only the model's own threads: the preprocessing's ColumnTransformer would fork
     processes, each with a copy of the data. The fitted model goes back to one core, as
     devices and parity checks run it."""
-    keys = [k for k in estimator.get_params() if k == "n_jobs" or k.endswith("__n_jobs")]
+    from sklearn.ensemble import BaseEnsemble
+
+    # forests: a tree per thread; elsewhere n_jobs is per-class work or deprecated (LogisticRegression)
+    keys = ["n_jobs"] if isinstance(estimator, BaseEnsemble) and "n_jobs" in estimator.get_params() else []
     estimator.set_params(**dict.fromkeys(keys, -1))
     try:
         yield
