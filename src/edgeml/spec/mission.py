@@ -53,8 +53,10 @@ EFFECTS: Mapping[str, Mapping[str, str]] = {
         "training never loads the feature table: the train/validation/holdout split is made over "
         "every row, then each split is sampled (stratified by class, seeded) to at most "
         "`pipeline.sample_rows` rows; `logistic`, `linear` (both by SGD) and `mlp` train on every "
-        "training row, streamed in batches, the other families on the sample; `spec check` warns "
-        "about anything that would still load everything or train on a sample only",
+        "training row, streamed in batches, the other families on the sample; export, parity checks "
+        "and signing run in a fresh process per profile, so the driver never holds the converter and "
+        "a second copy of the model (`edgeml pipeline run` on a 2 GB source: bench/pipeline_memory); "
+        "`spec check` warns about anything that would still load everything or train on a sample only",
         "large": "over 1 TB: as medium; `spec check` also refuses window features without "
         "`schema.entity` (one task would compute every window, time range after time range, on one core)",
     },
