@@ -65,8 +65,11 @@ def test_medium_data_builds_bundles_in_a_child_process(clean_env: Path) -> None:
     (folder / "spec.yaml").write_text(spec, encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "-c", _MEDIUM_RUN, str(folder / "spec.yaml")],
-        capture_output=True, text=True, check=False, timeout=900,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert not out["converter_loaded_here"]
@@ -83,3 +86,4 @@ def test_an_error_in_the_bundle_child_comes_back_as_the_same_kind_with_its_hint(
     with pytest.raises(UserError, match="no signing key in") as error:
         _bundle_apart("models:/nothing-here/1", "x86-64-generic", settings, (), None)
     assert error.value.hint == "`edgeml keys init`"
+    assert error.value.exit_code == UserError.exit_code

@@ -116,13 +116,15 @@ def _bundle_apart(
         outcome = pool.submit(_bundle_child, uri, profile, settings, groups, since_snapshot).result()
     if isinstance(outcome, BuildResult):
         return outcome
-    user, message, hint = outcome
-    raise (UserError if user else EdgemlError)(message, hint=hint)
+    user, exit_code, message, hint = outcome
+    error = (UserError if user else EdgemlError)(message, hint=hint)
+    error.exit_code = exit_code  # the CLI exits as the child's error says (a store error is not 1)
+    raise error
 
 
 def _bundle_child(
     uri: str, profile: str, settings: Settings, groups: tuple[str, ...], since_snapshot: str | None
-) -> BuildResult | tuple[bool, str, str | None]:
+) -> BuildResult | tuple[bool, int, str, str | None]:
     from edgeml._thirdparty import no_usage_reporting
 
     no_usage_reporting()
@@ -138,7 +140,7 @@ def _bundle_child(
             since_snapshot=since_snapshot,
         )
     except EdgemlError as exc:  # not every error class unpickles (their own arguments)
-        return isinstance(exc, UserError), exc.message, exc.hint
+        return isinstance(exc, UserError), exc.exit_code, exc.message, exc.hint
 
 
 @_root_span
@@ -199,9 +201,15 @@ def run_pipeline(
                 if spec.pipeline.data_volume == "small":
                     resolved = resolved or resolve_model_version(uri, tracking_uri(settings, None))
                     built = build_bundle(
-                        uri, profile, settings, store, signer, groups=groups,
-                        since_snapshot=since_snapshot, resolved=resolved,
-                    )  # fmt: skip
+                        uri,
+                        profile,
+                        settings,
+                        store,
+                        signer,
+                        groups=groups,
+                        since_snapshot=since_snapshot,
+                        resolved=resolved,
+                    )
                 else:
                     built = _bundle_apart(uri, profile, settings, groups, since_snapshot)
             except UserError as exc:  # e.g. a family this runtime cannot run: say why, go on
